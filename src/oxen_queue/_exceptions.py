@@ -1,0 +1,275 @@
+"""Every error oxen-queue raises, under one base class.
+
+The tree::
+
+    OxenError
+    ├── APIError                        the API could not be used as asked
+    │   ├── APIStatusError              the API answered with an HTTP error status
+    │   │   ├── BadRequestError         400 (and 422): the request itself was refused
+    │   │   ├── AuthenticationError     401, 403: missing, wrong or unauthorised key
+    │   │   ├── NotFoundError           404: no such generation or model
+    │   │   ├── RateLimitError          429: slow down; ``.retry_after`` seconds, if the server said
+    │   │   └── ServerError             5xx: the server (or a proxy in front of it) failed
+    │   ├── APIConnectionError          no usable answer: connection refused, reset or cut
+    │   │   └── APITimeoutError         no answer in time (also a ``TimeoutError``)
+    │   └── APIResponseValidationError  an answer that does not have the documented shape
+    ├── GenerationError                 a generation ended without a result
+    │   ├── GenerationFailedError       status ``failed``; ``.error_message`` is the server's text
+    │   └── GenerationCancelledError    status ``cancelled``
+    ├── PollTimeoutError                the generation's own deadline passed (also a ``TimeoutError``)
+    ├── InvalidParamsError              bad input caught locally, before any request (also a ``ValueError``)
+    ├── AmbiguousEnqueueError           an enqueue may have created a job that could not be found
+    ├── DownloadError                   a result file could not be fetched or was refused
+    └── ClientClosedError               the client is not open (use ``async with``)
+
+Both error bodies the API documents are parsed into attributes of :class:`APIStatusError`:
+the envelope ``{"error": {"type", "title", "detail"}, "status": "error", "status_message"}``
+and the simple ``{"error": {"message": "..."}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AmbiguousEnqueueError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientClosedError",
+    "DownloadError",
+    "GenerationCancelledError",
+    "GenerationError",
+    "GenerationFailedError",
+    "InvalidParamsError",
+    "NotFoundError",
+    "OxenError",
+    "PollTimeoutError",
+    "RateLimitError",
+    "ServerError",
+]
+
+
+class OxenError(Exception):
+    """The base class of every error this library raises."""
+
+
+class APIError(OxenError):
+    """The API could not be used as asked.
+
+    Attributes:
+        request: The request that failed, when there was one.
+    """
+
+    def __init__(self, message: str, *, request: httpx.Request | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request = request
+
+
+class APIStatusError(APIError):
+    """The API answered with an HTTP error status.
+
+    Attributes:
+        status_code: The HTTP status.
+        response: The response (its request carries no key in ``repr``; httpx redacts it).
+        body: The decoded JSON body, or ``None`` when the body was not JSON (a proxy's HTML page).
+        error_type: ``error.type`` of the envelope body (``"resource_not_found"``, ...), if any.
+        title: ``error.title`` of the envelope body, if any.
+        detail: ``error.detail`` of the envelope body, if any.
+        status_message: ``status_message`` of the envelope body, if any.
+        server_message: ``error.message`` of the simple body, or the best human text found.
+    """
+
+    def __init__(self, message: str, *, response: httpx.Response, body: object) -> None:
+        super().__init__(message, request=response.request)
+        self.response = response
+        self.status_code = response.status_code
+        self.body = body
+        fields = _error_fields(body)
+        self.error_type: str | None = fields.get("type")
+        self.title: str | None = fields.get("title")
+        self.detail: str | None = fields.get("detail")
+        self.status_message: str | None = fields.get("status_message")
+        self.server_message: str | None = fields.get("message")
+
+
+class BadRequestError(APIStatusError):
+    """400 or 422: the API refused the request (unknown model, ``num_generations`` range, ...)."""
+
+
+class AuthenticationError(APIStatusError):
+    """401 or 403: the key is missing, wrong, or not allowed to do this."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such generation or model."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests.
+
+    Attributes:
+        retry_after: Seconds the server asked us to wait, or ``None`` when it did not say.
+    """
+
+    def __init__(
+        self, message: str, *, response: httpx.Response, body: object, retry_after: float | None
+    ) -> None:
+        super().__init__(message, response=response, body=body)
+        self.retry_after = retry_after
+
+
+class ServerError(APIStatusError):
+    """5xx: the server, or a proxy in front of it, failed."""
+
+
+class APIConnectionError(APIError):
+    """No usable answer: the connection was refused, reset, or cut mid-response."""
+
+
+class APITimeoutError(APIConnectionError, TimeoutError):
+    """No answer in time."""
+
+
+class APIResponseValidationError(APIError):
+    """An answer that does not have the documented shape (truncated JSON, wrong types, ...).
+
+    Attributes:
+        response: The offending response.
+    """
+
+    def __init__(self, message: str, *, response: httpx.Response) -> None:
+        super().__init__(message, request=response.request)
+        self.response = response
+
+
+class GenerationError(OxenError):
+    """A generation ended without a result.
+
+    Attributes:
+        generation_id: The generation's id.
+        record: The final row as last seen (a ``GenerationRecord``), when known.
+    """
+
+    def __init__(self, message: str, *, generation_id: str, record: Any = None) -> None:
+        super().__init__(message)
+        self.generation_id = generation_id
+        self.record = record
+
+
+class GenerationFailedError(GenerationError):
+    """The generation ended with status ``failed``.
+
+    Attributes:
+        error_message: The server's explanation (``"Insufficient credits"``, ...), or ``None``.
+    """
+
+    def __init__(
+        self, *, generation_id: str, error_message: str | None, record: Any = None
+    ) -> None:
+        text = error_message or "no error message given"
+        super().__init__(
+            f"generation {generation_id} failed: {text}", generation_id=generation_id, record=record
+        )
+        self.error_message = error_message
+
+
+class GenerationCancelledError(GenerationError):
+    """The generation ended with status ``cancelled``."""
+
+    def __init__(self, *, generation_id: str, record: Any = None) -> None:
+        super().__init__(
+            f"generation {generation_id} was cancelled", generation_id=generation_id, record=record
+        )
+
+
+class PollTimeoutError(OxenError, TimeoutError):
+    """The generation's deadline passed before it reached a final status.
+
+    The job itself may still be running on the server: reattach with
+    ``client.generation(generation_id)`` or cancel it.
+
+    Attributes:
+        generation_id: The generation's id.
+        deadline: The deadline that passed, in seconds after the generation was created.
+    """
+
+    def __init__(self, *, generation_id: str, deadline: float) -> None:
+        super().__init__(
+            f"generation {generation_id} did not finish within its {deadline:g} s deadline"
+        )
+        self.generation_id = generation_id
+        self.deadline = deadline
+
+
+class InvalidParamsError(OxenError, ValueError):
+    """Bad input, caught locally before any request was sent (so nothing was billed).
+
+    Attributes:
+        field: The offending parameter, or ``None`` when the problem is not one field's.
+        allowed: The values the field accepts, when it has a fixed set.
+    """
+
+    def __init__(
+        self, message: str, *, field: str | None = None, allowed: Iterable[object] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.allowed: tuple[object, ...] | None = None if allowed is None else tuple(allowed)
+
+
+class AmbiguousEnqueueError(OxenError):
+    """An enqueue's response was lost, and reconciliation could neither find nor rule out the job.
+
+    The request is never sent again blindly: a job may exist, and be billed, that this client
+    could not identify. Look for it with ``client.list_generations(model=...)``.
+
+    Attributes:
+        model: The model the enqueue was for.
+        params: The request's parameters.
+    """
+
+    def __init__(self, message: str, *, model: str, params: Mapping[str, Any]) -> None:
+        super().__init__(message)
+        self.model = model
+        self.params = dict(params)
+
+
+class DownloadError(OxenError):
+    """A result file could not be fetched, or was refused (too large, no URL, ...)."""
+
+
+class ClientClosedError(OxenError, RuntimeError):
+    """The client is not open: use it inside ``async with AsyncClient() as client:``."""
+
+
+def _error_fields(body: object) -> dict[str, str]:
+    """Pull the human-readable fields out of either documented error body."""
+    fields: dict[str, str] = {}
+    if not isinstance(body, Mapping):
+        return fields
+    error = body.get("error")
+    if isinstance(error, Mapping):
+        for key in ("type", "title", "detail", "message"):
+            value = error.get(key)
+            if isinstance(value, str):
+                fields[key] = value
+    elif isinstance(error, str):
+        fields["message"] = error
+    status_message = body.get("status_message")
+    if isinstance(status_message, str):
+        fields["status_message"] = status_message
+    if "message" not in fields:
+        for key in ("detail", "title", "status_message"):
+            if key in fields:
+                fields["message"] = fields[key]
+                break
+    return fields

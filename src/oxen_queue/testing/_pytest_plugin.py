@@ -1,0 +1,2 @@
+"""Pytest plugin placeholder."""
+from __future__ import annotations
