@@ -1,5 +1,103 @@
-"""oxen-queue: an asyncio SDK for Oxen.ai's generation queue."""
+"""oxen-queue: an asyncio SDK for Oxen.ai's generation queue.
+
+Enqueue generations, await them like futures, and let one shared watcher learn when they
+finish::
+
+    async with AsyncClient() as client:
+        generation = await client.enqueue("gpt-image-2", prompt="An ox at sunset")
+        record = await generation
+"""
 
 from __future__ import annotations
 
+from ._batch import BatchItem as BatchItem
+from ._batch import ProgressCallback as ProgressCallback
+from ._batch import as_completed as as_completed
+from ._batch import run_batch as run_batch
+from ._client import AsyncClient as AsyncClient
+from ._client import GptImage2Options as GptImage2Options
+from ._exceptions import AmbiguousEnqueueError as AmbiguousEnqueueError
+from ._exceptions import APIConnectionError as APIConnectionError
+from ._exceptions import APIError as APIError
+from ._exceptions import APIResponseValidationError as APIResponseValidationError
+from ._exceptions import APIStatusError as APIStatusError
+from ._exceptions import APITimeoutError as APITimeoutError
+from ._exceptions import AuthenticationError as AuthenticationError
+from ._exceptions import BadRequestError as BadRequestError
+from ._exceptions import ClientClosedError as ClientClosedError
+from ._exceptions import DownloadError as DownloadError
+from ._exceptions import GenerationCancelledError as GenerationCancelledError
+from ._exceptions import GenerationError as GenerationError
+from ._exceptions import GenerationFailedError as GenerationFailedError
+from ._exceptions import InvalidParamsError as InvalidParamsError
+from ._exceptions import NotFoundError as NotFoundError
+from ._exceptions import OxenError as OxenError
+from ._exceptions import PollTimeoutError as PollTimeoutError
+from ._exceptions import RateLimitError as RateLimitError
+from ._exceptions import ServerError as ServerError
+from ._generation import Generation as Generation
+from ._models import TERMINAL_STATUSES as TERMINAL_STATUSES
+from ._models import CompletionEvent as CompletionEvent
+from ._models import GenerationPage as GenerationPage
+from ._models import GenerationRecord as GenerationRecord
+from ._models import GenerationStatus as GenerationStatus
+from ._models import ImageResult as ImageResult
+from ._models import ImagesResponse as ImagesResponse
+from ._models import Model as Model
+from ._params import GptImage2Params as GptImage2Params
+from ._params import OutputFormat as OutputFormat
+from ._params import Quality as Quality
+from ._params import Resolution as Resolution
+from ._poll import PollPolicy as PollPolicy
+from ._retry import RetryPolicy as RetryPolicy
+from ._types import DEFAULT as DEFAULT
+from ._types import Default as Default
 from ._version import __version__ as __version__
+from ._watch import CompletionMode as CompletionMode
+
+__all__ = [
+    "DEFAULT",
+    "TERMINAL_STATUSES",
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AmbiguousEnqueueError",
+    "AsyncClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "BatchItem",
+    "ClientClosedError",
+    "CompletionEvent",
+    "CompletionMode",
+    "Default",
+    "DownloadError",
+    "Generation",
+    "GenerationCancelledError",
+    "GenerationError",
+    "GenerationFailedError",
+    "GenerationPage",
+    "GenerationRecord",
+    "GenerationStatus",
+    "GptImage2Options",
+    "GptImage2Params",
+    "ImageResult",
+    "ImagesResponse",
+    "InvalidParamsError",
+    "Model",
+    "NotFoundError",
+    "OutputFormat",
+    "OxenError",
+    "PollPolicy",
+    "PollTimeoutError",
+    "ProgressCallback",
+    "Quality",
+    "RateLimitError",
+    "Resolution",
+    "RetryPolicy",
+    "ServerError",
+    "__version__",
+    "as_completed",
+    "run_batch",
+]

@@ -8,7 +8,7 @@ The tree::
     │   │   ├── BadRequestError         400 (and 422): the request itself was refused
     │   │   ├── AuthenticationError     401, 403: missing, wrong or unauthorised key
     │   │   ├── NotFoundError           404: no such generation or model
-    │   │   ├── RateLimitError          429: slow down; ``.retry_after`` seconds, if the server said
+    │   │   ├── RateLimitError          429: slow down; ``.retry_after`` seconds, if known
     │   │   └── ServerError             5xx: the server (or a proxy in front of it) failed
     │   ├── APIConnectionError          no usable answer: connection refused, reset or cut
     │   │   └── APITimeoutError         no answer in time (also a ``TimeoutError``)
@@ -16,9 +16,9 @@ The tree::
     ├── GenerationError                 a generation ended without a result
     │   ├── GenerationFailedError       status ``failed``; ``.error_message`` is the server's text
     │   └── GenerationCancelledError    status ``cancelled``
-    ├── PollTimeoutError                the generation's own deadline passed (also a ``TimeoutError``)
-    ├── InvalidParamsError              bad input caught locally, before any request (also a ``ValueError``)
-    ├── AmbiguousEnqueueError           an enqueue may have created a job that could not be found
+    ├── PollTimeoutError                the generation's deadline passed (also a TimeoutError)
+    ├── InvalidParamsError              bad input caught before any request (also a ValueError)
+    ├── AmbiguousEnqueueError           an enqueue may have created a job that was not found
     ├── DownloadError                   a result file could not be fetched or was refused
     └── ClientClosedError               the client is not open (use ``async with``)
 
@@ -132,7 +132,18 @@ class ServerError(APIStatusError):
 
 
 class APIConnectionError(APIError):
-    """No usable answer: the connection was refused, reset, or cut mid-response."""
+    """No usable answer: the connection was refused, reset, or cut mid-response.
+
+    Attributes:
+        request_sent: ``False`` when the connection was never established, so the server
+            cannot have seen the request; ``True`` when it may have been processed.
+    """
+
+    def __init__(
+        self, message: str, *, request: httpx.Request | None = None, request_sent: bool = True
+    ) -> None:
+        super().__init__(message, request=request)
+        self.request_sent = request_sent
 
 
 class APITimeoutError(APIConnectionError, TimeoutError):
@@ -143,11 +154,11 @@ class APIResponseValidationError(APIError):
     """An answer that does not have the documented shape (truncated JSON, wrong types, ...).
 
     Attributes:
-        response: The offending response.
+        response: The offending response, when the problem was found before decoding it.
     """
 
-    def __init__(self, message: str, *, response: httpx.Response) -> None:
-        super().__init__(message, request=response.request)
+    def __init__(self, message: str, *, response: httpx.Response | None = None) -> None:
+        super().__init__(message, request=None if response is None else response.request)
         self.response = response
 
 

@@ -1,0 +1,619 @@
+"""``AsyncClient``: configuration, lifecycle, and the operations of the queue."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypedDict, Unpack, overload
+
+import anyio
+import httpx
+
+from ._api import QueueEndpoints
+from ._batch import as_completed, run_batch
+from ._download import download_to
+from ._enqueue import Enqueuer
+from ._exceptions import ClientClosedError, DownloadError, InvalidParamsError, NotFoundError
+from ._generation import Generation
+from ._http import DEFAULT_BASE_URL, ApiSession, check_base_url
+from ._models import GenerationPage, GenerationRecord, ImagesResponse, Model
+from ._params import OutputFormat, Quality, Resolution, validate_params
+from ._poll import PollPolicy
+from ._retry import RetryPolicy
+from ._types import DEFAULT, Default
+from ._watch import CompletionMode, make_watcher
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from ._batch import BatchItem, ProgressCallback
+    from ._watch._base import Watcher
+
+__all__ = ["AsyncClient", "GptImage2Options"]
+
+logger = logging.getLogger("oxen_queue")
+
+_GPT_IMAGE_2: Final = "gpt-image-2"
+
+
+class GptImage2Options(TypedDict, total=False):
+    """The optional keyword arguments of a ``gpt-image-2`` request, for editors and type checkers.
+
+    Defaults (applied by the server when a key is left out): ``resolution="1920x1080"``,
+    ``quality="high"``, ``output_format="png"``.
+    """
+
+    resolution: Resolution
+    quality: Quality
+    output_format: OutputFormat
+    target_namespace: str
+    target_repo: str
+    target_directory: str
+
+
+class AsyncClient:
+    """An asyncio (and trio) client for Oxen.ai's generation queue.
+
+    Use it as an async context manager; one client serves a whole application::
+
+        async with AsyncClient() as client:
+            generation = await client.enqueue("gpt-image-2", prompt="An ox at sunset")
+            record = await generation
+
+    Args:
+        api_key: The Oxen API key. Defaults to ``$OXEN_API_KEY``. It is sent only to the API's
+            own origin, never shown in ``repr``, logs or errors.
+        base_url: The hub. Defaults to ``$OXEN_BASE_URL``, then ``https://hub.oxen.ai``.
+        completion: How completion is learned: ``"auto"`` (the event stream, with shared
+            polling as a slow backstop, falling back to polling when the stream is
+            unavailable), ``"events"``, ``"shared"`` (one list request per tick for all
+            pending generations) or ``"poll"`` (each generation on its own backoff timer).
+        poll_policy: Backoff and deadline of per-generation polling; its ``deadline`` is
+            every generation's default deadline.
+        retry: Which transient HTTP failures are retried, and how.
+        timeout: Seconds for connect, read and write of one request (or an ``httpx.Timeout``).
+        max_concurrency: Requests in flight at once; more wait their turn.
+        validate: Check parameters locally before sending (for models other than
+            ``gpt-image-2`` this fetches the model's schema once). ``False`` sends them as given.
+        max_download_bytes: Largest result file ``download`` accepts; ``None`` means no limit.
+        allow_insecure_http: Allow a plain ``http://`` base URL that is not loopback.
+        verify: TLS certificate verification (on by default).
+        transport: An httpx transport, for tests (``httpx.MockTransport``,
+            ``httpx.ASGITransport``).
+
+    Raises:
+        InvalidParamsError: No API key was given or found in the environment.
+        ValueError: The base URL is unusable or insecure.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        completion: CompletionMode = "auto",
+        poll_policy: PollPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | httpx.Timeout = 30.0,
+        max_concurrency: int = 64,
+        validate: bool = True,
+        max_download_bytes: int | None = 1 << 30,
+        allow_insecure_http: bool = False,
+        verify: bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("OXEN_API_KEY", "")
+        if not key.strip():
+            raise InvalidParamsError(
+                "no API key: pass api_key=... or set the OXEN_API_KEY environment variable "
+                "(create a key at https://www.oxen.ai under your profile's API keys)",
+                field="api_key",
+            )
+        url = check_base_url(
+            base_url or os.environ.get("OXEN_BASE_URL") or DEFAULT_BASE_URL,
+            allow_insecure_http=allow_insecure_http,
+        )
+        self._retry = retry or RetryPolicy()
+        self._poll_policy = poll_policy or PollPolicy()
+        self._validate = validate
+        self._max_download_bytes = max_download_bytes
+        self._completion: CompletionMode = completion
+        self._session = ApiSession(
+            base_url=url,
+            api_key=key.strip(),
+            timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
+            max_concurrency=max_concurrency,
+            retry=self._retry,
+            transport=transport,
+            verify=verify,
+        )
+        self._endpoints = QueueEndpoints(self._session)
+        self._enqueuer = Enqueuer(self._session, retry=self._retry)
+        self._watcher: Watcher = make_watcher(completion, self._endpoints, self._poll_policy)
+        self._pending: dict[str, Generation] = {}
+        self._schemas: dict[str, dict[str, Any] | None] = {}
+        self._stack: AsyncExitStack | None = None
+        self._task_group: TaskGroup | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._task_group else "not opened"
+        return (
+            f"<AsyncClient {self._session.base_url} completion={self._completion!r} "
+            f"pending={len(self._pending)} {state}>"
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._closed or self._stack is not None:
+            raise ClientClosedError("an AsyncClient can be opened only once; make a new one")
+        stack = AsyncExitStack()
+        await stack.enter_async_context(self._session.http)
+        self._task_group = await stack.enter_async_context(anyio.create_task_group())
+        self._stack = stack
+        self._watcher.start(self._task_group)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop watching, close the connections. Jobs on the server carry on.
+
+        Generations still pending end with :class:`ClientClosedError`; reattach to them from
+        another client with ``client.generation(id)``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for generation in list(self._pending.values()):
+            generation._fail(
+                ClientClosedError(
+                    f"the client closed before generation {generation.id} finished; "
+                    "reattach with client.generation(id)"
+                )
+            )
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            assert self._task_group is not None
+            self._task_group.cancel_scope.cancel()
+            await stack.aclose()
+
+    def _require_open(self) -> TaskGroup:
+        if self._task_group is None or self._closed:
+            raise ClientClosedError(
+                "the client is not open: use it inside `async with AsyncClient() as client:`"
+            )
+        return self._task_group
+
+    @property
+    def pending(self) -> Mapping[str, Generation]:
+        """The generations this client is still watching, by id (a read-only view)."""
+        return MappingProxyType(self._pending)
+
+    @property
+    def enqueue_stats(self) -> Mapping[str, int]:
+        """How lost enqueue answers were settled: ``reconciled`` (adopted) and ``resent``."""
+        return {"reconciled": self._enqueuer.reconciled, "resent": self._enqueuer.resent}
+
+    def _generation_done(self, generation: Generation) -> None:
+        if self._pending.get(generation.id) is generation:
+            del self._pending[generation.id]
+
+    def _track(
+        self,
+        generation_id: str,
+        *,
+        model: str | None,
+        params: Mapping[str, Any],
+        deadline: float | None,
+        fresh: bool,
+    ) -> Generation:
+        existing = self._pending.get(generation_id)
+        if existing is not None:
+            return existing
+        generation = Generation(
+            generation_id,
+            owner=self,
+            model=model,
+            params=params,
+            deadline=deadline,
+            status="queued" if fresh else "unknown",
+        )
+        self._pending[generation_id] = generation
+        self._watcher.track(generation, fresh=fresh)
+        return generation
+
+    # -- enqueueing ---------------------------------------------------------------------
+
+    @overload
+    async def enqueue(
+        self,
+        model: Literal["gpt-image-2"],
+        /,
+        *,
+        prompt: str,
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        **params: Unpack[GptImage2Options],
+    ) -> Generation: ...
+
+    @overload
+    async def enqueue(
+        self,
+        model: str,
+        /,
+        *,
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        **params: Any,
+    ) -> Generation: ...
+
+    async def enqueue(
+        self,
+        model: str,
+        /,
+        *,
+        deadline: float | Default | None = DEFAULT,
+        validate: bool | None = None,
+        **params: Any,
+    ) -> Generation:
+        """Enqueue one generation (``POST /api/ai/queue``) and return its awaitable handle.
+
+        Args:
+            model: The model id, e.g. ``"gpt-image-2"``.
+            deadline: Seconds until waiting on it gives up with ``PollTimeoutError``;
+                ``DEFAULT`` takes the poll policy's deadline; ``None`` means no limit.
+            validate: Override the client's ``validate`` for this call.
+            **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
+                (``target_namespace``, ``target_repo``, ``target_directory``).
+
+        Raises:
+            InvalidParamsError: Bad parameters, found before anything was sent.
+            BadRequestError: The API refused (unknown model, text-only model, ...).
+            AmbiguousEnqueueError: The answer was lost and the job could not be settled.
+        """
+        (generation,) = await self._enqueue(model, params, 1, deadline, validate)
+        return generation
+
+    async def enqueue_many(
+        self,
+        model: str,
+        /,
+        num_generations: int,
+        *,
+        deadline: float | Default | None = DEFAULT,
+        validate: bool | None = None,
+        **params: Any,
+    ) -> list[Generation]:
+        """Enqueue ``num_generations`` generations of the same request in one call.
+
+        The docs allow 1-4 per request, the newer spec 1-12: no cap is assumed here, and the
+        server's refusal is raised as ``BadRequestError`` with its message.
+        """
+        if isinstance(num_generations, bool) or not isinstance(num_generations, int):
+            raise InvalidParamsError(
+                f"num_generations must be an integer, not {num_generations!r}",
+                field="num_generations",
+            )
+        if num_generations < 1:
+            raise InvalidParamsError(
+                f"num_generations must be at least 1, not {num_generations}",
+                field="num_generations",
+            )
+        return await self._enqueue(model, params, num_generations, deadline, validate)
+
+    async def _enqueue(
+        self,
+        model: str,
+        params: Mapping[str, Any],
+        count: int,
+        deadline: float | Default | None,
+        validate: bool | None,
+        created: list[Generation] | None = None,
+    ) -> list[Generation]:
+        self._require_open()
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidParamsError("model must be a non-empty model id", field="model")
+        if "num_generations" in params:
+            raise InvalidParamsError(
+                "pass num_generations to enqueue_many(), which returns every generation",
+                field="num_generations",
+            )
+        body = await self._checked(model, params, validate)
+        await self._watcher.ready()
+        if deadline is DEFAULT:
+            deadline = self._poll_policy.deadline
+        generations: list[Generation] = []
+
+        def on_created(ids: list[str]) -> None:
+            for generation_id in ids:
+                generation = self._track(
+                    generation_id, model=model, params=body, deadline=deadline, fresh=True
+                )
+                generations.append(generation)
+                if created is not None:
+                    created.append(generation)
+
+        await self._enqueuer.enqueue(model, body, count, on_created)
+        return generations
+
+    async def _checked(
+        self, model: str, params: Mapping[str, Any], validate: bool | None
+    ) -> dict[str, Any]:
+        if not (self._validate if validate is None else validate):
+            return dict(params)
+        schema = None if model == _GPT_IMAGE_2 else await self._schema(model)
+        return validate_params(model, params, schema=schema)
+
+    async def _schema(self, model: str) -> dict[str, Any] | None:
+        if model not in self._schemas:
+            try:
+                described = await self._endpoints.get_model(model)
+            except NotFoundError:
+                raise InvalidParamsError(
+                    f"model={model!r} is not a model the API knows "
+                    "(list them with `oxen-queue models`)",
+                    field="model",
+                ) from None
+            self._schemas[model] = described.parameter_schema
+        return self._schemas[model]
+
+    @overload
+    async def generate(
+        self,
+        model: Literal["gpt-image-2"],
+        /,
+        *,
+        prompt: str,
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        **params: Unpack[GptImage2Options],
+    ) -> GenerationRecord: ...
+
+    @overload
+    async def generate(
+        self,
+        model: str,
+        /,
+        *,
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        **params: Any,
+    ) -> GenerationRecord: ...
+
+    async def generate(
+        self,
+        model: str,
+        /,
+        *,
+        deadline: float | Default | None = DEFAULT,
+        validate: bool | None = None,
+        **params: Any,
+    ) -> GenerationRecord:
+        """Enqueue one generation and wait for its final record.
+
+        The call owns its job: if it is cancelled (a web client hung up) or its deadline
+        passes, the job is cancelled on the server (shielded, best effort) before the error
+        is re-raised, since nobody will see its result.
+
+        Raises:
+            GenerationFailedError: The generation failed; ``.error_message`` says why.
+            GenerationCancelledError: It was cancelled.
+            PollTimeoutError: The deadline passed (the job was cancelled).
+        """
+        created: list[Generation] = []
+        try:
+            (generation,) = await self._enqueue(model, params, 1, deadline, validate, created)
+            return await generation
+        except BaseException:
+            for generation in created:
+                if not generation.done() or _timed_out(generation):
+                    await self._cancel_quietly(generation)
+            raise
+
+    async def _cancel_quietly(self, generation: Generation) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10.0):
+            try:
+                await self._endpoints.cancel(generation.id)
+                logger.debug("cancelled abandoned generation %s", generation.id)
+            except Exception as exc:
+                logger.warning("could not cancel abandoned generation %s: %s", generation.id, exc)
+
+    async def generate_images(
+        self,
+        model: str,
+        /,
+        *,
+        prompt: str,
+        n: int | None = None,
+        response_format: Literal["url", "b64_json"] | None = None,
+        timeout: float = 600.0,
+        validate: bool | None = None,
+        **params: Any,
+    ) -> ImagesResponse:
+        """Generate images with the blocking endpoint (``POST /api/ai/images/generate``).
+
+        The server holds the request open until the images exist (5-30 s), so nothing is
+        polled; prefer :meth:`enqueue` for many images. The request is resent only if the
+        server refused it; a lost answer is raised, since the images may have been billed.
+
+        Args:
+            model: The model id.
+            prompt: The prompt.
+            n: Images to generate (the spec's ``n``); the server's default is 1.
+            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
+            timeout: Seconds to wait for the answer.
+            validate: Override the client's ``validate`` for this call.
+            **params: The model's other parameters.
+        """
+        self._require_open()
+        body = await self._checked(model, {"prompt": prompt, **params}, validate)
+        if n is not None:
+            body["n"] = n
+        if response_format is not None:
+            body["response_format"] = response_format
+        return await self._endpoints.generate_images({"model": model, **body}, timeout=timeout)
+
+    # -- generations --------------------------------------------------------------------
+
+    def generation(
+        self, generation_id: str, *, deadline: float | Default | None = DEFAULT
+    ) -> Generation:
+        """Reattach to a generation made elsewhere (another process, an earlier run).
+
+        Returns the handle this client already has for the id, if any. Its status is asked
+        at once, so a generation that finished long ago resolves right away.
+        """
+        self._require_open()
+        if not isinstance(generation_id, str) or not generation_id.strip():
+            raise InvalidParamsError(
+                "generation_id must be a non-empty string", field="generation_id"
+            )
+        self._enqueuer.own(generation_id)
+        return self._track(
+            generation_id,
+            model=None,
+            params={},
+            deadline=self._poll_policy.deadline if deadline is DEFAULT else deadline,
+            fresh=False,
+        )
+
+    async def get_generation(self, generation_id: str) -> GenerationRecord:
+        """The current row of a generation (``GET /api/ai/queue/{id}``)."""
+        self._require_open()
+        record = await self._endpoints.get_generation(generation_id)
+        pending = self._pending.get(generation_id)
+        if pending is not None:
+            pending._observe(record)
+        return record
+
+    async def cancel(self, generation: Generation | str) -> None:
+        """Cancel a generation (``DELETE /api/ai/queue/{id}``), then learn its final state.
+
+        A generation already finished is left as it is (the API ignores the request).
+
+        Raises:
+            NotFoundError: No such generation.
+        """
+        self._require_open()
+        generation_id = generation.id if isinstance(generation, Generation) else generation
+        await self._endpoints.cancel(generation_id)
+        # The event stream announces nothing for cancellations: read the row to settle it.
+        await self.get_generation(generation_id)
+
+    async def list_queue(
+        self,
+        *,
+        model: str | None = None,
+        status: str | None = None,
+        media_type: Literal["image", "video"] | None = None,
+    ) -> list[GenerationRecord]:
+        """Rows of ``GET /api/ai/queue``: active ones only, unless ``status`` is given."""
+        self._require_open()
+        return await self._endpoints.list_queue(model=model, status=status, media_type=media_type)
+
+    async def list_generations(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = 50,
+        model: str | None = None,
+        status: str | None = None,
+        media_type: Literal["image", "video"] | None = None,
+    ) -> GenerationPage:
+        """One page of history with costs (``GET /api/ai/generations``; page_size <= 1000)."""
+        self._require_open()
+        return await self._endpoints.list_generations(
+            page=page, page_size=page_size, model=model, status=status, media_type=media_type
+        )
+
+    # -- models -------------------------------------------------------------------------
+
+    async def get_model(self, model_id: str) -> Model:
+        """A model and its parameter schema (``GET /api/ai/models/{id}``)."""
+        self._require_open()
+        return await self._endpoints.get_model(model_id)
+
+    async def list_models(self) -> list[Model]:
+        """Every model (``GET /api/ai/models``)."""
+        self._require_open()
+        return await self._endpoints.list_models()
+
+    # -- results ------------------------------------------------------------------------
+
+    async def download(
+        self, source: Generation | GenerationRecord, path: str | os.PathLike[str] | None = None
+    ) -> Path:
+        """Save a generation's result file and return its path.
+
+        Args:
+            source: A finished record, or a Generation (waited for first).
+            path: A file path, or a directory (the file is named after the generation id),
+                or ``None`` for the current directory. The server never names the file.
+
+        Raises:
+            DownloadError: No result URL, the file host refused, or the file is too large.
+        """
+        self._require_open()
+        record = await source if isinstance(source, Generation) else source
+        if not record.result_url:
+            raise DownloadError(
+                f"generation {record.generation_id} has no result_url (status {record.status!r})"
+            )
+        return await download_to(
+            self._session,
+            record.result_url,
+            generation_id=record.generation_id,
+            path=path,
+            max_bytes=self._max_download_bytes,
+        )
+
+    # -- many at once -------------------------------------------------------------------
+
+    def as_completed(self, generations: Iterable[Generation]) -> AsyncIterator[Generation]:
+        """Yield generations as they finish, whatever the outcome (see ``as_completed``)."""
+        return as_completed(generations)
+
+    async def batch(
+        self,
+        model: str,
+        requests: Iterable[Mapping[str, Any] | BatchItem],
+        *,
+        concurrency: int = 32,
+        on_enqueued: ProgressCallback | None = None,
+        on_finished: ProgressCallback | None = None,
+    ) -> list[BatchItem]:
+        """Run many requests with at most ``concurrency`` generations in flight.
+
+        See :func:`oxen_queue.run_batch`.
+        """
+        self._require_open()
+        return await run_batch(
+            self,
+            model,
+            requests,
+            concurrency=concurrency,
+            on_enqueued=on_enqueued,
+            on_finished=on_finished,
+        )
+
+
+def _timed_out(generation: Generation) -> bool:
+    try:
+        generation.result()
+    except TimeoutError:
+        return True
+    except Exception:
+        return False
+    return False

@@ -1,0 +1,256 @@
+"""The awaitable handle of one generation: a small state machine that does no HTTP.
+
+A :class:`Generation` is resolved by the client's completion watcher (polling, shared polling or
+the event stream, see ``_watch``) and awaited by any number of tasks. Awaiting it only waits
+for that resolution, so awaiting twice, or from many tasks at once, costs no request; and
+abandoning a wait (``asyncio.wait_for`` timing out, a task cancelled) leaves the generation
+and its watcher untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Generator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+
+from ._exceptions import (
+    GenerationCancelledError,
+    GenerationFailedError,
+    OxenError,
+    PollTimeoutError,
+)
+from ._models import TERMINAL_STATUSES, GenerationRecord
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["Generation", "GenerationOwner"]
+
+logger = logging.getLogger("oxen_queue")
+
+
+class GenerationOwner(Protocol):
+    """What a Generation needs from its client: the few operations it delegates."""
+
+    async def cancel(self, generation: Generation | str) -> None: ...
+
+    async def get_generation(self, generation_id: str) -> GenerationRecord: ...
+
+    async def download(
+        self, source: Generation | GenerationRecord, path: str | Path | None = None
+    ) -> Path: ...
+
+    def _generation_done(self, generation: Generation) -> None: ...
+
+
+class Generation:
+    """One generation on the queue: await it for its final record.
+
+    ``await generation`` returns the :class:`GenerationRecord` once the status is
+    ``succeeded``, and raises :class:`GenerationFailedError` (``failed``),
+    :class:`GenerationCancelledError` (``cancelled``) or :class:`PollTimeoutError` (its deadline
+    passed). Generations work with ``asyncio.gather``, ``asyncio.wait_for``, task groups and
+    trio. Get them from ``AsyncClient.enqueue`` or reattach with ``AsyncClient.generation(id)``.
+
+    Attributes:
+        id: The generation id, as the server gave it.
+        model: The model it runs on, when known.
+        params: The parameters this client sent (empty for a reattached generation).
+        deadline: Seconds after creation of this handle before waits give up with
+            :class:`PollTimeoutError`; ``None`` means no limit.
+    """
+
+    __slots__ = (
+        "_callbacks",
+        "_created",
+        "_event",
+        "_outcome",
+        "_owner",
+        "_record",
+        "_status",
+        "deadline",
+        "id",
+        "model",
+        "params",
+    )
+
+    def __init__(
+        self,
+        generation_id: str,
+        *,
+        owner: GenerationOwner,
+        model: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        status: str = "queued",
+        deadline: float | None = None,
+    ) -> None:
+        self.id = generation_id
+        self.model = model
+        self.params: dict[str, Any] = dict(params or {})
+        self.deadline = deadline
+        self._owner = owner
+        self._status = status
+        self._record: GenerationRecord | None = None
+        self._outcome: GenerationRecord | BaseException | None = None
+        self._event: anyio.Event | None = None
+        self._callbacks: list[Callable[[Generation], object]] | None = None
+        self._created = anyio.current_time()
+
+    def __repr__(self) -> str:
+        model = f" model={self.model!r}" if self.model else ""
+        return f"<Generation {self.id}{model} status={self._status!r}>"
+
+    @property
+    def status(self) -> str:
+        """The last status seen: ``queued``, ``processing``, ``succeeded``, ``failed``, ...."""
+        return self._status
+
+    @property
+    def record(self) -> GenerationRecord | None:
+        """The last row seen, or ``None`` when none has been fetched yet."""
+        return self._record
+
+    def done(self) -> bool:
+        """Whether the generation has an outcome (a final status, an error, or a timeout)."""
+        return self._outcome is not None
+
+    def result(self) -> GenerationRecord:
+        """The final record, without waiting.
+
+        Raises:
+            RuntimeError: The generation is not done yet.
+            GenerationError: It failed or was cancelled (and the other errors of ``await``).
+        """
+        outcome = self._outcome
+        if outcome is None:
+            raise RuntimeError(f"generation {self.id} is not done yet (status {self._status!r})")
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def __await__(self) -> Generator[Any, None, GenerationRecord]:
+        return self.wait().__await__()
+
+    async def wait(self, *, timeout: float | None = None) -> GenerationRecord:
+        """Wait for the final record.
+
+        Args:
+            timeout: Seconds to wait this time; ``None`` waits up to the generation's own
+                deadline. When this timeout expires, ``TimeoutError`` is raised and the
+                generation carries on (unlike its deadline, which ends it).
+
+        Raises:
+            GenerationFailedError: The status became ``failed``.
+            GenerationCancelledError: The status became ``cancelled``.
+            PollTimeoutError: The generation's deadline passed first.
+            TimeoutError: ``timeout`` expired first.
+            OxenError: The status could not be learned (the id is unknown, the key refused).
+        """
+        if self._outcome is None:
+            remaining = self._remaining()
+            wait_for = remaining if timeout is None else min(timeout, remaining)
+            if self._event is None:
+                self._event = anyio.Event()
+            with anyio.move_on_after(wait_for):
+                await self._event.wait()
+            if self._outcome is None:
+                if self._remaining() <= 0:
+                    self._expire()
+                else:
+                    raise TimeoutError(
+                        f"generation {self.id} is still {self._status} after {timeout:g} s"
+                    )
+        return self.result()
+
+    async def cancel(self) -> None:
+        """Cancel the job on the server (``DELETE /api/ai/queue/{id}``).
+
+        A job already finished is left as it is ("cancelling a generation that has already
+        reached a terminal state has no effect"). Waiters see :class:`GenerationCancelledError`
+        once the cancellation is confirmed.
+        """
+        await self._owner.cancel(self)
+
+    async def refresh(self) -> GenerationRecord:
+        """Fetch the full current row (``GET /api/ai/queue/{id}``), and take note of it.
+
+        Useful after completion through the event stream, whose record lacks the timestamps.
+        """
+        record = await self._owner.get_generation(self.id)
+        self._observe(record)
+        return record
+
+    async def download(self, path: str | Path | None = None) -> Path:
+        """Wait for the result, then save it to ``path`` (see ``AsyncClient.download``)."""
+        await self.wait()
+        return await self._owner.download(self, path)
+
+    def add_done_callback(self, callback: Callable[[Generation], object]) -> None:
+        """Call ``callback(generation)`` once it is done (at once if it already is)."""
+        if self._outcome is not None:
+            callback(self)
+            return
+        if self._callbacks is None:
+            self._callbacks = []
+        self._callbacks.append(callback)
+
+    # -- used by the completion watchers -------------------------------------------------
+
+    def _remaining(self) -> float:
+        if self.deadline is None:
+            return math.inf
+        return self._created + self.deadline - anyio.current_time()
+
+    def _expired(self) -> bool:
+        return self._remaining() <= 0
+
+    def _observe(self, record: GenerationRecord) -> bool:
+        """Take note of a row; resolve when its status is final. Returns whether it is done."""
+        if self._outcome is not None:
+            return True
+        if self.model is None and record.model_name:
+            self.model = record.model_name
+        self._status = record.status
+        self._record = record
+        if record.status not in TERMINAL_STATUSES:
+            return False
+        if record.status == "succeeded":
+            self._resolve(record)
+        elif record.status == "failed":
+            self._resolve(
+                GenerationFailedError(
+                    generation_id=self.id, error_message=record.error_message, record=record
+                )
+            )
+        else:
+            self._resolve(GenerationCancelledError(generation_id=self.id, record=record))
+        return True
+
+    def _note_status(self, status: str) -> None:
+        """Take note of a non-final status seen in a list (no full row at hand)."""
+        if self._outcome is None and status not in TERMINAL_STATUSES:
+            self._status = status
+
+    def _fail(self, error: OxenError) -> None:
+        """End the generation with an error that is not the server's verdict."""
+        if self._outcome is None:
+            self._resolve(error)
+
+    def _expire(self) -> None:
+        assert self.deadline is not None
+        self._fail(PollTimeoutError(generation_id=self.id, deadline=self.deadline))
+
+    def _resolve(self, outcome: GenerationRecord | BaseException) -> None:
+        self._outcome = outcome
+        if self._event is not None:
+            self._event.set()
+        self._owner._generation_done(self)
+        callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
+            try:
+                callback(self)
+            except Exception:
+                logger.exception("done callback of generation %s failed", self.id)

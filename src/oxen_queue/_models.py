@@ -1,0 +1,207 @@
+"""Pydantic v2 models of the API's responses.
+
+Response models accept unknown fields, because rows carry the request's own parameters merged
+in at the top level ("Any additional parameters from the original enqueue request ... are
+included"), and unknown status strings, because the API has renamed statuses before
+(``processing`` became ``queued`` in enqueue responses in May 2026).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "CompletionEvent",
+    "GenerationPage",
+    "GenerationRecord",
+    "GenerationStatus",
+    "ImageResult",
+    "ImagesResponse",
+    "Model",
+    "ModelCapabilities",
+    "ModelPricing",
+]
+
+GenerationStatus = Literal["queued", "processing", "succeeded", "failed", "cancelled"]
+"""The statuses the API documents. Records hold any string: a new status is never a crash."""
+
+TERMINAL_STATUSES: Final = frozenset({"succeeded", "failed", "cancelled"})
+"""Statuses after which a generation never changes again."""
+
+_ROW_FIELDS: Final = frozenset(
+    {
+        "generation_id",
+        "status",
+        "model_name",
+        "media_type",
+        "enqueued_at",
+        "started_at",
+        "completed_at",
+        "result_url",
+        "error_message",
+        "target_namespace",
+        "target_repo",
+        "target_directory",
+        "cost",
+        "user_id",
+        "username",
+        "user_image",
+    }
+)
+
+
+class _Response(BaseModel):
+    """Base of every response model: unknown fields are kept, never an error."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class GenerationRecord(_Response):
+    """One generation's row, as ``GET /api/ai/queue/{id}`` returns it.
+
+    The request's own parameters (``prompt``, ``resolution``, ...) are kept as extra fields;
+    :attr:`params` collects them.
+
+    When completion was learned from the event stream, the record is built from the event
+    (``url`` mapped to :attr:`result_url`, ``error`` to :attr:`error_message`, ``model`` to
+    :attr:`model_name`) and the parameters this client sent; the timestamps are then ``None``.
+    ``await generation.refresh()`` fetches the full row.
+    """
+
+    generation_id: str
+    status: str
+    model_name: str | None = None
+    media_type: str | None = None
+    enqueued_at: int | None = None
+    started_at: int | None = None
+    completed_at: int | None = None
+    result_url: str | None = None
+    error_message: str | None = None
+    target_namespace: str | None = None
+    target_repo: str | None = None
+    target_directory: str | None = None
+    cost: str | None = None
+    """Charged amount as a decimal string; only ``/api/ai/generations`` rows carry it."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the status is final (``succeeded``, ``failed`` or ``cancelled``)."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The request parameters the server merged into the row (``prompt``, ...)."""
+        extra = self.__pydantic_extra__ or {}
+        return {key: value for key, value in extra.items() if key not in _ROW_FIELDS}
+
+
+class GenerationPage(_Response):
+    """One page of ``GET /api/ai/generations``: history with costs."""
+
+    count: int
+    generations: list[GenerationRecord]
+    page_number: int
+    page_size: int
+    total_pages: int
+    total_entries: int
+    total_cost: str | None = None
+
+
+class ModelCapabilities(_Response):
+    """What a model takes in and gives out (``"text"``, ``"image"``, ``"video"``)."""
+
+    input: list[str] = Field(default_factory=list)
+    output: list[str] = Field(default_factory=list)
+
+
+class ModelPricing(_Response):
+    """How a model is billed. Only ``method`` is common; the rest depends on it."""
+
+    method: str | None = None
+    cost_per_image: float | None = None
+    cost_per_second: float | None = None
+
+
+class Model(_Response):
+    """A model, as ``GET /api/ai/models/{id}`` returns it.
+
+    The docs disagree on the name of the parameter schema (``request_schema`` in the spec and
+    the models reference, ``json_request_schema`` on the per-model pages), so both are read;
+    :attr:`parameter_schema` is whichever is present.
+    """
+
+    id: str
+    object: str = "model"
+    created: int | None = None
+    owned_by: str | None = None
+    display_name: str | None = None
+    description: str | None = None
+    model_type: str | None = None
+    endpoint: str | None = None
+    capabilities: ModelCapabilities | None = None
+    pricing: ModelPricing | None = None
+    request_schema: dict[str, Any] | None = None
+    json_request_schema: dict[str, Any] | None = None
+
+    @property
+    def parameter_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema of the model's parameters, from either documented key."""
+        return self.request_schema or self.json_request_schema
+
+    @property
+    def media_type(self) -> str | None:
+        """``"video"`` or ``"image"`` for models the queue accepts, else ``None``."""
+        outputs = self.capabilities.output if self.capabilities else []
+        if "video" in outputs or self.endpoint == "/videos/generate":
+            return "video"
+        if "image" in outputs or self.endpoint == "/images/generate":
+            return "image"
+        return None
+
+
+class ImageResult(_Response):
+    """One image from ``POST /api/ai/images/generate``: a temporary ``url`` or ``b64_json``."""
+
+    url: str | None = None
+    b64_json: str | None = None
+    revised_prompt: str | None = None
+
+
+class ImagesResponse(_Response):
+    """The answer of the blocking ``POST /api/ai/images/generate``."""
+
+    model: str | None = None
+    created: int | None = None
+    images: list[ImageResult] = Field(default_factory=list)
+
+
+class CompletionEvent(_Response):
+    """The payload of a ``media_generation_completed`` event on ``GET /api/events``.
+
+    Its keys differ from the row's: ``url`` (not ``result_url``), ``error`` (not
+    ``error_message``), ``model`` (not ``model_name``), and ``model`` is absent on failures.
+    """
+
+    generation_id: str
+    status: str
+    media_type: str | None = None
+    model: str | None = None
+    url: str | None = None
+    error: str | None = None
+
+    def to_record(self, *, model: str | None, params: dict[str, Any]) -> GenerationRecord:
+        """The row this event implies, filled with what the client already knows."""
+        return GenerationRecord.model_validate(
+            {
+                **params,
+                "generation_id": self.generation_id,
+                "status": self.status,
+                "model_name": self.model or model,
+                "media_type": self.media_type,
+                "result_url": self.url,
+                "error_message": self.error,
+            }
+        )

@@ -1,0 +1,226 @@
+"""Which HTTP failures are retried, and how: one policy, tenacity used privately.
+
+Two kinds of request are retried differently:
+
+* **Idempotent** (``GET``, ``DELETE``): connection errors, timeouts, and the statuses 408, 429,
+  500, 502, 503 and 504 are retried. Sending them twice does no harm.
+* **Enqueue** (``POST /api/ai/queue``): the API has no idempotency key, so only a request the
+  server *refused before processing it* is sent again: 429, 503, or a connection that was never
+  established. Any other failure after the request left (a read timeout, a connection cut
+  mid-body, a 502 or 504 from a proxy) is *ambiguous*: the job may exist and be billed. Those
+  are not retried here; the client reconciles them (see ``_enqueue.py``).
+
+Waits are capped exponential backoff with full jitter, unless the server said how long to wait
+(``Retry-After`` in seconds or as an HTTP date, or ``retry-after-ms``), which is honoured up to
+:attr:`RetryPolicy.max_retry_after`; past that cap the ``RateLimitError`` is raised at once,
+carrying ``.retry_after``. An overall :attr:`RetryPolicy.deadline` bounds each call, attempts
+and waits together, so a per-request timeout times the number of retries never silently
+becomes minutes.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final, TypeVar
+
+import anyio
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
+from tenacity.stop import stop_base
+
+from ._exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    RateLimitError,
+)
+
+__all__ = ["RetryPolicy", "is_refused", "is_retryable", "parse_retry_after", "retrying_call"]
+
+logger = logging.getLogger("oxen_queue")
+
+T = TypeVar("T")
+
+RETRYABLE_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
+REFUSED_STATUSES: Final = frozenset({429, 503})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetryPolicy:
+    """How transient HTTP failures are retried.
+
+    Attributes:
+        attempts: Tries in all, the first included. ``1`` turns retries off.
+        initial_delay: Seconds: the first backoff window (full jitter draws from 0 to it).
+        max_delay: Seconds: the cap on one backoff window.
+        max_retry_after: Seconds: the longest server-requested wait honoured; a longer
+            ``Retry-After`` raises ``RateLimitError`` at once.
+        deadline: Seconds: the overall budget of one call, attempts and waits together.
+            ``None`` means no limit beyond ``attempts``.
+        wait: ``False`` makes every wait zero (tests), ``Retry-After`` included.
+    """
+
+    attempts: int = 6
+    initial_delay: float = 0.25
+    max_delay: float = 8.0
+    max_retry_after: float = 120.0
+    deadline: float | None = 120.0
+    wait: bool = True
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if self.initial_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
+            raise ValueError("delays must not be negative")
+        if self.deadline is not None and self.deadline <= 0:
+            raise ValueError("deadline must be positive, or None for no limit")
+
+    @classmethod
+    def no_wait(cls, *, attempts: int = 6) -> RetryPolicy:
+        """A policy that retries without ever sleeping: for tests."""
+        return cls(attempts=attempts, wait=False, deadline=None)
+
+
+def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> float | None:
+    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After``.
+
+    ``Retry-After`` may be a number of seconds or an HTTP date. Unparseable or negative values
+    give ``None``, as if the server had not said.
+    """
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0:
+            return value
+    header = headers.get("retry-after")
+    if header is None:
+        return None
+    try:
+        value = float(header)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError, IndexError):
+            return None
+        value = when.timestamp() - (time.time() if now is None else now)
+        return max(value, 0.0)
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether an idempotent request that failed this way may be sent again."""
+    if isinstance(exc, APIStatusError):
+        return exc.status_code in RETRYABLE_STATUSES
+    return isinstance(exc, APIConnectionError)
+
+
+def is_refused(exc: BaseException) -> bool:
+    """Whether the server certainly did not process the request, so it is safe to resend."""
+    if isinstance(exc, APIStatusError):
+        return exc.status_code in REFUSED_STATUSES
+    return isinstance(exc, APIConnectionError) and not exc.request_sent
+
+
+def _server_wait(exc: BaseException) -> float | None:
+    if isinstance(exc, APIStatusError):
+        return parse_retry_after(exc.response.headers)
+    return None
+
+
+async def retrying_call(
+    call: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    retryable: Callable[[BaseException], bool],
+    what: str,
+) -> T:
+    """Run ``call`` until it succeeds, a failure is not retryable, or the policy gives up.
+
+    Args:
+        call: One attempt. It raises ``OxenError`` subclasses (already mapped from httpx).
+        policy: How many attempts, how long to wait, the overall deadline.
+        retryable: Which failures are worth another attempt.
+        what: A short description for the debug log (method and path; never a key).
+
+    Raises:
+        The last attempt's error; ``RateLimitError`` at once when ``Retry-After`` exceeds the
+        cap; ``APITimeoutError`` when the overall deadline passes.
+    """
+
+    def should_retry(exc: BaseException) -> bool:
+        if not retryable(exc):
+            return False
+        server_wait = _server_wait(exc)
+        if server_wait is not None and server_wait > policy.max_retry_after:
+            if isinstance(exc, RateLimitError):
+                exc.retry_after = server_wait
+            logger.debug(
+                "%s: server asked to wait %.1f s, over the %.1f s cap; giving up",
+                what,
+                server_wait,
+                policy.max_retry_after,
+            )
+            return False
+        return True
+
+    backoff = wait_random_exponential(multiplier=policy.initial_delay, max=policy.max_delay)
+
+    def wait(state: RetryCallState) -> float:
+        if not policy.wait:
+            return 0.0
+        exc = state.outcome.exception() if state.outcome else None
+        server_wait = _server_wait(exc) if exc is not None else None
+        return server_wait if server_wait is not None else backoff(state)
+
+    def log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        sleep = state.next_action.sleep if state.next_action else 0.0
+        logger.debug(
+            "%s: attempt %d failed (%s); retrying in %.2f s",
+            what,
+            state.attempt_number,
+            _describe(exc),
+            sleep,
+        )
+
+    stop: stop_base = stop_after_attempt(policy.attempts)
+    if policy.deadline is not None:
+        stop = stop | stop_before_delay(policy.deadline)
+    retrying = AsyncRetrying(
+        stop=stop,
+        wait=wait,
+        retry=retry_if_exception(should_retry),
+        sleep=anyio.sleep,
+        before_sleep=log_retry,
+        reraise=True,
+    )
+    deadline = math.inf if policy.deadline is None else policy.deadline
+    with anyio.move_on_after(deadline) as scope:
+        async for attempt in retrying:
+            with attempt:
+                return await call()
+    if scope.cancelled_caught:
+        logger.debug("%s: gave up after its %.1f s deadline", what, deadline)
+        raise APITimeoutError(f"{what}: no answer within the {deadline:g} s retry deadline")
+    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+
+def _describe(exc: BaseException | None) -> str:
+    if isinstance(exc, APIStatusError):
+        return f"HTTP {exc.status_code}"
+    return type(exc).__name__ if exc is not None else "no error"

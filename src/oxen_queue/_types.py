@@ -1,0 +1,21 @@
+"""Small shared types."""
+
+from __future__ import annotations
+
+import enum
+from typing import Final, Literal
+
+__all__ = ["DEFAULT", "Default"]
+
+
+class _DefaultType(enum.Enum):
+    DEFAULT = enum.auto()
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+Default = Literal[_DefaultType.DEFAULT]
+"""The type of :data:`DEFAULT`: "use the client's setting" (where ``None`` means no limit)."""
+
+DEFAULT: Final = _DefaultType.DEFAULT

@@ -1,0 +1,147 @@
+"""Shared polling: one ``GET /api/ai/queue`` per tick for every pending generation at once.
+
+The queue's list endpoint returns the active (``queued``/``processing``) rows by default, so one
+request tells the state of every pending generation. A generation that has left the active list
+has finished: its final row is fetched once. Requests per tick do not grow with the number of
+pending generations (one per model filter; more models than a few means one unfiltered list).
+
+This module also serves the event-stream watcher: as its reconciliation after a reconnect, as
+its slow backstop, and as its fallback when the stream cannot be had.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+import anyio
+
+from .._exceptions import OxenError
+from ._base import guarded
+from ._polling import is_transient
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from .._generation import Generation
+    from ._base import QueueAPI
+
+__all__ = ["SharedPollWatcher"]
+
+logger = logging.getLogger("oxen_queue")
+
+_MAX_MODEL_FILTERS: Final = 3  # more distinct models than this: one unfiltered list instead
+
+
+class SharedPollWatcher:
+    """Tracks pending generations and settles them with one list request per tick.
+
+    Args:
+        api: The requests it may make.
+        interval: Seconds between ticks, or a function giving them (re-read every tick, so a
+            caller can switch between a slow backstop and fast polling). ``math.inf`` pauses
+            the periodic ticks; :meth:`tick` can still be called.
+    """
+
+    def __init__(self, api: QueueAPI, *, interval: float | Callable[[], float] = 1.0) -> None:
+        self._api = api
+        self._interval = interval if callable(interval) else (lambda: interval)
+        self.pending: dict[str, Generation] = {}
+        self._task_group: TaskGroup | None = None
+        self._wake: anyio.Event | None = None
+        self.ticks = 0
+        """How many ticks ran (each costs one list request per model filter)."""
+
+    def start(self, task_group: TaskGroup) -> None:
+        self._task_group = task_group
+        task_group.start_soon(guarded("shared poller", self._loop))
+
+    async def ready(self) -> None:
+        return None
+
+    def track(self, generation: Generation, *, fresh: bool) -> None:
+        assert self._task_group is not None, "start() comes first"
+        self.pending[generation.id] = generation
+        generation.add_done_callback(self._forget)
+        if not fresh:
+            # Reattached: it may have finished long ago and will never be in the active list.
+            self._task_group.start_soon(self._settle, generation)
+        self.wake()
+
+    def wake(self) -> None:
+        """Make the loop re-read its interval now (after a change of mode, or new work)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def _forget(self, generation: Generation) -> None:
+        if self.pending.get(generation.id) is generation:
+            del self.pending[generation.id]
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake = anyio.Event()
+            interval = self._interval() if self.pending else math.inf
+            with anyio.move_on_after(interval):
+                await self._wake.wait()
+                continue  # woken early: re-read the interval and the pending set
+            await self.tick()
+
+    async def tick(self) -> None:
+        """Learn the state of every pending generation: one list, then one fetch per finisher."""
+        self._expire_overdue()
+        if not self.pending:
+            return
+        # Only generations known before the list is asked for can be judged by its absence.
+        snapshot = list(self.pending.values())
+        self.ticks += 1
+        try:
+            active = await self._active(snapshot)
+        except OxenError as exc:
+            if is_transient(exc):
+                logger.debug("shared poll failed (%s); next tick will tell", exc)
+            else:
+                # A refused key will not be accepted next time either: say so to every waiter.
+                for generation in snapshot:
+                    generation._fail(exc)
+            return
+        finished: list[Generation] = []
+        for generation in snapshot:
+            if generation.done():
+                continue
+            status = active.get(generation.id)
+            if status is None:
+                finished.append(generation)
+            else:
+                generation._note_status(status)
+        if finished:
+            async with anyio.create_task_group() as task_group:
+                for generation in finished:
+                    task_group.start_soon(self._settle, generation)
+
+    async def _active(self, generations: list[Generation]) -> dict[str, str]:
+        models = {g.model for g in generations}
+        if None in models or len(models) > _MAX_MODEL_FILTERS:
+            return await self._api.active_statuses(None)
+        active: dict[str, str] = {}
+        for model in sorted(m for m in models if m is not None):
+            active.update(await self._api.active_statuses(model))
+        return active
+
+    async def _settle(self, generation: Generation) -> None:
+        """Fetch one generation's row; a transient failure leaves it for the next tick."""
+        try:
+            record = await self._api.get_generation(generation.id)
+        except OxenError as exc:
+            if is_transient(exc):
+                logger.debug("fetch of %s failed (%s); next tick will tell", generation.id, exc)
+            else:
+                generation._fail(exc)
+            return
+        generation._observe(record)
+
+    def _expire_overdue(self) -> None:
+        for generation in list(self.pending.values()):
+            if generation._expired():
+                generation._expire()

@@ -1,0 +1,251 @@
+"""AsyncClient operations against the scripted fake: request shaping and results."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import httpx
+import pytest
+
+from oxen_queue import (
+    AsyncClient,
+    BadRequestError,
+    ClientClosedError,
+    GenerationCancelledError,
+    ImagesResponse,
+    InvalidParamsError,
+    NotFoundError,
+    PollPolicy,
+)
+
+from .fakes import API, FakeAPI
+from .helpers import fake_client
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_enqueue_posts_the_documented_body_with_the_bearer_key() -> None:
+    api = FakeAPI()
+    async with fake_client(api) as client:
+        generation = await client.enqueue(
+            "gpt-image-2",
+            prompt="An ox at sunset",
+            resolution="1920x1080",
+            quality="high",
+            output_format="png",
+        )
+    post = next(r for r in api.requests if r.method == "POST")
+    assert post.url == f"{API}/api/ai/queue"
+    assert post.headers["authorization"] == "Bearer test-key"
+    assert post.headers["content-type"] == "application/json"
+    assert post.headers["user-agent"].startswith("oxen-queue/")
+    assert json.loads(post.content) == {
+        "model": "gpt-image-2",
+        "prompt": "An ox at sunset",
+        "resolution": "1920x1080",
+        "quality": "high",
+        "output_format": "png",
+    }
+    assert generation.id in api.jobs
+    assert generation.model == "gpt-image-2"
+    assert generation.params["resolution"] == "1920x1080"
+
+
+async def test_defaults_are_left_to_the_server() -> None:
+    api = FakeAPI()
+    async with fake_client(api) as client:
+        await client.enqueue("gpt-image-2", prompt="ox")
+    post = next(r for r in api.requests if r.method == "POST")
+    assert json.loads(post.content) == {"model": "gpt-image-2", "prompt": "ox"}
+
+
+async def test_enqueue_many_returns_every_generation() -> None:
+    api = FakeAPI()
+    async with fake_client(api) as client:
+        generations = await client.enqueue_many("gpt-image-2", 3, prompt="triplets")
+        records = [await g for g in generations]
+    post = next(r for r in api.requests if r.method == "POST")
+    assert json.loads(post.content)["num_generations"] == 3
+    assert len({g.id for g in generations}) == 3
+    assert [r.generation_id for r in records] == [g.id for g in generations]
+
+
+async def test_enqueue_many_surfaces_the_servers_cap_instead_of_assuming_one() -> None:
+    api = FakeAPI()
+    async with fake_client(api) as client:
+        with pytest.raises(BadRequestError, match="between 1 and 4") as info:
+            await client.enqueue_many("gpt-image-2", 5, prompt="too many")
+        with pytest.raises(InvalidParamsError, match="num_generations"):
+            await client.enqueue_many("gpt-image-2", 0, prompt="none")
+        with pytest.raises(InvalidParamsError, match="enqueue_many"):
+            await client.enqueue("gpt-image-2", prompt="x", num_generations=2)
+    assert info.value.status_code == 400
+    assert info.value.server_message == "num_generations must be an integer between 1 and 4"
+    assert api.calls["POST /api/ai/queue"] == 1
+
+
+async def test_generate_enqueues_and_waits() -> None:
+    api = FakeAPI()
+    async with fake_client(api) as client:
+        record = await client.generate("gpt-image-2", prompt="ox", quality="low")
+    assert record.status == "succeeded"
+    assert record.params == {"prompt": "ox", "quality": "low"}
+
+
+async def test_generate_cancelled_by_its_caller_cancels_the_job_upstream() -> None:
+    api = FakeAPI(lifecycle=["queued"] * 10_000)
+    slow = PollPolicy(initial=0.01, max_interval=0.01, jitter=0.0)
+    async with fake_client(api, poll_policy=slow) as client:
+        with anyio.move_on_after(0.1):
+            await client.generate("gpt-image-2", prompt="nobody will look")
+        assert api.calls["POST /api/ai/queue"] == 1
+        (job,) = api.jobs.values()
+        deletes = [r for r in api.requests if r.method == "DELETE"]
+        assert [r.url.path for r in deletes] == [f"/api/ai/queue/{job.generation_id}"]
+        assert job.status == "cancelled"
+
+
+async def test_generate_past_its_deadline_cancels_the_job() -> None:
+    api = FakeAPI(lifecycle=["queued"] * 10_000)
+    slow = PollPolicy(initial=0.01, max_interval=0.01, jitter=0.0)
+    async with fake_client(api, poll_policy=slow) as client:
+        with pytest.raises(TimeoutError):
+            await client.generate("gpt-image-2", prompt="too slow", deadline=0.05)
+    assert api.calls["DELETE /api/ai/queue/" + next(iter(api.jobs))] == 1
+
+
+async def test_generate_does_not_cancel_a_job_that_finished() -> None:
+    api = FakeAPI(lifecycle=["queued", "failed"], error_message="bad")
+    async with fake_client(api) as client:
+        with pytest.raises(Exception, match="bad"):
+            await client.generate("gpt-image-2", prompt="ox")
+    assert not [r for r in api.requests if r.method == "DELETE"]
+
+
+async def test_cancel_deletes_then_settles_waiters_as_cancelled() -> None:
+    api = FakeAPI(lifecycle=["queued"] * 10_000)
+    async with fake_client(api, poll_policy=PollPolicy(initial=30)) as client:
+        generation = await client.enqueue("gpt-image-2", prompt="ox")
+        await generation.cancel()
+        with pytest.raises(GenerationCancelledError):
+            await generation
+    methods = [(r.method, r.url.path) for r in api.requests[1:]]
+    assert methods == [
+        ("DELETE", f"/api/ai/queue/{generation.id}"),
+        ("GET", f"/api/ai/queue/{generation.id}"),
+    ]
+
+
+async def test_cancel_of_an_unknown_id_raises_not_found() -> None:
+    async with fake_client(FakeAPI()) as client:
+        with pytest.raises(NotFoundError) as info:
+            await client.cancel("00000000-0000-0000-0000-000000000000")
+    assert info.value.error_type == "resource_not_found"
+    assert info.value.status_message == "resource_not_found"
+    assert info.value.title == "The requested resource could not be found"
+
+
+async def test_awaiting_an_unknown_id_raises_not_found() -> None:
+    async with fake_client(FakeAPI()) as client:
+        with pytest.raises(NotFoundError):
+            await client.generation("no-such-id")
+
+
+async def test_get_generation_list_queue_and_history() -> None:
+    api = FakeAPI(lifecycle=["queued", "queued", "processing", "succeeded"])
+    async with fake_client(api, poll_policy=PollPolicy(initial=30)) as client:
+        generation = await client.enqueue("gpt-image-2", prompt="ox")
+        row = await client.get_generation(generation.id)
+        active = await client.list_queue(model="gpt-image-2")
+        page = await client.list_generations(page_size=10)
+    assert row.status == "queued" and row.enqueued_at == api.jobs[generation.id].enqueued_at
+    assert [r.generation_id for r in active] == [generation.id]
+    assert page.total_entries == 1 and page.generations[0].generation_id == generation.id
+    listing = next(r for r in api.requests if r.method == "GET" and r.url.path == "/api/ai/queue")
+    assert listing.url.params["model"] == "gpt-image-2"
+
+
+async def test_get_model_reads_either_schema_key() -> None:
+    async with fake_client(FakeAPI()) as client:
+        model = await client.get_model("flux-test")
+    assert model.id == "flux-test"
+    assert model.media_type == "image"
+    assert model.parameter_schema is not None
+    assert model.parameter_schema["properties"]["aspect_ratio"]["enum"] == ["1:1", "16:9"]
+
+
+async def test_generate_images_uses_the_blocking_endpoint() -> None:
+    api = FakeAPI()
+    async with fake_client(api) as client:
+        response = await client.generate_images("gpt-image-2", prompt="ox", n=2, quality="low")
+    assert isinstance(response, ImagesResponse)
+    assert [i.url for i in response.images] == ["https://files.oxen.test/sync.png"] * 2
+    post = next(r for r in api.requests if r.method == "POST")
+    assert post.url.path == "/api/ai/images/generate"
+    assert json.loads(post.content) == {
+        "model": "gpt-image-2",
+        "prompt": "ox",
+        "quality": "low",
+        "n": 2,
+    }
+
+
+async def test_a_client_must_be_opened_and_only_once() -> None:
+    client = fake_client(FakeAPI())
+    with pytest.raises(ClientClosedError, match="async with"):
+        await client.enqueue("gpt-image-2", prompt="ox")
+    async with client:
+        pass
+    with pytest.raises(ClientClosedError):
+        async with client:
+            pass
+
+
+async def test_base_url_with_the_api_prefix_is_reduced_to_the_origin() -> None:
+    api = FakeAPI()
+    async with fake_client(api, base_url=f"{API}/api/ai/") as client:
+        await client.get_model("flux-test")
+    assert api.requests[0].url == f"{API}/api/ai/models/flux-test"
+
+
+async def test_ids_cannot_inject_path_segments() -> None:
+    api = FakeAPI()
+    async with fake_client(api) as client:
+        with pytest.raises(NotFoundError):
+            await client.get_generation("../models/flux-test")
+    assert api.requests[0].url.raw_path == b"/api/ai/queue/..%2Fmodels%2Fflux-test"
+
+
+async def test_environment_supplies_key_and_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = FakeAPI()
+    monkeypatch.setenv("OXEN_API_KEY", "test-key")
+    monkeypatch.setenv("OXEN_BASE_URL", API)
+    async with AsyncClient(transport=api.transport()) as client:
+        await client.get_model("flux-test")
+    assert api.requests[0].headers["authorization"] == "Bearer test-key"
+    assert str(api.requests[0].url).startswith(API)
+
+
+def test_completion_mode_is_checked() -> None:
+    with pytest.raises(ValueError, match="completion"):
+        AsyncClient(api_key="k", completion="sometimes")  # type: ignore[arg-type]
+
+
+async def test_transport_errors_are_wrapped() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    from oxen_queue import APIConnectionError, RetryPolicy
+
+    client = AsyncClient(
+        api_key="k",
+        base_url=API,
+        transport=httpx.MockTransport(refuse),
+        retry=RetryPolicy.no_wait(attempts=2),
+    )
+    async with client:
+        with pytest.raises(APIConnectionError) as info:
+            await client.get_model("x")
+    assert info.value.request_sent is False
+    assert isinstance(info.value.__cause__, httpx.ConnectError)

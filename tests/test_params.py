@@ -1,0 +1,134 @@
+"""Local validation: bad input fails before any request, naming the field and allowed values."""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+import pytest
+
+from oxen_queue import AsyncClient, GptImage2Params, InvalidParamsError, Resolution
+from oxen_queue._params import check_against_schema, validate_params
+
+from .fakes import FLUX_MODEL, FakeAPI
+from .helpers import fake_client
+
+DOCS_RESOLUTIONS = ["1024x768", "1024x1024", "1024x1536", "1920x1080", "2560x1440", "3840x2160"]
+
+
+def test_gpt_image_2_types_follow_the_docs_page() -> None:
+    assert list(get_args(Resolution)) == DOCS_RESOLUTIONS
+    defaults = GptImage2Params(prompt="x")
+    assert (defaults.resolution, defaults.quality, defaults.output_format) == (
+        "1920x1080",
+        "high",
+        "png",
+    )
+
+
+def test_a_bad_resolution_names_the_field_and_lists_the_allowed_values() -> None:
+    with pytest.raises(InvalidParamsError) as info:
+        validate_params("gpt-image-2", {"prompt": "ox", "resolution": "999x999"})
+    error = info.value
+    assert error.field == "resolution"
+    assert error.allowed == tuple(DOCS_RESOLUTIONS)
+    assert "resolution" in str(error) and "999x999" in str(error)
+    assert all(r in str(error) for r in DOCS_RESOLUTIONS)
+    assert isinstance(error, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "fragment"),
+    [
+        ({"prompt": ""}, "prompt", "empty"),
+        ({"prompt": "   "}, "prompt", "empty"),
+        ({}, "prompt", "required"),
+        ({"prompt": "ox", "seed": 3}, "seed", "no parameter 'seed'"),
+        ({"prompt": "ox", "quality": "ultra"}, "quality", "auto, low, medium, high"),
+        ({"prompt": "ox", "output_format": "gif"}, "output_format", "png, jpeg, webp"),
+        ({"prompt": 42}, "prompt", "string"),
+        ({"prompt": "ox", "target_namespace": 5}, "target_namespace", "string"),
+    ],
+)
+def test_gpt_image_2_refusals(params: dict[str, Any], field: str, fragment: str) -> None:
+    with pytest.raises(InvalidParamsError, match=fragment) as info:
+        validate_params("gpt-image-2", params)
+    assert info.value.field == field
+
+
+def test_valid_params_pass_through_unchanged() -> None:
+    params = {"prompt": "ox", "quality": "low", "target_namespace": "my-org"}
+    assert validate_params("gpt-image-2", params) == params
+
+
+SCHEMA: dict[str, Any] = FLUX_MODEL["request_schema"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "fragment"),
+    [
+        ({}, "prompt", "required"),
+        ({"prompt": "ox", "aspect_ratio": "2:1"}, "aspect_ratio", "1:1, 16:9"),
+        ({"prompt": "ox", "num_inference_steps": 0}, "num_inference_steps", "out of range"),
+        ({"prompt": "ox", "num_inference_steps": 51}, "num_inference_steps", "out of range"),
+        ({"prompt": "ox", "num_inference_steps": 2.5}, "num_inference_steps", "integer"),
+        ({"prompt": "ox", "seed": True}, "seed", "integer"),
+        ({"prompt": "ox", "style": "noir"}, "style", "no parameter"),
+    ],
+)
+def test_schema_refusals(params: dict[str, Any], field: str, fragment: str) -> None:
+    with pytest.raises(InvalidParamsError, match=fragment) as info:
+        check_against_schema("flux-test", SCHEMA, params)
+    assert info.value.field == field
+
+
+def test_schema_checks_let_unknown_keywords_through() -> None:
+    schema = {"properties": {"x": {"type": "string", "pattern": "^a$", "x-order": 1}}}
+    check_against_schema("m", schema, {"x": "b", "extra": 1})  # pattern unchecked, extras allowed
+
+
+@pytest.mark.anyio
+async def test_bad_input_sends_nothing() -> None:
+    api = FakeAPI()
+    async with fake_client(api) as client:
+        with pytest.raises(InvalidParamsError, match="resolution"):
+            await client.enqueue("gpt-image-2", prompt="ox", resolution="999x999")
+        with pytest.raises(InvalidParamsError, match="empty"):
+            await client.generate("gpt-image-2", prompt="")
+        with pytest.raises(InvalidParamsError, match="model"):
+            await client.enqueue("", prompt="ox")
+    assert api.requests == []
+
+
+@pytest.mark.anyio
+async def test_other_models_are_checked_against_their_published_schema_fetched_once() -> None:
+    api = FakeAPI()
+    async with fake_client(api) as client:
+        with pytest.raises(InvalidParamsError, match="aspect_ratio"):
+            await client.enqueue("flux-test", prompt="ox", aspect_ratio="2:1")
+        await client.enqueue("flux-test", prompt="ox", aspect_ratio="16:9")
+        await client.enqueue("flux-test", prompt="ox", seed=3)
+        unchecked = await client.enqueue(
+            "flux-test", prompt="ox", aspect_ratio="2:1", validate=False
+        )
+    assert api.calls["GET /api/ai/models/flux-test"] == 1
+    assert api.calls["POST /api/ai/queue"] == 3
+    assert api.jobs[unchecked.id].params["aspect_ratio"] == "2:1"
+
+
+@pytest.mark.anyio
+async def test_an_unknown_model_is_refused_before_enqueueing() -> None:
+    api = FakeAPI()
+    async with fake_client(api) as client:
+        with pytest.raises(InvalidParamsError, match="not a model") as info:
+            await client.enqueue("no-such-model", prompt="ox")
+    assert info.value.field == "model"
+    assert api.calls["POST /api/ai/queue"] == 0
+
+
+def test_a_missing_key_is_refused_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OXEN_API_KEY", raising=False)
+    with pytest.raises(InvalidParamsError, match="OXEN_API_KEY") as info:
+        AsyncClient()
+    assert info.value.field == "api_key"
+    with pytest.raises(InvalidParamsError):
+        AsyncClient(api_key="   ")

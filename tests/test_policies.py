@@ -1,0 +1,116 @@
+"""Pure policies: poll backoff, Retry-After parsing, the AIMD enqueue pacer."""
+
+from __future__ import annotations
+
+import email.utils
+import math
+from typing import Any
+
+import httpx
+import pytest
+
+from oxen_queue import PollPolicy, RetryPolicy
+from oxen_queue._admission import EnqueueRate
+from oxen_queue._retry import parse_retry_after
+
+
+def test_poll_delays_grow_to_the_cap_then_widen_for_slow_jobs() -> None:
+    policy = PollPolicy(
+        initial=1.0,
+        multiplier=2.0,
+        max_interval=5.0,
+        slow_after=60,
+        slow_max_interval=15,
+        jitter=0.0,
+    )
+    assert [policy.delay(n) for n in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert policy.delay(10, elapsed=61) == 15.0
+    assert policy.delay(10_000, elapsed=3600) == 15.0  # no overflow on very long jobs
+
+
+def test_poll_jitter_spreads_within_bounds() -> None:
+    policy = PollPolicy(initial=4.0, max_interval=4.0, jitter=0.25)
+    assert policy.delay(0, rand=0.0) == 3.0
+    assert policy.delay(0, rand=0.5) == 4.0
+    assert policy.delay(0, rand=0.999999) == pytest.approx(5.0, abs=1e-5)
+
+
+def test_default_poll_policy_follows_the_docs_advice() -> None:
+    policy = PollPolicy()
+    image_intervals = {round(policy.delay(n), 2) for n in range(4, 10)}
+    assert image_intervals == {5.0}  # "poll every 2-5 s" for images
+    assert 10 <= policy.delay(30, elapsed=120) <= 30  # "every 10-30 s" for videos
+    assert policy.deadline is not None  # never an endless loop by default
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"initial": -1}, {"multiplier": 0.5}, {"jitter": 1.0}, {"deadline": 0}],
+)
+def test_bad_poll_policies_are_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        PollPolicy(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"attempts": 0}, {"initial_delay": -1}, {"deadline": 0}])
+def test_bad_retry_policies_are_refused(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        RetryPolicy(**kwargs)
+
+
+def test_retry_after_in_seconds_milliseconds_and_http_dates() -> None:
+    assert parse_retry_after(httpx.Headers({"Retry-After": "3"})) == 3.0
+    assert parse_retry_after(httpx.Headers({"Retry-After": "1.5"})) == 1.5
+    assert parse_retry_after(httpx.Headers({"retry-after-ms": "250", "Retry-After": "9"})) == 0.25
+    date = email.utils.formatdate(1_000_010.0, usegmt=True)
+    assert parse_retry_after(
+        httpx.Headers({"Retry-After": date}), now=1_000_000.0
+    ) == pytest.approx(10.0)
+    past = email.utils.formatdate(999_000.0, usegmt=True)
+    assert parse_retry_after(httpx.Headers({"Retry-After": past}), now=1_000_000.0) == 0.0
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan", "inf", ""])
+def test_unusable_retry_after_is_ignored(value: str) -> None:
+    assert parse_retry_after(httpx.Headers({"Retry-After": value})) is None
+    assert parse_retry_after(httpx.Headers({"retry-after-ms": value})) is None
+
+
+def test_enqueue_rate_is_unlimited_until_a_429() -> None:
+    rate = EnqueueRate()
+    assert [rate.delay(0.0) for _ in range(100)] == [0.0] * 100
+    assert math.isinf(rate.rate)
+
+
+def test_enqueue_rate_halves_on_429_once_per_cooldown_and_paces() -> None:
+    rate = EnqueueRate(decrease=0.5, increase=5.0, min_rate=1.0, cooldown=1.0)
+    for i in range(40):  # 40 enqueues in the last second
+        rate.delay(0.5 + i / 80)
+    rate.on_rate_limited(1.0)
+    assert rate.rate == 20.0
+    rate.on_rate_limited(1.5)  # same burst: ignored
+    assert rate.rate == 20.0
+    delays = [rate.delay(1.0) for _ in range(4)]
+    assert delays == pytest.approx([0.0, 0.05, 0.10, 0.15])
+
+
+def test_enqueue_rate_recovers_additively_then_lifts_the_limit() -> None:
+    rate = EnqueueRate(decrease=0.5, increase=5.0, min_rate=1.0, cooldown=1.0)
+    for i in range(20):
+        rate.delay(i / 20)
+    rate.on_rate_limited(1.0)
+    assert rate.rate == 10.0
+    rate.on_accepted(2.0)
+    assert rate.rate == 15.0
+    rate.on_accepted(2.5)
+    assert rate.rate == 17.5
+    for t in range(3, 60):
+        rate.on_accepted(float(t))
+    assert math.isinf(rate.rate)
+
+
+def test_enqueue_rate_never_drops_below_its_floor() -> None:
+    rate = EnqueueRate(min_rate=2.0, cooldown=0.0)
+    for t in range(20):
+        rate.on_rate_limited(float(t))
+    assert rate.rate == 2.0
