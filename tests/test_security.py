@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import httpx
 import pytest
@@ -62,7 +63,7 @@ async def test_the_key_goes_only_to_the_api_origin() -> None:
 
 
 @pytest.mark.anyio
-async def test_redirects_never_carry_the_key_off_origin() -> None:
+async def test_redirects_never_carry_the_key_off_origin(tmp_path: Path) -> None:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -77,7 +78,11 @@ async def test_redirects_never_carry_the_key_off_origin() -> None:
         from oxen_queue._download import download_to
 
         await download_to(
-            client._session, f"{API}/api/repos/x.png", generation_id="g", path=None, max_bytes=None
+            client._session,
+            f"{API}/api/repos/x.png",
+            generation_id="g",
+            path=tmp_path,
+            max_bytes=None,
         )
     assert seen[0].headers.get("authorization") == f"Bearer {SECRET}"
     assert "authorization" not in seen[1].headers
