@@ -50,6 +50,8 @@ from ._params import Quality as Quality
 from ._params import Resolution as Resolution
 from ._poll import PollPolicy as PollPolicy
 from ._retry import RetryPolicy as RetryPolicy
+from ._sync import Client as Client
+from ._sync import SyncGeneration as SyncGeneration
 from ._types import DEFAULT as DEFAULT
 from ._types import Default as Default
 from ._version import __version__ as __version__
@@ -68,6 +70,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BatchItem",
+    "Client",
     "ClientClosedError",
     "CompletionEvent",
     "CompletionMode",
@@ -97,6 +100,7 @@ __all__ = [
     "Resolution",
     "RetryPolicy",
     "ServerError",
+    "SyncGeneration",
     "__version__",
     "as_completed",
     "run_batch",

@@ -25,6 +25,7 @@ from ._exceptions import (
 from ._models import TERMINAL_STATUSES, GenerationRecord
 
 if TYPE_CHECKING:
+    import os
     from pathlib import Path
 
 __all__ = ["Generation", "GenerationOwner"]
@@ -40,7 +41,7 @@ class GenerationOwner(Protocol):
     async def get_generation(self, generation_id: str) -> GenerationRecord: ...
 
     async def download(
-        self, source: Generation | GenerationRecord, path: str | Path | None = None
+        self, source: Generation | GenerationRecord, path: str | os.PathLike[str] | None = None
     ) -> Path: ...
 
     def _generation_done(self, generation: Generation) -> None: ...
@@ -183,7 +184,7 @@ class Generation:
         self._observe(record)
         return record
 
-    async def download(self, path: str | Path | None = None) -> Path:
+    async def download(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Wait for the result, then save it to ``path`` (see ``AsyncClient.download``)."""
         await self.wait()
         return await self._owner.download(self, path)
