@@ -72,6 +72,7 @@ class BatchItem:
 
     Attributes:
         params: The request's parameters (``prompt``, ...).
+        model: The request's own model, overriding the batch's.
         generation_id: Set before the run to reattach to an existing generation instead of
             enqueueing (resuming an interrupted batch); set by the run once enqueued.
         generation: The live handle, once enqueued or reattached.
@@ -81,6 +82,7 @@ class BatchItem:
     """
 
     params: dict[str, Any]
+    model: str | None = None
     generation_id: str | None = None
     generation: Generation | None = None
     record: GenerationRecord | None = None
@@ -159,7 +161,7 @@ async def _run_one(
         if item.generation_id is not None:
             item.generation = client.generation(item.generation_id)
         else:
-            item.generation = await client.enqueue(model, **item.params)
+            item.generation = await client.enqueue(item.model or model, **item.params)
             item.generation_id = item.generation.id
         await _notify(on_enqueued, item)
         item.record = await item.generation

@@ -1,0 +1,111 @@
+"""The live progress display of ``generate``, ``batch`` and ``demo`` (rich), and the summary."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Group
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from .._batch import BatchItem
+
+__all__ = ["BatchView", "summary_table"]
+
+_FAILED = frozenset({"failed", "cancelled", "error"})
+
+
+def bucket(item: BatchItem, active: dict[str, str]) -> str:
+    """Which column of the display an item counts in."""
+    if item.finished:
+        return "done" if item.record is not None else "failed"
+    if item.generation is None:
+        return "failed" if item.error is not None else "waiting"
+    # The queue's active list is fresher than the handle's status between completions.
+    status = active.get(item.generation.id, item.generation.status)
+    return status if status in ("queued", "processing") else "queued"
+
+
+class BatchView:
+    """A renderable that recounts the items every time rich refreshes it."""
+
+    def __init__(self, title: str, items: Sequence[BatchItem]) -> None:
+        self.title = title
+        self.items = items
+        self.active: dict[str, str] = {}
+        """Id -> status of the active rows, refreshed by the caller from the queue's list."""
+        self.started = time.monotonic()
+
+    def counts(self) -> Counter[str]:
+        return Counter(bucket(item, self.active) for item in self.items)
+
+    def __rich__(self) -> RenderableType:
+        counts = self.counts()
+        total = len(self.items)
+        finished = counts["done"] + counts["failed"]
+        elapsed = time.monotonic() - self.started
+        rate = counts["done"] / elapsed if elapsed > 0 else 0.0
+        line = Text.assemble(
+            ("waiting ", "dim"),
+            (f"{counts['waiting']}", "bold"),
+            ("  queued ", "dim"),
+            (f"{counts['queued']}", "bold yellow"),
+            ("  processing ", "dim"),
+            (f"{counts['processing']}", "bold cyan"),
+            ("  done ", "dim"),
+            (f"{counts['done']}", "bold green"),
+            ("  failed ", "dim"),
+            (f"{counts['failed']}", "bold red" if counts["failed"] else "bold"),
+            (f"  {rate:.1f}/s  {_clock(elapsed)}", "dim"),
+        )
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(
+            ProgressBar(total=max(total, 1), completed=finished, width=48), f"{finished}/{total}"
+        )
+        return Group(Text(self.title, style="bold"), bar, line)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
+def summary_table(items: Sequence[BatchItem], files: dict[int, Path]) -> Table:
+    """One row per request: what it asked for, how it ended, which file holds it."""
+    table = Table(title="Summary", title_justify="left", show_edge=False, header_style="bold")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("prompt", no_wrap=True, overflow="ellipsis", max_width=34, min_width=12)
+    table.add_column("size", no_wrap=True, min_width=9)
+    table.add_column("status", no_wrap=True, min_width=9)
+    table.add_column("file / error", overflow="fold", min_width=41)
+    for index, item in enumerate(items):
+        status = "succeeded" if index in files else _status(item)
+        path = files.get(index)
+        table.add_row(
+            str(index + 1),
+            str(item.params.get("prompt", "")),
+            str(item.params.get("resolution", "default")),
+            Text(status, style="green" if path else "red"),
+            path.name if path else _error_text(item),
+        )
+    return table
+
+
+def _status(item: BatchItem) -> str:
+    if item.generation is not None and item.generation.status in _FAILED:
+        return item.generation.status
+    return "error" if item.error is not None else item.status
+
+
+def _error_text(item: BatchItem) -> str:
+    error = item.error
+    message = getattr(error, "error_message", None) or (str(error) if error else "")
+    return message[:200]

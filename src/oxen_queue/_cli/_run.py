@@ -1,0 +1,210 @@
+"""The work behind ``generate``, ``batch`` and ``demo``: run, show progress, save, record."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from rich.live import Live
+
+from .._batch import BatchItem, as_completed, run_batch
+from .._exceptions import AmbiguousEnqueueError, OxenError
+from .._models import GenerationRecord
+from ._display import BatchView, summary_table
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .._client import AsyncClient
+    from .._generation import Generation
+    from ._manifest import Manifest, PromptLine
+
+__all__ = ["BatchOutcome", "run_generate", "run_prompts"]
+
+logger = logging.getLogger("oxen_queue")
+
+_ACTIVE_LIST_LIMIT = 2000  # above this many pending, the display does not poll the list
+
+
+class BatchOutcome:
+    """What a run produced: the items, the files saved, and whether all succeeded."""
+
+    def __init__(self, items: list[BatchItem]) -> None:
+        self.items = items
+        self.files: dict[int, Path] = {}
+
+    @property
+    def all_succeeded(self) -> bool:
+        return all(i in self.files for i in range(len(self.items)))
+
+
+async def _refresh_active(client: AsyncClient, view: BatchView) -> None:
+    """Keep the display's queued/processing split fresh: one list request per 1.5 s."""
+    while True:
+        await anyio.sleep(1.5)
+        pending = sum(1 for i in view.items if i.generation is not None and not i.finished)
+        if not pending or pending > _ACTIVE_LIST_LIMIT:
+            view.active = {}
+            continue
+        try:
+            rows = await client.list_queue()
+        except OxenError as exc:
+            logger.debug("display refresh failed: %s", exc)
+            continue
+        view.active = {row.generation_id: row.status for row in rows}
+
+
+async def _save(client: AsyncClient, item: BatchItem, out: Path) -> Path | None:
+    if item.record is None:
+        return None
+    try:
+        return await client.download(item.record, out)
+    except OxenError as exc:
+        item.error = exc
+        return None
+
+
+async def run_prompts(
+    client: AsyncClient,
+    *,
+    model: str,
+    lines: list[PromptLine],
+    defaults: dict[str, Any],
+    out: Path,
+    manifest: Manifest,
+    concurrency: int,
+    retry_failed: bool,
+    console: Console,
+    title: str,
+) -> BatchOutcome:
+    """Run a prompts file through ``run_batch``, resuming from the manifest."""
+    items: list[BatchItem] = []
+    to_run: list[BatchItem] = []
+    outcome = BatchOutcome(items)
+    for index, line in enumerate(lines):
+        item = BatchItem(params={**defaults, **line.params}, model=line.model, tag=(index, line))
+        items.append(item)
+        previous = manifest.latest.get(line.key)
+        if previous is None:
+            to_run.append(item)
+            continue
+        status, file, generation_id = (
+            previous.get("status"),
+            previous.get("file"),
+            previous.get("generation_id"),
+        )
+        if status == "succeeded" and file and await anyio.Path(file).exists():
+            item.finished = True
+            item.generation_id = generation_id
+            item.record = GenerationRecord(generation_id=str(generation_id), status="succeeded")
+            outcome.files[index] = Path(file)
+        elif status in ("failed", "cancelled", "error", "ambiguous") and not retry_failed:
+            item.finished = True
+            item.generation_id = generation_id
+            item.error = OxenError(f"{status} in an earlier run: {previous.get('error')}")
+        else:
+            # Enqueued in an earlier run (or succeeded without its file): reattach by id,
+            # never enqueue again. Failed ones are enqueued anew only with --retry-failed.
+            if isinstance(generation_id, str) and status not in ("failed", "cancelled"):
+                item.generation_id = generation_id
+            to_run.append(item)
+    resumed = sum(1 for i in to_run if i.generation_id)
+    if resumed or len(to_run) < len(items):
+        console.print(
+            f"Resuming: {len(items) - len(to_run)} already settled, {resumed} reattached by id."
+        )
+
+    def on_enqueued(item: BatchItem) -> None:
+        _, line = item.tag
+        assert item.generation is not None
+        manifest.append(line, generation_id=item.generation.id, status="queued")
+
+    async def on_finished(item: BatchItem) -> None:
+        index, line = item.tag
+        path = await _save(client, item, out)
+        if path is not None:
+            outcome.files[index] = path
+            manifest.append(
+                line, generation_id=item.generation_id, status="succeeded", file=str(path)
+            )
+            return
+        ambiguous = isinstance(item.error, AmbiguousEnqueueError)
+        status = "ambiguous" if ambiguous else _final_status(item)
+        manifest.append(
+            line, generation_id=item.generation_id, status=status, error=_message(item.error)
+        )
+
+    view = BatchView(title, items)
+    with Live(view, console=console, refresh_per_second=4, transient=False):
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(_refresh_active, client, view)
+            await run_batch(
+                client,
+                model,
+                to_run,
+                concurrency=concurrency,
+                on_enqueued=on_enqueued,
+                on_finished=on_finished,
+            )
+            task_group.cancel_scope.cancel()
+    console.print()
+    console.print(summary_table(items, outcome.files))
+    return outcome
+
+
+async def run_generate(
+    client: AsyncClient,
+    *,
+    model: str,
+    params: dict[str, Any],
+    count: int,
+    out: Path,
+    console: Console,
+) -> BatchOutcome:
+    """Enqueue one request (``count`` generations), show progress, save every result."""
+    if count == 1:
+        generations: list[Generation] = [await client.enqueue(model, **params)]
+    else:
+        generations = await client.enqueue_many(model, count, **params)
+    items = [BatchItem(params=params, generation=g, generation_id=g.id) for g in generations]
+    outcome = BatchOutcome(items)
+    by_id = {
+        g.id: (index, item) for index, (g, item) in enumerate(zip(generations, items, strict=True))
+    }
+    view = BatchView(f"{model} · {count} generation{'s' * (count > 1)}", items)
+    with Live(view, console=console, refresh_per_second=4, transient=True):
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(_refresh_active, client, view)
+            async for generation in as_completed(generations):
+                index, item = by_id[generation.id]
+                try:
+                    item.record = generation.result()
+                except OxenError as exc:
+                    item.error = exc
+                path = await _save(client, item, out)
+                if path is not None:
+                    outcome.files[index] = path
+                item.finished = True
+            task_group.cancel_scope.cancel()
+    for index, item in enumerate(items):
+        if index in outcome.files:
+            console.print(f"[green]saved[/] {outcome.files[index]}  ({item.generation_id})")
+        else:
+            console.print(
+                f"[red]{_final_status(item)}[/] {item.generation_id}: {_message(item.error)}"
+            )
+    return outcome
+
+
+def _final_status(item: BatchItem) -> str:
+    if item.generation is not None and item.generation.status in ("failed", "cancelled"):
+        return item.generation.status
+    return "error"
+
+
+def _message(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    return getattr(error, "error_message", None) or str(error)
