@@ -1,0 +1,80 @@
+"""uvicorn, adapted: readiness, a prompt stop from another thread, streams closed first.
+
+Imported only when a server starts, so that importing the emulator (or loading the pytest
+plugin) does not import uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from typing import Any
+
+import uvicorn
+
+from ._app import EmulatorApp
+
+__all__ = ["EmulatorServer", "make_config"]
+
+
+def make_config(
+    app: EmulatorApp, *, log_level: str | None, access_log: bool, log_config: dict[str, Any] | None
+) -> uvicorn.Config:
+    """A uvicorn configuration for the emulator (asyncio, h11, lifespan on, no websockets)."""
+    return uvicorn.Config(
+        app,
+        lifespan="on",
+        loop="asyncio",
+        http="h11",
+        ws="none",
+        interface="asgi3",
+        log_config=log_config,
+        log_level=log_level,
+        access_log=access_log,
+        # Event streams are closed before this counts; other slow answers are cut short.
+        timeout_graceful_shutdown=2,
+    )
+
+
+class EmulatorServer(uvicorn.Server):
+    """A uvicorn server that says when it is ready and stops at once when asked."""
+
+    def __init__(self, config: uvicorn.Config, app: EmulatorApp) -> None:
+        super().__init__(config)
+        self.app = app
+        self.ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start, then signal readiness (the sockets accept connections)."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        await super().startup(sockets)
+        self.ready.set()
+
+    async def main_loop(self) -> None:
+        """uvicorn's loop, but woken at once by :meth:`request_stop` instead of polling."""
+        assert self._wake is not None
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
+            should_exit = await self.on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """End every event stream first: uvicorn waits for open responses to finish."""
+        self.app.state.close_streams()
+        await super().shutdown(sockets)
+
+    def request_stop(self) -> None:
+        """Ask the server to stop; callable from any thread."""
+        self.should_exit = True
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
+                loop.call_soon_threadsafe(wake.set)

@@ -1,0 +1,1 @@
+"""Tests of the emulator, oxen_queue.testing."""
