@@ -74,6 +74,10 @@ class AsyncClient:
             pending generations) or ``"poll"`` (each generation on its own backoff timer).
         poll_policy: Backoff and deadline of per-generation polling; its ``deadline`` is
             every generation's default deadline.
+        shared_poll_interval: Seconds between shared polls (``"shared"``, and ``"auto"``
+            while the event stream is down).
+        backstop_interval: Seconds between the slow polls behind a healthy event stream
+            (``"auto"``), which catch cancellations and lost events.
         retry: Which transient HTTP failures are retried, and how.
         timeout: Seconds for connect, read and write of one request (or an ``httpx.Timeout``).
         max_concurrency: Requests in flight at once; more wait their turn.
@@ -97,6 +101,8 @@ class AsyncClient:
         base_url: str | None = None,
         completion: CompletionMode = "auto",
         poll_policy: PollPolicy | None = None,
+        shared_poll_interval: float = 1.0,
+        backstop_interval: float = 10.0,
         retry: RetryPolicy | None = None,
         timeout: float | httpx.Timeout = 30.0,
         max_concurrency: int = 64,
@@ -133,7 +139,15 @@ class AsyncClient:
         )
         self._endpoints = QueueEndpoints(self._session)
         self._enqueuer = Enqueuer(self._session, retry=self._retry)
-        self._watcher: Watcher = make_watcher(completion, self._endpoints, self._poll_policy)
+        if shared_poll_interval <= 0 or backstop_interval <= 0:
+            raise ValueError("shared_poll_interval and backstop_interval must be positive")
+        self._watcher: Watcher = make_watcher(
+            completion,
+            self._endpoints,
+            self._poll_policy,
+            shared_interval=shared_poll_interval,
+            backstop_interval=backstop_interval,
+        )
         self._pending: dict[str, Generation] = {}
         self._schemas: dict[str, dict[str, Any] | None] = {}
         self._stack: AsyncExitStack | None = None

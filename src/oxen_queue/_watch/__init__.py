@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._events import EventWatcher
 from ._polling import PollingWatcher
@@ -24,23 +24,33 @@ __all__ = ["CompletionMode", "make_watcher"]
 CompletionMode = Literal["auto", "events", "shared", "poll"]
 
 
-AUTO_BACKSTOP: Final = 10.0
-"""Seconds between the shared-poll ticks behind a healthy event stream, in ``auto`` mode."""
+def make_watcher(
+    mode: CompletionMode,
+    api: QueueAPI,
+    policy: PollPolicy,
+    *,
+    shared_interval: float = 1.0,
+    backstop_interval: float = 10.0,
+) -> Watcher:
+    """The watcher for a completion mode.
 
-SHARED_INTERVAL: Final = 1.0
-"""Seconds between shared-poll ticks (``shared`` mode, and ``auto`` without a stream)."""
-
-
-def make_watcher(mode: CompletionMode, api: QueueAPI, policy: PollPolicy) -> Watcher:
-    """The watcher for a completion mode."""
+    Args:
+        mode: The completion mode.
+        api: The requests a watcher may make.
+        policy: Backoff of per-generation polling (``poll`` mode).
+        shared_interval: Seconds between shared-poll ticks (``shared`` mode, and ``auto``
+            while the stream is down or unavailable).
+        backstop_interval: Seconds between shared-poll ticks behind a healthy stream
+            (``auto``), which catch cancellations and lost events.
+    """
     if mode == "auto":
         return EventWatcher(
-            api, backstop=AUTO_BACKSTOP, fallback=True, poll_interval=SHARED_INTERVAL
+            api, backstop=backstop_interval, fallback=True, poll_interval=shared_interval
         )
     if mode == "events":
         return EventWatcher(api, backstop=None, fallback=False)
     if mode == "shared":
-        return SharedPollWatcher(api, interval=SHARED_INTERVAL)
+        return SharedPollWatcher(api, interval=shared_interval)
     if mode == "poll":
         return PollingWatcher(api, policy)
     raise ValueError(f"completion must be one of auto, events, shared, poll; not {mode!r}")
