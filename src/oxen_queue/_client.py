@@ -80,7 +80,9 @@ class AsyncClient:
             (``"auto"``), which catch cancellations and lost events.
         retry: Which transient HTTP failures are retried, and how.
         timeout: Seconds for connect, read and write of one request (or an ``httpx.Timeout``).
-        max_concurrency: Requests in flight at once; more wait their turn.
+        max_concurrency: Requests in flight at once; more wait their turn. Higher is not
+            faster on a nearby server: httpx's pool costs CPU in proportion to its size (see
+            the README's figures); raise it for a distant hub.
         validate: Check parameters locally before sending (for models other than
             ``gpt-image-2`` this fetches the model's schema once). ``False`` sends them as given.
         max_download_bytes: Largest result file ``download`` accepts; ``None`` means no limit.
@@ -105,7 +107,7 @@ class AsyncClient:
         backstop_interval: float = 10.0,
         retry: RetryPolicy | None = None,
         timeout: float | httpx.Timeout = 30.0,
-        max_concurrency: int = 64,
+        max_concurrency: int = 16,
         validate: bool = True,
         max_download_bytes: int | None = 1 << 30,
         allow_insecure_http: bool = False,

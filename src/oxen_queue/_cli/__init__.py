@@ -3,8 +3,8 @@
 Commands: ``generate``, ``batch``, ``status``, ``cancel``, ``models``, ``demo`` (the offline
 tour, on the embedded emulator) and ``emulator`` (serve the emulator). Every command but
 ``emulator`` takes ``--emulator`` to run against an embedded emulator instead of the hub.
-Exit status: 0 when everything asked for succeeded, 1 when a generation did not, 2 for bad
-usage or configuration, 130 when interrupted.
+Exit status: 0 when everything asked for succeeded, 1 when a generation did not (or the API
+failed), 2 for bad usage, configuration or a request the API refused, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +23,7 @@ import anyio
 from rich.console import Console
 from rich.logging import RichHandler
 
-from .._exceptions import InvalidParamsError, OxenError
+from .._exceptions import BadRequestError, InvalidParamsError, OxenError
 from .._version import __version__
 from ._commands import COMMANDS, CommandError
 
@@ -113,10 +113,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(verbose: bool, console: Console) -> None:
-    if verbose:
-        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
-        logging.basicConfig(level=logging.DEBUG, handlers=[handler], format="%(message)s")
+@contextlib.contextmanager
+def _verbose_logging(verbose: bool, console: Console) -> Iterator[None]:
+    """With -v: our debug logs and httpx's request lines on stderr, for this command only."""
+    if not verbose:
+        yield
+        return
+    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+    levels = {"oxen_queue": logging.DEBUG, "httpx": logging.INFO}
+    saved = {name: logging.getLogger(name).level for name in levels}
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+        logging.getLogger(name).addHandler(handler)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).removeHandler(handler)
+            logging.getLogger(name).setLevel(level)
+
+
+def _console(*, stderr: bool) -> Console:
+    # Piped into a file or a CI log: no wrapping at 80 columns, so paths stay whole.
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=160, soft_wrap=True)
+    return console
 
 
 def _embedded_emulator(args: argparse.Namespace) -> AbstractContextManager[Emulator | None]:
@@ -134,11 +156,14 @@ def _embedded_emulator(args: argparse.Namespace) -> AbstractContextManager[Emula
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the console script; return its exit status."""
     args = _parser().parse_args(argv)
-    console = Console(stderr=False, highlight=False)
-    errors = Console(stderr=True, highlight=False)
-    _configure_logging(args.verbose, errors)
+    console, errors = _console(stderr=False), _console(stderr=True)
     if args.command == "emulator":
         return _serve_emulator(args)
+    with _verbose_logging(args.verbose, errors):
+        return _run(args, console, errors)
+
+
+def _run(args: argparse.Namespace, console: Console, errors: Console) -> int:
     try:
         with _embedded_emulator(args) as emulator:
             options: dict[str, Any] = {}
@@ -152,11 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             return anyio.run(COMMANDS[args.command], args, options, console)
     except KeyboardInterrupt:
-        errors.print(
-            "\ninterrupted. A batch resumes where it stopped: run it again with the same --out."
+        hint = (
+            " It resumes where it stopped: run it again with the same --out."
+            if args.command in ("batch", "demo")
+            else ""
         )
+        errors.print(f"\ninterrupted.{hint}")
         return 130
-    except (CommandError, InvalidParamsError, ValueError) as exc:
+    except (CommandError, InvalidParamsError, BadRequestError, ValueError) as exc:
         errors.print(f"[red]error:[/] {exc}")
         return 2
     except OxenError as exc:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from rich.table import Table
 
 from .._client import AsyncClient
@@ -38,6 +40,7 @@ async def generate(args: argparse.Namespace, options: dict[str, Any], console: C
     if args.n < 1:
         raise CommandError("-n must be at least 1")
     params = {"prompt": args.prompt, **_request_params(args)}
+    await anyio.Path(args.out).mkdir(parents=True, exist_ok=True)
     async with AsyncClient(**options) as client:
         outcome = await run_generate(
             client, model=args.model, params=params, count=args.n, out=args.out, console=console
@@ -127,11 +130,10 @@ async def status(args: argparse.Namespace, options: dict[str, Any], console: Con
         console.print_json(record.model_dump_json())
         return 0
     table = Table(show_header=False, show_edge=False)
-    for key, value in record.model_dump().items():
+    for key, value in record.model_dump().items():  # the row's fields, then the request's
         if value is not None:
-            table.add_row(key, str(value))
-    for key, value in record.params.items():
-        table.add_row(key, json.dumps(value) if not isinstance(value, str) else value)
+            text = value if isinstance(value, str) else json.dumps(value)
+            table.add_row(key, _when(key, value) or text)
     console.print(table)
     return 0 if record.status != "failed" else 1
 
@@ -140,8 +142,12 @@ async def cancel(args: argparse.Namespace, options: dict[str, Any], console: Con
     async with AsyncClient(**options) as client:
         await client.cancel(args.generation_id)
         record = await client.get_generation(args.generation_id)
-    console.print(f"{record.generation_id}: {record.status}")
-    return 0
+    if record.status == "cancelled":
+        console.print(f"{record.generation_id}: cancelled")
+        return 0
+    # "Cancelling a generation that has already reached a terminal state has no effect."
+    console.print(f"{record.generation_id}: already {record.status}; nothing to cancel")
+    return 1
 
 
 async def models(args: argparse.Namespace, options: dict[str, Any], console: Console) -> int:
@@ -151,7 +157,8 @@ async def models(args: argparse.Namespace, options: dict[str, Any], console: Con
             return 0
         listed = await client.list_models()
     table = Table(show_edge=False, header_style="bold")
-    for column in ("id", "output", "endpoint", "name"):
+    table.add_column("id", overflow="fold")
+    for column in ("output", "endpoint", "name"):
         table.add_column(column)
     for model in listed:
         table.add_row(
@@ -184,6 +191,13 @@ def _show_model(model: Model, console: Console) -> None:
         )
     console.print(table)
     console.print("[dim]* required[/]")
+
+
+def _when(key: str, value: object) -> str | None:
+    """Unix timestamps of a row, shown readably (UTC)."""
+    if key.endswith("_at") and isinstance(value, int):
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return None
 
 
 def _range(spec: dict[str, Any]) -> str:

@@ -82,10 +82,10 @@ def summary_table(items: Sequence[BatchItem], files: dict[int, Path]) -> Table:
     """One row per request: what it asked for, how it ended, which file holds it."""
     table = Table(title="Summary", title_justify="left", show_edge=False, header_style="bold")
     table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("prompt", no_wrap=True, overflow="ellipsis", max_width=34, min_width=12)
-    table.add_column("size", no_wrap=True, min_width=9)
-    table.add_column("status", no_wrap=True, min_width=9)
-    table.add_column("file / error", overflow="fold", min_width=41)
+    table.add_column("prompt", no_wrap=True, overflow="ellipsis", max_width=34)
+    table.add_column("size", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("file / error", overflow="fold")
     for index, item in enumerate(items):
         status = "succeeded" if index in files else _status(item)
         path = files.get(index)

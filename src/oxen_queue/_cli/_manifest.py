@@ -11,10 +11,12 @@ latest line of each request tells a rerun what to do: reattach by id, skip, or e
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,20 +33,28 @@ class PromptLine:
     """One request of a prompts file.
 
     Attributes:
-        number: Its 1-based line number.
+        number: Its 1-based line number (for messages only).
         params: Its parameters (``prompt`` and any others), without ``model``.
         model: Its own model, when the line names one.
+        occurrence: How many identical requests come before it in the file.
     """
 
     number: int
     params: dict[str, Any]
     model: str | None = None
+    occurrence: int = 0
+
+    @property
+    def digest(self) -> str:
+        content = json.dumps([self.model, self.params], sort_keys=True)
+        return hashlib.sha256(content.encode()).hexdigest()[:16]
 
     @property
     def key(self) -> str:
-        """Identifies the request across runs: its line and a digest of its content."""
-        content = json.dumps([self.model, self.params], sort_keys=True)
-        return f"{self.number}:{hashlib.sha256(content.encode()).hexdigest()[:12]}"
+        """Identifies the request across runs by its content, not its position: adding a
+        comment or a prompt above it must not make a rerun enqueue (and bill) it again.
+        Identical requests are told apart by their order."""
+        return f"{self.digest}#{self.occurrence}"
 
     @property
     def prompt(self) -> str:
@@ -59,12 +69,13 @@ def read_prompts(path: Path) -> list[PromptLine]:
         OSError: The file cannot be read.
     """
     lines: list[PromptLine] = []
+    seen: Counter[str] = Counter()
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         text = raw.strip()
         if not text or text.startswith("#"):
             continue
         if not text.startswith("{"):
-            lines.append(PromptLine(number, {"prompt": text}))
+            lines.append(_counted(PromptLine(number, {"prompt": text}), seen))
             continue
         try:
             params = json.loads(text)
@@ -75,8 +86,14 @@ def read_prompts(path: Path) -> list[PromptLine]:
         model = params.pop("model", None)
         if model is not None and not isinstance(model, str):
             raise PromptsFileError(f'{path}:{number}: "model" must be a string')
-        lines.append(PromptLine(number, params, model))
+        lines.append(_counted(PromptLine(number, params, model), seen))
     return lines
+
+
+def _counted(line: PromptLine, seen: Counter[str]) -> PromptLine:
+    occurrence = seen[line.digest]
+    seen[line.digest] += 1
+    return dataclasses.replace(line, occurrence=occurrence) if occurrence else line
 
 
 class Manifest:
@@ -95,6 +112,9 @@ class Manifest:
                     self.latest[entry["key"]] = entry
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+            # A crash tore the last line: end it, so the next event starts a line of its own.
+            os.write(self._fd, b"\n")
 
     def append(self, line: PromptLine, **fields: Any) -> None:
         """Record an event of a request: one ``write`` of one whole line, then fsync."""

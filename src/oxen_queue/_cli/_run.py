@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -135,9 +136,12 @@ async def run_prompts(
         manifest.append(
             line, generation_id=item.generation_id, status=status, error=_message(item.error)
         )
+        _plain_progress(console, view, item, f"{status}: {_message(item.error)}")
 
     view = BatchView(title, items)
-    with Live(view, console=console, refresh_per_second=4, transient=False):
+    if not console.is_terminal:
+        console.print(title)
+    with _live(view, console, transient=False):
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(_refresh_active, client, view)
             await run_batch(
@@ -174,7 +178,7 @@ async def run_generate(
         g.id: (index, item) for index, (g, item) in enumerate(zip(generations, items, strict=True))
     }
     view = BatchView(f"{model} · {count} generation{'s' * (count > 1)}", items)
-    with Live(view, console=console, refresh_per_second=4, transient=True):
+    with _live(view, console, transient=True):
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(_refresh_active, client, view)
             async for generation in as_completed(generations):
@@ -196,6 +200,21 @@ async def run_generate(
                 f"[red]{_final_status(item)}[/] {item.generation_id}: {_message(item.error)}"
             )
     return outcome
+
+
+def _live(view: BatchView, console: Console, *, transient: bool) -> AbstractContextManager[Any]:
+    """The live display on a terminal; nothing elsewhere (logs get one line per item)."""
+    if console.is_terminal:
+        return Live(view, console=console, refresh_per_second=4, transient=transient)
+    return nullcontext()
+
+
+def _plain_progress(console: Console, view: BatchView, item: BatchItem, detail: str) -> None:
+    if console.is_terminal:
+        return
+    finished = sum(1 for i in view.items if i.finished)
+    prompt = str(item.params.get("prompt", ""))
+    console.print(f"[{finished}/{len(view.items)}] {prompt[:40]!r} {detail}", soft_wrap=True)
 
 
 def _final_status(item: BatchItem) -> str:

@@ -80,12 +80,17 @@ class SharedPollWatcher:
             del self.pending[generation.id]
 
     async def _loop(self) -> None:
+        # Ticks keep a fixed rate: the time a tick takes is not added to the interval.
+        last = -math.inf
         while True:
             self._wake = anyio.Event()
             interval = self._interval() if self.pending else math.inf
-            with anyio.move_on_after(interval):
+            # (inf + -inf would be NaN: an idle or paused poller simply waits to be woken.)
+            delay = math.inf if math.isinf(interval) else last + interval - anyio.current_time()
+            with anyio.move_on_after(delay):
                 await self._wake.wait()
                 continue  # woken early: re-read the interval and the pending set
+            last = anyio.current_time()
             await self.tick()
 
     async def tick(self) -> None:

@@ -70,8 +70,9 @@ async def _pump(send: Send, state: EmulatorState, subscriber: Subscriber) -> Non
             if event.is_completion and faults.roll(faults.sse_garbage):
                 state.count_fault("sse_garbage")
                 chunk = _garbage(event, faults.pick(4)) + chunk
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            # Counted first: a client may act on the event before this task resumes.
             state.count_delivery(event)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
             last_write = anyio.current_time()
         now = anyio.current_time()
         drop_after = faults.sse_drop_after

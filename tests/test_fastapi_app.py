@@ -1,0 +1,223 @@
+"""examples/fastapi_app.py on a real uvicorn server, against the emulator.
+
+A real server (not ``httpx.ASGITransport``) because the app's lifespan must run, its event
+stream must arrive live, and a client must be able to hang up mid-request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Any, get_args
+
+import anyio
+import httpx
+import pytest
+
+from oxen_queue import Resolution
+from oxen_queue.testing import Emulator, EmulatorConfig, Job
+
+from .servers import ServerThread
+
+ENQUEUE = "POST /api/ai/queue"
+CANCEL = "DELETE /api/ai/queue/{generation_id}"
+STATUS_ORDER = ("queued", "processing", "succeeded")
+APP = "examples.fastapi_app:app"  # as the example's docstring runs it, from the repo root
+
+
+@contextlib.contextmanager
+def app_against(emulator: Emulator) -> Iterator[str]:
+    """Serve the example app with its environment pointing at ``emulator``; yield its URL."""
+    with pytest.MonkeyPatch.context() as env:
+        # Read by AsyncClient() in the app's lifespan, which runs as the server starts.
+        env.setenv("OXEN_BASE_URL", emulator.base_url)
+        env.setenv("OXEN_API_KEY", "fastapi-example-key")
+        with ServerThread(APP) as server:
+            yield server.base_url
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with Emulator(config=EmulatorConfig(time_scale=0.01)) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def app_url(emulator: Emulator) -> Iterator[str]:
+    with app_against(emulator) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def failing_emulator() -> Iterator[Emulator]:
+    with Emulator(config=EmulatorConfig(time_scale=0.01, failure_rate=1.0)) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def failing_app_url(failing_emulator: Emulator) -> Iterator[str]:
+    with app_against(failing_emulator) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def time_scale(emulator: Emulator, scale: float) -> Iterator[None]:
+    """Jobs enqueued in the block run at ``scale`` (each job's timings are drawn at enqueue)."""
+    saved = emulator.state.time_scale
+    emulator.state.time_scale = scale
+    try:
+        yield
+    finally:
+        emulator.state.time_scale = saved
+
+
+def counters(emulator: Emulator) -> tuple[int, int, int]:
+    """Enqueue requests, jobs created and cancel requests seen by the emulator so far."""
+    stats = emulator.stats()
+    requests = stats["requests"]
+    return requests.get(ENQUEUE, 0), stats["jobs_created"], requests.get(CANCEL, 0)
+
+
+def jobs_with_prompt(emulator: Emulator, prompt: str) -> list[Job]:
+    with emulator.state.lock:  # the emulator's thread changes its jobs meanwhile
+        return [job for job in emulator.state.jobs.values() if job.prompt == prompt]
+
+
+@pytest.mark.anyio
+async def test_200_concurrent_images_succeed_through_one_client_with_one_enqueue_each(
+    emulator: Emulator, app_url: str
+) -> None:
+    enqueues, created, _ = counters(emulator)
+    answers: list[httpx.Response] = []
+
+    async def post(index: int) -> None:
+        # A client per caller, as 200 browsers would be. (One httpx client with 200
+        # connections is slower: its pool scans every connection for every request.)
+        # verify=False: plain HTTP on loopback, so no CA bundle to load (25 ms a client).
+        http = httpx.AsyncClient(base_url=app_url, timeout=60, verify=False)  # noqa: S501
+        async with http:
+            answers.append(await http.post("/images", json={"prompt": f"ox number {index}"}))
+
+    async with anyio.create_task_group() as task_group:
+        for index in range(200):
+            task_group.start_soon(post, index)
+
+    assert [answer.status_code for answer in answers] == [200] * 200
+    bodies = [answer.json() for answer in answers]
+    assert len({body["generation_id"] for body in bodies}) == 200
+    assert all(body["status"] == "succeeded" for body in bodies)
+    assert all(body["result_url"].startswith(emulator.files_url) for body in bodies)
+    after_enqueues, after_created, _ = counters(emulator)
+    assert (after_enqueues - enqueues, after_created - created) == (200, 200)
+    # One client: one event stream told the app about all 200.
+    assert emulator.stats()["sse_open"] == 1
+
+
+@pytest.mark.anyio
+async def test_invalid_params_answer_422_naming_the_field_and_enqueue_nothing(
+    emulator: Emulator, app_url: str
+) -> None:
+    before = counters(emulator)
+    async with httpx.AsyncClient(base_url=app_url) as http:
+        bad_resolution = await http.post("/images", json={"prompt": "ox", "resolution": "999x999"})
+        empty_prompt = await http.post("/images", json={"prompt": ""})
+        bad_job = await http.post("/jobs", json={"prompt": "ox", "quality": "ultra"})
+
+    assert bad_resolution.status_code == 422
+    detail = bad_resolution.json()["detail"]
+    assert detail["field"] == "resolution"
+    assert "999x999" in detail["message"]
+    assert detail["allowed"] == list(get_args(Resolution))  # the SDK's list, not the app's
+    assert empty_prompt.status_code == 422
+    assert empty_prompt.json()["detail"]["field"] == "prompt"
+    assert bad_job.status_code == 422
+    assert bad_job.json()["detail"]["field"] == "quality"
+    assert counters(emulator) == before
+
+
+@pytest.mark.anyio
+async def test_failed_generation_answers_502_with_the_servers_error_message(
+    failing_emulator: Emulator, failing_app_url: str
+) -> None:
+    async with httpx.AsyncClient(base_url=failing_app_url, timeout=30) as http:
+        answer = await http.post("/images", json={"prompt": "an ox with no credits"})
+
+    assert answer.status_code == 502
+    detail = answer.json()["detail"]
+    assert detail["error_message"] == "Insufficient credits"
+    assert failing_emulator.state.jobs[detail["generation_id"]].status == "failed"
+
+
+@pytest.mark.anyio
+async def test_caller_hanging_up_cancels_the_job_upstream(emulator: Emulator, app_url: str) -> None:
+    prompt = f"an ox nobody waits for ({time.monotonic_ns()})"
+    _, _, cancels = counters(emulator)
+    with time_scale(emulator, 2.0):  # the job would take 5-14 s
+        async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+
+            async def wait_for_image() -> None:
+                await http.post("/images", json={"prompt": prompt})
+                pytest.fail("the app answered a request for a 5-14 s job")
+
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(wait_for_image)
+                with anyio.fail_after(5):
+                    while not jobs_with_prompt(emulator, prompt):
+                        await anyio.sleep(0.01)
+                task_group.cancel_scope.cancel()  # hang up: httpx closes the connection
+
+    (job,) = jobs_with_prompt(emulator, prompt)
+    with anyio.fail_after(3):
+        while job.status != "cancelled":
+            await anyio.sleep(0.02)
+    assert counters(emulator)[2] == cancels + 1
+
+
+@pytest.mark.anyio
+async def test_jobs_api_enqueues_reads_and_streams_status_until_succeeded(
+    emulator: Emulator, app_url: str
+) -> None:
+    async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+        with time_scale(emulator, 0.2):  # queued 0.1-0.4 s, then processing 0.4-1 s
+            created = await http.post("/jobs", json={"prompt": "an ox, step by step"})
+        assert created.status_code == 202
+        generation_id = created.json()["generation_id"]
+        assert created.json()["status"] == "queued"
+
+        events: list[tuple[str, dict[str, Any], float]] = []
+        async with http.stream("GET", f"/jobs/{generation_id}/events") as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            name = ""
+            async for line in stream.aiter_lines():
+                if line.startswith("event: "):
+                    name = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    events.append((name, json.loads(line.removeprefix("data: ")), time.time()))
+        # The loop ended: the server closed the stream after the final status.
+
+        row = await http.get(f"/jobs/{generation_id}")
+        missing = await http.get("/jobs/no-such-id")
+        missing_events = await http.get("/jobs/no-such-id/events")
+
+    assert {name for name, _, _ in events} == {"status"}
+    statuses = [row["status"] for _, row, _ in events]
+    assert statuses[0] == "queued"
+    assert statuses[-1] == "succeeded"
+    assert statuses == sorted(statuses, key=STATUS_ORDER.index)  # increasing ...
+    assert len(set(statuses)) == len(statuses)  # ... and each sent once
+    final = events[-1][1]
+    assert final["generation_id"] == generation_id
+    assert final["result_url"].startswith(emulator.files_url)
+    # Completion is pushed as soon as the app's client learns it, not at the next 1 s tick.
+    finished_at = emulator.stats()["completion_times"][generation_id]
+    assert events[-1][2] - finished_at < 0.5
+
+    assert row.status_code == 200
+    assert row.json()["generation_id"] == generation_id
+    assert row.json()["status"] == "succeeded"
+    assert row.json()["prompt"] == "an ox, step by step"  # the row's extra fields survive
+    assert missing.status_code == 404
+    assert missing_events.status_code == 404
