@@ -109,16 +109,20 @@ class FakeAPI:
             rows = [j.row() for j in self.jobs.values() if j.status in ("queued", "processing")]
             return httpx.Response(200, json={"count": len(rows), "generations": rows})
         if path == "/api/ai/generations":
-            rows = [j.row() for j in self.jobs.values()]
+            # Newest first, paged: the real endpoint's shape (spec: page_size <= 1000).
+            size = int(request.url.params.get("page_size", 50))
+            page = int(request.url.params.get("page", 1))
+            newest_first = [j.row() for j in reversed(self.jobs.values())]
+            rows = newest_first[(page - 1) * size : page * size]
             return httpx.Response(
                 200,
                 json={
                     "count": len(rows),
                     "generations": rows,
-                    "page_number": 1,
-                    "page_size": 50,
-                    "total_pages": 1,
-                    "total_entries": len(rows),
+                    "page_number": page,
+                    "page_size": size,
+                    "total_pages": max(1, -(-len(newest_first) // size)),
+                    "total_entries": len(newest_first),
                     "total_cost": None,
                 },
             )

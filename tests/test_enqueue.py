@@ -199,3 +199,47 @@ async def test_an_enqueue_cancelled_mid_request_still_accounts_for_its_job() -> 
             release.set()
         (job_id,) = api.jobs
         assert job_id in client.pending  # the job exists, and the client knows it
+
+
+async def test_a_lost_answer_is_found_in_history_pages_behind_newer_jobs() -> None:
+    """The job finished, and more than a page of newer jobs came after it: still found."""
+    api = FakeAPI(lifecycle=["succeeded"])
+    lost_ids: list[str] = []
+
+    def created_then_cut(request: httpx.Request) -> httpx.Response | None:
+        if request.method != "POST" or b"lost one" not in request.content:
+            return None
+        answer = api.create(json.loads(request.content))
+        lost_ids.append(answer.json()["generations"][0]["generation_id"])
+        api.jobs[lost_ids[0]].reads = 1  # finished: it has left the active list
+        for i in range(2500):  # newer jobs from elsewhere push it to the third page
+            api.create({"model": "gpt-image-2", "prompt": f"newer {i}"})
+        raise httpx.RemoteProtocolError("peer closed connection", request=request)
+
+    api.before.append(created_then_cut)
+    async with fake_client(api) as client:
+        generation = await client.enqueue("gpt-image-2", prompt="lost one")
+    assert generation.id == lost_ids[0]
+    assert api.calls["POST /api/ai/queue"] == 1
+    pages = [r.url.params["page"] for r in api.requests if r.url.path == "/api/ai/generations"]
+    assert pages == ["1", "2", "3"]
+
+
+async def test_a_job_with_other_parameters_is_never_adopted() -> None:
+    """Rows carry exactly the submitted parameters: a superset is someone else's request."""
+    api = FakeAPI(lifecycle=["queued"] * 1000)
+    other = api.create({"model": "gpt-image-2", "prompt": "ox", "quality": "high"})
+    others_id = other.json()["generations"][0]["generation_id"]
+
+    def lost_before_creating(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "POST" and api.calls["POST /api/ai/queue"] == 1:
+            raise httpx.ReadTimeout("timed out before the server acted", request=request)
+        return None
+
+    api.before.append(lost_before_creating)
+    async with fake_client(api, poll_policy=PollPolicy(initial=30)) as client:
+        client._enqueuer._settle_delay = 0.0
+        generation = await client.enqueue("gpt-image-2", prompt="ox")
+    assert generation.id != others_id
+    assert client.enqueue_stats == {"reconciled": 0, "resent": 1}
+    assert len(api.jobs) == 2

@@ -9,9 +9,10 @@ request is then *reconciled*, never blindly resent:
 
 1. Wait until no other request of this client with the same model and parameters is still in
    flight (its answer would claim the same row), then look for rows that match: same model,
-   every parameter sent equal to the row's, enqueued no earlier than the request was sent
-   (allowing for clock skew), and not already owned by this client. Active rows come from
-   ``GET /api/ai/queue?model=``, finished ones from ``GET /api/ai/generations?model=``.
+   exactly the parameters sent (rows carry the submitted ones, no more), enqueued no earlier
+   than the request was sent (allowing for clock skew), and not already owned by this
+   client. Active rows come from ``GET /api/ai/queue?model=``, finished ones from the history,
+   ``GET /api/ai/generations?model=``, paged back to the moment the request was sent.
 2. Enough matches: adopt them (oldest first) as the request's generations.
 3. None, on two looks a moment apart: the evidence says the job was never created, so the
    request is sent again.
@@ -41,6 +42,7 @@ from ._exceptions import (
     OxenError,
 )
 from ._models import GenerationRecord
+from ._params import QUEUE_FIELDS
 from ._retry import RetryPolicy, is_refused, retrying_call
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ logger = logging.getLogger("oxen_queue")
 
 _AMBIGUOUS_STATUSES: Final = frozenset({500, 502, 504})
 _OWNED_LIMIT: Final = 200_000  # ids remembered as ours; old ones cannot match a new request
+_HISTORY_PAGE: Final = 1000  # the largest page_size /api/ai/generations allows
 
 
 class _ShapeError(OxenError):
@@ -94,17 +97,11 @@ class Enqueuer:
         self._owned: OrderedDict[str, None] = OrderedDict()
         self._in_flight: Counter[str] = Counter()
         self._drained: dict[str, anyio.Event] = {}
-        self._lock: anyio.Lock | None = None
+        self._locks: dict[str, anyio.Lock] = {}
         self.reconciled = 0
         """How many ambiguous enqueues were settled by adopting the jobs they had created."""
         self.resent = 0
         """How many ambiguous enqueues were shown never to have created a job, and resent."""
-
-    @property
-    def _reconcile_lock(self) -> anyio.Lock:
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        return self._lock
 
     def own(self, generation_id: str) -> None:
         """Remember an id as this client's, so reconciliation never adopts it again."""
@@ -173,13 +170,20 @@ class Enqueuer:
                         drained.set()
             logger.debug("enqueue of %s: answer lost (%s); reconciling", model, cause)
             with anyio.CancelScope(shield=True):
-                # One reconciliation at a time, so two never adopt the same row.
-                async with self._reconcile_lock:
-                    found = await self._reconcile(model, params, count, key, sent_at, cause)
-                    if found is not None:
-                        self.reconciled += 1
-                        self._claim(found, on_created)
-                        return found
+                # Rows match one fingerprint only (parameters are compared exactly), so one
+                # reconciliation per fingerprint at a time is enough for two never to adopt
+                # the same row.
+                lock = self._locks.setdefault(key, anyio.Lock())
+                try:
+                    async with lock:
+                        found = await self._reconcile(model, params, count, key, sent_at, cause)
+                        if found is not None:
+                            self.reconciled += 1
+                            self._claim(found, on_created)
+                            return found
+                finally:
+                    if not lock.statistics().tasks_waiting and self._locks.get(key) is lock:
+                        del self._locks[key]
             self.resent += 1
             logger.debug("enqueue of %s: no job was created; sending it again", model)
         raise AmbiguousEnqueueError(
@@ -238,21 +242,54 @@ class Enqueuer:
     async def _candidates(
         self, model: str, params: Mapping[str, Any], not_before: float
     ) -> list[GenerationRecord]:
+        """Rows that this request may have created: active ones, then recent history."""
+        found: dict[str, GenerationRecord] = {}
         active = await self._session.call("GET", "api/ai/queue", params={"model": model})
-        history = await self._session.call(
-            "GET", "api/ai/generations", params={"model": model, "page_size": 200}
-        )
-        seen: dict[str, GenerationRecord] = {}
-        for payload in (active, history):
-            rows = payload.get("generations") if isinstance(payload, Mapping) else None
-            for raw in rows if isinstance(rows, list) else ():
-                try:
-                    row = GenerationRecord.model_validate(raw)
-                except ValueError:
-                    continue
-                if row.generation_id not in seen and self._matches(row, model, params, not_before):
-                    seen[row.generation_id] = row
-        return sorted(seen.values(), key=lambda row: (row.enqueued_at or 0, row.generation_id))
+        self._collect(active, model, params, not_before, found)
+        # History pages are scanned until rows older than the request: it may have finished
+        # already, behind any number of newer jobs. The order is not documented, so it is
+        # read from the first page.
+        page, step, last = 1, 1, None
+        while True:
+            data = await self._session.call(
+                "GET",
+                "api/ai/generations",
+                params={"model": model, "page": page, "page_size": _HISTORY_PAGE},
+            )
+            stamps = self._collect(data, model, params, not_before, found)
+            total = data.get("total_pages") if isinstance(data, Mapping) else None
+            last = total if isinstance(total, int) and total >= 1 else 1
+            if page == 1 and len(stamps) > 1 and stamps[0] < stamps[-1] and last > 1:
+                page, step = last, -1  # oldest first: the newest rows are on the last page
+                continue
+            if not stamps or min(stamps) < not_before:
+                break
+            page += step
+            if not 1 <= page <= last:
+                break
+        return sorted(found.values(), key=lambda row: (row.enqueued_at or 0, row.generation_id))
+
+    def _collect(
+        self,
+        payload: object,
+        model: str,
+        params: Mapping[str, Any],
+        not_before: float,
+        found: dict[str, GenerationRecord],
+    ) -> list[int]:
+        """Add the matching rows of a list answer to ``found``; return every row's timestamp."""
+        rows = payload.get("generations") if isinstance(payload, Mapping) else None
+        stamps: list[int] = []
+        for raw in rows if isinstance(rows, list) else ():
+            try:
+                row = GenerationRecord.model_validate(raw)
+            except ValueError:
+                continue
+            if row.enqueued_at is not None:
+                stamps.append(row.enqueued_at)
+            if self._matches(row, model, params, not_before):
+                found.setdefault(row.generation_id, row)
+        return stamps
 
     def _matches(
         self, row: GenerationRecord, model: str, params: Mapping[str, Any], not_before: float
@@ -261,9 +298,12 @@ class Enqueuer:
             return False
         if row.enqueued_at is None or row.enqueued_at < not_before:
             return False
-        extra = row.model_extra or {}
-        fields = row.model_dump(include=set(type(row).model_fields))
-        return all(_same(extra.get(k, fields.get(k)), v) for k, v in params.items())
+        # Rows carry exactly the parameters that were submitted ("present only if they were
+        # submitted"): equal sets, not a superset, so another request's job never matches.
+        sent = {k: v for k, v in params.items() if k not in QUEUE_FIELDS}
+        if not _same(row.params, sent):
+            return False
+        return all(_same(getattr(row, k), v) for k, v in params.items() if k in QUEUE_FIELDS)
 
 
 def _same(a: object, b: object) -> bool:
