@@ -62,7 +62,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[State]:
     # One client for the whole app, shared by every request. A client per request leaks
     # connections and pays a TLS handshake each time; a shared client whose pool is too small
     # makes requests time out waiting for a connection under load (both known complaints
-    # about peer SDKs). This client bounds its own concurrency (max_concurrency, 64 requests
+    # about peer SDKs). This client bounds its own concurrency (max_concurrency, 16 requests
     # in flight) and queues the rest, and one watcher learns about every generation at once.
     async with AsyncClient() as client:  # $OXEN_API_KEY, $OXEN_BASE_URL
         yield {"client": client}

@@ -78,14 +78,21 @@ def _clock(seconds: float) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
-def summary_table(items: Sequence[BatchItem], files: dict[int, Path]) -> Table:
-    """One row per request: what it asked for, how it ended, which file holds it."""
+def summary_table(items: Sequence[BatchItem], files: dict[int, Path], *, width: int) -> Table:
+    """One row per request: what it asked for, how it ended, which file holds it.
+
+    The file name matters more than the prompt: the prompt gets what the console's ``width``
+    leaves (rich never narrows a column that does not wrap).
+    """
     table = Table(title="Summary", title_justify="left", show_edge=False, header_style="bold")
     table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("prompt", no_wrap=True, overflow="ellipsis", max_width=34)
+    widest_file = max((len(path.name) for path in files.values()), default=12)
+    others = len(str(len(items))) + 9 + 9 + widest_file + 13  #  #, size, status, file, rules
+    prompt_width = max(8, min(34, width - others))
+    table.add_column("prompt", no_wrap=True, overflow="ellipsis", width=prompt_width)
     table.add_column("size", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("file / error", overflow="fold")
+    table.add_column("file / error", overflow="fold", min_width=widest_file)
     for index, item in enumerate(items):
         status = "succeeded" if index in files else _status(item)
         path = files.get(index)

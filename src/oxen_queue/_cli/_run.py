@@ -154,7 +154,7 @@ async def run_prompts(
             )
             task_group.cancel_scope.cancel()
     console.print()
-    console.print(summary_table(items, outcome.files))
+    console.print(summary_table(items, outcome.files, width=console.width))
     return outcome
 
 
