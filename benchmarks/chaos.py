@@ -25,8 +25,9 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario lives in tests/
 
-from oxen_queue.testing import Emulator, EmulatorConfig  # noqa: E402
-from tests.chaos import describe, run_chaos  # noqa: E402
+from tests.chaos import describe, run_chaos
+
+from oxen_queue.testing import Emulator, EmulatorConfig
 
 
 def main() -> int:
