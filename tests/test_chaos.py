@@ -15,7 +15,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 def emu() -> Iterator[Emulator]:
-    with Emulator(config=EmulatorConfig(time_scale=0.02, seed=11)) as emulator:
+    with Emulator(config=EmulatorConfig(time_scale=0.05, seed=11)) as emulator:
         yield emulator
 
 
