@@ -93,6 +93,13 @@ class AdmissionControl:
         self.max_concurrency = max_concurrency
         self.enqueue_rate = EnqueueRate()
         self._limiter: anyio.CapacityLimiter | None = None
+        self._pacer: anyio.Lock | None = None
+
+    @property
+    def pacer(self) -> anyio.Lock:
+        if self._pacer is None:
+            self._pacer = anyio.Lock()
+        return self._pacer
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:
@@ -103,13 +110,25 @@ class AdmissionControl:
 
     @asynccontextmanager
     async def slot(self, *, enqueue: bool) -> AsyncIterator[None]:
-        """Hold one of the bounded request slots; enqueues are paced first."""
-        if enqueue:
+        """Hold one of the bounded request slots; enqueues are paced first.
+
+        Enqueues pass the pacer one at a time and keep it until they hold a request slot, so
+        none queues between the two: each is sent at the rate current when it goes, and a
+        429 slows down every enqueue not yet sent, not only those that had not yet arrived.
+        """
+        if not enqueue:
+            async with self.limiter:
+                yield
+            return
+        async with self.pacer:
             wait = self.enqueue_rate.delay(anyio.current_time())
             if wait > 0:
                 await anyio.sleep(wait)
-        async with self.limiter:
+            await self.limiter.acquire()
+        try:
             yield
+        finally:
+            self.limiter.release()
 
     def observe(self, status_code: int, *, enqueue: bool) -> None:
         """Feed an enqueue's answer to the pacer."""

@@ -80,9 +80,9 @@ class AsyncClient:
             (``"auto"``), which catch cancellations and lost events.
         retry: Which transient HTTP failures are retried, and how.
         timeout: Seconds for connect, read and write of one request (or an ``httpx.Timeout``).
-        max_concurrency: Requests in flight at once; more wait their turn. Higher is not
-            faster on a nearby server: httpx's pool costs CPU in proportion to its size (see
-            the README's figures); raise it for a distant hub.
+        max_concurrency: Requests in flight at once; more wait their turn (so a burst of
+            enqueues never meets a pool timeout). Raise it for a distant hub, where round trips
+            rather than CPU limit throughput.
         validate: Check parameters locally before sending (for models other than
             ``gpt-image-2`` this fetches the model's schema once). ``False`` sends them as given.
         max_download_bytes: Largest result file ``download`` accepts; ``None`` means no limit.

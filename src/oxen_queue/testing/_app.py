@@ -96,6 +96,7 @@ class EmulatorApp:
         # Set by the server that hosts the app: files are then told apart by port.
         self.files_port = files_port
         self.abort_on_cut = abort_on_cut
+        self._buckets: dict[str, tuple[float, float]] = {}  # user id -> (tokens, when)
         api = Api(state, self.media)
         admin = Admin(state, self.media)
         self._routes = [
@@ -220,6 +221,10 @@ class EmulatorApp:
     ) -> Response:
         faults = self.faults
         if route.kind == "enqueue":
+            wait = self._rate_limit_wait(user, faults.enqueue_rate_limit)
+            if wait is not None:
+                self.state.count_fault("enqueue_rate_limit")
+                return _rate_limited(faults, wait)
             if self._roll("enqueue_429", faults.enqueue_429):
                 return _rate_limited(faults)
             if self._roll("enqueue_503", faults.enqueue_503):
@@ -245,6 +250,21 @@ class EmulatorApp:
                 response.body = response.body[: max(1, len(response.body) // 2)]
             return response
         return await handler(request, user, path)
+
+    def _rate_limit_wait(self, user: User, rate: float | None) -> float | None:
+        """Take a token from ``user``'s bucket; ``None`` if one was there, else the seconds
+        until the next one. The bucket holds one second's worth and refills continuously."""
+        if rate is None:
+            self._buckets.pop(user.user_id, None)
+            return None
+        now = self.state.clock.now()
+        tokens, then = self._buckets.get(user.user_id, (rate, now))
+        tokens = min(rate, tokens + (now - then) * rate)
+        if tokens >= 1:
+            self._buckets[user.user_id] = (tokens - 1, now)
+            return None
+        self._buckets[user.user_id] = (tokens, now)
+        return (1 - tokens) / rate
 
     def _roll(self, kind: str, rate: float) -> bool:
         if self.faults.roll(rate):
@@ -324,9 +344,10 @@ class EmulatorApp:
         )
 
 
-def _rate_limited(faults: Faults) -> Response:
+def _rate_limited(faults: Faults, seconds: float | None = None) -> Response:
     # The only documented 429 is "Rate limit exceeded" (chat examples page), body unknown.
-    return simple_error(429, "Rate limit exceeded", headers=faults.retry_after_headers())
+    headers = faults.retry_after_headers(seconds)
+    return simple_error(429, "Rate limit exceeded", headers=headers)
 
 
 def _xml_error(status: int, code: str, message: str) -> Response:

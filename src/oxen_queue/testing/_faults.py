@@ -61,6 +61,9 @@ class Faults:
             ``httpx.ASGITransport`` there is no connection to abort: the client gets the
             status and a truncated body instead.
         enqueue_504_after_create: The jobs are created, then a proxy-style 504 answers.
+        enqueue_rate_limit: Enqueues per second each user may make (a token bucket holding
+            one second's worth); beyond it, 429 with the time until the next token in
+            ``Retry-After`` (in ``retry_after_form``). ``None``: no limit.
         read_500: Reads (``GET /api/ai/queue[/{id}]``, ``GET /api/ai/generations[/{id}]``)
             answer 500 with the documented error envelope.
         read_429: Reads answer 429 with ``Retry-After``.
@@ -90,6 +93,7 @@ class Faults:
     enqueue_503: float = 0.0
     enqueue_cut: float = 0.0
     enqueue_504_after_create: float = 0.0
+    enqueue_rate_limit: float | None = None
     read_500: float = 0.0
     read_429: float = 0.0
     read_cut: float = 0.0
@@ -148,9 +152,10 @@ class Faults:
         """Draw one of ``range(count)``."""
         return self._rng.randrange(count)
 
-    def retry_after_headers(self) -> list[tuple[str, str]]:
-        """The headers that announce ``retry_after`` in the configured form."""
-        seconds = self.retry_after
+    def retry_after_headers(self, seconds: float | None = None) -> list[tuple[str, str]]:
+        """The headers that announce ``seconds`` (default ``retry_after``) in the configured
+        form."""
+        seconds = self.retry_after if seconds is None else seconds
         if self.retry_after_form == "seconds":
             return [("retry-after", _format_seconds(seconds))]
         if self.retry_after_form == "http-date":
@@ -171,6 +176,11 @@ def _checked(name: str, value: Any) -> Any:
         number = _number(value)
         if number is None or not 0 <= number <= 1:
             raise ValueError(f"{name} must be a probability between 0 and 1, not {value!r}")
+        return number
+    if name == "enqueue_rate_limit":
+        number = None if value is None else _number(value)
+        if value is not None and (number is None or number <= 0):
+            raise ValueError(f"enqueue_rate_limit must be a rate > 0 or None, not {value!r}")
         return number
     if name in _SECONDS or name == "sse_drop_after":
         if value is None and name == "sse_drop_after":
