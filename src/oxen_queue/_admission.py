@@ -5,10 +5,10 @@ Two mechanisms, both local to one client:
 * A concurrency bound on every request, so a burst of 10,000 ``enqueue()`` calls waits here,
   in order, rather than failing with pool timeouts inside httpx.
 * An adaptive enqueue rate, additive increase and multiplicative decrease (AIMD): unlimited
-  until the server answers 429, then halved from the rate actually achieved, then raised by a
-  few requests per second for every second without a 429, and unlimited again once it is
-  well above what the server took. A large batch settles at what the server accepts instead of
-  hammering it.
+  until the server refuses a real share of enqueues with 429, then cut in proportion to that
+  share, raised again while it stays low, and unlimited once far above what the server took.
+  A large batch settles at what the server accepts instead of hammering it, and a stray 429
+  does not collapse it (see :class:`EnqueueRate`).
 """
 
 from __future__ import annotations
@@ -17,17 +17,27 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Final
 
 import anyio
 
 __all__ = ["AdmissionControl", "EnqueueRate"]
 
-_WINDOW: Final = 1.0  # seconds over which the achieved enqueue rate is measured
-
 
 class EnqueueRate:
     """AIMD pacing of enqueues. Pure bookkeeping: the clock is passed in.
+
+    The answers of the last ``window`` seconds are judged together. A share of 429s up to
+    ``tolerance`` is noise (a server refusing one enqueue in twenty is not asking for a
+    slower client). Above it:
+
+    * while the rate is unlimited, it becomes half of what was achieved (at least
+      ``min_refusals`` refusals are needed to conclude there is a limit at all);
+    * otherwise, once per window, it falls to what was achieved times
+      ``1 - refused_share / 2``, so a server refusing half the enqueues halves it.
+
+    A window at or below the tolerance raises the rate by ``increase`` per second, or by
+    ``growth`` of itself per second when that is more, and it is lifted altogether once far
+    above anything the server pushed back on.
 
     Attributes:
         rate: Enqueues per second allowed now; ``math.inf`` when unlimited.
@@ -36,21 +46,25 @@ class EnqueueRate:
     def __init__(
         self,
         *,
-        decrease: float = 0.5,
+        window: float = 1.0,
+        tolerance: float = 0.1,
+        min_refusals: int = 3,
         increase: float = 5.0,
+        growth: float = 0.25,
         min_rate: float = 1.0,
-        cooldown: float = 1.0,
     ) -> None:
         self.rate = math.inf
-        self.decrease = decrease
+        self.window = window
+        self.tolerance = tolerance
+        self.min_refusals = min_refusals
         self.increase = increase
+        self.growth = growth
         self.min_rate = min_rate
-        self.cooldown = cooldown
         self._next_slot = -math.inf
-        self._last_cut = -math.inf
-        self._last_update = -math.inf
+        self._judged = -math.inf
         self._peak = 0.0
         self._sent: deque[float] = deque()
+        self._answers: deque[tuple[float, bool]] = deque()  # (when, refused)
 
     def delay(self, now: float) -> float:
         """Reserve the next slot: seconds to wait before sending one enqueue."""
@@ -61,27 +75,55 @@ class EnqueueRate:
         self._next_slot = start + 1.0 / self.rate
         return start - now
 
+    def achieved(self, now: float) -> float:
+        """Enqueues sent over the last ``window``, per second of the window."""
+        self._trim(now)
+        return len(self._sent) / self.window
+
     def on_rate_limited(self, now: float) -> None:
-        """A 429 on an enqueue: cut the rate, once per cooldown (a burst is one signal)."""
-        if now - self._last_cut < self.cooldown:
-            return
-        while self._sent and self._sent[0] < now - _WINDOW:
-            self._sent.popleft()
-        achieved = len(self._sent) / _WINDOW
-        base = min(self.rate, achieved) if achieved else self.rate
-        self._peak = max(self._peak, achieved)
-        self.rate = max(self.min_rate, (base if math.isfinite(base) else 1.0) * self.decrease)
-        self._last_cut = self._last_update = now
+        """An enqueue was refused with 429."""
+        self._answers.append((now, True))
+        self._judge(now)
 
     def on_accepted(self, now: float) -> None:
-        """An enqueue went through: raise the rate by ``increase`` per second since the last."""
+        """An enqueue went through."""
+        self._answers.append((now, False))
+        self._judge(now)
+
+    def _trim(self, now: float) -> None:
+        horizon = now - self.window
+        while self._sent and self._sent[0] < horizon:
+            self._sent.popleft()
+        while self._answers and self._answers[0][0] < horizon:
+            self._answers.popleft()
+
+    def _judge(self, now: float) -> None:
+        self._trim(now)
+        # Only answers since the last judgment: refusals already acted on count once.
+        answers = [refused for when, refused in self._answers if when > self._judged]
+        refused = sum(answers)
+        share = refused / len(answers) if answers else 0.0
+        limited = share > self.tolerance
         if math.isinf(self.rate):
+            if limited and refused >= self.min_refusals:
+                achieved = self.achieved(now)
+                self._peak = max(self._peak, achieved)
+                self.rate = max(self.min_rate, achieved / 2)
+                self._judged = now
             return
-        elapsed = max(0.0, now - max(self._last_update, self._last_cut))
-        self._last_update = now
-        self.rate += self.increase * min(elapsed, 1.0)
-        if self.rate > max(4 * self._peak, 100.0):
-            self.rate = math.inf
+        elapsed = now - self._judged
+        if elapsed < self.window:
+            return
+        if limited:
+            achieved = self.achieved(now)
+            self._peak = max(self._peak, achieved)
+            base = min(self.rate, achieved) if achieved else self.rate
+            self.rate = max(self.min_rate, base * (1 - share / 2))
+        else:
+            self.rate += max(self.increase, self.growth * self.rate) * min(elapsed, 2 * self.window)
+            if self.rate > max(4 * self._peak, 100.0):
+                self.rate = math.inf
+        self._judged = now
 
 
 class AdmissionControl:
