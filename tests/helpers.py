@@ -11,8 +11,8 @@ from .fakes import API, FakeAPI
 FAST_POLL = PollPolicy(initial=0.0, max_interval=0.0, jitter=0.0)
 
 
-def fake_client(api: FakeAPI, **kwargs: Any) -> AsyncClient:
-    """A client on the scripted fake: polling without waits, retries without waits."""
+def fake_options(api: FakeAPI, **overrides: Any) -> dict[str, Any]:
+    """Client options for the scripted fake: polling without waits, retries without waits."""
     options: dict[str, Any] = {
         "api_key": "test-key",
         "base_url": API,
@@ -21,5 +21,10 @@ def fake_client(api: FakeAPI, **kwargs: Any) -> AsyncClient:
         "poll_policy": FAST_POLL,
         "retry": RetryPolicy.no_wait(),
     }
-    options.update(kwargs)
-    return AsyncClient(**options)
+    options.update(overrides)
+    return options
+
+
+def fake_client(api: FakeAPI, **overrides: Any) -> AsyncClient:
+    """An AsyncClient on the scripted fake (see :func:`fake_options`)."""
+    return AsyncClient(**fake_options(api, **overrides))

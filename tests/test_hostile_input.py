@@ -7,7 +7,7 @@ JSON bodies through the response parsing.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -173,6 +173,18 @@ def test_any_event_stream_resolves_exactly_what_it_announces(
     assert anyio.run(run) == expected
 
 
+def _session(answer: Callable[[httpx.Request], httpx.Response]) -> ApiSession:
+    """A bare session whose every request gets ``answer``, with no retries."""
+    return ApiSession(
+        base_url=httpx.URL(API + "/"),
+        api_key="k",
+        timeout=httpx.Timeout(5),
+        max_concurrency=4,
+        retry=RetryPolicy.no_wait(attempts=1),
+        transport=httpx.MockTransport(answer),
+    )
+
+
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -221,15 +233,7 @@ def test_any_json_parses_to_a_record_or_a_typed_error(data: object) -> None:
     )
 )
 def test_any_list_body_gives_statuses_or_a_typed_error_never_a_crash(data: object) -> None:
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=data))
-    session = ApiSession(
-        base_url=httpx.URL(API + "/"),
-        api_key="k",
-        timeout=httpx.Timeout(5),
-        max_concurrency=4,
-        retry=RetryPolicy.no_wait(attempts=1),
-        transport=transport,
-    )
+    session = _session(lambda request: httpx.Response(200, json=data))
 
     async def run() -> dict[str, str] | None:
         try:
@@ -249,15 +253,7 @@ def test_any_list_body_gives_statuses_or_a_typed_error_never_a_crash(data: objec
     [b'{"generation_id": "a", "sta', b"<html>502</html>", b"", b"\xff\xfe\x00"],
 )
 def test_undecodable_bodies_raise_response_validation_errors(body: bytes) -> None:
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
-    session = ApiSession(
-        base_url=httpx.URL(API + "/"),
-        api_key="k",
-        timeout=httpx.Timeout(5),
-        max_concurrency=4,
-        retry=RetryPolicy.no_wait(attempts=1),
-        transport=transport,
-    )
+    session = _session(lambda request: httpx.Response(200, content=body))
 
     async def run() -> None:
         try:

@@ -17,25 +17,16 @@ from oxen_queue import (
     ClientClosedError,
     GenerationFailedError,
     PollPolicy,
-    RetryPolicy,
 )
 
-from .fakes import API, FakeAPI
+from .fakes import FakeAPI
+from .helpers import fake_options
 
 SLOW = PollPolicy(initial=0.01, max_interval=0.01, jitter=0.0)
 
 
-def sync_client(api: FakeAPI, **options: object) -> Client:
-    settings: dict[str, object] = {
-        "api_key": "test-key",
-        "base_url": API,
-        "transport": api.transport(),
-        "completion": "poll",
-        "poll_policy": SLOW,
-        "retry": RetryPolicy.no_wait(),
-    }
-    settings.update(options)
-    return Client(**settings)
+def sync_client(api: FakeAPI, **overrides: object) -> Client:
+    return Client(**fake_options(api, poll_policy=SLOW, **overrides))
 
 
 def test_enqueue_and_block_for_the_result() -> None:

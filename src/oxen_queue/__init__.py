@@ -15,7 +15,6 @@ from ._batch import ProgressCallback as ProgressCallback
 from ._batch import as_completed as as_completed
 from ._batch import run_batch as run_batch
 from ._client import AsyncClient as AsyncClient
-from ._client import GptImage2Options as GptImage2Options
 from ._exceptions import AmbiguousEnqueueError as AmbiguousEnqueueError
 from ._exceptions import APIConnectionError as APIConnectionError
 from ._exceptions import APIError as APIError
@@ -44,6 +43,7 @@ from ._models import GenerationStatus as GenerationStatus
 from ._models import ImageResult as ImageResult
 from ._models import ImagesResponse as ImagesResponse
 from ._models import Model as Model
+from ._params import GptImage2Options as GptImage2Options
 from ._params import GptImage2Params as GptImage2Params
 from ._params import OutputFormat as OutputFormat
 from ._params import Quality as Quality

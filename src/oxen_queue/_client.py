@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypedDict, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, Self, Unpack, overload
 
 import anyio
 import httpx
@@ -17,11 +17,11 @@ from ._api import QueueEndpoints
 from ._batch import as_completed, run_batch
 from ._download import download_to
 from ._enqueue import Enqueuer
-from ._exceptions import ClientClosedError, DownloadError, InvalidParamsError, NotFoundError
+from ._exceptions import ClientClosedError, DownloadError, InvalidParamsError
 from ._generation import Generation
 from ._http import DEFAULT_BASE_URL, ApiSession, check_base_url
 from ._models import GenerationPage, GenerationRecord, ImagesResponse, Model
-from ._params import OutputFormat, Quality, Resolution, validate_params
+from ._params import GptImage2Options, ParamChecker
 from ._poll import PollPolicy
 from ._retry import RetryPolicy
 from ._types import DEFAULT, Default
@@ -33,26 +33,9 @@ if TYPE_CHECKING:
     from ._batch import BatchItem, ProgressCallback
     from ._watch._base import Watcher
 
-__all__ = ["AsyncClient", "GptImage2Options"]
+__all__ = ["AsyncClient"]
 
 logger = logging.getLogger("oxen_queue")
-
-_GPT_IMAGE_2: Final = "gpt-image-2"
-
-
-class GptImage2Options(TypedDict, total=False):
-    """The optional keyword arguments of a ``gpt-image-2`` request, for editors and type checkers.
-
-    Defaults (applied by the server when a key is left out): ``resolution="1920x1080"``,
-    ``quality="high"``, ``output_format="png"``.
-    """
-
-    resolution: Resolution
-    quality: Quality
-    output_format: OutputFormat
-    target_namespace: str
-    target_repo: str
-    target_directory: str
 
 
 class AsyncClient:
@@ -127,7 +110,6 @@ class AsyncClient:
         )
         self._retry = retry or RetryPolicy()
         self._poll_policy = poll_policy or PollPolicy()
-        self._validate = validate
         self._max_download_bytes = max_download_bytes
         self._completion: CompletionMode = completion
         self._session = ApiSession(
@@ -141,6 +123,7 @@ class AsyncClient:
         )
         self._endpoints = QueueEndpoints(self._session)
         self._enqueuer = Enqueuer(self._session, retry=self._retry)
+        self._params = ParamChecker(self._endpoints.get_model, enabled=validate)
         if shared_poll_interval <= 0 or backstop_interval <= 0:
             raise ValueError("shared_poll_interval and backstop_interval must be positive")
         self._watcher: Watcher = make_watcher(
@@ -151,7 +134,6 @@ class AsyncClient:
             backstop_interval=backstop_interval,
         )
         self._pending: dict[str, Generation] = {}
-        self._schemas: dict[str, dict[str, Any] | None] = {}
         self._stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
         self._closed = False
@@ -346,7 +328,7 @@ class AsyncClient:
                 "pass num_generations to enqueue_many(), which returns every generation",
                 field="num_generations",
             )
-        body = await self._checked(model, params, validate)
+        body = await self._params.check(model, params, validate)
         await self._watcher.ready()
         if deadline is DEFAULT:
             deadline = self._poll_policy.deadline
@@ -363,27 +345,6 @@ class AsyncClient:
 
         await self._enqueuer.enqueue(model, body, count, on_created)
         return generations
-
-    async def _checked(
-        self, model: str, params: Mapping[str, Any], validate: bool | None
-    ) -> dict[str, Any]:
-        if not (self._validate if validate is None else validate):
-            return dict(params)
-        schema = None if model == _GPT_IMAGE_2 else await self._schema(model)
-        return validate_params(model, params, schema=schema)
-
-    async def _schema(self, model: str) -> dict[str, Any] | None:
-        if model not in self._schemas:
-            try:
-                described = await self._endpoints.get_model(model)
-            except NotFoundError:
-                raise InvalidParamsError(
-                    f"model={model!r} is not a model the API knows "
-                    "(list them with `oxen-queue models`)",
-                    field="model",
-                ) from None
-            self._schemas[model] = described.parameter_schema
-        return self._schemas[model]
 
     @overload
     async def generate(
@@ -474,7 +435,7 @@ class AsyncClient:
             **params: The model's other parameters.
         """
         self._require_open()
-        body = await self._checked(model, {"prompt": prompt, **params}, validate)
+        body = await self._params.check(model, {"prompt": prompt, **params}, validate)
         if n is not None:
             body["n"] = n
         if response_format is not None:

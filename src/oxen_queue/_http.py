@@ -33,7 +33,14 @@ from ._exceptions import (
 from ._retry import RetryPolicy, is_refused, is_retryable, parse_retry_after, retrying_call
 from ._version import __version__
 
-__all__ = ["ApiSession", "check_base_url", "same_origin"]
+__all__ = [
+    "ApiSession",
+    "check_base_url",
+    "decode",
+    "same_origin",
+    "status_error",
+    "transport_error",
+]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -165,18 +172,8 @@ class ApiSession:
                     params=params,
                     timeout=self.http.timeout if timeout is None else self._longer(timeout),
                 )
-            except httpx.TimeoutException as exc:
-                raise APITimeoutError(
-                    f"{method} /{path}: timed out ({type(exc).__name__})",
-                    request=exc.request,
-                    request_sent=not isinstance(exc, _NOT_SENT),
-                ) from exc
             except httpx.TransportError as exc:
-                raise APIConnectionError(
-                    f"{method} /{path}: {type(exc).__name__}: {exc}",
-                    request=exc.request,
-                    request_sent=not isinstance(exc, _NOT_SENT),
-                ) from exc
+                raise transport_error(exc, method, path) from exc
             self.admission.observe(response.status_code, enqueue=enqueue)
         return decode(response)
 
@@ -217,10 +214,8 @@ class ApiSession:
         request = self.http.build_request(method, path, headers={"Accept": "text/event-stream"})
         try:
             response = await self.http.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise APITimeoutError(f"{method} /{path}: timed out", request=exc.request) from exc
         except httpx.TransportError as exc:
-            raise APIConnectionError(f"{method} /{path}: {exc}", request=exc.request) from exc
+            raise transport_error(exc, method, path) from exc
         try:
             if response.status_code >= 400:
                 await response.aread()
@@ -229,6 +224,16 @@ class ApiSession:
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
+
+
+def transport_error(exc: httpx.TransportError, method: str, path: str) -> APIConnectionError:
+    """Our error for an httpx transport failure, saying whether the request may have landed."""
+    sent = not isinstance(exc, _NOT_SENT)
+    if isinstance(exc, httpx.TimeoutException):
+        message = f"{method} /{path}: timed out ({type(exc).__name__})"
+        return APITimeoutError(message, request=exc.request, request_sent=sent)
+    message = f"{method} /{path}: {type(exc).__name__}: {exc}"
+    return APIConnectionError(message, request=exc.request, request_sent=sent)
 
 
 def decode(response: httpx.Response) -> Any:

@@ -11,17 +11,22 @@ defaults). Any other model is checked against the JSON Schema the server publish
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Final, Literal, get_args
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ._exceptions import InvalidParamsError
+if TYPE_CHECKING:
+    from ._models import Model
+
+from ._exceptions import InvalidParamsError, NotFoundError
 
 __all__ = [
     "QUEUE_FIELDS",
+    "GptImage2Options",
     "GptImage2Params",
     "OutputFormat",
+    "ParamChecker",
     "Quality",
     "Resolution",
     "check_against_schema",
@@ -56,7 +61,62 @@ class GptImage2Params(BaseModel):
     output_format: OutputFormat = "png"
 
 
+class GptImage2Options(TypedDict, total=False):
+    """The optional keyword arguments of a ``gpt-image-2`` request, for editors and type checkers.
+
+    Defaults (applied by the server when a key is left out): ``resolution="1920x1080"``,
+    ``quality="high"``, ``output_format="png"``.
+    """
+
+    resolution: Resolution
+    quality: Quality
+    output_format: OutputFormat
+    target_namespace: str
+    target_repo: str
+    target_directory: str
+
+
 _TYPED: Final[dict[str, type[BaseModel]]] = {"gpt-image-2": GptImage2Params}
+
+
+class ParamChecker:
+    """Checks a client's requests, fetching each untyped model's published schema once.
+
+    Args:
+        describe: Fetches a model (``GET /api/ai/models/{id}``).
+        enabled: The client's default; each call may override it.
+    """
+
+    def __init__(self, describe: Callable[[str], Awaitable[Model]], *, enabled: bool) -> None:
+        self._describe = describe
+        self._enabled = enabled
+        self._schemas: dict[str, dict[str, Any] | None] = {}
+
+    async def check(
+        self, model: str, params: Mapping[str, Any], validate: bool | None
+    ) -> dict[str, Any]:
+        """The parameters to send, once checked (unless checks are off for this call).
+
+        Raises:
+            InvalidParamsError: A bad parameter, or a model the API does not know.
+        """
+        if not (self._enabled if validate is None else validate):
+            return dict(params)
+        schema = None if model in _TYPED else await self._schema(model)
+        return validate_params(model, params, schema=schema)
+
+    async def _schema(self, model: str) -> dict[str, Any] | None:
+        if model not in self._schemas:
+            try:
+                described = await self._describe(model)
+            except NotFoundError:
+                raise InvalidParamsError(
+                    f"model={model!r} is not a model the API knows "
+                    "(list them with `oxen-queue models`)",
+                    field="model",
+                ) from None
+            self._schemas[model] = described.parameter_schema
+        return self._schemas[model]
 
 
 def validate_params(

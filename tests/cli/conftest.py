@@ -1,0 +1,28 @@
+"""Fixtures of the console script's tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from oxen_queue.testing import Emulator, EmulatorConfig, ManualClock
+
+from .support import SECRET_KEY
+
+
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Non-TTY output is 80 columns, where rich folds long paths; assertions want whole lines."""
+    monkeypatch.setenv("COLUMNS", "250")
+
+
+@pytest.fixture
+def manual_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Emulator, ManualClock]]:
+    """An emulator on a manual clock (jobs stay queued until the test moves time), reached
+    through the environment like a real hub."""
+    clock = ManualClock()
+    with Emulator(config=EmulatorConfig(seed=7), clock=clock) as emulator:
+        monkeypatch.setenv("OXEN_BASE_URL", emulator.base_url)
+        monkeypatch.setenv("OXEN_API_KEY", SECRET_KEY)
+        yield emulator, clock
