@@ -249,3 +249,21 @@ async def test_transport_errors_are_wrapped() -> None:
             await client.get_model("x")
     assert info.value.request_sent is False
     assert isinstance(info.value.__cause__, httpx.ConnectError)
+
+
+async def test_generate_images_waits_past_the_retry_deadline() -> None:
+    """The blocking endpoint may take longer than the retry policy's overall deadline."""
+    from oxen_queue import RetryPolicy
+
+    api = FakeAPI()
+
+    class Slow(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            await anyio.sleep(0.3)
+            answer = api.handle(request)
+            return httpx.Response(answer.status_code, content=answer.content)
+
+    policy = RetryPolicy(deadline=0.1)
+    async with fake_client(api, transport=Slow(), retry=policy) as client:
+        response = await client.generate_images("gpt-image-2", prompt="ox", timeout=5)
+    assert len(response.images) == 1

@@ -8,6 +8,7 @@ what :mod:`._retry` says may be retried.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -184,10 +185,14 @@ class ApiSession:
     async def send_create(
         self, path: str, body: Mapping[str, Any], *, timeout: float | None = None
     ) -> Any:
-        """A ``POST`` that creates billable work: sent again only when it was refused."""
+        """A ``POST`` that creates billable work: sent again only when it was refused.
+
+        The retry policy's overall deadline does not apply: it would cut off a request the
+        server is still working on (and billing), and ``timeout`` already bounds each attempt.
+        """
         return await retrying_call(
             lambda: self.send("POST", path, json_body=body, timeout=timeout),
-            policy=self.retry,
+            policy=dataclasses.replace(self.retry, deadline=None),
             retryable=is_refused,
             what=f"POST /{path}",
         )
