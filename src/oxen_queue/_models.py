@@ -31,27 +31,6 @@ GenerationStatus = Literal["queued", "processing", "succeeded", "failed", "cance
 TERMINAL_STATUSES: Final = frozenset({"succeeded", "failed", "cancelled"})
 """Statuses after which a generation never changes again."""
 
-_ROW_FIELDS: Final = frozenset(
-    {
-        "generation_id",
-        "status",
-        "model_name",
-        "media_type",
-        "enqueued_at",
-        "started_at",
-        "completed_at",
-        "result_url",
-        "error_message",
-        "target_namespace",
-        "target_repo",
-        "target_directory",
-        "cost",
-        "user_id",
-        "username",
-        "user_image",
-    }
-)
-
 
 class _Response(BaseModel):
     """Base of every response model: unknown fields are kept, never an error."""
@@ -85,6 +64,10 @@ class GenerationRecord(_Response):
     target_directory: str | None = None
     cost: str | None = None
     """Charged amount as a decimal string; only ``/api/ai/generations`` rows carry it."""
+    user_id: str | None = None
+    username: str | None = None
+    user_image: str | None = None
+    """Who made it (``/api/ai/generations`` rows only)."""
 
     @property
     def is_terminal(self) -> bool:
@@ -93,9 +76,9 @@ class GenerationRecord(_Response):
 
     @property
     def params(self) -> dict[str, Any]:
-        """The request parameters the server merged into the row (``prompt``, ...)."""
-        extra = self.__pydantic_extra__ or {}
-        return {key: value for key, value in extra.items() if key not in _ROW_FIELDS}
+        """The request parameters the server merged into the row (``prompt``, ...): every
+        field the row schema does not declare."""
+        return dict(self.__pydantic_extra__ or {})
 
 
 class GenerationPage(_Response):

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from .._batch import BatchItem
 
-__all__ = ["BatchView", "summary_table"]
+__all__ = ["BatchView", "failure_message", "failure_status", "summary_table"]
 
 _FAILED = frozenset({"failed", "cancelled", "error"})
 
@@ -94,25 +94,27 @@ def summary_table(items: Sequence[BatchItem], files: dict[int, Path], *, width: 
     table.add_column("status", no_wrap=True)
     table.add_column("file / error", overflow="fold", min_width=widest_file)
     for index, item in enumerate(items):
-        status = "succeeded" if index in files else _status(item)
+        status = "succeeded" if index in files else failure_status(item)
         path = files.get(index)
         table.add_row(
             str(index + 1),
             str(item.params.get("prompt", "")),
             str(item.params.get("resolution", "default")),
             Text(status, style="green" if path else "red"),
-            path.name if path else _error_text(item),
+            path.name if path else (failure_message(item.error) or "")[:200],
         )
     return table
 
 
-def _status(item: BatchItem) -> str:
+def failure_status(item: BatchItem) -> str:
+    """How an item that produced no file ended: ``failed``, ``cancelled``, or ``error``."""
     if item.generation is not None and item.generation.status in _FAILED:
         return item.generation.status
     return "error" if item.error is not None else item.status
 
 
-def _error_text(item: BatchItem) -> str:
-    error = item.error
-    message = getattr(error, "error_message", None) or (str(error) if error else "")
-    return message[:200]
+def failure_message(error: BaseException | None) -> str | None:
+    """The server's text for a failed generation, else the error itself."""
+    if error is None:
+        return None
+    return getattr(error, "error_message", None) or str(error)

@@ -13,7 +13,7 @@ from rich.live import Live
 from .._batch import BatchItem, as_completed, run_batch
 from .._exceptions import AmbiguousEnqueueError, OxenError
 from .._models import GenerationRecord
-from ._display import BatchView, summary_table
+from ._display import BatchView, failure_message, failure_status, summary_table
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -132,11 +132,11 @@ async def run_prompts(
             )
             return
         ambiguous = isinstance(item.error, AmbiguousEnqueueError)
-        status = "ambiguous" if ambiguous else _final_status(item)
+        status = "ambiguous" if ambiguous else failure_status(item)
         manifest.append(
-            line, generation_id=item.generation_id, status=status, error=_message(item.error)
+            line, generation_id=item.generation_id, status=status, error=failure_message(item.error)
         )
-        _plain_progress(console, view, item, f"{status}: {_message(item.error)}")
+        _plain_progress(console, view, item, f"{status}: {failure_message(item.error)}")
 
     view = BatchView(title, items)
     if not console.is_terminal:
@@ -196,9 +196,8 @@ async def run_generate(
         if index in outcome.files:
             console.print(f"[green]saved[/] {outcome.files[index]}  ({item.generation_id})")
         else:
-            console.print(
-                f"[red]{_final_status(item)}[/] {item.generation_id}: {_message(item.error)}"
-            )
+            reason = failure_message(item.error)
+            console.print(f"[red]{failure_status(item)}[/] {item.generation_id}: {reason}")
     return outcome
 
 
@@ -215,15 +214,3 @@ def _plain_progress(console: Console, view: BatchView, item: BatchItem, detail: 
     finished = sum(1 for i in view.items if i.finished)
     prompt = str(item.params.get("prompt", ""))
     console.print(f"[{finished}/{len(view.items)}] {prompt[:40]!r} {detail}", soft_wrap=True)
-
-
-def _final_status(item: BatchItem) -> str:
-    if item.generation is not None and item.generation.status in ("failed", "cancelled"):
-        return item.generation.status
-    return "error"
-
-
-def _message(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    return getattr(error, "error_message", None) or str(error)
