@@ -1,6 +1,6 @@
 """Client-side admission control: how many requests fly at once, and how fast jobs are enqueued.
 
-Two mechanisms, both local to one client:
+Three mechanisms, all local to one client:
 
 * A concurrency bound on every request, so a burst of 10,000 ``enqueue()`` calls waits here,
   in order, rather than failing with pool timeouts inside httpx.
@@ -9,6 +9,9 @@ Two mechanisms, both local to one client:
   share, raised again while it stays low, and unlimited once far above what the server took.
   A large batch settles at what the server accepts instead of hammering it, and a stray 429
   does not collapse it (see :class:`EnqueueRate`).
+* An adaptive bound on requests in flight (:class:`InflightLimit`, TCP Vegas-style), so a
+  distant hub gets as many requests in flight as its round trip needs and no more than the
+  client's CPU or the server can turn around. A prototype: not yet wired into the client.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-__all__ = ["AdmissionControl", "EnqueueRate"]
+__all__ = ["AdmissionControl", "EnqueueRate", "InflightLimit"]
+
+# Clock resolution: a request sent in the same tick as a change of limit counts as sent after it.
+_TICK = 1e-6
 
 
 class EnqueueRate:
@@ -124,6 +130,152 @@ class EnqueueRate:
             if self.rate > max(4 * self._peak, 100.0):
                 self.rate = math.inf
         self._judged = now
+
+
+class InflightLimit:
+    """An adaptive bound on requests in flight, as TCP Vegas and Netflix's concurrency-limits.
+
+    Pure bookkeeping: the caller times each request (from the moment it holds a slot to its
+    answer, so time spent waiting for the client's own busy event loop counts) and passes the
+    clock in. A distant hub needs ``throughput * round trip`` requests in flight; more than
+    the client's CPU or the server can turn around only queues, and queueing shows up as
+    latency above the round trip measured with nothing queued. So, once per round (a limit's
+    worth of answers to requests sent since the last change):
+
+    * the round's median latency ``rtt`` is compared with ``rtt_min``, the lowest latency of
+      the last ``window`` seconds, to estimate how many requests are queued rather than
+      travelling: ``queued = limit * (1 - rtt_min / rtt)``;
+    * ``queued`` below ``alpha`` (``3 * log10(limit)``, at least 2): the limit grows, doubling
+      per round at first (slow start: a batch at 150 ms cannot wait for additive steps), then
+      by ``growth`` of itself (at least ``sqrt(limit)``) once anything has been queued or
+      refused;
+    * ``queued`` above ``beta`` (twice ``alpha``): it moves ``smoothing`` of the way towards
+      ``limit * rtt_min / rtt + beta``, the limit that drains the excess queue. Only part of
+      the way: one slow round (a pause of the process, a burst of new connections paying
+      their handshakes) must not halve it, while a standing queue still drains in a few;
+    * in between, it holds.
+
+    It grows only while the bound is actually used (at least half of it in flight during the
+    round), so a quiet client keeps a small limit. A refusal (429, 503: the server saying
+    "too much") cuts it by ``backoff``, at most once per round trip, and ends slow start.
+
+    Args:
+        initial: The limit to start from (today's fixed default).
+        min_limit: The floor: never fewer requests in flight allowed.
+        max_limit: The ceiling; the HTTP pool must hold this many connections (HTTP/1.1).
+        window: Seconds over which ``rtt_min`` is remembered (one to two windows), so a path
+            that became slower for good is learned within a minute.
+        backoff: Factor applied to the limit on a refusal.
+        growth: Share of the limit added per uncongested round after slow start.
+        smoothing: Share of the way towards the draining limit taken per congested round.
+    """
+
+    def __init__(
+        self,
+        *,
+        initial: int = 16,
+        min_limit: int = 4,
+        max_limit: int = 256,
+        window: float = 30.0,
+        backoff: float = 0.9,
+        growth: float = 0.25,
+        smoothing: float = 0.5,
+    ) -> None:
+        if not 1 <= min_limit <= initial <= max_limit:
+            raise ValueError("need 1 <= min_limit <= initial <= max_limit")
+        self.min_limit = min_limit
+        self.max_limit = max_limit
+        self.window = window
+        self.backoff = backoff
+        self.growth = growth
+        self.smoothing = smoothing
+        self._limit = float(initial)
+        self._slow_start = True
+        # Two buckets of the minimum: the current window's and the previous one's, so the
+        # floor forgets a faster past within two windows without keeping every sample.
+        self._min_now = math.inf
+        self._min_before = math.inf
+        self._bucket_start: float | None = None
+        self._round_start = -math.inf
+        self._round: list[float] = []
+        self._round_peak = 0
+        self._last_cut = -math.inf
+
+    @property
+    def limit(self) -> int:
+        """Requests allowed in flight now."""
+        return int(self._limit)
+
+    @property
+    def rtt_min(self) -> float:
+        """The lowest latency seen over the last one or two windows, seconds."""
+        return min(self._min_now, self._min_before)
+
+    def on_sample(self, rtt: float, now: float, *, in_flight: int) -> None:
+        """A request was answered (not refused) ``rtt`` seconds after it got its slot.
+
+        Args:
+            rtt: Seconds from holding a slot to the answer.
+            now: The clock when it was answered (any monotonic clock, seconds).
+            in_flight: Requests in flight when it was answered, itself included.
+        """
+        self._track_min(rtt, now)
+        if now - rtt < self._round_start - _TICK:
+            return  # sent before the last change: it says nothing about the new limit
+        self._round.append(rtt)
+        self._round_peak = max(self._round_peak, in_flight)
+        full = len(self._round) * 2 >= self._limit
+        # A client sending little fills no round: judge it on time instead, so it still
+        # backs off when latency rises (before the first change there is no round to time).
+        late = math.isfinite(self._round_start) and now - self._round_start >= 4 * self.rtt_min
+        if full or late:
+            self._judge(now)
+
+    def on_refused(self, now: float) -> None:
+        """The server refused a request as too much (429, 503): back off.
+
+        At most once per round trip (one second before any latency is known): the refusals
+        of one burst are one signal, not one each.
+        """
+        cooldown = self.rtt_min if math.isfinite(self.rtt_min) else 1.0
+        if now - self._last_cut < cooldown:
+            return
+        self._last_cut = now
+        self._slow_start = False
+        self._limit = max(float(self.min_limit), self._limit * self.backoff)
+        self._new_round(now)
+
+    def _track_min(self, rtt: float, now: float) -> None:
+        if self._bucket_start is None:
+            self._bucket_start = now
+        elif now - self._bucket_start >= self.window:
+            self._min_before, self._min_now = self._min_now, math.inf
+            self._bucket_start = now
+        self._min_now = min(self._min_now, rtt)
+
+    def _judge(self, now: float) -> None:
+        limit = self._limit
+        ordered = sorted(self._round)
+        rtt = ordered[len(ordered) // 2]
+        queued = limit * (1 - self.rtt_min / rtt) if rtt > 0 else 0.0
+        alpha = max(2.0, 3 * math.log10(limit))
+        beta = 2 * alpha
+        if queued > beta:
+            self._slow_start = False
+            drained = limit * self.rtt_min / rtt + beta
+            limit -= (limit - drained) * self.smoothing
+        elif queued < alpha and self._round_peak * 2 >= limit:
+            step = limit if self._slow_start else max(math.sqrt(limit), limit * self.growth)
+            limit += step
+        elif queued >= alpha:
+            self._slow_start = False
+        self._limit = min(float(self.max_limit), max(float(self.min_limit), limit))
+        self._new_round(now)
+
+    def _new_round(self, now: float) -> None:
+        self._round_start = now
+        self._round = []
+        self._round_peak = 0
 
 
 class AdmissionControl:
