@@ -148,7 +148,7 @@ def _variants() -> dict[str, Variant]:
 
 
 VARIANTS = _variants()
-QUICK = ("sdk", "sdk-64", "httpx-64", "adaptive")
+QUICK = ("sdk", "httpx-16", "adaptive")
 
 
 # -- the client side: one variant, in this (child) process --------------------------------
@@ -513,19 +513,25 @@ def table(rows: Iterable[Row]) -> str:
     return "\n".join(lines)
 
 
-def check_targets(rows: list[Row], *, limit: float | None) -> list[tuple[str, bool]]:
+def check_targets(
+    rows: list[Row], *, limit: float | None, speed: bool = True
+) -> list[tuple[str, bool]]:
     """Issue 13's targets for a distant hub, judged on one run's rows.
 
     * With default settings, at every round trip, the SDK enqueues at least 0.8x as fast as
       the best hand-tuned variant measured at that round trip;
     * at 150 ms, at least 3x as fast as today's defaults (``max_concurrency=16``);
     * no 429 from a server that does not limit, every job created exactly once;
-    * against a server limiting enqueues: still every job created once, with the refusals
-      a small share (the AIMD pacer backs off) and the pace near the limit.
+    * against a server limiting enqueues, for the SDK's variants: still every job created
+      once, the refusals a small share (the AIMD pacer backs off), and the batch done within
+      1.5x of what the limit (or, if slower, the same variant unlimited) allows.
+
+    ``speed=False`` skips the two throughput ratios (a ``--quick`` run is too short and too
+    noisy to judge them).
     """
     checks: list[tuple[str, bool]] = []
     plain = [r for r in rows if not r.scenario]
-    for rtt in sorted({r.rtt for r in plain}):
+    for rtt in sorted({r.rtt for r in plain}) if speed else []:
         here = {r.variant: r for r in plain if r.rtt == rtt}
         sdk = here.get("sdk")
         tuned = [r for r in here.values() if VARIANTS[r.variant].hand_tuned]
@@ -558,21 +564,23 @@ def check_targets(rows: list[Row], *, limit: float | None) -> list[tuple[str, bo
         for r in plain
     )
     for r in rows:
-        if r.scenario and limit is not None:
-            floor = (r.count - limit) / limit  # the bucket holds one second's worth
-            checks += [
-                (f"{r.scenario}: {r.variant} created every job once", r.created == r.count),
-                (
-                    f"{r.scenario}: {r.variant} refused {r.refused / r.count:.0%} of enqueues "
-                    "(<= 15 %)",
-                    r.refused <= 0.15 * r.count,
-                ),
-                (
-                    f"{r.scenario}: {r.variant} took {r.enqueue_s:.1f} s, within 1.5x the "
-                    f"{floor:.1f} s the limit allows",
-                    r.enqueue_s <= 1.5 * floor + 1.0,
-                ),
-            ]
+        if not r.scenario or limit is None or VARIANTS[r.variant].kind != "sdk":
+            continue
+        free = next((f for f in plain if f.variant == r.variant and f.rtt == r.rtt), None)
+        floor = max((r.count - limit) / limit, free.enqueue_s if free else 0.0)
+        checks += [
+            (f"{r.scenario}: {r.variant} created every job once", r.created == r.count),
+            (
+                f"{r.scenario}: {r.variant} saw {r.refused} refusals, "
+                f"{r.refused / r.count:.0%} of enqueues (<= 15 %)",
+                r.refused <= 0.15 * r.count,
+            ),
+            (
+                f"{r.scenario}: {r.variant} took {r.enqueue_s:.1f} s, within 1.5x of "
+                f"{floor:.1f} s (the limit, or the same variant unlimited)",
+                r.enqueue_s <= 1.5 * floor + 0.5,
+            ),
+        ]
     return checks
 
 
@@ -584,9 +592,13 @@ def main() -> None:
     parser.add_argument("--rtts", default="20,80,150", help="round trips, ms, comma-separated")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
     parser.add_argument("--limit", type=float, default=300.0, help="enqueues/s (0: skip)")
-    parser.add_argument("--limit-variants", default="sdk,adaptive", help="comma-separated")
     parser.add_argument(
-        "--quick", action="store_true", help="CI smoke run: 200 generations, 80 ms, 4 variants"
+        "--limit-variants",
+        default="sdk,sdk-aiohttp-256,adaptive-aiohttp",
+        help="variants run against the limiting server, comma-separated",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 100 generations, 20 ms, 3 variants"
     )
     parser.add_argument("--no-proxy-check", action="store_true", help="skip the proxy alone")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -599,8 +611,8 @@ def main() -> None:
     rtts = [float(ms) / 1000 for ms in args.rtts.split(",")]
     limit_names = args.limit_variants.split(",") if args.limit else []
     if args.quick:
-        args.n, rtts, names, limit_names = 200, [0.08], list(QUICK), ["sdk"]
-        args.limit = 100.0
+        args.n, rtts, names, limit_names = 100, [0.02], list(QUICK), ["sdk"]
+        args.limit = 50.0
     unknown = [n for n in [*names, *limit_names] if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants: {', '.join(unknown)}")
@@ -637,7 +649,9 @@ def main() -> None:
     )
     print(table(rows))
     print()
-    checks = check_targets(rows, limit=args.limit or None)
+    checks = check_targets(rows, limit=args.limit or None, speed=not args.quick)
+    if args.quick:
+        print("(a quick run judges no throughput ratio: too short and too noisy)")
     for name, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
     load = os.getloadavg()

@@ -25,12 +25,14 @@ def _round(
 
 
 def test_starts_at_the_initial_limit_with_no_floor_yet() -> None:
+    assert InflightLimit().limit == 64
     limiter = InflightLimit(initial=16)
     assert limiter.limit == 16
     assert math.isinf(limiter.rtt_min)
 
 
-def test_doubles_per_round_while_latency_stays_at_its_floor() -> None:
+def test_doubles_per_round_trip_while_latency_stays_at_its_floor() -> None:
+    """Slow start: one more per prompt answer, so a round trip of answers doubles it."""
     limiter = InflightLimit(initial=16, max_limit=1000)
     now = 0.0
     seen = []
@@ -58,21 +60,19 @@ def test_a_bound_that_is_not_used_does_not_grow() -> None:
 
 
 def test_rising_latency_drains_the_queue_it_shows() -> None:
-    limiter = InflightLimit(initial=16, max_limit=1000)
+    limiter = InflightLimit(initial=16, max_limit=1000, tolerance=0.1, slack=0.005)
     now = _round(limiter, 0.0, 0.1)  # the floor: 100 ms
     now = _round(limiter, now, 0.1)
     assert limiter.limit == 64
-    # Latency up 50 %: a third of the 64 in flight are queued, far above beta. The limit
-    # that drains it keeps beta queued; the first round goes half of the way there.
+    # Latency up 50 %, far above twice the 10 ms tolerated. At this throughput, 10 ms of
+    # delay would mean 64 * 0.11 / 0.15 in flight; the first round goes half of the way.
     now = _round(limiter, now, 0.15)
-    alpha = max(2.0, 3 * math.log10(64))
-    drained = 64 * 0.1 / 0.15 + 2 * alpha
-    assert limiter.limit == int(64 - (64 - drained) / 2)
+    assert limiter.limit == int(64 - (64 - 64 * 0.11 / 0.15) / 2)
     capacity = 64 / 0.15  # what the bottleneck turns around, per second
-    for _ in range(10):  # a standing queue: it keeps draining until only beta is left
+    for _ in range(10):  # a standing queue: it keeps draining until the delay is tolerable
         queued = limiter.limit - capacity * 0.1
         now = _round(limiter, now, 0.1 + max(0.0, queued) / capacity)
-    assert limiter.limit <= drained
+    assert limiter.limit <= capacity * (0.1 + 2 * 0.01) + 1
 
 
 def test_one_slow_round_never_cuts_more_than_half() -> None:
@@ -84,22 +84,28 @@ def test_one_slow_round_never_cuts_more_than_half() -> None:
     assert limiter.limit >= before // 2
 
 
-def test_holds_while_a_few_requests_queue() -> None:
-    """Between alpha and beta queued requests: the right amount of queue, so no change."""
-    limiter = InflightLimit(initial=100, max_limit=1000)
+def test_holds_while_the_delay_is_between_once_and_twice_the_tolerance() -> None:
+    limiter = InflightLimit(initial=100, max_limit=1000, tolerance=0.1, slack=0.005)
     now = _round(limiter, 0.0, 0.1)  # floor 100 ms; slow start doubles to 200
     assert limiter.limit == 200
-    # 200 * (1 - 0.1 / rtt) = 12 queued: alpha is 6.9, beta 13.8.
-    rtt = 0.1 / (1 - 12 / 200)
-    for _ in range(3):
-        now = _round(limiter, now, rtt)
+    for _ in range(3):  # 15 ms added: more than the 10 ms tolerated, less than twice it
+        now = _round(limiter, now, 0.115)
         assert limiter.limit == 200
 
 
+def test_a_short_round_trip_tolerates_the_slack() -> None:
+    """At 20 ms, 10 % is 2 ms: less than processing a burst of answers costs. 4 ms is fine."""
+    limiter = InflightLimit(initial=16, max_limit=1000, tolerance=0.1, slack=0.005)
+    now = _round(limiter, 0.0, 0.02)
+    assert limiter.limit == 32
+    _round(limiter, now, 0.024)
+    assert limiter.limit == 64
+
+
 def test_after_slow_start_growth_is_a_quarter_per_round() -> None:
-    limiter = InflightLimit(initial=100, max_limit=1000, growth=0.25)
+    limiter = InflightLimit(initial=100, max_limit=1000, growth=0.25, tolerance=0.1, slack=0.005)
     now = _round(limiter, 0.0, 0.1)
-    now = _round(limiter, now, 0.1 / (1 - 12 / 200))  # some queue: slow start is over
+    now = _round(limiter, now, 0.115)  # some queue: slow start is over
     assert limiter.limit == 200
     _round(limiter, now, 0.1)  # the queue is gone: grow, but by a quarter, not twice
     assert limiter.limit == 250
@@ -171,18 +177,22 @@ def test_a_quiet_client_is_still_judged_on_time() -> None:
 def test_settles_near_what_the_round_trip_and_the_bottleneck_allow(
     rtt: float, capacity: float
 ) -> None:
-    """A bottleneck serving ``capacity`` requests/s behind ``rtt``: the limit settles a few
-    requests above the bandwidth-delay product instead of running to its ceiling or
-    starving it (a fluid model: latency grows by the queue over the capacity)."""
-    limiter = InflightLimit(initial=16, max_limit=1024)
+    """A bottleneck serving ``capacity`` requests/s behind ``rtt``: the limit settles just
+    above the bandwidth-delay product instead of running to its ceiling or starving it (a
+    fluid model: latency grows by the queue over the capacity)."""
+    # Starting below what is needed, so the floor is seen once, as a client's first
+    # requests see it.
+    limiter = InflightLimit(initial=4, max_limit=1024)
     needed = capacity * rtt
     now = 0.0
     for _ in range(60):
         queued = max(0.0, limiter.limit - needed)
         now = _round(limiter, now, rtt + queued / capacity)
-    alpha = max(2.0, 3 * math.log10(limiter.limit))
+    # It stops growing once the delay added is tolerated (a quarter of the round trip, at
+    # least 10 ms), and drains whatever is past twice that.
+    tolerated = max(0.25 * rtt, 0.01)
     assert needed <= limiter.limit + 1
-    assert limiter.limit <= needed + 3 * alpha
+    assert limiter.limit <= capacity * (rtt + 2 * tolerated) + 1
 
 
 def test_rejects_inconsistent_bounds() -> None:
@@ -190,3 +200,13 @@ def test_rejects_inconsistent_bounds() -> None:
         InflightLimit(initial=2, min_limit=4)
     with pytest.raises(ValueError, match="min_limit"):
         InflightLimit(initial=300, max_limit=256)
+
+
+def test_slow_answers_do_not_feed_slow_start() -> None:
+    """Answers on new connections pay their handshakes: they are no sign of spare room."""
+    limiter = InflightLimit(initial=16, max_limit=1000)
+    limiter.on_sample(0.1, 0.1, in_flight=16)  # the floor, and one more
+    assert limiter.limit == 17
+    for _ in range(7):
+        limiter.on_sample(0.3, 0.3, in_flight=16)
+    assert limiter.limit == 17
