@@ -51,6 +51,8 @@ from typing import Any, Literal
 
 import httpx
 
+from oxen_queue._admission import InflightLimit
+
 sys.path.insert(0, str(Path(__file__).parent))
 from _latency_proxy import (  # a sibling script, not a package
     measure_proxy,
@@ -106,8 +108,10 @@ class Variant:
 
     Attributes:
         name: As printed.
-        kind: ``sdk`` (our client), ``httpx`` (plain httpx, a fixed bound) or ``adaptive``
-            (plain httpx under :class:`InflightLimit`).
+        kind: ``sdk`` (our client), ``sdk-adaptive`` (our client with its admission control
+            following an :class:`InflightLimit`, as it would once wired in), ``httpx``
+            (plain httpx, a fixed bound) or ``adaptive`` (plain httpx under an
+            :class:`InflightLimit`).
         in_flight: The bound on requests in flight (the SDK's ``max_concurrency``; ``None``
             for the SDK's default).
         pool: Connections in httpx's pool (``None``: the SDK's choice, or ``in_flight``).
@@ -116,7 +120,7 @@ class Variant:
     """
 
     name: str
-    kind: Literal["sdk", "httpx", "adaptive"]
+    kind: Literal["sdk", "sdk-adaptive", "httpx", "adaptive"]
     in_flight: int | None = None
     pool: int | None = None
     transport: Transport = "h1"
@@ -143,6 +147,9 @@ def _variants() -> dict[str, Variant]:
         Variant("adaptive-sharded", "adaptive", pool=264, transport="sharded", hand_tuned=False),
         Variant("adaptive-aiohttp", "adaptive", pool=264, transport="aiohttp", hand_tuned=False),
         Variant("adaptive-h2", "adaptive", pool=1, transport="h2", hand_tuned=False),
+        Variant("sdk-adaptive", "sdk-adaptive", 256, hand_tuned=False),
+        Variant("sdk-adaptive-sharded", "sdk-adaptive", 256, transport="sharded", hand_tuned=False),
+        Variant("sdk-adaptive-aiohttp", "sdk-adaptive", 256, transport="aiohttp", hand_tuned=False),
     ]
     return {variant.name: variant for variant in found}
 
@@ -240,6 +247,7 @@ async def run_sdk(variant: Variant, base_url: str, count: int) -> dict[str, Any]
     if variant.transport != "h1":
         options["transport"] = make_transport(variant.transport, (variant.in_flight or 16) + 8)
     async with AsyncClient(api_key=KEY, base_url=base_url, **options) as client:
+        inflight = _adapt(client) if variant.kind == "sdk-adaptive" else None
         cpu, started = time.process_time(), time.monotonic()
         generations = await asyncio.gather(
             *(client.enqueue("gpt-image-2", prompt=f"wan {i}", quality="low") for i in range(count))
@@ -253,7 +261,28 @@ async def run_sdk(variant: Variant, base_url: str, count: int) -> dict[str, Any]
         "resolve_s": resolved - started,
         "cpu_s": cpu,
         "cpu_enqueue_s": cpu_enqueue,
+        "final_limit": inflight.limit if inflight is not None else None,
     }
+
+
+def _adapt(client: Any) -> InflightLimit:
+    """Make a client's admission control follow an :class:`InflightLimit` (experimental).
+
+    What wiring it in would do, done from outside: the client's session gets admission
+    control with an adaptive bound before its first request (the limiter is made lazily).
+    ``max_concurrency`` (256 in these variants) then only sizes the HTTP pool.
+    """
+    from oxen_queue._admission import AdmissionControl
+
+    session = getattr(client, "_session", None)
+    admission = getattr(session, "admission", None)
+    if not isinstance(admission, AdmissionControl):
+        raise RuntimeError("the client's admission control moved: update wan.py's _adapt")
+    inflight = InflightLimit()
+    session.admission = AdmissionControl(  # type: ignore[union-attr]
+        max_concurrency=admission.max_concurrency, inflight=inflight
+    )
+    return inflight
 
 
 class _Gate:
@@ -263,8 +292,6 @@ class _Gate:
     """
 
     def __init__(self, in_flight: int | None) -> None:
-        from oxen_queue._admission import InflightLimit
-
         self.adaptive = InflightLimit() if in_flight is None else None
         self.capacity = self.adaptive.limit if self.adaptive else (in_flight or 1)
         self.in_flight = 0
@@ -378,7 +405,7 @@ def child(name: str, base_url: str, count: int) -> None:
     import oxen_queue  # noqa: F401  (imports happen once per process, not per request)
 
     variant = VARIANTS[name]
-    runner = run_sdk if variant.kind == "sdk" else run_plain
+    runner = run_sdk if variant.kind.startswith("sdk") else run_plain
     print(json.dumps(asyncio.run(runner(variant, base_url, count))))
 
 
@@ -564,7 +591,7 @@ def check_targets(
         for r in plain
     )
     for r in rows:
-        if not r.scenario or limit is None or VARIANTS[r.variant].kind != "sdk":
+        if not r.scenario or limit is None or not VARIANTS[r.variant].kind.startswith("sdk"):
             continue
         free = next((f for f in plain if f.variant == r.variant and f.rtt == r.rtt), None)
         floor = max((r.count - limit) / limit, free.enqueue_s if free else 0.0)
@@ -598,7 +625,7 @@ def main() -> None:
         help="variants run against the limiting server, comma-separated",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 100 generations, 20 ms, 3 variants"
+        "--quick", action="store_true", help="smoke run: 150 generations, 20 ms, 3 variants"
     )
     parser.add_argument("--no-proxy-check", action="store_true", help="skip the proxy alone")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -611,7 +638,7 @@ def main() -> None:
     rtts = [float(ms) / 1000 for ms in args.rtts.split(",")]
     limit_names = args.limit_variants.split(",") if args.limit else []
     if args.quick:
-        args.n, rtts, names, limit_names = 100, [0.02], list(QUICK), ["sdk"]
+        args.n, rtts, names, limit_names = 150, [0.02], list(QUICK), ["sdk"]
         args.limit = 50.0
     unknown = [n for n in [*names, *limit_names] if n not in VARIANTS]
     if unknown:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 
+import anyio
+import anyio.lowlevel
 import pytest
 
-from oxen_queue._admission import InflightLimit
+from oxen_queue._admission import AdmissionControl, InflightLimit
 
 
 def _round(
@@ -210,3 +212,81 @@ def test_slow_answers_do_not_feed_slow_start() -> None:
     for _ in range(7):
         limiter.on_sample(0.3, 0.3, in_flight=16)
     assert limiter.limit == 17
+
+
+# -- AdmissionControl following an InflightLimit (experimental: the client passes none yet) --
+
+
+class _Clock:
+    """A clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _hold(admission: AdmissionControl, count: int, clock: _Clock, rtt: float) -> None:
+    """``count`` requests hold slots at once; all are answered ``rtt`` later."""
+    answered = anyio.Event()
+    holding = 0
+
+    async def request() -> None:
+        nonlocal holding
+        async with admission.slot(enqueue=False):
+            holding += 1
+            await answered.wait()
+
+    async with anyio.create_task_group() as group:
+        for _ in range(count):
+            group.start_soon(request)
+        while holding < count:
+            await anyio.lowlevel.checkpoint()
+        clock.now += rtt
+        answered.set()
+
+
+@pytest.mark.anyio
+async def test_the_slots_follow_an_adaptive_limit_as_answers_come_back() -> None:
+    clock = _Clock()
+    inflight = InflightLimit(initial=4, min_limit=1)
+    admission = AdmissionControl(max_concurrency=264, inflight=inflight, clock=clock)
+    assert admission.limiter.total_tokens == 4
+    await _hold(admission, 4, clock, 0.1)
+    # Prompt answers with the bound in use: slow start grows it, and the slots follow.
+    assert inflight.limit > 4
+    assert admission.limiter.total_tokens == inflight.limit
+
+
+@pytest.mark.anyio
+async def test_a_refusal_cuts_the_slots_at_once() -> None:
+    clock = _Clock()
+    inflight = InflightLimit(initial=10, min_limit=1, backoff=0.5)
+    admission = AdmissionControl(max_concurrency=264, inflight=inflight, clock=clock)
+    assert admission.limiter.total_tokens == 10
+    admission.observe(503, enqueue=False)
+    assert admission.limiter.total_tokens == inflight.limit == 5
+
+
+@pytest.mark.anyio
+async def test_failed_and_unsampled_requests_teach_the_limit_nothing() -> None:
+    clock = _Clock()
+    inflight = InflightLimit(initial=2, min_limit=1)
+    admission = AdmissionControl(max_concurrency=264, inflight=inflight, clock=clock)
+    with pytest.raises(ConnectionError):
+        async with admission.slot(enqueue=False):
+            raise ConnectionError
+    async with admission.slot(enqueue=True, sample=False):
+        clock.now += 30.0  # the blocking /images/generate: as long as the work
+    assert math.isinf(inflight.rtt_min)
+    assert admission.limiter.borrowed_tokens == 0
+
+
+@pytest.mark.anyio
+async def test_a_fixed_bound_stays_fixed() -> None:
+    admission = AdmissionControl(max_concurrency=16)
+    async with admission.slot(enqueue=True):
+        pass
+    admission.observe(429, enqueue=True)
+    assert admission.limiter.total_tokens == 16

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -311,13 +311,31 @@ class InflightLimit:
 
 
 class AdmissionControl:
-    """The concurrency bound and the enqueue pacer of one client."""
+    """The concurrency bound and the enqueue pacer of one client.
 
-    def __init__(self, *, max_concurrency: int) -> None:
+    Args:
+        max_concurrency: Requests in flight allowed, fixed (ignored when ``inflight`` is
+            given, except as the HTTP pool's size, which the caller chooses).
+        inflight: An adaptive bound to follow instead (experimental: the client does not
+            pass one yet). Every slot held and released without an exception is a latency
+            sample; every 429 or 503 seen by :meth:`observe` is a refusal; the limiter's
+            capacity follows :attr:`InflightLimit.limit` after each.
+        clock: Seconds on a monotonic clock (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_concurrency: int,
+        inflight: InflightLimit | None = None,
+        clock: Callable[[], float] = anyio.current_time,
+    ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.max_concurrency = max_concurrency
         self.enqueue_rate = EnqueueRate()
+        self.inflight = inflight
+        self._clock = clock
         self._limiter: anyio.CapacityLimiter | None = None
         self._pacer: anyio.Lock | None = None
 
@@ -331,37 +349,62 @@ class AdmissionControl:
     def limiter(self) -> anyio.CapacityLimiter:
         # Created on first use: anyio primitives need a running event loop to be made.
         if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+            total = self.inflight.limit if self.inflight is not None else self.max_concurrency
+            self._limiter = anyio.CapacityLimiter(total)
         return self._limiter
 
     @asynccontextmanager
-    async def slot(self, *, enqueue: bool) -> AsyncIterator[None]:
+    async def slot(self, *, enqueue: bool, sample: bool = True) -> AsyncIterator[None]:
         """Hold one of the bounded request slots; enqueues are paced first.
 
         Enqueues pass the pacer one at a time and keep it until they hold a request slot, so
         none queues between the two: each is sent at the rate current when it goes, and a
         429 slows down every enqueue not yet sent, not only those that had not yet arrived.
+
+        Args:
+            enqueue: The request creates jobs (``POST /api/ai/queue``): paced.
+            sample: Its latency tells how loaded the path is (with an adaptive bound). Not
+                for requests whose answer takes as long as the work (the blocking
+                ``/images/generate``) or a download: they would read as congestion.
         """
-        if not enqueue:
-            async with self.limiter:
-                yield
-            return
-        async with self.pacer:
-            wait = self.enqueue_rate.delay(anyio.current_time())
-            if wait > 0:
-                await anyio.sleep(wait)
+        if enqueue:
+            async with self.pacer:
+                wait = self.enqueue_rate.delay(self._clock())
+                if wait > 0:
+                    await anyio.sleep(wait)
+                await self.limiter.acquire()
+        else:
             await self.limiter.acquire()
+        started = self._clock()
+        answered = False
         try:
             yield
+            answered = True
         finally:
             self.limiter.release()
+            if answered and sample and self.inflight is not None:
+                now = self._clock()
+                busy = self.limiter.borrowed_tokens + 1
+                self.inflight.on_sample(now - started, now, in_flight=busy)
+                self._follow()
 
     def observe(self, status_code: int, *, enqueue: bool) -> None:
-        """Feed an enqueue's answer to the pacer."""
+        """Feed an answer to the pacer (enqueues) and to the adaptive bound (refusals)."""
+        now = self._clock()
+        if self.inflight is not None and status_code in (429, 503):
+            self.inflight.on_refused(now)
+            self._follow()
         if not enqueue:
             return
-        now = anyio.current_time()
         if status_code == 429:
             self.enqueue_rate.on_rate_limited(now)
         elif status_code < 400:
             self.enqueue_rate.on_accepted(now)
+
+    def _follow(self) -> None:
+        assert self.inflight is not None
+        limit = self.inflight.limit
+        # Lowering the capacity takes no slot away: requests in flight finish, and no new
+        # one starts until fewer than the new limit are in flight.
+        if self._limiter is not None and self._limiter.total_tokens != limit:
+            self._limiter.total_tokens = limit
