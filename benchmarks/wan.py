@@ -550,8 +550,12 @@ def check_targets(
     * at 150 ms, at least 3x as fast as today's defaults (``max_concurrency=16``);
     * no 429 from a server that does not limit, every job created exactly once;
     * against a server limiting enqueues, for the SDK's variants: still every job created
-      once, the refusals a small share (the AIMD pacer backs off), and the batch done within
-      1.5x of what the limit (or, if slower, the same variant unlimited) allows.
+      once, the refusals at most a quarter of the enqueues (the AIMD pacer backs off; a
+      client retrying without it has most of its attempts refused, 85 % measured), and the
+      batch done within 1.5x of what the limit (or, if slower, the same variant unlimited)
+      allows. A quarter, not the tenth the loopback test sees: at a distance, the enqueues
+      already on their way when the limit is first hit, a round trip's worth, are refused
+      before the client can know.
 
     ``speed=False`` skips the two throughput ratios (a ``--quick`` run is too short and too
     noisy to judge them).
@@ -599,8 +603,8 @@ def check_targets(
             (f"{r.scenario}: {r.variant} created every job once", r.created == r.count),
             (
                 f"{r.scenario}: {r.variant} saw {r.refused} refusals, "
-                f"{r.refused / r.count:.0%} of enqueues (<= 15 %)",
-                r.refused <= 0.15 * r.count,
+                f"{r.refused / r.count:.0%} of enqueues (<= 25 %)",
+                r.refused <= 0.25 * r.count,
             ),
             (
                 f"{r.scenario}: {r.variant} took {r.enqueue_s:.1f} s, within 1.5x of "
