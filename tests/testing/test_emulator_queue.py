@@ -211,7 +211,7 @@ async def test_range_and_type_checks_of_other_models(
     assert "duration: must be one of 5, 10" in await error(duration)
 
 
-async def test_failure_rate_fails_jobs_with_insufficient_credits_unbilled(
+async def test_failure_rate_fails_jobs_with_insufficient_credits_charged_nothing(
     clock: ManualClock,
 ) -> None:
     app = create_app(config=EmulatorConfig(failure_rate=1.0), clock=clock)
@@ -221,7 +221,7 @@ async def test_failure_rate_fails_jobs_with_insufficient_credits_unbilled(
         row = (await client.get(f"/api/ai/generations/{gid}")).json()["generation"]
     assert row["status"] == "failed"
     assert row["error_message"] == "Insufficient credits"
-    assert row["cost"] is None
+    assert row["cost"] == "0"
     assert app.state.stats.jobs_billed == 0
 
 
