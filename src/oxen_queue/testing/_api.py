@@ -283,9 +283,7 @@ class Api:
             # that takes no input image.
             return None, simple_error(400, f"Model {model_name} does not take input images")
         prompt = body.get("prompt")
-        if media_type == "video" and (body.get("prompt") is None) == (
-            body.get("multi_prompt") is None
-        ):
+        if media_type == "video" and (prompt is None) == (body.get("multi_prompt") is None):
             # The video generation reference's two errors for "prompt or multi_prompt
             # (exactly one)".
             rule = (

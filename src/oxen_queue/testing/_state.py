@@ -13,8 +13,9 @@ server's thread answers requests.
 When a row is charged (its ``cost``, a decimal string in ``/api/ai/generations``). The spec
 calls ``cost`` the "Charged amount for this row" and ``total_cost`` "Null when nothing in the
 set has been charged", so a row's cost is null until it is charged, never an estimate. The
-docs say model parameters are checked "at run time", by which point the job "has been
-billed" (README), so the charge is made when the job **starts**:
+docs say model parameters are checked "at run time" (a bad one ends the job ``failed``), and
+this emulator bills such failures, as the project's README says the API does: so the charge
+is made when the job **starts**:
 
 - ``queued``: ``null``, not charged yet.
 - ``processing``: the full price by the model's published ``pricing`` for the job's
@@ -29,7 +30,8 @@ billed" (README), so the charge is made when the job **starts**:
 
 So a row's ``cost`` is null exactly while it is ``queued``, and every terminal row has one.
 INFERRED: the docs say nothing of refunds or of when the charge is made; these rules are the
-simplest reading of "billed at run time".
+simplest reading of "billed at run time". The price is the model's published ``pricing``
+applied to the job's parameters (``ModelSpec.cost``), so a client can predict it exactly.
 """
 
 from __future__ import annotations
