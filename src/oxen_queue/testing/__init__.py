@@ -1,9 +1,11 @@
 """A local emulator of Oxen.ai's inference API, for tests, benchmarks and offline demos.
 
 It is a real HTTP server that behaves as the API is documented: the async queue
-(``/api/ai/queue``), its history (``/api/ai/generations``), the SSE stream (``/api/events``),
-the models endpoints and the synchronous image and video endpoints, with real result files
-(PNG/JPEG/WebP, MP4) on a second origin behind presigned-looking URLs. Jobs move through
+(``/api/ai/queue``), its history with costs (``/api/ai/generations``), the SSE stream
+(``/api/events``), the models endpoints with their pricing, and the synchronous image, image
+edit and video endpoints, with real result files (PNG/JPEG/WebP, MP4) on a second origin
+behind presigned-looking URLs. Edits are composed from the emulator's own result files: it
+never downloads anything from another host. Jobs move through
 ``queued -> processing -> succeeded | failed | cancelled`` on a configurable clock, and faults
 (429s, cut connections, dropped streams, lost events...) can be switched on at runtime.
 
