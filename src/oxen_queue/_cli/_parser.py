@@ -24,7 +24,7 @@ EXIT_STATUSES: Final = (
     "404, 422); 130 interrupted (Ctrl-C)."
 )
 
-_HUB_COMMANDS: Final = ("generate", "submit", "wait", "download", "batch", "status", "cancel")
+_EMULATOR_COMMANDS: Final = ("demo", "emulator")  # they always run an emulator of their own
 
 
 class UsageError(Exception):
@@ -82,7 +82,9 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 def _request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="gpt-image-2", help="model id")
-    parser.add_argument("--resolution", help="e.g. 1024x1024 (default: the model's own; 1920x1080 for gpt-image-2)")
+    parser.add_argument(
+        "--resolution", help="e.g. 1024x1024 (default: the model's; 1920x1080 for gpt-image-2)"
+    )
     parser.add_argument("--quality", help="auto, low, medium or high (gpt-image-2)")
     parser.add_argument("--format", dest="output_format", help="png, jpeg or webp (gpt-image-2)")
 
@@ -206,7 +208,7 @@ def _refusal(args: argparse.Namespace) -> str | None:
         return f"{option} does not apply: the emulator command serves an emulator"
     if args.base_url and args.emulator:
         return "--base-url and --emulator exclude each other"
-    if args.time_scale is not None and not args.emulator and args.command in _HUB_COMMANDS:
+    if args.time_scale is not None and not args.emulator and args.command not in _EMULATOR_COMMANDS:
         return "--time-scale applies only to an emulator: add --emulator"
     if args.time_scale is not None and args.time_scale < 0:
         return "--time-scale must be zero or more"

@@ -250,10 +250,10 @@ async def _cancel_upstream(client: AsyncClient, interrupts: Interrupts) -> str:
                 task_group.start_soon(cancel, generation_id)
     if len(cancelled) == len(pending):
         return f"interrupted: {plural(len(pending), 'generation')} cancelled upstream."
-    left = [i for i in pending if i not in cancelled]
+    unconfirmed = [i for i in pending if i not in cancelled]
     return (
-        f"interrupted: cancelled {len(cancelled)} of {plural(len(pending), 'generation')} "
-        f"upstream; still running: {' '.join(left)}"
+        f"interrupted: {len(cancelled)} of {plural(len(pending), 'generation')} cancelled "
+        f"upstream; not confirmed: {' '.join(unconfirmed)} (see `oxen-queue status ID`)"
     )
 
 
