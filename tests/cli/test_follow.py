@@ -30,7 +30,8 @@ def test_submit_prints_one_id_per_line_without_waiting(
     manual_hub: tuple[Emulator, ManualClock], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``submit -n 3`` enqueues one request of three and prints exactly their ids, one per
-    line, while they are still queued (the clock never moves): it does not wait."""
+    line, while they are still queued (the clock never moves): it does not wait, and sends
+    nothing but the enqueue."""
     emulator, _ = manual_hub
     status, stdout, stderr = run(["submit", "an ox", "-n", "3", "--resolution", "1024x768"], capsys)
 
@@ -40,7 +41,7 @@ def test_submit_prints_one_id_per_line_without_waiting(
     assert set(ids) == set(emulator.state.jobs)
     assert all(job.status == "queued" for job in emulator.state.jobs.values())
     assert all(job.params["resolution"] == "1024x768" for job in emulator.state.jobs.values())
-    assert emulator.stats()["requests"]["POST /api/ai/queue"] == 1
+    assert emulator.stats()["requests"] == {"POST /api/ai/queue": 1}  # the enqueue, only
 
 
 def test_submit_rejects_invalid_parameters_before_enqueueing(

@@ -96,7 +96,9 @@ async def submit(context: Context) -> int:
     args = context.args
     count = _count(args)
     params = {"prompt": args.prompt, **_request_params(args)}
-    async with AsyncClient(**context.options) as client:
+    # "poll": nothing is waited for, so no event stream is worth opening; the client closes
+    # before a first poll is due, and the enqueue is the only request.
+    async with AsyncClient(**context.options, completion="poll") as client:
         if count == 1:
             generations = [await client.enqueue(args.model, **params)]
         else:

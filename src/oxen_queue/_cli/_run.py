@@ -234,6 +234,8 @@ async def _cancel_upstream(client: AsyncClient, interrupts: Interrupts) -> str:
     Bounded in time, and cut short by another Ctrl-C.
     """
     pending = [generation.id for generation in client.pending.values()]
+    if not pending:  # interrupted while saving the last result: nothing runs upstream
+        return "interrupted: nothing left running upstream."
     cancelled: list[str] = []
 
     async def cancel(generation_id: str) -> None:
