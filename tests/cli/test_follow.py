@@ -240,3 +240,20 @@ def test_piped_batch_prints_each_finished_request_as_it_finishes(
     assert status == 0, stderr
     assert "Summary" in stdout
     assert "2 of 2 saved" in stdout
+
+
+def test_piped_lines_print_prompts_and_paths_as_they_are(
+    oxen_emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Square brackets in a prompt or a path are text, not rich markup: they are printed
+    whole in the per-request lines of ``batch`` and ``generate``."""
+    prompts = write_prompts(tmp_path, "an ox [bold]in brackets[/bold]")
+    out = tmp_path / "[out]"
+    status, stdout, stderr = run(["batch", str(prompts), "--out", str(out)], capsys)
+    assert status == 0, stderr
+    assert "[1/1] 'an ox [bold]in brackets[/bold]' saved " in stdout
+
+    status, stdout, stderr = run(["generate", "an ox", "--out", str(out / "[gen]")], capsys)
+    assert status == 0, stderr
+    (file,) = (out / "[gen]").iterdir()
+    assert f"saved {file}" in stdout

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from rich.live import Live
+from rich.markup import escape
 
 from .._batch import BatchItem, as_completed, run_batch
 from .._exceptions import AmbiguousEnqueueError, OxenError
@@ -216,12 +217,7 @@ async def run_generate(
                     item.finished = True
                     if path is not None:
                         outcome.files[index] = path
-                        console.print(f"[green]saved[/] {path}  ({item.generation_id})")
-                    else:
-                        reason = failure_message(item.error)
-                        console.print(
-                            f"[red]{failure_status(item)}[/] {item.generation_id}: {reason}"
-                        )
+                    _report(console, item, path)
                 task_group.cancel_scope.cancel()
     if work.cancelled_caught:
         raise Interrupted(await _cancel_upstream(client, interrupts))
@@ -259,6 +255,16 @@ async def _cancel_upstream(client: AsyncClient, interrupts: Interrupts) -> str:
     )
 
 
+def _report(console: Console, item: BatchItem, path: Path | None) -> None:
+    """One line for a generation of ``generate``, as it finishes: where it went, or why not.
+    (Paths and server messages are escaped: they are not markup.)"""
+    if path is not None:
+        console.print(f"[green]saved[/] {escape(str(path))}  ({item.generation_id})")
+    else:
+        reason = escape(failure_message(item.error) or "")
+        console.print(f"[red]{failure_status(item)}[/] {item.generation_id}: {reason}")
+
+
 def _live(view: BatchView, console: Console, *, transient: bool) -> AbstractContextManager[Any]:
     """The live display on a terminal; nothing elsewhere (logs get one line per item)."""
     if console.is_terminal:
@@ -271,4 +277,5 @@ def _plain_progress(console: Console, view: BatchView, item: BatchItem, detail: 
         return
     finished = sum(1 for i in view.items if i.finished)
     prompt = str(item.params.get("prompt", ""))
-    console.print(f"[{finished}/{len(view.items)}] {prompt[:40]!r} {detail}", soft_wrap=True)
+    line = f"[{finished}/{len(view.items)}] {prompt[:40]!r} {detail}"
+    console.print(line, soft_wrap=True, markup=False)  # prompts and paths are not markup
