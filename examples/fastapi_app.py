@@ -11,13 +11,12 @@ Shows:
   ``GET /jobs/{id}/events`` (status changes as Server-Sent Events, for a browser's
   ``EventSource``).
 
-Run it against the local emulator, in two terminals::
+Run it offline: without ``OXEN_API_KEY``, it starts an embedded emulator (and logs so)::
 
-    uv run oxen-queue emulator --port 8000
-    OXEN_BASE_URL=http://127.0.0.1:8000 OXEN_API_KEY=anything \\
-        uv run uvicorn examples.fastapi_app:app --port 8080
+    uv run uvicorn examples.fastapi_app:app --port 8080
 
-(against the hub, set only ``OXEN_API_KEY``), then::
+against the hub, with your key (``OXEN_API_KEY=... uv run uvicorn ...``), or against an
+emulator of your own (``OXEN_BASE_URL=http://127.0.0.1:8000 OXEN_API_KEY=anything``). Then::
 
     curl -X POST localhost:8080/images -H 'content-type: application/json' \\
         -d '{"prompt": "An ox at sunset", "resolution": "1024x1024"}'
@@ -29,7 +28,9 @@ Run it against the local emulator, in two terminals::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Annotated, TypedDict, TypeVar
 
 import anyio
@@ -52,6 +53,9 @@ from oxen_queue import (
 
 T = TypeVar("T")
 
+# uvicorn configures this logger: the line shows up next to its own startup lines.
+logger = logging.getLogger("uvicorn.error")
+
 
 class State(TypedDict):
     client: AsyncClient
@@ -64,8 +68,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[State]:
     # makes requests time out waiting for a connection under load (both known complaints
     # about peer SDKs). This client bounds its own concurrency (max_concurrency, 16 requests
     # in flight) and queues the rest, and one watcher learns about every generation at once.
-    async with AsyncClient() as client:  # $OXEN_API_KEY, $OXEN_BASE_URL
-        yield {"client": client}
+    with _hub():
+        async with AsyncClient() as client:  # $OXEN_API_KEY, $OXEN_BASE_URL
+            yield {"client": client}
+
+
+@contextlib.contextmanager
+def _hub() -> Iterator[None]:
+    """The hub named by the environment; without ``OXEN_API_KEY``, an embedded emulator."""
+    if os.environ.get("OXEN_API_KEY", "").strip():
+        url = os.environ.get("OXEN_BASE_URL") or "https://hub.oxen.ai"
+        logger.info("oxen-queue: using the hub at %s", url)
+        yield
+        return
+    from oxen_queue.testing import use_emulator  # the emulator extra, needed only here
+
+    with use_emulator() as emulator:
+        assert emulator is not None
+        logger.info(
+            "oxen-queue: OXEN_API_KEY is not set; using an embedded emulator at %s",
+            emulator.base_url,
+        )
+        yield
 
 
 app = FastAPI(title="oxen-queue example", lifespan=lifespan)
