@@ -8,18 +8,18 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, Unpack, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, Unpack, overload
 
 import anyio
 import httpx
 
 from ._api import QueueEndpoints
 from ._batch import as_completed, run_batch
-from ._download import download_to
+from ._download import FileFetcher
 from ._enqueue import Enqueuer
 from ._exceptions import ClientClosedError, DownloadError, InvalidParamsError
-from ._generation import Generation
-from ._http import DEFAULT_BASE_URL, ApiSession, check_base_url
+from ._generation import Generation, fail, observe
+from ._http import DEFAULT_BASE_URL, USER_AGENT, ApiSession, check_base_url
 from ._models import GenerationPage, GenerationRecord, ImagesResponse, Model
 from ._params import GptImage2Options, ParamChecker
 from ._poll import PollPolicy
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient"]
 
 logger = logging.getLogger("oxen_queue")
+
+_CLOSE_GRACE: Final = 5.0  # seconds aclose() gives requests in flight to land
 
 
 class AsyncClient:
@@ -62,10 +64,18 @@ class AsyncClient:
         backstop_interval: Seconds between the slow polls behind a healthy event stream
             (``"auto"``), which catch cancellations and lost events.
         retry: Which transient HTTP failures are retried, and how.
-        timeout: Seconds for connect, read and write of one request (or an ``httpx.Timeout``).
+        timeout: Seconds for one request attempt, from connecting to the last byte of the
+            answer (an ``httpx.Timeout`` sets the phases apart; its connect plus read values
+            then bound the whole attempt).
+        stall_timeout: Seconds without progress after which a transfer counts as dead: the
+            event stream silent this long (not even a keep-alive; or, with generations
+            pending, no completion event) is reopened and reconciled, and a download slower
+            than 1 KiB/s over this long fails.
         max_concurrency: Requests in flight at once; more wait their turn (so a burst of
             enqueues never meets a pool timeout). Raise it for a distant hub, where round trips
             rather than CPU limit throughput.
+        max_downloads: Result downloads at once, on a pool of their own (a slow file host
+            never holds the slots API requests need).
         validate: Check parameters locally before sending (for models other than
             ``gpt-image-2`` this fetches the model's schema once). ``False`` sends them as given.
         max_download_bytes: Largest result file ``download`` accepts; ``None`` means no limit.
@@ -76,7 +86,8 @@ class AsyncClient:
 
     Raises:
         InvalidParamsError: No API key was given or found in the environment.
-        ValueError: The base URL is unusable or insecure.
+        InvalidParamsError: The base URL is unusable, insecure or carries credentials
+            (also a ``ValueError``).
     """
 
     def __init__(
@@ -90,7 +101,9 @@ class AsyncClient:
         backstop_interval: float = 10.0,
         retry: RetryPolicy | None = None,
         timeout: float | httpx.Timeout = 30.0,
+        stall_timeout: float = 45.0,
         max_concurrency: int = 16,
+        max_downloads: int = 8,
         validate: bool = True,
         max_download_bytes: int | None = 1 << 30,
         allow_insecure_http: bool = False,
@@ -108,35 +121,53 @@ class AsyncClient:
             base_url or os.environ.get("OXEN_BASE_URL") or DEFAULT_BASE_URL,
             allow_insecure_http=allow_insecure_http,
         )
+        if shared_poll_interval <= 0 or backstop_interval <= 0 or stall_timeout <= 0:
+            raise ValueError(
+                "shared_poll_interval, backstop_interval and stall_timeout must be positive"
+            )
         self._retry = retry or RetryPolicy()
         self._poll_policy = poll_policy or PollPolicy()
-        self._max_download_bytes = max_download_bytes
         self._completion: CompletionMode = completion
+        http_timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self._session = ApiSession(
             base_url=url,
             api_key=key.strip(),
-            timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
+            timeout=http_timeout,
             max_concurrency=max_concurrency,
             retry=self._retry,
             transport=transport,
             verify=verify,
         )
+        self._files = FileFetcher(
+            auth=self._session.auth,
+            connect_timeout=http_timeout.connect,
+            stall_timeout=stall_timeout,
+            max_downloads=max_downloads,
+            max_bytes=max_download_bytes,
+            transport=transport,
+            verify=verify,
+            headers={"User-Agent": USER_AGENT},
+        )
         self._endpoints = QueueEndpoints(self._session)
-        self._enqueuer = Enqueuer(self._session, retry=self._retry)
+        admission = self._session.admission
+        self._enqueuer = Enqueuer(
+            self._endpoints, retry=self._retry, workers=lambda: admission.max_concurrency
+        )
         self._params = ParamChecker(self._endpoints.get_model, enabled=validate)
-        if shared_poll_interval <= 0 or backstop_interval <= 0:
-            raise ValueError("shared_poll_interval and backstop_interval must be positive")
         self._watcher: Watcher = make_watcher(
             completion,
             self._endpoints,
             self._poll_policy,
             shared_interval=shared_poll_interval,
             backstop_interval=backstop_interval,
+            stall_timeout=stall_timeout,
         )
         self._pending: dict[str, Generation] = {}
         self._stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
         self._closed = False
+        self._cancelling = 0  # upstream cancels of abandoned jobs still running
+        self._cancels_done: anyio.Event | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._task_group else "not opened"
@@ -152,9 +183,11 @@ class AsyncClient:
             raise ClientClosedError("an AsyncClient can be opened only once; make a new one")
         stack = AsyncExitStack()
         await stack.enter_async_context(self._session.http)
+        await stack.enter_async_context(self._files.http)
         self._task_group = await stack.enter_async_context(anyio.create_task_group())
         self._stack = stack
         self._watcher.start(self._task_group)
+        self._enqueuer.start(self._task_group)
         return self
 
     async def __aexit__(
@@ -168,18 +201,29 @@ class AsyncClient:
     async def aclose(self) -> None:
         """Stop watching, close the connections. Jobs on the server carry on.
 
-        Generations still pending end with :class:`ClientClosedError`; reattach to them from
-        another client with ``client.generation(id)``.
+        Enqueues not yet sent are withdrawn; those in flight get a few seconds to land, so
+        their jobs are known (their callers get :class:`ClientClosedError` naming them), as do
+        the upstream cancellations of abandoned ``generate()`` jobs. Generations still pending
+        end with :class:`ClientClosedError`; reattach to them from another client with
+        ``client.generation(id)``.
         """
         if self._closed:
             return
         self._closed = True
+        if self._task_group is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_GRACE):
+                await self._enqueuer.close(_CLOSE_GRACE)
+                if self._cancelling:
+                    self._cancels_done = anyio.Event()
+                    await self._cancels_done.wait()
         for generation in list(self._pending.values()):
-            generation._fail(
+            fail(
+                generation,
                 ClientClosedError(
                     f"the client closed before generation {generation.id} finished; "
-                    "reattach with client.generation(id)"
-                )
+                    "reattach with client.generation(id)",
+                    generation_ids=[generation.id],
+                ),
             )
         stack, self._stack = self._stack, None
         if stack is not None:
@@ -343,7 +387,17 @@ class AsyncClient:
                 if created is not None:
                     created.append(generation)
 
-        await self._enqueuer.enqueue(model, body, count, on_created)
+        # A generate() owns its job: answered after its caller was cancelled, it is cancelled.
+        on_abandoned = self._abandon if created is not None else None
+        ids = await self._enqueuer.enqueue(
+            model, body, count, on_created, on_abandoned=on_abandoned
+        )
+        if self._closed:
+            raise ClientClosedError(
+                f"the client closed while enqueueing; the job(s) {', '.join(ids)} exist: "
+                "reattach with client.generation(id)",
+                generation_ids=ids,
+            )
         return generations
 
     @overload
@@ -394,18 +448,50 @@ class AsyncClient:
             (generation,) = await self._enqueue(model, params, 1, deadline, validate, created)
             return await generation
         except BaseException:
-            for generation in created:
-                if not generation.done() or _timed_out(generation):
-                    await self._cancel_quietly(generation)
+            # The cancellation runs in a task of the client's, which no cancellation of this
+            # caller reaches (asyncio's own task.cancel() and wait_for included); waiting for
+            # it here, briefly, only makes it done by the time the caller sees the error.
+            done = self._cancel_upstream([g.id for g in created if not g.done() or _timed_out(g)])
+            if done is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_GRACE):
+                    await done.wait()
             raise
 
-    async def _cancel_quietly(self, generation: Generation) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(10.0):
-            try:
-                await self._endpoints.cancel(generation.id)
-                logger.debug("cancelled abandoned generation %s", generation.id)
-            except Exception as exc:
-                logger.warning("could not cancel abandoned generation %s: %s", generation.id, exc)
+    def _abandon(self, generation_ids: list[str]) -> None:
+        self._cancel_upstream(generation_ids)
+
+    def _cancel_upstream(self, generation_ids: list[str]) -> anyio.Event | None:
+        """Cancel abandoned jobs on the server, from the client's own tasks (best effort).
+
+        Returns:
+            An event set once done, or ``None`` when there was nothing to do.
+        """
+        if not generation_ids or self._task_group is None:
+            return None
+        done = anyio.Event()
+        self._cancelling += 1
+        self._task_group.start_soon(self._cancel_quietly, generation_ids, done)
+        return done
+
+    async def _cancel_quietly(self, generation_ids: list[str], done: anyio.Event) -> None:
+        try:
+            with anyio.move_on_after(10.0):
+                for generation_id in generation_ids:
+                    try:
+                        await self._endpoints.cancel(generation_id)
+                        # No event announces a cancellation: the row settles the handle.
+                        await self.get_generation(generation_id)
+                    except Exception as exc:
+                        logger.info(
+                            "could not cancel abandoned generation %s: %s", generation_id, exc
+                        )
+                    else:
+                        logger.debug("cancelled abandoned generation %s", generation_id)
+        finally:
+            done.set()
+            self._cancelling -= 1
+            if not self._cancelling and self._cancels_done is not None:
+                self._cancels_done.set()
 
     async def generate_images(
         self,
@@ -472,7 +558,7 @@ class AsyncClient:
         record = await self._endpoints.get_generation(generation_id)
         pending = self._pending.get(generation_id)
         if pending is not None:
-            pending._observe(record)
+            observe(pending, record)
         return record
 
     async def cancel(self, generation: Generation | str) -> None:
@@ -548,12 +634,8 @@ class AsyncClient:
             raise DownloadError(
                 f"generation {record.generation_id} has no result_url (status {record.status!r})"
             )
-        return await download_to(
-            self._session,
-            record.result_url,
-            generation_id=record.generation_id,
-            path=path,
-            max_bytes=self._max_download_bytes,
+        return await self._files.save(
+            record.result_url, generation_id=record.generation_id, path=path
         )
 
     # -- many at once -------------------------------------------------------------------
