@@ -95,6 +95,8 @@ class SSEDecoder:
         if value.startswith(b" "):
             value = value[1:]
         if name == b"data":
+            if self._broken:
+                return  # its event is dropped already: keep nothing more of it
             self._size += len(value) + 1
             if self._size > self._max_line:
                 self._drop()
