@@ -71,18 +71,37 @@ async def test_enqueue_many_returns_every_generation() -> None:
     assert [r.generation_id for r in records] == [g.id for g in generations]
 
 
-async def test_enqueue_many_surfaces_the_servers_cap_instead_of_assuming_one() -> None:
+async def test_enqueue_many_splits_past_the_per_request_limit() -> None:
     api = FakeAPI()
     async with fake_client(api) as client:
-        with pytest.raises(BadRequestError, match="between 1 and 4") as info:
-            await client.enqueue_many("gpt-image-2", 5, prompt="too many")
+        generations = await client.enqueue_many("gpt-image-2", 10, prompt="many")
         with pytest.raises(InvalidParamsError, match="num_generations"):
             await client.enqueue_many("gpt-image-2", 0, prompt="none")
         with pytest.raises(InvalidParamsError, match="enqueue_many"):
             await client.enqueue("gpt-image-2", prompt="x", num_generations=2)
-    assert info.value.status_code == 400
-    assert info.value.server_message == "num_generations must be an integer between 1 and 4"
-    assert api.calls["POST /api/ai/queue"] == 1
+    sizes = sorted(
+        json.loads(r.content).get("num_generations", 1) for r in api.requests if r.method == "POST"
+    )
+    assert sizes == [2, 4, 4]
+    assert len({g.id for g in generations}) == 10
+
+
+async def test_enqueue_many_names_what_it_made_when_one_request_fails() -> None:
+    api = FakeAPI()
+
+    def the_single_one_refused(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "POST" and "num_generations" not in json.loads(request.content):
+            return httpx.Response(400, json={"error": {"message": "no credits"}})
+        return None
+
+    api.before.append(the_single_one_refused)
+    async with fake_client(api) as client:
+        with pytest.raises(BadRequestError, match="no credits") as info:
+            await client.enqueue_many("gpt-image-2", 9, prompt="many")
+    assert len(api.jobs) == 8
+    (note,) = info.value.__notes__
+    assert note.startswith("8 of 9 generations were created")
+    assert all(generation_id in note for generation_id in api.jobs)
 
 
 async def test_generate_enqueues_and_waits() -> None:

@@ -17,11 +17,11 @@ from ._api import QueueEndpoints
 from ._batch import as_completed, run_batch
 from ._download import FileFetcher
 from ._enqueue import Enqueuer
-from ._exceptions import ClientClosedError, DownloadError, InvalidParamsError
+from ._exceptions import ClientClosedError, DownloadError, InvalidParamsError, OxenError
 from ._generation import Generation, fail, observe
 from ._http import DEFAULT_BASE_URL, USER_AGENT, ApiSession, check_base_url
 from ._models import GenerationPage, GenerationRecord, ImagesResponse, Model
-from ._params import GptImage2Options, ParamChecker
+from ._params import GptImage2Options, ParamChecker, merge_extra
 from ._poll import PollPolicy
 from ._retry import RetryPolicy
 from ._types import DEFAULT, Default
@@ -38,6 +38,7 @@ __all__ = ["AsyncClient"]
 logger = logging.getLogger("oxen_queue")
 
 _CLOSE_GRACE: Final = 5.0  # seconds aclose() gives requests in flight to land
+_PER_REQUEST: Final = 4  # generations per enqueue: "Range: 1-4 ... per request" (queue docs)
 
 
 class AsyncClient:
@@ -287,6 +288,7 @@ class AsyncClient:
         prompt: str,
         deadline: float | Default | None = ...,
         validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2Options],
     ) -> Generation: ...
 
@@ -298,6 +300,7 @@ class AsyncClient:
         *,
         deadline: float | Default | None = ...,
         validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
         **params: Any,
     ) -> Generation: ...
 
@@ -308,6 +311,7 @@ class AsyncClient:
         *,
         deadline: float | Default | None = DEFAULT,
         validate: bool | None = None,
+        extra_params: Mapping[str, Any] | None = None,
         **params: Any,
     ) -> Generation:
         """Enqueue one generation (``POST /api/ai/queue``) and return its awaitable handle.
@@ -317,6 +321,8 @@ class AsyncClient:
             deadline: Seconds until waiting on it gives up with ``PollTimeoutError``;
                 ``DEFAULT`` takes the poll policy's deadline; ``None`` means no limit.
             validate: Override the client's ``validate`` for this call.
+            extra_params: Keys sent as given, unchecked: for a parameter the model's schema
+                does not list (yet). ``None``: none.
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
                 (``target_namespace``, ``target_repo``, ``target_directory``).
 
@@ -325,7 +331,7 @@ class AsyncClient:
             BadRequestError: The API refused (unknown model, text-only model, ...).
             AmbiguousEnqueueError: The answer was lost and the job could not be settled.
         """
-        (generation,) = await self._enqueue(model, params, 1, deadline, validate)
+        (generation,) = await self._enqueue(model, params, 1, deadline, validate, extra_params)
         return generation
 
     async def enqueue_many(
@@ -336,12 +342,20 @@ class AsyncClient:
         *,
         deadline: float | Default | None = DEFAULT,
         validate: bool | None = None,
+        extra_params: Mapping[str, Any] | None = None,
         **params: Any,
     ) -> list[Generation]:
-        """Enqueue ``num_generations`` generations of the same request in one call.
+        """Enqueue ``num_generations`` generations of the same request; return every one.
 
-        The docs allow 1-4 per request, the newer spec 1-12: no cap is assumed here, and the
-        server's refusal is raised as ``BadRequestError`` with its message.
+        The docs allow 1-4 generations per request ("Call the endpoint multiple times to queue
+        more"), so more are split into requests of at most 4, sent together, each with the
+        guarantees of :meth:`enqueue`. If one of them fails, its error is raised once the
+        others have settled; the generations they did create stay registered with the client
+        (``client.pending``) and are named in a note on the error.
+
+        Raises:
+            InvalidParamsError: ``num_generations`` is not a positive integer, or bad
+                parameters (nothing was sent).
         """
         if isinstance(num_generations, bool) or not isinstance(num_generations, int):
             raise InvalidParamsError(
@@ -353,7 +367,36 @@ class AsyncClient:
                 f"num_generations must be at least 1, not {num_generations}",
                 field="num_generations",
             )
-        return await self._enqueue(model, params, num_generations, deadline, validate)
+        sizes = [_PER_REQUEST] * (num_generations // _PER_REQUEST)
+        if num_generations % _PER_REQUEST:
+            sizes.append(num_generations % _PER_REQUEST)
+        if len(sizes) == 1:
+            return await self._enqueue(
+                model, params, num_generations, deadline, validate, extra_params
+            )
+        results: list[list[Generation] | BaseException] = [[] for _ in sizes]
+
+        async def one(index: int, size: int) -> None:
+            try:
+                results[index] = await self._enqueue(
+                    model, params, size, deadline, validate, extra_params
+                )
+            except OxenError as exc:
+                results[index] = exc
+
+        async with anyio.create_task_group() as task_group:
+            for index, size in enumerate(sizes):
+                task_group.start_soon(one, index, size)
+        made = [g for result in results if isinstance(result, list) for g in result]
+        for result in results:
+            if isinstance(result, BaseException):
+                if made:
+                    result.add_note(
+                        f"{len(made)} of {num_generations} generations were created and are "
+                        f"being watched (client.pending): {', '.join(g.id for g in made)}"
+                    )
+                raise result
+        return made
 
     async def _enqueue(
         self,
@@ -362,6 +405,7 @@ class AsyncClient:
         count: int,
         deadline: float | Default | None,
         validate: bool | None,
+        extra_params: Mapping[str, Any] | None,
         created: list[Generation] | None = None,
     ) -> list[Generation]:
         self._require_open()
@@ -372,7 +416,7 @@ class AsyncClient:
                 "pass num_generations to enqueue_many(), which returns every generation",
                 field="num_generations",
             )
-        body = await self._params.check(model, params, validate)
+        body = merge_extra(await self._params.check(model, params, validate), extra_params)
         await self._watcher.ready()
         if deadline is DEFAULT:
             deadline = self._poll_policy.deadline
@@ -409,6 +453,7 @@ class AsyncClient:
         prompt: str,
         deadline: float | Default | None = ...,
         validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2Options],
     ) -> GenerationRecord: ...
 
@@ -420,6 +465,7 @@ class AsyncClient:
         *,
         deadline: float | Default | None = ...,
         validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
         **params: Any,
     ) -> GenerationRecord: ...
 
@@ -430,6 +476,7 @@ class AsyncClient:
         *,
         deadline: float | Default | None = DEFAULT,
         validate: bool | None = None,
+        extra_params: Mapping[str, Any] | None = None,
         **params: Any,
     ) -> GenerationRecord:
         """Enqueue one generation and wait for its final record.
@@ -445,7 +492,9 @@ class AsyncClient:
         """
         created: list[Generation] = []
         try:
-            (generation,) = await self._enqueue(model, params, 1, deadline, validate, created)
+            (generation,) = await self._enqueue(
+                model, params, 1, deadline, validate, extra_params, created
+            )
             return await generation
         except BaseException:
             # The cancellation runs in a task of the client's, which no cancellation of this
