@@ -30,9 +30,9 @@ import httpx
 from ._exceptions import DownloadError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
+    from collections.abc import AsyncGenerator, Awaitable, Callable
 
-__all__ = ["MIN_DOWNLOAD_RATE", "FileFetcher"]
+__all__ = ["MIN_DOWNLOAD_RATE", "FileFetcher", "safe_name", "sniff"]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -53,7 +53,29 @@ _CHUNK: Final = 1 << 16
 _MAX_NAME: Final = 96  # characters of a generation id kept in a file name
 
 
-def _suffix(url: httpx.URL, content_type: str | None) -> str:
+# Magic numbers of the media the API makes: the bytes, not the server's labels, name the file.
+_SIGNATURES: Final = (
+    (0, b"\x89PNG\r\n\x1a\n", ".png"),
+    (0, b"\xff\xd8\xff", ".jpg"),
+    (0, b"GIF87a", ".gif"),
+    (0, b"GIF89a", ".gif"),
+    (0, b"\x1a\x45\xdf\xa3", ".webm"),
+    (4, b"ftypqt", ".mov"),
+    (4, b"ftyp", ".mp4"),
+)
+
+
+def sniff(head: bytes) -> str | None:
+    """The file extension the first bytes of a file show, or ``None`` if unknown."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return ".webp"
+    for offset, magic, suffix in _SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            return suffix
+    return None
+
+
+def _declared_suffix(url: httpx.URL, content_type: str | None) -> str:
     media = (content_type or "").split(";")[0].strip().lower()
     if media in _EXTENSIONS:
         return _EXTENSIONS[media]
@@ -73,14 +95,15 @@ def safe_name(generation_id: str) -> str:
     return safe or "generation"
 
 
-def _target(path: str | os.PathLike[str] | None, generation_id: str, suffix: str) -> Path:
-    name = f"{safe_name(generation_id)}{suffix}"
+def _destination(path: str | os.PathLike[str] | None) -> tuple[Path, str | None]:
+    """The directory to save into, and the file name the caller chose (``None``: ours)."""
     if path is None:
-        return Path.cwd() / name
-    target = Path(path)
-    if target.is_dir():
-        return target / name
-    return target
+        return Path.cwd(), None
+    text = os.fspath(path)
+    target = Path(text)
+    if text.endswith(("/", os.sep)) or target.is_dir():
+        return target, None
+    return target.parent, target.name
 
 
 def _vet(url: str, generation_id: str) -> httpx.URL:
@@ -158,12 +181,72 @@ class FileFetcher:
 
         Args:
             url: The result URL.
-            generation_id: Names the file when ``path`` is ``None`` or a directory.
-            path: A file path, a directory, or ``None`` for the current directory.
+            generation_id: Names the file when ``path`` is ``None`` or a directory; the
+                extension then follows the bytes received (PNG, JPEG, WebP, MP4, ...).
+            path: A file path, a directory (or a path ending with ``/``, created if need
+                be), or ``None`` for the current directory. A file path whose extension
+                disagrees with the bytes is kept, and the mismatch is logged as a warning.
 
         Raises:
             DownloadError: A bad URL, the file host refused, the connection failed or stalled,
                 the body was too big, or the file could not be written.
+        """
+        directory, name = _destination(path)
+        try:
+            await anyio.Path(directory).mkdir(parents=True, exist_ok=True)
+            stem = safe_name(generation_id)[:16]
+            temp = anyio.Path(directory / f".{stem}.{secrets.token_hex(6)}.part")
+            # "x": nothing existing is ever followed or clobbered; permissions follow the umask.
+            out = await anyio.open_file(temp, "xb")
+        except OSError as exc:
+            raise DownloadError(f"could not save generation {generation_id}: {exc}") from exc
+        try:
+            async with out:
+                declared, head = await self._fetch(url, generation_id, out.write)
+            found = sniff(head)
+            if name is None:
+                target = directory / f"{safe_name(generation_id)}{found or declared}"
+            else:
+                target = directory / name
+                given = Path(name).suffix.lower().replace(".jpeg", ".jpg")
+                if found and given in _KNOWN_SUFFIXES and given != found:
+                    logger.warning(
+                        "saved generation %s to %s, but its bytes are %s",
+                        generation_id,
+                        target,
+                        found[1:].upper(),
+                    )
+            # Same directory, so the rename is atomic: an interrupted download leaves no file.
+            await temp.replace(target)
+        except OSError as exc:
+            raise DownloadError(f"could not save generation {generation_id}: {exc}") from exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                await temp.unlink(missing_ok=True)
+        logger.debug("saved generation %s to %s", generation_id, target)
+        return target
+
+    async def read(self, url: str, *, generation_id: str) -> bytes:
+        """The bytes of ``url``, within the same bounds as :meth:`save`.
+
+        Raises:
+            DownloadError: As for :meth:`save`.
+        """
+        body = bytearray()
+
+        async def collect(chunk: bytes) -> None:
+            body.extend(chunk)
+
+        await self._fetch(url, generation_id, collect)
+        return bytes(body)
+
+    async def _fetch(
+        self, url: str, generation_id: str, sink: Callable[[bytes], Awaitable[object]]
+    ) -> tuple[str, bytes]:
+        """Stream ``url`` into ``sink`` within the bounds; the declared suffix and first bytes.
+
+        Raises:
+            DownloadError: A bad URL, a refusal, a failed or stalled transfer, a body too big.
         """
         request_url = _vet(url, generation_id)
         try:
@@ -183,58 +266,46 @@ class FileFetcher:
                         f"result of {generation_id} is {declared} bytes, over the "
                         f"{max_bytes} byte limit"
                     )
-                target = _target(
-                    path,
-                    generation_id,
-                    _suffix(response.url, response.headers.get("content-type")),
-                )
-                await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
-                await self._write_atomically(response, target, generation_id)
+                head = await self._pump(response, generation_id, sink)
+                return _declared_suffix(response.url, response.headers.get("content-type")), head
         except httpx.HTTPError as exc:
             raise DownloadError(
                 f"download of generation {generation_id} from {request_url.host} failed: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        except OSError as exc:
-            raise DownloadError(f"could not save generation {generation_id}: {exc}") from exc
-        logger.debug("saved generation %s to %s", generation_id, target)
-        return target
 
-    async def _write_atomically(
-        self, response: httpx.Response, target: Path, generation_id: str
-    ) -> None:
-        # A fresh name beside the target (same filesystem, so the rename is atomic), opened
-        # with "x" so nothing existing is ever followed or clobbered; permissions follow the
-        # umask.
-        temp = anyio.Path(target.parent / f".{target.name}.{secrets.token_hex(6)}.part")
-        out = await anyio.open_file(temp, "xb")
-        try:
-            size = 0
-            window_start, window_bytes = anyio.current_time(), 0
-            floor = self._stall * MIN_DOWNLOAD_RATE
-            # aclosing: a generator abandoned mid-way must be closed here, not by a finaliser
-            # (trio has none).
-            chunks = cast("AsyncGenerator[bytes, None]", response.aiter_bytes(_CHUNK))
-            async with out, aclosing(chunks):
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if self._max_bytes is not None and size > self._max_bytes:
+    async def _pump(
+        self,
+        response: httpx.Response,
+        generation_id: str,
+        sink: Callable[[bytes], Awaitable[object]],
+    ) -> bytes:
+        """Feed the body to ``sink``, enforcing the size cap and the stall rule."""
+        size = 0
+        head = b""
+        window_start, window_bytes = anyio.current_time(), 0
+        floor = self._stall * MIN_DOWNLOAD_RATE
+        # aclosing: a generator abandoned mid-way must be closed here, not by a finaliser
+        # (trio has none).
+        chunks = cast("AsyncGenerator[bytes, None]", response.aiter_bytes(_CHUNK))
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                size += len(chunk)
+                if self._max_bytes is not None and size > self._max_bytes:
+                    raise DownloadError(
+                        f"result of {generation_id} exceeds the {self._max_bytes} byte limit"
+                    )
+                if len(head) < 16:
+                    head += chunk[: 16 - len(head)]
+                window_bytes += len(chunk)
+                now = anyio.current_time()
+                if now - window_start >= self._stall:
+                    if window_bytes < floor:
                         raise DownloadError(
-                            f"result of {generation_id} exceeds the {self._max_bytes} byte limit"
+                            f"download of {generation_id} stalled: {window_bytes} bytes in "
+                            f"{now - window_start:.1f} s (at least {MIN_DOWNLOAD_RATE} "
+                            "bytes/s are needed)"
                         )
-                    window_bytes += len(chunk)
-                    now = anyio.current_time()
-                    if now - window_start >= self._stall:
-                        if window_bytes < floor:
-                            raise DownloadError(
-                                f"download of {generation_id} stalled: {window_bytes} bytes in "
-                                f"{now - window_start:.1f} s (at least {MIN_DOWNLOAD_RATE} "
-                                "bytes/s are needed)"
-                            )
-                        window_start, window_bytes = now, 0
-                    await out.write(chunk)
-            await temp.replace(target)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await temp.unlink(missing_ok=True)
-            raise
+                    window_start, window_bytes = now, 0
+                await sink(chunk)
+        return head
