@@ -286,3 +286,31 @@ async def test_generate_images_waits_past_the_retry_deadline() -> None:
     async with fake_client(api, transport=Slow(), retry=policy) as client:
         response = await client.generate_images("gpt-image-2", prompt="ox", timeout=5)
     assert len(response.images) == 1
+
+
+async def test_stats_is_one_snapshot_of_the_counters() -> None:
+    api = FakeAPI()
+    flaky = {"n": 0}
+
+    def one_503(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "POST" and not flaky["n"]:
+            flaky["n"] += 1
+            return httpx.Response(503)
+        return None
+
+    api.before.append(one_503)
+    async with fake_client(api) as client:
+        before = client.stats
+        generations = await client.enqueue_many("gpt-image-2", 2, prompt="ox")
+        await generations[0]
+        await generations[1]
+        after = client.stats
+    assert (before.enqueued, before.requests, before.pending) == (0, 0, 0)
+    assert after.enqueued == 2
+    assert after.retries == 1  # the 503, sent again
+    assert after.requests == api.calls["POST /api/ai/queue"] + sum(
+        n for key, n in api.calls.items() if key.startswith("GET")
+    )
+    assert after.pending == 0
+    assert after.max_concurrency == 16
+    assert after.enqueue_rate == float("inf")

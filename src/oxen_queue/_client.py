@@ -24,8 +24,11 @@ from ._models import GenerationPage, GenerationRecord, ImagesResponse, Model
 from ._params import GptImage2Options, ParamChecker, merge_extra
 from ._poll import PollPolicy
 from ._retry import RetryPolicy
+from ._stats import ClientStats
 from ._types import DEFAULT, Default
 from ._watch import CompletionMode, make_watcher
+from ._watch._events import EventWatcher
+from ._watch._shared import SharedPollWatcher
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -152,7 +155,10 @@ class AsyncClient:
         self._endpoints = QueueEndpoints(self._session)
         admission = self._session.admission
         self._enqueuer = Enqueuer(
-            self._endpoints, retry=self._retry, workers=lambda: admission.max_concurrency
+            self._endpoints,
+            retry=self._retry,
+            workers=lambda: admission.max_concurrency,
+            on_retry=self._session.note_retry,
         )
         self._params = ParamChecker(self._endpoints.get_model, enabled=validate)
         self._watcher: Watcher = make_watcher(
@@ -245,9 +251,25 @@ class AsyncClient:
         return MappingProxyType(self._pending)
 
     @property
-    def enqueue_stats(self) -> Mapping[str, int]:
-        """How lost enqueue answers were settled: ``reconciled`` (adopted) and ``resent``."""
-        return {"reconciled": self._enqueuer.reconciled, "resent": self._enqueuer.resent}
+    def stats(self) -> ClientStats:
+        """A snapshot of the client's counters and current limits (see :class:`ClientStats`)."""
+        watcher = self._watcher
+        stream = watcher if isinstance(watcher, EventWatcher) else None
+        poller = stream.poller if stream is not None else watcher
+        admission = self._session.admission
+        return ClientStats(
+            pending=len(self._pending),
+            enqueued=self._enqueuer.created,
+            reconciled=self._enqueuer.reconciled,
+            resent=self._enqueuer.resent,
+            requests=self._session.requests,
+            retries=self._session.retries,
+            stream_opens=stream.connects if stream is not None else 0,
+            stream_stalls=stream.stalls if stream is not None else 0,
+            polls=poller.ticks if isinstance(poller, SharedPollWatcher) else 0,
+            enqueue_rate=admission.enqueue_rate.rate,
+            max_concurrency=admission.max_concurrency,
+        )
 
     def _generation_done(self, generation: Generation) -> None:
         if self._pending.get(generation.id) is generation:

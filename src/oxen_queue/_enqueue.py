@@ -111,6 +111,7 @@ class Enqueuer:
         api: The endpoints.
         retry: How refused enqueues are retried, and the deadline of a reconciliation.
         workers: How many enqueues may run at once (read each time a worker may start).
+        on_retry: Told of each refused attempt that is sent again (a counter).
         clock_skew: Seconds by which the server's clock may lag ours.
         settle_delay: Seconds between the two looks that conclude no job was made.
     """
@@ -121,12 +122,14 @@ class Enqueuer:
         *,
         retry: RetryPolicy,
         workers: Callable[[], int],
+        on_retry: Callable[[], None] | None = None,
         clock_skew: float = 30.0,
         settle_delay: float = 1.0,
     ) -> None:
         self._api = api
         self._retry = retry
         self._max_workers = workers
+        self._on_retry = on_retry
         self._clock_skew = clock_skew
         self._settle_delay = settle_delay
         self._task_group: TaskGroup | None = None
@@ -143,6 +146,8 @@ class Enqueuer:
         """How many ambiguous enqueues were settled by adopting the jobs they had created."""
         self.resent = 0
         """How many ambiguous enqueues were shown never to have created a job, and resent."""
+        self.created = 0
+        """How many generations were created (or adopted) by these enqueues."""
 
     def start(self, task_group: TaskGroup) -> None:
         """Run workers in the client's task group from now on."""
@@ -245,6 +250,7 @@ class Enqueuer:
         def claim(ids: list[str]) -> None:
             for generation_id in ids:
                 self.own(generation_id)
+            self.created += len(ids)
             op.on_created(ids)
             if op.abandoned and op.on_abandoned is not None:
                 op.on_abandoned(ids)
@@ -296,7 +302,11 @@ class Enqueuer:
             self._in_flight[key] += 1
             try:
                 ids = await retrying_call(
-                    attempt, policy=self._retry, retryable=is_refused, what="POST /api/ai/queue"
+                    attempt,
+                    policy=self._retry,
+                    retryable=is_refused,
+                    what="POST /api/ai/queue",
+                    on_retry=self._on_retry,
                 )
                 # Claimed before this request stops counting as in flight: a reconciliation
                 # waiting on it must find these ids owned.

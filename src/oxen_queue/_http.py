@@ -214,6 +214,10 @@ class ApiSession:
         self.retry = retry
         self.admission = AdmissionControl(max_concurrency=max_concurrency)
         self._deadline = attempt_deadline(timeout)
+        self.requests = 0
+        """API requests sent, every attempt counted."""
+        self.retries = 0
+        """Attempts that failed and were tried again."""
         self.auth = _BearerAuth(api_key, base_url)
         # The pool holds the bounded requests plus the event stream, so a request admitted by
         # our limiter never waits for a connection. Result files have a client of their own.
@@ -274,6 +278,7 @@ class ApiSession:
         deadline = self._deadline if timeout is None else attempt_deadline(self._longer(timeout))
         enqueue = method == "POST" and path == "api/ai/queue"
         async with self.admission.slot(enqueue=enqueue):
+            self.requests += 1
             progress: list[httpx.Response] = []
             with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
                 response, body = await self._exchange(request, what, progress)
@@ -330,6 +335,7 @@ class ApiSession:
             policy=dataclasses.replace(self.retry, deadline=None),
             retryable=is_refused,
             what=f"POST /{path}",
+            on_retry=self.note_retry,
         )
 
     async def call(
@@ -346,7 +352,12 @@ class ApiSession:
             policy=retry or self.retry,
             retryable=is_retryable,
             what=f"{method} /{path}",
+            on_retry=self.note_retry,
         )
+
+    def note_retry(self) -> None:
+        """Count one retried attempt."""
+        self.retries += 1
 
     @asynccontextmanager
     async def stream(self, method: str, path: str) -> AsyncIterator[httpx.Response]:

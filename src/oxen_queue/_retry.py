@@ -200,6 +200,7 @@ async def retrying_call(
     policy: RetryPolicy,
     retryable: Callable[[BaseException], bool],
     what: str,
+    on_retry: Callable[[], None] | None = None,
 ) -> T:
     """Run ``call`` until it succeeds, a failure is not retryable, or the policy gives up.
 
@@ -208,6 +209,7 @@ async def retrying_call(
         policy: How many attempts, how long to wait, the overall deadline.
         retryable: Which failures are worth another attempt.
         what: A short description for the debug log (method and path; never a key).
+        on_retry: Told of each attempt that is tried again (a counter).
 
     Raises:
         The last attempt's error; ``RateLimitError`` at once when ``Retry-After`` exceeds the
@@ -240,6 +242,8 @@ async def retrying_call(
         return server_wait if server_wait is not None else backoff(state)
 
     def log_retry(state: RetryCallState) -> None:
+        if on_retry is not None:
+            on_retry()
         exc = state.outcome.exception() if state.outcome else None
         sleep = state.next_action.sleep if state.next_action else 0.0
         logger.debug(
