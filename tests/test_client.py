@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from oxen_queue import (
+    APITimeoutError,
     AsyncClient,
     BadRequestError,
     ClientClosedError,
@@ -314,3 +315,27 @@ async def test_stats_is_one_snapshot_of_the_counters() -> None:
     assert after.pending == 0
     assert after.max_concurrency == 16
     assert after.enqueue_rate == float("inf")
+
+
+async def test_with_options_is_a_view_with_other_defaults() -> None:
+    api = FakeAPI()
+
+    class Slow(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path.startswith("/api/ai/models"):
+                await anyio.sleep(1.0)  # only this read is slow
+            return api.handle(request)
+
+    async with fake_client(api, transport=Slow()) as client:
+        unchecked = client.with_options(validate=False)
+        generation = await unchecked.enqueue("gpt-image-2", prompt="ox", qualty="low")
+        with pytest.raises(InvalidParamsError):  # the client itself still checks
+            await client.enqueue("gpt-image-2", prompt="ox", qualty="low")
+        assert client.pending.keys() == unchecked.pending.keys() == {generation.id}
+        quick = client.with_options(timeout=0.1, deadline=None)
+        with pytest.raises(APITimeoutError):
+            await quick.get_model("flux")
+        assert (await quick.enqueue("gpt-image-2", prompt="ox")).deadline is None
+    assert "closed" in repr(unchecked)  # closing the client closed its views
+    with pytest.raises(ClientClosedError):
+        await unchecked.enqueue("gpt-image-2", prompt="ox")

@@ -19,7 +19,7 @@ SECRET = "sk-oxen-SECRET-1234567890"
 def test_repr_of_client_and_session_hide_the_key() -> None:
     client = AsyncClient(api_key=SECRET, base_url=API)
     assert SECRET not in repr(client)
-    assert SECRET not in repr(client._session.http.auth)
+    assert SECRET not in repr(client._core.session.http.auth)
     assert SECRET not in repr(vars(client))
 
 
@@ -58,7 +58,7 @@ async def test_the_key_goes_only_to_the_api_origin() -> None:
             "https://hub.oxen.test:8443/api/ai/models/x",  # same host, other port
             "https://hub.oxen.test.evil.com/api/ai/models/x",
         ):
-            await client._session.http.get(url)
+            await client._core.session.http.get(url)
     assert [r.headers.get("authorization") for r in seen] == [f"Bearer {SECRET}"] + [None] * 4
 
 

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
     from ._http import ApiSession
 
+    Timeout = httpx.Timeout | None
+
 __all__ = ["COMPLETED_EVENT", "HistorySlice", "QueueEndpoints", "parse", "parse_event"]
 
 logger = logging.getLogger("oxen_queue")
@@ -115,14 +117,16 @@ class QueueEndpoints:
 
     # -- the queue ------------------------------------------------------------------------
 
-    async def enqueue(self, body: Mapping[str, Any], count: int) -> list[str]:
+    async def enqueue(
+        self, body: Mapping[str, Any], count: int, *, timeout: Timeout = None
+    ) -> list[str]:
         """One attempt at ``POST /api/ai/queue``; the ids it created.
 
         Raises:
             APIResponseValidationError: A success whose body lacks the ``count`` ids (the
                 jobs exist: see ``certainly_created``).
         """
-        data = await self._session.send("POST", QUEUE, json_body=body)
+        data = await self._session.send("POST", QUEUE, json_body=body, timeout=timeout)
         ids = [
             row["generation_id"]
             for row in _rows(data, f"POST /{QUEUE}")
@@ -134,17 +138,21 @@ class QueueEndpoints:
             )
         return ids
 
-    async def get_generation(self, generation_id: str) -> GenerationRecord:
+    async def get_generation(
+        self, generation_id: str, *, timeout: Timeout = None
+    ) -> GenerationRecord:
         path = f"{QUEUE}/{_path_id(generation_id)}"
-        data = await self._session.call("GET", path)
+        data = await self._session.call("GET", path, timeout=timeout)
         return parse(GenerationRecord, data, what=f"GET /{path}")
 
-    async def cancel(self, generation_id: str) -> None:
-        await self._session.call("DELETE", f"{QUEUE}/{_path_id(generation_id)}")
+    async def cancel(self, generation_id: str, *, timeout: Timeout = None) -> None:
+        await self._session.call("DELETE", f"{QUEUE}/{_path_id(generation_id)}", timeout=timeout)
 
-    async def list_queue(self, **filters: str | None) -> list[GenerationRecord]:
+    async def list_queue(
+        self, *, timeout: Timeout = None, **filters: str | None
+    ) -> list[GenerationRecord]:
         params = {key: value for key, value in filters.items() if value is not None}
-        data = await self._session.call("GET", QUEUE, params=params)
+        data = await self._session.call("GET", QUEUE, params=params, timeout=timeout)
         what = f"GET /{QUEUE}"
         return [parse(GenerationRecord, row, what=what) for row in _rows(data, what)]
 
@@ -184,19 +192,21 @@ class QueueEndpoints:
         pages = total if isinstance(total, int) and not isinstance(total, bool) else 1
         return HistorySlice(_lenient_records(_rows(data, what), what), max(pages, 1))
 
-    async def list_generations(self, **query: str | int | None) -> GenerationPage:
+    async def list_generations(
+        self, *, timeout: Timeout = None, **query: str | int | None
+    ) -> GenerationPage:
         params = {key: value for key, value in query.items() if value is not None}
-        data = await self._session.call("GET", HISTORY, params=params)
+        data = await self._session.call("GET", HISTORY, params=params, timeout=timeout)
         return parse(GenerationPage, data, what=f"GET /{HISTORY}")
 
     # -- models ---------------------------------------------------------------------------
 
-    async def get_model(self, model_id: str) -> Model:
-        data = await self._session.call("GET", f"{MODELS}/{_path_id(model_id)}")
+    async def get_model(self, model_id: str, *, timeout: Timeout = None) -> Model:
+        data = await self._session.call("GET", f"{MODELS}/{_path_id(model_id)}", timeout=timeout)
         return parse(Model, data, what=f"GET /{MODELS}/{{id}}")
 
-    async def list_models(self) -> list[Model]:
-        data = await self._session.call("GET", MODELS)
+    async def list_models(self, *, timeout: Timeout = None) -> list[Model]:
+        data = await self._session.call("GET", MODELS, timeout=timeout)
         rows = data.get("data") if isinstance(data, Mapping) else None
         if not isinstance(rows, list):
             raise APIResponseValidationError(f"GET /{MODELS}: answer has no data list")
@@ -204,7 +214,9 @@ class QueueEndpoints:
 
     # -- blocking generation ----------------------------------------------------------------
 
-    async def generate_images(self, body: Mapping[str, Any], *, timeout: float) -> ImagesResponse:
+    async def generate_images(
+        self, body: Mapping[str, Any], *, timeout: httpx.Timeout
+    ) -> ImagesResponse:
         data = await self._session.send_create(IMAGES, body, timeout=timeout)
         return parse(ImagesResponse, data, what=f"POST /{IMAGES}")
 

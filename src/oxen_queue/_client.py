@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Self, Unpack, overload
@@ -15,33 +16,37 @@ import httpx
 
 from ._api import QueueEndpoints
 from ._batch import as_completed, run_batch
+from ._core import CLOSE_GRACE, ClientCore
 from ._download import FileFetcher
 from ._enqueue import Enqueuer
 from ._exceptions import ClientClosedError, DownloadError, InvalidParamsError, OxenError
-from ._generation import Generation, fail, observe
+from ._generation import Generation, observe
 from ._http import DEFAULT_BASE_URL, USER_AGENT, ApiSession, check_base_url
 from ._models import GenerationPage, GenerationRecord, ImagesResponse, Model
 from ._params import GptImage2Options, ParamChecker, merge_extra
 from ._poll import PollPolicy
 from ._retry import RetryPolicy
-from ._stats import ClientStats
 from ._types import DEFAULT, Default
 from ._watch import CompletionMode, make_watcher
-from ._watch._events import EventWatcher
-from ._watch._shared import SharedPollWatcher
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
-
     from ._batch import BatchItem, ProgressCallback
-    from ._watch._base import Watcher
+    from ._stats import ClientStats
 
 __all__ = ["AsyncClient"]
 
 logger = logging.getLogger("oxen_queue")
 
-_CLOSE_GRACE: Final = 5.0  # seconds aclose() gives requests in flight to land
 _PER_REQUEST: Final = 4  # generations per enqueue: "Range: 1-4 ... per request" (queue docs)
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """The per-call defaults of a client or of one of its views (``with_options``)."""
+
+    timeout: httpx.Timeout | None  # None: the session's own
+    validate: bool
+    deadline: float | None
 
 
 class AsyncClient:
@@ -129,72 +134,99 @@ class AsyncClient:
             raise ValueError(
                 "shared_poll_interval, backstop_interval and stall_timeout must be positive"
             )
-        self._retry = retry or RetryPolicy()
-        self._poll_policy = poll_policy or PollPolicy()
-        self._completion: CompletionMode = completion
+        retry = retry or RetryPolicy()
+        poll_policy = poll_policy or PollPolicy()
         http_timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
-        self._session = ApiSession(
+        session = ApiSession(
             base_url=url,
             api_key=key.strip(),
             timeout=http_timeout,
             max_concurrency=max_concurrency,
-            retry=self._retry,
+            retry=retry,
             transport=transport,
             verify=verify,
         )
-        self._files = FileFetcher(
-            auth=self._session.auth,
-            connect_timeout=http_timeout.connect,
-            stall_timeout=stall_timeout,
-            max_downloads=max_downloads,
-            max_bytes=max_download_bytes,
-            transport=transport,
-            verify=verify,
-            headers={"User-Agent": USER_AGENT},
+        endpoints = QueueEndpoints(session)
+        admission = session.admission
+        self._core = ClientCore(
+            session=session,
+            files=FileFetcher(
+                auth=session.auth,
+                connect_timeout=http_timeout.connect,
+                stall_timeout=stall_timeout,
+                max_downloads=max_downloads,
+                max_bytes=max_download_bytes,
+                transport=transport,
+                verify=verify,
+                headers={"User-Agent": USER_AGENT},
+            ),
+            endpoints=endpoints,
+            enqueuer=Enqueuer(
+                endpoints,
+                retry=retry,
+                workers=lambda: admission.max_concurrency,
+                on_retry=session.note_retry,
+            ),
+            params=ParamChecker(endpoints.get_model, enabled=True),
+            watcher=make_watcher(
+                completion,
+                endpoints,
+                poll_policy,
+                shared_interval=shared_poll_interval,
+                backstop_interval=backstop_interval,
+                stall_timeout=stall_timeout,
+            ),
+            poll_policy=poll_policy,
+            completion=completion,
         )
-        self._endpoints = QueueEndpoints(self._session)
-        admission = self._session.admission
-        self._enqueuer = Enqueuer(
-            self._endpoints,
-            retry=self._retry,
-            workers=lambda: admission.max_concurrency,
-            on_retry=self._session.note_retry,
-        )
-        self._params = ParamChecker(self._endpoints.get_model, enabled=validate)
-        self._watcher: Watcher = make_watcher(
-            completion,
-            self._endpoints,
-            self._poll_policy,
-            shared_interval=shared_poll_interval,
-            backstop_interval=backstop_interval,
-            stall_timeout=stall_timeout,
-        )
-        self._pending: dict[str, Generation] = {}
-        self._stack: AsyncExitStack | None = None
-        self._task_group: TaskGroup | None = None
-        self._closed = False
-        self._cancelling = 0  # upstream cancels of abandoned jobs still running
-        self._cancels_done: anyio.Event | None = None
+        self._options = _Options(timeout=None, validate=validate, deadline=poll_policy.deadline)
+
+    def with_options(
+        self,
+        *,
+        timeout: float | httpx.Timeout | Default = DEFAULT,
+        validate: bool | Default = DEFAULT,
+        deadline: float | Default | None = DEFAULT,
+    ) -> AsyncClient:
+        """A view of this client with other defaults for the calls made through it.
+
+        It shares everything else: the connections, the watcher, the pending generations and
+        the lifecycle (closing either closes both). Costs nothing; make one per call site::
+
+            record = await client.with_options(timeout=5, validate=False).generate(...)
+
+        Args:
+            timeout: Seconds for each request attempt made through the view (as the client's
+                ``timeout``). Completion watching keeps the client's own.
+            validate: Local parameter checks for calls made through the view.
+            deadline: Generations' default deadline (seconds; ``None``: no limit).
+        """
+        options = self._options
+        if timeout is not DEFAULT:
+            options = dataclasses.replace(
+                options,
+                timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
+            )
+        if validate is not DEFAULT:
+            options = dataclasses.replace(options, validate=validate)
+        if deadline is not DEFAULT:
+            options = dataclasses.replace(options, deadline=deadline)
+        view = object.__new__(AsyncClient)
+        view._core = self._core
+        view._options = options
+        return view
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open" if self._task_group else "not opened"
+        core = self._core
         return (
-            f"<AsyncClient {self._session.base_url} completion={self._completion!r} "
-            f"pending={len(self._pending)} {state}>"
+            f"<AsyncClient {core.session.base_url} completion={core.completion!r} "
+            f"pending={len(core.pending)} {core.state}>"
         )
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._closed or self._stack is not None:
-            raise ClientClosedError("an AsyncClient can be opened only once; make a new one")
-        stack = AsyncExitStack()
-        await stack.enter_async_context(self._session.http)
-        await stack.enter_async_context(self._files.http)
-        self._task_group = await stack.enter_async_context(anyio.create_task_group())
-        self._stack = stack
-        self._watcher.start(self._task_group)
-        self._enqueuer.start(self._task_group)
+        await self._core.open()
         return self
 
     async def __aexit__(
@@ -214,90 +246,23 @@ class AsyncClient:
         end with :class:`ClientClosedError`; reattach to them from another client with
         ``client.generation(id)``.
         """
-        if self._closed:
-            return
-        self._closed = True
-        if self._task_group is not None:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_GRACE):
-                await self._enqueuer.close(_CLOSE_GRACE)
-                if self._cancelling:
-                    self._cancels_done = anyio.Event()
-                    await self._cancels_done.wait()
-        for generation in list(self._pending.values()):
-            fail(
-                generation,
-                ClientClosedError(
-                    f"the client closed before generation {generation.id} finished; "
-                    "reattach with client.generation(id)",
-                    generation_ids=[generation.id],
-                ),
-            )
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            assert self._task_group is not None
-            self._task_group.cancel_scope.cancel()
-            await stack.aclose()
-
-    def _require_open(self) -> TaskGroup:
-        if self._task_group is None or self._closed:
-            raise ClientClosedError(
-                "the client is not open: use it inside `async with AsyncClient() as client:`"
-            )
-        return self._task_group
+        await self._core.close()
 
     @property
     def pending(self) -> Mapping[str, Generation]:
         """The generations this client is still watching, by id (a read-only view)."""
-        return MappingProxyType(self._pending)
+        return MappingProxyType(self._core.pending)
 
     @property
     def stats(self) -> ClientStats:
         """A snapshot of the client's counters and current limits (see :class:`ClientStats`)."""
-        watcher = self._watcher
-        stream = watcher if isinstance(watcher, EventWatcher) else None
-        poller = stream.poller if stream is not None else watcher
-        admission = self._session.admission
-        return ClientStats(
-            pending=len(self._pending),
-            enqueued=self._enqueuer.created,
-            reconciled=self._enqueuer.reconciled,
-            resent=self._enqueuer.resent,
-            requests=self._session.requests,
-            retries=self._session.retries,
-            stream_opens=stream.connects if stream is not None else 0,
-            stream_stalls=stream.stalls if stream is not None else 0,
-            polls=poller.ticks if isinstance(poller, SharedPollWatcher) else 0,
-            enqueue_rate=admission.enqueue_rate.rate,
-            max_concurrency=admission.max_concurrency,
-        )
+        return self._core.stats()
 
     def _generation_done(self, generation: Generation) -> None:
-        if self._pending.get(generation.id) is generation:
-            del self._pending[generation.id]
+        self._core.forget(generation)
 
-    def _track(
-        self,
-        generation_id: str,
-        *,
-        model: str | None,
-        params: Mapping[str, Any],
-        deadline: float | None,
-        fresh: bool,
-    ) -> Generation:
-        existing = self._pending.get(generation_id)
-        if existing is not None:
-            return existing
-        generation = Generation(
-            generation_id,
-            owner=self,
-            model=model,
-            params=params,
-            deadline=deadline,
-            status="queued" if fresh else "unknown",
-        )
-        self._pending[generation_id] = generation
-        self._watcher.track(generation, fresh=fresh)
-        return generation
+    def _validate(self, validate: bool | None) -> bool:
+        return self._options.validate if validate is None else validate
 
     # -- enqueueing ---------------------------------------------------------------------
 
@@ -430,7 +395,8 @@ class AsyncClient:
         extra_params: Mapping[str, Any] | None,
         created: list[Generation] | None = None,
     ) -> list[Generation]:
-        self._require_open()
+        core = self._core
+        core.require_open()
         if not isinstance(model, str) or not model.strip():
             raise InvalidParamsError("model must be a non-empty model id", field="model")
         if "num_generations" in params:
@@ -438,27 +404,33 @@ class AsyncClient:
                 "pass num_generations to enqueue_many(), which returns every generation",
                 field="num_generations",
             )
-        body = merge_extra(await self._params.check(model, params, validate), extra_params)
-        await self._watcher.ready()
+        checked = await core.params.check(model, params, self._validate(validate))
+        body = merge_extra(checked, extra_params)
+        await core.watcher.ready()
         if deadline is DEFAULT:
-            deadline = self._poll_policy.deadline
+            deadline = self._options.deadline
         generations: list[Generation] = []
 
         def on_created(ids: list[str]) -> None:
             for generation_id in ids:
-                generation = self._track(
-                    generation_id, model=model, params=body, deadline=deadline, fresh=True
+                generation = core.track(
+                    self, generation_id, model=model, params=body, deadline=deadline, fresh=True
                 )
                 generations.append(generation)
                 if created is not None:
                     created.append(generation)
 
         # A generate() owns its job: answered after its caller was cancelled, it is cancelled.
-        on_abandoned = self._abandon if created is not None else None
-        ids = await self._enqueuer.enqueue(
-            model, body, count, on_created, on_abandoned=on_abandoned
+        on_abandoned = core.cancel_upstream if created is not None else None
+        ids = await core.enqueuer.enqueue(
+            model,
+            body,
+            count,
+            on_created,
+            on_abandoned=on_abandoned,
+            timeout=self._options.timeout,
         )
-        if self._closed:
+        if core.closed:
             raise ClientClosedError(
                 f"the client closed while enqueueing; the job(s) {', '.join(ids)} exist: "
                 "reattach with client.generation(id)",
@@ -522,47 +494,12 @@ class AsyncClient:
             # The cancellation runs in a task of the client's, which no cancellation of this
             # caller reaches (asyncio's own task.cancel() and wait_for included); waiting for
             # it here, briefly, only makes it done by the time the caller sees the error.
-            done = self._cancel_upstream([g.id for g in created if not g.done() or _timed_out(g)])
+            abandoned = [g.id for g in created if not g.done() or _timed_out(g)]
+            done = self._core.cancel_upstream(abandoned)
             if done is not None:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_GRACE):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_GRACE):
                     await done.wait()
             raise
-
-    def _abandon(self, generation_ids: list[str]) -> None:
-        self._cancel_upstream(generation_ids)
-
-    def _cancel_upstream(self, generation_ids: list[str]) -> anyio.Event | None:
-        """Cancel abandoned jobs on the server, from the client's own tasks (best effort).
-
-        Returns:
-            An event set once done, or ``None`` when there was nothing to do.
-        """
-        if not generation_ids or self._task_group is None:
-            return None
-        done = anyio.Event()
-        self._cancelling += 1
-        self._task_group.start_soon(self._cancel_quietly, generation_ids, done)
-        return done
-
-    async def _cancel_quietly(self, generation_ids: list[str], done: anyio.Event) -> None:
-        try:
-            with anyio.move_on_after(10.0):
-                for generation_id in generation_ids:
-                    try:
-                        await self._endpoints.cancel(generation_id)
-                        # No event announces a cancellation: the row settles the handle.
-                        await self.get_generation(generation_id)
-                    except Exception as exc:
-                        logger.info(
-                            "could not cancel abandoned generation %s: %s", generation_id, exc
-                        )
-                    else:
-                        logger.debug("cancelled abandoned generation %s", generation_id)
-        finally:
-            done.set()
-            self._cancelling -= 1
-            if not self._cancelling and self._cancels_done is not None:
-                self._cancels_done.set()
 
     async def generate_images(
         self,
@@ -591,13 +528,18 @@ class AsyncClient:
             validate: Override the client's ``validate`` for this call.
             **params: The model's other parameters.
         """
-        self._require_open()
-        body = await self._params.check(model, {"prompt": prompt, **params}, validate)
+        core = self._core
+        core.require_open()
+        body = await core.params.check(
+            model, {"prompt": prompt, **params}, self._validate(validate)
+        )
         if n is not None:
             body["n"] = n
         if response_format is not None:
             body["response_format"] = response_format
-        return await self._endpoints.generate_images({"model": model, **body}, timeout=timeout)
+        return await core.endpoints.generate_images(
+            {"model": model, **body}, timeout=core.session.read_timeout(timeout)
+        )
 
     # -- generations --------------------------------------------------------------------
 
@@ -609,25 +551,28 @@ class AsyncClient:
         Returns the handle this client already has for the id, if any. Its status is asked
         at once, so a generation that finished long ago resolves right away.
         """
-        self._require_open()
+        core = self._core
+        core.require_open()
         if not isinstance(generation_id, str) or not generation_id.strip():
             raise InvalidParamsError(
                 "generation_id must be a non-empty string", field="generation_id"
             )
-        self._enqueuer.own(generation_id)
-        return self._track(
+        core.enqueuer.own(generation_id)
+        return core.track(
+            self,
             generation_id,
             model=None,
             params={},
-            deadline=self._poll_policy.deadline if deadline is DEFAULT else deadline,
+            deadline=self._options.deadline if deadline is DEFAULT else deadline,
             fresh=False,
         )
 
     async def get_generation(self, generation_id: str) -> GenerationRecord:
         """The current row of a generation (``GET /api/ai/queue/{id}``)."""
-        self._require_open()
-        record = await self._endpoints.get_generation(generation_id)
-        pending = self._pending.get(generation_id)
+        core = self._core
+        core.require_open()
+        record = await core.endpoints.get_generation(generation_id, timeout=self._options.timeout)
+        pending = core.pending.get(generation_id)
         if pending is not None:
             observe(pending, record)
         return record
@@ -640,9 +585,9 @@ class AsyncClient:
         Raises:
             NotFoundError: No such generation.
         """
-        self._require_open()
+        self._core.require_open()
         generation_id = generation.id if isinstance(generation, Generation) else generation
-        await self._endpoints.cancel(generation_id)
+        await self._core.endpoints.cancel(generation_id, timeout=self._options.timeout)
         # The event stream announces nothing for cancellations: read the row to settle it.
         await self.get_generation(generation_id)
 
@@ -654,8 +599,10 @@ class AsyncClient:
         media_type: Literal["image", "video"] | None = None,
     ) -> list[GenerationRecord]:
         """Rows of ``GET /api/ai/queue``: active ones only, unless ``status`` is given."""
-        self._require_open()
-        return await self._endpoints.list_queue(model=model, status=status, media_type=media_type)
+        self._core.require_open()
+        return await self._core.endpoints.list_queue(
+            model=model, status=status, media_type=media_type, timeout=self._options.timeout
+        )
 
     async def list_generations(
         self,
@@ -667,22 +614,27 @@ class AsyncClient:
         media_type: Literal["image", "video"] | None = None,
     ) -> GenerationPage:
         """One page of history with costs (``GET /api/ai/generations``; page_size <= 1000)."""
-        self._require_open()
-        return await self._endpoints.list_generations(
-            page=page, page_size=page_size, model=model, status=status, media_type=media_type
+        self._core.require_open()
+        return await self._core.endpoints.list_generations(
+            page=page,
+            page_size=page_size,
+            model=model,
+            status=status,
+            media_type=media_type,
+            timeout=self._options.timeout,
         )
 
     # -- models -------------------------------------------------------------------------
 
     async def get_model(self, model_id: str) -> Model:
         """A model and its parameter schema (``GET /api/ai/models/{id}``)."""
-        self._require_open()
-        return await self._endpoints.get_model(model_id)
+        self._core.require_open()
+        return await self._core.endpoints.get_model(model_id, timeout=self._options.timeout)
 
     async def list_models(self) -> list[Model]:
         """Every model (``GET /api/ai/models``)."""
-        self._require_open()
-        return await self._endpoints.list_models()
+        self._core.require_open()
+        return await self._core.endpoints.list_models(timeout=self._options.timeout)
 
     # -- results ------------------------------------------------------------------------
 
@@ -706,7 +658,7 @@ class AsyncClient:
             GenerationError: The generation did not succeed (when given one to wait for).
         """
         record = await self._finished(source)
-        return await self._files.save(
+        return await self._core.files.save(
             self._result_url(record), generation_id=record.generation_id, path=path
         )
 
@@ -718,10 +670,12 @@ class AsyncClient:
             GenerationError: The generation did not succeed (when given one to wait for).
         """
         record = await self._finished(source)
-        return await self._files.read(self._result_url(record), generation_id=record.generation_id)
+        return await self._core.files.read(
+            self._result_url(record), generation_id=record.generation_id
+        )
 
     async def _finished(self, source: Generation | GenerationRecord | str) -> GenerationRecord:
-        self._require_open()
+        self._core.require_open()
         if isinstance(source, GenerationRecord):
             return source
         generation = self.generation(source) if isinstance(source, str) else source
@@ -754,7 +708,7 @@ class AsyncClient:
 
         See :func:`oxen_queue.run_batch`.
         """
-        self._require_open()
+        self._core.require_open()
         return await run_batch(
             self,
             model,

@@ -54,6 +54,7 @@ from ._params import QUEUE_FIELDS
 from ._retry import RetryPolicy, certainly_created, is_ambiguous, is_refused, retrying_call
 
 if TYPE_CHECKING:
+    import httpx
     from anyio.abc import TaskGroup
 
     from ._api import QueueEndpoints
@@ -67,7 +68,7 @@ _OWNED_LIMIT: Final = 200_000  # ids remembered as ours; old ones cannot match a
 _HISTORY_PAGE: Final = 1000  # the largest page_size /api/ai/generations allows
 _MAX_HISTORY_PAGES: Final = 20  # 20,000 rows: a lost answer's job is among the newest
 
-IdsCallback = Callable[[list[str]], None]
+IdsCallback = Callable[[list[str]], object]
 
 
 def _fingerprint(model: str, params: Mapping[str, Any]) -> str:
@@ -78,7 +79,7 @@ class _Op:
     """One enqueue handed to the workers, and its outcome."""
 
     __slots__ = ("abandoned", "count", "done", "model", "on_abandoned", "on_created", "outcome",
-                 "params", "state")  # fmt: skip
+                 "params", "state", "timeout")  # fmt: skip
 
     def __init__(
         self,
@@ -87,7 +88,9 @@ class _Op:
         count: int,
         on_created: IdsCallback,
         on_abandoned: IdsCallback | None,
+        timeout: httpx.Timeout | None,
     ) -> None:
+        self.timeout = timeout
         self.model = model
         self.params = params
         self.count = count
@@ -173,6 +176,7 @@ class Enqueuer:
         on_created: IdsCallback,
         *,
         on_abandoned: IdsCallback | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> list[str]:
         """Create ``count`` generations; return their ids, each created exactly once.
 
@@ -184,6 +188,7 @@ class Enqueuer:
                 caller is still waiting: every job is accounted for.
             on_abandoned: Called with the ids when they arrive after the caller was cancelled
                 (``generate()`` cancels them upstream).
+            timeout: Each attempt's timeouts; ``None``: the client's.
 
         Raises:
             AmbiguousEnqueueError: The job's existence could not be settled.
@@ -193,7 +198,7 @@ class Enqueuer:
         """
         if self._closed or self._task_group is None:
             raise ClientClosedError("the client is closed")
-        op = _Op(model, params, count, on_created, on_abandoned)
+        op = _Op(model, params, count, on_created, on_abandoned, timeout)
         self._queue.append(op)
         if self._workers < self._max_workers():
             self._workers += 1
@@ -256,7 +261,7 @@ class Enqueuer:
                 op.on_abandoned(ids)
 
         try:
-            ids = await self._create(op.model, op.params, op.count, claim)
+            ids = await self._create(op.model, op.params, op.count, claim, op.timeout)
         except OxenError as exc:
             op.finish(exc)
         except Exception as exc:
@@ -278,7 +283,12 @@ class Enqueuer:
     # -- sending and reconciling --------------------------------------------------------
 
     async def _create(
-        self, model: str, params: Mapping[str, Any], count: int, claim: IdsCallback
+        self,
+        model: str,
+        params: Mapping[str, Any],
+        count: int,
+        claim: IdsCallback,
+        timeout: httpx.Timeout | None,
     ) -> list[str]:
         body: dict[str, Any] = {"model": model, **params}
         if count != 1:
@@ -287,7 +297,7 @@ class Enqueuer:
 
         async def attempt() -> list[str]:
             try:
-                return await self._api.enqueue(body, count)
+                return await self._api.enqueue(body, count, timeout=timeout)
             except OxenError:
                 raise
             except Exception as exc:

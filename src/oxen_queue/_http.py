@@ -244,19 +244,19 @@ class ApiSession:
         *,
         json_body: Mapping[str, Any] | None = None,
         params: Mapping[str, str | int] | None = None,
-        timeout: float | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> Any:
         """One attempt: send, read at most the body cap, map errors, decode JSON.
 
         Nothing is retried here. The attempt as a whole, connect to last byte, is bounded by
-        the client's timeout (connect plus read), or ``timeout`` when given.
+        the timeout's connect plus read values.
 
         Args:
             method: The HTTP method.
             path: The path below the base URL, without a leading slash.
             json_body: The JSON body, if any.
             params: The query, if any.
-            timeout: Seconds to wait for the answer, instead of the client's read timeout.
+            timeout: This request's timeouts; ``None``: the client's.
 
         Raises:
             APIStatusError: An error status (its body parsed, if it is small JSON).
@@ -273,9 +273,9 @@ class ApiSession:
             path,
             json=json_body,
             params=params,
-            timeout=self.http.timeout if timeout is None else self._longer(timeout),
+            timeout=self.http.timeout if timeout is None else timeout,
         )
-        deadline = self._deadline if timeout is None else attempt_deadline(self._longer(timeout))
+        deadline = self._deadline if timeout is None else attempt_deadline(timeout)
         enqueue = method == "POST" and path == "api/ai/queue"
         async with self.admission.slot(enqueue=enqueue):
             self.requests += 1
@@ -318,12 +318,13 @@ class ApiSession:
                 await response.aclose()
         return response, body
 
-    def _longer(self, read: float) -> httpx.Timeout:
+    def read_timeout(self, read: float) -> httpx.Timeout:
+        """The client's timeouts with another read timeout (for answers known to be slow)."""
         base = self.http.timeout
         return httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
 
     async def send_create(
-        self, path: str, body: Mapping[str, Any], *, timeout: float | None = None
+        self, path: str, body: Mapping[str, Any], *, timeout: httpx.Timeout | None = None
     ) -> Any:
         """A ``POST`` that creates billable work: sent again only when it was refused.
 
@@ -345,10 +346,11 @@ class ApiSession:
         *,
         params: Mapping[str, str | int] | None = None,
         retry: RetryPolicy | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> Any:
         """An idempotent request (``GET``/``DELETE``), retried per the policy."""
         return await retrying_call(
-            lambda: self.send(method, path, params=params),
+            lambda: self.send(method, path, params=params, timeout=timeout),
             policy=retry or self.retry,
             retryable=is_retryable,
             what=f"{method} /{path}",
