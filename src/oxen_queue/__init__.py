@@ -50,6 +50,7 @@ from ._params import Quality as Quality
 from ._params import Resolution as Resolution
 from ._poll import PollPolicy as PollPolicy
 from ._retry import RetryPolicy as RetryPolicy
+from ._stats import ClientStats as ClientStats
 from ._sync import Client as Client
 from ._sync import SyncGeneration as SyncGeneration
 from ._types import DEFAULT as DEFAULT
@@ -72,6 +73,7 @@ __all__ = [
     "BatchItem",
     "Client",
     "ClientClosedError",
+    "ClientStats",
     "CompletionEvent",
     "CompletionMode",
     "Default",

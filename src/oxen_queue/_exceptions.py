@@ -137,13 +137,21 @@ class APIConnectionError(APIError):
     Attributes:
         request_sent: ``False`` when the connection was never established, so the server
             cannot have seen the request; ``True`` when it may have been processed.
+        status_code: The HTTP status of an answer whose headers arrived before its body was
+            lost (the server did process the request); ``None`` when no answer began.
     """
 
     def __init__(
-        self, message: str, *, request: httpx.Request | None = None, request_sent: bool = True
+        self,
+        message: str,
+        *,
+        request: httpx.Request | None = None,
+        request_sent: bool = True,
+        status_code: int | None = None,
     ) -> None:
         super().__init__(message, request=request)
         self.request_sent = request_sent
+        self.status_code = status_code
 
 
 class APITimeoutError(APIConnectionError, TimeoutError):
@@ -259,7 +267,17 @@ class DownloadError(OxenError):
 
 
 class ClientClosedError(OxenError, RuntimeError):
-    """The client is not open: use it inside ``async with AsyncClient() as client:``."""
+    """The client is not open: use it inside ``async with AsyncClient() as client:``.
+
+    Attributes:
+        generation_ids: Jobs an interrupted call had created before the client closed (an
+            enqueue whose answer arrived while it closed); reattach to them with
+            ``client.generation(id)`` from another client. Empty when none were made.
+    """
+
+    def __init__(self, message: str, *, generation_ids: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.generation_ids: tuple[str, ...] = tuple(generation_ids)
 
 
 def _error_fields(body: object) -> dict[str, str]:

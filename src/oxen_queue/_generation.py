@@ -28,7 +28,15 @@ if TYPE_CHECKING:
     import os
     from pathlib import Path
 
-__all__ = ["Generation", "GenerationOwner"]
+__all__ = [
+    "Generation",
+    "GenerationOwner",
+    "expire_if_due",
+    "fail",
+    "note_status",
+    "observe",
+    "remaining",
+]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -205,9 +213,6 @@ class Generation:
             return math.inf
         return self._created + self.deadline - anyio.current_time()
 
-    def _expired(self) -> bool:
-        return self._remaining() <= 0
-
     def _observe(self, record: GenerationRecord) -> bool:
         """Take note of a row; resolve when its status is final. Returns whether it is done."""
         if self._outcome is not None:
@@ -255,3 +260,41 @@ class Generation:
                 callback(self)
             except Exception:
                 logger.exception("done callback of generation %s failed", self.id)
+
+
+# -- how watchers settle a Generation: the package-internal side of the handle ------------------
+
+
+def observe(generation: Generation, record: GenerationRecord) -> bool:
+    """Take note of a row; resolve the generation when its status is final.
+
+    Returns:
+        Whether the generation is done.
+    """
+    return generation._observe(record)
+
+
+def note_status(generation: Generation, status: str) -> None:
+    """Take note of a non-final status seen in a list (no full row at hand)."""
+    generation._note_status(status)
+
+
+def fail(generation: Generation, error: OxenError) -> None:
+    """End the generation with an error that is not the server's verdict."""
+    generation._fail(error)
+
+
+def expire_if_due(generation: Generation) -> bool:
+    """End the generation with ``PollTimeoutError`` if its deadline has passed.
+
+    Returns:
+        Whether the generation is done (expired now or earlier).
+    """
+    if not generation.done() and generation._remaining() <= 0:
+        generation._expire()
+    return generation.done()
+
+
+def remaining(generation: Generation) -> float:
+    """Seconds until the generation's deadline (``math.inf`` without one)."""
+    return generation._remaining()
