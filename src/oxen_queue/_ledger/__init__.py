@@ -48,6 +48,7 @@ def open_ledger(
     poll_interval: float = DEFAULT_POLL_INTERVAL,
     retention: float | None = DEFAULT_RETENTION,
     pool_size: int | None = None,
+    owner: Owner | None = None,
 ) -> SqlLedger | None:
     """A ledger for a URL, not yet open (``async with ledger:`` opens and closes it).
 
@@ -61,6 +62,8 @@ def open_ledger(
         retention: Seconds to keep finished intents (pruned at open); ``None`` for ever.
         pool_size: Connections, i.e. operations at once; ``None``: 1 for SQLite (writers
             are serialised anyway), 4 for PostgreSQL.
+        owner: This client's whole identity, ``client_id`` included; ``None`` for this
+            process's. Tests use it to stand in for other hosts or dead processes.
 
     Returns:
         The ledger, or ``None`` when ``url`` is ``None`` or empty.
@@ -73,7 +76,7 @@ def open_ledger(
     if not url:
         return None
     scheme = urlsplit(url).scheme.lower() if ":" in url else ""
-    owner = Owner.current(client_id)
+    owner = owner or Owner.current(client_id)
     if scheme == "sqlite":
         import sqlite3
 

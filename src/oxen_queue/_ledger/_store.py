@@ -466,9 +466,14 @@ class SqlStore:
 
     def take_over(self, intent_id: str) -> Intent | None:
         def body(s: Session) -> Intent | None:
-            found = self._intents(s, "i.intent_id = ?", (intent_id,), lock=True)
-            if not found:
+            try:
+                self._state(s, intent_id)
+            except LedgerError:
                 return None
+            # Read after the lock, in a statement of its own: on PostgreSQL, a locking read
+            # that waited for a rival's take-over returns the new row joined to the owner row
+            # its snapshot saw, the old owner's, which would judge the winner dead.
+            found = self._intents(s, "i.intent_id = ?", (intent_id,))
             intent = found[0]
             unanswered = intent.state in ("in_flight", "lost")
             if (
@@ -548,11 +553,8 @@ class SqlStore:
         params: Sequence[Any],
         *,
         ids: bool = False,
-        lock: bool = False,
     ) -> list[Intent]:
         sql = f"SELECT {_COLUMNS} WHERE {where} ORDER BY i.sent_at, i.intent_id"
-        if lock:
-            sql += "{lock}"
         found = [self._intent(row) for row in s.rows(self._q(sql), params)]
         return self._with_ids(s, found) if ids else found
 
