@@ -75,7 +75,10 @@ def open_ledger(
     """
     if not url:
         return None
-    scheme = urlsplit(url).scheme.lower() if ":" in url else ""
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:  # an unparsable host part, say
+        scheme = ""
     owner = owner or Owner.current(client_id)
     if scheme == "sqlite":
         import sqlite3
@@ -104,7 +107,13 @@ def open_ledger(
     if scheme in ("postgresql", "postgres"):
         from . import _postgres
 
-        redact = _postgres.Redactor(url)
+        try:
+            redact = _postgres.Redactor(url)
+        except ValueError:
+            raise ValueError(
+                f"unparsable postgresql ledger URL {redact_url(url)!r}: use "
+                "postgresql://user:password@host:port/dbname"
+            ) from None
         _postgres.import_psycopg()
         size = pool_size or 4
         store = SqlStore(
@@ -125,7 +134,8 @@ def open_ledger(
         )
     raise ValueError(
         f"unsupported ledger URL {redact_url(url)!r}: use sqlite:///absolute/path/ledger.db, "
-        "sqlite:relative/path.db or postgresql://user:password@host:port/dbname"
+        "sqlite:relative/path.db or postgresql://user:password@host:port/dbname "
+        "(postgres:// too)"
     )
 
 
@@ -135,5 +145,5 @@ def redact_url(url: str) -> str:
 
     try:
         return Redactor(url).display
-    except ValueError:  # not even a URL (a bad port, say): show its scheme alone
-        return f"{url.partition(':')[0]}:..."
+    except ValueError:  # not even a URL (a bad host part, say): show its scheme alone
+        return f"{url.partition(':')[0][:20]}:..."
