@@ -116,7 +116,7 @@ def open_ledger(
             ) from None
         _postgres.import_psycopg()
         size = pool_size or 4
-        store = SqlStore(
+        store = _postgres.PostgresStore(
             partial(_postgres.PostgresSession, url, redact),
             _postgres.DIALECT,
             owner=owner,

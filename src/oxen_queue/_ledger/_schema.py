@@ -4,6 +4,15 @@ Table names carry an ``oxen_ledger_`` prefix so a ledger can live in an applicat
 PostgreSQL database. Times are float seconds since the epoch (``DOUBLE PRECISION`` on
 PostgreSQL: its ``REAL`` would round them to minutes). Flags are integers 0/1 on both.
 
+Every index costs a page written per commit on the enqueue path, so there are few:
+``intents(fingerprint)`` for :meth:`claimed_ids`; a partial index of the open intents (in
+flight or lost, a handful at any time) for waiting, claiming and finding stale ones; and
+``generations(intent_id)``. Intent ids start with their time (hex microseconds), so the
+primary key also orders them for pruning and new rows land on the B-tree's last page.
+Generation rows are small: on SQLite they live in their primary key (``WITHOUT ROWID``).
+Finding unfinished generations (``recover()``, at start-up) scans that table rather than
+keep an index that every outcome would rewrite.
+
 ``oxen_ledger_schema``
     One row per applied migration (``version``, ``applied_at``).
 ``oxen_ledger_clients``
@@ -54,10 +63,9 @@ CREATE TABLE oxen_ledger_intents (
     recorded_at     {float} NOT NULL,
     updated_at      {float} NOT NULL
 );
-CREATE INDEX oxen_ledger_intents_fingerprint ON oxen_ledger_intents (fingerprint, state);
-CREATE INDEX oxen_ledger_intents_open ON oxen_ledger_intents (state)
+CREATE INDEX oxen_ledger_intents_fingerprint ON oxen_ledger_intents (fingerprint);
+CREATE INDEX oxen_ledger_intents_open ON oxen_ledger_intents (fingerprint)
     WHERE state IN ('in_flight', 'lost');
-CREATE INDEX oxen_ledger_intents_recorded ON oxen_ledger_intents (recorded_at);
 CREATE TABLE oxen_ledger_generations (
     generation_id  TEXT PRIMARY KEY,
     intent_id      TEXT NOT NULL
@@ -67,10 +75,8 @@ CREATE TABLE oxen_ledger_generations (
     finished       INTEGER NOT NULL DEFAULT 0,
     recorded_at    {float} NOT NULL,
     updated_at     {float} NOT NULL
-);
+){without_rowid};
 CREATE INDEX oxen_ledger_generations_intent ON oxen_ledger_generations (intent_id);
-CREATE INDEX oxen_ledger_generations_pending ON oxen_ledger_generations (intent_id)
-    WHERE finished = 0;
 """
 
 MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
@@ -84,7 +90,7 @@ VERSION_TABLE: Final = (
 )
 
 
-def migration(index: int, *, float_type: str) -> list[str]:
-    """The statements of migration ``index`` for a dialect's float type, one per item."""
-    script = MIGRATIONS[index].format(float=float_type)
+def migration(index: int, *, float_type: str, without_rowid: str) -> list[str]:
+    """The statements of migration ``index`` in a dialect, one per item."""
+    script = MIGRATIONS[index].format(float=float_type, without_rowid=without_rowid)
     return [statement.strip() for statement in script.split(";") if statement.strip()]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ._store import Dialect, Session
+from ._session import Dialect, Session
 
 __all__ = ["DIALECT", "SQLiteSession", "parse_sqlite_url"]
 
@@ -41,9 +41,13 @@ DIALECT: Final = Dialect(
     now="oxen_ledger_now()",
     lock="",
     placeholder="?",
+    without_rowid=" WITHOUT ROWID",
+    # PASSIVE: never waits for (nor blocks) the writers and readers of other processes.
+    checkpoint="PRAGMA wal_checkpoint(PASSIVE)",
 )
 
 _SYNCHRONOUS: Final = ("normal", "full")
+_WAL_LIMIT: Final = 64 * 1024 * 1024  # bytes of write-ahead log kept after a checkpoint
 
 
 def parse_sqlite_url(url: str) -> tuple[Path, str, float]:
@@ -98,6 +102,10 @@ class SQLiteSession(Session):
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             self._conn.execute("PRAGMA foreign_keys = ON")
+            # Checkpoints run on the lease thread's own connection, every second (see
+            # SqlStore.checkpoint), never in the middle of an enqueue.
+            self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self._conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
             self._conn.create_function("oxen_ledger_now", 0, time.time)
         except BaseException:
             self._conn.close()

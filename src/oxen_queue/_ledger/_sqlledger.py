@@ -17,7 +17,6 @@ import functools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -33,6 +32,7 @@ from ._base import (
     fingerprint_of,
 )
 from ._liveness import Owner
+from ._session import new_intent_id
 from ._store import SqlStore
 
 __all__ = ["SqlLedger"]
@@ -44,6 +44,7 @@ T = TypeVar("T")
 DEFAULT_LEASE_TTL: Final = 30.0
 DEFAULT_POLL_INTERVAL: Final = 0.05
 DEFAULT_RETENTION: Final = 7 * 24 * 3600.0
+_CHECKPOINT_EVERY: Final = 1.0  # seconds; bounds the write-ahead log to a second of writes
 
 
 class SqlLedger:
@@ -153,15 +154,25 @@ class SqlLedger:
                 await anyio.to_thread.run_sync(self._heartbeat.join)
             try:
                 await self._run(self._store.close_owner)
+                await self._run(self._store.checkpoint)
             finally:
                 await anyio.to_thread.run_sync(self._store.close)
 
     def _renew(self) -> None:
-        while not self._stop.wait(self._lease_ttl / 3):
+        """The lease thread: renew every third of the lease; checkpoint every second."""
+        renew_every = self._lease_ttl / 3
+        tick = (
+            min(renew_every, _CHECKPOINT_EVERY) if self._store.dialect.checkpoint else renew_every
+        )
+        renewed = time.monotonic()
+        while not self._stop.wait(tick):
             try:
-                self._store.renew_lease(self._lease_ttl)
+                if time.monotonic() - renewed >= renew_every - tick / 2:
+                    self._store.renew_lease(self._lease_ttl)
+                    renewed = time.monotonic()
+                self._store.checkpoint()
             except self._errors as exc:
-                logger.warning("could not renew the ledger lease: %s", self._scrub(str(exc)))
+                logger.warning("ledger upkeep failed: %s", self._scrub(str(exc)))
 
     async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._state not in ("open", "opening"):
@@ -204,7 +215,7 @@ class SqlLedger:
             raise ValueError(f"count must be at least 1, not {count}")
         params_json = canonical_params(params)
         fp = fingerprint_of(model, params_json)
-        intent_id = uuid.uuid4().hex
+        intent_id = new_intent_id()
         await self._call(
             self._store.record_intent,
             intent_id,

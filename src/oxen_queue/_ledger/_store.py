@@ -1,36 +1,28 @@
 """The ledger's operations in SQL, shared by SQLite and PostgreSQL.
 
 Everything here blocks: :class:`~._sqlledger.SqlLedger` calls it from worker threads. Each
-method runs in its own transaction and returns after the commit. The SQL is written once, with
-``?`` placeholders and two tokens a :class:`Dialect` fills in: ``{now}`` (the ledger's clock:
-this host's for SQLite, the database server's for PostgreSQL, so leases and deadlines are
-judged on one clock whatever the skew between hosts) and ``{lock}`` (``FOR UPDATE OF i`` on
-PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already locks the whole database).
+method runs in its own transaction and returns after the commit. The SQL is written once,
+with ``?`` placeholders and two tokens a :class:`~._session.Dialect` fills in: ``{now}`` (the
+ledger's clock: this host's for SQLite, the database server's for PostgreSQL, so leases and
+deadlines are judged on one clock whatever the skew between hosts) and ``{lock}`` (``FOR
+UPDATE OF i`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already locks the whole database).
 """
 
 from __future__ import annotations
 
-import abc
-import functools
 import json
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, replace
-from typing import Any, Final, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, Final
 
 from .._models import TERMINAL_STATUSES
 from ._base import InFlightError, Intent, LedgerError, Settlement
 from ._liveness import Owner, judge_alive
 from ._schema import LATEST_VERSION, VERSION_TABLE, migration
+from ._session import Dialect, Session, SessionPool, intent_id_floor
 
-__all__ = ["Dialect", "Session", "SqlStore"]
-
-T = TypeVar("T")
-
-_ATTEMPTS: Final = 5  # transactions retried after a deadlock or serialization failure
+__all__ = ["SqlStore"]
 _CHUNK: Final = 500  # ids per IN (...) list: well under SQLite's 32,766 variables
 
 _COLUMNS: Final = (
@@ -51,69 +43,8 @@ _IDS_OF: Final = (
 )
 
 
-class Session(abc.ABC):
-    """One database connection, used by one thread at a time, in autocommit mode."""
-
-    @abc.abstractmethod
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a query; return its rows."""
-
-    @abc.abstractmethod
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run a statement; return how many rows it changed."""
-
-    @abc.abstractmethod
-    def transaction(self) -> AbstractContextManager[None]:
-        """A write transaction: committed on exit, rolled back on an exception."""
-
-    @abc.abstractmethod
-    def is_transient(self, exc: BaseException) -> bool:
-        """Whether a failed transaction may simply be run again (deadlock, serialization)."""
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Close the connection."""
-
-    @property
-    def broken(self) -> bool:
-        """Whether the connection is lost (it is then closed, not reused)."""
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """What differs between the SQL of two databases.
-
-    Attributes:
-        name: For messages.
-        float_type: The column type of times.
-        now: An SQL expression for the ledger's clock, in seconds since the epoch.
-        lock: Appended to a ``SELECT`` of intents that is about to change them.
-        placeholder: The driver's parameter marker.
-        schema_lock: A statement that serialises migrations, or ``None`` if the write
-            transaction already does.
-    """
-
-    name: str
-    float_type: str
-    now: str
-    lock: str
-    placeholder: str
-    schema_lock: str | None = None
-
-    def sql(self, text: str) -> str:
-        """``text`` in this dialect (cached: statements are few and reused)."""
-        return _translate(self, text)
-
-
-@functools.lru_cache(maxsize=256)
-def _translate(dialect: Dialect, text: str) -> str:
-    text = text.replace("{now}", dialect.now).replace("{lock}", dialect.lock)
-    return text.replace("?", dialect.placeholder) if dialect.placeholder != "?" else text
-
-
-class SqlStore:
-    """The ledger's operations over a small pool of sessions (see the module docstring).
+class SqlStore(SessionPool):
+    """The ledger's operations (see the module docstring).
 
     Args:
         connect: Opens a new session.
@@ -130,62 +61,8 @@ class SqlStore:
         owner: Owner,
         pool_size: int,
     ) -> None:
-        self.dialect = dialect
+        super().__init__(connect, dialect, pool_size=pool_size)
         self.owner = owner
-        self._connect = connect
-        self._idle: queue.LifoQueue[Session] = queue.LifoQueue()
-        self._slots = threading.BoundedSemaphore(pool_size)
-        self._all: list[Session] = []
-        self._lock = threading.Lock()
-
-    # -- sessions -------------------------------------------------------------------------
-
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        with self._slots:
-            try:
-                session = self._idle.get_nowait()
-            except queue.Empty:
-                session = self._connect()
-                with self._lock:
-                    self._all.append(session)
-            try:
-                yield session
-            finally:
-                if session.broken:
-                    with self._lock:
-                        self._all.remove(session)
-                    session.close()
-                else:
-                    self._idle.put(session)
-
-    def _auto(self, body: Callable[[Session], T]) -> T:
-        """Run ``body`` on a session without a transaction: each statement commits alone."""
-        with self._session() as session:
-            return body(session)
-
-    def _write(self, body: Callable[[Session], T]) -> T:
-        """Run ``body`` in one write transaction, again after a deadlock or the like."""
-        with self._session() as session:
-            for attempt in range(_ATTEMPTS):
-                try:
-                    with session.transaction():
-                        return body(session)
-                except Exception as exc:
-                    if attempt + 1 < _ATTEMPTS and session.is_transient(exc):
-                        continue
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def close(self) -> None:
-        """Close every session (after the last operation)."""
-        with self._lock:
-            sessions, self._all = self._all, []
-        for session in sessions:
-            session.close()
-
-    def _q(self, sql: str) -> str:
-        return self.dialect.sql(sql)
 
     # -- schema and owners ----------------------------------------------------------------
 
@@ -203,7 +80,11 @@ class SqlStore:
                     f"knows ({LATEST_VERSION}); upgrade oxen-queue"
                 )
             for index in range(found, LATEST_VERSION):
-                for statement in migration(index, float_type=self.dialect.float_type):
+                for statement in migration(
+                    index,
+                    float_type=self.dialect.float_type,
+                    without_rowid=self.dialect.without_rowid,
+                ):
                     s.run(statement)
                 s.run(self._q("INSERT INTO oxen_ledger_schema VALUES (?, {now})"), (index + 1,))
             return found
@@ -524,12 +405,12 @@ class SqlStore:
         def body(s: Session) -> int:
             removed = s.run(
                 self._q(
-                    "DELETE FROM oxen_ledger_intents WHERE recorded_at < ?"
+                    "DELETE FROM oxen_ledger_intents WHERE intent_id < ?"
                     " AND state IN ('answered', 'settled') AND NOT EXISTS ("
                     " SELECT 1 FROM oxen_ledger_generations g"
                     " WHERE g.intent_id = oxen_ledger_intents.intent_id AND g.finished = 0)"
                 ),
-                (before,),
+                (intent_id_floor(before),),
             )
             s.run(
                 self._q(
