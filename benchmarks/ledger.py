@@ -136,7 +136,8 @@ async def measure(name: str, ledger: Ledgerish, count: int) -> Row:
 
     async def worker(n: int) -> None:
         for _ in range(n):
-            concurrent.append((await enqueue(ledger))[0])
+            total, _ = await enqueue(ledger)
+            concurrent.append(total)
 
     started = time.perf_counter()
     async with anyio.create_task_group() as tg:
