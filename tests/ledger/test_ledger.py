@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import anyio
 import pytest
@@ -406,3 +407,28 @@ async def test_the_lease_is_renewed_while_open(ledger_url: str) -> None:
             other._stop.set()  # the lease thread stops: as if the host were cut off
             await anyio.sleep(0.6)
             assert [i.intent_id for i in await me.stale_intents()] == [intent_id]
+
+
+async def test_an_intent_taken_over_is_settled_by_its_new_owner_only(ledger_url: str) -> None:
+    """A client judged gone (its lease ran out) learns it when it tries to settle."""
+    async with ledger_for(ledger_url) as judge:
+        cut_off = ledger_for(ledger_url, owner=forged_owner(judge.owner, other_host=True))
+        async with cut_off:
+            intent_id = await new_intent(cut_off, deadline_in=-1)
+            await cut_off.mark_lost(intent_id)
+            cut_off._stop.set()  # its lease thread stops: as if the host were cut off
+            await judge._run(judge._store._auto, _expire_leases)
+            taken = await judge.take_over(intent_id)
+            assert taken is not None and taken.owner == judge.owner
+            for attempt in (
+                cut_off.claim(intent_id, ["g1"]),
+                cut_off.mark_settled(intent_id, "resent"),
+                cut_off.mark_lost(intent_id),
+            ):
+                with pytest.raises(LedgerError, match="taken over"):
+                    await attempt
+            assert await judge.claim(intent_id, ["g1"]) == ["g1"]
+
+
+def _expire_leases(session: Any) -> int:
+    return int(session.run("UPDATE oxen_ledger_clients SET lease_until = 0"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from oxen_queue._ledger import LedgerError, fingerprint, open_ledger, redact_url
+from oxen_queue._ledger import Ledger, LedgerError, fingerprint, open_ledger, redact_url
 from oxen_queue._ledger._sqlite import parse_sqlite_url
 
 from .pgcluster import PASSWORD, PostgresCluster
@@ -128,3 +128,10 @@ async def test_a_postgresql_query_error_is_a_ledger_error(
         with pytest.raises(LedgerError, match=r"\*\*\*") as caught:
             await ledger.record_ids(await new_intent(ledger), ["\x00"])  # NUL: refused
         assert PASSWORD not in shown(caught.value)
+
+
+def test_the_sql_ledger_implements_the_protocol(tmp_path: Path) -> None:
+    """Checked by mypy: the lead's code can hold a Ledger, whatever the backend."""
+    ledger: Ledger | None = open_ledger(f"sqlite://{tmp_path}/ledger.db")
+    assert ledger is not None
+    assert not (tmp_path / "ledger.db").exists()  # nothing is touched until it is opened

@@ -231,7 +231,8 @@ class Ledger(Protocol):
         """The request's answer was lost; reconciliation starts (``lost``).
 
         Raises:
-            LedgerError: Unknown intent, or already ``answered`` or ``settled``.
+            LedgerError: Unknown intent, already ``answered`` or ``settled``, or taken over
+                by another client (see :meth:`take_over`).
         """
         ...
 
@@ -244,7 +245,8 @@ class Ledger(Protocol):
             Those of ``ids`` another intent already held (not recorded).
 
         Raises:
-            LedgerError: Unknown intent, or already ``answered``.
+            LedgerError: Unknown intent, already ``answered``, or taken over by another
+                client.
         """
         ...
 
@@ -296,7 +298,8 @@ class Ledger(Protocol):
         Raises:
             InFlightError: Another intent with this fingerprint is in flight with a live
                 owner; nothing was taken.
-            LedgerError: Unknown intent, or already ``answered`` or ``settled``.
+            LedgerError: Unknown intent, already ``answered`` or ``settled``, or taken over
+                by another client.
         """
         ...
 

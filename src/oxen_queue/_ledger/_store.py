@@ -219,23 +219,31 @@ class SqlStore(SessionPool):
         )
         return changed > 0
 
-    def _state(self, s: Session, intent_id: str) -> tuple[str, str, int]:
-        """``(state, fingerprint, count)`` of an intent, locked for the transaction."""
+    def _state(self, s: Session, intent_id: str, *, mine: bool = False) -> tuple[str, str, int]:
+        """``(state, fingerprint, count)`` of an intent, locked for the transaction.
+
+        With ``mine``, refuses an intent another client owns: one that took it over
+        judged this client gone (a lease that ran out on a cut-off host), and settles it.
+        """
         rows = s.rows(
             self._q(
-                "SELECT i.state, i.fingerprint, i.count FROM oxen_ledger_intents i"
-                " WHERE i.intent_id = ?{lock}"
+                "SELECT i.state, i.fingerprint, i.count, i.client_id"
+                " FROM oxen_ledger_intents i WHERE i.intent_id = ?{lock}"
             ),
             (intent_id,),
         )
         if not rows:
             raise LedgerError(f"the ledger has no intent {intent_id!r}")
-        state, fingerprint, count = rows[0]
+        state, fingerprint, count, client_id = rows[0]
+        if mine and client_id != self.owner.client_id:
+            raise LedgerError(
+                f"intent {intent_id!r} was taken over by client {client_id}, which settles it"
+            )
         return str(state), str(fingerprint), int(count)
 
     def mark_lost(self, intent_id: str) -> None:
         def body(s: Session) -> None:
-            state, _, _ = self._state(s, intent_id)
+            state, _, _ = self._state(s, intent_id, mine=True)
             if state in ("answered", "settled"):
                 raise LedgerError(f"intent {intent_id!r} is {state}; it cannot be lost")
             s.run(
@@ -250,7 +258,7 @@ class SqlStore(SessionPool):
 
     def mark_settled(self, intent_id: str, how: Settlement, ids: Sequence[str]) -> list[str]:
         def body(s: Session) -> list[str]:
-            state, _, _ = self._state(s, intent_id)
+            state, _, _ = self._state(s, intent_id, mine=True)
             if state == "answered":
                 raise LedgerError(f"intent {intent_id!r} was answered; nothing to settle")
             held = self._held(s, intent_id)
@@ -304,7 +312,7 @@ class SqlStore(SessionPool):
 
     def claim(self, intent_id: str, candidate_ids: Sequence[str]) -> list[str]:
         def body(s: Session) -> list[str]:
-            state, fingerprint, count = self._state(s, intent_id)
+            state, fingerprint, count = self._state(s, intent_id, mine=True)
             if state not in ("in_flight", "lost"):
                 raise LedgerError(f"intent {intent_id!r} is {state}; it cannot claim")
             # An intent in flight was recorded before its request left, so if its job is
