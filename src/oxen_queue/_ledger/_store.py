@@ -291,9 +291,13 @@ class SqlStore(SessionPool):
         return self._auto(lambda s: self._in_flight(s, fingerprint, exclude_intent))
 
     def _in_flight(self, s: Session, fingerprint: str, exclude: str | None) -> list[Intent]:
+        # The first term repeats the partial index's own condition: SQLite uses a partial
+        # index only for a query that states it, and that index holds the open intents
+        # alone, where the fingerprint's full index holds every request ever made with it.
         return self._intents(
             s,
-            "i.fingerprint = ? AND i.state = 'in_flight' AND i.intent_id <> ?",
+            "i.state IN ('in_flight', 'lost') AND i.fingerprint = ?"
+            " AND i.state = 'in_flight' AND i.intent_id <> ?",
             (fingerprint, exclude or ""),
         )
 
