@@ -135,3 +135,11 @@ def test_the_sql_ledger_implements_the_protocol(tmp_path: Path) -> None:
     ledger: Ledger | None = open_ledger(f"sqlite://{tmp_path}/ledger.db")
     assert ledger is not None
     assert not (tmp_path / "ledger.db").exists()  # nothing is touched until it is opened
+
+
+@pytest.mark.anyio
+async def test_an_unusable_sqlite_path_is_a_ledger_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(LedgerError, match="ledger sqlite:"):
+        async with ledger_for(f"sqlite://{tmp_path}/file/ledger.db"):
+            pass

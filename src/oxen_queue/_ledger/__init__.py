@@ -98,7 +98,7 @@ def open_ledger(
         return SqlLedger(
             store,
             display=f"sqlite:{path}",
-            errors=(sqlite3.Error,),
+            errors=(sqlite3.Error, OSError),  # OSError: the directory cannot be made
             pool_size=size,
             lease_ttl=lease_ttl,
             poll_interval=poll_interval,
