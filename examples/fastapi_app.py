@@ -44,10 +44,10 @@ from oxen_queue import (
     GenerationCancelledError,
     GenerationFailedError,
     GenerationRecord,
+    GenerationTimeoutError,
     InvalidParamsError,
     NotFoundError,
     OxenError,
-    PollTimeoutError,
 )
 
 T = TypeVar("T")
@@ -123,8 +123,8 @@ async def generation_cancelled(request: Request, exc: GenerationCancelledError) 
     return JSONResponse({"detail": {"generation_id": exc.generation_id}}, status_code=409)
 
 
-@app.exception_handler(PollTimeoutError)
-async def generation_timed_out(request: Request, exc: PollTimeoutError) -> JSONResponse:
+@app.exception_handler(GenerationTimeoutError)
+async def generation_timed_out(request: Request, exc: GenerationTimeoutError) -> JSONResponse:
     # generate() has already cancelled the job upstream: its result would come too late.
     return JSONResponse({"detail": {"generation_id": exc.generation_id}}, status_code=504)
 

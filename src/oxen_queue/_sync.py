@@ -243,7 +243,7 @@ class SyncGeneration:
                 expiry ``TimeoutError`` is raised and the generation carries on.
 
         Raises:
-            GenerationFailedError, GenerationCancelledError, PollTimeoutError: As ``await``.
+            GenerationFailedError, GenerationCancelledError, GenerationTimeoutError: As ``await``.
             TimeoutError: ``timeout`` expired.
             KeyboardInterrupt: Ctrl-C; the wait is abandoned, the generation carries on.
         """
