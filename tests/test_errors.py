@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 import oxen_queue
+import oxen_queue.asgi
 from oxen_queue import (
     AmbiguousEnqueueError,
     APIConnectionError,
@@ -35,6 +36,7 @@ from oxen_queue import (
     ServerError,
 )
 from oxen_queue._http import status_error
+from oxen_queue.asgi import ClientDisconnectedError
 
 from .fakes import API, FakeAPI
 from .helpers import fake_client
@@ -213,6 +215,7 @@ def _one_of_each_error() -> list[OxenError]:
         AmbiguousEnqueueError("lost", model="gpt-image-2", params={"prompt": "ox"}),
         DownloadError("too large"),
         ClientClosedError("closed", generation_ids=["g1", "g2"]),
+        ClientDisconnectedError("the HTTP client hung up"),
     ]
 
 
@@ -232,7 +235,8 @@ def test_every_public_error_pickles_with_its_attributes() -> None:
     errors = _one_of_each_error()
     public = {
         obj
-        for obj in vars(oxen_queue).values()
+        for module in (oxen_queue, oxen_queue.asgi)
+        for obj in vars(module).values()
         if isinstance(obj, type) and issubclass(obj, BaseException)
     }
     assert {type(error) for error in errors} == public  # one of each, no more

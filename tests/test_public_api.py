@@ -13,9 +13,11 @@ from types import ModuleType
 import pytest
 
 import oxen_queue
+import oxen_queue.asgi
 import oxen_queue.testing
 
 PACKAGES = [oxen_queue, oxen_queue.testing]
+PUBLIC_MODULES = [*PACKAGES, oxen_queue.asgi]
 
 # The public API, spelled out: adding or removing a name is a decision this list records.
 EXPORTS = {
@@ -83,6 +85,7 @@ EXPORTS = {
         "run_server",
         "use_emulator",
     },
+    "oxen_queue.asgi": {"ClientDisconnectedError", "DisconnectAware", "cancel_on_disconnect"},
 }
 
 
@@ -102,12 +105,14 @@ def test_all_lists_every_public_name_once(package: ModuleType) -> None:
     assert set(exported) == public
 
 
-@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.__name__)
-def test_all_is_exactly_the_intended_api(package: ModuleType) -> None:
-    assert set(package.__all__) == EXPORTS[package.__name__]
+@pytest.mark.parametrize("module", PUBLIC_MODULES, ids=lambda m: m.__name__)
+def test_all_is_exactly_the_intended_api(module: ModuleType) -> None:
+    assert len(module.__all__) == len(set(module.__all__))
+    assert set(module.__all__) == EXPORTS[module.__name__]
+    assert all(hasattr(module, name) for name in module.__all__)
 
 
-@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.__name__)
+@pytest.mark.parametrize("package", PUBLIC_MODULES, ids=lambda p: p.__name__)
 def test_every_exported_class_and_function_is_documented(package: ModuleType) -> None:
     for name in package.__all__:
         obj = getattr(package, name)
@@ -119,7 +124,7 @@ def test_the_package_is_typed() -> None:
     assert (Path(oxen_queue.__file__).parent / "py.typed").is_file()
 
 
-@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.__name__)
+@pytest.mark.parametrize("package", PUBLIC_MODULES, ids=lambda p: p.__name__)
 def test_public_classes_and_functions_report_the_package_as_their_module(
     package: ModuleType,
 ) -> None:

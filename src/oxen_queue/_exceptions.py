@@ -20,7 +20,8 @@ The tree::
     ├── InvalidParamsError              bad input caught before any request (also a ValueError)
     ├── AmbiguousEnqueueError           an enqueue may have created a job that was not found
     ├── DownloadError                   a result file could not be fetched or was refused
-    └── ClientClosedError               the client is not open (use ``async with``)
+    ├── ClientClosedError               the client is not open (use ``async with``)
+    └── ClientDisconnectedError         a web request's caller hung up (``oxen_queue.asgi``)
 
 Both error bodies the API documents are parsed into attributes of :class:`APIStatusError`:
 the envelope ``{"error": {"type", "title", "detail"}, "status": "error", "status_message"}``

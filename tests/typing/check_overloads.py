@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import assert_type
 
+import starlette.requests
+
 from oxen_queue import (
     AsyncClient,
     Client,
@@ -17,6 +19,7 @@ from oxen_queue import (
     SyncGeneration,
     as_completed,
 )
+from oxen_queue.asgi import cancel_on_disconnect
 
 
 async def check_async(client: AsyncClient) -> None:
@@ -84,3 +87,10 @@ async def check_a_bad_resolution(client: AsyncClient, blocking: Client) -> None:
     # checker start flagging these two lines, this file fails and the docs must say so.
     await client.generate("gpt-image-2", prompt="ox", resolution="999x999")
     blocking.generate("gpt-image-2", prompt="ox", resolution="999x999")
+
+
+async def check_asgi(request: starlette.requests.Request, client: AsyncClient) -> None:
+    """Starlette's (and FastAPI's) Request is what cancel_on_disconnect takes."""
+    record = await cancel_on_disconnect(request, client.generate("gpt-image-2", prompt="ox"))
+    assert_type(record, GenerationRecord)
+    await cancel_on_disconnect(object(), client.get_model("m"))  # type: ignore[arg-type]
