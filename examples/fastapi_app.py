@@ -6,7 +6,7 @@ Shows:
   every request by a dependency;
 - ``POST /images``: generate one image and answer when it exists. Bad parameters answer 422
   (checked by the SDK before anything is sent), a failed generation 502, and a caller who
-  hangs up has the job cancelled upstream;
+  hangs up has the job cancelled upstream (``oxen_queue.asgi.cancel_on_disconnect``);
 - ``POST /jobs`` (202 and an id), ``GET /jobs/{id}`` (the current row) and
   ``GET /jobs/{id}/events`` (status changes as Server-Sent Events, for a browser's
   ``EventSource``).
@@ -30,11 +30,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from typing import Annotated, TypedDict, TypeVar
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, TypedDict
 
 import anyio
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
@@ -45,13 +45,12 @@ from oxen_queue import (
     GenerationCancelledError,
     GenerationFailedError,
     GenerationRecord,
+    GenerationTimeoutError,
     InvalidParamsError,
     NotFoundError,
     OxenError,
-    PollTimeoutError,
 )
-
-T = TypeVar("T")
+from oxen_queue.asgi import ClientDisconnectedError, cancel_on_disconnect
 
 # uvicorn configures this logger: the line shows up next to its own startup lines.
 logger = logging.getLogger("uvicorn.error")
@@ -147,10 +146,16 @@ async def generation_cancelled(request: Request, exc: GenerationCancelledError) 
     return JSONResponse({"detail": {"generation_id": exc.generation_id}}, status_code=409)
 
 
-@app.exception_handler(PollTimeoutError)
-async def generation_timed_out(request: Request, exc: PollTimeoutError) -> JSONResponse:
+@app.exception_handler(GenerationTimeoutError)
+async def generation_timed_out(request: Request, exc: GenerationTimeoutError) -> JSONResponse:
     # generate() has already cancelled the job upstream: its result would come too late.
     return JSONResponse({"detail": {"generation_id": exc.generation_id}}, status_code=504)
+
+
+@app.exception_handler(ClientDisconnectedError)
+async def client_disconnected(request: Request, exc: ClientDisconnectedError) -> Response:
+    # The caller hung up and the job was cancelled upstream: nobody reads this answer.
+    return Response(status_code=499)  # nginx's "client closed request"
 
 
 @app.exception_handler(NotFoundError)
@@ -160,45 +165,17 @@ async def not_found(request: Request, exc: NotFoundError) -> JSONResponse:
 
 @app.post("/images")
 async def create_image(body: ImageRequest, request: Request, client: SharedClient) -> Image:
-    """Generate one image and answer once it exists (5-30 s on the hub)."""
+    """Generate one image and answer once it exists (5-30 s on the hub).
+
+    Starlette does not cancel a handler whose caller hung up: ``cancel_on_disconnect`` does,
+    and cancelled, ``client.generate()`` cancels its job upstream. Nobody will see the result,
+    so nobody should pay for it.
+    """
     params = body.model_dump(exclude_none=True)
     record = await cancel_on_disconnect(request, client.generate("gpt-image-2", **params))
     return Image(
         generation_id=record.generation_id, status=record.status, result_url=record.result_url
     )
-
-
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, but cancel it if the HTTP client hangs up first.
-
-    Starlette does not cancel a handler whose client has gone, so a watcher polls for the
-    disconnect next to the work. Cancelled, ``client.generate()`` cancels its job upstream:
-    nobody will see the result, so nobody should pay for it.
-    """
-    outcome: list[T | Exception] = []  # stays empty if the client hangs up
-    async with anyio.create_task_group() as task_group:
-        task_group.start_soon(_cancel_when_disconnected, request, task_group.cancel_scope)
-        try:
-            outcome.append(await work)
-        except Exception as exc:
-            # Raised in here it would leave the task group wrapped in an ExceptionGroup,
-            # which no exception handler matches: it is re-raised as it is, below.
-            outcome.append(exc)
-        task_group.cancel_scope.cancel()  # done: stop watching
-    if not outcome:
-        raise HTTPException(499, "client closed request")  # nobody is listening anyway
-    result = outcome[0]
-    if isinstance(result, Exception):
-        raise result
-    return result
-
-
-async def _cancel_when_disconnected(request: Request, scope: anyio.CancelScope) -> None:
-    # Polled: Starlette has no event to wait on, and reading the ASGI `receive` here would
-    # race whatever else reads the request.
-    while not await request.is_disconnected():  # noqa: ASYNC110
-        await anyio.sleep(0.2)
-    scope.cancel()
 
 
 @app.post("/jobs", status_code=202)

@@ -10,6 +10,8 @@ finish::
 
 from __future__ import annotations
 
+from types import FunctionType as _FunctionType
+
 from ._batch import BatchItem as BatchItem
 from ._batch import ProgressCallback as ProgressCallback
 from ._batch import as_completed as as_completed
@@ -28,6 +30,7 @@ from ._exceptions import DownloadError as DownloadError
 from ._exceptions import GenerationCancelledError as GenerationCancelledError
 from ._exceptions import GenerationError as GenerationError
 from ._exceptions import GenerationFailedError as GenerationFailedError
+from ._exceptions import GenerationTimeoutError as GenerationTimeoutError
 from ._exceptions import InvalidParamsError as InvalidParamsError
 from ._exceptions import NotFoundError as NotFoundError
 from ._exceptions import OxenError as OxenError
@@ -85,6 +88,7 @@ __all__ = [
     "GenerationPage",
     "GenerationRecord",
     "GenerationStatus",
+    "GenerationTimeoutError",
     "GptImage2Options",
     "GptImage2Params",
     "ImageResult",
@@ -107,3 +111,13 @@ __all__ = [
     "as_completed",
     "run_batch",
 ]
+
+
+# Public classes and functions report the package as their module, as httpx's and anyio's do:
+# reprs, tracebacks, docs and pickles name ``oxen_queue.AsyncClient``, the import users write,
+# not the private module that defines it.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type | _FunctionType) and _value.__module__.startswith(f"{__name__}._"):
+        _value.__module__ = __name__
+del _name, _value

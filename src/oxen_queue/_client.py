@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -15,7 +15,7 @@ import anyio
 import httpx
 
 from ._api import QueueEndpoints
-from ._batch import as_completed, run_batch
+from ._batch import run_batch
 from ._core import CLOSE_GRACE, ClientCore
 from ._download import FileFetcher
 from ._enqueue import Enqueuer
@@ -305,7 +305,7 @@ class AsyncClient:
 
         Args:
             model: The model id, e.g. ``"gpt-image-2"``.
-            deadline: Seconds until waiting on it gives up with ``PollTimeoutError``;
+            deadline: Seconds until waiting on it gives up with ``GenerationTimeoutError``;
                 ``DEFAULT`` takes the poll policy's deadline; ``None`` means no limit.
             validate: Override the client's ``validate`` for this call.
             extra_params: Keys sent as given, unchecked: for a parameter the model's schema
@@ -482,7 +482,7 @@ class AsyncClient:
         Raises:
             GenerationFailedError: The generation failed; ``.error_message`` says why.
             GenerationCancelledError: It was cancelled.
-            PollTimeoutError: The deadline passed (the job was cancelled).
+            GenerationTimeoutError: The deadline passed (the job was cancelled).
         """
         created: list[Generation] = []
         try:
@@ -690,10 +690,6 @@ class AsyncClient:
         return record.result_url
 
     # -- many at once -------------------------------------------------------------------
-
-    def as_completed(self, generations: Iterable[Generation]) -> AsyncIterator[Generation]:
-        """Yield generations as they finish, whatever the outcome (see ``as_completed``)."""
-        return as_completed(generations)
 
     async def batch(
         self,

@@ -19,8 +19,8 @@ import anyio
 from ._exceptions import (
     GenerationCancelledError,
     GenerationFailedError,
+    GenerationTimeoutError,
     OxenError,
-    PollTimeoutError,
 )
 from ._models import TERMINAL_STATUSES, GenerationRecord
 
@@ -60,16 +60,17 @@ class Generation:
 
     ``await generation`` returns the :class:`GenerationRecord` once the status is
     ``succeeded``, and raises :class:`GenerationFailedError` (``failed``),
-    :class:`GenerationCancelledError` (``cancelled``) or :class:`PollTimeoutError` (its deadline
-    passed). Generations work with ``asyncio.gather``, ``asyncio.wait_for``, task groups and
-    trio. Get them from ``AsyncClient.enqueue`` or reattach with ``AsyncClient.generation(id)``.
+    :class:`GenerationCancelledError` (``cancelled``) or :class:`GenerationTimeoutError` (its
+    deadline passed). Generations work with ``asyncio.gather``, ``asyncio.wait_for``, task
+    groups and trio. Get them from ``AsyncClient.enqueue`` or reattach with
+    ``AsyncClient.generation(id)``.
 
     Attributes:
         id: The generation id, as the server gave it.
         model: The model it runs on, when known.
         params: The parameters this client sent (empty for a reattached generation).
         deadline: Seconds after creation of this handle before waits give up with
-            :class:`PollTimeoutError`; ``None`` means no limit.
+            :class:`GenerationTimeoutError`; ``None`` means no limit.
     """
 
     __slots__ = (
@@ -154,7 +155,7 @@ class Generation:
         Raises:
             GenerationFailedError: The status became ``failed``.
             GenerationCancelledError: The status became ``cancelled``.
-            PollTimeoutError: The generation's deadline passed first.
+            GenerationTimeoutError: The generation's deadline passed first.
             TimeoutError: ``timeout`` expired first.
             OxenError: The status could not be learned (the id is unknown, the key refused).
         """
@@ -247,7 +248,7 @@ class Generation:
 
     def _expire(self) -> None:
         assert self.deadline is not None
-        self._fail(PollTimeoutError(generation_id=self.id, deadline=self.deadline))
+        self._fail(GenerationTimeoutError(generation_id=self.id, deadline=self.deadline))
 
     def _resolve(self, outcome: GenerationRecord | BaseException) -> None:
         self._outcome = outcome
@@ -285,7 +286,7 @@ def fail(generation: Generation, error: OxenError) -> None:
 
 
 def expire_if_due(generation: Generation) -> bool:
-    """End the generation with ``PollTimeoutError`` if its deadline has passed.
+    """End the generation with ``GenerationTimeoutError`` if its deadline has passed.
 
     Returns:
         Whether the generation is done (expired now or earlier).

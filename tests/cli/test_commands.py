@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from oxen_queue.testing import MODELS, Emulator, EmulatorConfig, ManualClock
+from oxen_queue.testing import Emulator, EmulatorConfig, ManualClock
+from oxen_queue.testing._catalog import MODELS
 
 from .support import (
     DEFAULTS,

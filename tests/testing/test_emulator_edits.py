@@ -14,7 +14,8 @@ import httpx
 import pytest
 from PIL import Image, ImageOps
 
-from oxen_queue.testing import Emulator, EmulatorApp, EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing import Emulator, EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing._app import EmulatorApp
 from oxen_queue.testing._media import compose_image
 
 from ._support import API_ORIGIN, OpenAPI, asgi_client, auth, enqueue

@@ -12,7 +12,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from oxen_queue.testing import MODELS, EmulatorApp, EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing import EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing._app import EmulatorApp
+from oxen_queue.testing._catalog import MODELS
 
 from ._support import PROMPT, OpenAPI, asgi_client
 

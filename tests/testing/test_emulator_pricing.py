@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from oxen_queue.testing import MODELS, EmulatorApp, EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing import EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing._app import EmulatorApp
+from oxen_queue.testing._catalog import MODELS
 
 from ._support import OpenAPI, asgi_client, enqueue
 

@@ -8,7 +8,8 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from oxen_queue.testing import EmulatorApp, EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing import EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing._app import EmulatorApp
 
 from ._support import KEY, OTHER_KEY, PROMPT, OpenAPI, asgi_client, enqueue
 

@@ -10,31 +10,13 @@ from typing import Any
 import anyio
 import pytest
 
-import oxen_queue.testing
-from oxen_queue.testing import (
-    MODELS,
-    EmulatorConfig,
-    EmulatorState,
-    ManualClock,
-    create_app,
-)
+from oxen_queue.testing import EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing._catalog import MODELS
+from oxen_queue.testing._state import EmulatorState
 from oxen_queue.testing._validation import check_params
 from oxen_queue.testing._wakeup import Signal
 
 from ._support import asgi_client, enqueue
-
-
-def test_all_lists_every_public_name_once() -> None:
-    names = oxen_queue.testing.__all__
-    assert len(names) == len(set(names))
-    assert all(hasattr(oxen_queue.testing, name) for name in names)
-    public = {
-        name
-        for name in vars(oxen_queue.testing)
-        # "@py_builtins" and co. come from pytest's assertion rewriting of plugin packages.
-        if not name.startswith(("_", "@")) and name != "annotations"
-    }
-    assert public == set(names)
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ Settings, and why:
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -99,7 +100,7 @@ class SQLiteSession(Session):
         )
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal(busy_timeout)
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             self._conn.execute("PRAGMA foreign_keys = ON")
             # Checkpoints run on the lease thread's own connection, every second (see
@@ -110,6 +111,23 @@ class SQLiteSession(Session):
         except BaseException:
             self._conn.close()
             raise
+
+    def _enable_wal(self, busy_timeout: float) -> None:
+        # WAL is a property of the file, set once by whichever process gets there first.
+        # Switching to it takes an exclusive lock for which SQLite does not call its busy
+        # handler: several processes opening a new ledger together see "database is locked"
+        # at once. So look first, and retry the switch until the busy timeout.
+        give_up = time.monotonic() + busy_timeout
+        while True:
+            try:
+                (mode,) = self._conn.execute("PRAGMA journal_mode").fetchone()
+                if str(mode).lower() == "wal":
+                    return
+                self._conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > give_up:
+                    raise
+                time.sleep(0.01 + random.random() * 0.02)
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, params).fetchall()
