@@ -19,7 +19,8 @@ import trio
 
 from oxen_queue import AsyncClient
 
-from .server import HostileServer, delayed
+from .actions import delayed
+from .server import HostileServer
 from .support import PROMPT, bug, make_client, wait_until
 
 pytestmark = pytest.mark.anyio

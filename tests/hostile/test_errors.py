@@ -16,7 +16,8 @@ import pytest
 
 from oxen_queue import AsyncClient, ClientClosedError, DownloadError, Generation, GenerationRecord
 
-from .server import HostileServer, delayed, reply
+from .actions import delayed, reply
+from .server import HostileServer
 from .support import DID_NOT_RAISE, PROMPT, bug, make_client, wait_until
 
 pytestmark = pytest.mark.anyio

@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import anyio
 import pytest
 
-from .server import Action, HostileServer, hang, keepalives, sse
+from .actions import hang, keepalives, sse
+from .server import Action, HostileServer
 from .support import PROMPT, bug, make_client
 
 pytestmark = pytest.mark.anyio

@@ -15,7 +15,8 @@ import pytest
 
 from oxen_queue import AmbiguousEnqueueError, RetryPolicy
 
-from .server import HostileServer, cut, oldest_first_history, reply
+from .actions import cut, oldest_first_history, reply
+from .server import HostileServer
 from .support import API_KEY, PROMPT, bug, make_client
 
 pytestmark = pytest.mark.anyio

@@ -17,9 +17,10 @@ import pytest
 
 from oxen_queue import APIResponseValidationError, CompletionMode
 
+from .actions import mangle, reply, sse
 from .bodies import malformed_rows
-from .server import HostileServer, mangle, reply, sse
-from .support import DID_NOT_RAISE, PROMPT, bug, make_client
+from .server import HostileServer
+from .support import API_KEY, DID_NOT_RAISE, PROMPT, bug, make_client, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -118,7 +119,9 @@ async def test_poll_mode_treats_malformed_rows_as_transient_and_nothing_escapes(
 async def test_a_reattached_generation_survives_malformed_rows(
     server: HostileServer, mode: CompletionMode
 ) -> None:
-    (job,) = server.add_jobs_for_client(1)
+    (job,) = server.add_jobs(API_KEY, 1)
+    # Finished before the client exists: no event will tell (no replay), only its reads.
+    assert await wait_until(lambda: job.status == "succeeded", within=5)
     server.on("GET", f"/api/ai/queue/{job.generation_id}", *malformed_answers(job.generation_id))
     bystander = Bystander()
     with anyio.fail_after(15):

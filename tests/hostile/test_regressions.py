@@ -28,7 +28,8 @@ from oxen_queue import (
 )
 from oxen_queue.testing import Emulator, EmulatorConfig
 
-from .server import HostileServer, cut, mangle, redirect, reply
+from .actions import cut, mangle, redirect, reply
+from .server import HostileServer
 from .support import API_KEY, PROMPT, make_client
 
 pytestmark = pytest.mark.anyio

@@ -14,7 +14,8 @@ import pytest
 
 from oxen_queue import AsyncClient, DownloadError, GenerationRecord
 
-from .server import HostileServer, Logged, trickle
+from .actions import trickle
+from .server import HostileServer, Logged
 from .support import PROMPT, bug, make_client, wait_until
 
 pytestmark = pytest.mark.anyio

@@ -15,8 +15,9 @@ import pytest
 
 from oxen_queue import APIResponseValidationError
 
+from .actions import reply, sse
 from .bodies import MIB, huge_json_row, huge_sse_line
-from .server import HostileServer, reply, sse
+from .server import HostileServer
 from .support import DID_NOT_RAISE, PROMPT, bug, make_client
 
 pytestmark = pytest.mark.anyio
