@@ -1,16 +1,18 @@
 """What held against hostile servers before issue 9 and must keep holding.
 
 Redirects of a result file (to ``file://``, in a loop, to the API origin: never with the
-key), a server restarted without its jobs, ``aclose()`` with a thousand pending, and the key
-absent from every log line, repr, error and traceback. (Size limits with no partial file
-left are in ``tests/test_download.py``.)
+key), an unknown status ending at the deadline, a flood of unrelated events, a server
+restarted without its jobs, ``aclose()`` with a thousand pending, and the key absent from
+every log line, repr, error and traceback. (Size limits with no partial file left are in
+``tests/test_download.py``; garbled enqueue answers adopted, not resent, in
+``test_malformed.py``.)
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -24,11 +26,13 @@ from oxen_queue import (
     GenerationRecord,
     NotFoundError,
     OxenError,
+    PollTimeoutError,
     RetryPolicy,
 )
 from oxen_queue.testing import Emulator, EmulatorConfig
 
-from .actions import cut, mangle, redirect, reply
+from .actions import cut, mangle, redirect, reply, sse
+from .bodies import StreamedBody
 from .server import HostileServer
 from .support import API_KEY, PROMPT, make_client
 
@@ -79,6 +83,43 @@ async def test_a_result_file_redirected_to_the_api_never_carries_the_key(
         ("files", False),
         ("api", False),
     ]
+
+
+async def test_a_status_nobody_documented_ends_at_the_deadline_not_in_a_busy_loop(
+    server: HostileServer,
+) -> None:
+    (job,) = server.add_jobs(API_KEY, 1)
+    row = b'{"generation_id":"%s","status":"exploded"}' % job.generation_id.encode()
+    server.on("GET", f"/api/ai/queue/{job.generation_id}", reply(200, row))
+    async with make_client(server, completion="poll") as client:
+        with anyio.fail_after(5), pytest.raises(PollTimeoutError):
+            await client.generation(job.generation_id, deadline=0.5)
+    assert server.count("GET", f"/api/ai/queue/{job.generation_id}") < 40  # backed off
+
+
+def unrelated_flood(count: int = 10_000) -> StreamedBody:
+    """``count`` unrelated events, a hundred per write, as fast as the socket takes them."""
+    event = b'event: deployment_status_changed\ndata: {"deployment":"d","status":"ready"}\n\n'
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(count // 100):
+            yield event * 100
+
+    return chunks
+
+
+async def test_a_flood_of_unrelated_events_does_not_hold_up_completions(
+    server: HostileServer,
+) -> None:
+    server.on("GET", "/api/events", sse(unrelated_flood(), then="emulator"), times=1)
+    async with make_client(server, completion="events") as client:
+        generations = [
+            await client.enqueue("gpt-image-2", prompt=f"{PROMPT} {i}") for i in range(5)
+        ]
+        with anyio.fail_after(3):
+            records = [await generation for generation in generations]
+    assert all(record.status == "succeeded" for record in records)
+    assert server.count("GET", "/api/events") == 1  # the stream never had to be reopened
 
 
 async def test_a_server_restarted_without_its_jobs_fails_a_pending_generation_at_once() -> None:
