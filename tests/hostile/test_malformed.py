@@ -19,7 +19,7 @@ from oxen_queue import APIResponseValidationError, CompletionMode
 
 from .actions import mangle, reply, sse
 from .bodies import malformed_rows
-from .server import HostileServer
+from .server import Action, HostileServer
 from .support import API_KEY, DID_NOT_RAISE, PROMPT, bug, make_client, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -29,19 +29,16 @@ ESCAPES = "a malformed body escapes as RecursionError/ValueError"
 ACCEPTED = "a body that is not JSON, or over 8 MiB, is accepted"
 
 
-def _kinds(escapes: Any = (RecursionError, ValueError), accepted: Any = DID_NOT_RAISE) -> list[Any]:
+def _kinds() -> list[Any]:
     """The malformed kinds as parameters, each marked with how it fails today."""
-    marks = {
-        "deep": bug(ESCAPES, raises=escapes),
-        "big_int": bug(ESCAPES, raises=escapes),
-        "nan": bug(ACCEPTED, raises=accepted),
-        "infinity": bug(ACCEPTED, raises=accepted),
-        "over_8_mib": bug(ACCEPTED, raises=accepted),
-    }
-    return [pytest.param(kind, marks=marks[kind]) if kind in marks else kind for kind in KINDS]
+    escapes = bug(ESCAPES, raises=(RecursionError, ValueError))
+    accepted = bug(ACCEPTED, raises=DID_NOT_RAISE)
+    today = {"deep": escapes, "big_int": escapes, "nan": accepted, "infinity": accepted}
+    today["over_8_mib"] = accepted
+    return [pytest.param(kind, marks=today.get(kind, ())) for kind in KINDS]
 
 
-def malformed_answers(generation_id: str, status: str = "succeeded") -> list[Any]:
+def malformed_answers(generation_id: str, status: str = "succeeded") -> list[Action]:
     """One reply per malformed kind, in order."""
     return [reply(200, body) for body in malformed_rows(generation_id, status).values()]
 
