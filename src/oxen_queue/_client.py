@@ -74,8 +74,8 @@ class AsyncClient:
             (``"auto"``), which catch cancellations and lost events.
         retry: Which transient HTTP failures are retried, and how.
         timeout: Seconds for one request attempt, from connecting to the last byte of the
-            answer (an ``httpx.Timeout`` sets the phases apart; its connect plus read values
-            then bound the whole attempt).
+            answer (an ``httpx.Timeout`` sets the phases apart; the largest of them then
+            bounds the whole attempt).
         stall_timeout: Seconds without progress after which a transfer counts as dead: the
             event stream silent this long (not even a keep-alive; or, with generations
             pending, no completion event) is reopened and reconciled, and a download slower
@@ -235,7 +235,7 @@ class AsyncClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        await self._core.exit()
 
     async def aclose(self) -> None:
         """Stop watching, close the connections. Jobs on the server carry on.

@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
+import anyio.abc
 
 from ._exceptions import ClientClosedError
 from ._generation import Generation, fail, observe
@@ -70,7 +71,7 @@ class ClientCore:
         self.pending: dict[str, Generation] = {}
         self.closed = False
         self._stack: AsyncExitStack | None = None
-        self._task_group: TaskGroup | None = None
+        self._task_group: TaskGroup | None = None  # the background work's, in a host task
         self._background = 0  # upstream cancels of abandoned jobs still running
         self._idle: anyio.Event | None = None
 
@@ -81,18 +82,37 @@ class ClientCore:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Start the background work: call from ``__aenter__``, with :meth:`exit` to match.
+
+        The work runs in a task group of its own, hosted by one task of the outer group the
+        caller's ``async with`` holds. So stopping it (``aclose()``, from anywhere) never
+        cancels the caller's block, and only the caller's exit leaves the outer group.
+        """
         if self.closed or self._stack is not None:
             raise ClientClosedError("an AsyncClient can be opened only once; make a new one")
         stack = AsyncExitStack()
-        await stack.enter_async_context(self.session.http)
-        await stack.enter_async_context(self.files.http)
-        self._task_group = await stack.enter_async_context(anyio.create_task_group())
+        outer = await stack.enter_async_context(anyio.create_task_group())
+        self._task_group = await outer.start(self._host)
         self._stack = stack
         self.watcher.start(self._task_group)
         self.enqueuer.start(self._task_group)
 
+    @staticmethod
+    async def _host(*, task_status: anyio.abc.TaskStatus[TaskGroup]) -> None:
+        async with anyio.create_task_group() as task_group:
+            task_status.started(task_group)
+            await anyio.sleep_forever()  # until close() cancels the group
+
+    async def exit(self) -> None:
+        """Close, then leave the outer task group (from ``__aexit__`` only)."""
+        await self.close()
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
     async def close(self) -> None:
-        """Withdraw what was not sent, let what is in flight land, fail what is pending."""
+        """Withdraw what was not sent, let what is in flight land, fail what is pending,
+        stop the background work and close the connections. Callable from anywhere."""
         if self.closed:
             return
         self.closed = True
@@ -111,11 +131,11 @@ class ClientCore:
                     generation_ids=[generation.id],
                 ),
             )
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            assert self._task_group is not None
+        if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
-            await stack.aclose()
+        with anyio.CancelScope(shield=True):
+            await self.session.http.aclose()
+            await self.files.http.aclose()
 
     def require_open(self) -> TaskGroup:
         if self._task_group is None or self.closed:

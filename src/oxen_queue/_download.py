@@ -20,17 +20,17 @@ import hashlib
 import logging
 import os
 import secrets
-from contextlib import aclosing
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import httpx
 
 from ._exceptions import DownloadError
+from ._http import consume
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable
 
 __all__ = ["MIN_DOWNLOAD_RATE", "FileFetcher", "safe_name", "sniff"]
 
@@ -49,7 +49,6 @@ _EXTENSIONS: Final = {
     "video/quicktime": ".mov",
 }
 _KNOWN_SUFFIXES: Final = frozenset({*_EXTENSIONS.values(), ".jpeg"})
-_CHUNK: Final = 1 << 16
 _MAX_NAME: Final = 96  # characters of a generation id kept in a file name
 
 
@@ -118,7 +117,21 @@ def _vet(url: str, generation_id: str) -> httpx.URL:
         )
     if not parsed.host:
         raise DownloadError(f"result_url of {generation_id} has no host")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise DownloadError(f"result_url of {generation_id} has an impossible port")
     return parsed
+
+
+_ATTEMPTS: Final = 3  # tries of a download that delivered nothing
+_RETRYABLE: Final = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)
+
+
+class _NothingReceivedError(Exception):
+    """A transfer that failed before its first byte: safe to try again."""
+
+    def __init__(self, cause: httpx.TransportError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class FileFetcher:
@@ -249,11 +262,34 @@ class FileFetcher:
             DownloadError: A bad URL, a refusal, a failed or stalled transfer, a body too big.
         """
         request_url = _vet(url, generation_id)
+        async with self.limiter:
+            for attempt in range(_ATTEMPTS):
+                try:
+                    return await self._fetch_once(request_url, generation_id, sink)
+                except _NothingReceivedError as exc:
+                    # A kept-alive connection the host had closed, a refused connection: a
+                    # GET that delivered nothing may simply be sent again.
+                    if attempt + 1 == _ATTEMPTS:
+                        raise DownloadError(
+                            f"download of generation {generation_id} from {request_url.host} "
+                            f"failed: {type(exc.cause).__name__}: {exc.cause}"
+                        ) from exc.cause
+                    logger.debug("download of %s failed (%r); retrying", generation_id, exc.cause)
+                    await anyio.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fetch_once(
+        self, request_url: httpx.URL, generation_id: str, sink: Callable[[bytes], Awaitable[object]]
+    ) -> tuple[str, bytes]:
+        started = False
+
+        async def counted(chunk: bytes) -> None:
+            nonlocal started
+            started = True
+            await sink(chunk)
+
         try:
-            async with (
-                self.limiter,
-                self.http.stream("GET", request_url) as response,
-            ):
+            async with self.http.stream("GET", request_url) as response:
                 if response.status_code >= 400:
                     raise DownloadError(
                         f"download of generation {generation_id} refused: HTTP "
@@ -266,8 +302,15 @@ class FileFetcher:
                         f"result of {generation_id} is {declared} bytes, over the "
                         f"{max_bytes} byte limit"
                     )
-                head = await self._pump(response, generation_id, sink)
+                head = await self._pump(response, generation_id, counted)
                 return _declared_suffix(response.url, response.headers.get("content-type")), head
+        except httpx.TransportError as exc:
+            if not started and isinstance(exc, _RETRYABLE):
+                raise _NothingReceivedError(exc) from exc
+            raise DownloadError(
+                f"download of generation {generation_id} from {request_url.host} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         except httpx.HTTPError as exc:
             raise DownloadError(
                 f"download of generation {generation_id} from {request_url.host} failed: "
@@ -285,27 +328,27 @@ class FileFetcher:
         head = b""
         window_start, window_bytes = anyio.current_time(), 0
         floor = self._stall * MIN_DOWNLOAD_RATE
-        # aclosing: a generator abandoned mid-way must be closed here, not by a finaliser
-        # (trio has none).
-        chunks = cast("AsyncGenerator[bytes, None]", response.aiter_bytes(_CHUNK))
-        async with aclosing(chunks):
-            async for chunk in chunks:
-                size += len(chunk)
-                if self._max_bytes is not None and size > self._max_bytes:
+
+        async def take(chunk: bytes) -> None:
+            nonlocal size, head, window_start, window_bytes
+            size += len(chunk)
+            if self._max_bytes is not None and size > self._max_bytes:
+                raise DownloadError(
+                    f"result of {generation_id} exceeds the {self._max_bytes} byte limit"
+                )
+            if len(head) < 16:
+                head += chunk[: 16 - len(head)]
+            window_bytes += len(chunk)
+            now = anyio.current_time()
+            if now - window_start >= self._stall:
+                if window_bytes < floor:
                     raise DownloadError(
-                        f"result of {generation_id} exceeds the {self._max_bytes} byte limit"
+                        f"download of {generation_id} stalled: {window_bytes} bytes in "
+                        f"{now - window_start:.1f} s (at least {MIN_DOWNLOAD_RATE} "
+                        "bytes/s are needed)"
                     )
-                if len(head) < 16:
-                    head += chunk[: 16 - len(head)]
-                window_bytes += len(chunk)
-                now = anyio.current_time()
-                if now - window_start >= self._stall:
-                    if window_bytes < floor:
-                        raise DownloadError(
-                            f"download of {generation_id} stalled: {window_bytes} bytes in "
-                            f"{now - window_start:.1f} s (at least {MIN_DOWNLOAD_RATE} "
-                            "bytes/s are needed)"
-                        )
-                    window_start, window_bytes = now, 0
-                await sink(chunk)
+                window_start, window_bytes = now, 0
+            await sink(chunk)
+
+        await consume(response, take)
         return head

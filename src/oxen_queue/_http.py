@@ -15,9 +15,9 @@ import dataclasses
 import ipaddress
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Mapping
-from contextlib import aclosing, asynccontextmanager
-from typing import Any, Final, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final
 
 import anyio
 import httpx
@@ -45,6 +45,7 @@ __all__ = [
     "USER_AGENT",
     "ApiSession",
     "check_base_url",
+    "consume",
     "read_capped",
     "same_origin",
     "status_error",
@@ -137,18 +138,43 @@ class _BearerAuth(httpx.Auth):
 
 
 def attempt_deadline(timeout: httpx.Timeout) -> float | None:
-    """Seconds one whole attempt may take: connecting, then the whole answer.
+    """Seconds one whole attempt may take: connecting, sending, then the whole answer.
 
-    httpx times each network operation on its own; this bounds their sum, so a body trickling
-    in a byte at a time cannot hold a request open forever. ``None``: no limit.
+    httpx times each network operation on its own; this bounds them together, so a body
+    trickling in a byte at a time cannot hold a request open forever. It is the largest of
+    the phase timeouts: a plain ``timeout=30`` bounds the whole attempt at 30 s. ``None``
+    (no read timeout): no limit.
     """
     if timeout.read is None:
         return None
-    return timeout.read + (timeout.connect or 0.0)
+    phases = (timeout.connect, timeout.read, timeout.write, timeout.pool)
+    return max(phase for phase in phases if phase is not None)
 
 
 class _BodyTooLargeError(Exception):
     pass
+
+
+async def consume(response: httpx.Response, take: Callable[[bytes], Awaitable[object]]) -> None:
+    """Feed a streamed body to ``take``, chunk by chunk as it arrives.
+
+    An exception from ``take`` stops the transfer and is raised here, once httpx's stream has
+    unwound. The stop is a cancellation, delivered inside httpx's innermost ``await``: leaving
+    the loop between chunks would close only the outermost of httpx's nested async generators,
+    and trio reports the others when they are collected.
+    """
+    error: Exception | None = None
+    with anyio.CancelScope() as scope:
+        async for chunk in response.aiter_bytes():
+            if error is not None:
+                continue  # decoded chunks already buffered: the next read takes the stop
+            try:
+                await take(chunk)
+            except Exception as exc:
+                error = exc
+                scope.cancel()
+    if error is not None:
+        raise error
 
 
 async def read_capped(response: httpx.Response, limit: int) -> bytes:
@@ -163,14 +189,15 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes:
         raise _BodyTooLargeError(f"{declared} bytes declared")
     chunks: list[bytes] = []
     size = 0
-    # aclosing: a generator abandoned mid-way is closed here, not by a finaliser (trio has none).
-    stream = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
-    async with aclosing(stream):
-        async for chunk in stream:
-            size += len(chunk)
-            if size > limit:
-                raise _BodyTooLargeError(f"over {limit} bytes")
-            chunks.append(chunk)
+
+    async def take(chunk: bytes) -> None:
+        nonlocal size
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLargeError(f"over {limit} bytes")
+        chunks.append(chunk)
+
+    await consume(response, take)
     return b"".join(chunks)
 
 
@@ -192,7 +219,7 @@ class ApiSession:
     Args:
         base_url: The API's origin (from :func:`check_base_url`).
         api_key: Sent as a bearer token to that origin only.
-        timeout: httpx's per-operation timeouts; connect plus read also bounds each attempt.
+        timeout: httpx's per-operation timeouts; the largest also bounds each whole attempt.
         max_concurrency: Requests in flight at once.
         retry: How idempotent requests are retried.
         transport: An httpx transport, for tests.
@@ -249,7 +276,7 @@ class ApiSession:
         """One attempt: send, read at most the body cap, map errors, decode JSON.
 
         Nothing is retried here. The attempt as a whole, connect to last byte, is bounded by
-        the timeout's connect plus read values.
+        the largest of its phase timeouts (see :func:`attempt_deadline`).
 
         Args:
             method: The HTTP method.

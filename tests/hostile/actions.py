@@ -169,8 +169,12 @@ def trickle(
             while sent < len(data) and not ex.over() and anyio.current_time() < stop:
                 await ex.body(data[sent : sent + step])
                 sent += step
-                await ex.hold(step / rate)
-            if ex.over() or sent >= len(data):
+                if sent < len(data):  # no pause after the last byte: the answer is complete
+                    await ex.hold(step / rate)
+            if ex.over():
+                return
+            if sent >= len(data):
+                await ex.body(b"", more=False)  # complete the response: keep-alive goes on
                 return
             if then == "cut":
                 raise DeliberateCut

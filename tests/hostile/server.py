@@ -36,8 +36,12 @@ from typing import Final, Literal, Self
 
 import anyio
 
-from oxen_queue.testing import MODELS, Emulator, EmulatorApp, EmulatorConfig, EmulatorState, Job
+from oxen_queue.testing import Emulator, EmulatorConfig
+from oxen_queue.testing._app import EmulatorApp
+from oxen_queue.testing._catalog import MODELS
 from oxen_queue.testing._http import Message, Receive, Scope, Send
+from oxen_queue.testing._jobs import Job
+from oxen_queue.testing._state import EmulatorState
 
 __all__ = ["Action", "Captured", "Exchange", "HostileApp", "HostileServer", "Logged"]
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, Final
 
 import anyio
-import pytest
 
 from oxen_queue import AsyncClient, PollPolicy, RetryPolicy
 
@@ -15,17 +13,6 @@ from .server import HostileServer
 
 API_KEY: Final = "sk-hostile-SECRET-0123456789abcdef"
 PROMPT: Final = "An ox on a hostile road"
-
-
-def accepted_options(options: dict[str, Any]) -> dict[str, Any]:
-    """TEMPORARY (issue 9): drop the options ``AsyncClient`` does not take yet.
-
-    ``stall_timeout`` and ``max_downloads`` are being added; until they exist, the tests run
-    without them (and fail as the strict xfails they are), then use them at once. Remove
-    this once the constructor has both.
-    """
-    known = inspect.signature(AsyncClient).parameters
-    return {name: value for name, value in options.items() if name in known}
 
 
 def make_client(server: HostileServer, **options: Any) -> AsyncClient:
@@ -42,7 +29,7 @@ def make_client(server: HostileServer, **options: Any) -> AsyncClient:
         "stall_timeout": 1.0,
     }
     settings.update(options)
-    return AsyncClient(**accepted_options(settings))
+    return AsyncClient(**settings)
 
 
 async def wait_until(condition: Callable[[], bool], *, within: float) -> bool:
@@ -52,18 +39,3 @@ async def wait_until(condition: Callable[[], bool], *, within: float) -> bool:
             await anyio.sleep(0.02)
         return True
     return condition()
-
-
-def bug(
-    what: str, *, raises: type[BaseException] | tuple[type[BaseException], ...]
-) -> pytest.MarkDecorator:
-    """Mark a test that fails on the code before the fix of issue 9, for the reason given.
-
-    Strict, so it turns red once fixed (then remove the mark); ``raises`` pins the failure
-    seen today, so a test that breaks for another reason (the harness) is a plain failure.
-    """
-    return pytest.mark.xfail(strict=True, reason=f"issue 9: {what}", raises=raises)
-
-
-DID_NOT_RAISE: Final = pytest.fail.Exception
-"""What ``pytest.raises`` raises when nothing was raised."""

@@ -21,7 +21,7 @@ from oxen_queue import AsyncClient
 
 from .actions import delayed
 from .server import HostileServer
-from .support import PROMPT, bug, make_client, wait_until
+from .support import PROMPT, make_client, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -55,7 +55,6 @@ async def generate(client: AsyncClient, i: int) -> None:
 
 
 @ASYNCIO
-@bug(SHIELD_BYPASSED, raises=AssertionError)
 async def test_asyncio_wait_for_on_generate_orphans_no_job(server: HostileServer) -> None:
     slow_enqueues(server)
     async with make_client(server) as client:
@@ -69,7 +68,6 @@ async def test_asyncio_wait_for_on_generate_orphans_no_job(server: HostileServer
 
 
 @ASYNCIO
-@bug(SHIELD_BYPASSED, raises=AssertionError)
 async def test_asyncio_timeout_on_generate_orphans_no_job(server: HostileServer) -> None:
     slow_enqueues(server)
 
@@ -87,7 +85,6 @@ async def test_asyncio_timeout_on_generate_orphans_no_job(server: HostileServer)
 
 
 @ASYNCIO
-@bug(SHIELD_BYPASSED, raises=AssertionError)
 async def test_task_cancel_of_100_generates_mid_post_orphans_no_job(
     server: HostileServer,
 ) -> None:
@@ -163,7 +160,6 @@ async def _enqueue_cancelled_mid_post(
 
 
 @ASYNCIO
-@bug(SHIELD_BYPASSED + ": the created job is never registered", raises=AssertionError)
 async def test_enqueue_cancelled_mid_post_by_task_cancel_still_registers_its_job(
     server: HostileServer,
 ) -> None:

@@ -8,17 +8,15 @@ id too long to be a file name: each fails (or succeeds) on the one request it co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import anyio
-import httpx
 import pytest
 
 from oxen_queue import AsyncClient, ClientClosedError, DownloadError, Generation, GenerationRecord
 
 from .actions import delayed, reply
 from .server import HostileServer
-from .support import DID_NOT_RAISE, PROMPT, bug, make_client, wait_until
+from .support import PROMPT, make_client, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -47,7 +45,6 @@ async def enqueue_then_close(server: HostileServer) -> BaseException | Generatio
     return result
 
 
-@bug("aclose() under an enqueue in flight raises a bare RuntimeError", raises=AssertionError)
 async def test_closing_the_client_under_an_enqueue_raises_client_closed(
     server: HostileServer,
 ) -> None:
@@ -55,7 +52,6 @@ async def test_closing_the_client_under_an_enqueue_raises_client_closed(
     assert isinstance(outcome, ClientClosedError), repr(outcome)
 
 
-@bug("aclose() under an enqueue in flight loses the created job's id", raises=AssertionError)
 async def test_client_closed_under_an_enqueue_names_the_job_it_created(
     server: HostileServer,
 ) -> None:
@@ -65,8 +61,6 @@ async def test_client_closed_under_an_enqueue_names_the_job_it_created(
     assert ids == tuple(server.jobs)
 
 
-NOT_IN_TREE = "a malformed result_url raises outside the error tree"
-KEYED_GET = "a host-less result_url becomes a GET to the API, with the key"
 URLS = {
     "port-99999": "http://127.0.0.1:99999/x.png",
     "nul": "http://files.example/x\x00.png",
@@ -75,19 +69,12 @@ URLS = {
     "relative": "/api/ai/models",
     "relative-no-slash": "api/ai/models",
 }
-TODAY: dict[tuple[str, str], Any] = {  # (backend, url) -> how it fails today
-    ("asyncio", "port-99999"): bug(NOT_IN_TREE + " (OverflowError)", raises=BaseExceptionGroup),
-    ("asyncio", "nul"): bug(NOT_IN_TREE + " (httpx.InvalidURL)", raises=httpx.InvalidURL),
-    ("trio", "nul"): bug(NOT_IN_TREE + " (httpx.InvalidURL)", raises=httpx.InvalidURL),
-    ("asyncio", "no-host"): bug(KEYED_GET, raises=DID_NOT_RAISE),
-    ("trio", "no-host"): bug(KEYED_GET, raises=DID_NOT_RAISE),
-}
 
 
 @pytest.mark.parametrize(
     ("anyio_backend", "url"),
     [
-        pytest.param(backend, url, marks=TODAY.get((backend, name), ()), id=f"{backend}-{name}")
+        pytest.param(backend, url, id=f"{backend}-{name}")
         for name, url in URLS.items()
         for backend in ("asyncio", "trio")
     ],
@@ -105,7 +92,6 @@ async def test_a_malformed_result_url_is_a_download_error_and_sends_no_key(
     assert list(tmp_path.iterdir()) == []
 
 
-@bug("a 300-character id makes the default file name raise OSError", raises=OSError)
 async def test_a_300_character_id_downloads_to_a_safe_shortened_name(
     server: HostileServer, tmp_path: Path
 ) -> None:
@@ -128,11 +114,6 @@ async def test_a_300_character_id_downloads_to_a_safe_shortened_name(
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-@bug(
-    "(not in the issue) aclose() inside a nested task group exits the client's own task group "
-    "out of order",
-    raises=RuntimeError,
-)
 def test_aclose_from_a_task_group_inside_the_client_block_closes_cleanly(
     server: HostileServer, backend: str
 ) -> None:

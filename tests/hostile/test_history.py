@@ -17,7 +17,7 @@ from oxen_queue import AmbiguousEnqueueError, RetryPolicy
 
 from .actions import cut, oldest_first_history, reply
 from .server import HostileServer
-from .support import API_KEY, PROMPT, bug, make_client
+from .support import API_KEY, PROMPT, make_client
 
 pytestmark = pytest.mark.anyio
 
@@ -33,7 +33,6 @@ def older_rows(server: HostileServer, count: int) -> None:
         job.changed()
 
 
-@bug("an oldest-first history makes reconciliation page forever", raises=AmbiguousEnqueueError)
 async def test_a_lost_answer_is_adopted_from_an_oldest_first_history_in_few_pages(
     server: HostileServer,
 ) -> None:

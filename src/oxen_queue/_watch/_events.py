@@ -27,9 +27,7 @@ import logging
 import math
 import random
 from collections import OrderedDict
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
-from typing import TYPE_CHECKING, Final, Literal, cast
+from typing import TYPE_CHECKING, Final, Literal
 
 import anyio
 import httpx
@@ -37,6 +35,7 @@ import httpx
 from .._api import COMPLETED_EVENT, parse_event
 from .._exceptions import OxenError
 from .._generation import fail, observe
+from .._http import consume
 from .._retry import is_unavailable
 from ._base import supervised
 from ._shared import SharedPollWatcher
@@ -214,13 +213,14 @@ class EventWatcher:
 
     async def _read(self, response: httpx.Response) -> None:
         decoder = SSEDecoder()
-        chunks = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
-        async with aclosing(chunks):
-            async for chunk in chunks:
-                self._last_byte = anyio.current_time()
-                for event in decoder.feed(chunk):
-                    self._dispatch(event)
-                self._rearm()
+
+        async def take(chunk: bytes) -> None:
+            self._last_byte = anyio.current_time()
+            for event in decoder.feed(chunk):
+                self._dispatch(event)
+            self._rearm()
+
+        await consume(response, take)
 
     def _rearm(self) -> None:
         """Push the stall deadline to the last sign of life plus ``stall_timeout``."""
