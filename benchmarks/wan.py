@@ -89,8 +89,8 @@ HYPERCORN = """
 import asyncio, sys
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
-from oxen_queue.testing import EmulatorApp, EmulatorConfig, EmulatorState
-state = EmulatorState(config=EmulatorConfig(
+from oxen_queue.testing import EmulatorConfig, create_app
+app = create_app(config=EmulatorConfig(
     queue_delay=(0.0, 0.0), image_duration=({job}, {job}), seed=1))
 config = Config()
 config.bind = [f"127.0.0.1:{{sys.argv[1]}}"]
@@ -98,7 +98,7 @@ config.h2_max_concurrent_streams = 1024
 config.backlog = 2048
 config.keep_alive_timeout = 75
 config.keep_alive_max_requests = 10**9  # not the default 1,000: a GOAWAY mid-batch
-asyncio.run(serve(EmulatorApp(state, abort_on_cut=True), config))
+asyncio.run(serve(app, config))
 """
 
 
@@ -274,7 +274,8 @@ def _adapt(client: Any) -> InflightLimit:
     """
     from oxen_queue._admission import AdmissionControl
 
-    session = getattr(client, "_session", None)
+    core = getattr(client, "_core", None)
+    session = getattr(core, "session", None) or getattr(client, "_session", None)
     admission = getattr(session, "admission", None)
     if not isinstance(admission, AdmissionControl):
         raise RuntimeError("the client's admission control moved: update wan.py's _adapt")
@@ -325,8 +326,6 @@ class _Gate:
 
 async def run_plain(variant: Variant, base_url: str, count: int) -> dict[str, Any]:
     """What a careful user writes with httpx alone: bounded posts, one event stream."""
-    from httpx_sse import aconnect_sse
-
     pool = variant.pool or variant.in_flight or 16
     headers = {"Authorization": f"Bearer {KEY}"}
     gate = _Gate(variant.in_flight if variant.kind == "httpx" else None)
@@ -348,14 +347,24 @@ async def run_plain(variant: Variant, base_url: str, count: int) -> dict[str, An
         stream_open = asyncio.Event()
 
         async def listen() -> None:
-            async with aconnect_sse(events, "GET", "/api/events") as source:
+            # A minimal reader of the event stream (what a user without an SSE library
+            # writes): only completion events' data lines matter here.
+            accept = {"Accept": "text/event-stream"}
+            async with events.stream("GET", "/api/events", headers=accept) as stream:
+                stream.raise_for_status()
                 stream_open.set()
-                async for event in source.aiter_sse():
-                    if event.event != "media_generation_completed":
-                        continue
-                    finished.add(json.loads(event.data)["generation_id"])
-                    if wanted and wanted <= finished:
-                        all_done.set()
+                name = ""
+                async for line in stream.aiter_lines():
+                    if line.startswith("event:"):
+                        name = line[6:].strip()
+                    elif line.startswith("data:") and name == "media_generation_completed":
+                        payload = json.loads(line[5:])
+                        if isinstance(payload, dict) and "generation_id" in payload:
+                            finished.add(payload["generation_id"])
+                            if wanted and wanted <= finished:
+                                all_done.set()
+                    elif not line:
+                        name = ""
 
         listener = asyncio.create_task(listen())
         await stream_open.wait()

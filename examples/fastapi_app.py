@@ -6,18 +6,17 @@ Shows:
   every request by a dependency;
 - ``POST /images``: generate one image and answer when it exists. Bad parameters answer 422
   (checked by the SDK before anything is sent), a failed generation 502, and a caller who
-  hangs up has the job cancelled upstream;
+  hangs up has the job cancelled upstream (``oxen_queue.asgi.cancel_on_disconnect``);
 - ``POST /jobs`` (202 and an id), ``GET /jobs/{id}`` (the current row) and
   ``GET /jobs/{id}/events`` (status changes as Server-Sent Events, for a browser's
   ``EventSource``).
 
-Run it against the local emulator, in two terminals::
+Run it offline: without ``OXEN_API_KEY``, it starts an embedded emulator (and logs so)::
 
-    uv run oxen-queue emulator --port 8000
-    OXEN_BASE_URL=http://127.0.0.1:8000 OXEN_API_KEY=anything \\
-        uv run uvicorn examples.fastapi_app:app --port 8080
+    uv run uvicorn examples.fastapi_app:app --port 8080
 
-(against the hub, set only ``OXEN_API_KEY``), then::
+against the hub, with your key (``OXEN_API_KEY=... uv run uvicorn ...``), or against an
+emulator of your own (``OXEN_BASE_URL=http://127.0.0.1:8000 OXEN_API_KEY=anything``). Then::
 
     curl -X POST localhost:8080/images -H 'content-type: application/json' \\
         -d '{"prompt": "An ox at sunset", "resolution": "1024x1024"}'
@@ -29,11 +28,13 @@ Run it against the local emulator, in two terminals::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
-from typing import Annotated, TypedDict, TypeVar
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, TypedDict
 
 import anyio
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
@@ -44,13 +45,15 @@ from oxen_queue import (
     GenerationCancelledError,
     GenerationFailedError,
     GenerationRecord,
+    GenerationTimeoutError,
     InvalidParamsError,
     NotFoundError,
     OxenError,
-    PollTimeoutError,
 )
+from oxen_queue.asgi import ClientDisconnectedError, cancel_on_disconnect
 
-T = TypeVar("T")
+# uvicorn configures this logger: the line shows up next to its own startup lines.
+logger = logging.getLogger("uvicorn.error")
 
 
 class State(TypedDict):
@@ -64,8 +67,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[State]:
     # makes requests time out waiting for a connection under load (both known complaints
     # about peer SDKs). This client bounds its own concurrency (max_concurrency, 16 requests
     # in flight) and queues the rest, and one watcher learns about every generation at once.
-    async with AsyncClient() as client:  # $OXEN_API_KEY, $OXEN_BASE_URL
-        yield {"client": client}
+    with _hub():
+        async with AsyncClient() as client:  # $OXEN_API_KEY, $OXEN_BASE_URL
+            yield {"client": client}
+
+
+@contextlib.contextmanager
+def _hub() -> Iterator[None]:
+    """The hub named by the environment; without ``OXEN_API_KEY``, an embedded emulator."""
+    if os.environ.get("OXEN_API_KEY", "").strip():
+        url = os.environ.get("OXEN_BASE_URL") or "https://hub.oxen.ai"
+        logger.info("oxen-queue: using the hub at %s", url)
+        yield
+        return
+    from oxen_queue.testing import use_emulator  # the emulator extra, needed only here
+
+    with use_emulator() as emulator:
+        assert emulator is not None
+        logger.info(
+            "oxen-queue: OXEN_API_KEY is not set; using an embedded emulator at %s",
+            emulator.base_url,
+        )
+        yield
 
 
 app = FastAPI(title="oxen-queue example", lifespan=lifespan)
@@ -123,10 +146,16 @@ async def generation_cancelled(request: Request, exc: GenerationCancelledError) 
     return JSONResponse({"detail": {"generation_id": exc.generation_id}}, status_code=409)
 
 
-@app.exception_handler(PollTimeoutError)
-async def generation_timed_out(request: Request, exc: PollTimeoutError) -> JSONResponse:
+@app.exception_handler(GenerationTimeoutError)
+async def generation_timed_out(request: Request, exc: GenerationTimeoutError) -> JSONResponse:
     # generate() has already cancelled the job upstream: its result would come too late.
     return JSONResponse({"detail": {"generation_id": exc.generation_id}}, status_code=504)
+
+
+@app.exception_handler(ClientDisconnectedError)
+async def client_disconnected(request: Request, exc: ClientDisconnectedError) -> Response:
+    # The caller hung up and the job was cancelled upstream: nobody reads this answer.
+    return Response(status_code=499)  # nginx's "client closed request"
 
 
 @app.exception_handler(NotFoundError)
@@ -136,45 +165,17 @@ async def not_found(request: Request, exc: NotFoundError) -> JSONResponse:
 
 @app.post("/images")
 async def create_image(body: ImageRequest, request: Request, client: SharedClient) -> Image:
-    """Generate one image and answer once it exists (5-30 s on the hub)."""
+    """Generate one image and answer once it exists (5-30 s on the hub).
+
+    Starlette does not cancel a handler whose caller hung up: ``cancel_on_disconnect`` does,
+    and cancelled, ``client.generate()`` cancels its job upstream. Nobody will see the result,
+    so nobody should pay for it.
+    """
     params = body.model_dump(exclude_none=True)
     record = await cancel_on_disconnect(request, client.generate("gpt-image-2", **params))
     return Image(
         generation_id=record.generation_id, status=record.status, result_url=record.result_url
     )
-
-
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, but cancel it if the HTTP client hangs up first.
-
-    Starlette does not cancel a handler whose client has gone, so a watcher polls for the
-    disconnect next to the work. Cancelled, ``client.generate()`` cancels its job upstream:
-    nobody will see the result, so nobody should pay for it.
-    """
-    outcome: list[T | Exception] = []  # stays empty if the client hangs up
-    async with anyio.create_task_group() as task_group:
-        task_group.start_soon(_cancel_when_disconnected, request, task_group.cancel_scope)
-        try:
-            outcome.append(await work)
-        except Exception as exc:
-            # Raised in here it would leave the task group wrapped in an ExceptionGroup,
-            # which no exception handler matches: it is re-raised as it is, below.
-            outcome.append(exc)
-        task_group.cancel_scope.cancel()  # done: stop watching
-    if not outcome:
-        raise HTTPException(499, "client closed request")  # nobody is listening anyway
-    result = outcome[0]
-    if isinstance(result, Exception):
-        raise result
-    return result
-
-
-async def _cancel_when_disconnected(request: Request, scope: anyio.CancelScope) -> None:
-    # Polled: Starlette has no event to wait on, and reading the ASGI `receive` here would
-    # race whatever else reads the request.
-    while not await request.is_disconnected():  # noqa: ASYNC110
-        await anyio.sleep(0.2)
-    scope.cancel()
 
 
 @app.post("/jobs", status_code=202)

@@ -148,8 +148,8 @@ async def run_chaos(
                 for generation in generations:
                     with contextlib.suppress(OxenError):  # outcomes are audited below
                         await generation
-            report.reconciled = client.enqueue_stats["reconciled"]
-            report.resent = client.enqueue_stats["resent"]
+            report.reconciled = client.stats.reconciled
+            report.resent = client.stats.resent
     finally:
         logger.removeHandler(counter)
         logger.setLevel(previous_level)

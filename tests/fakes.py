@@ -147,7 +147,7 @@ class FakeAPI:
     def create(self, body: dict[str, Any]) -> httpx.Response:
         model = body.pop("model")
         count = int(body.pop("num_generations", 1))
-        if not 1 <= count <= 4:
+        if not 1 <= count <= 4 or "n" in body:  # "n" is the blocking endpoint's, not the queue's
             return httpx.Response(
                 400,
                 json={"error": {"message": "num_generations must be an integer between 1 and 4"}},

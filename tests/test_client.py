@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from oxen_queue import (
+    APITimeoutError,
     AsyncClient,
     BadRequestError,
     ClientClosedError,
@@ -71,18 +72,37 @@ async def test_enqueue_many_returns_every_generation() -> None:
     assert [r.generation_id for r in records] == [g.id for g in generations]
 
 
-async def test_enqueue_many_surfaces_the_servers_cap_instead_of_assuming_one() -> None:
+async def test_enqueue_many_splits_past_the_per_request_limit() -> None:
     api = FakeAPI()
     async with fake_client(api) as client:
-        with pytest.raises(BadRequestError, match="between 1 and 4") as info:
-            await client.enqueue_many("gpt-image-2", 5, prompt="too many")
+        generations = await client.enqueue_many("gpt-image-2", 10, prompt="many")
         with pytest.raises(InvalidParamsError, match="num_generations"):
             await client.enqueue_many("gpt-image-2", 0, prompt="none")
         with pytest.raises(InvalidParamsError, match="enqueue_many"):
             await client.enqueue("gpt-image-2", prompt="x", num_generations=2)
-    assert info.value.status_code == 400
-    assert info.value.server_message == "num_generations must be an integer between 1 and 4"
-    assert api.calls["POST /api/ai/queue"] == 1
+    sizes = sorted(
+        json.loads(r.content).get("num_generations", 1) for r in api.requests if r.method == "POST"
+    )
+    assert sizes == [2, 4, 4]
+    assert len({g.id for g in generations}) == 10
+
+
+async def test_enqueue_many_names_what_it_made_when_one_request_fails() -> None:
+    api = FakeAPI()
+
+    def the_single_one_refused(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "POST" and "num_generations" not in json.loads(request.content):
+            return httpx.Response(400, json={"error": {"message": "no credits"}})
+        return None
+
+    api.before.append(the_single_one_refused)
+    async with fake_client(api) as client:
+        with pytest.raises(BadRequestError, match="no credits") as info:
+            await client.enqueue_many("gpt-image-2", 9, prompt="many")
+    assert len(api.jobs) == 8
+    (note,) = info.value.__notes__
+    assert note.startswith("8 of 9 generations were created")
+    assert all(generation_id in note for generation_id in api.jobs)
 
 
 async def test_generate_enqueues_and_waits() -> None:
@@ -267,3 +287,55 @@ async def test_generate_images_waits_past_the_retry_deadline() -> None:
     async with fake_client(api, transport=Slow(), retry=policy) as client:
         response = await client.generate_images("gpt-image-2", prompt="ox", timeout=5)
     assert len(response.images) == 1
+
+
+async def test_stats_is_one_snapshot_of_the_counters() -> None:
+    api = FakeAPI()
+    flaky = {"n": 0}
+
+    def one_503(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "POST" and not flaky["n"]:
+            flaky["n"] += 1
+            return httpx.Response(503)
+        return None
+
+    api.before.append(one_503)
+    async with fake_client(api) as client:
+        before = client.stats
+        generations = await client.enqueue_many("gpt-image-2", 2, prompt="ox")
+        await generations[0]
+        await generations[1]
+        after = client.stats
+    assert (before.enqueued, before.requests, before.pending) == (0, 0, 0)
+    assert after.enqueued == 2
+    assert after.retries == 1  # the 503, sent again
+    assert after.requests == api.calls["POST /api/ai/queue"] + sum(
+        n for key, n in api.calls.items() if key.startswith("GET")
+    )
+    assert after.pending == 0
+    assert after.max_concurrency == 16
+    assert after.enqueue_rate == float("inf")
+
+
+async def test_with_options_is_a_view_with_other_defaults() -> None:
+    api = FakeAPI()
+
+    class Slow(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path.startswith("/api/ai/models"):
+                await anyio.sleep(1.0)  # only this read is slow
+            return api.handle(request)
+
+    async with fake_client(api, transport=Slow()) as client:
+        unchecked = client.with_options(validate=False)
+        generation = await unchecked.enqueue("gpt-image-2", prompt="ox", qualty="low")
+        with pytest.raises(InvalidParamsError):  # the client itself still checks
+            await client.enqueue("gpt-image-2", prompt="ox", qualty="low")
+        assert client.pending.keys() == unchecked.pending.keys() == {generation.id}
+        quick = client.with_options(timeout=0.1, deadline=None)
+        with pytest.raises(APITimeoutError):
+            await quick.get_model("flux")
+        assert (await quick.enqueue("gpt-image-2", prompt="ox")).deadline is None
+    assert "closed" in repr(unchecked)  # closing the client closed its views
+    with pytest.raises(ClientClosedError):
+        await unchecked.enqueue("gpt-image-2", prompt="ox")

@@ -41,15 +41,31 @@ async def test_download_names_the_file_after_the_id_and_sends_no_key(tmp_path: P
     assert list(tmp_path.iterdir()) == [path]
 
 
-async def test_download_to_an_explicit_path_and_from_a_generation(tmp_path: Path) -> None:
+async def test_download_to_an_explicit_path_and_from_a_generation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     api = FakeAPI()
-    serve_files(api, content_type="image/jpeg")
+    serve_files(api, content_type="image/jpeg")  # the label says JPEG; the bytes are PNG
     async with fake_client(api) as client:
         generation = await client.enqueue("gpt-image-2", prompt="ox")
         path = await client.download(generation, tmp_path / "sub" / "ox.jpeg")
         other = await generation.download(tmp_path)
     assert path == tmp_path / "sub" / "ox.jpeg" and path.read_bytes() == PNG
-    assert other.suffix == ".jpg"
+    assert "its bytes are PNG" in caplog.text  # the caller's name is kept, the mismatch told
+    assert other.suffix == ".png"  # our own name follows the bytes, not the label
+
+
+async def test_a_directory_path_an_id_and_reading_into_memory(tmp_path: Path) -> None:
+    api = FakeAPI()
+    serve_files(api, content_type="application/octet-stream")
+    async with fake_client(api) as client:
+        record = await client.generate("gpt-image-2", prompt="ox")
+        into_new_dir = await client.download(record.generation_id, f"{tmp_path}/new/")
+        data = await client.read(record)
+        by_id = await client.read(record.generation_id)
+    assert into_new_dir == tmp_path / "new" / f"{record.generation_id}.png"
+    assert into_new_dir.read_bytes() == data == by_id == PNG
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == [into_new_dir.name]
 
 
 async def test_server_supplied_names_never_choose_the_path(tmp_path: Path) -> None:
@@ -63,7 +79,7 @@ async def test_server_supplied_names_never_choose_the_path(tmp_path: Path) -> No
     async with fake_client(api) as client:
         path = await client.download(record, tmp_path)
     assert path.parent == tmp_path
-    assert path.name == "etcpasswd.bin"
+    assert path.name == "etcpasswd.png"  # the bytes name the extension, not the label
 
 
 async def test_an_oversized_file_is_refused_and_leaves_nothing(tmp_path: Path) -> None:

@@ -67,7 +67,7 @@ async def test_a_lost_answer_is_reconciled_and_the_job_adopted_not_resent(loss: 
     async with fake_client(api) as client:
         generation = await client.enqueue("gpt-image-2", prompt="ox", quality="low")
         record = await generation
-        stats = dict(client.enqueue_stats)
+        stats = {"reconciled": client.stats.reconciled, "resent": client.stats.resent}
     assert api.calls["POST /api/ai/queue"] == 1
     assert list(api.jobs) == [generation.id]
     assert record.status == "succeeded"
@@ -84,9 +84,9 @@ async def test_an_ambiguous_failure_that_created_nothing_is_resent_after_two_loo
 
     api.before.append(lost_before_creating)
     async with fake_client(api) as client:
-        client._enqueuer._settle_delay = 0.0
+        client._core.enqueuer._settle_delay = 0.0
         generation = await client.enqueue("gpt-image-2", prompt="ox")
-        assert client.enqueue_stats == {"reconciled": 0, "resent": 1}
+        assert (client.stats.reconciled, client.stats.resent) == (0, 1)
     assert api.calls["POST /api/ai/queue"] == 2
     assert list(api.jobs) == [generation.id]
     assert api.calls["GET /api/ai/queue"] == 2 and api.calls["GET /api/ai/generations"] == 2
@@ -149,7 +149,7 @@ async def test_a_garbled_success_whose_job_cannot_be_found_is_never_resent() -> 
 
     api.before.append(garbled_without_job)
     async with fake_client(api) as client:
-        client._enqueuer._settle_delay = 0.0
+        client._core.enqueuer._settle_delay = 0.0
         with pytest.raises(AmbiguousEnqueueError):
             await client.enqueue("gpt-image-2", prompt="ox")
     assert api.calls["POST /api/ai/queue"] == 1
@@ -168,8 +168,8 @@ async def test_a_bad_request_is_never_resent() -> None:
     api = FakeAPI()
     async with fake_client(api) as client:
         with pytest.raises(BadRequestError):
-            await client.enqueue_many("gpt-image-2", 9, prompt="ox")
-    assert api.calls["POST /api/ai/queue"] == 1
+            await client.enqueue_many("gpt-image-2", 9, prompt="ox", validate=False, n=1)
+    assert api.calls["POST /api/ai/queue"] == 3  # 4 + 4 + 1, each refused once, none resent
 
 
 async def test_an_enqueue_cancelled_mid_request_still_accounts_for_its_job() -> None:
@@ -238,8 +238,8 @@ async def test_a_job_with_other_parameters_is_never_adopted() -> None:
 
     api.before.append(lost_before_creating)
     async with fake_client(api, poll_policy=PollPolicy(initial=30)) as client:
-        client._enqueuer._settle_delay = 0.0
+        client._core.enqueuer._settle_delay = 0.0
         generation = await client.enqueue("gpt-image-2", prompt="ox")
     assert generation.id != others_id
-    assert client.enqueue_stats == {"reconciled": 0, "resent": 1}
+    assert (client.stats.reconciled, client.stats.resent) == (0, 1)
     assert len(api.jobs) == 2

@@ -1,15 +1,19 @@
-"""The error tree, and both documented error bodies parsed into attributes."""
+"""The error tree, both documented error bodies parsed into attributes, pickling."""
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 import oxen_queue
+import oxen_queue.asgi
 from oxen_queue import (
+    AmbiguousEnqueueError,
     APIConnectionError,
     APIError,
     APIResponseValidationError,
@@ -17,9 +21,13 @@ from oxen_queue import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
+    DownloadError,
     GenerationCancelledError,
     GenerationError,
     GenerationFailedError,
+    GenerationRecord,
+    GenerationTimeoutError,
     InvalidParamsError,
     NotFoundError,
     OxenError,
@@ -28,6 +36,7 @@ from oxen_queue import (
     ServerError,
 )
 from oxen_queue._http import status_error
+from oxen_queue.asgi import ClientDisconnectedError
 
 from .fakes import API, FakeAPI
 from .helpers import fake_client
@@ -59,7 +68,7 @@ def test_the_tree_has_one_root_and_the_documented_branches() -> None:
     )
     assert issubclass(GenerationFailedError, GenerationError)
     assert issubclass(GenerationCancelledError, GenerationError)
-    assert issubclass(PollTimeoutError, TimeoutError)
+    assert issubclass(GenerationTimeoutError, TimeoutError)
     assert issubclass(InvalidParamsError, ValueError)
     errors = [
         obj
@@ -167,3 +176,72 @@ def test_error_messages_name_no_files_of_ours() -> None:
     # The error module imports nothing from the client: it is the leaf of the package.
     source = Path(oxen_queue._exceptions.__file__).read_text()
     assert "from ._" not in source
+
+
+def test_poll_timeout_error_is_the_deprecated_name_of_generation_timeout_error() -> None:
+    assert PollTimeoutError is GenerationTimeoutError
+    assert issubclass(GenerationTimeoutError, OxenError) and issubclass(
+        GenerationTimeoutError, TimeoutError
+    )
+    error = GenerationTimeoutError(generation_id="g1", deadline=2.5)
+    assert (error.generation_id, error.deadline) == ("g1", 2.5)
+    assert "g1" in str(error) and "2.5 s deadline" in str(error)
+    source = Path(oxen_queue._exceptions.__file__).read_text()
+    assert 'PollTimeoutError = GenerationTimeoutError\n"""Deprecated' in source
+
+
+def _one_of_each_error() -> list[OxenError]:
+    record = GenerationRecord(generation_id="g1", status="failed", prompt="ox")
+    request = httpx.Request("POST", f"{API}/api/ai/queue")
+    return [
+        OxenError("base"),
+        APIError("could not", request=request),
+        status_error(_response(400, json=ENVELOPE)),
+        status_error(_response(401, json=SIMPLE)),
+        status_error(_response(404, json=SIMPLE)),
+        status_error(_response(429, headers={"Retry-After": "7"}, json=SIMPLE)),
+        status_error(_response(503, text="<html>down</html>")),
+        status_error(_response(418, json=SIMPLE)),
+        APIConnectionError("refused", request=request, request_sent=False, status_code=None),
+        APITimeoutError("slow", request=request, request_sent=True, status_code=200),
+        APIResponseValidationError("truncated", response=_response(200, text="{")),
+        GenerationError("gone", generation_id="g1", record=record),
+        GenerationFailedError(
+            generation_id="g1", error_message="Insufficient credits", record=record
+        ),
+        GenerationCancelledError(generation_id="g1", record=record),
+        GenerationTimeoutError(generation_id="g1", deadline=2.5),
+        InvalidParamsError("bad resolution", field="resolution", allowed=["1024x1024"]),
+        AmbiguousEnqueueError("lost", model="gpt-image-2", params={"prompt": "ox"}),
+        DownloadError("too large"),
+        ClientClosedError("closed", generation_ids=["g1", "g2"]),
+        ClientDisconnectedError("the HTTP client hung up"),
+    ]
+
+
+def _comparable(error: BaseException) -> dict[str, Any]:
+    """The error's attributes, with httpx objects (no equality of their own) by content."""
+    state: dict[str, Any] = {"type": type(error), "args": error.args, "str": str(error)}
+    for name, value in vars(error).items():
+        if isinstance(value, httpx.Response):
+            value = (value.status_code, value.headers.raw, value.content, str(value.request.url))
+        elif isinstance(value, httpx.Request):
+            value = (value.method, str(value.url))
+        state[name] = value
+    return state
+
+
+def test_every_public_error_pickles_with_its_attributes() -> None:
+    errors = _one_of_each_error()
+    public = {
+        obj
+        for module in (oxen_queue, oxen_queue.asgi)
+        for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, BaseException)
+    }
+    assert {type(error) for error in errors} == public  # one of each, no more
+    for error in errors:
+        error.add_note("a note survives too")
+        again = pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes)
+        assert _comparable(again) == _comparable(error), type(error).__name__
+        assert again.__notes__ == ["a note survives too"]

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from oxen_queue import Resolution
-from oxen_queue.testing import Emulator, EmulatorConfig, Job
+from oxen_queue.testing import Emulator, EmulatorConfig
+from oxen_queue.testing._jobs import Job
 
 from .servers import ServerThread
 

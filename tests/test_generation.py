@@ -15,8 +15,8 @@ from oxen_queue import (
     GenerationCancelledError,
     GenerationFailedError,
     GenerationRecord,
+    GenerationTimeoutError,
     PollPolicy,
-    PollTimeoutError,
     as_completed,
 )
 
@@ -119,21 +119,21 @@ async def test_wait_timeout_raises_timeout_error_and_generation_carries_on() -> 
         generation = await client.enqueue("gpt-image-2", prompt="ox")
         with pytest.raises(TimeoutError) as info:
             await generation.wait(timeout=0.02)
-        assert not isinstance(info.value, PollTimeoutError)
+        assert not isinstance(info.value, GenerationTimeoutError)
         assert (await generation.wait(timeout=5)).status == "succeeded"
 
 
-async def test_deadline_raises_poll_timeout_error_with_the_id() -> None:
+async def test_deadline_raises_generation_timeout_error_with_the_id() -> None:
     api = FakeAPI(lifecycle=["queued"] + ["processing"] * 1000)
     slow = PollPolicy(initial=0.01, max_interval=0.01, jitter=0.0, deadline=0.05)
     async with fake_client(api, poll_policy=slow) as client:
         generation = await client.enqueue("gpt-image-2", prompt="ox")
-        with pytest.raises(PollTimeoutError) as info:
+        with pytest.raises(GenerationTimeoutError) as info:
             await generation
         assert isinstance(info.value, TimeoutError)
         assert info.value.generation_id == generation.id
         assert generation.id in str(info.value)
-        with pytest.raises(PollTimeoutError):  # the deadline ends the generation for good
+        with pytest.raises(GenerationTimeoutError):  # the deadline ends the generation for good
             generation.result()
 
 
@@ -142,7 +142,7 @@ async def test_per_call_deadline_overrides_the_policy() -> None:
     slow = PollPolicy(initial=0.01, max_interval=0.01, jitter=0.0, deadline=None)
     async with fake_client(api, poll_policy=slow) as client:
         generation = await client.enqueue("gpt-image-2", prompt="ox", deadline=0.03)
-        with pytest.raises(PollTimeoutError):
+        with pytest.raises(GenerationTimeoutError):
             await generation
 
 

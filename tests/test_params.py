@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, get_args
 
 import pytest
@@ -81,9 +82,40 @@ def test_schema_refusals(params: dict[str, Any], field: str, fragment: str) -> N
     assert info.value.field == field
 
 
-def test_schema_checks_let_unknown_keywords_through() -> None:
+def test_schema_keywords_not_understood_are_let_through() -> None:
     schema = {"properties": {"x": {"type": "string", "pattern": "^a$", "x-order": 1}}}
-    check_against_schema("m", schema, {"x": "b", "extra": 1})  # pattern unchecked, extras allowed
+    check_against_schema("m", schema, {"x": "b"})  # pattern unchecked: the server judges
+
+
+def test_an_unknown_parameter_is_refused_with_a_suggestion() -> None:
+    schema = {"properties": {"duration": {"type": "integer"}, "prompt": {"type": "string"}}}
+    with pytest.raises(InvalidParamsError, match="did you mean 'duration'") as info:
+        check_against_schema("kling", schema, {"prompt": "ox", "duraton": 5})
+    assert info.value.field == "duraton"
+    assert info.value.allowed is not None
+    assert "duration" in info.value.allowed
+    assert "extra_params" in str(info.value)
+    with pytest.raises(InvalidParamsError, match="did you mean 'quality'"):
+        validate_params("gpt-image-2", {"prompt": "ox", "qualty": "low"})
+
+
+def test_a_schema_without_properties_checks_no_names() -> None:
+    check_against_schema("m", {"type": "object"}, {"anything": 1})
+
+
+@pytest.mark.anyio
+async def test_extra_params_are_sent_unchecked_and_validate_false_skips_every_check() -> None:
+    api = FakeAPI()
+    async with fake_client(api) as client:
+        await client.enqueue("gpt-image-2", prompt="ox", extra_params={"moderation": "low"})
+        with pytest.raises(InvalidParamsError, match="both"):
+            await client.enqueue("gpt-image-2", prompt="ox", extra_params={"prompt": "x"})
+        await client.enqueue("gpt-image-2", prompt="ox", qualty="low", validate=False)
+    bodies = [json.loads(r.content) for r in api.requests if r.method == "POST"]
+    assert bodies == [
+        {"model": "gpt-image-2", "prompt": "ox", "moderation": "low"},
+        {"model": "gpt-image-2", "prompt": "ox", "qualty": "low"},
+    ]
 
 
 @pytest.mark.anyio

@@ -31,7 +31,7 @@ async def test_a_burst_settles_at_the_servers_rate_instead_of_hammering_it() -> 
                 for i in range(COUNT):
                     task_group.start_soon(_enqueue, client, f"p{i}")
             elapsed = time.monotonic() - started
-            pacer = client._session.admission.enqueue_rate.rate
+            pacer = client._core.session.admission.enqueue_rate.rate
         stats = emu.stats()
     refused = stats["faults"].get("enqueue_rate_limit", 0)
     assert stats["jobs_created"] == COUNT

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from oxen_queue import AsyncClient, OxenError
+from oxen_queue import AsyncClient, GenerationRecord, OxenError
 
 from .fakes import API, FakeAPI
 from .helpers import fake_client
@@ -19,7 +19,7 @@ SECRET = "sk-oxen-SECRET-1234567890"
 def test_repr_of_client_and_session_hide_the_key() -> None:
     client = AsyncClient(api_key=SECRET, base_url=API)
     assert SECRET not in repr(client)
-    assert SECRET not in repr(client._session.http.auth)
+    assert SECRET not in repr(client._core.session.http.auth)
     assert SECRET not in repr(vars(client))
 
 
@@ -58,7 +58,7 @@ async def test_the_key_goes_only_to_the_api_origin() -> None:
             "https://hub.oxen.test:8443/api/ai/models/x",  # same host, other port
             "https://hub.oxen.test.evil.com/api/ai/models/x",
         ):
-            await client._session.http.get(url)
+            await client._core.session.http.get(url)
     assert [r.headers.get("authorization") for r in seen] == [f"Bearer {SECRET}"] + [None] * 4
 
 
@@ -75,15 +75,10 @@ async def test_redirects_never_carry_the_key_off_origin(tmp_path: Path) -> None:
     async with AsyncClient(
         api_key=SECRET, base_url=API, transport=httpx.MockTransport(handler)
     ) as client:
-        from oxen_queue._download import download_to
-
-        await download_to(
-            client._session,
-            f"{API}/api/repos/x.png",
-            generation_id="g",
-            path=tmp_path,
-            max_bytes=None,
+        record = GenerationRecord(
+            generation_id="g", status="succeeded", result_url=f"{API}/api/repos/x.png"
         )
+        await client.download(record, tmp_path)
     assert seen[0].headers.get("authorization") == f"Bearer {SECRET}"
     assert "authorization" not in seen[1].headers
 

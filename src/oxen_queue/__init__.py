@@ -10,6 +10,8 @@ finish::
 
 from __future__ import annotations
 
+from types import FunctionType as _FunctionType
+
 from ._batch import BatchItem as BatchItem
 from ._batch import ProgressCallback as ProgressCallback
 from ._batch import as_completed as as_completed
@@ -28,6 +30,7 @@ from ._exceptions import DownloadError as DownloadError
 from ._exceptions import GenerationCancelledError as GenerationCancelledError
 from ._exceptions import GenerationError as GenerationError
 from ._exceptions import GenerationFailedError as GenerationFailedError
+from ._exceptions import GenerationTimeoutError as GenerationTimeoutError
 from ._exceptions import InvalidParamsError as InvalidParamsError
 from ._exceptions import NotFoundError as NotFoundError
 from ._exceptions import OxenError as OxenError
@@ -50,6 +53,7 @@ from ._params import Quality as Quality
 from ._params import Resolution as Resolution
 from ._poll import PollPolicy as PollPolicy
 from ._retry import RetryPolicy as RetryPolicy
+from ._stats import ClientStats as ClientStats
 from ._sync import Client as Client
 from ._sync import SyncGeneration as SyncGeneration
 from ._types import DEFAULT as DEFAULT
@@ -72,6 +76,7 @@ __all__ = [
     "BatchItem",
     "Client",
     "ClientClosedError",
+    "ClientStats",
     "CompletionEvent",
     "CompletionMode",
     "Default",
@@ -83,6 +88,7 @@ __all__ = [
     "GenerationPage",
     "GenerationRecord",
     "GenerationStatus",
+    "GenerationTimeoutError",
     "GptImage2Options",
     "GptImage2Params",
     "ImageResult",
@@ -105,3 +111,13 @@ __all__ = [
     "as_completed",
     "run_batch",
 ]
+
+
+# Public classes and functions report the package as their module, as httpx's and anyio's do:
+# reprs, tracebacks, docs and pickles name ``oxen_queue.AsyncClient``, the import users write,
+# not the private module that defines it.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type | _FunctionType) and _value.__module__.startswith(f"{__name__}._"):
+        _value.__module__ = __name__
+del _name, _value

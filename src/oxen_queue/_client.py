@@ -2,40 +2,51 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, Unpack, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, Unpack, overload
 
 import anyio
 import httpx
 
 from ._api import QueueEndpoints
-from ._batch import as_completed, run_batch
-from ._download import download_to
+from ._batch import run_batch
+from ._core import CLOSE_GRACE, ClientCore
+from ._download import FileFetcher
 from ._enqueue import Enqueuer
-from ._exceptions import ClientClosedError, DownloadError, InvalidParamsError
-from ._generation import Generation
-from ._http import DEFAULT_BASE_URL, ApiSession, check_base_url
+from ._exceptions import ClientClosedError, DownloadError, InvalidParamsError, OxenError
+from ._generation import Generation, observe
+from ._http import DEFAULT_BASE_URL, USER_AGENT, ApiSession, check_base_url
 from ._models import GenerationPage, GenerationRecord, ImagesResponse, Model
-from ._params import GptImage2Options, ParamChecker
+from ._params import GptImage2Options, ParamChecker, merge_extra
 from ._poll import PollPolicy
 from ._retry import RetryPolicy
 from ._types import DEFAULT, Default
 from ._watch import CompletionMode, make_watcher
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
-
     from ._batch import BatchItem, ProgressCallback
-    from ._watch._base import Watcher
+    from ._stats import ClientStats
 
 __all__ = ["AsyncClient"]
 
 logger = logging.getLogger("oxen_queue")
+
+_PER_REQUEST: Final = 4  # generations per enqueue: "Range: 1-4 ... per request" (queue docs)
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """The per-call defaults of a client or of one of its views (``with_options``)."""
+
+    timeout: httpx.Timeout | None  # None: the session's own
+    validate: bool
+    deadline: float | None
 
 
 class AsyncClient:
@@ -62,10 +73,18 @@ class AsyncClient:
         backstop_interval: Seconds between the slow polls behind a healthy event stream
             (``"auto"``), which catch cancellations and lost events.
         retry: Which transient HTTP failures are retried, and how.
-        timeout: Seconds for connect, read and write of one request (or an ``httpx.Timeout``).
+        timeout: Seconds for one request attempt, from connecting to the last byte of the
+            answer (an ``httpx.Timeout`` sets the phases apart; the largest of them then
+            bounds the whole attempt).
+        stall_timeout: Seconds without progress after which a transfer counts as dead: the
+            event stream silent this long (not even a keep-alive; or, with generations
+            pending, no completion event) is reopened and reconciled, and a download slower
+            than 1 KiB/s over this long fails.
         max_concurrency: Requests in flight at once; more wait their turn (so a burst of
             enqueues never meets a pool timeout). Raise it for a distant hub, where round trips
             rather than CPU limit throughput.
+        max_downloads: Result downloads at once, on a pool of their own (a slow file host
+            never holds the slots API requests need).
         validate: Check parameters locally before sending (for models other than
             ``gpt-image-2`` this fetches the model's schema once). ``False`` sends them as given.
         max_download_bytes: Largest result file ``download`` accepts; ``None`` means no limit.
@@ -76,7 +95,8 @@ class AsyncClient:
 
     Raises:
         InvalidParamsError: No API key was given or found in the environment.
-        ValueError: The base URL is unusable or insecure.
+        InvalidParamsError: The base URL is unusable, insecure or carries credentials
+            (also a ``ValueError``).
     """
 
     def __init__(
@@ -90,7 +110,9 @@ class AsyncClient:
         backstop_interval: float = 10.0,
         retry: RetryPolicy | None = None,
         timeout: float | httpx.Timeout = 30.0,
+        stall_timeout: float = 45.0,
         max_concurrency: int = 16,
+        max_downloads: int = 8,
         validate: bool = True,
         max_download_bytes: int | None = 1 << 30,
         allow_insecure_http: bool = False,
@@ -108,53 +130,103 @@ class AsyncClient:
             base_url or os.environ.get("OXEN_BASE_URL") or DEFAULT_BASE_URL,
             allow_insecure_http=allow_insecure_http,
         )
-        self._retry = retry or RetryPolicy()
-        self._poll_policy = poll_policy or PollPolicy()
-        self._max_download_bytes = max_download_bytes
-        self._completion: CompletionMode = completion
-        self._session = ApiSession(
+        if shared_poll_interval <= 0 or backstop_interval <= 0 or stall_timeout <= 0:
+            raise ValueError(
+                "shared_poll_interval, backstop_interval and stall_timeout must be positive"
+            )
+        retry = retry or RetryPolicy()
+        poll_policy = poll_policy or PollPolicy()
+        http_timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        session = ApiSession(
             base_url=url,
             api_key=key.strip(),
-            timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
+            timeout=http_timeout,
             max_concurrency=max_concurrency,
-            retry=self._retry,
+            retry=retry,
             transport=transport,
             verify=verify,
         )
-        self._endpoints = QueueEndpoints(self._session)
-        self._enqueuer = Enqueuer(self._session, retry=self._retry)
-        self._params = ParamChecker(self._endpoints.get_model, enabled=validate)
-        if shared_poll_interval <= 0 or backstop_interval <= 0:
-            raise ValueError("shared_poll_interval and backstop_interval must be positive")
-        self._watcher: Watcher = make_watcher(
-            completion,
-            self._endpoints,
-            self._poll_policy,
-            shared_interval=shared_poll_interval,
-            backstop_interval=backstop_interval,
+        endpoints = QueueEndpoints(session)
+        admission = session.admission
+        self._core = ClientCore(
+            session=session,
+            files=FileFetcher(
+                auth=session.auth,
+                connect_timeout=http_timeout.connect,
+                stall_timeout=stall_timeout,
+                max_downloads=max_downloads,
+                max_bytes=max_download_bytes,
+                transport=transport,
+                verify=verify,
+                headers={"User-Agent": USER_AGENT},
+            ),
+            endpoints=endpoints,
+            enqueuer=Enqueuer(
+                endpoints,
+                retry=retry,
+                workers=lambda: admission.max_concurrency,
+                on_retry=session.note_retry,
+            ),
+            params=ParamChecker(endpoints.get_model, enabled=True),
+            watcher=make_watcher(
+                completion,
+                endpoints,
+                poll_policy,
+                shared_interval=shared_poll_interval,
+                backstop_interval=backstop_interval,
+                stall_timeout=stall_timeout,
+            ),
+            poll_policy=poll_policy,
+            completion=completion,
         )
-        self._pending: dict[str, Generation] = {}
-        self._stack: AsyncExitStack | None = None
-        self._task_group: TaskGroup | None = None
-        self._closed = False
+        self._options = _Options(timeout=None, validate=validate, deadline=poll_policy.deadline)
+
+    def with_options(
+        self,
+        *,
+        timeout: float | httpx.Timeout | Default = DEFAULT,
+        validate: bool | Default = DEFAULT,
+        deadline: float | Default | None = DEFAULT,
+    ) -> AsyncClient:
+        """A view of this client with other defaults for the calls made through it.
+
+        It shares everything else: the connections, the watcher, the pending generations and
+        the lifecycle (closing either closes both). Costs nothing; make one per call site::
+
+            record = await client.with_options(timeout=5, validate=False).generate(...)
+
+        Args:
+            timeout: Seconds for each request attempt made through the view (as the client's
+                ``timeout``). Completion watching keeps the client's own.
+            validate: Local parameter checks for calls made through the view.
+            deadline: Generations' default deadline (seconds; ``None``: no limit).
+        """
+        options = self._options
+        if timeout is not DEFAULT:
+            options = dataclasses.replace(
+                options,
+                timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
+            )
+        if validate is not DEFAULT:
+            options = dataclasses.replace(options, validate=validate)
+        if deadline is not DEFAULT:
+            options = dataclasses.replace(options, deadline=deadline)
+        view = object.__new__(AsyncClient)
+        view._core = self._core
+        view._options = options
+        return view
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open" if self._task_group else "not opened"
+        core = self._core
         return (
-            f"<AsyncClient {self._session.base_url} completion={self._completion!r} "
-            f"pending={len(self._pending)} {state}>"
+            f"<AsyncClient {core.session.base_url} completion={core.completion!r} "
+            f"pending={len(core.pending)} {core.state}>"
         )
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._closed or self._stack is not None:
-            raise ClientClosedError("an AsyncClient can be opened only once; make a new one")
-        stack = AsyncExitStack()
-        await stack.enter_async_context(self._session.http)
-        self._task_group = await stack.enter_async_context(anyio.create_task_group())
-        self._stack = stack
-        self._watcher.start(self._task_group)
+        await self._core.open()
         return self
 
     async def __aexit__(
@@ -163,74 +235,34 @@ class AsyncClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        await self._core.exit()
 
     async def aclose(self) -> None:
         """Stop watching, close the connections. Jobs on the server carry on.
 
-        Generations still pending end with :class:`ClientClosedError`; reattach to them from
-        another client with ``client.generation(id)``.
+        Enqueues not yet sent are withdrawn; those in flight get a few seconds to land, so
+        their jobs are known (their callers get :class:`ClientClosedError` naming them), as do
+        the upstream cancellations of abandoned ``generate()`` jobs. Generations still pending
+        end with :class:`ClientClosedError`; reattach to them from another client with
+        ``client.generation(id)``.
         """
-        if self._closed:
-            return
-        self._closed = True
-        for generation in list(self._pending.values()):
-            generation._fail(
-                ClientClosedError(
-                    f"the client closed before generation {generation.id} finished; "
-                    "reattach with client.generation(id)"
-                )
-            )
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            assert self._task_group is not None
-            self._task_group.cancel_scope.cancel()
-            await stack.aclose()
-
-    def _require_open(self) -> TaskGroup:
-        if self._task_group is None or self._closed:
-            raise ClientClosedError(
-                "the client is not open: use it inside `async with AsyncClient() as client:`"
-            )
-        return self._task_group
+        await self._core.close()
 
     @property
     def pending(self) -> Mapping[str, Generation]:
         """The generations this client is still watching, by id (a read-only view)."""
-        return MappingProxyType(self._pending)
+        return MappingProxyType(self._core.pending)
 
     @property
-    def enqueue_stats(self) -> Mapping[str, int]:
-        """How lost enqueue answers were settled: ``reconciled`` (adopted) and ``resent``."""
-        return {"reconciled": self._enqueuer.reconciled, "resent": self._enqueuer.resent}
+    def stats(self) -> ClientStats:
+        """A snapshot of the client's counters and current limits (see :class:`ClientStats`)."""
+        return self._core.stats()
 
     def _generation_done(self, generation: Generation) -> None:
-        if self._pending.get(generation.id) is generation:
-            del self._pending[generation.id]
+        self._core.forget(generation)
 
-    def _track(
-        self,
-        generation_id: str,
-        *,
-        model: str | None,
-        params: Mapping[str, Any],
-        deadline: float | None,
-        fresh: bool,
-    ) -> Generation:
-        existing = self._pending.get(generation_id)
-        if existing is not None:
-            return existing
-        generation = Generation(
-            generation_id,
-            owner=self,
-            model=model,
-            params=params,
-            deadline=deadline,
-            status="queued" if fresh else "unknown",
-        )
-        self._pending[generation_id] = generation
-        self._watcher.track(generation, fresh=fresh)
-        return generation
+    def _validate(self, validate: bool | None) -> bool:
+        return self._options.validate if validate is None else validate
 
     # -- enqueueing ---------------------------------------------------------------------
 
@@ -243,6 +275,7 @@ class AsyncClient:
         prompt: str,
         deadline: float | Default | None = ...,
         validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2Options],
     ) -> Generation: ...
 
@@ -254,6 +287,7 @@ class AsyncClient:
         *,
         deadline: float | Default | None = ...,
         validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
         **params: Any,
     ) -> Generation: ...
 
@@ -264,15 +298,18 @@ class AsyncClient:
         *,
         deadline: float | Default | None = DEFAULT,
         validate: bool | None = None,
+        extra_params: Mapping[str, Any] | None = None,
         **params: Any,
     ) -> Generation:
         """Enqueue one generation (``POST /api/ai/queue``) and return its awaitable handle.
 
         Args:
             model: The model id, e.g. ``"gpt-image-2"``.
-            deadline: Seconds until waiting on it gives up with ``PollTimeoutError``;
+            deadline: Seconds until waiting on it gives up with ``GenerationTimeoutError``;
                 ``DEFAULT`` takes the poll policy's deadline; ``None`` means no limit.
             validate: Override the client's ``validate`` for this call.
+            extra_params: Keys sent as given, unchecked: for a parameter the model's schema
+                does not list (yet). ``None``: none.
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
                 (``target_namespace``, ``target_repo``, ``target_directory``).
 
@@ -281,7 +318,7 @@ class AsyncClient:
             BadRequestError: The API refused (unknown model, text-only model, ...).
             AmbiguousEnqueueError: The answer was lost and the job could not be settled.
         """
-        (generation,) = await self._enqueue(model, params, 1, deadline, validate)
+        (generation,) = await self._enqueue(model, params, 1, deadline, validate, extra_params)
         return generation
 
     async def enqueue_many(
@@ -292,12 +329,20 @@ class AsyncClient:
         *,
         deadline: float | Default | None = DEFAULT,
         validate: bool | None = None,
+        extra_params: Mapping[str, Any] | None = None,
         **params: Any,
     ) -> list[Generation]:
-        """Enqueue ``num_generations`` generations of the same request in one call.
+        """Enqueue ``num_generations`` generations of the same request; return every one.
 
-        The docs allow 1-4 per request, the newer spec 1-12: no cap is assumed here, and the
-        server's refusal is raised as ``BadRequestError`` with its message.
+        The docs allow 1-4 generations per request ("Call the endpoint multiple times to queue
+        more"), so more are split into requests of at most 4, sent together, each with the
+        guarantees of :meth:`enqueue`. If one of them fails, its error is raised once the
+        others have settled; the generations they did create stay registered with the client
+        (``client.pending``) and are named in a note on the error.
+
+        Raises:
+            InvalidParamsError: ``num_generations`` is not a positive integer, or bad
+                parameters (nothing was sent).
         """
         if isinstance(num_generations, bool) or not isinstance(num_generations, int):
             raise InvalidParamsError(
@@ -309,7 +354,36 @@ class AsyncClient:
                 f"num_generations must be at least 1, not {num_generations}",
                 field="num_generations",
             )
-        return await self._enqueue(model, params, num_generations, deadline, validate)
+        sizes = [_PER_REQUEST] * (num_generations // _PER_REQUEST)
+        if num_generations % _PER_REQUEST:
+            sizes.append(num_generations % _PER_REQUEST)
+        if len(sizes) == 1:
+            return await self._enqueue(
+                model, params, num_generations, deadline, validate, extra_params
+            )
+        results: list[list[Generation] | BaseException] = [[] for _ in sizes]
+
+        async def one(index: int, size: int) -> None:
+            try:
+                results[index] = await self._enqueue(
+                    model, params, size, deadline, validate, extra_params
+                )
+            except OxenError as exc:
+                results[index] = exc
+
+        async with anyio.create_task_group() as task_group:
+            for index, size in enumerate(sizes):
+                task_group.start_soon(one, index, size)
+        made = [g for result in results if isinstance(result, list) for g in result]
+        for result in results:
+            if isinstance(result, BaseException):
+                if made:
+                    result.add_note(
+                        f"{len(made)} of {num_generations} generations were created and are "
+                        f"being watched (client.pending): {', '.join(g.id for g in made)}"
+                    )
+                raise result
+        return made
 
     async def _enqueue(
         self,
@@ -318,9 +392,11 @@ class AsyncClient:
         count: int,
         deadline: float | Default | None,
         validate: bool | None,
+        extra_params: Mapping[str, Any] | None,
         created: list[Generation] | None = None,
     ) -> list[Generation]:
-        self._require_open()
+        core = self._core
+        core.require_open()
         if not isinstance(model, str) or not model.strip():
             raise InvalidParamsError("model must be a non-empty model id", field="model")
         if "num_generations" in params:
@@ -328,22 +404,38 @@ class AsyncClient:
                 "pass num_generations to enqueue_many(), which returns every generation",
                 field="num_generations",
             )
-        body = await self._params.check(model, params, validate)
-        await self._watcher.ready()
+        checked = await core.params.check(model, params, self._validate(validate))
+        body = merge_extra(checked, extra_params)
+        await core.watcher.ready()
         if deadline is DEFAULT:
-            deadline = self._poll_policy.deadline
+            deadline = self._options.deadline
         generations: list[Generation] = []
 
         def on_created(ids: list[str]) -> None:
             for generation_id in ids:
-                generation = self._track(
-                    generation_id, model=model, params=body, deadline=deadline, fresh=True
+                generation = core.track(
+                    self, generation_id, model=model, params=body, deadline=deadline, fresh=True
                 )
                 generations.append(generation)
                 if created is not None:
                     created.append(generation)
 
-        await self._enqueuer.enqueue(model, body, count, on_created)
+        # A generate() owns its job: answered after its caller was cancelled, it is cancelled.
+        on_abandoned = core.cancel_upstream if created is not None else None
+        ids = await core.enqueuer.enqueue(
+            model,
+            body,
+            count,
+            on_created,
+            on_abandoned=on_abandoned,
+            timeout=self._options.timeout,
+        )
+        if core.closed:
+            raise ClientClosedError(
+                f"the client closed while enqueueing; the job(s) {', '.join(ids)} exist: "
+                "reattach with client.generation(id)",
+                generation_ids=ids,
+            )
         return generations
 
     @overload
@@ -355,6 +447,7 @@ class AsyncClient:
         prompt: str,
         deadline: float | Default | None = ...,
         validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2Options],
     ) -> GenerationRecord: ...
 
@@ -366,6 +459,7 @@ class AsyncClient:
         *,
         deadline: float | Default | None = ...,
         validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
         **params: Any,
     ) -> GenerationRecord: ...
 
@@ -376,6 +470,7 @@ class AsyncClient:
         *,
         deadline: float | Default | None = DEFAULT,
         validate: bool | None = None,
+        extra_params: Mapping[str, Any] | None = None,
         **params: Any,
     ) -> GenerationRecord:
         """Enqueue one generation and wait for its final record.
@@ -387,25 +482,24 @@ class AsyncClient:
         Raises:
             GenerationFailedError: The generation failed; ``.error_message`` says why.
             GenerationCancelledError: It was cancelled.
-            PollTimeoutError: The deadline passed (the job was cancelled).
+            GenerationTimeoutError: The deadline passed (the job was cancelled).
         """
         created: list[Generation] = []
         try:
-            (generation,) = await self._enqueue(model, params, 1, deadline, validate, created)
+            (generation,) = await self._enqueue(
+                model, params, 1, deadline, validate, extra_params, created
+            )
             return await generation
         except BaseException:
-            for generation in created:
-                if not generation.done() or _timed_out(generation):
-                    await self._cancel_quietly(generation)
+            # The cancellation runs in a task of the client's, which no cancellation of this
+            # caller reaches (asyncio's own task.cancel() and wait_for included); waiting for
+            # it here, briefly, only makes it done by the time the caller sees the error.
+            abandoned = [g.id for g in created if not g.done() or _timed_out(g)]
+            done = self._core.cancel_upstream(abandoned)
+            if done is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_GRACE):
+                    await done.wait()
             raise
-
-    async def _cancel_quietly(self, generation: Generation) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(10.0):
-            try:
-                await self._endpoints.cancel(generation.id)
-                logger.debug("cancelled abandoned generation %s", generation.id)
-            except Exception as exc:
-                logger.warning("could not cancel abandoned generation %s: %s", generation.id, exc)
 
     async def generate_images(
         self,
@@ -434,13 +528,18 @@ class AsyncClient:
             validate: Override the client's ``validate`` for this call.
             **params: The model's other parameters.
         """
-        self._require_open()
-        body = await self._params.check(model, {"prompt": prompt, **params}, validate)
+        core = self._core
+        core.require_open()
+        body = await core.params.check(
+            model, {"prompt": prompt, **params}, self._validate(validate)
+        )
         if n is not None:
             body["n"] = n
         if response_format is not None:
             body["response_format"] = response_format
-        return await self._endpoints.generate_images({"model": model, **body}, timeout=timeout)
+        return await core.endpoints.generate_images(
+            {"model": model, **body}, timeout=core.session.read_timeout(timeout)
+        )
 
     # -- generations --------------------------------------------------------------------
 
@@ -452,27 +551,30 @@ class AsyncClient:
         Returns the handle this client already has for the id, if any. Its status is asked
         at once, so a generation that finished long ago resolves right away.
         """
-        self._require_open()
+        core = self._core
+        core.require_open()
         if not isinstance(generation_id, str) or not generation_id.strip():
             raise InvalidParamsError(
                 "generation_id must be a non-empty string", field="generation_id"
             )
-        self._enqueuer.own(generation_id)
-        return self._track(
+        core.enqueuer.own(generation_id)
+        return core.track(
+            self,
             generation_id,
             model=None,
             params={},
-            deadline=self._poll_policy.deadline if deadline is DEFAULT else deadline,
+            deadline=self._options.deadline if deadline is DEFAULT else deadline,
             fresh=False,
         )
 
     async def get_generation(self, generation_id: str) -> GenerationRecord:
         """The current row of a generation (``GET /api/ai/queue/{id}``)."""
-        self._require_open()
-        record = await self._endpoints.get_generation(generation_id)
-        pending = self._pending.get(generation_id)
+        core = self._core
+        core.require_open()
+        record = await core.endpoints.get_generation(generation_id, timeout=self._options.timeout)
+        pending = core.pending.get(generation_id)
         if pending is not None:
-            pending._observe(record)
+            observe(pending, record)
         return record
 
     async def cancel(self, generation: Generation | str) -> None:
@@ -483,9 +585,9 @@ class AsyncClient:
         Raises:
             NotFoundError: No such generation.
         """
-        self._require_open()
+        self._core.require_open()
         generation_id = generation.id if isinstance(generation, Generation) else generation
-        await self._endpoints.cancel(generation_id)
+        await self._core.endpoints.cancel(generation_id, timeout=self._options.timeout)
         # The event stream announces nothing for cancellations: read the row to settle it.
         await self.get_generation(generation_id)
 
@@ -497,8 +599,10 @@ class AsyncClient:
         media_type: Literal["image", "video"] | None = None,
     ) -> list[GenerationRecord]:
         """Rows of ``GET /api/ai/queue``: active ones only, unless ``status`` is given."""
-        self._require_open()
-        return await self._endpoints.list_queue(model=model, status=status, media_type=media_type)
+        self._core.require_open()
+        return await self._core.endpoints.list_queue(
+            model=model, status=status, media_type=media_type, timeout=self._options.timeout
+        )
 
     async def list_generations(
         self,
@@ -510,57 +614,82 @@ class AsyncClient:
         media_type: Literal["image", "video"] | None = None,
     ) -> GenerationPage:
         """One page of history with costs (``GET /api/ai/generations``; page_size <= 1000)."""
-        self._require_open()
-        return await self._endpoints.list_generations(
-            page=page, page_size=page_size, model=model, status=status, media_type=media_type
+        self._core.require_open()
+        return await self._core.endpoints.list_generations(
+            page=page,
+            page_size=page_size,
+            model=model,
+            status=status,
+            media_type=media_type,
+            timeout=self._options.timeout,
         )
 
     # -- models -------------------------------------------------------------------------
 
     async def get_model(self, model_id: str) -> Model:
         """A model and its parameter schema (``GET /api/ai/models/{id}``)."""
-        self._require_open()
-        return await self._endpoints.get_model(model_id)
+        self._core.require_open()
+        return await self._core.endpoints.get_model(model_id, timeout=self._options.timeout)
 
     async def list_models(self) -> list[Model]:
         """Every model (``GET /api/ai/models``)."""
-        self._require_open()
-        return await self._endpoints.list_models()
+        self._core.require_open()
+        return await self._core.endpoints.list_models(timeout=self._options.timeout)
 
     # -- results ------------------------------------------------------------------------
 
     async def download(
-        self, source: Generation | GenerationRecord, path: str | os.PathLike[str] | None = None
+        self,
+        source: Generation | GenerationRecord | str,
+        path: str | os.PathLike[str] | None = None,
     ) -> Path:
         """Save a generation's result file and return its path.
 
         Args:
-            source: A finished record, or a Generation (waited for first).
-            path: A file path, or a directory (the file is named after the generation id),
-                or ``None`` for the current directory. The server never names the file.
+            source: A finished record, a Generation or a generation id (waited for first).
+            path: A file path, or a directory (also any path ending with ``/``, created if
+                need be) where the file is named after the generation id with the extension
+                its bytes show, or ``None`` for the current directory. The server never names
+                the file.
 
         Raises:
-            DownloadError: No result URL, the file host refused, or the file is too large.
+            DownloadError: No result URL, a bad one, the file host refused, the transfer
+                stalled, or the file is too large.
+            GenerationError: The generation did not succeed (when given one to wait for).
         """
-        self._require_open()
-        record = await source if isinstance(source, Generation) else source
+        record = await self._finished(source)
+        return await self._core.files.save(
+            self._result_url(record), generation_id=record.generation_id, path=path
+        )
+
+    async def read(self, source: Generation | GenerationRecord | str) -> bytes:
+        """A generation's result file, in memory, within the same bounds as :meth:`download`.
+
+        Raises:
+            DownloadError: As for :meth:`download`.
+            GenerationError: The generation did not succeed (when given one to wait for).
+        """
+        record = await self._finished(source)
+        return await self._core.files.read(
+            self._result_url(record), generation_id=record.generation_id
+        )
+
+    async def _finished(self, source: Generation | GenerationRecord | str) -> GenerationRecord:
+        self._core.require_open()
+        if isinstance(source, GenerationRecord):
+            return source
+        generation = self.generation(source) if isinstance(source, str) else source
+        return await generation
+
+    @staticmethod
+    def _result_url(record: GenerationRecord) -> str:
         if not record.result_url:
             raise DownloadError(
                 f"generation {record.generation_id} has no result_url (status {record.status!r})"
             )
-        return await download_to(
-            self._session,
-            record.result_url,
-            generation_id=record.generation_id,
-            path=path,
-            max_bytes=self._max_download_bytes,
-        )
+        return record.result_url
 
     # -- many at once -------------------------------------------------------------------
-
-    def as_completed(self, generations: Iterable[Generation]) -> AsyncIterator[Generation]:
-        """Yield generations as they finish, whatever the outcome (see ``as_completed``)."""
-        return as_completed(generations)
 
     async def batch(
         self,
@@ -575,7 +704,7 @@ class AsyncClient:
 
         See :func:`oxen_queue.run_batch`.
         """
-        self._require_open()
+        self._core.require_open()
         return await run_batch(
             self,
             model,

@@ -1,33 +1,43 @@
-"""Saving result files: named by us, written atomically, bounded in size, no key to other hosts.
+"""Saving result files: named by us, written atomically, bounded in size and in time.
 
-Result URLs are presigned links, often on another host than the API. The file's name comes
-from the generation id or the caller's path, never from the server (no path traversal); its
-extension from a short list of media types. The body is streamed to a temporary file beside the
-target, then renamed over it, so an interrupted download never leaves half a file.
+Result URLs are presigned links, often on another host than the API. They are fetched with a
+connection pool and a bound of their own (``max_downloads``), so a slow file host never holds
+the slots that API requests need. The key goes only to the API's own origin (some result URLs
+live there), never to a file host, not even through a redirect.
+
+Every byte is untrusted: the URL must be ``http(s)`` with a host (a malformed one is a
+:class:`DownloadError`, never a request to the API); the file's name comes from the generation
+id (shortened when long) or the caller's path, never from the server; its extension from a
+short list of media types; the body is bounded in size, and a transfer slower than
+:data:`MIN_DOWNLOAD_RATE` over a whole ``stall_timeout`` window is abandoned. It is streamed to
+a temporary file beside the target, then renamed over it, so an interrupted download never
+leaves half a file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
-from contextlib import aclosing
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import httpx
 
 from ._exceptions import DownloadError
+from ._http import consume
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
+    from collections.abc import Awaitable, Callable
 
-    from ._http import ApiSession
-
-__all__ = ["download_to"]
+__all__ = ["MIN_DOWNLOAD_RATE", "FileFetcher", "safe_name", "sniff"]
 
 logger = logging.getLogger("oxen_queue")
+
+MIN_DOWNLOAD_RATE: Final = 1024
+"""Bytes per second: a download slower than this over a whole stall window is abandoned."""
 
 _EXTENSIONS: Final = {
     "image/png": ".png",
@@ -39,10 +49,32 @@ _EXTENSIONS: Final = {
     "video/quicktime": ".mov",
 }
 _KNOWN_SUFFIXES: Final = frozenset({*_EXTENSIONS.values(), ".jpeg"})
-_CHUNK: Final = 1 << 16
+_MAX_NAME: Final = 96  # characters of a generation id kept in a file name
 
 
-def _suffix(url: httpx.URL, content_type: str | None) -> str:
+# Magic numbers of the media the API makes: the bytes, not the server's labels, name the file.
+_SIGNATURES: Final = (
+    (0, b"\x89PNG\r\n\x1a\n", ".png"),
+    (0, b"\xff\xd8\xff", ".jpg"),
+    (0, b"GIF87a", ".gif"),
+    (0, b"GIF89a", ".gif"),
+    (0, b"\x1a\x45\xdf\xa3", ".webm"),
+    (4, b"ftypqt", ".mov"),
+    (4, b"ftyp", ".mp4"),
+)
+
+
+def sniff(head: bytes) -> str | None:
+    """The file extension the first bytes of a file show, or ``None`` if unknown."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return ".webp"
+    for offset, magic, suffix in _SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            return suffix
+    return None
+
+
+def _declared_suffix(url: httpx.URL, content_type: str | None) -> str:
     media = (content_type or "").split(";")[0].strip().lower()
     if media in _EXTENSIONS:
         return _EXTENSIONS[media]
@@ -50,89 +82,273 @@ def _suffix(url: httpx.URL, content_type: str | None) -> str:
     return suffix if suffix in _KNOWN_SUFFIXES else ".bin"
 
 
-def _target(path: str | os.PathLike[str] | None, generation_id: str, suffix: str) -> Path:
-    # The id comes from the server too: keep only what is safe in a file name.
-    safe_id = "".join(c for c in generation_id if c.isalnum() or c in "-_") or "generation"
+def safe_name(generation_id: str) -> str:
+    """A file name stem made from a server-given id: safe characters, bounded length.
+
+    A shortened id keeps a hash of the whole, so two long ids never share a name.
+    """
+    safe = "".join(c for c in generation_id if c.isascii() and (c.isalnum() or c in "-_"))
+    if len(safe) > _MAX_NAME:
+        digest = hashlib.sha256(generation_id.encode("utf-8", "replace")).hexdigest()[:12]
+        safe = f"{safe[: _MAX_NAME - 13]}-{digest}"
+    return safe or "generation"
+
+
+def _destination(path: str | os.PathLike[str] | None) -> tuple[Path, str | None]:
+    """The directory to save into, and the file name the caller chose (``None``: ours)."""
     if path is None:
-        return Path.cwd() / f"{safe_id}{suffix}"
-    target = Path(path)
-    if target.is_dir():
-        return target / f"{safe_id}{suffix}"
-    return target
+        return Path.cwd(), None
+    text = os.fspath(path)
+    target = Path(text)
+    if text.endswith(("/", os.sep)) or target.is_dir():
+        return target, None
+    return target.parent, target.name
 
 
-async def download_to(
-    session: ApiSession,
-    url: str,
-    *,
-    generation_id: str,
-    path: str | os.PathLike[str] | None,
-    max_bytes: int | None,
-) -> Path:
-    """Stream ``url`` into a file and return its path.
+def _vet(url: str, generation_id: str) -> httpx.URL:
+    """The result URL, if it is one we may fetch."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise DownloadError(f"result_url of {generation_id} is not a valid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https"):
+        raise DownloadError(
+            f"refusing to download {generation_id} from a {parsed.scheme or 'relative'!r} URL"
+        )
+    if not parsed.host:
+        raise DownloadError(f"result_url of {generation_id} has no host")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise DownloadError(f"result_url of {generation_id} has an impossible port")
+    return parsed
+
+
+_ATTEMPTS: Final = 3  # tries of a download that delivered nothing
+_RETRYABLE: Final = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)
+
+
+class _NothingReceivedError(Exception):
+    """A transfer that failed before its first byte: safe to try again."""
+
+    def __init__(self, cause: httpx.TransportError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class FileFetcher:
+    """Downloads result files on a pool and a bound of their own.
 
     Args:
-        session: The client's session (its auth adds the key only on the API's own origin).
-        url: The result URL.
-        generation_id: Names the file when ``path`` is ``None`` or a directory.
-        path: A file path, a directory, or ``None`` for the current directory.
-        max_bytes: Refuse bodies larger than this; ``None`` means no limit.
-
-    Raises:
-        DownloadError: The file host refused, the connection failed, or the body was too big.
+        auth: The origin-scoped auth of the API session (a file on the API's own origin
+            needs the key; no other host ever gets it).
+        connect_timeout: Seconds to connect.
+        stall_timeout: Seconds: a download that receives nothing for this long, or less than
+            :data:`MIN_DOWNLOAD_RATE` per second over a window this long, fails.
+        max_downloads: Downloads at once; more wait their turn.
+        max_bytes: Largest file accepted; ``None`` means no limit.
+        transport: An httpx transport, for tests.
+        verify: TLS verification.
+        headers: Headers for every request (the user agent).
     """
-    request_url = httpx.URL(url)
-    if request_url.scheme not in ("http", "https"):
-        raise DownloadError(f"refusing to download from a {request_url.scheme!r} URL")
-    try:
-        async with (
-            session.admission.limiter,
-            session.http.stream("GET", request_url, follow_redirects=True) as response,
-        ):
-            if response.status_code >= 400:
-                raise DownloadError(
-                    f"download of generation {generation_id} refused: HTTP "
-                    f"{response.status_code} from {request_url.host}"
-                )
-            declared = response.headers.get("content-length", "")
-            if max_bytes is not None and declared.isdigit() and int(declared) > max_bytes:
-                raise DownloadError(
-                    f"result of {generation_id} is {declared} bytes, over the "
-                    f"{max_bytes} byte limit"
-                )
-            target = _target(
-                path, generation_id, _suffix(response.url, response.headers.get("content-type"))
-            )
-            await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
-            await _write_atomically(response, target, max_bytes, generation_id)
-    except httpx.HTTPError as exc:
-        raise DownloadError(f"download of generation {generation_id} failed: {exc}") from exc
-    logger.debug("saved generation %s to %s", generation_id, target)
-    return target
 
+    def __init__(
+        self,
+        *,
+        auth: httpx.Auth,
+        connect_timeout: float | None,
+        stall_timeout: float,
+        max_downloads: int,
+        max_bytes: int | None,
+        transport: httpx.AsyncBaseTransport | None,
+        verify: bool,
+        headers: dict[str, str],
+    ) -> None:
+        if max_downloads < 1:
+            raise ValueError("max_downloads must be at least 1")
+        self._stall = stall_timeout
+        self._max_bytes = max_bytes
+        self._max_downloads = max_downloads
+        self._limiter: anyio.CapacityLimiter | None = None
+        self.http = httpx.AsyncClient(
+            auth=auth,
+            follow_redirects=True,
+            timeout=httpx.Timeout(stall_timeout, connect=connect_timeout),
+            limits=httpx.Limits(
+                max_connections=max_downloads, max_keepalive_connections=max_downloads
+            ),
+            transport=transport,
+            verify=verify,
+            headers=headers,
+        )
 
-async def _write_atomically(
-    response: httpx.Response, target: Path, max_bytes: int | None, generation_id: str
-) -> None:
-    # A fresh name beside the target (same filesystem, so the rename is atomic), opened with
-    # "x" so nothing existing is ever followed or clobbered; permissions follow the umask.
-    temp = anyio.Path(target.parent / f".{target.name}.{secrets.token_hex(6)}.part")
-    out = await anyio.open_file(temp, "xb")
-    try:
-        size = 0
-        # aclosing: a generator abandoned mid-way must be closed here, not by a finaliser
-        # (trio has none).
-        chunks = cast("AsyncGenerator[bytes, None]", response.aiter_bytes(_CHUNK))
-        async with out, aclosing(chunks):
-            async for chunk in chunks:
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:
-                    raise DownloadError(
-                        f"result of {generation_id} exceeds the {max_bytes} byte limit"
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        # Created on first use: anyio primitives need a running event loop to be made.
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self._max_downloads)
+        return self._limiter
+
+    async def save(
+        self, url: str, *, generation_id: str, path: str | os.PathLike[str] | None
+    ) -> Path:
+        """Stream ``url`` into a file and return its path.
+
+        Args:
+            url: The result URL.
+            generation_id: Names the file when ``path`` is ``None`` or a directory; the
+                extension then follows the bytes received (PNG, JPEG, WebP, MP4, ...).
+            path: A file path, a directory (or a path ending with ``/``, created if need
+                be), or ``None`` for the current directory. A file path whose extension
+                disagrees with the bytes is kept, and the mismatch is logged as a warning.
+
+        Raises:
+            DownloadError: A bad URL, the file host refused, the connection failed or stalled,
+                the body was too big, or the file could not be written.
+        """
+        directory, name = _destination(path)
+        try:
+            await anyio.Path(directory).mkdir(parents=True, exist_ok=True)
+            stem = safe_name(generation_id)[:16]
+            temp = anyio.Path(directory / f".{stem}.{secrets.token_hex(6)}.part")
+            # "x": nothing existing is ever followed or clobbered; permissions follow the umask.
+            out = await anyio.open_file(temp, "xb")
+        except OSError as exc:
+            raise DownloadError(f"could not save generation {generation_id}: {exc}") from exc
+        try:
+            async with out:
+                declared, head = await self._fetch(url, generation_id, out.write)
+            found = sniff(head)
+            if name is None:
+                target = directory / f"{safe_name(generation_id)}{found or declared}"
+            else:
+                target = directory / name
+                given = Path(name).suffix.lower().replace(".jpeg", ".jpg")
+                if found and given in _KNOWN_SUFFIXES and given != found:
+                    logger.warning(
+                        "saved generation %s to %s, but its bytes are %s",
+                        generation_id,
+                        target,
+                        found[1:].upper(),
                     )
-                await out.write(chunk)
-        await temp.replace(target)
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await temp.unlink(missing_ok=True)
-        raise
+            # Same directory, so the rename is atomic: an interrupted download leaves no file.
+            await temp.replace(target)
+        except OSError as exc:
+            raise DownloadError(f"could not save generation {generation_id}: {exc}") from exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                await temp.unlink(missing_ok=True)
+        logger.debug("saved generation %s to %s", generation_id, target)
+        return target
+
+    async def read(self, url: str, *, generation_id: str) -> bytes:
+        """The bytes of ``url``, within the same bounds as :meth:`save`.
+
+        Raises:
+            DownloadError: As for :meth:`save`.
+        """
+        body = bytearray()
+
+        async def collect(chunk: bytes) -> None:
+            body.extend(chunk)
+
+        await self._fetch(url, generation_id, collect)
+        return bytes(body)
+
+    async def _fetch(
+        self, url: str, generation_id: str, sink: Callable[[bytes], Awaitable[object]]
+    ) -> tuple[str, bytes]:
+        """Stream ``url`` into ``sink`` within the bounds; the declared suffix and first bytes.
+
+        Raises:
+            DownloadError: A bad URL, a refusal, a failed or stalled transfer, a body too big.
+        """
+        request_url = _vet(url, generation_id)
+        async with self.limiter:
+            for attempt in range(_ATTEMPTS):
+                try:
+                    return await self._fetch_once(request_url, generation_id, sink)
+                except _NothingReceivedError as exc:
+                    # A kept-alive connection the host had closed, a refused connection: a
+                    # GET that delivered nothing may simply be sent again.
+                    if attempt + 1 == _ATTEMPTS:
+                        raise DownloadError(
+                            f"download of generation {generation_id} from {request_url.host} "
+                            f"failed: {type(exc.cause).__name__}: {exc.cause}"
+                        ) from exc.cause
+                    logger.debug("download of %s failed (%r); retrying", generation_id, exc.cause)
+                    await anyio.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fetch_once(
+        self, request_url: httpx.URL, generation_id: str, sink: Callable[[bytes], Awaitable[object]]
+    ) -> tuple[str, bytes]:
+        started = False
+
+        async def counted(chunk: bytes) -> None:
+            nonlocal started
+            started = True
+            await sink(chunk)
+
+        try:
+            async with self.http.stream("GET", request_url) as response:
+                if response.status_code >= 400:
+                    raise DownloadError(
+                        f"download of generation {generation_id} refused: HTTP "
+                        f"{response.status_code} from {response.url.host}"
+                    )
+                max_bytes = self._max_bytes
+                declared = response.headers.get("content-length", "")
+                if max_bytes is not None and declared.isdigit() and int(declared) > max_bytes:
+                    raise DownloadError(
+                        f"result of {generation_id} is {declared} bytes, over the "
+                        f"{max_bytes} byte limit"
+                    )
+                head = await self._pump(response, generation_id, counted)
+                return _declared_suffix(response.url, response.headers.get("content-type")), head
+        except httpx.TransportError as exc:
+            if not started and isinstance(exc, _RETRYABLE):
+                raise _NothingReceivedError(exc) from exc
+            raise DownloadError(
+                f"download of generation {generation_id} from {request_url.host} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise DownloadError(
+                f"download of generation {generation_id} from {request_url.host} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _pump(
+        self,
+        response: httpx.Response,
+        generation_id: str,
+        sink: Callable[[bytes], Awaitable[object]],
+    ) -> bytes:
+        """Feed the body to ``sink``, enforcing the size cap and the stall rule."""
+        size = 0
+        head = b""
+        window_start, window_bytes = anyio.current_time(), 0
+        floor = self._stall * MIN_DOWNLOAD_RATE
+
+        async def take(chunk: bytes) -> None:
+            nonlocal size, head, window_start, window_bytes
+            size += len(chunk)
+            if self._max_bytes is not None and size > self._max_bytes:
+                raise DownloadError(
+                    f"result of {generation_id} exceeds the {self._max_bytes} byte limit"
+                )
+            if len(head) < 16:
+                head += chunk[: 16 - len(head)]
+            window_bytes += len(chunk)
+            now = anyio.current_time()
+            if now - window_start >= self._stall:
+                if window_bytes < floor:
+                    raise DownloadError(
+                        f"download of {generation_id} stalled: {window_bytes} bytes in "
+                        f"{now - window_start:.1f} s (at least {MIN_DOWNLOAD_RATE} "
+                        "bytes/s are needed)"
+                    )
+                window_start, window_bytes = now, 0
+            await sink(chunk)
+
+        await consume(response, take)
+        return head

@@ -16,15 +16,19 @@ The tree::
     ├── GenerationError                 a generation ended without a result
     │   ├── GenerationFailedError       status ``failed``; ``.error_message`` is the server's text
     │   └── GenerationCancelledError    status ``cancelled``
-    ├── PollTimeoutError                the generation's deadline passed (also a TimeoutError)
+    ├── GenerationTimeoutError          the generation's deadline passed (also a TimeoutError)
     ├── InvalidParamsError              bad input caught before any request (also a ValueError)
     ├── AmbiguousEnqueueError           an enqueue may have created a job that was not found
     ├── DownloadError                   a result file could not be fetched or was refused
-    └── ClientClosedError               the client is not open (use ``async with``)
+    ├── ClientClosedError               the client is not open (use ``async with``)
+    └── ClientDisconnectedError         a web request's caller hung up (``oxen_queue.asgi``)
 
 Both error bodies the API documents are parsed into attributes of :class:`APIStatusError`:
 the envelope ``{"error": {"type", "title", "detail"}, "status": "error", "status_message"}``
 and the simple ``{"error": {"message": "..."}}``.
+
+``PollTimeoutError`` is the deprecated former name of :class:`GenerationTimeoutError` (an
+alias: the same class). Every error pickles, with its attributes (a traceback does not).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ __all__ = [
     "GenerationCancelledError",
     "GenerationError",
     "GenerationFailedError",
+    "GenerationTimeoutError",
     "InvalidParamsError",
     "NotFoundError",
     "OxenError",
@@ -59,6 +64,13 @@ __all__ = [
 
 class OxenError(Exception):
     """The base class of every error this library raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default pickles an exception as ``cls(*args)``, which keyword-only constructors
+        # refuse: make it without calling ``__init__``, then restore its attributes
+        # (``__notes__`` included) and ``args`` (which ``OSError.__new__``, a base of the
+        # timeout errors, leaves for ``__init__`` to set).
+        return (_new, (type(self),), {**self.__dict__, "args": self.args})
 
 
 class APIError(OxenError):
@@ -137,13 +149,21 @@ class APIConnectionError(APIError):
     Attributes:
         request_sent: ``False`` when the connection was never established, so the server
             cannot have seen the request; ``True`` when it may have been processed.
+        status_code: The HTTP status of an answer whose headers arrived before its body was
+            lost (the server did process the request); ``None`` when no answer began.
     """
 
     def __init__(
-        self, message: str, *, request: httpx.Request | None = None, request_sent: bool = True
+        self,
+        message: str,
+        *,
+        request: httpx.Request | None = None,
+        request_sent: bool = True,
+        status_code: int | None = None,
     ) -> None:
         super().__init__(message, request=request)
         self.request_sent = request_sent
+        self.status_code = status_code
 
 
 class APITimeoutError(APIConnectionError, TimeoutError):
@@ -202,11 +222,13 @@ class GenerationCancelledError(GenerationError):
         )
 
 
-class PollTimeoutError(OxenError, TimeoutError):
+class GenerationTimeoutError(OxenError, TimeoutError):
     """The generation's deadline passed before it reached a final status.
 
-    The job itself may still be running on the server: reattach with
-    ``client.generation(generation_id)`` or cancel it.
+    Raised whatever the completion mode (event stream, shared polling or polling): the
+    deadline is the generation's own. The job itself may still be running on the server:
+    reattach with ``client.generation(generation_id)`` or cancel it (``generate()`` cancels
+    its own job).
 
     Attributes:
         generation_id: The generation's id.
@@ -219,6 +241,10 @@ class PollTimeoutError(OxenError, TimeoutError):
         )
         self.generation_id = generation_id
         self.deadline = deadline
+
+
+PollTimeoutError = GenerationTimeoutError
+"""Deprecated: the former name of :class:`GenerationTimeoutError` (the same class)."""
 
 
 class InvalidParamsError(OxenError, ValueError):
@@ -259,7 +285,22 @@ class DownloadError(OxenError):
 
 
 class ClientClosedError(OxenError, RuntimeError):
-    """The client is not open: use it inside ``async with AsyncClient() as client:``."""
+    """The client is not open: use it inside ``async with AsyncClient() as client:``.
+
+    Attributes:
+        generation_ids: Jobs an interrupted call had created before the client closed (an
+            enqueue whose answer arrived while it closed); reattach to them with
+            ``client.generation(id)`` from another client. Empty when none were made.
+    """
+
+    def __init__(self, message: str, *, generation_ids: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.generation_ids: tuple[str, ...] = tuple(generation_ids)
+
+
+def _new(cls: type[OxenError]) -> OxenError:
+    """An uninitialised error of ``cls``, which unpickling then fills in."""
+    return cls.__new__(cls)
 
 
 def _error_fields(body: object) -> dict[str, str]:

@@ -19,8 +19,8 @@ import anyio
 from ._exceptions import (
     GenerationCancelledError,
     GenerationFailedError,
+    GenerationTimeoutError,
     OxenError,
-    PollTimeoutError,
 )
 from ._models import TERMINAL_STATUSES, GenerationRecord
 
@@ -28,7 +28,15 @@ if TYPE_CHECKING:
     import os
     from pathlib import Path
 
-__all__ = ["Generation", "GenerationOwner"]
+__all__ = [
+    "Generation",
+    "GenerationOwner",
+    "expire_if_due",
+    "fail",
+    "note_status",
+    "observe",
+    "remaining",
+]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -52,16 +60,17 @@ class Generation:
 
     ``await generation`` returns the :class:`GenerationRecord` once the status is
     ``succeeded``, and raises :class:`GenerationFailedError` (``failed``),
-    :class:`GenerationCancelledError` (``cancelled``) or :class:`PollTimeoutError` (its deadline
-    passed). Generations work with ``asyncio.gather``, ``asyncio.wait_for``, task groups and
-    trio. Get them from ``AsyncClient.enqueue`` or reattach with ``AsyncClient.generation(id)``.
+    :class:`GenerationCancelledError` (``cancelled``) or :class:`GenerationTimeoutError` (its
+    deadline passed). Generations work with ``asyncio.gather``, ``asyncio.wait_for``, task
+    groups and trio. Get them from ``AsyncClient.enqueue`` or reattach with
+    ``AsyncClient.generation(id)``.
 
     Attributes:
         id: The generation id, as the server gave it.
         model: The model it runs on, when known.
         params: The parameters this client sent (empty for a reattached generation).
         deadline: Seconds after creation of this handle before waits give up with
-            :class:`PollTimeoutError`; ``None`` means no limit.
+            :class:`GenerationTimeoutError`; ``None`` means no limit.
     """
 
     __slots__ = (
@@ -146,7 +155,7 @@ class Generation:
         Raises:
             GenerationFailedError: The status became ``failed``.
             GenerationCancelledError: The status became ``cancelled``.
-            PollTimeoutError: The generation's deadline passed first.
+            GenerationTimeoutError: The generation's deadline passed first.
             TimeoutError: ``timeout`` expired first.
             OxenError: The status could not be learned (the id is unknown, the key refused).
         """
@@ -205,9 +214,6 @@ class Generation:
             return math.inf
         return self._created + self.deadline - anyio.current_time()
 
-    def _expired(self) -> bool:
-        return self._remaining() <= 0
-
     def _observe(self, record: GenerationRecord) -> bool:
         """Take note of a row; resolve when its status is final. Returns whether it is done."""
         if self._outcome is not None:
@@ -242,7 +248,7 @@ class Generation:
 
     def _expire(self) -> None:
         assert self.deadline is not None
-        self._fail(PollTimeoutError(generation_id=self.id, deadline=self.deadline))
+        self._fail(GenerationTimeoutError(generation_id=self.id, deadline=self.deadline))
 
     def _resolve(self, outcome: GenerationRecord | BaseException) -> None:
         self._outcome = outcome
@@ -255,3 +261,41 @@ class Generation:
                 callback(self)
             except Exception:
                 logger.exception("done callback of generation %s failed", self.id)
+
+
+# -- how watchers settle a Generation: the package-internal side of the handle ------------------
+
+
+def observe(generation: Generation, record: GenerationRecord) -> bool:
+    """Take note of a row; resolve the generation when its status is final.
+
+    Returns:
+        Whether the generation is done.
+    """
+    return generation._observe(record)
+
+
+def note_status(generation: Generation, status: str) -> None:
+    """Take note of a non-final status seen in a list (no full row at hand)."""
+    generation._note_status(status)
+
+
+def fail(generation: Generation, error: OxenError) -> None:
+    """End the generation with an error that is not the server's verdict."""
+    generation._fail(error)
+
+
+def expire_if_due(generation: Generation) -> bool:
+    """End the generation with ``GenerationTimeoutError`` if its deadline has passed.
+
+    Returns:
+        Whether the generation is done (expired now or earlier).
+    """
+    if not generation.done() and generation._remaining() <= 0:
+        generation._expire()
+    return generation.done()
+
+
+def remaining(generation: Generation) -> float:
+    """Seconds until the generation's deadline (``math.inf`` without one)."""
+    return generation._remaining()

@@ -1,24 +1,28 @@
-"""The HTTP layer: one connection pool, the key sent only to the API, errors mapped to ours.
+"""The HTTP layer: one connection pool, the key sent only to the API, every failure mapped.
 
-Every request of the client goes through :class:`ApiSession`. It bounds how many requests are
-in flight (so 10,000 concurrent ``enqueue()`` calls queue here instead of timing out in
-httpx's pool), maps httpx errors and error statuses onto the ``OxenError`` tree, and retries
-what :mod:`._retry` says may be retried.
+Every API request of the client goes through :class:`ApiSession`. It bounds how many requests
+are in flight (so 10,000 concurrent ``enqueue()`` calls queue here instead of timing out in
+httpx's pool), bounds each attempt as a whole (httpx's timeouts are per network operation, so
+a server sending a byte a second would otherwise hold a request open forever), reads at most
+:data:`~._json.MAX_BODY_BYTES` of any body, and maps every failure onto the ``OxenError``
+tree. It retries what :mod:`._retry` says may be retried. It decodes bodies with :mod:`._json`
+and knows nothing of their shapes, which :mod:`._api` owns.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import json
 import logging
-from collections.abc import AsyncIterator, Generator, Mapping
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import anyio
 import httpx
 
+from . import _json
 from ._admission import AdmissionControl
 from ._exceptions import (
     APIConnectionError,
@@ -27,6 +31,8 @@ from ._exceptions import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
+    InvalidParamsError,
     NotFoundError,
     RateLimitError,
     ServerError,
@@ -35,9 +41,12 @@ from ._retry import RetryPolicy, is_refused, is_retryable, parse_retry_after, re
 from ._version import __version__
 
 __all__ = [
+    "DEFAULT_BASE_URL",
+    "USER_AGENT",
     "ApiSession",
     "check_base_url",
-    "decode",
+    "consume",
+    "read_capped",
     "same_origin",
     "status_error",
     "transport_error",
@@ -46,24 +55,45 @@ __all__ = [
 logger = logging.getLogger("oxen_queue")
 
 DEFAULT_BASE_URL: Final = "https://hub.oxen.ai"
+USER_AGENT: Final = f"oxen-queue/{__version__}"
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_CLOSED: Final = "the client is closed: use it inside `async with AsyncClient() as client:`"
 
 
 def check_base_url(base_url: str, *, allow_insecure_http: bool) -> httpx.URL:
     """Parse and vet the API's base URL.
 
     A plain ``http://`` URL would send the key in clear, so it is refused unless it points at a
-    loopback address (the local emulator) or ``allow_insecure_http`` is set. A base URL given
-    with the API's own prefix (``https://hub.oxen.ai/api/ai``, the OpenAI-compatible form) is
-    reduced to its origin, since the event stream lives outside ``/api/ai``.
+    loopback address (the local emulator) or ``allow_insecure_http`` is set. Credentials in the
+    URL (``https://user:secret@host``) are refused: they would show wherever the URL does, and
+    the key belongs in ``api_key``. A base URL given with the API's own prefix
+    (``https://hub.oxen.ai/api/ai``, the OpenAI-compatible form) is reduced to its origin,
+    since the event stream lives outside ``/api/ai``.
+
+    Raises:
+        InvalidParamsError: An unusable, insecure or credential-carrying URL (field
+            ``base_url``; the message never repeats the credentials).
     """
-    url = httpx.URL(base_url.strip())
+    try:
+        url = httpx.URL(base_url.strip())
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise InvalidParamsError(
+            "base_url must be an http(s) URL such as https://hub.oxen.ai", field="base_url"
+        ) from None
+    if url.userinfo:
+        raise InvalidParamsError(
+            "base_url must not carry credentials (user:password@): pass the key as api_key",
+            field="base_url",
+        )
     if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"base_url must be an http(s) URL with a host, not {base_url!r}")
+        raise InvalidParamsError(
+            f"base_url must be an http(s) URL with a host, not {base_url!r}", field="base_url"
+        )
     if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
-        raise ValueError(
+        raise InvalidParamsError(
             f"refusing plain http:// to {url.host}: the API key would travel in clear. "
-            "Use https://, or pass allow_insecure_http=True if you really mean it."
+            "Use https://, or pass allow_insecure_http=True if you really mean it.",
+            field="base_url",
         )
     path = url.path.rstrip("/")
     for suffix in ("/api/ai", "/api"):
@@ -92,10 +122,7 @@ def _port(url: httpx.URL) -> int | None:
 
 
 class _BearerAuth(httpx.Auth):
-    """Adds ``Authorization: Bearer`` to requests for the API's origin, and to no other.
-
-    Result files live on other hosts (presigned URLs); they must never receive the key.
-    """
+    """Adds ``Authorization: Bearer`` to requests for the API's origin, and to no other."""
 
     def __init__(self, api_key: str, origin: httpx.URL) -> None:
         self._header = f"Bearer {api_key}"
@@ -110,8 +137,94 @@ class _BearerAuth(httpx.Auth):
         return f"<_BearerAuth for {self._origin.scheme}://{self._origin.netloc.decode()}>"
 
 
+def attempt_deadline(timeout: httpx.Timeout) -> float | None:
+    """Seconds one whole attempt may take: connecting, sending, then the whole answer.
+
+    httpx times each network operation on its own; this bounds them together, so a body
+    trickling in a byte at a time cannot hold a request open forever. It is the largest of
+    the phase timeouts: a plain ``timeout=30`` bounds the whole attempt at 30 s. ``None``
+    (no read timeout): no limit.
+    """
+    if timeout.read is None:
+        return None
+    phases = (timeout.connect, timeout.read, timeout.write, timeout.pool)
+    return max(phase for phase in phases if phase is not None)
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+async def consume(response: httpx.Response, take: Callable[[bytes], Awaitable[object]]) -> None:
+    """Feed a streamed body to ``take``, chunk by chunk as it arrives.
+
+    An exception from ``take`` stops the transfer and is raised here, once httpx's stream has
+    unwound. The stop is a cancellation, delivered inside httpx's innermost ``await``: leaving
+    the loop between chunks would close only the outermost of httpx's nested async generators,
+    and trio reports the others when they are collected.
+    """
+    error: Exception | None = None
+    with anyio.CancelScope() as scope:
+        async for chunk in response.aiter_bytes():
+            if error is not None:
+                continue  # decoded chunks already buffered: the next read takes the stop
+            try:
+                await take(chunk)
+            except Exception as exc:
+                error = exc
+                scope.cancel()
+    if error is not None:
+        raise error
+
+
+async def read_capped(response: httpx.Response, limit: int) -> bytes:
+    """The (decoded) body of a streamed response, refusing more than ``limit`` bytes.
+
+    Raises:
+        _BodyTooLargeError: The body is larger than ``limit`` (nothing more is read).
+        httpx.HTTPError: The transfer failed.
+    """
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLargeError(f"{declared} bytes declared")
+    chunks: list[bytes] = []
+    size = 0
+
+    async def take(chunk: bytes) -> None:
+        nonlocal size
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLargeError(f"over {limit} bytes")
+        chunks.append(chunk)
+
+    await consume(response, take)
+    return b"".join(chunks)
+
+
+def _materialize(response: httpx.Response, body: bytes) -> httpx.Response:
+    """A complete copy of a streamed response, for errors that keep it (``.text`` works)."""
+    headers = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(
+        response.status_code, headers=headers, content=body, request=response.request
+    )
+
+
 class ApiSession:
-    """The client's HTTP session: pool, auth, admission control, error mapping, retries."""
+    """The client's API session: pool, auth, admission control, bounds, error mapping, retries.
+
+    Args:
+        base_url: The API's origin (from :func:`check_base_url`).
+        api_key: Sent as a bearer token to that origin only.
+        timeout: httpx's per-operation timeouts; the largest also bounds each whole attempt.
+        max_concurrency: Requests in flight at once.
+        retry: How idempotent requests are retried.
+        transport: An httpx transport, for tests.
+        verify: TLS verification.
+    """
 
     def __init__(
         self,
@@ -127,19 +240,25 @@ class ApiSession:
         self.base_url = base_url
         self.retry = retry
         self.admission = AdmissionControl(max_concurrency=max_concurrency)
-        # The pool holds the bounded requests plus the event stream and downloads, so a
-        # request admitted by our limiter never waits for a connection.
+        self._deadline = attempt_deadline(timeout)
+        self.requests = 0
+        """API requests sent, every attempt counted."""
+        self.retries = 0
+        """Attempts that failed and were tried again."""
+        self.auth = _BearerAuth(api_key, base_url)
+        # The pool holds the bounded requests plus the event stream, so a request admitted by
+        # our limiter never waits for a connection. Result files have a client of their own.
         limits = httpx.Limits(
-            max_connections=max_concurrency + 8, max_keepalive_connections=max_concurrency + 8
+            max_connections=max_concurrency + 2, max_keepalive_connections=max_concurrency + 2
         )
         self.http = httpx.AsyncClient(
             base_url=base_url,
-            auth=_BearerAuth(api_key, base_url),
+            auth=self.auth,
             timeout=timeout,
             limits=limits,
             transport=transport,
             verify=verify,
-            headers={"User-Agent": f"oxen-queue/{__version__}", "Accept": "application/json"},
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
 
     async def aclose(self) -> None:
@@ -152,38 +271,87 @@ class ApiSession:
         *,
         json_body: Mapping[str, Any] | None = None,
         params: Mapping[str, str | int] | None = None,
-        timeout: float | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> Any:
-        """One attempt: send, map errors, decode JSON. Nothing is retried here.
+        """One attempt: send, read at most the body cap, map errors, decode JSON.
+
+        Nothing is retried here. The attempt as a whole, connect to last byte, is bounded by
+        the largest of its phase timeouts (see :func:`attempt_deadline`).
 
         Args:
             method: The HTTP method.
             path: The path below the base URL, without a leading slash.
             json_body: The JSON body, if any.
             params: The query, if any.
-            timeout: Seconds to wait for the answer, instead of the client's read timeout.
+            timeout: This request's timeouts; ``None``: the client's.
+
+        Raises:
+            APIStatusError: An error status (its body parsed, if it is small JSON).
+            APIConnectionError: No (complete) answer; ``request_sent`` and ``status_code``
+                say how far it got.
+            APIResponseValidationError: A success whose body is too large or not JSON.
+            ClientClosedError: The client is closed.
         """
+        if self.http.is_closed:
+            raise ClientClosedError(_CLOSED)
+        what = f"{method} /{path}"
+        request = self.http.build_request(
+            method,
+            path,
+            json=json_body,
+            params=params,
+            timeout=self.http.timeout if timeout is None else timeout,
+        )
+        deadline = self._deadline if timeout is None else attempt_deadline(timeout)
         enqueue = method == "POST" and path == "api/ai/queue"
         async with self.admission.slot(enqueue=enqueue):
-            try:
-                response = await self.http.request(
-                    method,
-                    path,
-                    json=json_body,
-                    params=params,
-                    timeout=self.http.timeout if timeout is None else self._longer(timeout),
+            self.requests += 1
+            progress: list[httpx.Response] = []
+            with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
+                response, body = await self._exchange(request, what, progress)
+            if scope.cancelled_caught:
+                status = progress[0].status_code if progress else None
+                raise APITimeoutError(
+                    f"{what}: no complete answer within {deadline:g} s",
+                    request=request,
+                    request_sent=True,
+                    status_code=status,
                 )
-            except httpx.TransportError as exc:
-                raise transport_error(exc, method, path) from exc
             self.admission.observe(response.status_code, enqueue=enqueue)
-        return decode(response)
+        return _decode(response, body, what)
 
-    def _longer(self, read: float) -> httpx.Timeout:
+    async def _exchange(
+        self, request: httpx.Request, what: str, progress: list[httpx.Response]
+    ) -> tuple[httpx.Response, bytes | None]:
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, what) from exc
+        except RuntimeError as exc:  # httpx: "the client has been closed"
+            if self.http.is_closed:
+                raise ClientClosedError(_CLOSED) from exc
+            raise
+        progress.append(response)
+        try:
+            body: bytes | None = await read_capped(response, _json.MAX_BODY_BYTES)
+        except _BodyTooLargeError:
+            body = None
+        except httpx.DecodingError as exc:  # a body that fails its own content-encoding
+            raise _invalid(response, b"", what, f"undecodable body ({exc})") from exc
+        except httpx.TransportError as exc:
+            raise transport_error(exc, what, status_code=response.status_code) from exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+        return response, body
+
+    def read_timeout(self, read: float) -> httpx.Timeout:
+        """The client's timeouts with another read timeout (for answers known to be slow)."""
         base = self.http.timeout
         return httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
 
     async def send_create(
-        self, path: str, body: Mapping[str, Any], *, timeout: float | None = None
+        self, path: str, body: Mapping[str, Any], *, timeout: httpx.Timeout | None = None
     ) -> Any:
         """A ``POST`` that creates billable work: sent again only when it was refused.
 
@@ -195,6 +363,7 @@ class ApiSession:
             policy=dataclasses.replace(self.retry, deadline=None),
             retryable=is_refused,
             what=f"POST /{path}",
+            on_retry=self.note_retry,
         )
 
     async def call(
@@ -204,63 +373,110 @@ class ApiSession:
         *,
         params: Mapping[str, str | int] | None = None,
         retry: RetryPolicy | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> Any:
         """An idempotent request (``GET``/``DELETE``), retried per the policy."""
         return await retrying_call(
-            lambda: self.send(method, path, params=params),
+            lambda: self.send(method, path, params=params, timeout=timeout),
             policy=retry or self.retry,
             retryable=is_retryable,
             what=f"{method} /{path}",
+            on_retry=self.note_retry,
         )
+
+    def note_retry(self) -> None:
+        """Count one retried attempt."""
+        self.retries += 1
 
     @asynccontextmanager
     async def stream(self, method: str, path: str) -> AsyncIterator[httpx.Response]:
-        """A streaming request (the event stream): not counted against the request bound."""
+        """A streaming request (the event stream): not counted against the request bound.
+
+        The caller bounds how long it waits and reads (see the event watcher's stall rule).
+        """
+        if self.http.is_closed:
+            raise ClientClosedError(_CLOSED)
+        what = f"{method} /{path}"
         request = self.http.build_request(method, path, headers={"Accept": "text/event-stream"})
         try:
             response = await self.http.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise transport_error(exc, method, path) from exc
+            raise transport_error(exc, what) from exc
         try:
             if response.status_code >= 400:
-                await response.aread()
-                decode(response)
+                try:
+                    body: bytes | None = await read_capped(response, _json.MAX_BODY_BYTES)
+                except (_BodyTooLargeError, httpx.HTTPError):
+                    body = None
+                _decode(response, body, what)
             yield response
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
 
 
-def transport_error(exc: httpx.TransportError, method: str, path: str) -> APIConnectionError:
-    """Our error for an httpx transport failure, saying whether the request may have landed."""
+def transport_error(
+    exc: httpx.TransportError, what: str, *, status_code: int | None = None
+) -> APIConnectionError:
+    """Our error for an httpx transport failure, saying whether the request may have landed.
+
+    Args:
+        exc: httpx's error.
+        what: Method and path, for the message (the host is in ``exc.request``).
+        status_code: The status of an answer whose headers had arrived before the failure.
+    """
     sent = not isinstance(exc, _NOT_SENT)
+    request: httpx.Request | None
+    try:
+        request = exc.request
+    except RuntimeError:  # raised before any request was attached
+        request = None
+    where = f"{what} on {request.url.host}" if request is not None else what
+    after = f" after an HTTP {status_code} answer began" if status_code is not None else ""
     if isinstance(exc, httpx.TimeoutException):
-        message = f"{method} /{path}: timed out ({type(exc).__name__})"
-        return APITimeoutError(message, request=exc.request, request_sent=sent)
-    message = f"{method} /{path}: {type(exc).__name__}: {exc}"
-    return APIConnectionError(message, request=exc.request, request_sent=sent)
+        message = f"{where}: timed out ({type(exc).__name__}){after}"
+        return APITimeoutError(message, request=request, request_sent=sent, status_code=status_code)
+    detail = str(exc) or type(exc).__name__
+    message = f"{where}: {type(exc).__name__}: {detail}{after}"
+    return APIConnectionError(message, request=request, request_sent=sent, status_code=status_code)
 
 
-def decode(response: httpx.Response) -> Any:
+def _invalid(
+    response: httpx.Response, body: bytes, what: str, problem: str
+) -> APIResponseValidationError:
+    return APIResponseValidationError(
+        f"{what}: answered {response.status_code} with {problem}",
+        response=_materialize(response, body),
+    )
+
+
+def _decode(response: httpx.Response, body: bytes | None, what: str) -> Any:
     """The JSON body of a successful response, or the mapped error of a failed one."""
     if response.status_code >= 400:
-        raise status_error(response)
+        raise status_error(_materialize(response, body or b""), body_known=body is not None)
+    if body is None:
+        raise _invalid(response, b"", what, f"a body over {_json.MAX_BODY_BYTES} bytes")
     try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIResponseValidationError(
-            f"{response.request.method} {response.request.url.path}: answered "
-            f"{response.status_code} with a body that is not JSON: {_snippet(response)}",
-            response=response,
-        ) from exc
+        return _json.loads(body)
+    except _json.BodyError as exc:
+        snippet = _snippet(body.decode("utf-8", "replace"))
+        problem = f"a body that is not JSON within the client's limits ({exc}): {snippet}"
+        raise _invalid(response, body, what, problem) from None
 
 
-def status_error(response: httpx.Response) -> APIStatusError:
-    """The ``APIStatusError`` subclass for an error response, with its body parsed."""
-    try:
-        body: object = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        body = None
+def status_error(response: httpx.Response, *, body_known: bool = True) -> APIStatusError:
+    """The ``APIStatusError`` subclass for an error response, with its body parsed.
+
+    Args:
+        response: A complete (read) error response.
+        body_known: ``False`` when the body was too large to read (it is then ignored).
+    """
+    body: object = None
+    if body_known:
+        try:
+            body = _json.loads(response.content)
+        except _json.BodyError:
+            body = None
     code = response.status_code
     request = response.request
     error: APIStatusError
@@ -279,13 +495,15 @@ def status_error(response: httpx.Response) -> APIStatusError:
         error = ServerError(message, response=response, body=body)
     else:
         error = APIStatusError(message, response=response, body=body)
-    text = error.server_message or (None if body is not None else _snippet(response))
+    text = error.server_message or (
+        None if body is not None or not body_known else _snippet(response.text)
+    )
     if text:
         error.args = (f"{message}: {text}",)
         error.message = error.args[0]
     return error
 
 
-def _snippet(response: httpx.Response, limit: int = 200) -> str:
-    text = response.text.strip().replace("\n", " ")
+def _snippet(text: str, limit: int = 200) -> str:
+    text = text[: limit * 2].strip().replace("\n", " ")
     return text if len(text) <= limit else text[:limit] + "..."

@@ -35,7 +35,9 @@ TERMINAL_STATUSES: Final = frozenset({"succeeded", "failed", "cancelled"})
 class _Response(BaseModel):
     """Base of every response model: unknown fields are kept, never an error."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    # protected_namespaces=(): the API's own fields are named model_name and model_type, and
+    # pydantic before 2.10 warns about the "model_" prefix on import.
+    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
 
 
 class GenerationRecord(_Response):

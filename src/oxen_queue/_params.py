@@ -11,7 +11,8 @@ defaults). Any other model is checked against the JSON Schema the server publish
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import difflib
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -30,6 +31,7 @@ __all__ = [
     "Quality",
     "Resolution",
     "check_against_schema",
+    "merge_extra",
     "validate_params",
 ]
 
@@ -161,11 +163,7 @@ def _check_typed(model: str, typed: type[BaseModel], params: Mapping[str, Any]) 
         kind = error["type"]
         known = [*typed.model_fields, *sorted(QUEUE_FIELDS)]
         if kind == "extra_forbidden":
-            raise InvalidParamsError(
-                f"{model} has no parameter {field!r}; its parameters are: {', '.join(known)}",
-                field=field,
-                allowed=known,
-            ) from None
+            raise _unknown(model, str(field), known) from None
         if kind == "missing":
             raise InvalidParamsError(f"{field} is required for {model}", field=field) from None
         if field in typed.model_fields:
@@ -175,6 +173,36 @@ def _check_typed(model: str, typed: type[BaseModel], params: Mapping[str, Any]) 
         raise InvalidParamsError(
             f"{field}: {error['msg']} (got {error.get('input')!r})", field=field
         ) from None
+
+
+def _unknown(model: str, name: str, known: Iterable[str]) -> InvalidParamsError:
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return InvalidParamsError(
+        f"{model} has no parameter {name!r}{hint}; its parameters are: {', '.join(known)}. "
+        "To send a key its schema does not list, pass extra_params={...}",
+        field=name,
+        allowed=known,
+    )
+
+
+def merge_extra(body: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Add ``extra_params`` (sent unchecked) to checked parameters.
+
+    Raises:
+        InvalidParamsError: A key given both ways, or a key that is not a string.
+    """
+    if not extra:
+        return body
+    for key in extra:
+        if not isinstance(key, str) or not key:
+            raise InvalidParamsError(f"extra_params keys must be strings, not {key!r}", field=key)
+        if key in body or key in ("model", "num_generations"):
+            raise InvalidParamsError(
+                f"{key!r} is given both as a parameter and in extra_params", field=key
+            )
+    return {**body, **extra}
 
 
 def _not_allowed(
@@ -205,8 +233,10 @@ def check_against_schema(model: str, schema: Mapping[str, Any], params: Mapping[
     Only the keywords that model schemas use are checked: ``required``,
     ``additionalProperties: false`` (unknown keys), and per property ``type``,
     ``enum``, ``minimum``/``maximum``, ``exclusiveMinimum``/``exclusiveMaximum`` and
-    ``minLength``/``maxLength``. A keyword not understood here is let through: the server
-    stays the judge, and nothing valid is ever refused locally.
+    ``minLength``/``maxLength``. A schema keyword not understood here is let through: the
+    server stays the judge. A parameter the schema does not list is refused (a misspelling
+    would be billed, then fail when the job runs), with a suggestion; send it anyway with
+    ``extra_params``.
 
     Raises:
         InvalidParamsError: Naming the field, and the allowed values where there is a set.
@@ -217,15 +247,9 @@ def check_against_schema(model: str, schema: Mapping[str, Any], params: Mapping[
     for name in schema.get("required") or ():
         if name not in params:
             raise InvalidParamsError(f"{name} is required for {model}", field=str(name))
-    if schema.get("additionalProperties", True) is False:
-        unknown = sorted(set(params) - set(properties))
-        if unknown:
-            known = [*properties, *sorted(QUEUE_FIELDS)]
-            raise InvalidParamsError(
-                f"{model} has no parameter {unknown[0]!r}; its parameters are: {', '.join(known)}",
-                field=unknown[0],
-                allowed=known,
-            )
+    unknown = sorted(set(params) - set(properties))
+    if unknown and properties:
+        raise _unknown(model, unknown[0], [*properties, *sorted(QUEUE_FIELDS)])
     for name, value in params.items():
         spec = properties.get(name)
         if isinstance(spec, Mapping):

@@ -24,7 +24,7 @@ class PollPolicy:
         slow_max_interval: Seconds: the cap on the interval for slow jobs.
         jitter: Relative spread of each interval (0.1 gives +/- 10 %), so that many
             generations started together do not poll in lockstep.
-        deadline: Seconds after which waiting gives up with ``PollTimeoutError``.
+        deadline: Seconds after which waiting gives up with ``GenerationTimeoutError``.
             ``None`` means no limit.
     """
 

@@ -1,14 +1,20 @@
-"""Which HTTP failures are retried, and how: one policy, tenacity used privately.
+"""Which failures are retried, and how: every such decision in one module, tenacity privately.
 
-Two kinds of request are retried differently:
+The decisions, each a small predicate on an ``OxenError``:
 
-* **Idempotent** (``GET``, ``DELETE``): connection errors, timeouts, and the statuses 408, 429,
-  500, 502, 503 and 504 are retried. Sending them twice does no harm.
-* **Enqueue** (``POST /api/ai/queue``): the API has no idempotency key, so only a request the
-  server *refused before processing it* is sent again: 429, 503, or a connection that was never
-  established. Any other failure after the request left (a read timeout, a connection cut
-  mid-body, a 502 or 504 from a proxy) is *ambiguous*: the job may exist and be billed. Those
-  are not retried here; the client reconciles them (see ``_enqueue.py``).
+* :func:`is_retryable`: an **idempotent** request (``GET``, ``DELETE``) may be sent again after
+  connection errors, timeouts, and the statuses 408, 429, 500, 502, 503 and 504.
+* :func:`is_refused`: a **create** (``POST /api/ai/queue``) may be sent again only when the
+  server certainly did not process it: 429, 503, or a connection never established. The API
+  has no idempotency key.
+* :func:`is_ambiguous`: any other failure after a create left (a read timeout, a connection cut
+  mid-body, a 500, 502 or 504 from a proxy, a garbled 200) may have created the job, so the
+  client reconciles it (``_enqueue.py``) rather than resend it; :func:`certainly_created`
+  tells the cases where an answer of 2xx began, so the job does exist.
+* :func:`is_transient`: a watcher's look that failed this way may succeed later, so the
+  generation must not fail of it (a connection failure, a timeout, a malformed answer, 5xx).
+* :func:`is_unavailable`: the event stream refused for good (401, 403, 404, 405, 501); asking
+  again will not help, so the watcher falls back or fails.
 
 Waits are capped exponential backoff with full jitter, unless the server said how long to wait
 (``Retry-After`` in seconds or as an HTTP date, or ``retry-after-ms``), which is honoured up to
@@ -42,12 +48,24 @@ from tenacity.stop import stop_base
 
 from ._exceptions import (
     APIConnectionError,
+    APIError,
+    APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
     RateLimitError,
 )
 
-__all__ = ["RetryPolicy", "is_refused", "is_retryable", "parse_retry_after", "retrying_call"]
+__all__ = [
+    "RetryPolicy",
+    "certainly_created",
+    "is_ambiguous",
+    "is_refused",
+    "is_retryable",
+    "is_transient",
+    "is_unavailable",
+    "parse_retry_after",
+    "retrying_call",
+]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -55,6 +73,8 @@ T = TypeVar("T")
 
 RETRYABLE_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
 REFUSED_STATUSES: Final = frozenset({429, 503})
+AMBIGUOUS_STATUSES: Final = frozenset({500, 502, 504})
+UNAVAILABLE_STATUSES: Final = frozenset({401, 403, 404, 405, 501})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -136,6 +156,38 @@ def is_refused(exc: BaseException) -> bool:
     return isinstance(exc, APIConnectionError) and not exc.request_sent
 
 
+def certainly_created(exc: BaseException) -> bool:
+    """Whether a failed create nonetheless began a 2xx answer: the job exists."""
+    if isinstance(exc, APIResponseValidationError):
+        response = exc.response
+        return response is not None and response.is_success
+    if isinstance(exc, APIConnectionError):
+        return exc.status_code is not None and 200 <= exc.status_code < 300
+    return False
+
+
+def is_ambiguous(exc: BaseException) -> bool:
+    """Whether a failed create may nonetheless have created its job."""
+    if isinstance(exc, APIStatusError):
+        return exc.status_code in AMBIGUOUS_STATUSES
+    if isinstance(exc, APIConnectionError):
+        return exc.request_sent
+    return certainly_created(exc)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a watcher's look that failed this way may succeed if asked again later."""
+    if isinstance(exc, APIStatusError):
+        return is_retryable(exc)
+    # A connection failure, a timeout, or a malformed answer (a proxy's page): ask again.
+    return isinstance(exc, APIError)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether the event stream was refused for good (asking again will not help)."""
+    return isinstance(exc, APIStatusError) and exc.status_code in UNAVAILABLE_STATUSES
+
+
 def _server_wait(exc: BaseException) -> float | None:
     if isinstance(exc, APIStatusError):
         return parse_retry_after(exc.response.headers)
@@ -148,6 +200,7 @@ async def retrying_call(
     policy: RetryPolicy,
     retryable: Callable[[BaseException], bool],
     what: str,
+    on_retry: Callable[[], None] | None = None,
 ) -> T:
     """Run ``call`` until it succeeds, a failure is not retryable, or the policy gives up.
 
@@ -156,6 +209,7 @@ async def retrying_call(
         policy: How many attempts, how long to wait, the overall deadline.
         retryable: Which failures are worth another attempt.
         what: A short description for the debug log (method and path; never a key).
+        on_retry: Told of each attempt that is tried again (a counter).
 
     Raises:
         The last attempt's error; ``RateLimitError`` at once when ``Retry-After`` exceeds the
@@ -188,6 +242,8 @@ async def retrying_call(
         return server_wait if server_wait is not None else backoff(state)
 
     def log_retry(state: RetryCallState) -> None:
+        if on_retry is not None:
+            on_retry()
         exc = state.outcome.exception() if state.outcome else None
         sleep = state.next_action.sleep if state.next_action else 0.0
         logger.debug(

@@ -16,21 +16,28 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar, Unpack, overload
 
 import anyio
+import httpx
 from anyio.from_thread import BlockingPortal
 
 from ._client import AsyncClient
 from ._exceptions import ClientClosedError
+from ._models import GenerationRecord
+from ._poll import PollPolicy
+from ._retry import RetryPolicy
 from ._types import DEFAULT, Default
+from ._watch import CompletionMode
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from ._batch import BatchItem
     from ._generation import Generation
-    from ._models import GenerationPage, GenerationRecord, ImagesResponse, Model
+    from ._models import GenerationPage, ImagesResponse, Model
+    from ._params import GptImage2Options
+    from ._stats import ClientStats
 
 __all__ = ["Client", "SyncGeneration"]
 
@@ -77,28 +84,79 @@ class _LoopThread:
         self._thread.join()
 
 
+class _Lifetime:
+    """What a Client and its views share: the open context of their AsyncClient."""
+
+    __slots__ = ("context",)
+
+    def __init__(self, context: AbstractContextManager[AsyncClient]) -> None:
+        self.context: AbstractContextManager[AsyncClient] | None = context
+
+
 class Client:
     """A blocking client for Oxen.ai's generation queue.
 
-    Takes the same arguments as :class:`AsyncClient`. Use it as a context manager, or keep it
-    open (a notebook) and call :meth:`close` when done::
+    Takes the same arguments as :class:`AsyncClient`, with the same defaults (see there).
+    Use it as a context manager, or keep it open (a notebook) and call :meth:`close` when
+    done::
 
         with Client() as client:
             record = client.generate("gpt-image-2", prompt="An ox at sunset")
             client.download(record, "ox.png")
+
+    Raises:
+        InvalidParamsError: No API key, or an unusable base URL (as :class:`AsyncClient`).
     """
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        completion: CompletionMode = "auto",
+        poll_policy: PollPolicy | None = None,
+        shared_poll_interval: float = 1.0,
+        backstop_interval: float = 10.0,
+        retry: RetryPolicy | None = None,
+        timeout: float | httpx.Timeout = 30.0,
+        stall_timeout: float = 45.0,
+        max_concurrency: int = 16,
+        max_downloads: int = 8,
+        validate: bool = True,
+        max_download_bytes: int | None = 1 << 30,
+        allow_insecure_http: bool = False,
+        verify: bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        # Spelled out (not **options) so editors and type checkers see them; a test keeps
+        # them identical to AsyncClient's, defaults included.
+        options: dict[str, Any] = {
+            "api_key": api_key,
+            "base_url": base_url,
+            "completion": completion,
+            "poll_policy": poll_policy,
+            "shared_poll_interval": shared_poll_interval,
+            "backstop_interval": backstop_interval,
+            "retry": retry,
+            "timeout": timeout,
+            "stall_timeout": stall_timeout,
+            "max_concurrency": max_concurrency,
+            "max_downloads": max_downloads,
+            "validate": validate,
+            "max_download_bytes": max_download_bytes,
+            "allow_insecure_http": allow_insecure_http,
+            "verify": verify,
+            "transport": transport,
+        }
         self._loop = _LoopThread()
         try:
             self._async = self._loop.portal.call(functools.partial(_make_client, options))
-            self._context: AbstractContextManager[AsyncClient] | None = (
-                self._loop.portal.wrap_async_context_manager(self._async)
-            )
-            self._context.__enter__()
+            context = self._loop.portal.wrap_async_context_manager(self._async)
+            context.__enter__()
         except BaseException:
             self._loop.stop()
             raise
+        self._lifetime = _Lifetime(context)
 
     def __repr__(self) -> str:
         return f"<Client of {self._async!r}>"
@@ -115,17 +173,38 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the client and stop its event loop. Jobs on the server carry on."""
-        context, self._context = self._context, None
+        """Close the client (and its views) and stop its event loop. Jobs carry on."""
+        context, self._lifetime.context = self._lifetime.context, None
         if context is not None:
             try:
                 context.__exit__(None, None, None)
             finally:
                 self._loop.stop()
 
+    def with_options(
+        self,
+        *,
+        timeout: float | httpx.Timeout | Default = DEFAULT,
+        validate: bool | Default = DEFAULT,
+        deadline: float | Default | None = DEFAULT,
+    ) -> Client:
+        """A view of this client with other defaults; see :meth:`AsyncClient.with_options`."""
+        view = object.__new__(Client)
+        view._loop = self._loop
+        view._lifetime = self._lifetime
+        view._async = self._async.with_options(
+            timeout=timeout, validate=validate, deadline=deadline
+        )
+        return view
+
+    @property
+    def stats(self) -> ClientStats:
+        """A snapshot of the client's counters; see :attr:`AsyncClient.stats`."""
+        return self._loop.portal.call(lambda: self._async.stats)
+
     def _run(self, function: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a coroutine function on the client's loop and wait for it, interruptibly."""
-        if self._context is None:
+        if self._lifetime.context is None:
             raise ClientClosedError("this Client is closed; make a new one")
         return _wait(
             self._loop.portal.start_task_soon(functools.partial(function, *args, **kwargs))
@@ -133,24 +212,141 @@ class Client:
 
     # -- the operations -----------------------------------------------------------------
 
-    def enqueue(self, model: str, /, **params: Any) -> SyncGeneration:
+    @overload
+    def enqueue(
+        self,
+        model: Literal["gpt-image-2"],
+        /,
+        *,
+        prompt: str,
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
+        **params: Unpack[GptImage2Options],
+    ) -> SyncGeneration: ...
+
+    @overload
+    def enqueue(
+        self,
+        model: str,
+        /,
+        *,
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
+        **params: Any,
+    ) -> SyncGeneration: ...
+
+    def enqueue(
+        self,
+        model: str,
+        /,
+        *,
+        deadline: float | Default | None = DEFAULT,
+        validate: bool | None = None,
+        extra_params: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> SyncGeneration:
         """Enqueue one generation; see :meth:`AsyncClient.enqueue`."""
-        return SyncGeneration(self, self._run(self._async.enqueue, model, **params))
+
+        async def enqueue() -> Generation:
+            return await self._async.enqueue(
+                model, deadline=deadline, validate=validate, extra_params=extra_params, **params
+            )
+
+        return SyncGeneration(self, self._run(enqueue))
 
     def enqueue_many(
-        self, model: str, /, num_generations: int, **params: Any
+        self,
+        model: str,
+        /,
+        num_generations: int,
+        *,
+        deadline: float | Default | None = DEFAULT,
+        validate: bool | None = None,
+        extra_params: Mapping[str, Any] | None = None,
+        **params: Any,
     ) -> list[SyncGeneration]:
-        """Enqueue several generations in one request; see :meth:`AsyncClient.enqueue_many`."""
-        generations = self._run(self._async.enqueue_many, model, num_generations, **params)
+        """Enqueue ``num_generations`` generations of one request; see
+        :meth:`AsyncClient.enqueue_many`."""
+        generations = self._run(
+            self._async.enqueue_many,
+            model,
+            num_generations,
+            deadline=deadline,
+            validate=validate,
+            extra_params=extra_params,
+            **params,
+        )
         return [SyncGeneration(self, g) for g in generations]
 
-    def generate(self, model: str, /, **params: Any) -> GenerationRecord:
-        """Enqueue and wait; Ctrl-C cancels the job upstream. See :meth:`AsyncClient.generate`."""
-        return self._run(self._async.generate, model, **params)
+    @overload
+    def generate(
+        self,
+        model: Literal["gpt-image-2"],
+        /,
+        *,
+        prompt: str,
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
+        **params: Unpack[GptImage2Options],
+    ) -> GenerationRecord: ...
 
-    def generate_images(self, model: str, /, *, prompt: str, **params: Any) -> ImagesResponse:
+    @overload
+    def generate(
+        self,
+        model: str,
+        /,
+        *,
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
+        **params: Any,
+    ) -> GenerationRecord: ...
+
+    def generate(
+        self,
+        model: str,
+        /,
+        *,
+        deadline: float | Default | None = DEFAULT,
+        validate: bool | None = None,
+        extra_params: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> GenerationRecord:
+        """Enqueue and wait; Ctrl-C cancels the job upstream. See :meth:`AsyncClient.generate`."""
+
+        async def generate() -> GenerationRecord:
+            return await self._async.generate(
+                model, deadline=deadline, validate=validate, extra_params=extra_params, **params
+            )
+
+        return self._run(generate)
+
+    def generate_images(
+        self,
+        model: str,
+        /,
+        *,
+        prompt: str,
+        n: int | None = None,
+        response_format: Literal["url", "b64_json"] | None = None,
+        timeout: float = 600.0,
+        validate: bool | None = None,
+        **params: Any,
+    ) -> ImagesResponse:
         """The blocking endpoint; see :meth:`AsyncClient.generate_images`."""
-        return self._run(self._async.generate_images, model, prompt=prompt, **params)
+        return self._run(
+            self._async.generate_images,
+            model,
+            prompt=prompt,
+            n=n,
+            response_format=response_format,
+            timeout=timeout,
+            validate=validate,
+            **params,
+        )
 
     def generation(
         self, generation_id: str, *, deadline: float | Default | None = DEFAULT
@@ -173,13 +369,34 @@ class Client:
         target = generation.id if isinstance(generation, SyncGeneration) else generation
         self._run(self._async.cancel, target)
 
-    def list_queue(self, **filters: Any) -> list[GenerationRecord]:
+    def list_queue(
+        self,
+        *,
+        model: str | None = None,
+        status: str | None = None,
+        media_type: Literal["image", "video"] | None = None,
+    ) -> list[GenerationRecord]:
         """Active rows (or rows of ``status``); see :meth:`AsyncClient.list_queue`."""
-        return self._run(self._async.list_queue, **filters)
+        return self._run(self._async.list_queue, model=model, status=status, media_type=media_type)
 
-    def list_generations(self, **query: Any) -> GenerationPage:
+    def list_generations(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = 50,
+        model: str | None = None,
+        status: str | None = None,
+        media_type: Literal["image", "video"] | None = None,
+    ) -> GenerationPage:
         """A page of history; see :meth:`AsyncClient.list_generations`."""
-        return self._run(self._async.list_generations, **query)
+        return self._run(
+            self._async.list_generations,
+            page=page,
+            page_size=page_size,
+            model=model,
+            status=status,
+            media_type=media_type,
+        )
 
     def get_model(self, model_id: str) -> Model:
         """A model and its parameter schema."""
@@ -191,12 +408,26 @@ class Client:
 
     def download(
         self,
-        source: SyncGeneration | GenerationRecord,
+        source: SyncGeneration | GenerationRecord | str,
         path: str | os.PathLike[str] | None = None,
     ) -> Path:
-        """Save a result file; see :meth:`AsyncClient.download`."""
-        target = source._generation if isinstance(source, SyncGeneration) else source
-        return self._run(self._async.download, target, path)
+        """Save a generation's result file and return its path; see
+        :meth:`AsyncClient.download`.
+
+        Args:
+            source: A finished record, a generation or a generation id (waited for first).
+            path: A file path, or a directory (also any path ending with ``/``), or ``None``
+                for the current directory.
+        """
+        return self._run(self._async.download, _unwrap(source), path)
+
+    def read(self, source: SyncGeneration | GenerationRecord | str) -> bytes:
+        """A generation's result file, in memory; see :meth:`AsyncClient.read`.
+
+        Args:
+            source: A finished record, a generation or a generation id (waited for first).
+        """
+        return self._run(self._async.read, _unwrap(source))
 
     def batch(
         self,
@@ -243,7 +474,7 @@ class SyncGeneration:
                 expiry ``TimeoutError`` is raised and the generation carries on.
 
         Raises:
-            GenerationFailedError, GenerationCancelledError, PollTimeoutError: As ``await``.
+            GenerationFailedError, GenerationCancelledError, GenerationTimeoutError: As ``await``.
             TimeoutError: ``timeout`` expired.
             KeyboardInterrupt: Ctrl-C; the wait is abandoned, the generation carries on.
         """
@@ -256,6 +487,10 @@ class SyncGeneration:
     def download(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Wait for the result, then save it."""
         return self._client._run(self._generation.download, path)
+
+
+def _unwrap(source: SyncGeneration | GenerationRecord | str) -> Generation | GenerationRecord | str:
+    return source._generation if isinstance(source, SyncGeneration) else source
 
 
 async def _make_client(options: dict[str, Any]) -> AsyncClient:

@@ -26,3 +26,15 @@ def manual_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Emulator, Manu
         monkeypatch.setenv("OXEN_BASE_URL", emulator.base_url)
         monkeypatch.setenv("OXEN_API_KEY", SECRET_KEY)
         yield emulator, clock
+
+
+@pytest.fixture
+def fixed_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Emulator, ManualClock]]:
+    """As ``manual_hub``, with every image job taking exactly 1 s of clock time, straight from
+    enqueue: a test knows which job finishes first."""
+    clock = ManualClock()
+    config = EmulatorConfig(seed=7, queue_delay=(0.0, 0.0), image_duration=(1.0, 1.0))
+    with Emulator(config=config, clock=clock) as emulator:
+        monkeypatch.setenv("OXEN_BASE_URL", emulator.base_url)
+        monkeypatch.setenv("OXEN_API_KEY", SECRET_KEY)
+        yield emulator, clock

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Final
 
 import httpx
@@ -54,6 +56,78 @@ def finish(process: subprocess.Popen[str], timeout: float = WAIT) -> tuple[int, 
         out, err = process.communicate()
         pytest.fail(f"the process did not exit in {timeout} s\n{out}\n{err}")
     return process.returncode, out, err
+
+
+class LineReader:
+    """Reads a child's stdout line by line, as it is written, in a thread: a test can check
+    what was printed while the child still runs. Kills the child if the test fails first."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        self.process = process
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def __enter__(self) -> LineReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._thread.join(WAIT)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+    def next(self, timeout: float = WAIT) -> str:
+        """The next line printed; fails the test if none comes in ``timeout`` seconds."""
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"no line printed in {timeout} s")
+        if line is None:
+            pytest.fail("the output ended before the line expected")
+        return line
+
+    def finish(self, timeout: float = WAIT) -> tuple[int, str, str]:
+        """Wait for the child; its status, the stdout not read yet, and its stderr."""
+        try:
+            status = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"the process did not exit in {timeout} s")
+        self._thread.join(timeout)
+        rest = []
+        while (line := self._lines.get_nowait()) is not None:
+            rest.append(line)
+        assert self.process.stderr is not None
+        return status, "".join(f"{line}\n" for line in rest), self.process.stderr.read()
+
+    # The pipes are closed on leaving the ``with`` block.
+
+
+def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str] | None = None) -> None:
+    """Poll ``condition`` until true; fail if ``process`` exits first or after WAIT seconds."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if process is not None and process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the process exited early ({process.returncode})\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            pytest.fail("the condition never held")
+        time.sleep(0.01)
 
 
 def manifest_entries(out: Path) -> list[dict[str, Any]]:

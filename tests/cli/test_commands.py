@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from oxen_queue.testing import MODELS, Emulator, EmulatorConfig, ManualClock
+from oxen_queue.testing import Emulator, EmulatorConfig, ManualClock
+from oxen_queue.testing._catalog import MODELS
 
 from .support import (
     DEFAULTS,
@@ -220,12 +221,13 @@ def test_status_lists_each_field_once(
     assert stdout.count("a queued ox") == 1
 
 
-def test_status_of_an_unknown_generation_exits_1(
+def test_status_of_an_unknown_generation_exits_2(
     manual_hub: tuple[Emulator, ManualClock], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An id the hub does not know: exit 1 and a one-line error naming the 404."""
+    """An id the hub does not know is a refused request: exit 2 and a one-line error naming
+    the 404."""
     status, _, stderr = run(["status", "no-such-generation"], capsys)
-    assert status == 1
+    assert status == 2
     assert "404" in stderr
     assert "Traceback" not in stderr
 
@@ -274,12 +276,12 @@ def test_models_shows_one_models_parameters_and_allowed_values(
     assert "* required" in stdout
 
 
-def test_models_of_an_unknown_model_exits_1(
+def test_models_of_an_unknown_model_exits_2(
     oxen_emulator: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An unknown model id: exit 1 and the hub's 404, no traceback."""
+    """An unknown model id is a refused request: exit 2 and the hub's 404, no traceback."""
     status, _, stderr = run(["models", "no-such-model"], capsys)
-    assert status == 1
+    assert status == 2
     assert "404" in stderr
     assert "Traceback" not in stderr
 
@@ -343,7 +345,7 @@ def test_verbose_logs_never_show_the_key_in_process(
     # cancel exits 1 when the job had already finished (the clock is ticking): either is fine.
     assert statuses[:3] == [0, 0, 0]
     assert statuses[3] in (0, 1)
-    assert statuses[4] == 1
+    assert statuses[4] == 2
     assert any("HTTP Request" in record.getMessage() for record in caplog.records)
     for _, stdout, stderr in outputs:
         _assert_key_absent(stdout + stderr)
@@ -365,13 +367,13 @@ def test_verbose_logs_never_show_the_key_in_a_real_process(
 def test_a_rejected_key_is_not_echoed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A hub that refuses the key: exit 1 with the 401, and the key is not in the message."""
+    """A hub that refuses the key: exit 2 with the 401, and the key is not in the message."""
     with Emulator(config=EmulatorConfig(api_key="the-only-good-key")) as emulator:
         monkeypatch.setenv("OXEN_BASE_URL", emulator.base_url)
         monkeypatch.setenv("OXEN_API_KEY", SECRET_KEY)
         status, stdout, stderr = run(["models", "-v"], capsys)
 
-    assert status == 1
+    assert status == 2
     assert "401" in stderr
     _assert_key_absent(stdout + stderr)
 

@@ -15,7 +15,7 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from oxen_queue.testing import EmulatorApp
+from oxen_queue.testing._app import EmulatorApp
 
 DATA: Final = Path(__file__).parent.parent / "data"
 SPEC_PATH: Final = DATA / "oxen-hub-openapi-0.243.1.json"

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from oxen_queue.testing import EmulatorApp, EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing import EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing._app import EmulatorApp
 from oxen_queue.testing._media import render_image
 
 from ._support import API_ORIGIN, asgi_client, enqueue

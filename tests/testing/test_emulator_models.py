@@ -6,12 +6,15 @@ import base64
 import io
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from PIL import Image
 
-from oxen_queue.testing import MODELS, EmulatorApp, EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing import EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing._app import EmulatorApp
+from oxen_queue.testing._catalog import MODELS
 
 from ._support import PROMPT, OpenAPI, asgi_client
 
@@ -60,7 +63,11 @@ async def test_models_list_is_an_openai_style_list_of_spec_models(
 
 async def test_models_list_filters_by_developer(client: httpx.AsyncClient) -> None:
     body = (await client.get("/api/ai/models", params={"developer_name": "openai"})).json()
-    assert [model["id"] for model in body["data"]] == ["gpt-image-2", "gpt-4o-mini"]
+    assert [model["id"] for model in body["data"]] == [
+        "gpt-image-2",
+        "gpt-image-2-edit",
+        "gpt-4o-mini",
+    ]
     body = (await client.get("/api/ai/models", params={"action": "sft"})).json()
     assert body["data"] == []
 
@@ -84,8 +91,8 @@ async def test_gpt_image_2_has_exactly_the_documented_parameters(
     assert all(prop["description"] for prop in schema["properties"].values())
     assert model["endpoint"] == "/images/generate"
     assert model["capabilities"] == {"input": ["text"], "output": ["image"]}
+    assert schema["additionalProperties"] is False
     assert model["pricing"]["method"] == "per_image"
-    assert model["pricing"]["cost_per_image_grid"]["high"]["4K"] == 1.47
 
 
 async def test_video_and_chat_models_look_as_documented(
@@ -93,7 +100,19 @@ async def test_video_and_chat_models_look_as_documented(
 ) -> None:
     kling = (await client.get("/api/ai/models/kling-video-v2-6-pro-text-to-video")).json()
     openapi.validate("Model", kling)
-    props = kling["request_schema"]["properties"]
+    schema = kling["request_schema"]
+    assert schema == kling["json_request_schema"]
+    assert list(schema["properties"]) == [
+        "prompt",
+        "negative_prompt",
+        "aspect_ratio",
+        "duration",
+        "generate_audio",
+        "cfg_scale",
+    ]
+    assert schema["required"] == ["prompt"] and schema["additionalProperties"] is False
+    props = schema["properties"]
+    assert props["duration"]["type"] == "integer" and props["cfg_scale"]["default"] == 0.5
     assert props["aspect_ratio"]["enum"] == ["16:9", "9:16", "1:1"]
     assert props["aspect_ratio"]["default"] == "16:9"
     assert props["duration"]["enum"] == [5, 10] and props["duration"]["default"] == 5
@@ -182,15 +201,55 @@ async def test_images_generate_validates_synchronously(
 async def test_videos_generate_answers_an_mp4(client: httpx.AsyncClient, openapi: OpenAPI) -> None:
     response = await client.post(
         "/api/ai/videos/generate",
-        json={"model": "kling-video-v2-6-pro-text-to-video", "prompt": PROMPT, "duration": 5},
+        json={
+            "model": "kling-video-v2-6-pro-text-to-video",
+            "prompt": PROMPT,
+            "duration": 5,
+            "generate_audio": True,
+            "cfg_scale": 2,
+        },
     )
     assert response.status_code == 200, response.text
     body = response.json()
     openapi.validate("VideoGenerateResponse", body)
     [video] = body["videos"]
+    assert urlsplit(video["url"]).path.endswith(".mp4")
     file = await client.get(video["url"])
     assert file.headers["content-type"] == "video/mp4"
     assert file.content[4:8] == b"ftyp"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"prompt": "x", "multi_prompt": [{"prompt": "y", "duration": 5}]},
+            "Getting model response error: 422 - Value error, Cannot provide both 'prompt' "
+            "and 'multi_prompt'.",
+        ),
+        (
+            {},
+            "Getting model response error: 422 - Value error, Either 'prompt' or "
+            "'multi_prompt' must be provided.",
+        ),
+        (
+            {"prompt": "x", "duration": 7},
+            "Getting model response error: 422 - duration: must be one of 5, 10",
+        ),
+        (
+            {"prompt": "x", "aspect_ratio": "4:3"},
+            "Getting model response error: 422 - aspect_ratio: must be one of 16:9, 9:16, 1:1",
+        ),
+        ({"prompt": "x", "model": "gpt-image-2"}, ":unsupported_media_type"),
+    ],
+)
+async def test_videos_generate_validates_synchronously_with_the_docs_messages(
+    client: httpx.AsyncClient, app: EmulatorApp, body: dict[str, object], message: str
+) -> None:
+    body = {"model": "kling-video-v2-6-pro-text-to-video", **body}
+    response = await client.post("/api/ai/videos/generate", json=body)
+    assert (response.status_code, response.json()) == (400, {"error": {"message": message}})
+    assert app.state.stats.sync_generations == 0
 
 
 async def test_sync_generation_waits_its_scaled_duration_on_a_real_clock() -> None:

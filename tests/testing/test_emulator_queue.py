@@ -8,7 +8,8 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from oxen_queue.testing import EmulatorApp, EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing import EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing._app import EmulatorApp
 
 from ._support import KEY, OTHER_KEY, PROMPT, OpenAPI, asgi_client, enqueue
 
@@ -211,7 +212,7 @@ async def test_range_and_type_checks_of_other_models(
     assert "duration: must be one of 5, 10" in await error(duration)
 
 
-async def test_failure_rate_fails_jobs_with_insufficient_credits_unbilled(
+async def test_failure_rate_fails_jobs_with_insufficient_credits_charged_nothing(
     clock: ManualClock,
 ) -> None:
     app = create_app(config=EmulatorConfig(failure_rate=1.0), clock=clock)
@@ -221,7 +222,7 @@ async def test_failure_rate_fails_jobs_with_insufficient_credits_unbilled(
         row = (await client.get(f"/api/ai/generations/{gid}")).json()["generation"]
     assert row["status"] == "failed"
     assert row["error_message"] == "Insufficient credits"
-    assert row["cost"] is None
+    assert row["cost"] == "0"
     assert app.state.stats.jobs_billed == 0
 
 
@@ -373,6 +374,42 @@ async def test_generations_are_paginated_newest_first_with_total_cost(
     assert row["username"].startswith("user-") and row["user_image"] is None
     default = (await client.get("/api/ai/generations")).json()
     assert (default["page_number"], default["page_size"]) == (1, 50)
+
+
+async def test_history_filters_select_exactly_the_matching_rows_active_or_not(
+    client: httpx.AsyncClient, clock: ManualClock, openapi: OpenAPI
+) -> None:
+    """/api/ai/generations takes the queue's six filters, but lists every status by default
+    (the queue lists only active rows unless `status=` is given)."""
+    [done] = await enqueue(client, target_repo="repo-a", target_directory="dir-a")
+    clock.advance(60.0)
+    [video] = await enqueue(client, model="kling-video-v2-6-pro-text-to-video")
+    [org] = await enqueue(client, target_namespace="my-org", target_repo="repo-a")
+    [cancelled] = await enqueue(client, model="black-forest-labs-flux-2-klein-4b")
+    await client.delete(f"/api/ai/queue/{cancelled}")
+
+    async def ids(path: str, **params: str) -> list[str]:
+        listing = (await client.get(path, params=params)).json()
+        schema = "QueueListResponse" if path == "/api/ai/queue" else "GenerationsListResponse"
+        openapi.validate(schema, listing)
+        return [row["generation_id"] for row in listing["generations"]]
+
+    history = "/api/ai/generations"
+    assert await ids(history) == [cancelled, video, done]  # newest first, any status
+    assert await ids("/api/ai/queue") == [video]  # active only
+    assert await ids(history, status="succeeded") == [done]
+    assert await ids(history, status="cancelled") == [cancelled]
+    assert await ids(history, status="queued") == [video]
+    assert await ids(history, model="kling-video-v2-6-pro-text-to-video") == [video]
+    assert await ids(history, media_type="image") == [cancelled, done]
+    assert await ids(history, namespace="my-org") == [org]
+    assert await ids(history, repo="repo-a") == [done]  # in the caller's namespace
+    assert await ids(history, namespace="my-org", repo="repo-a") == [org]
+    assert await ids(history, folder="dir-a", status="succeeded") == [done]
+    assert await ids(history, folder="dir-a", status="failed") == []
+    assert await ids("/api/ai/queue", status="cancelled", media_type="image") == [cancelled]
+    bad = await client.get(history, params={"media_type": "audio"})
+    assert (bad.status_code, bad.json()["status_message"]) == (400, "invalid_params")
 
 
 @pytest.mark.parametrize(

@@ -10,31 +10,13 @@ from typing import Any
 import anyio
 import pytest
 
-import oxen_queue.testing
-from oxen_queue.testing import (
-    MODELS,
-    EmulatorConfig,
-    EmulatorState,
-    ManualClock,
-    create_app,
-)
+from oxen_queue.testing import EmulatorConfig, ManualClock, create_app
+from oxen_queue.testing._catalog import MODELS
+from oxen_queue.testing._state import EmulatorState
 from oxen_queue.testing._validation import check_params
 from oxen_queue.testing._wakeup import Signal
 
 from ._support import asgi_client, enqueue
-
-
-def test_all_lists_every_public_name_once() -> None:
-    names = oxen_queue.testing.__all__
-    assert len(names) == len(set(names))
-    assert all(hasattr(oxen_queue.testing, name) for name in names)
-    public = {
-        name
-        for name in vars(oxen_queue.testing)
-        # "@py_builtins" and co. come from pytest's assertion rewriting of plugin packages.
-        if not name.startswith(("_", "@")) and name != "annotations"
-    }
-    assert public == set(names)
 
 
 @pytest.mark.parametrize(
@@ -79,6 +61,9 @@ def test_config_normalises_lists_and_hides_the_key() -> None:
         ("black-forest-labs-flux-2-klein-4b", {}, "0.004"),
         ("kling-video-v2-6-pro-text-to-video", {}, "0.35"),
         ("kling-video-v2-6-pro-text-to-video", {"duration": 10, "generate_audio": True}, "1.40"),
+        ("kling-video-v2-6-pro-text-to-video", {"generate_audio": "yes"}, "0.35"),
+        ("gpt-image-2-edit", {"quality": "low", "resolution": "3840x2160"}, "0.06"),
+        ("gpt-image-2-edit", {}, "0.30"),
     ],
 )
 def test_costs_follow_each_models_pricing(model: str, params: dict[str, Any], cost: str) -> None:
@@ -105,6 +90,31 @@ def test_validation_reports_every_problem_in_schema_order() -> None:
     assert [str(p) for p in check_params(schema, {"prompt": "ok", "generate_audio": 1})] == [
         "generate_audio: must be a boolean"
     ]
+
+
+def test_validation_checks_type_lists_arrays_and_their_items() -> None:
+    schema = MODELS["gpt-image-2-edit"].request_schema
+    assert schema is not None
+
+    def problems(**params: Any) -> list[str]:
+        return [str(p) for p in check_params(schema, {"prompt": "ok", **params})]
+
+    assert problems(input_image="u") == problems(input_image=["u", "v"]) == []
+    assert problems(input_image=3) == ["input_image: must be a string or an array"]
+    assert problems(input_image=[]) == ["input_image: must have at least 1 item"]
+    assert problems(input_image=["u", None]) == ["input_image: item 1 must be a string"]
+    assert problems(input_image="u", mask=["m"]) == ["mask: must be a string"]
+
+
+def test_unknown_parameters_are_refused_only_where_the_schema_says_so() -> None:
+    closed = {"properties": {"a": {"type": "string"}}, "additionalProperties": False}
+    open_ = {"properties": {"a": {"type": "string"}}}
+    assert [str(p) for p in check_params(closed, {"b": 1})] == [
+        "b: is not a parameter of this model"
+    ]
+    assert check_params(open_, {"b": 1}) == []
+    for model in MODELS.values():
+        assert model.request_schema is None or model.request_schema["additionalProperties"] is False
 
 
 def test_a_manual_clock_only_moves_forward_and_tells_its_listeners() -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import assert_type
+
+import starlette.requests
 
 from oxen_queue import (
     AsyncClient,
     Client,
     Generation,
+    GenerationPage,
     GenerationRecord,
     GptImage2Options,
     ImagesResponse,
@@ -15,6 +19,7 @@ from oxen_queue import (
     SyncGeneration,
     as_completed,
 )
+from oxen_queue.asgi import cancel_on_disconnect
 
 
 async def check_async(client: AsyncClient) -> None:
@@ -36,7 +41,56 @@ async def check_async(client: AsyncClient) -> None:
 
 
 def check_sync(client: Client) -> None:
-    generation = client.enqueue("gpt-image-2", prompt="ox")
+    generation = client.enqueue(
+        "gpt-image-2", prompt="ox", resolution="1920x1080", quality="high", output_format="png"
+    )
     assert_type(generation, SyncGeneration)
     assert_type(generation.result(timeout=5), GenerationRecord)
     assert_type(client.generate("gpt-image-2", prompt="ox"), GenerationRecord)
+    assert_type(
+        client.enqueue("gpt-image-2", prompt="ox", deadline=None, extra_params={"seed": 1}),
+        SyncGeneration,
+    )
+    assert_type(client.enqueue("some-video-model", prompt="ox", duration=5), SyncGeneration)
+    assert_type(
+        client.enqueue_many("gpt-image-2", 3, prompt="ox", validate=False), list[SyncGeneration]
+    )
+    assert_type(client.download("generation-id", "out/"), Path)
+    assert_type(client.download(generation), Path)
+    assert_type(client.read(client.get_generation("generation-id")), bytes)
+    assert_type(client.list_generations(page=2, media_type="video"), GenerationPage)
+    options: GptImage2Options = {"resolution": "1024x1024", "quality": "low"}
+    client.generate("gpt-image-2", prompt="ox", **options)
+
+
+async def check_the_blocking_client_is_typed_like_the_async_one(
+    client: AsyncClient, blocking: Client
+) -> None:
+    """The same mistakes are type errors on both (each ignore is checked: warn_unused_ignores)."""
+    AsyncClient(timeout="30 s")  # type: ignore[arg-type]
+    Client(timeout="30 s")  # type: ignore[arg-type]
+    AsyncClient(api_kye="k")  # type: ignore[call-arg]
+    Client(api_kye="k")  # type: ignore[call-arg]
+    await client.list_queue(media_type="audio")  # type: ignore[arg-type]
+    blocking.list_queue(media_type="audio")  # type: ignore[arg-type]
+    blocking.download(42)  # type: ignore[arg-type]
+
+
+async def check_a_bad_resolution(client: AsyncClient, blocking: Client) -> None:
+    """A bad ``resolution`` for gpt-image-2 is a type error in its typed options, on both."""
+    options: GptImage2Options = {"resolution": "999x999"}  # type: ignore[typeddict-item]
+    await client.generate("gpt-image-2", prompt="ox", **options)
+    blocking.generate("gpt-image-2", prompt="ox", **options)
+    # Written inline in the call it is not, on either client: the generic overload (any
+    # model, any keyword) accepts it too, and no type says "any str but 'gpt-image-2'". The
+    # client refuses it at run time, before sending anything (InvalidParamsError). Should a
+    # checker start flagging these two lines, this file fails and the docs must say so.
+    await client.generate("gpt-image-2", prompt="ox", resolution="999x999")
+    blocking.generate("gpt-image-2", prompt="ox", resolution="999x999")
+
+
+async def check_asgi(request: starlette.requests.Request, client: AsyncClient) -> None:
+    """Starlette's (and FastAPI's) Request is what cancel_on_disconnect takes."""
+    record = await cancel_on_disconnect(request, client.generate("gpt-image-2", prompt="ox"))
+    assert_type(record, GenerationRecord)
+    await cancel_on_disconnect(object(), client.get_model("m"))  # type: ignore[arg-type]

@@ -1,10 +1,11 @@
-"""The commands of the console script. Each takes the parsed arguments, the client options and
-the console, and returns the exit status."""
+"""The commands of the console script. Each takes the :class:`Context` of the run and returns
+the exit status: 0 all succeeded, 1 a generation did not, 2 a request was refused."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -13,7 +14,18 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from rich.table import Table
 
+from .._batch import as_completed
 from .._client import AsyncClient
+from .._exceptions import (
+    AuthenticationError,
+    GenerationCancelledError,
+    GenerationFailedError,
+    NotFoundError,
+    OxenError,
+)
+from .._models import TERMINAL_STATUSES
+from ._display import plural
+from ._interrupt import Interrupted, Interrupts
 from ._manifest import Manifest, PromptsFileError, read_prompts
 from ._run import run_generate, run_prompts
 
@@ -22,13 +34,33 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from .._models import Model
+    from .._generation import Generation
+    from .._models import GenerationRecord, Model
 
-__all__ = ["COMMANDS", "CommandError", "bundled_prompts"]
+__all__ = ["COMMANDS", "CommandError", "Context", "bundled_prompts"]
 
 
 class CommandError(Exception):
     """Bad usage or configuration, reported in one line with exit status 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a command runs with."""
+
+    args: argparse.Namespace
+    options: dict[str, Any]
+    """``AsyncClient`` keyword arguments (base URL and key of an embedded emulator)."""
+    console: Console
+    """Standard output: results, one plain line each when it is not a terminal."""
+    errors: Console
+    """Standard error: what went wrong."""
+    interrupts: Interrupts
+
+
+def _refused(error: OxenError) -> bool:
+    """Whether the API refused the request (exit status 2) rather than failed."""
+    return isinstance(error, NotFoundError | AuthenticationError)
 
 
 def _request_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -36,22 +68,106 @@ def _request_params(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names if getattr(args, name, None)}
 
 
-async def generate(args: argparse.Namespace, options: dict[str, Any], console: Console) -> int:
+def _count(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise CommandError("-n must be at least 1")
+    return int(args.n)
+
+
+async def generate(context: Context) -> int:
+    args = context.args
+    count = _count(args)
     params = {"prompt": args.prompt, **_request_params(args)}
     await anyio.Path(args.out).mkdir(parents=True, exist_ok=True)
-    async with AsyncClient(**options) as client:
+    async with AsyncClient(**context.options) as client:
         outcome = await run_generate(
-            client, model=args.model, params=params, count=args.n, out=args.out, console=console
+            client,
+            model=args.model,
+            params=params,
+            count=count,
+            out=args.out,
+            console=context.console,
+            interrupts=context.interrupts,
         )
     return 0 if outcome.all_succeeded else 1
 
 
+async def submit(context: Context) -> int:
+    args = context.args
+    count = _count(args)
+    params = {"prompt": args.prompt, **_request_params(args)}
+    # "poll": nothing is waited for, so no event stream is worth opening; the client closes
+    # before a first poll is due, and the enqueue is the only request.
+    async with AsyncClient(**context.options, completion="poll") as client:
+        if count == 1:
+            generations = [await client.enqueue(args.model, **params)]
+        else:
+            generations = await client.enqueue_many(args.model, count, **params)
+    for generation in generations:  # plain, one per line: for `xargs oxen-queue wait`
+        context.console.out(generation.id, highlight=False)
+    return 0
+
+
+def _finished_line(generation: Generation) -> tuple[str, int]:
+    """How a finished generation ended, in one plain line, and its exit status."""
+    try:
+        record = generation.result()
+    except GenerationFailedError as exc:
+        return f"{generation.id} failed: {exc.error_message or exc}", 1
+    except GenerationCancelledError:
+        return f"{generation.id} cancelled", 1
+    except OxenError as exc:
+        return f"{generation.id} error: {exc}", 2 if _refused(exc) else 1
+    if record.status != "succeeded":  # pragma: no cover - an unknown final status
+        return f"{generation.id} {record.status}", 1
+    return f"{generation.id} succeeded {record.result_url or ''}".rstrip(), 0
+
+
+async def wait(context: Context) -> int:
+    statuses: list[int] = []
+    async with AsyncClient(**context.options) as client:
+        generations = [client.generation(i) for i in dict.fromkeys(context.args.generation_ids)]
+        with context.interrupts.scope() as work:
+            async for generation in as_completed(generations):
+                line, status = _finished_line(generation)
+                context.console.out(line, highlight=False)
+                statuses.append(status)
+        if work.cancelled_caught:
+            left = sum(1 for g in generations if not g.done())
+            raise Interrupted(
+                f"interrupted: stopped waiting; {plural(left, 'generation')} still running "
+                "upstream (stop them with `oxen-queue cancel`)."
+            )
+    return max(statuses, default=0)
+
+
+async def download(context: Context) -> int:
+    args = context.args
+    statuses: list[int] = []
+    await anyio.Path(args.out).mkdir(parents=True, exist_ok=True)
+    async with AsyncClient(**context.options) as client:
+        for generation_id in dict.fromkeys(args.generation_ids):
+            try:
+                record = await client.get_generation(generation_id)
+                if record.status != "succeeded":
+                    hint = "" if record.status in TERMINAL_STATUSES else " yet (`oxen-queue wait`)"
+                    context.console.out(
+                        f"{generation_id} {record.status}: no result{hint}", highlight=False
+                    )
+                    statuses.append(1)
+                    continue
+                path = await client.download(record, args.out)
+            except OxenError as exc:
+                context.console.out(f"{generation_id} error: {exc}", highlight=False)
+                statuses.append(2 if _refused(exc) else 1)
+                continue
+            context.console.out(f"{generation_id} saved {path}", highlight=False)
+            statuses.append(0)
+    return max(statuses, default=0)
+
+
 async def _prompts_command(
-    args: argparse.Namespace,
-    options: dict[str, Any],
-    console: Console,
+    context: Context,
     *,
     prompts: Path,
     model: str,
@@ -59,6 +175,7 @@ async def _prompts_command(
     retry_failed: bool,
     label: str,
 ) -> int:
+    args, console = context.args, context.console
     if args.concurrency < 1:
         raise CommandError("--concurrency must be at least 1")
     try:
@@ -69,7 +186,7 @@ async def _prompts_command(
         raise CommandError(f"{prompts} holds no prompts")
     manifest = Manifest(args.out / "manifest.jsonl")
     try:
-        async with AsyncClient(**options) as client:
+        async with AsyncClient(**context.options) as client:
             outcome = await run_prompts(
                 client,
                 model=model,
@@ -80,6 +197,7 @@ async def _prompts_command(
                 concurrency=args.concurrency,
                 retry_failed=retry_failed,
                 console=console,
+                interrupts=context.interrupts,
                 title=f"oxen-queue {label} · {model} · {len(lines)} prompts → {args.out}/",
             )
     finally:
@@ -89,11 +207,10 @@ async def _prompts_command(
     return 0 if outcome.all_succeeded else 1
 
 
-async def batch(args: argparse.Namespace, options: dict[str, Any], console: Console) -> int:
+async def batch(context: Context) -> int:
+    args = context.args
     return await _prompts_command(
-        args,
-        options,
-        console,
+        context,
         prompts=args.prompts,
         model=args.model,
         defaults=_request_params(args),
@@ -110,12 +227,10 @@ def bundled_prompts() -> Path:
     return Path(__file__).resolve().parents[3] / "examples" / "prompts.txt"
 
 
-async def demo(args: argparse.Namespace, options: dict[str, Any], console: Console) -> int:
+async def demo(context: Context) -> int:
     return await _prompts_command(
-        args,
-        options,
-        console,
-        prompts=args.prompts or bundled_prompts(),
+        context,
+        prompts=context.args.prompts or bundled_prompts(),
         model="gpt-image-2",
         defaults={},
         retry_failed=False,
@@ -123,37 +238,65 @@ async def demo(args: argparse.Namespace, options: dict[str, Any], console: Conso
     )
 
 
-async def status(args: argparse.Namespace, options: dict[str, Any], console: Console) -> int:
-    async with AsyncClient(**options) as client:
-        record = await client.get_generation(args.generation_id)
-    if args.json:
-        console.print_json(record.model_dump_json())
-        return 0
+async def status(context: Context) -> int:
+    args, console = context.args, context.console
+    statuses: list[int] = []
+    async with AsyncClient(**context.options) as client:
+        for generation_id in dict.fromkeys(args.generation_ids):
+            try:
+                record = await client.get_generation(generation_id)
+            except NotFoundError as exc:
+                context.errors.print(f"[red]error:[/] {exc}")
+                statuses.append(2)
+                continue
+            statuses.append(1 if record.status == "failed" else 0)
+            if args.json:  # one row per line (JSON Lines), whatever the number of ids
+                console.out(record.model_dump_json(), highlight=False)
+            else:
+                if len(statuses) > 1:
+                    console.print()
+                console.print(_row_table(record))
+    return max(statuses, default=0)
+
+
+def _row_table(record: GenerationRecord) -> Table:
     table = Table(show_header=False, show_edge=False)
     for key, value in record.model_dump().items():  # the row's fields, then the request's
         if value is not None:
             text = value if isinstance(value, str) else json.dumps(value)
             table.add_row(key, _when(key, value) or text)
-    console.print(table)
-    return 0 if record.status != "failed" else 1
+    return table
 
 
-async def cancel(args: argparse.Namespace, options: dict[str, Any], console: Console) -> int:
-    async with AsyncClient(**options) as client:
-        await client.cancel(args.generation_id)
-        record = await client.get_generation(args.generation_id)
-    if record.status == "cancelled":
-        console.print(f"{record.generation_id}: cancelled")
-        return 0
-    # "Cancelling a generation that has already reached a terminal state has no effect."
-    console.print(f"{record.generation_id}: already {record.status}; nothing to cancel")
-    return 1
+async def cancel(context: Context) -> int:
+    statuses: list[int] = []
+    async with AsyncClient(**context.options) as client:
+        for generation_id in dict.fromkeys(context.args.generation_ids):
+            try:
+                await client.cancel(generation_id)
+                record = await client.get_generation(generation_id)
+            except NotFoundError as exc:
+                context.errors.print(f"[red]error:[/] {exc}")
+                statuses.append(2)
+                continue
+            if record.status == "cancelled":
+                context.console.print(f"{record.generation_id}: cancelled")
+                statuses.append(0)
+            else:
+                # "Cancelling a generation that has already reached a terminal state has no
+                # effect."
+                context.console.print(
+                    f"{record.generation_id}: already {record.status}; nothing to cancel"
+                )
+                statuses.append(1)
+    return max(statuses, default=0)
 
 
-async def models(args: argparse.Namespace, options: dict[str, Any], console: Console) -> int:
-    async with AsyncClient(**options) as client:
-        if args.model_id:
-            _show_model(await client.get_model(args.model_id), console)
+async def models(context: Context) -> int:
+    console = context.console
+    async with AsyncClient(**context.options) as client:
+        if context.args.model_id:
+            _show_model(await client.get_model(context.args.model_id), console)
             return 0
         listed = await client.list_models()
     table = Table(show_edge=False, header_style="bold")
@@ -205,10 +348,13 @@ def _range(spec: dict[str, Any]) -> str:
     return f"{low}..{high}" if low is not None or high is not None else ""
 
 
-Command = Callable[["argparse.Namespace", dict[str, Any], "Console"], Awaitable[int]]
+Command = Callable[[Context], Awaitable[int]]
 
 COMMANDS: dict[str, Command] = {
     "generate": generate,
+    "submit": submit,
+    "wait": wait,
+    "download": download,
     "batch": batch,
     "demo": demo,
     "status": status,

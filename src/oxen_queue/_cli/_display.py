@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from .._batch import BatchItem
 
-__all__ = ["BatchView", "failure_message", "failure_status", "summary_table"]
+__all__ = ["BatchView", "failure_message", "failure_status", "plural", "summary_table"]
 
 _FAILED = frozenset({"failed", "cancelled", "error"})
 
@@ -118,3 +118,8 @@ def failure_message(error: BaseException | None) -> str | None:
     if error is None:
         return None
     return getattr(error, "error_message", None) or str(error)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 generation``, ``2 generations``."""
+    return f"{count} {noun}{'s' * (count != 1)}"

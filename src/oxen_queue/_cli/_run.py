@@ -9,17 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from rich.live import Live
+from rich.markup import escape
 
 from .._batch import BatchItem, as_completed, run_batch
 from .._exceptions import AmbiguousEnqueueError, OxenError
 from .._models import GenerationRecord
-from ._display import BatchView, failure_message, failure_status, summary_table
+from ._display import BatchView, failure_message, failure_status, plural, summary_table
+from ._interrupt import Interrupted
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from .._client import AsyncClient
     from .._generation import Generation
+    from ._interrupt import Interrupts
     from ._manifest import Manifest, PromptLine
 
 __all__ = ["BatchOutcome", "run_generate", "run_prompts"]
@@ -78,9 +81,18 @@ async def run_prompts(
     concurrency: int,
     retry_failed: bool,
     console: Console,
+    interrupts: Interrupts,
     title: str,
 ) -> BatchOutcome:
-    """Run a prompts file through ``run_batch``, resuming from the manifest."""
+    """Run a prompts file through ``run_batch``, resuming from the manifest.
+
+    Every finished request is recorded, and printed as one plain line when the output is not a
+    terminal. Ctrl-C leaves the generations in flight running upstream, recorded as enqueued:
+    a rerun with the same manifest reattaches them.
+
+    Raises:
+        Interrupted: Ctrl-C, with the line that says how to resume.
+    """
     items: list[BatchItem] = []
     to_run: list[BatchItem] = []
     outcome = BatchOutcome(items)
@@ -130,6 +142,7 @@ async def run_prompts(
             manifest.append(
                 line, generation_id=item.generation_id, status="succeeded", file=str(path)
             )
+            _plain_progress(console, view, item, f"saved {path}")
             return
         ambiguous = isinstance(item.error, AmbiguousEnqueueError)
         status = "ambiguous" if ambiguous else failure_status(item)
@@ -141,7 +154,7 @@ async def run_prompts(
     view = BatchView(title, items)
     if not console.is_terminal:
         console.print(title)
-    with _live(view, console, transient=False):
+    with _live(view, console, transient=False), interrupts.scope() as work:
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(_refresh_active, client, view)
             await run_batch(
@@ -153,6 +166,12 @@ async def run_prompts(
                 on_finished=on_finished,
             )
             task_group.cancel_scope.cancel()
+    if work.cancelled_caught:
+        running = sum(1 for i in items if i.generation is not None and not i.finished)
+        raise Interrupted(
+            f"interrupted: {plural(running, 'generation')} left running upstream. It resumes "
+            "where it stopped: run it again with the same --out."
+        )
     console.print()
     console.print(summary_table(items, outcome.files, width=console.width))
     return outcome
@@ -166,39 +185,84 @@ async def run_generate(
     count: int,
     out: Path,
     console: Console,
+    interrupts: Interrupts,
 ) -> BatchOutcome:
-    """Enqueue one request (``count`` generations), show progress, save every result."""
-    if count == 1:
-        generations: list[Generation] = [await client.enqueue(model, **params)]
-    else:
-        generations = await client.enqueue_many(model, count, **params)
-    items = [BatchItem(params=params, generation=g, generation_id=g.id) for g in generations]
+    """Enqueue one request (``count`` generations), show progress, save every result, and
+    print one line for each as it finishes.
+
+    Raises:
+        Interrupted: Ctrl-C; the generations not finished were cancelled upstream, since
+            nobody will collect them.
+    """
+    items: list[BatchItem] = []
     outcome = BatchOutcome(items)
-    by_id = {
-        g.id: (index, item) for index, (g, item) in enumerate(zip(generations, items, strict=True))
-    }
-    view = BatchView(f"{model} · {count} generation{'s' * (count > 1)}", items)
-    with _live(view, console, transient=True):
-        async with anyio.create_task_group() as task_group:
-            task_group.start_soon(_refresh_active, client, view)
-            async for generation in as_completed(generations):
-                index, item = by_id[generation.id]
-                try:
-                    item.record = generation.result()
-                except OxenError as exc:
-                    item.error = exc
-                path = await _save(client, item, out)
-                if path is not None:
-                    outcome.files[index] = path
-                item.finished = True
-            task_group.cancel_scope.cancel()
-    for index, item in enumerate(items):
-        if index in outcome.files:
-            console.print(f"[green]saved[/] {outcome.files[index]}  ({item.generation_id})")
+    view = BatchView(f"{model} · {plural(count, 'generation')}", items)
+    with interrupts.scope() as work:
+        if count == 1:
+            generations: list[Generation] = [await client.enqueue(model, **params)]
         else:
-            reason = failure_message(item.error)
-            console.print(f"[red]{failure_status(item)}[/] {item.generation_id}: {reason}")
+            generations = await client.enqueue_many(model, count, **params)
+        items += [BatchItem(params=params, generation=g, generation_id=g.id) for g in generations]
+        by_id = {item.generation_id: (index, item) for index, item in enumerate(items)}
+        with _live(view, console, transient=True):
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(_refresh_active, client, view)
+                async for generation in as_completed(generations):
+                    index, item = by_id[generation.id]
+                    try:
+                        item.record = generation.result()
+                    except OxenError as exc:
+                        item.error = exc
+                    path = await _save(client, item, out)
+                    item.finished = True
+                    if path is not None:
+                        outcome.files[index] = path
+                    _report(console, item, path)
+                task_group.cancel_scope.cancel()
+    if work.cancelled_caught:
+        raise Interrupted(await _cancel_upstream(client, interrupts))
     return outcome
+
+
+async def _cancel_upstream(client: AsyncClient, interrupts: Interrupts) -> str:
+    """Cancel what the client still watches (even a job whose enqueue was interrupted); say so.
+
+    Bounded in time, and cut short by another Ctrl-C.
+    """
+    pending = [generation.id for generation in client.pending.values()]
+    if not pending:  # interrupted while saving the last result: nothing runs upstream
+        return "interrupted: nothing left running upstream."
+    cancelled: list[str] = []
+
+    async def cancel(generation_id: str) -> None:
+        try:
+            await client.cancel(generation_id)
+        except OxenError as exc:
+            logger.debug("could not cancel %s: %s", generation_id, exc)
+        else:
+            cancelled.append(generation_id)
+
+    with interrupts.cleanup():
+        async with anyio.create_task_group() as task_group:
+            for generation_id in pending:
+                task_group.start_soon(cancel, generation_id)
+    if len(cancelled) == len(pending):
+        return f"interrupted: {plural(len(pending), 'generation')} cancelled upstream."
+    unconfirmed = [i for i in pending if i not in cancelled]
+    return (
+        f"interrupted: {len(cancelled)} of {plural(len(pending), 'generation')} cancelled "
+        f"upstream; not confirmed: {' '.join(unconfirmed)} (see `oxen-queue status ID`)"
+    )
+
+
+def _report(console: Console, item: BatchItem, path: Path | None) -> None:
+    """One line for a generation of ``generate``, as it finishes: where it went, or why not.
+    (Paths and server messages are escaped: they are not markup.)"""
+    if path is not None:
+        console.print(f"[green]saved[/] {escape(str(path))}  ({item.generation_id})")
+    else:
+        reason = escape(failure_message(item.error) or "")
+        console.print(f"[red]{failure_status(item)}[/] {item.generation_id}: {reason}")
 
 
 def _live(view: BatchView, console: Console, *, transient: bool) -> AbstractContextManager[Any]:
@@ -213,4 +277,5 @@ def _plain_progress(console: Console, view: BatchView, item: BatchItem, detail: 
         return
     finished = sum(1 for i in view.items if i.finished)
     prompt = str(item.params.get("prompt", ""))
-    console.print(f"[{finished}/{len(view.items)}] {prompt[:40]!r} {detail}", soft_wrap=True)
+    line = f"[{finished}/{len(view.items)}] {prompt[:40]!r} {detail}"
+    console.print(line, soft_wrap=True, markup=False)  # prompts and paths are not markup

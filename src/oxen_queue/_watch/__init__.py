@@ -31,6 +31,7 @@ def make_watcher(
     *,
     shared_interval: float = 1.0,
     backstop_interval: float = 10.0,
+    stall_timeout: float = 45.0,
 ) -> Watcher:
     """The watcher for a completion mode.
 
@@ -42,13 +43,18 @@ def make_watcher(
             while the stream is down or unavailable).
         backstop_interval: Seconds between shared-poll ticks behind a healthy stream
             (``auto``), which catch cancellations and lost events.
+        stall_timeout: Seconds of silence after which the event stream is reopened.
     """
     if mode == "auto":
         return EventWatcher(
-            api, backstop=backstop_interval, fallback=True, poll_interval=shared_interval
+            api,
+            backstop=backstop_interval,
+            fallback=True,
+            poll_interval=shared_interval,
+            stall_timeout=stall_timeout,
         )
     if mode == "events":
-        return EventWatcher(api, backstop=None, fallback=False)
+        return EventWatcher(api, backstop=None, fallback=False, stall_timeout=stall_timeout)
     if mode == "shared":
         return SharedPollWatcher(api, interval=shared_interval)
     if mode == "poll":

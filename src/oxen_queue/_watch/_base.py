@@ -1,11 +1,25 @@
-"""What every completion watcher is, and what it may ask of the API."""
+"""What every completion watcher is, what it may ask of the API, and how its tasks are kept.
+
+Watchers run in the client's task group, which the user's ``async with AsyncClient()`` block
+(a FastAPI app's lifespan, say) encloses: an exception escaping one of their tasks would cancel
+that block. So every task they start is **supervised** (:func:`supervised`): an unexpected
+exception is logged, the generation it concerned fails with an ``OxenError``, and a loop that
+serves every generation (the shared poller, the event stream) starts again after a pause.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+
+from .._exceptions import OxenError
+from .._generation import fail, observe
+from .._retry import is_transient
 
 if TYPE_CHECKING:
     import httpx
@@ -14,7 +28,7 @@ if TYPE_CHECKING:
     from .._generation import Generation
     from .._models import GenerationRecord
 
-__all__ = ["QueueAPI", "Watcher", "guarded"]
+__all__ = ["QueueAPI", "Watcher", "look", "supervised", "unexpected"]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -31,7 +45,7 @@ class QueueAPI(Protocol):
         ...
 
     def event_stream(self) -> AbstractAsyncContextManager[httpx.Response]:
-        """``GET /api/events``: the open response, ready to be read line by line."""
+        """``GET /api/events``: the open response, ready to be read as it arrives."""
         ...
 
 
@@ -57,19 +71,64 @@ class Watcher(Protocol):
         ...
 
 
-def guarded(
-    name: str, loop: Callable[[], Awaitable[None]]
-) -> Callable[[], Coroutine[Any, Any, None]]:
-    """Wrap a background loop so an unexpected error is logged, never raised into the host.
+def unexpected(name: str, exc: Exception) -> OxenError:
+    """Log an exception no code path expected, and the ``OxenError`` that reports it."""
+    logger.error("oxen_queue: %s failed unexpectedly", name, exc_info=exc)
+    error = OxenError(f"{name} failed unexpectedly: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
 
-    A watcher's loops live in the client's task group; an exception escaping one would cancel
-    the task that opened the client (a FastAPI app's lifespan, say).
+
+def supervised(
+    name: str,
+    task: Callable[[], Awaitable[None]],
+    *,
+    on_error: Callable[[OxenError], None] | None = None,
+    restart: bool = False,
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """Wrap a background task so that no exception escapes it into the client's task group.
+
+    Args:
+        name: What the task does, for the log.
+        task: The task.
+        on_error: Told of an unexpected exception (as an ``OxenError``): fail what it concerned.
+        restart: Run the task again after an unexpected exception, after a pause that grows
+            from 1 s to 30 s (a loop that serves every generation must not stop for good).
     """
 
     async def run() -> None:
-        try:
-            await loop()
-        except Exception:
-            logger.exception("oxen_queue: %s stopped on an unexpected error", name)
+        pause = 1.0
+        while True:
+            try:
+                await task()
+                return
+            except Exception as exc:
+                error = unexpected(name, exc)
+                if on_error is not None:
+                    on_error(error)
+                if not restart:
+                    return
+            await anyio.sleep(pause * (0.5 + random.random() / 2))
+            pause = min(pause * 2, 30.0)
 
     return run
+
+
+async def look(api: QueueAPI, generation: Generation) -> None:
+    """Fetch one generation's row and settle it with what it says.
+
+    A transient failure leaves the generation for the next look; a final one (404, a refused
+    key) fails it. Nothing else escapes: an unexpected exception fails that generation alone.
+    """
+    try:
+        record = await api.get_generation(generation.id)
+    except OxenError as exc:
+        if is_transient(exc):
+            logger.debug("look at %s failed (%s); will ask again", generation.id, exc)
+        else:
+            fail(generation, exc)
+        return
+    except Exception as exc:
+        fail(generation, unexpected(f"watching generation {generation.id}", exc))
+        return
+    observe(generation, record)

@@ -4,53 +4,62 @@ One stream per client, opened before the first enqueue: "No buffering or replay 
 that fires before you connect is lost. Subscribe before calling POST /ai/queue" (async queue
 reference). ``media_generation_completed`` events are dispatched by ``generation_id`` to the
 waiting generations; other event types, comments and keep-alives are ignored, and a malformed
-event is skipped, never fatal.
+event is skipped, never fatal. Lines are bounded (:mod:`._sse`).
+
+A stream can die without closing. The API sends "``: keep-alive`` ... every 15 seconds" when
+idle, so the **stall rule** reopens a stream after ``stall_timeout`` seconds (45 by default:
+three keep-alives) without a byte, and also one that, with generations pending, delivers no
+completion event for that long (a stream kept alive but no longer delivering).
 
 What the stream cannot tell is left to the shared poller (:mod:`._shared`):
 
-* after every reconnect, one reconciliation tick (events may have fired while disconnected);
+* whenever the stream opens with generations pending, one reconciliation tick (events may have
+  fired while it was away);
 * cancellations, which get no event;
 * in ``auto`` mode, a slow periodic backstop for events lost in transit, and fast polling
-  whenever the stream is down, or for good when it cannot be opened at all (404, 401/403, or
-  repeated failures), with a debug log saying so.
+  whenever the stream is not open, or for good when it cannot be opened at all (404, 401/403,
+  or repeated failures), with a debug log saying so.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
 from collections import OrderedDict
-from contextlib import aclosing
 from typing import TYPE_CHECKING, Final, Literal
 
 import anyio
 import httpx
-from httpx_sse import EventSource, ServerSentEvent, SSEError
-from pydantic import ValidationError
 
-from .._exceptions import APIStatusError, OxenError
-from .._models import TERMINAL_STATUSES, CompletionEvent
-from ._base import guarded
+from .._api import COMPLETED_EVENT, parse_event
+from .._exceptions import OxenError
+from .._generation import fail, observe
+from .._http import consume
+from .._retry import is_unavailable
+from ._base import supervised
 from ._shared import SharedPollWatcher
+from ._sse import ServerSentEvent, SSEDecoder
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from .._generation import Generation
+    from .._models import CompletionEvent
     from ._base import QueueAPI
 
 __all__ = ["EventWatcher"]
 
 logger = logging.getLogger("oxen_queue")
 
-COMPLETED: Final = "media_generation_completed"
-_UNAVAILABLE_STATUSES: Final = frozenset({401, 403, 404, 405, 501})
 _RECENT_LIMIT: Final = 4096  # unmatched events kept for a generation whose id is not known yet
 _QUICK_DROP: Final = 1.0  # a stream that ends this soon after opening counts as a failure
 
 State = Literal["idle", "connecting", "open", "down", "unavailable"]
+
+
+class _NotAStreamError(Exception):
+    pass
 
 
 class EventWatcher:
@@ -59,12 +68,16 @@ class EventWatcher:
     Args:
         api: The requests it may make.
         backstop: Seconds between shared-poll ticks while the stream is open (``None``: none;
-            reconciliation still runs after every reconnect).
-        fallback: Poll every ``poll_interval`` while the stream is down or unavailable.
-            Without it, an unavailable stream fails the waiting generations.
+            reconciliation still runs whenever the stream opens).
+        fallback: Poll every ``poll_interval`` while the stream is not open, and for good when
+            it is unavailable. Without it, an unavailable stream fails the waiting generations.
         poll_interval: Seconds between ticks when falling back.
-        connect_wait: Seconds the first enqueue waits for the stream to open.
-        max_failures: Consecutive failures to connect before the stream counts as unavailable.
+        connect_wait: Seconds the first enqueue waits for the stream to open; later ones do not
+            wait (polling covers them in ``auto`` until it opens).
+        max_failures: Consecutive failures to connect before the stream counts as unavailable
+            for the first enqueue's wait.
+        stall_timeout: Seconds without a byte, or (with generations pending) without a
+            completion event, after which the stream is reopened and reconciled.
     """
 
     def __init__(
@@ -76,6 +89,7 @@ class EventWatcher:
         poll_interval: float = 1.0,
         connect_wait: float = 10.0,
         max_failures: int = 3,
+        stall_timeout: float = 45.0,
     ) -> None:
         self._api = api
         self._backstop = backstop
@@ -83,17 +97,23 @@ class EventWatcher:
         self._poll_interval = poll_interval
         self._connect_wait = connect_wait
         self._max_failures = max_failures
+        self._stall = stall_timeout
         self.poller = SharedPollWatcher(api, interval=self._interval)
         self.state: State = "idle"
         self._error: OxenError | None = None
         self._settled: anyio.Event | None = None
         self._task_group: TaskGroup | None = None
         self._recent: OrderedDict[str, CompletionEvent] = OrderedDict()
+        self._scope: anyio.CancelScope | None = None
+        self._last_byte = -math.inf
+        self._last_event = -math.inf
         self.connects = 0
         """How many times the stream was opened (reconnects are ``connects - 1``)."""
+        self.stalls = 0
+        """How many times a stalled stream was reopened."""
 
     def _interval(self) -> float:
-        if self.state in ("open", "idle", "connecting"):
+        if self.state == "open":
             return math.inf if self._backstop is None else self._backstop
         return self._poll_interval if self._fallback else math.inf
 
@@ -109,22 +129,32 @@ class EventWatcher:
             assert self._task_group is not None, "start() comes first"
             self._settled = anyio.Event()
             self.state = "connecting"
-            self._task_group.start_soon(guarded("event stream", self._run))
+            self._task_group.start_soon(supervised("event stream", self._run, restart=True))
         return self._settled
 
     async def ready(self) -> None:
         settled = self._ensure_started()
-        with anyio.move_on_after(self._connect_wait):
-            await settled.wait()
+        if not settled.is_set():
+            with anyio.move_on_after(self._connect_wait):
+                await settled.wait()
+            if not settled.is_set():
+                # One wait is enough: later enqueues go ahead at once, and until the stream
+                # opens, polling (in auto) and the reconciliation when it opens cover them.
+                logger.debug("event stream not open after %.1f s; going ahead", self._connect_wait)
+                settled.set()
         if self.state == "unavailable" and not self._fallback and self._error is not None:
             raise self._error
 
     def track(self, generation: Generation, *, fresh: bool) -> None:
         self._ensure_started()
         if self.state == "unavailable" and not self._fallback and self._error is not None:
-            generation._fail(self._error)
+            fail(generation, self._error)
             return
+        if not self.poller.pending:
+            # Silence is judged from the moment there is something to wait for.
+            self._last_event = anyio.current_time()
         self.poller.track(generation, fresh=fresh)
+        self._rearm()
         early = self._recent.pop(generation.id, None)
         if early is not None:  # its event overtook the enqueue's answer
             self._deliver(generation, early)
@@ -136,22 +166,13 @@ class EventWatcher:
         while True:
             opened_at: float | None = None
             try:
-                async with self._api.event_stream() as response:
-                    kind = response.headers.get("content-type", "")
-                    if "text/event-stream" not in kind:
-                        raise SSEError(f"expected an event stream, got {kind!r}")
-                    opened_at = anyio.current_time()
-                    self._opened()
-                    async with aclosing(EventSource(response).aiter_sse()) as events:
-                        async for event in events:
-                            self._dispatch(event)
-                logger.debug("event stream closed by the server; reconnecting")
-            except APIStatusError as exc:
-                if exc.status_code in _UNAVAILABLE_STATUSES:
+                opened_at = await self._listen()
+            except OxenError as exc:
+                if is_unavailable(exc):
                     self._unavailable(exc)
                     return
-                logger.debug("event stream refused (%s); retrying", exc)
-            except (OxenError, httpx.HTTPError, SSEError) as exc:
+                logger.debug("event stream failed (%s); retrying", exc)
+            except (httpx.HTTPError, _NotAStreamError) as exc:
                 logger.debug("event stream failed (%s: %s); retrying", type(exc).__name__, exc)
             # A stream that stayed open a while was healthy: reconnect at once. One that keeps
             # failing, or dropping as soon as it opens, backs off (full jitter, capped).
@@ -163,17 +184,65 @@ class EventWatcher:
             if failures:
                 await anyio.sleep(min(30.0, 0.25 * 2 ** min(failures, 8)) * random.random())
 
+    async def _listen(self) -> float | None:
+        """Open the stream and dispatch its events until it ends, fails or stalls.
+
+        Returns:
+            When it opened, or ``None`` if it never did.
+        """
+        opened_at: float | None = None
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            self._last_byte = anyio.current_time()
+            self._rearm()
+            try:
+                async with self._api.event_stream() as response:
+                    kind = response.headers.get("content-type", "")
+                    if "text/event-stream" not in kind:
+                        raise _NotAStreamError(f"expected an event stream, got {kind!r}")
+                    opened_at = self._last_byte = anyio.current_time()
+                    self._opened()
+                    await self._read(response)
+                logger.debug("event stream closed by the server; reconnecting")
+            finally:
+                self._scope = None
+        if scope.cancelled_caught:
+            self.stalls += 1
+            logger.debug("event stream stalled for %.1f s; reopening", self._stall)
+        return opened_at
+
+    async def _read(self, response: httpx.Response) -> None:
+        decoder = SSEDecoder()
+
+        async def take(chunk: bytes) -> None:
+            self._last_byte = anyio.current_time()
+            for event in decoder.feed(chunk):
+                self._dispatch(event)
+            self._rearm()
+
+        await consume(response, take)
+
+    def _rearm(self) -> None:
+        """Push the stall deadline to the last sign of life plus ``stall_timeout``."""
+        if self._scope is None:
+            return
+        deadline = self._last_byte + self._stall
+        if self.poller.pending and self.state == "open":
+            deadline = min(deadline, self._last_event + self._stall)
+        self._scope.deadline = deadline
+
     def _opened(self) -> None:
         self.connects += 1
         self.state = "open"
         self._error = None
+        self._last_event = anyio.current_time()
         if self._settled is not None:
             self._settled.set()
         self.poller.wake()
-        if self.connects > 1 and self.poller.pending and self._task_group is not None:
+        if self.poller.pending and self._task_group is not None:
             # No replay: whatever finished while we were away is learned by one reconciling tick.
-            logger.debug("event stream reopened; reconciling %d pending", len(self.poller.pending))
-            self._task_group.start_soon(guarded("reconciliation", self.poller.tick))
+            logger.debug("event stream open; reconciling %d pending", len(self.poller.pending))
+            self._task_group.start_soon(self.poller.tick)
 
     def _down(self, failures: int) -> None:
         self.state = "down"
@@ -190,21 +259,18 @@ class EventWatcher:
             logger.debug("event stream unavailable (%s); falling back to polling", error)
         else:
             for generation in list(self.poller.pending.values()):
-                generation._fail(error)
+                fail(generation, error)
         if self._settled is not None:
             self._settled.set()
         self.poller.wake()
 
     def _dispatch(self, event: ServerSentEvent) -> None:
-        if event.event != COMPLETED:
+        if event.event != COMPLETED_EVENT:
             return
-        try:
-            payload = CompletionEvent.model_validate(json.loads(event.data))
-        except (ValueError, ValidationError):
-            logger.debug("skipped a malformed %s event: %.200r", COMPLETED, event.data)
+        payload = parse_event(event.data)
+        if payload is None:
             return
-        if payload.status not in TERMINAL_STATUSES:
-            return
+        self._last_event = anyio.current_time()
         generation = self.poller.pending.get(payload.generation_id)
         if generation is None:
             self._remember(payload)
@@ -212,7 +278,7 @@ class EventWatcher:
             self._deliver(generation, payload)
 
     def _deliver(self, generation: Generation, event: CompletionEvent) -> None:
-        generation._observe(event.to_record(model=generation.model, params=generation.params))
+        observe(generation, event.to_record(model=generation.model, params=generation.params))
 
     def _remember(self, event: CompletionEvent) -> None:
         # The stream is user-scoped, so most unmatched events are other processes' jobs; a few

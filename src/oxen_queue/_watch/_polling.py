@@ -1,21 +1,21 @@
 """Per-generation backoff polling: ``GET /api/ai/queue/{id}`` on each job's own timer.
 
-The simplest strategy and the fallback of the others. Each generation gets a small task that
-polls with :class:`PollPolicy`'s backoff until the status is final. Transient failures (already
-retried by the session) never fail the generation: the next poll simply comes later. Only an
-answer that will not change by asking again (404, 401/403) ends it with that error.
+The simplest strategy and the fallback of the others. Each generation gets a small supervised
+task that polls with :class:`PollPolicy`'s backoff until the status is final. Transient
+failures (already retried by the session, or a malformed answer) never fail the generation:
+the next poll simply comes later. Only an answer that will not change by asking again (404,
+401/403) ends it with that error.
 """
 
 from __future__ import annotations
 
-import logging
 import random
 from typing import TYPE_CHECKING
 
 import anyio
 
-from .._exceptions import APIError, APIStatusError, OxenError
-from .._retry import is_retryable
+from .._generation import expire_if_due, fail, remaining
+from ._base import look, supervised
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -24,17 +24,7 @@ if TYPE_CHECKING:
     from .._poll import PollPolicy
     from ._base import QueueAPI
 
-__all__ = ["PollingWatcher", "is_transient"]
-
-logger = logging.getLogger("oxen_queue")
-
-
-def is_transient(exc: OxenError) -> bool:
-    """Whether asking again later may well succeed (so the generation must not fail of it)."""
-    if isinstance(exc, APIStatusError):
-        return is_retryable(exc)
-    # A connection failure, a timeout, or a malformed answer (a proxy's page): ask again.
-    return isinstance(exc, APIError)
+__all__ = ["PollingWatcher"]
 
 
 class PollingWatcher:
@@ -53,7 +43,17 @@ class PollingWatcher:
 
     def track(self, generation: Generation, *, fresh: bool) -> None:
         assert self._task_group is not None, "start() comes first"
-        self._task_group.start_soon(self._poll, generation, fresh)
+
+        async def poll() -> None:
+            await self._poll(generation, fresh)
+
+        self._task_group.start_soon(
+            supervised(
+                f"polling generation {generation.id}",
+                poll,
+                on_error=lambda error: fail(generation, error),
+            )
+        )
 
     async def _poll(self, generation: Generation, fresh: bool) -> None:
         policy = self._policy
@@ -64,19 +64,8 @@ class PollingWatcher:
                 delay = policy.delay(
                     attempt, elapsed=anyio.current_time() - started, rand=random.random()
                 )
-                await anyio.sleep(min(delay, max(generation._remaining(), 0.0)))
+                await anyio.sleep(min(delay, max(remaining(generation), 0.0)))
             attempt += 1
-            if generation.done():
+            if expire_if_due(generation):
                 return
-            if generation._expired():
-                generation._expire()
-                return
-            try:
-                record = await self._api.get_generation(generation.id)
-            except OxenError as exc:
-                if is_transient(exc):
-                    logger.debug("poll of %s failed (%s); will ask again", generation.id, exc)
-                    continue
-                generation._fail(exc)
-                return
-            generation._observe(record)
+            await look(self._api, generation)

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Final
 import anyio
 
 from .._exceptions import OxenError
-from ._base import guarded
-from ._polling import is_transient
+from .._generation import expire_if_due, fail, note_status
+from .._retry import is_transient
+from ._base import look, supervised, unexpected
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -56,7 +57,7 @@ class SharedPollWatcher:
 
     def start(self, task_group: TaskGroup) -> None:
         self._task_group = task_group
-        task_group.start_soon(guarded("shared poller", self._loop))
+        task_group.start_soon(supervised("shared poller", self._loop, restart=True))
 
     async def ready(self) -> None:
         return None
@@ -67,7 +68,7 @@ class SharedPollWatcher:
         generation.add_done_callback(self._forget)
         if not fresh:
             # Reattached: it may have finished long ago and will never be in the active list.
-            self._task_group.start_soon(self._settle, generation)
+            self._task_group.start_soon(look, self._api, generation)
         self.wake()
 
     def wake(self) -> None:
@@ -94,7 +95,10 @@ class SharedPollWatcher:
             await self.tick()
 
     async def tick(self) -> None:
-        """Learn the state of every pending generation: one list, then one fetch per finisher."""
+        """Learn the state of every pending generation: one list, then one fetch per finisher.
+
+        Never raises: a failed tick is logged, and the next one tells.
+        """
         self._expire_overdue()
         if not self.pending:
             return
@@ -109,7 +113,10 @@ class SharedPollWatcher:
             else:
                 # A refused key will not be accepted next time either: say so to every waiter.
                 for generation in snapshot:
-                    generation._fail(exc)
+                    fail(generation, exc)
+            return
+        except Exception as exc:
+            unexpected("shared poll", exc)
             return
         finished: list[Generation] = []
         for generation in snapshot:
@@ -119,11 +126,11 @@ class SharedPollWatcher:
             if status is None:
                 finished.append(generation)
             else:
-                generation._note_status(status)
+                note_status(generation, status)
         if finished:
             async with anyio.create_task_group() as task_group:
                 for generation in finished:
-                    task_group.start_soon(self._settle, generation)
+                    task_group.start_soon(look, self._api, generation)
 
     async def _active(self, generations: list[Generation]) -> dict[str, str]:
         models = {g.model for g in generations}
@@ -134,19 +141,6 @@ class SharedPollWatcher:
             active.update(await self._api.active_statuses(model))
         return active
 
-    async def _settle(self, generation: Generation) -> None:
-        """Fetch one generation's row; a transient failure leaves it for the next tick."""
-        try:
-            record = await self._api.get_generation(generation.id)
-        except OxenError as exc:
-            if is_transient(exc):
-                logger.debug("fetch of %s failed (%s); next tick will tell", generation.id, exc)
-            else:
-                generation._fail(exc)
-            return
-        generation._observe(record)
-
     def _expire_overdue(self) -> None:
         for generation in list(self.pending.values()):
-            if generation._expired():
-                generation._expire()
+            expire_if_due(generation)

@@ -1,13 +1,15 @@
 """A local emulator of Oxen.ai's inference API, for tests, benchmarks and offline demos.
 
 It is a real HTTP server that behaves as the API is documented: the async queue
-(``/api/ai/queue``), its history (``/api/ai/generations``), the SSE stream (``/api/events``),
-the models endpoints and the synchronous image and video endpoints, with real result files
-(PNG/JPEG/WebP, MP4) on a second origin behind presigned-looking URLs. Jobs move through
+(``/api/ai/queue``), its history with costs (``/api/ai/generations``), the SSE stream
+(``/api/events``), the models endpoints with their pricing, and the synchronous image, image
+edit and video endpoints, with real result files (PNG/JPEG/WebP, MP4) on a second origin
+behind presigned-looking URLs. Edits are composed from the emulator's own result files: it
+never downloads anything from another host. Jobs move through
 ``queued -> processing -> succeeded | failed | cancelled`` on a configurable clock, and faults
 (429s, cut connections, dropped streams, lost events...) can be switched on at runtime.
 
-Three ways to run it::
+Four ways to run it::
 
     # 1. A real server in a background thread (sync code, asyncio or trio).
     with Emulator(config=EmulatorConfig(time_scale=0.01)) as emu:
@@ -22,49 +24,45 @@ Three ways to run it::
     with use_emulator():
         ...
 
-and a pytest fixture, ``oxen_emulator``, from the plugin this package registers.
+and a pytest fixture, ``oxen_emulator``, from the plugin this package registers (it sets
+``OXEN_API_KEY`` to ``DUMMY_API_KEY`` and runs jobs at ``TEST_TIME_SCALE``).
 
 It imports nothing from the SDK (``oxen_queue._*``): the SDK is tested against it.
 """
 
 from __future__ import annotations
 
-from ._app import EmulatorApp as EmulatorApp
+from types import FunctionType as _FunctionType
+
 from ._app import create_app as create_app
-from ._catalog import MODELS as MODELS
-from ._catalog import ModelSpec as ModelSpec
-from ._catalog import Output as Output
 from ._clock import Clock as Clock
 from ._clock import ManualClock as ManualClock
-from ._clock import MonotonicClock as MonotonicClock
+from ._config import DUMMY_API_KEY as DUMMY_API_KEY
+from ._config import TEST_TIME_SCALE as TEST_TIME_SCALE
 from ._config import EmulatorConfig as EmulatorConfig
 from ._env import use_emulator as use_emulator
-from ._events import Stats as Stats
 from ._faults import Faults as Faults
 from ._faults import RetryAfterForm as RetryAfterForm
-from ._jobs import Job as Job
-from ._jobs import User as User
 from ._server import Emulator as Emulator
 from ._server import run_server as run_server
-from ._state import EmulatorState as EmulatorState
 
 __all__ = [
-    "MODELS",
+    "DUMMY_API_KEY",
+    "TEST_TIME_SCALE",
     "Clock",
     "Emulator",
-    "EmulatorApp",
     "EmulatorConfig",
-    "EmulatorState",
     "Faults",
-    "Job",
     "ManualClock",
-    "ModelSpec",
-    "MonotonicClock",
-    "Output",
     "RetryAfterForm",
-    "Stats",
-    "User",
     "create_app",
     "run_server",
     "use_emulator",
 ]
+
+# Public classes and functions report this package as their module (see oxen_queue/__init__).
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type | _FunctionType) and _value.__module__.startswith(f"{__name__}._"):
+        _value.__module__ = __name__
+del _name, _value

@@ -13,7 +13,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -22,6 +22,7 @@ from ._api import Api
 from ._clock import Clock
 from ._config import EmulatorConfig
 from ._faults import Faults
+from ._files import find_file
 from ._http import (
     Receive,
     Request,
@@ -43,7 +44,6 @@ Handler = Callable[[Request, User, Mapping[str, str]], Awaitable[Response]]
 AdminHandler = Callable[[Request], Awaitable[Response]]
 RouteKind = Literal["enqueue", "read", "plain", "events", "admin"]
 
-_FILE_PATH: Final = re.compile(r"/files/([^/]+)/([0-9a-fA-F-]{36})\.([a-z0-9]+)")
 _BAD_GATEWAY_HTML: Final = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
@@ -110,6 +110,7 @@ class EmulatorApp:
             _route("GET", "/api/ai/models", "plain", api.list_models),
             _route("GET", "/api/ai/models/{id}", "plain", api.show_model),
             _route("POST", "/api/ai/images/generate", "plain", api.generate_images),
+            _route("POST", "/api/ai/images/edit", "plain", api.edit_images),
             _route("POST", "/api/ai/videos/generate", "plain", api.generate_videos),
             _route("GET", "/_emulator/stats", "admin", admin=admin.stats),
             _route("GET", "/_emulator/faults", "admin", admin=admin.get_faults),
@@ -319,20 +320,10 @@ class EmulatorApp:
         if request.method not in ("GET", "HEAD"):
             return _xml_error(405, "MethodNotAllowed", "The specified method is not allowed")
         raw_path = request.scope.get("raw_path") or request.path.encode()
-        match = _FILE_PATH.fullmatch(raw_path.decode("latin-1"))
-        artifact = None
-        if match is not None:
-            namespace, generation_id, extension = match.groups()
-            artifact = self.state.artifact(generation_id.lower())
-            if artifact is not None and (
-                artifact.namespace != unquote(namespace) or artifact.output.extension != extension
-            ):
-                artifact = None
-        if artifact is None:
+        status, artifact = find_file(self.state, raw_path.decode("latin-1"), request.query)
+        if status == 404:
             return _xml_error(404, "NoSuchKey", "The specified key does not exist.")
-        expires = request.query.get("expires", "")
-        signature = request.query.get("signature", "")
-        if not self.state.signature_ok(artifact, expires, signature):
+        if artifact is None:
             return _xml_error(403, "AccessDenied", "Request has expired or its signature is wrong.")
         data = await self.media.get(artifact)
         return Response(

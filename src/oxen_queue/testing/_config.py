@@ -5,10 +5,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
-__all__ = ["EmulatorConfig"]
+__all__ = ["DUMMY_API_KEY", "TEST_TIME_SCALE", "EmulatorConfig"]
+
+DUMMY_API_KEY: Final = "oxen-emulator-test-key"
+"""The ``OXEN_API_KEY`` the ``oxen_emulator`` fixture sets (unless the config requires a key of
+its own)."""
+
+TEST_TIME_SCALE: Final = 0.01
+"""The ``oxen_emulator`` fixture's default ``time_scale``: jobs run 100 times faster."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

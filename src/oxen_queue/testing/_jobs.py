@@ -11,12 +11,13 @@ from decimal import Decimal
 from typing import Any, Final, Literal
 from urllib.parse import quote
 
-from ._catalog import ModelSpec, Output
+from ._spec import ModelSpec, Output, money
 
 __all__ = [
     "ACTIVE_STATUSES",
     "STATUSES",
     "Artifact",
+    "Inputs",
     "Job",
     "Status",
     "User",
@@ -62,6 +63,22 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
+class Inputs:
+    """The input files of an edit, as the model downloaded them.
+
+    Attributes:
+        images: The input images, in the request's order.
+        mask: The mask image, if any.
+    """
+
+    images: tuple[Artifact, ...] = ()
+    mask: Artifact | None = None
+
+
+_NO_INPUTS: Final = Inputs()
+
+
+@dataclass(frozen=True, slots=True)
 class Artifact:
     """A result file, served by the file origin at :attr:`path` behind a signature.
 
@@ -72,6 +89,7 @@ class Artifact:
         params: The model parameters (they decide the size, format and content).
         output: What file it is.
         expires: Unix time after which its signed URL is refused.
+        inputs: The files an edit composes it from (none for a plain generation).
     """
 
     generation_id: str
@@ -80,6 +98,7 @@ class Artifact:
     params: Mapping[str, Any]
     output: Output
     expires: int
+    inputs: Inputs = _NO_INPUTS
 
     @property
     def path(self) -> str:
@@ -122,6 +141,7 @@ class Job:
     planned_error: str | None
     billable: bool
     status: Status = "queued"
+    inputs: Inputs = _NO_INPUTS
     started_at: float | None = None
     completed_at: float | None = None
     result_url: str | None = None
@@ -175,7 +195,7 @@ class Job:
         """The row of ``/api/ai/generations``: :meth:`row` plus cost and user."""
         row = self.row()
         row.update(
-            cost=None if self.cost is None else str(self.cost),
+            cost=None if self.cost is None else money(self.cost),
             user_id=self.owner.user_id,
             username=self.owner.username,
             user_image=None,

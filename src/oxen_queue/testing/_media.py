@@ -1,7 +1,9 @@
 """Real result files: images (Pillow) and MP4 videos (PyAV), rendered lazily and cached.
 
 An image has exactly the size and format the parameters ask for and shows the prompt, over a
-gradient and shapes seeded from the generation id (so two results differ). A video is a small
+gradient and shapes seeded from the generation id (so two results differ). An edit is
+composed from its input images instead: they are decoded, tiled over the canvas, tinted (or,
+with a mask, tinted where the mask allows), and the prompt is drawn on top. A video is a small
 H.264 MP4 of the requested length and aspect ratio, at 12 frames per second. Pillow and PyAV
 are imported on first use only: importing the emulator stays cheap.
 """
@@ -11,9 +13,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import math
 import random
 import textwrap
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 import anyio
@@ -24,7 +28,7 @@ from ._jobs import Artifact
 if TYPE_CHECKING:
     from PIL import Image, ImageFont
 
-__all__ = ["MediaCache", "render_artifact", "render_image", "render_video"]
+__all__ = ["MediaCache", "compose_image", "render_artifact", "render_image", "render_video"]
 
 _VIDEO_FPS: Final = 12
 _SAVE_OPTIONS: Final[dict[str, dict[str, int]]] = {
@@ -35,8 +39,16 @@ _SAVE_OPTIONS: Final[dict[str, dict[str, int]]] = {
 }
 
 
-def render_artifact(artifact: Artifact) -> bytes:
-    """The bytes of a result file."""
+def render_artifact(
+    artifact: Artifact, images: Sequence[bytes] = (), mask: bytes | None = None
+) -> bytes:
+    """The bytes of a result file.
+
+    Args:
+        artifact: The file to render.
+        images: The encoded files of ``artifact.inputs.images`` (an edit composes from them).
+        mask: The encoded file of ``artifact.inputs.mask``.
+    """
     output = artifact.output
     seed = int.from_bytes(hashlib.sha256(artifact.generation_id.encode()).digest()[:8], "big")
     caption = f"{artifact.model.id} \u00b7 {output.width}x{output.height} \u00b7 oxen emulator"
@@ -50,6 +62,17 @@ def render_artifact(artifact: Artifact) -> bytes:
             seed=seed,
         )
     fmt = {"png": "png", "jpg": "jpeg", "webp": "webp"}[output.extension]
+    if images:
+        return compose_image(
+            output.width,
+            output.height,
+            fmt=fmt,
+            images=images,
+            mask=mask,
+            prompt=artifact.prompt,
+            caption=caption,
+            seed=seed,
+        )
     return render_image(
         output.width, output.height, fmt=fmt, prompt=artifact.prompt, caption=caption, seed=seed
     )
@@ -72,6 +95,78 @@ def render_image(
         The encoded file.
     """
     image = _picture(width, height, prompt=prompt, caption=caption, seed=seed)
+    return _encode(image, fmt)
+
+
+def compose_image(
+    width: int,
+    height: int,
+    *,
+    fmt: str,
+    images: Sequence[bytes],
+    mask: bytes | None = None,
+    prompt: str,
+    caption: str = "",
+    seed: int = 0,
+) -> bytes:
+    """Compose an edit's image from its inputs.
+
+    The inputs are tiled in a grid (one fills the canvas; two sit side by side; ...), each
+    scaled and cropped to its cell. A tint seeded from ``seed`` is then blended over a quarter
+    of every pixel, or, with a mask, half of the pixels the mask allows to change: where it is
+    transparent or, if it has no transparency, white. The prompt is drawn on top.
+
+    Args:
+        width: Width in pixels.
+        height: Height in pixels.
+        fmt: ``"png"``, ``"jpeg"`` or ``"webp"``.
+        images: The encoded input images (at least one).
+        mask: The encoded mask image, if any.
+        prompt: Text to draw, wrapped.
+        caption: A small line of text under the prompt.
+        seed: Seeds the tint.
+
+    Returns:
+        The encoded file.
+
+    Raises:
+        ValueError: No input image.
+    """
+    from PIL import Image, ImageOps
+
+    if not images:
+        raise ValueError("an edit needs at least one input image")
+    canvas = Image.new("RGB", (width, height))
+    columns = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    for index, data in enumerate(images):
+        row, column = divmod(index, columns)
+        box = (
+            column * width // columns,
+            row * height // rows,
+            (column + 1) * width // columns,
+            (row + 1) * height // rows,
+        )
+        with Image.open(io.BytesIO(data)) as source:
+            cell = ImageOps.fit(source.convert("RGB"), (box[2] - box[0], box[3] - box[1]))
+        canvas.paste(cell, box[:2])
+    rng = random.Random(seed)
+    tint = Image.new("RGB", (width, height), tuple(rng.randrange(256) for _ in range(3)))
+    if mask is None:
+        canvas = Image.blend(canvas, tint, 0.25)
+    else:
+        with Image.open(io.BytesIO(mask)) as source:
+            if "A" in source.getbands():
+                editable = ImageOps.invert(source.getchannel("A"))
+            else:
+                editable = source.convert("L")
+            editable = editable.resize((width, height))
+        canvas = Image.composite(Image.blend(canvas, tint, 0.5), canvas, editable)
+    _draw_prompt(canvas, prompt=prompt, caption=caption)
+    return _encode(canvas, fmt)
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt.upper(), **_SAVE_OPTIONS[fmt])
     return buffer.getvalue()
@@ -154,6 +249,16 @@ def _picture(
             cx, cy = rng.randrange(width), rng.randrange(height)
             colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
             draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=colour)
+    _draw_prompt(image, prompt=prompt, caption=caption)
+    return image
+
+
+def _draw_prompt(image: Image.Image, *, prompt: str, caption: str) -> None:
+    """Draw the prompt, wrapped, white on a black box, and the caption under it."""
+    from PIL import ImageDraw
+
+    width, height = image.size
+    draw = ImageDraw.Draw(image)
     size = max(10, min(width // 28, height // 12))
     font = _font(size)
     chars = max(8, int(width * 0.8 / (size * 0.55)))
@@ -176,7 +281,6 @@ def _picture(
     if caption:
         small = _font(max(8, size // 2))
         draw.text((left, top + len(lines) * line_height), caption, fill=(200, 200, 200), font=small)
-    return image
 
 
 @functools.lru_cache(maxsize=32)
@@ -190,6 +294,8 @@ class MediaCache:
     """Rendered files, least recently used evicted past a byte budget.
 
     Rendering runs in a worker thread; concurrent requests for the same file render it once.
+    An edit's input files are got (rendered if need be) before the edit itself: inputs are
+    always older files, so the per-file locks cannot deadlock.
 
     Args:
         max_bytes: The budget, in bytes.
@@ -212,7 +318,12 @@ class MediaCache:
             async with lock:
                 data = self._hit(key)
                 if data is None:
-                    data = await anyio.to_thread.run_sync(render_artifact, artifact)
+                    # An edit's inputs are files of this emulator: "download" them from
+                    # here (rendering them, if they were evicted, as they were first made).
+                    inputs = artifact.inputs
+                    images = [await self.get(image) for image in inputs.images]
+                    mask = None if inputs.mask is None else await self.get(inputs.mask)
+                    data = await anyio.to_thread.run_sync(render_artifact, artifact, images, mask)
                     self._store(key, data)
                 return data
         finally:

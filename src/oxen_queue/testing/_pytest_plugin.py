@@ -22,19 +22,15 @@ a whole suite.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import pytest
 
+# _config imports only the standard library: as light as this plugin must be.
+from ._config import DUMMY_API_KEY, TEST_TIME_SCALE, EmulatorConfig
+
 if TYPE_CHECKING:
-    from ._config import EmulatorConfig
     from ._server import Emulator
-
-DUMMY_API_KEY: Final = "oxen-emulator-test-key"
-"""The ``OXEN_API_KEY`` the fixture sets (unless the config requires a key of its own)."""
-
-TEST_TIME_SCALE: Final = 0.01
-"""The fixture's default ``time_scale``."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,8 +45,6 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def oxen_emulator_config() -> EmulatorConfig:
     """The configuration ``oxen_emulator`` starts from (override to change the defaults)."""
-    from ._config import EmulatorConfig
-
     return EmulatorConfig(time_scale=TEST_TIME_SCALE)
 
 

@@ -9,6 +9,29 @@ skipped when popped.
 
 All mutation happens under one lock, so a test thread may drive a ``ManualClock`` while the
 server's thread answers requests.
+
+When a row is charged (its ``cost``, a decimal string in ``/api/ai/generations``). The spec
+calls ``cost`` the "Charged amount for this row" and ``total_cost`` "Null when nothing in the
+set has been charged", so a row's cost is null until it is charged, never an estimate. The
+docs say model parameters are checked "at run time" (a bad one ends the job ``failed``), and
+this emulator bills such failures, as the project's README says the API does: so the charge
+is made when the job **starts**:
+
+- ``queued``: ``null``, not charged yet.
+- ``processing``: the full price by the model's published ``pricing`` for the job's
+  parameters (the provider has been called).
+- ``succeeded``: the full price.
+- ``failed`` at run time (bad parameters, an input image that cannot be downloaded): the
+  full price, as the docs say of run-time failures. A parameter outside its ``enum`` is
+  priced at the parameter's default.
+- ``failed`` with ``"Insufficient credits"``: ``"0"``, nothing could be charged.
+- ``cancelled`` while ``queued``: ``"0"``; while ``processing``: the full price, kept (the
+  provider already ran).
+
+So a row's ``cost`` is null exactly while it is ``queued``, and every terminal row has one.
+INFERRED: the docs say nothing of refunds or of when the charge is made; these rules are the
+simplest reading of "billed at run time". The price is the model's published ``pricing``
+applied to the job's parameters (``ModelSpec.cost``), so a client can predict it exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +45,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from hashlib import sha256
 from types import MappingProxyType
 from typing import Any, Final
@@ -33,7 +57,8 @@ from ._clock import Clock, MonotonicClock
 from ._config import EmulatorConfig
 from ._events import SSEEvent, Stats, Subscriber, unrelated_event
 from ._faults import Faults
-from ._jobs import ACTIVE_STATUSES, Artifact, Job, Status, User, dump_json
+from ._files import InputRefusedError, resolve_inputs
+from ._jobs import ACTIVE_STATUSES, Artifact, Inputs, Job, Status, User, dump_json
 from ._validation import check_params, runtime_error_message
 from ._wakeup import Signal
 
@@ -41,6 +66,7 @@ __all__ = ["INSUFFICIENT_CREDITS", "EmulatorState"]
 
 _START: Final = 0
 _FINISH: Final = 1
+_NOTHING: Final = Decimal(0)
 INSUFFICIENT_CREDITS: Final = "Insufficient credits"
 
 
@@ -176,7 +202,8 @@ class EmulatorState:
         "You can only cancel generations that are still active (queued or processing).
         Cancelling a generation that has already reached a terminal state ... has no
         effect." No completion event is sent for a cancellation. A job cancelled while
-        processing keeps its charge (it was billed when it started).
+        queued costs ``"0"``; one cancelled while processing keeps its charge (it was
+        billed when it started).
         """
         with self.lock:
             job = self.job(user, generation_id)
@@ -211,11 +238,21 @@ class EmulatorState:
     def _start(self, job: Job, due: float) -> None:
         self._set_status(job, "processing")
         job.started_at = self.clock.to_wall(due)
+        error = job.planned_error
+        if error is None and job.model.image_inputs:
+            # The provider downloads the input images as it starts.
+            try:
+                job.inputs = resolve_inputs(self, job.model, job.params)
+            except InputRefusedError as exc:
+                error = str(exc)
+        # Charged as it starts (see the module docstring), even if it then fails.
         if job.billable:
             job.cost = job.model.cost(job.params)
             self.stats.jobs_billed += 1
-        if job.planned_error is not None:
-            job.error_message = job.planned_error
+        else:
+            job.cost = _NOTHING
+        if error is not None:
+            job.error_message = error
             self._terminate(job, "failed", due)
         else:
             heapq.heappush(
@@ -232,6 +269,7 @@ class EmulatorState:
             params=job.params,
             output=job.model.output(job.params),
             expires=int(wall + self.config.url_ttl),
+            inputs=job.inputs,
         )
         self._artifacts[job.generation_id] = artifact
         job.result_url = self.signed_url(artifact)
@@ -240,6 +278,8 @@ class EmulatorState:
     def _terminate(self, job: Job, status: Status, due: float) -> None:
         wall = self.clock.to_wall(due)
         self._set_status(job, status)
+        if job.cost is None:  # cancelled before it started: never charged
+            job.cost = _NOTHING
         job.completed_at = wall
         job.changed()
         user_jobs = self._users.get(job.owner.user_id)
@@ -326,9 +366,23 @@ class EmulatorState:
     # --- result files ------------------------------------------------------------------
 
     def add_artifact(
-        self, user: User, model: ModelSpec, params: Mapping[str, Any], *, namespace: str | None
+        self,
+        user: User,
+        model: ModelSpec,
+        params: Mapping[str, Any],
+        *,
+        namespace: str | None,
+        inputs: Inputs | None = None,
     ) -> Artifact:
-        """Record a result of a synchronous endpoint (not a queue row); returns it."""
+        """Record a result of a synchronous endpoint (not a queue row); returns it.
+
+        Args:
+            user: Who asked.
+            model: The model.
+            params: The model parameters.
+            namespace: Where the result is stored; ``None`` for the user's own.
+            inputs: The files an edit composes the result from.
+        """
         with self.lock:
             wall = self.clock.to_wall(self.clock.now())
             artifact = Artifact(
@@ -338,6 +392,7 @@ class EmulatorState:
                 params=dict(params),
                 output=model.output(params),
                 expires=int(wall + self.config.url_ttl),
+                inputs=inputs or Inputs(),
             )
             self._artifacts[artifact.generation_id] = artifact
             self.stats.sync_generations += 1

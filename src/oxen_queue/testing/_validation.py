@@ -6,9 +6,10 @@ time, with an ``error_message`` from the provider's 422 (the docs' sync video er
 ``"Getting model response error: 422 - Value error, ..."``). The synchronous endpoints run the
 same checks before answering, and refuse with 400.
 
-This checks the subset of JSON Schema the catalog uses: ``required``, ``type``, ``enum``,
-``minimum``, ``maximum``, plus two rules the schemas cannot say: a key that is not a property
-of the model is refused, and a prompt must not be blank.
+This checks the subset of JSON Schema the catalog uses: ``required``,
+``additionalProperties: false``, and per property ``type`` (one or a list), ``enum``,
+``minimum``, ``maximum`` and, for arrays, ``minItems``, ``maxItems`` and ``items``; plus one
+rule the schemas cannot say: a prompt must not be blank.
 """
 
 from __future__ import annotations
@@ -71,11 +72,12 @@ def check_params(schema: Mapping[str, Any], params: Mapping[str, Any]) -> list[P
         message = _check_value(name, prop, value)
         if message is not None:
             problems.append(ParamProblem(name, message))
-    problems.extend(
-        ParamProblem(name, "is not a parameter of this model")
-        for name, value in params.items()
-        if name not in properties and value is not None
-    )
+    if schema.get("additionalProperties", True) is False:
+        problems.extend(
+            ParamProblem(name, "is not a parameter of this model")
+            for name, value in params.items()
+            if name not in properties and value is not None
+        )
     return problems
 
 
@@ -86,8 +88,9 @@ def runtime_error_message(problems: list[ParamProblem]) -> str:
 
 def _check_value(name: str, prop: Mapping[str, Any], value: Any) -> str | None:
     type_ = prop.get("type")
-    if isinstance(type_, str) and not _has_type(value, type_):
-        return f"must be {_TYPE_NAMES.get(type_, type_)}"
+    types = [type_] if isinstance(type_, str) else type_ if isinstance(type_, list) else []
+    if types and not any(_has_type(value, str(option)) for option in types):
+        return "must be " + " or ".join(_TYPE_NAMES.get(str(t), str(t)) for t in types)
     enum = prop.get("enum")
     if enum is not None and not any(_same(value, option) for option in enum):
         return "must be one of " + ", ".join(str(option) for option in enum)
@@ -99,8 +102,25 @@ def _check_value(name: str, prop: Mapping[str, Any], value: Any) -> str | None:
             return f"must be >= {minimum}"
         if maximum is not None and value > maximum:
             return f"must be <= {maximum}"
+    if isinstance(value, list):
+        return _check_items(name, prop, value)
     if name == "prompt" and isinstance(value, str) and not value.strip():
         return "cannot be empty"
+    return None
+
+
+def _check_items(name: str, prop: Mapping[str, Any], value: list[Any]) -> str | None:
+    low, high = prop.get("minItems"), prop.get("maxItems")
+    if low is not None and len(value) < low:
+        return f"must have at least {low} item{'s' if low != 1 else ''}"
+    if high is not None and len(value) > high:
+        return f"must have at most {high} items"
+    items = prop.get("items")
+    if isinstance(items, Mapping):
+        for index, item in enumerate(value):
+            message = _check_value(f"{name}[{index}]", items, item)
+            if message is not None:
+                return f"item {index} {message}"
     return None
 
 

@@ -1,0 +1,234 @@
+"""The command line's grammar (argparse only: importing it needs no extra).
+
+The global options (``-v``, ``--base-url``, ``--emulator``, ``--time-scale``) are accepted
+before or after the command: the main parser holds their defaults, and each command's parser
+repeats them with ``SUPPRESS`` defaults, so a value given after the command overrides one given
+before it and an absent one overrides nothing. Options a command would ignore are refused
+(:func:`parse`), never silently dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from .._version import __version__
+
+__all__ = ["EXIT_STATUSES", "UsageError", "parse"]
+
+EXIT_STATUSES: Final = (
+    "exit status: 0 everything asked for succeeded; 1 a generation did not succeed (or the "
+    "API failed); 2 bad usage or configuration, or a request the API refused (400, 401, 403, "
+    "404, 422); 130 interrupted (Ctrl-C)."
+)
+
+_EMULATOR_COMMANDS: Final = ("demo", "emulator")  # they always run an emulator of their own
+
+
+class UsageError(Exception):
+    """The command line cannot be run as given; argparse has printed why (exit 2)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` where there is a default worth stating (not None or False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """The options every command takes, with their defaults (or SUPPRESS, after a command)."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    group = parser.add_argument_group("global options (before or after the command)")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default(False),
+        help="debug logs on stderr (never the key)",
+    )
+    group.add_argument(
+        "--base-url",
+        default=default(None),
+        metavar="URL",
+        help="the hub (default: $OXEN_BASE_URL, else https://hub.oxen.ai)",
+    )
+    group.add_argument(
+        "--emulator",
+        action="store_true",
+        default=default(False),
+        help="run against an embedded local emulator instead of the hub (no key needed)",
+    )
+    group.add_argument(
+        "--time-scale",
+        type=float,
+        default=default(None),
+        metavar="X",
+        help="an emulator's job durations times X; 0.1 runs ten times faster (default: 1.0)",
+    )
+
+
+def _request_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="gpt-image-2", help="model id")
+    parser.add_argument(
+        "--resolution", help="e.g. 1024x1024 (default: the model's; 1920x1080 for gpt-image-2)"
+    )
+    parser.add_argument("--quality", help="auto, low, medium or high (gpt-image-2)")
+    parser.add_argument("--format", dest="output_format", help="png, jpeg or webp (gpt-image-2)")
+
+
+def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The main parser, and each command's parser by name."""
+    parser = argparse.ArgumentParser(
+        prog="oxen-queue",
+        description="Generate images and videos with Oxen.ai's async queue.",
+        epilog=EXIT_STATUSES,
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"oxen-queue {__version__}")
+    _global_options(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers: dict[str, argparse.ArgumentParser] = {}
+
+    def command(name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=description or summary,
+            epilog=EXIT_STATUSES,
+            formatter_class=_Formatter,
+        )
+        _global_options(sub, suppress=True)
+        subparsers[name] = sub
+        return sub
+
+    generate = command(
+        "generate",
+        "generate from one prompt, wait, and save the results",
+        "Generate from one prompt, wait, and save each result in --out. Ctrl-C cancels the "
+        "generations upstream (nobody will collect them) and exits 130.",
+    )
+    generate.add_argument("prompt")
+    _request_options(generate)
+    generate.add_argument("-n", type=int, default=1, help="generations (num_generations)")
+    generate.add_argument("--out", type=Path, default=Path("."), help="directory for the files")
+
+    submit = command(
+        "submit",
+        "enqueue and print the generation ids, without waiting",
+        "Enqueue one request and print its generation ids, one per line, without waiting. "
+        "Follow them with `status`, `wait` and `download`.",
+    )
+    submit.add_argument("prompt")
+    _request_options(submit)
+    submit.add_argument("-n", type=int, default=1, help="generations (num_generations)")
+
+    wait = command(
+        "wait",
+        "wait for generations; one line each as it finishes",
+        "Wait for generations by id and print one line each as it finishes: the id, its "
+        "status, and its result URL or error. Ctrl-C stops waiting; the generations carry on "
+        "upstream (stop them with `cancel`).",
+    )
+    wait.add_argument("generation_ids", nargs="+", metavar="ID")
+
+    download = command(
+        "download",
+        "save finished generations' results",
+        "Save the result of each finished generation in --out, named after its id.",
+    )
+    download.add_argument("generation_ids", nargs="+", metavar="ID")
+    download.add_argument("--out", type=Path, default=Path("."), help="directory for the files")
+
+    batch = command(
+        "batch",
+        "run a prompts file; resumable with the same --out",
+        "Run a prompts file (one prompt per line, or JSON objects of parameters), saving the "
+        "results and OUT/manifest.jsonl. Ctrl-C leaves the enqueued generations running "
+        "upstream: run the same command again with the same --out to resume, reattaching "
+        "them by id without enqueueing anything twice.",
+    )
+    batch.add_argument("prompts", type=Path, help="one prompt per line, or JSON objects")
+    _request_options(batch)
+    batch.add_argument("--concurrency", type=int, default=16, help="generations in flight")
+    batch.add_argument("--out", type=Path, default=Path("oxen-output"), help="output directory")
+    batch.add_argument(
+        "--retry-failed", action="store_true", help="enqueue anew what failed in an earlier run"
+    )
+
+    status = command("status", "show generations' rows")
+    status.add_argument("generation_ids", nargs="+", metavar="ID")
+    status.add_argument("--json", action="store_true", help="one JSON row per line")
+
+    cancel = command("cancel", "cancel generations")
+    cancel.add_argument("generation_ids", nargs="+", metavar="ID")
+
+    models = command("models", "list models, or show one's parameters")
+    models.add_argument("model_id", nargs="?")
+
+    demo = command(
+        "demo",
+        "the offline tour: a batch on the embedded emulator",
+        "Run a prompts file through `batch` on an embedded emulator: no key, no hub. "
+        "Resumable like `batch`.",
+    )
+    demo.add_argument("--out", type=Path, default=Path("oxen-demo"), help="output directory")
+    demo.add_argument("--concurrency", type=int, default=16, help="generations in flight")
+    demo.add_argument("--prompts", type=Path, help="a prompts file (default: the bundled one)")
+
+    emulator = command(
+        "emulator",
+        "serve the local emulator of the Oxen API",
+        "Serve the local emulator of the Oxen API until Ctrl-C.",
+    )
+    emulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    emulator.add_argument("--port", type=int, default=8000, help="port to listen on")
+    emulator.add_argument("--api-key", help="the only key accepted (default: any key)")
+    return parser, subparsers
+
+
+def _refusal(args: argparse.Namespace) -> str | None:
+    """Why the options given do not fit the command, or ``None``."""
+    if args.command == "demo" and args.base_url:
+        return "--base-url does not apply: demo always runs on its embedded emulator"
+    if args.command == "emulator" and (args.base_url or args.emulator):
+        option = "--base-url" if args.base_url else "--emulator"
+        return f"{option} does not apply: the emulator command serves an emulator"
+    if args.base_url and args.emulator:
+        return "--base-url and --emulator exclude each other"
+    if args.time_scale is not None and not args.emulator and args.command not in _EMULATOR_COMMANDS:
+        return "--time-scale applies only to an emulator: add --emulator"
+    if args.time_scale is not None and args.time_scale < 0:
+        return "--time-scale must be zero or more"
+    return None
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse a command line; refuse options the command would ignore.
+
+    Raises:
+        UsageError: Bad usage (status 2), or ``--help``/``--version`` printed (status 0).
+    """
+    parser, subparsers = build()
+    try:
+        args = parser.parse_args(argv)
+        refusal = _refusal(args)
+        if refusal is not None:
+            subparsers[args.command].error(refusal)
+    except SystemExit as exc:  # argparse's way to stop, after printing
+        raise UsageError(exc.code if isinstance(exc.code, int) else 2) from None
+    if args.time_scale is None:
+        args.time_scale = 1.0
+    return args

@@ -1,0 +1,149 @@
+"""The enqueue ledger: what makes a lost enqueue answer reconcilable across processes.
+
+One protocol (:class:`Ledger`, in ``_base``), two backends on the same SQL (``_store``):
+SQLite for the processes of one host, PostgreSQL for several hosts. :func:`open_ledger`
+makes one from a URL.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from urllib.parse import urlsplit
+
+from ._base import InFlightError as InFlightError
+from ._base import Intent as Intent
+from ._base import IntentState as IntentState
+from ._base import Ledger as Ledger
+from ._base import LedgerError as LedgerError
+from ._base import Settlement as Settlement
+from ._base import canonical_params as canonical_params
+from ._base import fingerprint as fingerprint
+from ._liveness import Owner as Owner
+from ._sqlledger import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_RETENTION, SqlLedger
+from ._store import SqlStore
+
+__all__ = [
+    "InFlightError",
+    "Intent",
+    "IntentState",
+    "Ledger",
+    "LedgerError",
+    "Owner",
+    "Settlement",
+    "SqlLedger",
+    "canonical_params",
+    "fingerprint",
+    "open_ledger",
+    "redact_url",
+]
+
+SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+def open_ledger(
+    url: str | None,
+    *,
+    client_id: str | None = None,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    retention: float | None = DEFAULT_RETENTION,
+    pool_size: int | None = None,
+    owner: Owner | None = None,
+) -> SqlLedger | None:
+    """A ledger for a URL, not yet open (``async with ledger:`` opens and closes it).
+
+    Args:
+        url: ``sqlite:///absolute/path/ledger.db``, ``sqlite:relative/ledger.db`` or
+            ``postgresql://user:password@host/db``; ``None`` (or empty) for no ledger.
+        client_id: This client's id in the ledger; ``None`` for a random one (one per client
+            instance: it is what other clients judge liveness by).
+        lease_ttl: Seconds a crashed client on another host still counts as alive.
+        poll_interval: Seconds between looks at the ledger while waiting on other processes.
+        retention: Seconds to keep finished intents (pruned at open); ``None`` for ever.
+        pool_size: Connections, i.e. operations at once; ``None``: 1 for SQLite (writers
+            are serialised anyway), 4 for PostgreSQL.
+        owner: This client's whole identity, ``client_id`` included; ``None`` for this
+            process's. Tests use it to stand in for other hosts or dead processes.
+
+    Returns:
+        The ledger, or ``None`` when ``url`` is ``None`` or empty.
+
+    Raises:
+        ValueError: The URL is not one of the accepted forms (the message names them and
+            never the password).
+        LedgerError: A PostgreSQL URL without the ``postgres`` extra installed.
+    """
+    if not url:
+        return None
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:  # an unparsable host part, say
+        scheme = ""
+    owner = owner or Owner.current(client_id)
+    if scheme == "sqlite":
+        import sqlite3
+
+        from . import _sqlite
+
+        path, synchronous, busy_timeout = _sqlite.parse_sqlite_url(url)
+        size = pool_size or 1
+        store = SqlStore(
+            partial(
+                _sqlite.SQLiteSession, path, synchronous=synchronous, busy_timeout=busy_timeout
+            ),
+            _sqlite.DIALECT,
+            owner=owner,
+            pool_size=size,
+        )
+        return SqlLedger(
+            store,
+            display=f"sqlite:{path}",
+            errors=(sqlite3.Error, OSError),  # OSError: the directory cannot be made
+            pool_size=size,
+            lease_ttl=lease_ttl,
+            poll_interval=poll_interval,
+            retention=retention,
+        )
+    if scheme in ("postgresql", "postgres"):
+        from . import _postgres
+
+        try:
+            redact = _postgres.Redactor(url)
+        except ValueError:
+            raise ValueError(
+                f"unparsable postgresql ledger URL {redact_url(url)!r}: use "
+                "postgresql://user:password@host:port/dbname"
+            ) from None
+        _postgres.import_psycopg()
+        size = pool_size or 4
+        store = _postgres.PostgresStore(
+            partial(_postgres.PostgresSession, url, redact),
+            _postgres.DIALECT,
+            owner=owner,
+            pool_size=size,
+        )
+        return SqlLedger(
+            store,
+            display=redact.display,
+            errors=_postgres.driver_errors(),
+            scrub=redact,
+            pool_size=size,
+            lease_ttl=lease_ttl,
+            poll_interval=poll_interval,
+            retention=retention,
+        )
+    raise ValueError(
+        f"unsupported ledger URL {redact_url(url)!r}: use sqlite:///absolute/path/ledger.db, "
+        "sqlite:relative/path.db or postgresql://user:password@host:port/dbname "
+        "(postgres:// too)"
+    )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    from ._postgres import Redactor
+
+    try:
+        return Redactor(url).display
+    except ValueError:  # not even a URL (a bad host part, say): show its scheme alone
+        return f"{url.partition(':')[0][:20]}:..."

@@ -1,0 +1,179 @@
+"""The PostgreSQL backend: one database shared by clients on several hosts.
+
+``postgresql://user:password@host:5432/dbname?sslmode=require`` (or ``postgres://``): any
+libpq URI; the tables go to the connection's ``search_path``. Needs the ``postgres`` extra
+(psycopg 3), used through its blocking API in worker threads, so trio works as well as
+asyncio.
+
+Settings, and why:
+
+* Autocommit, with explicit transactions for read-modify-write: one round trip for the
+  single-statement writes of the enqueue path.
+* ``SELECT ... FOR UPDATE OF i`` locks the intent being claimed or taken over; the primary
+  key on the generation id (``ON CONFLICT DO NOTHING``) arbitrates between two intents
+  claiming the same job, and two claims that deadlock on it are simply run again.
+* Migrations run under a transaction-level advisory lock, so clients starting together on
+  an empty database do not race to create the same tables.
+* The ledger's clock is the server's ``clock_timestamp()``: leases and deadlines written by
+  one host are judged by another on the same clock.
+
+The URL's password never appears in ``repr``, logs or errors: it is replaced with ``***``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+
+from ._base import LedgerError
+from ._session import Dialect, Session
+from ._store import SqlStore
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["DIALECT", "PostgresSession", "PostgresStore", "Redactor", "driver_errors"]
+
+DIALECT: Final = Dialect(
+    name="postgresql",
+    float_type="DOUBLE PRECISION",
+    now="extract(epoch from clock_timestamp())::float8",
+    lock=" FOR UPDATE OF i",
+    placeholder="%s",
+    # Any constant shared by every oxen-queue: 'oxen' 'ldgr' in ASCII.
+    schema_lock="SELECT pg_advisory_xact_lock(7957494638691444338)",
+)
+
+_CONNECT_TIMEOUT: Final = 10  # seconds, unless the URL says otherwise
+
+# The answer of an enqueue in one statement, so one round trip (the shared version takes
+# four: BEGIN, UPDATE, INSERT, COMMIT), which counts between hosts. The foreign key is
+# checked at the end of the statement, after the UPDATE found the intent.
+_RECORD_IDS: Final = (
+    "WITH answered AS ("
+    " UPDATE oxen_ledger_intents SET state = 'answered', how = NULL, updated_at = {now}"
+    " WHERE intent_id = %s RETURNING intent_id"
+    "), inserted AS ("
+    " INSERT INTO oxen_ledger_generations"
+    " (generation_id, intent_id, position, recorded_at, updated_at)"
+    " SELECT t.id, answered.intent_id, t.n - 1, {now}, {now}"
+    " FROM answered, unnest(%s::text[]) WITH ORDINALITY AS t(id, n)"
+    " ON CONFLICT (generation_id) DO NOTHING RETURNING generation_id"
+    ") SELECT (SELECT count(*) FROM answered), ARRAY(SELECT generation_id FROM inserted)"
+)
+
+
+class Redactor:
+    """Hides the credentials of a PostgreSQL URL in text shown to people."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        secrets: set[str] = set()
+        netloc = parts.netloc
+        if parts.password:
+            secrets |= {parts.password, unquote(parts.password)}
+            userinfo, _, hostinfo = netloc.rpartition("@")
+            user = userinfo.partition(":")[0]
+            netloc = f"{user}:***@{hostinfo}"
+        query = []
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key == "password" and value:
+                secrets |= {value, quote(value, safe="")}
+                value = "***"
+            query.append(f"{key}={value}" if key == "password" else f"{key}={quote(value)}")
+        self.display = urlunsplit((parts.scheme, netloc, parts.path, "&".join(query), ""))
+        # Longest first, so a secret containing another is hidden whole.
+        self._pattern = (
+            re.compile("|".join(re.escape(s) for s in sorted(secrets, key=len, reverse=True)))
+            if secrets
+            else None
+        )
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every credential replaced by ``***``."""
+        return self._pattern.sub("***", text) if self._pattern else text
+
+
+def driver_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions psycopg raises (imported lazily: it is an optional extra)."""
+    import psycopg
+
+    return (psycopg.Error,)
+
+
+def import_psycopg() -> None:
+    """Fail early and clearly when the ``postgres`` extra is missing."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise LedgerError(
+            "a postgresql:// ledger needs psycopg: pip install 'oxen-queue[postgres]'"
+        ) from exc
+
+
+class PostgresStore(SqlStore):
+    """The shared operations, with the answer of an enqueue recorded in one round trip."""
+
+    def record_ids(self, intent_id: str, ids: Sequence[str]) -> list[str]:
+        rows = self._auto(lambda s: s.rows(self._q(_RECORD_IDS), (intent_id, list(ids))))
+        found, inserted = rows[0]
+        if not found:
+            raise LedgerError(f"the ledger has no intent {intent_id!r}")
+        missing = [i for i in dict.fromkeys(ids) if i not in set(inserted)]
+        if not missing:
+            return []
+        # Not inserted: held already, by this intent (answered twice) or by another.
+        held = self._auto(
+            lambda s: s.rows(
+                "SELECT generation_id FROM oxen_ledger_generations"
+                " WHERE generation_id = ANY(%s) AND intent_id <> %s",
+                (missing, intent_id),
+            )
+        )
+        others = {str(row[0]) for row in held}
+        return [i for i in missing if i in others]
+
+
+class PostgresSession(Session):
+    """One connection to the ledger's database (see the module docstring)."""
+
+    def __init__(self, url: str, redact: Redactor) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        options: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in dict(parse_qsl(urlsplit(url).query)):
+            options["connect_timeout"] = _CONNECT_TIMEOUT
+        try:
+            self._conn: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(url, **options)
+        except psycopg.Error as exc:
+            # libpq may quote the connection string in its message: never chain the
+            # original, whose text could carry the password.
+            raise LedgerError(
+                f"cannot connect to the ledger {redact.display}: {redact(str(exc))}"
+            ) from None
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(sql, params).rowcount
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._conn.transaction():
+            yield
+
+    def is_transient(self, exc: BaseException) -> bool:
+        errors = self._psycopg.errors
+        return isinstance(exc, errors.DeadlockDetected | errors.SerializationFailure)
+
+    @property
+    def broken(self) -> bool:
+        return self._conn.broken or self._conn.closed
+
+    def close(self) -> None:
+        self._conn.close()

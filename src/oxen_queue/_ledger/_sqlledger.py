@@ -1,0 +1,315 @@
+"""The :class:`~._base.Ledger` protocol on a SQL database (SQLite or PostgreSQL).
+
+The blocking store (:mod:`._store`) runs in anyio worker threads, at most ``pool_size``
+operations at once (one connection each), so the event loop never blocks and asyncio and trio
+are served alike. A worker thread is never abandoned on cancellation: a write that started
+commits or fails before its caller sees the cancellation, so the ledger never disagrees with
+what the caller believes it wrote.
+
+The owner's lease is renewed by a daemon thread (every third of ``lease_ttl``), not a task:
+it needs no task group from the caller, and it keeps a live process alive in the ledger while
+its event loop is busy.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from ._base import (
+    Intent,
+    LedgerError,
+    Settlement,
+    canonical_params,
+    fingerprint_of,
+)
+from ._liveness import Owner
+from ._session import new_intent_id
+from ._store import SqlStore
+
+__all__ = ["SqlLedger"]
+
+logger = logging.getLogger("oxen_queue")
+
+T = TypeVar("T")
+
+DEFAULT_LEASE_TTL: Final = 30.0
+DEFAULT_POLL_INTERVAL: Final = 0.05
+DEFAULT_RETENTION: Final = 7 * 24 * 3600.0
+_CHECKPOINT_EVERY: Final = 1.0  # seconds; bounds the write-ahead log to a second of writes
+
+
+class SqlLedger:
+    """An enqueue ledger in SQLite or PostgreSQL; see :class:`~._base.Ledger`.
+
+    Made by :func:`~oxen_queue._ledger.open_ledger`; open it with ``async with``.
+
+    Args:
+        store: The database operations.
+        display: The ledger's URL without credentials, for ``repr`` and messages.
+        errors: The driver's exception types, reported as :class:`LedgerError`.
+        scrub: Removes credentials from a driver's message.
+        pool_size: Operations (and connections) at once.
+        lease_ttl: Seconds an owner stays alive in the ledger without renewing its lease
+            (renewed every third of it). Judges on other hosts wait this long after a crash.
+        poll_interval: Seconds between looks at the ledger while waiting on other processes.
+        retention: Seconds to keep answered and settled intents whose generations finished
+            (pruned at open); ``None`` keeps them forever.
+    """
+
+    def __init__(
+        self,
+        store: SqlStore,
+        *,
+        display: str,
+        errors: tuple[type[BaseException], ...],
+        scrub: Callable[[str], str] = lambda text: text,
+        pool_size: int = 1,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        retention: float | None = DEFAULT_RETENTION,
+    ) -> None:
+        self._store = store
+        self._display = display
+        self._errors = errors
+        self._scrub = scrub
+        self._limiter = anyio.CapacityLimiter(pool_size)
+        self._lease_ttl = lease_ttl
+        self._poll_interval = poll_interval
+        self._retention = retention
+        self._state = "new"
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        # Fingerprints of the intents this client owns and that may still be in flight, so
+        # that its own changes wake its own waiters at once (others are polled).
+        self._fingerprints: dict[str, tuple[str, int]] = {}
+        self._changed: dict[str, anyio.Event] = {}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._display} {self._state}>"
+
+    @property
+    def owner(self) -> Owner:
+        """This client's identity in the ledger."""
+        return self._store.owner
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        if self._state != "new":
+            raise LedgerError(f"{self!r} cannot be opened twice")
+        self._state = "opening"
+        try:
+            before = await self._call(self._store.migrate)
+            await self._call(self._store.register, self._lease_ttl)
+            if self._retention is not None:
+                await self._call(self._store.prune, time.time() - self._retention)
+        except BaseException:
+            self._state = "closed"
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._store.close)
+            raise
+        self._state = "open"
+        self._heartbeat = threading.Thread(
+            target=self._renew, name="oxen-queue ledger lease", daemon=True
+        )
+        self._heartbeat.start()
+        logger.debug(
+            "ledger %s open (schema was version %d), client %s",
+            self._display,
+            before,
+            self.owner.client_id,
+        )
+
+    async def aclose(self) -> None:
+        if self._state in ("new", "closed"):
+            self._state = "closed"
+            return
+        self._state = "closed"
+        # Shielded: an owner left unclosed would look alive to judges on other hosts for a
+        # whole lease, and its connections would leak.
+        with anyio.CancelScope(shield=True):
+            self._stop.set()
+            if self._heartbeat is not None:
+                await anyio.to_thread.run_sync(self._heartbeat.join)
+            try:
+                await self._run(self._store.close_owner)
+                await self._run(self._store.checkpoint)
+            finally:
+                await anyio.to_thread.run_sync(self._store.close)
+
+    def _renew(self) -> None:
+        """The lease thread: renew every third of the lease; checkpoint every second."""
+        renew_every = self._lease_ttl / 3
+        tick = (
+            min(renew_every, _CHECKPOINT_EVERY) if self._store.dialect.checkpoint else renew_every
+        )
+        renewed = time.monotonic()
+        while not self._stop.wait(tick):
+            try:
+                if time.monotonic() - renewed >= renew_every - tick / 2:
+                    self._store.renew_lease(self._lease_ttl)
+                    renewed = time.monotonic()
+                self._store.checkpoint()
+            except self._errors as exc:
+                logger.warning("ledger upkeep failed: %s", self._scrub(str(exc)))
+
+    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._state not in ("open", "opening"):
+            raise LedgerError(f"{self!r} is not open (use `async with`)")
+        return await self._run(func, *args, **kwargs)
+
+    async def _run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return await anyio.to_thread.run_sync(
+                functools.partial(func, *args, **kwargs), limiter=self._limiter
+            )
+        except self._errors as exc:
+            message = self._scrub(str(exc))
+            error = LedgerError(f"ledger {self._display}: {message}")
+            if message != str(exc):
+                raise error from None  # the driver's own message names a credential
+            raise error from exc
+
+    def _touch(self, intent_id: str, *, done: bool) -> None:
+        """Wake this client's waiters on the intent's fingerprint."""
+        table = self._fingerprints
+        known = table.pop(intent_id, None) if done else table.get(intent_id)
+        event = self._changed.pop(known[0], None) if known is not None else None
+        if event is not None:
+            event.set()
+
+    # -- the enqueue path -----------------------------------------------------------------
+
+    async def record_intent(
+        self,
+        *,
+        model: str,
+        params: Mapping[str, Any],
+        count: int,
+        deadline: float,
+        sent_at: float | None = None,
+        sent_at_server: float | None = None,
+    ) -> str:
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}")
+        params_json = canonical_params(params)
+        fp = fingerprint_of(model, params_json)
+        intent_id = new_intent_id()
+        await self._call(
+            self._store.record_intent,
+            intent_id,
+            model=model,
+            fingerprint=fp,
+            params_json=params_json,
+            count=count,
+            sent_at=time.time() if sent_at is None else sent_at,
+            sent_at_server=sent_at_server,
+            deadline=deadline,
+        )
+        self._fingerprints[intent_id] = (fp, count)
+        return intent_id
+
+    async def record_ids(self, intent_id: str, ids: Sequence[str]) -> list[str]:
+        conflicts = await self._call(self._store.record_ids, intent_id, list(ids))
+        self._touch(intent_id, done=True)
+        if conflicts:
+            logger.warning(
+                "ledger: intent %s was answered with ids another intent holds: %s",
+                intent_id,
+                conflicts,
+            )
+        return conflicts
+
+    async def record_outcome(self, generation_id: str, status: str) -> bool:
+        return await self._call(self._store.record_outcome, generation_id, status)
+
+    async def mark_lost(self, intent_id: str) -> None:
+        await self._call(self._store.mark_lost, intent_id)
+        self._touch(intent_id, done=False)
+
+    async def mark_settled(
+        self, intent_id: str, how: Settlement, ids: Sequence[str] = ()
+    ) -> list[str]:
+        conflicts = await self._call(self._store.mark_settled, intent_id, how, list(ids))
+        self._touch(intent_id, done=True)
+        return conflicts
+
+    # -- reconciliation -------------------------------------------------------------------
+
+    async def in_flight(
+        self, fingerprint: str, *, exclude_intent: str | None = None
+    ) -> list[Intent]:
+        return await self._call(self._store.in_flight, fingerprint, exclude_intent)
+
+    async def wait_idle(
+        self, fingerprint: str, *, exclude_intent: str | None = None, timeout: float | None
+    ) -> list[Intent]:
+        busy: list[Intent] = []
+        changed: anyio.Event | None = None
+        try:
+            with anyio.move_on_after(timeout):
+                while True:
+                    # The event exists before the look, so a change after it is never missed.
+                    changed = self._changed.setdefault(fingerprint, anyio.Event())
+                    found = await self.in_flight(fingerprint, exclude_intent=exclude_intent)
+                    busy = [i for i in found if i.owner_alive]
+                    if not busy:
+                        return []
+                    with anyio.move_on_after(self._poll_interval):
+                        await changed.wait()
+            return busy
+        finally:
+            if (
+                changed is not None
+                and self._changed.get(fingerprint) is changed
+                and not changed.statistics().tasks_waiting
+            ):
+                del self._changed[fingerprint]
+
+    async def claimed_ids(self, fingerprint: str, *, since: float | None = None) -> set[str]:
+        return await self._call(self._store.claimed_ids, fingerprint, since)
+
+    async def claim(self, intent_id: str, candidate_ids: Sequence[str]) -> list[str]:
+        held = await self._call(self._store.claim, intent_id, list(candidate_ids))
+        known = self._fingerprints.get(intent_id)
+        self._touch(intent_id, done=known is not None and len(held) >= known[1])
+        return held
+
+    async def stale_intents(self, *, now: float | None = None) -> list[Intent]:
+        return await self._call(self._store.stale_intents, now)
+
+    async def take_over(self, intent_id: str) -> Intent | None:
+        intent = await self._call(self._store.take_over, intent_id)
+        if intent is not None and intent.state == "lost":
+            self._fingerprints[intent_id] = (intent.fingerprint, intent.count)
+        return intent
+
+    async def unfinished(self, *, orphaned_only: bool = False) -> list[Intent]:
+        return await self._call(self._store.unfinished, orphaned_only)
+
+    async def intent(self, intent_id: str) -> Intent | None:
+        return await self._call(self._store.intent, intent_id)
+
+    async def prune(self, *, before: float) -> int:
+        return await self._call(self._store.prune, before)

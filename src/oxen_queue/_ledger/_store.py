@@ -1,0 +1,509 @@
+"""The ledger's operations in SQL, shared by SQLite and PostgreSQL.
+
+Everything here blocks: :class:`~._sqlledger.SqlLedger` calls it from worker threads. Each
+method runs in its own transaction and returns after the commit. The SQL is written once,
+with ``?`` placeholders and two tokens a :class:`~._session.Dialect` fills in: ``{now}`` (the
+ledger's clock: this host's for SQLite, the database server's for PostgreSQL, so leases and
+deadlines are judged on one clock whatever the skew between hosts) and ``{lock}`` (``FOR
+UPDATE OF i`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already locks the whole database).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, Final
+
+from .._models import TERMINAL_STATUSES
+from ._base import InFlightError, Intent, LedgerError, Settlement
+from ._liveness import Owner, judge_alive
+from ._schema import LATEST_VERSION, VERSION_TABLE, migration
+from ._session import Dialect, Session, SessionPool, intent_id_floor
+
+__all__ = ["SqlStore"]
+_CHUNK: Final = 500  # ids per IN (...) list: well under SQLite's 32,766 variables
+
+_COLUMNS: Final = (
+    "i.intent_id, i.model, i.fingerprint, i.params, i.count, i.sent_at, i.sent_at_server,"
+    " i.deadline, i.expires_at, i.state, i.how, i.client_id, c.host, c.host_key, c.pid,"
+    " c.start_token, c.lease_until, c.closed, {now}"
+    " FROM oxen_ledger_intents i"
+    " LEFT JOIN oxen_ledger_clients c ON c.client_id = i.client_id"
+)
+_INSERT_ID: Final = (
+    "INSERT INTO oxen_ledger_generations"
+    " (generation_id, intent_id, position, recorded_at, updated_at)"
+    " VALUES (?, ?, ?, {now}, {now}) ON CONFLICT (generation_id) DO NOTHING"
+)
+_IDS_OF: Final = (
+    "SELECT intent_id, generation_id, finished FROM oxen_ledger_generations"
+    " WHERE intent_id IN ({marks}) ORDER BY position, recorded_at"
+)
+
+
+class SqlStore(SessionPool):
+    """The ledger's operations (see the module docstring).
+
+    Args:
+        connect: Opens a new session.
+        dialect: The database's dialect.
+        owner: This client's identity, to judge other owners' liveness against.
+        pool_size: Sessions kept at most; callers must not run more operations at once.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Session],
+        dialect: Dialect,
+        *,
+        owner: Owner,
+        pool_size: int,
+    ) -> None:
+        super().__init__(connect, dialect, pool_size=pool_size)
+        self.owner = owner
+
+    # -- schema and owners ----------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; return the version found before."""
+
+        def body(s: Session) -> int:
+            if self.dialect.schema_lock:
+                s.rows(self.dialect.schema_lock)
+            s.run(VERSION_TABLE.format(float=self.dialect.float_type))
+            found = int(s.rows("SELECT max(version) FROM oxen_ledger_schema")[0][0] or 0)
+            if found > LATEST_VERSION:
+                raise LedgerError(
+                    f"the ledger's schema is version {found}, newer than this oxen-queue "
+                    f"knows ({LATEST_VERSION}); upgrade oxen-queue"
+                )
+            for index in range(found, LATEST_VERSION):
+                for statement in migration(
+                    index,
+                    float_type=self.dialect.float_type,
+                    without_rowid=self.dialect.without_rowid,
+                ):
+                    s.run(statement)
+                s.run(self._q("INSERT INTO oxen_ledger_schema VALUES (?, {now})"), (index + 1,))
+            return found
+
+        return self._write(body)
+
+    def register(self, lease_ttl: float) -> None:
+        """Record this owner, with a lease of ``lease_ttl`` seconds from now."""
+        o = self.owner
+        self._auto(
+            lambda s: s.run(
+                self._q(
+                    "INSERT INTO oxen_ledger_clients (client_id, host, host_key, pid,"
+                    " start_token, opened_at, lease_until, closed)"
+                    " VALUES (?, ?, ?, ?, ?, {now}, {now} + ?, 0)"
+                    " ON CONFLICT (client_id) DO UPDATE"
+                    " SET lease_until = excluded.lease_until, closed = 0"
+                ),
+                (o.client_id, o.host, o.host_key, o.pid, o.start_token, lease_ttl),
+            )
+        )
+
+    def renew_lease(self, lease_ttl: float) -> None:
+        """Extend this owner's lease to ``lease_ttl`` seconds from now."""
+        self._auto(
+            lambda s: s.run(
+                self._q(
+                    "UPDATE oxen_ledger_clients SET lease_until = {now} + ?"
+                    " WHERE client_id = ? AND closed = 0"
+                ),
+                (lease_ttl, self.owner.client_id),
+            )
+        )
+
+    def close_owner(self) -> None:
+        """Mark this owner closed: gone at once for every judge."""
+        self._auto(
+            lambda s: s.run(
+                self._q(
+                    "UPDATE oxen_ledger_clients SET closed = 1, lease_until = {now}"
+                    " WHERE client_id = ?"
+                ),
+                (self.owner.client_id,),
+            )
+        )
+
+    # -- the enqueue path -----------------------------------------------------------------
+
+    def record_intent(
+        self,
+        intent_id: str,
+        *,
+        model: str,
+        fingerprint: str,
+        params_json: str,
+        count: int,
+        sent_at: float,
+        sent_at_server: float | None,
+        deadline: float,
+    ) -> None:
+        """Insert an intent, ``in_flight``, owned by this client."""
+        # The deadline is on the sender's clock; its ledger-clock twin is what staleness is
+        # judged by, so a judge on a host with another clock still waits the full time.
+        remaining = deadline - time.time()
+        row = (
+            intent_id,
+            self.owner.client_id,
+            model,
+            fingerprint,
+            params_json,
+            count,
+            sent_at,
+            sent_at_server,
+            deadline,
+            remaining,
+        )
+        self._auto(
+            lambda s: s.run(
+                self._q(
+                    "INSERT INTO oxen_ledger_intents (intent_id, client_id, model,"
+                    " fingerprint, params, count, sent_at, sent_at_server, deadline,"
+                    " expires_at, state, how, recorded_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {now} + ?, 'in_flight', NULL,"
+                    " {now}, {now})"
+                ),
+                row,
+            )
+        )
+
+    def record_ids(self, intent_id: str, ids: Sequence[str]) -> list[str]:
+        def body(s: Session) -> list[str]:
+            changed = s.run(
+                self._q(
+                    "UPDATE oxen_ledger_intents SET state = 'answered', how = NULL,"
+                    " updated_at = {now} WHERE intent_id = ? AND state <> 'answered'"
+                ),
+                (intent_id,),
+            )
+            if not changed:
+                self._state(s, intent_id)  # raises if unknown; answered again is harmless
+            return self._insert_ids(s, intent_id, ids, start=0)
+
+        return self._write(body)
+
+    def _insert_ids(
+        self, s: Session, intent_id: str, ids: Sequence[str], *, start: int
+    ) -> list[str]:
+        """Insert ids for an intent; return those another intent holds."""
+        conflicts: list[str] = []
+        for position, generation_id in enumerate(ids, start):
+            if not s.run(self._q(_INSERT_ID), (generation_id, intent_id, position)):
+                holder = s.rows(
+                    self._q(
+                        "SELECT intent_id FROM oxen_ledger_generations WHERE generation_id = ?"
+                    ),
+                    (generation_id,),
+                )
+                if holder and holder[0][0] != intent_id:
+                    conflicts.append(generation_id)
+        return conflicts
+
+    def record_outcome(self, generation_id: str, status: str) -> bool:
+        finished = 1 if status in TERMINAL_STATUSES else 0
+        changed = self._auto(
+            lambda s: s.run(
+                self._q(
+                    "UPDATE oxen_ledger_generations SET status = ?, finished = ?,"
+                    " updated_at = {now} WHERE generation_id = ? AND finished = 0"
+                ),
+                (status, finished, generation_id),
+            )
+        )
+        return changed > 0
+
+    def _state(self, s: Session, intent_id: str, *, mine: bool = False) -> tuple[str, str, int]:
+        """``(state, fingerprint, count)`` of an intent, locked for the transaction.
+
+        With ``mine``, refuses an intent another client owns: one that took it over
+        judged this client gone (a lease that ran out on a cut-off host), and settles it.
+        """
+        rows = s.rows(
+            self._q(
+                "SELECT i.state, i.fingerprint, i.count, i.client_id"
+                " FROM oxen_ledger_intents i WHERE i.intent_id = ?{lock}"
+            ),
+            (intent_id,),
+        )
+        if not rows:
+            raise LedgerError(f"the ledger has no intent {intent_id!r}")
+        state, fingerprint, count, client_id = rows[0]
+        if mine and client_id != self.owner.client_id:
+            raise LedgerError(
+                f"intent {intent_id!r} was taken over by client {client_id}, which settles it"
+            )
+        return str(state), str(fingerprint), int(count)
+
+    def mark_lost(self, intent_id: str) -> None:
+        def body(s: Session) -> None:
+            state, _, _ = self._state(s, intent_id, mine=True)
+            if state in ("answered", "settled"):
+                raise LedgerError(f"intent {intent_id!r} is {state}; it cannot be lost")
+            s.run(
+                self._q(
+                    "UPDATE oxen_ledger_intents SET state = 'lost', updated_at = {now}"
+                    " WHERE intent_id = ?"
+                ),
+                (intent_id,),
+            )
+
+        self._write(body)
+
+    def mark_settled(self, intent_id: str, how: Settlement, ids: Sequence[str]) -> list[str]:
+        def body(s: Session) -> list[str]:
+            state, _, _ = self._state(s, intent_id, mine=True)
+            if state == "answered":
+                raise LedgerError(f"intent {intent_id!r} was answered; nothing to settle")
+            held = self._held(s, intent_id)
+            fresh = [i for i in dict.fromkeys(ids) if i not in held]
+            conflicts = self._insert_ids(s, intent_id, fresh, start=len(held))
+            s.run(
+                self._q(
+                    "UPDATE oxen_ledger_intents SET state = 'settled', how = ?,"
+                    " updated_at = {now} WHERE intent_id = ?"
+                ),
+                (how, intent_id),
+            )
+            return conflicts
+
+        return self._write(body)
+
+    def _held(self, s: Session, intent_id: str) -> list[str]:
+        rows = s.rows(
+            self._q(
+                "SELECT generation_id FROM oxen_ledger_generations WHERE intent_id = ?"
+                " ORDER BY position, recorded_at"
+            ),
+            (intent_id,),
+        )
+        return [str(row[0]) for row in rows]
+
+    # -- reconciliation -------------------------------------------------------------------
+
+    def in_flight(self, fingerprint: str, exclude_intent: str | None) -> list[Intent]:
+        return self._auto(lambda s: self._in_flight(s, fingerprint, exclude_intent))
+
+    def _in_flight(self, s: Session, fingerprint: str, exclude: str | None) -> list[Intent]:
+        # The first term repeats the partial index's own condition: SQLite uses a partial
+        # index only for a query that states it, and that index holds the open intents
+        # alone, where the fingerprint's full index holds every request ever made with it.
+        return self._intents(
+            s,
+            "i.state IN ('in_flight', 'lost') AND i.fingerprint = ?"
+            " AND i.state = 'in_flight' AND i.intent_id <> ?",
+            (fingerprint, exclude or ""),
+        )
+
+    def claimed_ids(self, fingerprint: str, since: float | None) -> set[str]:
+        sql = (
+            "SELECT g.generation_id FROM oxen_ledger_generations g"
+            " JOIN oxen_ledger_intents i ON i.intent_id = g.intent_id"
+            " WHERE i.fingerprint = ?"
+        )
+        params: tuple[Any, ...] = (fingerprint,)
+        if since is not None:
+            sql += " AND i.sent_at >= ?"
+            params = (fingerprint, since)
+        rows = self._auto(lambda s: s.rows(self._q(sql), params))
+        return {str(row[0]) for row in rows}
+
+    def claim(self, intent_id: str, candidate_ids: Sequence[str]) -> list[str]:
+        def body(s: Session) -> list[str]:
+            state, fingerprint, count = self._state(s, intent_id, mine=True)
+            if state not in ("in_flight", "lost"):
+                raise LedgerError(f"intent {intent_id!r} is {state}; it cannot claim")
+            # An intent in flight was recorded before its request left, so if its job is
+            # among the candidates the intent is visible here; until its answer names the
+            # job, nobody can tell which candidate is its.
+            busy = [i for i in self._in_flight(s, fingerprint, intent_id) if i.owner_alive]
+            if busy:
+                raise InFlightError(
+                    f"{len(busy)} other request(s) with the same model and parameters are "
+                    "in flight; wait for them, then look again",
+                    intents=busy,
+                )
+            held = self._held(s, intent_id)
+            for candidate in dict.fromkeys(candidate_ids):
+                if len(held) >= count:
+                    break
+                if candidate not in held and s.run(
+                    self._q(_INSERT_ID), (candidate, intent_id, len(held))
+                ):
+                    held.append(candidate)
+            done = len(held) >= count
+            s.run(
+                self._q(
+                    "UPDATE oxen_ledger_intents SET state = ?, how = ?, updated_at = {now}"
+                    " WHERE intent_id = ?"
+                ),
+                ("settled" if done else "lost", "adopted" if done else None, intent_id),
+            )
+            return held
+
+        return self._write(body)
+
+    def stale_intents(self, now: float | None) -> list[Intent]:
+        where = "i.state IN ('in_flight', 'lost') AND i.expires_at <= "
+        if now is None:
+            found = self._auto(lambda s: self._intents(s, where + "{now}", (), ids=True))
+        else:
+            found = self._auto(lambda s: self._intents(s, where + "?", (now,), ids=True))
+        return [i for i in found if not i.owner_alive]
+
+    def take_over(self, intent_id: str) -> Intent | None:
+        def body(s: Session) -> Intent | None:
+            try:
+                self._state(s, intent_id)
+            except LedgerError:
+                return None
+            # Read after the lock, in a statement of its own: on PostgreSQL, a locking read
+            # that waited for a rival's take-over returns the new row joined to the owner row
+            # its snapshot saw, the old owner's, which would judge the winner dead.
+            found = self._intents(s, "i.intent_id = ?", (intent_id,))
+            intent = found[0]
+            unanswered = intent.state in ("in_flight", "lost")
+            if (
+                intent.owner_alive
+                or intent.state == "settled"
+                or (unanswered and not intent.expired)
+            ):
+                return None
+            changed = s.run(
+                self._q(
+                    "UPDATE oxen_ledger_intents SET client_id = ?, state = ?,"
+                    " updated_at = {now} WHERE intent_id = ? AND client_id = ?"
+                ),
+                (
+                    self.owner.client_id,
+                    "lost" if unanswered else intent.state,
+                    intent_id,
+                    intent.owner.client_id,
+                ),
+            )
+            if changed != 1:
+                return None
+            return self._intents(s, "i.intent_id = ?", (intent_id,), ids=True)[0]
+
+        return self._write(body)
+
+    def unfinished(self, orphaned_only: bool) -> list[Intent]:
+        def body(s: Session) -> list[Intent]:
+            unanswered = self._intents(s, "i.state IN ('in_flight', 'lost')", ())
+            pending = self._intents(
+                s,
+                "i.intent_id IN (SELECT g.intent_id FROM oxen_ledger_generations g"
+                " WHERE g.finished = 0)",
+                (),
+            )
+            merged = {i.intent_id: i for i in unanswered + pending}
+            chosen = [i for i in merged.values() if not (orphaned_only and i.owner_alive)]
+            chosen.sort(key=lambda i: (i.sent_at, i.intent_id))
+            return self._with_ids(s, chosen)
+
+        return self._auto(body)
+
+    def intent(self, intent_id: str) -> Intent | None:
+        found = self._auto(lambda s: self._intents(s, "i.intent_id = ?", (intent_id,), ids=True))
+        return found[0] if found else None
+
+    def prune(self, before: float) -> int:
+        def body(s: Session) -> int:
+            removed = s.run(
+                self._q(
+                    "DELETE FROM oxen_ledger_intents WHERE intent_id < ?"
+                    " AND state IN ('answered', 'settled') AND NOT EXISTS ("
+                    " SELECT 1 FROM oxen_ledger_generations g"
+                    " WHERE g.intent_id = oxen_ledger_intents.intent_id AND g.finished = 0)"
+                ),
+                (intent_id_floor(before),),
+            )
+            s.run(
+                self._q(
+                    "DELETE FROM oxen_ledger_clients WHERE client_id <> ?"
+                    " AND (closed = 1 OR lease_until < ?) AND opened_at < ? AND NOT EXISTS ("
+                    " SELECT 1 FROM oxen_ledger_intents i"
+                    " WHERE i.client_id = oxen_ledger_clients.client_id)"
+                ),
+                (self.owner.client_id, before, before),
+            )
+            return removed
+
+        return self._write(body)
+
+    # -- reading intents ------------------------------------------------------------------
+
+    def _intents(
+        self,
+        s: Session,
+        where: str,
+        params: Sequence[Any],
+        *,
+        ids: bool = False,
+    ) -> list[Intent]:
+        sql = f"SELECT {_COLUMNS} WHERE {where} ORDER BY i.sent_at, i.intent_id"
+        found = [self._intent(row) for row in s.rows(self._q(sql), params)]
+        return self._with_ids(s, found) if ids else found
+
+    def _intent(self, row: tuple[Any, ...]) -> Intent:
+        (intent_id, model, fingerprint, params, count, sent_at, sent_at_server, deadline,
+         expires_at, state, how, client_id, host, host_key, pid, start_token, lease_until,
+         closed, now) = row  # fmt: skip
+        owner = Owner(
+            client_id=client_id,
+            host=host or "",
+            host_key=host_key or "",
+            pid=int(pid or 0),
+            start_token=start_token or "",
+        )
+        alive = judge_alive(
+            owner,
+            me=self.owner,
+            # An owner without a row was pruned long after it closed.
+            closed=bool(closed) if host is not None else True,
+            lease_until=None if lease_until is None else float(lease_until),
+            ledger_now=float(now),
+        )
+        return Intent(
+            intent_id=intent_id,
+            owner=owner,
+            owner_alive=alive,
+            model=model,
+            fingerprint=fingerprint,
+            params=json.loads(params),
+            count=int(count),
+            sent_at=float(sent_at),
+            sent_at_server=None if sent_at_server is None else float(sent_at_server),
+            deadline=float(deadline),
+            expired=float(expires_at) <= float(now),
+            state=state,
+            how=how,
+        )
+
+    def _with_ids(self, s: Session, intents: list[Intent]) -> list[Intent]:
+        """The intents with their ``ids`` and ``pending`` filled in."""
+        held: dict[str, list[tuple[str, bool]]] = {}
+        keys = [i.intent_id for i in intents]
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            # Only markers are interpolated; the ids travel as parameters.
+            marks = ", ".join("?" * len(chunk))
+            sql = _IDS_OF.replace("{marks}", marks)
+            rows = s.rows(self._q(sql), chunk)
+            for intent_id, generation_id, finished in rows:
+                held.setdefault(intent_id, []).append((generation_id, bool(finished)))
+        return [_replace_ids(i, held[i.intent_id]) if i.intent_id in held else i for i in intents]
+
+
+def _replace_ids(intent: Intent, held: Sequence[tuple[str, bool]]) -> Intent:
+    return replace(
+        intent,
+        ids=tuple(g for g, _ in held),
+        pending=tuple(g for g, finished in held if not finished),
+    )

@@ -1,0 +1,106 @@
+"""A bounded Server-Sent Events decoder (the WHATWG framing), fed bytes as they arrive.
+
+Lines end with CRLF, LF or CR; ``field: value`` lines build an event; a blank line dispatches
+it; lines starting with ``:`` are comments (the API's ``: keep-alive``). ``id`` and ``retry``
+are ignored: the API documents no replay.
+
+Unlike a reader that collects whole lines first, it never holds more than
+:data:`MAX_LINE_BYTES` of one line: a longer line is dropped as it streams past, and the event
+it belonged to is dropped with it. So a server sending one endless line costs a bounded amount
+of memory, and the stream goes on with the next event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["MAX_LINE_BYTES", "SSEDecoder", "ServerSentEvent"]
+
+MAX_LINE_BYTES: Final = 1 << 20
+"""The longest SSE line, and the largest event's data, accepted (1 MiB)."""
+
+_TERMINATORS: Final = (b"\n", b"\r")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSentEvent:
+    """One dispatched event: its type (``message`` when unnamed) and its data."""
+
+    event: str
+    data: str
+
+
+class SSEDecoder:
+    """Turns the bytes of a stream into events, within :data:`MAX_LINE_BYTES` per line.
+
+    Attributes:
+        dropped: How many lines (and with them, events) were dropped for being too long.
+    """
+
+    def __init__(self, *, max_line: int = MAX_LINE_BYTES) -> None:
+        self._max_line = max_line
+        self._partial = bytearray()  # the start of a line whose end has not arrived
+        self._skipping = False  # inside a line that grew too long: drop until its end
+        self._after_cr = False  # the last chunk ended with CR: a leading LF completes CRLF
+        self._event = ""
+        self._data: list[str] = []
+        self._size = 0
+        self._broken = False  # a line of the current event was dropped
+        self.dropped = 0
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """The events completed by ``chunk`` (usually none or one)."""
+        if self._after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._after_cr = chunk.endswith(b"\r")
+        events: list[ServerSentEvent] = []
+        for piece in chunk.splitlines(keepends=True):
+            complete = piece.endswith(_TERMINATORS)
+            if self._skipping:
+                if complete:
+                    self._skipping = False
+                continue
+            length = len(self._partial) + len(piece)
+            if length > self._max_line + 2:  # +2: the line's own CRLF
+                self._partial.clear()
+                self._drop()
+                self._skipping = not complete
+                continue
+            if not complete:
+                self._partial += piece
+                continue
+            if self._partial:
+                self._partial += piece
+                line = bytes(self._partial)
+                self._partial.clear()
+            else:
+                line = piece
+            self._line(line.rstrip(b"\r\n"), events)
+        return events
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        self._broken = True
+
+    def _line(self, line: bytes, events: list[ServerSentEvent]) -> None:
+        if not line:
+            if self._data and not self._broken:
+                events.append(ServerSentEvent(self._event or "message", "\n".join(self._data)))
+            self._event, self._data, self._size, self._broken = "", [], 0, False
+            return
+        if line.startswith(b":"):
+            return  # a comment: the keep-alive
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            if self._broken:
+                return  # its event is dropped already: keep nothing more of it
+            self._size += len(value) + 1
+            if self._size > self._max_line:
+                self._drop()
+                return
+            self._data.append(value.decode("utf-8", "replace"))
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")

@@ -1,0 +1,183 @@
+"""Native cancellation (issue 9): a caller cancelled mid-enqueue orphans no job upstream.
+
+However the caller is cancelled (asyncio's ``task.cancel()``, ``asyncio.wait_for``,
+``asyncio.timeout``, anyio scopes, trio's scopes and nurseries), a job whose enqueue was in
+flight ends cancelled upstream when ``generate()`` owned it, and registered with the client
+(``client.pending``) when plain ``enqueue()`` made it. The enqueue answer is held back a while
+(the job is created at once), so every cancellation lands while a POST is in flight; jobs run
+slowly, so none can finish before the client could cancel it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import anyio
+import pytest
+import trio
+
+from oxen_queue import AsyncClient
+
+from .actions import delayed
+from .server import HostileServer
+from .support import PROMPT, make_client, wait_until
+
+pytestmark = pytest.mark.anyio
+
+ANSWER_DELAY = 0.6  # seconds the enqueue answer is held back (the job exists at once)
+CANCEL_AFTER = 0.25  # seconds before the caller is cancelled: its POST is in flight
+SETTLE = ANSWER_DELAY + 1.0  # time for the late answers to land and the jobs to be cancelled
+ASYNCIO = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+TRIO = pytest.mark.parametrize("anyio_backend", ["trio"])
+SHIELD_BYPASSED = "asyncio's native cancellation goes through the enqueue's shield"
+
+
+def slow_enqueues(server: HostileServer) -> None:
+    server.state.time_scale = 5.0  # jobs take 12 s or more: only a cancel ends them in time
+    server.on("POST", "/api/ai/queue", delayed(ANSWER_DELAY))
+
+
+async def orphans(server: HostileServer) -> list[str]:
+    """After the late answers have landed: the jobs not cancelled upstream (none due)."""
+    await wait_until(
+        lambda: (
+            not server.active_jobs()
+            and all(entry.ended is not None for entry in server.requests("POST", "/api/ai/queue"))
+        ),
+        within=SETTLE,
+    )
+    return [job.generation_id for job in server.jobs.values() if job.status != "cancelled"]
+
+
+async def generate(client: AsyncClient, i: int) -> None:
+    await client.generate("gpt-image-2", prompt=f"{PROMPT} {i}")
+
+
+@ASYNCIO
+async def test_asyncio_wait_for_on_generate_orphans_no_job(server: HostileServer) -> None:
+    slow_enqueues(server)
+    async with make_client(server) as client:
+        outcomes = await asyncio.gather(
+            *(asyncio.wait_for(generate(client, i), CANCEL_AFTER) for i in range(10)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(outcome, TimeoutError) for outcome in outcomes)
+        assert await orphans(server) == []
+    assert len(server.jobs) == 10
+
+
+@ASYNCIO
+async def test_asyncio_timeout_on_generate_orphans_no_job(server: HostileServer) -> None:
+    slow_enqueues(server)
+
+    async def within_timeout(client: AsyncClient, i: int) -> None:
+        async with asyncio.timeout(CANCEL_AFTER):
+            await generate(client, i)
+
+    async with make_client(server) as client:
+        outcomes = await asyncio.gather(
+            *(within_timeout(client, i) for i in range(10)), return_exceptions=True
+        )
+        assert all(isinstance(outcome, TimeoutError) for outcome in outcomes)
+        assert await orphans(server) == []
+    assert len(server.jobs) == 10
+
+
+@ASYNCIO
+async def test_task_cancel_of_100_generates_mid_post_orphans_no_job(
+    server: HostileServer,
+) -> None:
+    slow_enqueues(server)
+    async with make_client(server, max_concurrency=32) as client:
+        tasks = [asyncio.create_task(generate(client, i)) for i in range(100)]
+        assert await wait_until(lambda: server.count("POST", "/api/ai/queue") >= 32, within=5)
+        for task in tasks:
+            task.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
+        assert await orphans(server) == []
+    assert len(server.jobs) >= 32  # every POST in flight had created its job
+
+
+async def test_anyio_move_on_after_on_generate_orphans_no_job(server: HostileServer) -> None:
+    slow_enqueues(server)
+
+    async def within_scope(client: AsyncClient, i: int) -> None:
+        with anyio.move_on_after(CANCEL_AFTER):
+            await generate(client, i)
+
+    async with make_client(server) as client:
+        async with anyio.create_task_group() as group:
+            for i in range(10):
+                group.start_soon(within_scope, client, i)
+        assert await orphans(server) == []
+    assert len(server.jobs) == 10
+
+
+@TRIO
+async def test_trio_move_on_after_on_generate_orphans_no_job(server: HostileServer) -> None:
+    slow_enqueues(server)
+
+    async def within_scope(client: AsyncClient, i: int) -> None:
+        with trio.move_on_after(CANCEL_AFTER):
+            await generate(client, i)
+
+    async with make_client(server) as client:
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(within_scope, client, i)
+        assert await orphans(server) == []
+    assert len(server.jobs) == 10
+
+
+@TRIO
+async def test_a_cancelled_trio_nursery_of_generates_orphans_no_job(
+    server: HostileServer,
+) -> None:
+    slow_enqueues(server)
+    async with make_client(server) as client:
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(generate, client, i)
+            await trio.sleep(CANCEL_AFTER)
+            nursery.cancel_scope.cancel()
+        assert await orphans(server) == []
+    assert len(server.jobs) == 10
+
+
+async def _enqueue_cancelled_mid_post(
+    server: HostileServer, cancel: Callable[[AsyncClient], Awaitable[None]]
+) -> None:
+    slow_enqueues(server)
+    async with make_client(server) as client:
+        await cancel(client)
+        assert await wait_until(lambda: len(server.jobs) == 1, within=2)
+        (job_id,) = server.jobs
+        # Registered with the client, not orphaned: watched, and reattachable by id.
+        registered = await wait_until(lambda: job_id in client.pending, within=SETTLE)
+        assert registered, f"job {job_id} was created but the client does not know it"
+
+
+@ASYNCIO
+async def test_enqueue_cancelled_mid_post_by_task_cancel_still_registers_its_job(
+    server: HostileServer,
+) -> None:
+    async def cancel(client: AsyncClient) -> None:
+        task = asyncio.create_task(client.enqueue("gpt-image-2", prompt=PROMPT))
+        assert await wait_until(lambda: server.count("POST", "/api/ai/queue") == 1, within=2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    await _enqueue_cancelled_mid_post(server, cancel)
+
+
+async def test_enqueue_cancelled_mid_post_by_a_cancel_scope_still_registers_its_job(
+    server: HostileServer,
+) -> None:
+    async def cancel(client: AsyncClient) -> None:
+        with anyio.move_on_after(CANCEL_AFTER):
+            await client.enqueue("gpt-image-2", prompt=PROMPT)
+
+    await _enqueue_cancelled_mid_post(server, cancel)
