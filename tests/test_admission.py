@@ -252,11 +252,11 @@ async def test_the_slots_follow_an_adaptive_limit_as_answers_come_back() -> None
     clock = _Clock()
     inflight = InflightLimit(initial=4, min_limit=1)
     admission = AdmissionControl(max_concurrency=264, inflight=inflight, clock=clock)
-    assert admission.limiter.total_tokens == 4
+    assert admission.limiter.total_tokens == admission.bound == 4
     await _hold(admission, 4, clock, 0.1)
     # Prompt answers with the bound in use: slow start grows it, and the slots follow.
     assert inflight.limit > 4
-    assert admission.limiter.total_tokens == inflight.limit
+    assert admission.limiter.total_tokens == admission.bound == inflight.limit
 
 
 @pytest.mark.anyio
@@ -289,4 +289,4 @@ async def test_a_fixed_bound_stays_fixed() -> None:
     async with admission.slot(enqueue=True):
         pass
     admission.observe(429, enqueue=True)
-    assert admission.limiter.total_tokens == 16
+    assert admission.limiter.total_tokens == admission.bound == 16

@@ -340,6 +340,11 @@ class AdmissionControl:
         self._pacer: anyio.Lock | None = None
 
     @property
+    def bound(self) -> int:
+        """Requests allowed in flight now: the adaptive limit, or ``max_concurrency``."""
+        return self.inflight.limit if self.inflight is not None else self.max_concurrency
+
+    @property
     def pacer(self) -> anyio.Lock:
         if self._pacer is None:
             self._pacer = anyio.Lock()
@@ -349,8 +354,7 @@ class AdmissionControl:
     def limiter(self) -> anyio.CapacityLimiter:
         # Created on first use: anyio primitives need a running event loop to be made.
         if self._limiter is None:
-            total = self.inflight.limit if self.inflight is not None else self.max_concurrency
-            self._limiter = anyio.CapacityLimiter(total)
+            self._limiter = anyio.CapacityLimiter(self.bound)
         return self._limiter
 
     @asynccontextmanager
