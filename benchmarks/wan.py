@@ -15,8 +15,10 @@ CPU it reports is the client's alone:
 * ``h2-*``: httpx over HTTP/2 (``h2``, prior knowledge, one connection) against the emulator
   served by hypercorn; ``aiohttp-*``: httpx with the ``httpx-aiohttp`` transport;
   ``sharded-*``: httpx over several small httpcore pools (``ShardedTransport`` below);
+* ``sdk-h2-256``, ``sdk-aiohttp-256``, ``sdk-sharded-256``: the SDK over those transports;
 * ``adaptive*``: plain httpx bounded by the prototype :class:`InflightLimit` instead of a
-  fixed number (what the SDK would do once it is wired in).
+  fixed number; ``sdk-adaptive*``: the SDK with its admission control following one, swapped
+  in from outside (what wiring it in would do; ``max_concurrency=256`` then sizes the pool).
 
 Each variant fires its enqueues at once (``asyncio.gather``) and learns completions from the
 event stream; jobs take 50 ms. Reported: enqueues per second, time until all are resolved,
@@ -25,11 +27,13 @@ the server accept only ``--limit`` enqueues per second, to show the SDK still ba
 
 Run::
 
-    uv run python benchmarks/wan.py              # the full run (about ten minutes)
-    uv run python benchmarks/wan.py --quick      # a smoke run: a few variants, one round trip
+    uv run python benchmarks/wan.py              # the full run (about fifteen minutes)
+    uv run python benchmarks/wan.py --quick      # a smoke run (about ten seconds)
     uv run python benchmarks/wan.py --variants sdk,httpx-64 --rtts 80
 
-The exit status is 1 when a target of issue 13 is missed (see :func:`check_targets`).
+The exit status is 1 when a target of issue 13 is missed (see :func:`check_targets`). Timing
+figures need a quiet machine: the emulator, the proxy and the client share its cores, so
+another process's load shows up as latency, and the adaptive variants react to latency.
 """
 
 from __future__ import annotations
