@@ -82,13 +82,17 @@ async def test_estimates_equal_the_charged_cost_for_a_grid_of_parameters(
     requests_: list[tuple[str, dict[str, Any]]] = [("gpt-image-2", {"prompt": "defaults"})]
     for quality in QUALITIES:
         for resolution in RESOLUTIONS:
-            params = {"prompt": "ox", "quality": quality, "resolution": resolution}
+            params: dict[str, Any] = {"prompt": "ox", "quality": quality, "resolution": resolution}
             requests_.append(("gpt-image-2", params))
             requests_.append(("gpt-image-2-edit", {**params, "input_image": picture}))
     requests_.append(("gpt-image-2-edit", {"prompt": "two", "input_image": [picture, picture]}))
     for duration in (5, 10):
         for audio in (False, True):
-            kling = {"prompt": "a river", "duration": duration, "generate_audio": audio}
+            kling: dict[str, Any] = {
+                "prompt": "a river",
+                "duration": duration,
+                "generate_audio": audio,
+            }
             requests_.append((KLING, kling))
     requests_ += [(KLING, {"prompt": "defaults"}), (FLUX, {"prompt": "ox", "aspect_ratio": "9:16"})]
     source_cost = await client.estimate_cost(
@@ -248,6 +252,7 @@ def test_costs_and_prices_parse_as_exact_decimals_and_never_break_a_row() -> Non
     assert GenerationRecord.model_validate({**row, "cost": "0.28"}).cost == D("0.28")
     assert GenerationRecord.model_validate({**row, "cost": "0"}).cost == 0
     assert GenerationRecord.model_validate({**row, "cost": 0.1}).cost == D("0.1")
+    garbled: object
     for garbled in ("abc", "NaN", "Infinity", True, [], {"amount": 1}):
         assert GenerationRecord.model_validate({**row, "cost": garbled}).cost is None
     assert GenerationRecord.model_validate({**row, "cost": None}).cost is None

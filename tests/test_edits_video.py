@@ -180,7 +180,8 @@ async def test_the_blocking_video_endpoint_and_its_one_prompt_rule(
     assert videos.model == KLING and len(videos.videos) == 1 and videos.videos[0].url
     data = await _get(app, videos.videos[0].url)
     assert data[4:8] == b"ftyp"
-    for bad in ({}, {"prompt": "a", "multi_prompt": [{"prompt": "b", "duration": 5}]}):
+    both: dict[str, Any] = {"prompt": "a", "multi_prompt": [{"prompt": "b", "duration": 5}]}
+    for bad in ({}, both):
         with pytest.raises(InvalidParamsError, match="exactly one of prompt and multi_prompt"):
             await client.generate_videos(KLING, **bad)
     assert app.state.stats.requests[("POST", "/api/ai/videos/generate")] == 1
