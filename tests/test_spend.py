@@ -16,6 +16,7 @@ from oxen_queue import (
     AmbiguousEnqueueError,
     AsyncClient,
     BadRequestError,
+    BatchItem,
     BudgetExceededError,
     Client,
     CostUnknownError,
@@ -209,6 +210,33 @@ async def test_failures_settle_to_what_they_cost(clock: ManualClock) -> None:
             await generation
         summary = await settled(client)
     assert (summary.charged, summary.committed) == (D("0.03"), D("0.03"))
+
+
+async def test_a_batch_stops_enqueueing_at_the_budget(app: EmulatorApp, clock: ManualClock) -> None:
+    """The refused request carries the error; the rest are left pending, never sent."""
+    async with in_process(app, max_spend=3 * HIGH, poll_policy=QUICK) as client:
+
+        async def finish(item: BatchItem) -> None:
+            clock.advance(100)
+
+        items = await client.batch(
+            "gpt-image-2",
+            [{"prompt": f"ox {i}"} for i in range(6)],
+            concurrency=1,
+            on_enqueued=finish,
+        )
+    assert [item.status for item in items] == ["succeeded"] * 3 + ["error", "pending", "pending"]
+    assert isinstance(items[3].error, BudgetExceededError)
+    assert [item.error for item in items[4:]] == [None, None]
+    assert app.state.stats.jobs_created == 3
+
+
+async def test_option_views_share_the_budget(app: EmulatorApp) -> None:
+    async with in_process(app, max_spend=HIGH) as client:
+        await client.with_options(validate=False).enqueue("gpt-image-2", prompt="via a view")
+        with pytest.raises(BudgetExceededError):
+            await client.enqueue("gpt-image-2", prompt="no room left")
+        assert client.with_options(timeout=5).spend == client.spend
 
 
 async def test_an_unpriceable_request_is_refused_under_a_budget(app: EmulatorApp) -> None:
