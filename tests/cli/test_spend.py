@@ -62,7 +62,10 @@ def test_a_dry_run_says_where_a_budget_would_stop_and_what_has_no_price(
         ["batch", str(prompts), "--dry-run", "--max-spend", "1.5", "--out", str(tmp_path)], capsys
     )
     assert status == 1  # a request without an estimate
-    assert "--max-spend 1.5 covers the first 2 requests (0.30); 4 would be left unsent" in stdout
+    assert (
+        "--max-spend 1.5 covers 2 requests (0.30): line 3 would pass it, so the run stops "
+        "there and 4 would be left unsent"
+    ) in stdout
     assert estimate_of(stdout, 5) == "unknown"
     assert "line 5: resolution='999x999' is not allowed for gpt-image-2" in stdout
     assert "estimated total: 3.45 for 5 requests; 1 request without an estimate" in stdout
@@ -109,6 +112,23 @@ def test_a_budget_stops_the_batch_and_a_later_run_sends_the_rest(
     )
     assert "cost of 4 generations: estimated 1.12, charged 1.12" in stdout
     assert all(e["status"] == "succeeded" for e in latest_by_line(out).values())
+
+
+def test_a_budget_stops_in_file_order_whatever_the_concurrency(
+    oxen_emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the dry run says: the first request that does not fit stops the run, even if a
+    cheaper one after it would fit (a later run sends them in order)."""
+    prompts = write_prompts(tmp_path, *MIXED[:3], '{"prompt": "a bad one", "quality": "max"}')
+    out = tmp_path / "out"
+    argv = ["batch", str(prompts), "--out", str(out), "--max-spend", "1"]
+    status, stdout, _ = run([*argv, "--dry-run"], capsys)
+    assert "covers 2 requests (0.30): line 3 would pass it" in stdout
+    status, stdout, stderr = run(argv, capsys)  # --concurrency 16
+    assert status == 1, stderr
+    assert oxen_emulator.stats()["jobs_by_prompt"] == {"An ox at sunset": 1, "a square ox": 1}
+    assert "2 requests left unsent" in stdout
+    assert sorted(latest_by_line(out)) == [1, 2]
 
 
 def test_the_summary_shows_estimated_and_charged_cost_without_a_budget(

@@ -206,6 +206,7 @@ async def _prompts_command(
                 console=console,
                 interrupts=context.interrupts,
                 title=f"oxen-queue {label} · {model} · {len(lines)} prompts → {args.out}/",
+                max_spend=max_spend,
             )
     finally:
         manifest.close()

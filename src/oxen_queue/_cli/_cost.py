@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 from rich.table import Table
 from rich.text import Text
 
-from .._exceptions import OxenError
+from .._exceptions import InvalidParamsError, OxenError
 from ._display import plural
 
 if TYPE_CHECKING:
@@ -19,7 +19,16 @@ if TYPE_CHECKING:
 
     from .._client import AsyncClient
 
-__all__ = ["Estimate", "charged_costs", "dry_run_report", "estimate", "money", "totals"]
+__all__ = [
+    "BudgetPlan",
+    "Estimate",
+    "charged_costs",
+    "dry_run_report",
+    "estimate",
+    "money",
+    "plan_budget",
+    "totals",
+]
 
 _PAGE: Final = 1000  # the largest page the history serves
 _HISTORY_ROWS: Final = 20 * _PAGE  # how far back to look for a run's generations
@@ -35,10 +44,56 @@ _SHOWN_PARAMS: Final = (
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    """One request's estimated cost, or why there is none."""
+    """One request's estimated cost, or why there is none.
+
+    Attributes:
+        amount: The estimate; ``None`` when there is none.
+        problem: Why there is none.
+        invalid: The request has bad parameters: it fails before it is sent, costing nothing.
+    """
 
     amount: Decimal | None
     problem: str | None = None
+    invalid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetPlan:
+    """Which requests of a run fit a budget, in file order.
+
+    A run sends requests in order while their estimates fit; the first that does not, or
+    that has no estimate (its price unknown: the budget cannot be kept past it), stops it:
+    it and every request after it are left unsent for a later run. Requests with bad
+    parameters cost nothing (they fail before anything is sent) and never stop it.
+
+    Attributes:
+        sent: For each request, whether the run sends it.
+        spent: The estimates of the requests sent.
+        stopped_by: The index of the request that stopped the run, if one did.
+    """
+
+    sent: list[bool]
+    spent: Decimal
+    stopped_by: int | None
+
+
+def plan_budget(estimates: Sequence[Estimate], max_spend: Decimal) -> BudgetPlan:
+    """Which requests fit ``max_spend``, in order (see :class:`BudgetPlan`)."""
+    sent: list[bool] = []
+    spent = Decimal(0)
+    stopped_by: int | None = None
+    for index, one in enumerate(estimates):
+        if stopped_by is not None:
+            sent.append(False)
+        elif one.invalid:
+            sent.append(True)
+        elif one.amount is None or spent + one.amount > max_spend:
+            stopped_by = index
+            sent.append(False)
+        else:
+            spent += one.amount
+            sent.append(True)
+    return BudgetPlan(sent, spent, stopped_by)
 
 
 def money(amount: Decimal) -> str:
@@ -50,7 +105,9 @@ async def estimate(client: AsyncClient, model: str, params: dict[str, Any]) -> E
     """A request's estimate; a bad parameter or an unknown price is the reason instead."""
     try:
         return Estimate(await client.estimate_cost(model, **params))
-    except OxenError as exc:  # CostUnknownError, InvalidParamsError, the API's refusal
+    except InvalidParamsError as exc:
+        return Estimate(None, str(exc), invalid=True)
+    except OxenError as exc:  # CostUnknownError, the API's refusal
         return Estimate(None, str(exc))
 
 
@@ -107,26 +164,24 @@ def dry_run_report(
             markup=False,
         )
     if max_spend is not None:
-        console.print(_budget_line(max_spend, [one for *_, one in rows]), markup=False)
+        console.print(_budget_line(max_spend, rows), markup=False)
     console.print("dry run: nothing was sent", markup=False)
 
 
-def _budget_line(max_spend: Decimal, estimates: Sequence[Estimate]) -> str:
-    spent = Decimal(0)
-    for index, one in enumerate(estimates):
-        if one.amount is None:
-            return (
-                f"--max-spend {money(max_spend)}: request {index + 1} has no estimate; a run "
-                "stops there"
-            )
-        if spent + one.amount > max_spend:
-            left = len(estimates) - index
-            return (
-                f"--max-spend {money(max_spend)} covers the first "
-                f"{plural(index, 'request')} ({money(spent)}); {left} would be left unsent"
-            )
-        spent += one.amount
-    return f"--max-spend {money(max_spend)} covers every request ({money(spent)})"
+def _budget_line(
+    max_spend: Decimal, rows: Sequence[tuple[int, str, dict[str, Any], Estimate]]
+) -> str:
+    budget = plan_budget([one for *_, one in rows], max_spend)
+    covered = f"--max-spend {money(max_spend)} covers"
+    if budget.stopped_by is None:
+        return f"{covered} every request ({money(budget.spent)})"
+    number, _, _, stopper = rows[budget.stopped_by]
+    why = "has no estimate" if stopper.amount is None else "would pass it"
+    left = budget.sent.count(False)
+    return (
+        f"{covered} {plural(budget.sent.count(True), 'request')} ({money(budget.spent)}): "
+        f"line {number} {why}, so the run stops there and {left} would be left unsent"
+    )
 
 
 async def charged_costs(

@@ -15,7 +15,7 @@ from rich.markup import escape
 from .._batch import BatchItem, as_completed, run_batch
 from .._exceptions import AmbiguousEnqueueError, BudgetExceededError, OxenError
 from .._models import GenerationRecord
-from ._cost import charged_costs, estimate, money, totals
+from ._cost import charged_costs, estimate, money, plan_budget, totals
 from ._display import (
     BatchView,
     failure_message,
@@ -118,8 +118,14 @@ async def run_prompts(
     console: Console,
     interrupts: Interrupts,
     title: str,
+    max_spend: Decimal | None = None,
 ) -> BatchOutcome:
     """Run a prompts file through ``run_batch``, resuming from the manifest.
+
+    With ``max_spend``, requests are sent in file order while their estimates fit it (see
+    ``plan_budget``): the first that does not stops the run, and it and those after it are
+    left unsent, with no manifest line, for a later run. The client's own budget (the same
+    amount) backs this up: it refuses, before sending, whatever would pass it.
 
     Every finished request is recorded, and printed as one plain line when the output is not a
     terminal. Ctrl-C leaves the generations in flight running upstream, recorded as enqueued:
@@ -158,6 +164,8 @@ async def run_prompts(
         console.print(
             f"Resuming: {len(items) - len(to_run)} already settled, {resumed} reattached by id."
         )
+    if max_spend is not None:
+        to_run = await _within_budget(client, model, to_run, max_spend)
 
     def on_enqueued(item: BatchItem) -> None:
         _, line = item.tag
@@ -211,6 +219,17 @@ async def run_prompts(
     outcome.unsent = sum(1 for item in items if unsent(item))
     await _print_costs(client, model, items, console)
     return outcome
+
+
+async def _within_budget(
+    client: AsyncClient, model: str, to_run: list[BatchItem], max_spend: Decimal
+) -> list[BatchItem]:
+    """The requests to run under the budget: reattached ones all, and new ones in file
+    order until the first that does not fit (as ``--dry-run`` says)."""
+    fresh = [item for item in to_run if item.generation_id is None]
+    estimates = [await estimate(client, item.model or model, item.params) for item in fresh]
+    sent = dict(zip(map(id, fresh), plan_budget(estimates, max_spend).sent, strict=True))
+    return [item for item in to_run if sent.get(id(item), True)]
 
 
 async def _print_costs(
