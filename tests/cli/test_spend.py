@@ -63,11 +63,11 @@ def test_a_dry_run_says_where_a_budget_would_stop_and_what_has_no_price(
     )
     assert status == 1  # a request without an estimate
     assert (
-        "--max-spend 1.5 covers 2 requests (0.30): line 3 would pass it, so the run stops "
+        "--max-spend 1.5 covers 2 requests (0.30): #3 (line 3) would pass it, so the run stops "
         "there and 4 would be left unsent"
     ) in stdout
     assert estimate_of(stdout, 5) == "unknown"
-    assert "line 5: resolution='999x999' is not allowed for gpt-image-2" in stdout
+    assert "#5 (line 5): resolution='999x999' is not allowed for gpt-image-2" in stdout
     assert "estimated total: 3.45 for 5 requests; 1 request without an estimate" in stdout
     assert oxen_emulator.stats()["jobs_created"] == 0
 
@@ -123,7 +123,7 @@ def test_a_budget_stops_in_file_order_whatever_the_concurrency(
     out = tmp_path / "out"
     argv = ["batch", str(prompts), "--out", str(out), "--max-spend", "1"]
     status, stdout, _ = run([*argv, "--dry-run"], capsys)
-    assert "covers 2 requests (0.30): line 3 would pass it" in stdout
+    assert "covers 2 requests (0.30): #3 (line 3) would pass it" in stdout
     status, stdout, stderr = run(argv, capsys)  # --concurrency 16
     assert status == 1, stderr
     assert oxen_emulator.stats()["jobs_by_prompt"] == {"An ox at sunset": 1, "a square ox": 1}

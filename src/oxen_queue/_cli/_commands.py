@@ -25,7 +25,7 @@ from .._exceptions import (
     OxenError,
 )
 from .._models import TERMINAL_STATUSES
-from ._cost import dry_run_report, estimate, money
+from ._cost import Row, dry_run_report, estimate, money
 from ._display import plural
 from ._interrupt import Interrupted, Interrupts
 from ._manifest import Manifest, PromptLine, PromptsFileError, read_latest, read_prompts
@@ -238,19 +238,18 @@ async def _dry_run(
     """
     args = context.args
     latest = read_latest(args.out / "manifest.jsonl")
-    rows = []
+    rows: list[Row] = []
     not_sent = 0
     # "poll": nothing is waited for, so nothing (not even the event stream) is opened.
     async with AsyncClient(**context.options, completion="poll") as client:
-        for line in lines:
+        for index, line in enumerate(lines, start=1):
             if await plan(latest.get(line.key), retry_failed=retry_failed) != "send":
                 not_sent += 1
                 continue
             params = {**defaults, **line.params}
             line_model = line.model or model
-            rows.append(
-                (line.number, line_model, params, await estimate(client, line_model, params))
-            )
+            one = await estimate(client, line_model, params)
+            rows.append(((index, line.number), line_model, params, one))
     context.console.print(
         f"oxen-queue batch --dry-run · {plural(len(rows), 'request')} to send", markup=False
     )

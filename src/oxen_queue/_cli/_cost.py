@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BudgetPlan",
     "Estimate",
+    "Row",
     "charged_costs",
     "dry_run_report",
     "estimate",
@@ -55,6 +56,11 @@ class Estimate:
     amount: Decimal | None
     problem: str | None = None
     invalid: bool = False
+
+
+Row = tuple[tuple[int, int], str, dict[str, Any], Estimate]
+"""A dry run's request: (its number in the batch, its line in the file), model, parameters,
+estimate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +130,7 @@ def totals(estimates: Iterable[Estimate]) -> tuple[Decimal, int]:
 
 def dry_run_report(
     console: Console,
-    rows: Sequence[tuple[int, str, dict[str, Any], Estimate]],
+    rows: Sequence[Row],
     *,
     not_sent: int,
     max_spend: Decimal | None,
@@ -133,23 +139,25 @@ def dry_run_report(
 
     Args:
         console: Where to print.
-        rows: Each request's line number, model, parameters and estimate.
+        rows: Each request's place, model, parameters and estimate.
         not_sent: Requests a run would not send (done, or enqueued, in an earlier run).
         max_spend: The budget given, to say where it would stop the run.
     """
     table = Table(show_edge=False, header_style="bold")
+    table.add_column("#", justify="right", no_wrap=True)
     table.add_column("line", justify="right", no_wrap=True)
     table.add_column("prompt", no_wrap=True, overflow="ellipsis", max_width=34)
     table.add_column("model", no_wrap=True)
     table.add_column("parameters", overflow="fold")
     table.add_column("estimate", justify="right", no_wrap=True)
     problems: list[str] = []
-    for number, model, params, one in rows:
+    for (index, number), model, params, one in rows:
         shown = " ".join(f"{k}={params[k]}" for k in _SHOWN_PARAMS if k in params)
         cost = Text(money(one.amount)) if one.amount is not None else Text("unknown", style="red")
-        table.add_row(str(number), str(params.get("prompt", "")), model, shown or "-", cost)
+        prompt = str(params.get("prompt", ""))
+        table.add_row(str(index), str(number), prompt, model, shown or "-", cost)
         if one.amount is None:
-            problems.append(f"line {number}: {one.problem}")
+            problems.append(f"#{index} (line {number}): {one.problem}")
     console.print(table)
     for problem in problems:  # below the table: a long reason would squeeze its columns
         console.print(problem, markup=False, style="red")
@@ -168,19 +176,18 @@ def dry_run_report(
     console.print("dry run: nothing was sent", markup=False)
 
 
-def _budget_line(
-    max_spend: Decimal, rows: Sequence[tuple[int, str, dict[str, Any], Estimate]]
-) -> str:
+def _budget_line(max_spend: Decimal, rows: Sequence[Row]) -> str:
     budget = plan_budget([one for *_, one in rows], max_spend)
     covered = f"--max-spend {money(max_spend)} covers"
     if budget.stopped_by is None:
         return f"{covered} every request ({money(budget.spent)})"
-    number, _, _, stopper = rows[budget.stopped_by]
+    (index, number), _, _, stopper = rows[budget.stopped_by]
     why = "has no estimate" if stopper.amount is None else "would pass it"
     left = budget.sent.count(False)
     return (
         f"{covered} {plural(budget.sent.count(True), 'request')} ({money(budget.spent)}): "
-        f"line {number} {why}, so the run stops there and {left} would be left unsent"
+        f"#{index} (line {number}) {why}, so the run stops there and {left} would be left "
+        "unsent"
     )
 
 
