@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from oxen_queue import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    BudgetExceededError,
     ClientClosedError,
+    CostUnknownError,
     DownloadError,
     GenerationCancelledError,
     GenerationError,
@@ -213,6 +216,10 @@ def _one_of_each_error() -> list[OxenError]:
         GenerationTimeoutError(generation_id="g1", deadline=2.5),
         InvalidParamsError("bad resolution", field="resolution", allowed=["1024x1024"]),
         AmbiguousEnqueueError("lost", model="gpt-image-2", params={"prompt": "ox"}),
+        CostUnknownError("billed by token", model="gpt-4o-mini", missing="tokens"),
+        BudgetExceededError(
+            "over", estimate=Decimal("0.28"), committed=Decimal("9.9"), budget=Decimal(10)
+        ),
         DownloadError("too large"),
         ClientClosedError("closed", generation_ids=["g1", "g2"]),
         ClientDisconnectedError("the HTTP client hung up"),

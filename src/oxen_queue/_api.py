@@ -26,6 +26,7 @@ from ._models import (
     GenerationRecord,
     ImagesResponse,
     Model,
+    VideosResponse,
 )
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ HISTORY: Final = "api/ai/generations"
 MODELS: Final = "api/ai/models"
 EVENTS: Final = "api/events"
 IMAGES: Final = "api/ai/images/generate"
+EDITS: Final = "api/ai/images/edit"
+VIDEOS: Final = "api/ai/videos/generate"
 COMPLETED_EVENT: Final = "media_generation_completed"
 
 
@@ -206,6 +209,21 @@ class QueueEndpoints:
         data = await self._session.call("GET", HISTORY, params=params, timeout=timeout)
         return parse(GenerationPage, data, what=f"GET /{HISTORY}")
 
+    async def get_generation_details(
+        self, generation_id: str, *, timeout: Timeout = None
+    ) -> GenerationRecord:
+        """One history row, with its cost, out of its envelope: ``{"status": "success",
+        "status_message": "resource_found", "generation": {...}}`` (unlike the queue's row,
+        which is bare)."""
+        data = await self._session.call(
+            "GET", f"{HISTORY}/{_path_id(generation_id)}", timeout=timeout
+        )
+        what = f"GET /{HISTORY}/{{id}}"
+        row = data.get("generation") if isinstance(data, Mapping) else None
+        if not isinstance(row, Mapping):
+            raise APIResponseValidationError(f"{what}: answer has no generation object")
+        return parse(GenerationRecord, row, what=what)
+
     # -- models ---------------------------------------------------------------------------
 
     async def get_model(self, model_id: str, *, timeout: Timeout = None) -> Model:
@@ -226,6 +244,18 @@ class QueueEndpoints:
     ) -> ImagesResponse:
         data = await self._session.send_create(IMAGES, body, timeout=timeout)
         return parse(ImagesResponse, data, what=f"POST /{IMAGES}")
+
+    async def edit_images(
+        self, body: Mapping[str, Any], *, timeout: httpx.Timeout
+    ) -> ImagesResponse:
+        data = await self._session.send_create(EDITS, body, timeout=timeout)
+        return parse(ImagesResponse, data, what=f"POST /{EDITS}")
+
+    async def generate_videos(
+        self, body: Mapping[str, Any], *, timeout: httpx.Timeout
+    ) -> VideosResponse:
+        data = await self._session.send_create(VIDEOS, body, timeout=timeout)
+        return parse(VideosResponse, data, what=f"POST /{VIDEOS}")
 
     # -- events ---------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._exceptions import OxenError
+from ._exceptions import BudgetExceededError, OxenError
 
 if TYPE_CHECKING:
     from ._client import AsyncClient
@@ -92,7 +92,8 @@ class BatchItem:
 
     @property
     def status(self) -> str:
-        """``pending`` before enqueueing, then the generation's status, or ``error``."""
+        """``pending`` before enqueueing (or never enqueued: the client's budget stopped the
+        batch first), then the generation's status, or ``error``."""
         if self.generation is not None:
             return self.generation.status
         return "error" if self.error is not None else "pending"
@@ -124,6 +125,11 @@ async def run_batch(
     never aborts the batch). Items that already carry a ``generation_id`` are reattached, never
     enqueued again, which is how an interrupted batch resumes.
 
+    A client with a ``max_spend`` stops the batch at its budget: once an enqueue is refused
+    with :class:`BudgetExceededError` (that item's ``error``), no further item is enqueued.
+    Those left are not sent: their ``status`` stays ``pending``, with no error, so they can be
+    run later. Generations already in flight, and reattached items, carry on.
+
     Args:
         client: An open client.
         model: The model of every request.
@@ -141,10 +147,15 @@ async def run_batch(
         raise ValueError("concurrency must be at least 1")
     items = [r if isinstance(r, BatchItem) else BatchItem(params=dict(r)) for r in requests]
     queue = iter(items)
+    over_budget = False
 
     async def worker() -> None:
+        nonlocal over_budget
         for item in queue:
+            if over_budget and item.generation_id is None:
+                continue  # not sent: the budget was reached
             await _run_one(client, model, item, on_enqueued)
+            over_budget = over_budget or isinstance(item.error, BudgetExceededError)
             item.finished = True
             await _notify(on_finished, item)
 

@@ -5,42 +5,63 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, Self, Unpack, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar, Unpack, overload
 
 import anyio
 import httpx
 
 from ._api import QueueEndpoints
 from ._batch import run_batch
+from ._budget import Budget
 from ._core import CLOSE_GRACE, ClientCore
 from ._download import FileFetcher
 from ._enqueue import Enqueuer
 from ._exceptions import ClientClosedError, DownloadError, InvalidParamsError, OxenError
 from ._generation import Generation, observe
+from ._history import GenerationHistory
 from ._http import DEFAULT_BASE_URL, USER_AGENT, ApiSession, attempt_deadline, check_base_url
 from ._ledger import Ledger, open_ledger
 from ._ledger._memory import MemoryLedger
-from ._models import GenerationPage, GenerationRecord, ImagesResponse, Model
-from ._params import GptImage2Options, ParamChecker, merge_extra
+from ._models import (
+    GenerationPage,
+    GenerationRecord,
+    ImagesResponse,
+    Model,
+    VideosResponse,
+    to_decimal,
+)
+from ._params import (
+    GptImage2EditOptions,
+    GptImage2Options,
+    KlingV26ProTextToVideoOptions,
+    ParamChecker,
+    merge_extra,
+)
 from ._poll import PollPolicy
 from ._recover import recover_ids
 from ._retry import RetryPolicy
+from ._spend import SpendControl
 from ._types import DEFAULT, Default
 from ._watch import CompletionMode, make_watcher
 
 if TYPE_CHECKING:
     from ._batch import BatchItem, ProgressCallback
+    from ._budget import SpendSummary
     from ._stats import ClientStats
 
 __all__ = ["AsyncClient"]
 
 logger = logging.getLogger("oxen_queue")
 
+R = TypeVar("R")
+
 _PER_REQUEST: Final = 4  # generations per enqueue: "Range: 1-4 ... per request" (queue docs)
+_MAX_PAGE_SIZE: Final = 1000  # GET /api/ai/generations: "page_size ... max 1000"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +122,13 @@ class AsyncClient:
         verify: TLS certificate verification (on by default).
         transport: An httpx transport, for tests (``httpx.MockTransport``,
             ``httpx.ASGITransport``).
+        max_spend: The most this client may commit, in the API's currency. An enqueue (or a
+            blocking generation) whose estimated cost would take the committed spend past it
+            raises :class:`BudgetExceededError` before anything is sent. Committed spend counts
+            each job at its estimate (from the model's published pricing) until its charged
+            cost is known, then at that; a job cancelled before it ran gives its estimate
+            back. Costs one ``GET /api/ai/generations/{id}`` per finished job. ``None``
+            means no limit, and no accounting.
 
     Raises:
         InvalidParamsError: No API key was given or found in the environment.
@@ -128,6 +156,7 @@ class AsyncClient:
         allow_insecure_http: bool = False,
         verify: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_spend: Decimal | int | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("OXEN_API_KEY", "")
         if not key.strip():
@@ -144,6 +173,7 @@ class AsyncClient:
             raise ValueError(
                 "shared_poll_interval, backstop_interval and stall_timeout must be positive"
             )
+        budget = None if max_spend is None else _budget(max_spend)
         retry = retry or RetryPolicy()
         poll_policy = poll_policy or PollPolicy()
         http_timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
@@ -198,6 +228,12 @@ class AsyncClient:
             completion=completion,
         )
         self._options = _Options(timeout=None, validate=validate, deadline=poll_policy.deadline)
+        self._spend = SpendControl(
+            params=self._core.params,
+            endpoints=endpoints,
+            task_group=self._core.require_open,
+            budget=budget,
+        )
 
     def with_options(
         self,
@@ -232,6 +268,7 @@ class AsyncClient:
         view = object.__new__(AsyncClient)
         view._core = self._core
         view._options = options
+        view._spend = self._spend
         return view
 
     def __repr__(self) -> str:
@@ -276,6 +313,11 @@ class AsyncClient:
         """A snapshot of the client's counters and current limits (see :class:`ClientStats`)."""
         return self._core.stats()
 
+    @property
+    def spend(self) -> SpendSummary | None:
+        """What this client has committed against its ``max_spend`` (``None`` without one)."""
+        return self._spend.summary()
+
     def _generation_done(self, generation: Generation) -> None:
         self._core.forget(generation)
 
@@ -295,6 +337,33 @@ class AsyncClient:
         validate: bool | None = ...,
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2Options],
+    ) -> Generation: ...
+
+    @overload
+    async def enqueue(
+        self,
+        model: Literal["gpt-image-2-edit"],
+        /,
+        *,
+        prompt: str,
+        input_image: str | list[str],
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
+        **params: Unpack[GptImage2EditOptions],
+    ) -> Generation: ...
+
+    @overload
+    async def enqueue(
+        self,
+        model: Literal["kling-video-v2-6-pro-text-to-video"],
+        /,
+        *,
+        prompt: str,
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
+        **params: Unpack[KlingV26ProTextToVideoOptions],
     ) -> Generation: ...
 
     @overload
@@ -424,7 +493,9 @@ class AsyncClient:
             )
         checked = await core.params.check(model, params, self._validate(validate))
         body = merge_extra(checked, extra_params)
-        await core.watcher.ready()
+        # The budget (max_spend): the estimate is reserved before anything is sent, the
+        # event stream included; BudgetExceededError (or CostUnknownError) otherwise.
+        hold = await self._spend.reserve(model, body, count)
         if deadline is DEFAULT:
             deadline = self._options.deadline
         generations: list[Generation] = []
@@ -434,20 +505,26 @@ class AsyncClient:
                 generation = core.track(
                     self, generation_id, model=model, params=body, deadline=deadline, fresh=True
                 )
+                hold.confirm(generation)  # counted at its estimate until its charge is known
                 generations.append(generation)
                 if created is not None:
                     created.append(generation)
 
         # A generate() owns its job: answered after its caller was cancelled, it is cancelled.
         on_abandoned = core.cancel_upstream if created is not None else None
-        ids = await core.enqueuer.enqueue(
-            model,
-            body,
-            count,
-            on_created,
-            on_abandoned=on_abandoned,
-            timeout=self._options.timeout,
-        )
+        try:
+            await core.watcher.ready()
+            ids = await core.enqueuer.enqueue(
+                model,
+                body,
+                count,
+                on_created,
+                on_abandoned=on_abandoned,
+                timeout=self._options.timeout,
+            )
+        except BaseException as exc:
+            hold.release_after(exc)  # given back unless a job may exist
+            raise
         if core.closed:
             raise ClientClosedError(
                 f"the client closed while enqueueing; the job(s) {', '.join(ids)} exist: "
@@ -467,6 +544,33 @@ class AsyncClient:
         validate: bool | None = ...,
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2Options],
+    ) -> GenerationRecord: ...
+
+    @overload
+    async def generate(
+        self,
+        model: Literal["gpt-image-2-edit"],
+        /,
+        *,
+        prompt: str,
+        input_image: str | list[str],
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
+        **params: Unpack[GptImage2EditOptions],
+    ) -> GenerationRecord: ...
+
+    @overload
+    async def generate(
+        self,
+        model: Literal["kling-video-v2-6-pro-text-to-video"],
+        /,
+        *,
+        prompt: str,
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
+        **params: Unpack[KlingV26ProTextToVideoOptions],
     ) -> GenerationRecord: ...
 
     @overload
@@ -546,18 +650,189 @@ class AsyncClient:
             validate: Override the client's ``validate`` for this call.
             **params: The model's other parameters.
         """
+        return await self._blocking(
+            self._core.endpoints.generate_images,
+            model,
+            {"prompt": prompt, **params},
+            n=n,
+            response_format=response_format,
+            timeout=timeout,
+            validate=validate,
+        )
+
+    async def edit_images(
+        self,
+        model: str,
+        /,
+        *,
+        prompt: str,
+        input_image: str | list[str],
+        n: int | None = None,
+        response_format: Literal["url", "b64_json"] | None = None,
+        timeout: float = 600.0,
+        validate: bool | None = None,
+        **params: Any,
+    ) -> ImagesResponse:
+        """Edit images with the blocking endpoint (``POST /api/ai/images/edit``).
+
+        As :meth:`generate_images`: nothing is polled, and the request is resent only if the
+        server refused it. The provider downloads the input images, so their URLs must be
+        publicly reachable (a result's ``result_url`` is).
+
+        Args:
+            model: The model id, e.g. ``"gpt-image-2-edit"``.
+            prompt: The edit's instruction.
+            input_image: The URL of the image to edit, or a list of URLs of images to compose.
+            n: Images to generate; the server's default is 1.
+            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
+            timeout: Seconds to wait for the answer.
+            validate: Override the client's ``validate`` for this call.
+            **params: The model's other parameters (``mask``, ``resolution``, ...).
+
+        Raises:
+            InvalidParamsError: Bad parameters (nothing was sent).
+            BadRequestError: The server refused (an input image it could not download, ...).
+            BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
+        """
+        return await self._blocking(
+            self._core.endpoints.edit_images,
+            model,
+            {"prompt": prompt, "input_image": input_image, **params},
+            n=n,
+            response_format=response_format,
+            timeout=timeout,
+            validate=validate,
+        )
+
+    async def generate_videos(
+        self,
+        model: str,
+        /,
+        *,
+        prompt: str | None = None,
+        n: int | None = None,
+        response_format: Literal["url", "b64_json"] | None = None,
+        timeout: float = 1800.0,
+        validate: bool | None = None,
+        **params: Any,
+    ) -> VideosResponse:
+        """Generate videos with the blocking endpoint (``POST /api/ai/videos/generate``).
+
+        The server holds the request open until the videos exist: "1-10+ min", so the
+        default ``timeout`` is 30 minutes. The docs recommend the queue (:meth:`enqueue`)
+        instead; this call is here for parity. The request is resent only if the server
+        refused it: a lost answer is raised, since the video may have been billed.
+
+        Args:
+            model: The model id, e.g. ``"kling-video-v2-6-pro-text-to-video"``.
+            prompt: The prompt; a multi-shot model takes ``multi_prompt=[{"prompt",
+                "duration"}, ...]`` in ``params`` instead (exactly one of the two).
+            n: Videos to generate (the server's default is 1).
+            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
+            timeout: Seconds to wait for the answer.
+            validate: Override the client's ``validate`` for this call.
+            **params: The model's other parameters (``duration``, ``aspect_ratio``, ...).
+
+        Raises:
+            InvalidParamsError: Bad parameters, or neither or both of ``prompt`` and
+                ``multi_prompt`` (nothing was sent).
+            BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
+        """
+        if (prompt is None) == (params.get("multi_prompt") is None):
+            raise InvalidParamsError("give exactly one of prompt and multi_prompt", field="prompt")
+        return await self._blocking(
+            self._core.endpoints.generate_videos,
+            model,
+            params if prompt is None else {"prompt": prompt, **params},
+            n=n,
+            response_format=response_format,
+            timeout=timeout,
+            validate=validate,
+        )
+
+    async def _blocking(
+        self,
+        send: Callable[..., Awaitable[R]],
+        model: str,
+        params: Mapping[str, Any],
+        *,
+        n: int | None,
+        response_format: str | None,
+        timeout: float,
+        validate: bool | None,
+    ) -> R:
+        """A blocking endpoint's call: checked, its estimate held against the budget (kept
+        unless the server refused: no row will tell its charge), then sent."""
         core = self._core
         core.require_open()
-        body = await core.params.check(
-            model, {"prompt": prompt, **params}, self._validate(validate)
-        )
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise InvalidParamsError(f"n must be a positive integer, not {n!r}", field="n")
+        body = await core.params.check(model, params, self._validate(validate))
+        hold = await self._spend.reserve(model, body, n or 1)
         if n is not None:
             body["n"] = n
         if response_format is not None:
             body["response_format"] = response_format
-        return await core.endpoints.generate_images(
-            {"model": model, **body}, timeout=core.session.read_timeout(timeout)
-        )
+        try:
+            result = await send(
+                {"model": model, **body}, timeout=core.session.read_timeout(timeout)
+            )
+        except BaseException as exc:
+            hold.settle_blocking(exc)
+            raise
+        hold.settle_blocking(None)
+        return result
+
+    # -- cost ---------------------------------------------------------------------------
+
+    async def estimate_cost(
+        self,
+        model: str,
+        /,
+        *,
+        num_generations: int = 1,
+        validate: bool | None = None,
+        **params: Any,
+    ) -> Decimal:
+        """What a request would cost, from the model's published pricing; nothing is sent
+        but, once per model and client, ``GET /api/ai/models/{id}`` (shared with the
+        parameter checks).
+
+        Parameters left out count at their defaults, as the server applies and bills them.
+        Images are priced by the ``cost_per_image_grid`` cell of their ``quality`` and
+        ``resolution`` (else ``cost_per_image``); videos by seconds of ``duration`` times the
+        price of a second (with audio, or by resolution, when the model prices those apart).
+
+        Args:
+            model: The model id.
+            num_generations: Generations of the request (as :meth:`enqueue_many` makes).
+            validate: Override the client's ``validate``: bad parameters raise first.
+            **params: The request's parameters, as :meth:`enqueue` takes them.
+
+        Returns:
+            The estimated cost, exact (a ``Decimal``), in the API's currency.
+
+        Raises:
+            CostUnknownError: The pricing cannot be resolved for these parameters (billed by
+                token or time, no price for this quality and resolution, no ``duration``...);
+                ``.missing`` names what is missing. Never a guess of zero.
+            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations``
+                below 1.
+        """
+        core = self._core
+        core.require_open()
+        if isinstance(num_generations, bool) or not isinstance(num_generations, int):
+            raise InvalidParamsError(
+                f"num_generations must be an integer, not {num_generations!r}",
+                field="num_generations",
+            )
+        if num_generations < 1:
+            raise InvalidParamsError(
+                f"num_generations must be at least 1, not {num_generations}",
+                field="num_generations",
+            )
+        checked = await core.params.check(model, params, self._validate(validate))
+        return await self._spend.estimate(model, checked, num_generations)
 
     # -- generations --------------------------------------------------------------------
 
@@ -628,6 +903,27 @@ class AsyncClient:
             observe(pending, record)
         return record
 
+    async def get_generation_details(self, generation_id: str) -> GenerationRecord:
+        """A generation's full history row, with what it was charged
+        (``GET /api/ai/generations/{id}``, the docs' "Get generation details").
+
+        Unlike :meth:`get_generation` (the queue's lean row), this row carries ``cost``
+        (``None`` while queued), and who made the generation.
+
+        Raises:
+            NotFoundError: No such generation.
+        """
+        core = self._core
+        core.require_open()
+        record = await core.endpoints.get_generation_details(
+            generation_id, timeout=self._options.timeout
+        )
+        self._spend.observe([record])
+        pending = core.pending.get(generation_id)
+        if pending is not None:
+            observe(pending, record)
+        return record
+
     async def cancel(self, generation: Generation | str) -> None:
         """Cancel a generation (``DELETE /api/ai/queue/{id}``), then learn its final state.
 
@@ -648,11 +944,27 @@ class AsyncClient:
         model: str | None = None,
         status: str | None = None,
         media_type: Literal["image", "video"] | None = None,
+        namespace: str | None = None,
+        repo: str | None = None,
+        folder: str | None = None,
     ) -> list[GenerationRecord]:
-        """Rows of ``GET /api/ai/queue``: active ones only, unless ``status`` is given."""
+        """Rows of ``GET /api/ai/queue``: active ones only, unless ``status`` is given.
+
+        Args:
+            model: Only this model's rows.
+            status: Only rows in this status (``queued``, ..., ``cancelled``); ``None``:
+                the active ones (``queued`` and ``processing``).
+            media_type: ``"image"`` or ``"video"``.
+            namespace: The namespace whose rows to list (``None``: the caller's).
+            repo: Only rows stored in this repo (``target_repo``).
+            folder: Only rows stored in this directory (``target_directory``).
+
+        Each filter is ``None`` for no filter.
+        """
         self._core.require_open()
         return await self._core.endpoints.list_queue(
-            model=model, status=status, media_type=media_type, timeout=self._options.timeout
+            timeout=self._options.timeout,
+            **_filters(model, status, media_type, namespace, repo, folder),
         )
 
     async def list_generations(
@@ -663,17 +975,71 @@ class AsyncClient:
         model: str | None = None,
         status: str | None = None,
         media_type: Literal["image", "video"] | None = None,
+        namespace: str | None = None,
+        repo: str | None = None,
+        folder: str | None = None,
     ) -> GenerationPage:
-        """One page of history with costs (``GET /api/ai/generations``; page_size <= 1000)."""
+        """One page of history with costs (``GET /api/ai/generations``; page_size <= 1000).
+
+        Takes the filters of :meth:`list_queue` (``status`` is one status; ``None`` is
+        every row, finished or not). The page's ``total_cost`` covers the whole filtered
+        set. :meth:`iter_generations` pages through it all.
+        """
         self._core.require_open()
-        return await self._core.endpoints.list_generations(
+        listed = await self._core.endpoints.list_generations(
             page=page,
             page_size=page_size,
-            model=model,
-            status=status,
-            media_type=media_type,
             timeout=self._options.timeout,
+            **_filters(model, status, media_type, namespace, repo, folder),
         )
+        self._spend.observe(listed.generations)
+        return listed
+
+    def iter_generations(
+        self,
+        *,
+        model: str | None = None,
+        status: str | None = None,
+        media_type: Literal["image", "video"] | None = None,
+        namespace: str | None = None,
+        repo: str | None = None,
+        folder: str | None = None,
+        page_size: int = 100,
+    ) -> GenerationHistory:
+        """Every row of the history that matches the filters, page after page::
+
+            history = client.iter_generations(model="gpt-image-2", status="succeeded")
+            async for record in history:
+                print(record.generation_id, record.cost)
+            print(history.total_entries, history.total_cost)
+
+        Pages (``GET /api/ai/generations``) are fetched as the rows are consumed. Once the
+        first page is read, ``total_cost`` and ``total_entries`` describe the whole set.
+
+        Args:
+            model, status, media_type, namespace, repo, folder: As :meth:`list_queue`'s
+                (``status=None``: every row, finished or not).
+            page_size: Rows per request, 1 to 1000.
+
+        Raises:
+            InvalidParamsError: ``page_size`` out of range.
+        """
+        self._core.require_open()
+        if isinstance(page_size, bool) or not isinstance(page_size, int):
+            raise InvalidParamsError("page_size must be an integer", field="page_size")
+        if not 1 <= page_size <= _MAX_PAGE_SIZE:
+            raise InvalidParamsError(
+                f"page_size must be 1 to {_MAX_PAGE_SIZE}, not {page_size}", field="page_size"
+            )
+        filters = _filters(model, status, media_type, namespace, repo, folder)
+
+        async def fetch(page: int) -> GenerationPage:
+            self._core.require_open()
+            return await self._core.endpoints.list_generations(
+                page=page, page_size=page_size, timeout=self._options.timeout, **filters
+            )
+
+        return GenerationHistory(fetch, observe=self._spend.observe)
 
     # -- models -------------------------------------------------------------------------
 
@@ -764,6 +1130,37 @@ class AsyncClient:
             on_enqueued=on_enqueued,
             on_finished=on_finished,
         )
+
+
+def _filters(
+    model: str | None,
+    status: str | None,
+    media_type: str | None,
+    namespace: str | None,
+    repo: str | None,
+    folder: str | None,
+) -> dict[str, str | None]:
+    """The list filters the spec documents, by their query names."""
+    return {
+        "model": model,
+        "status": status,
+        "media_type": media_type,
+        "namespace": namespace,
+        "repo": repo,
+        "folder": folder,
+    }
+
+
+def _budget(max_spend: object) -> Budget:
+    try:
+        limit = to_decimal(max_spend)
+    except ValueError:
+        raise InvalidParamsError(
+            f"max_spend must be an amount (a Decimal), not {max_spend!r}", field="max_spend"
+        ) from None
+    if limit < 0:
+        raise InvalidParamsError(f"max_spend cannot be negative ({limit})", field="max_spend")
+    return Budget(limit)
 
 
 def _timed_out(generation: Generation) -> bool:

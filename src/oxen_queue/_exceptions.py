@@ -18,6 +18,8 @@ The tree::
     │   └── GenerationCancelledError    status ``cancelled``
     ├── GenerationTimeoutError          the generation's deadline passed (also a TimeoutError)
     ├── InvalidParamsError              bad input caught before any request (also a ValueError)
+    ├── CostUnknownError                no price can be worked out for a request (what is missing)
+    ├── BudgetExceededError             an enqueue's estimate would pass the client's max_spend
     ├── AmbiguousEnqueueError           an enqueue may have created a job that was not found
     ├── DownloadError                   a result file could not be fetched or was refused
     ├── ClientClosedError               the client is not open (use ``async with``)
@@ -34,6 +36,7 @@ alias: the same class). Every error pickles, with its attributes (a traceback do
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -47,7 +50,9 @@ __all__ = [
     "AmbiguousEnqueueError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "ClientClosedError",
+    "CostUnknownError",
     "DownloadError",
     "GenerationCancelledError",
     "GenerationError",
@@ -289,6 +294,45 @@ class AmbiguousEnqueueError(OxenError):
         self.model = model
         self.params = dict(params)
         self.candidate_ids: tuple[str, ...] = tuple(candidate_ids)
+
+
+class CostUnknownError(OxenError):
+    """No price can be worked out for a request from the model's published ``pricing``.
+
+    Never a guess of zero: a model billed by token or by time (the cost depends on what
+    happens when the job runs), a price grid without the requested cell, a per-second price
+    without a ``duration`` (and no default for it), or no pricing at all.
+
+    Attributes:
+        model: The model id.
+        missing: What is missing, in a few words (``"duration"``,
+            ``"cost_per_image_grid['high']['999x999']"``, ``"pricing"``...).
+    """
+
+    def __init__(self, message: str, *, model: str, missing: str) -> None:
+        super().__init__(message)
+        self.model = model
+        self.missing = missing
+
+
+class BudgetExceededError(OxenError):
+    """An enqueue whose estimated cost would take the client's committed spend past its
+    ``max_spend``. Raised before anything is sent.
+
+    Attributes:
+        estimate: The refused request's estimated cost.
+        committed: What the client had committed when it refused: its jobs at their charged
+            cost once known, at their estimate until then, and enqueues in flight.
+        budget: The client's ``max_spend``.
+    """
+
+    def __init__(
+        self, message: str, *, estimate: Decimal, committed: Decimal, budget: Decimal
+    ) -> None:
+        super().__init__(message)
+        self.estimate = estimate
+        self.committed = committed
+        self.budget = budget
 
 
 class DownloadError(OxenError):

@@ -4,13 +4,21 @@ Response models accept unknown fields, because rows carry the request's own para
 in at the top level ("Any additional parameters from the original enqueue request ... are
 included"), and unknown status strings, because the API has renamed statuses before
 (``processing`` became ``queued`` in enqueue responses in May 2026).
+
+Money is :class:`~decimal.Decimal`, never a float. Rows carry ``cost`` as a decimal string
+("Charged amount for this row (decimal as string)"); ``pricing`` amounts are JSON numbers,
+read through their shortest spelling (``0.07`` is ``Decimal("0.07")``, not the binary
+fraction nearest to it), which is what the server wrote.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+import logging
+import math
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -23,13 +31,62 @@ __all__ = [
     "Model",
     "ModelCapabilities",
     "ModelPricing",
+    "PricingMethod",
+    "VideoResult",
+    "VideosResponse",
 ]
+
+logger = logging.getLogger("oxen_queue")
 
 GenerationStatus = Literal["queued", "processing", "succeeded", "failed", "cancelled"]
 """The statuses the API documents. Records hold any string: a new status is never a crash."""
 
 TERMINAL_STATUSES: Final = frozenset({"succeeded", "failed", "cancelled"})
 """Statuses after which a generation never changes again."""
+
+PricingMethod = Literal["token", "time", "per_image", "per_video_output_second"]
+"""How a model is billed, as the spec's ``Model.pricing.method`` enumerates it."""
+
+
+def to_decimal(value: object) -> Decimal:
+    """An amount as an exact ``Decimal``: a decimal string or a JSON number, by its spelling.
+
+    Raises:
+        ValueError: Not a finite amount (``NaN``, ``Infinity``, ``true``, ``"abc"``...).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError(f"not an amount: {value!r}")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"not a finite amount: {value!r}")
+        # repr() is the shortest spelling that reads back as this float: the server's digits.
+        value = repr(value)
+    try:
+        amount = Decimal(value.strip() if isinstance(value, str) else value)
+    except InvalidOperation:
+        raise ValueError(f"not an amount: {value!r}") from None
+    if not amount.is_finite():
+        raise ValueError(f"not a finite amount: {value!r}")
+    return amount
+
+
+def _lenient_amount(value: object) -> Decimal | None:
+    # A row's cost is information, not structure: a garbled one must not make the whole row
+    # (and the generation it settles) unreadable.
+    if value is None:
+        return None
+    try:
+        return to_decimal(value)
+    except ValueError:
+        logger.debug("ignored an unreadable cost: %.100r", value)
+        return None
+
+
+Amount = Annotated[Decimal, BeforeValidator(to_decimal)]
+"""A price: a JSON number or decimal string, as an exact Decimal."""
+
+Charge = Annotated[Decimal | None, BeforeValidator(_lenient_amount)]
+"""A charged amount (decimal string); ``None`` when absent, null or unreadable."""
 
 
 class _Response(BaseModel):
@@ -64,8 +121,9 @@ class GenerationRecord(_Response):
     target_namespace: str | None = None
     target_repo: str | None = None
     target_directory: str | None = None
-    cost: str | None = None
-    """Charged amount as a decimal string; only ``/api/ai/generations`` rows carry it."""
+    cost: Charge = None
+    """What the row was charged, once charged (``None`` while queued, and on rows of
+    ``/api/ai/queue``, which carry no cost; ``/api/ai/generations`` rows do)."""
     user_id: str | None = None
     username: str | None = None
     user_image: str | None = None
@@ -92,7 +150,9 @@ class GenerationPage(_Response):
     page_size: int
     total_pages: int
     total_entries: int
-    total_cost: str | None = None
+    total_cost: Charge = None
+    """What the whole filtered set was charged (every page, not just this one); ``None`` when
+    nothing in it has been charged."""
 
 
 class ModelCapabilities(_Response):
@@ -103,11 +163,47 @@ class ModelCapabilities(_Response):
 
 
 class ModelPricing(_Response):
-    """How a model is billed. Only ``method`` is common; the rest depends on it."""
+    """How a model is billed (the spec's ``Model.pricing``); amounts are exact Decimals.
 
-    method: str | None = None
-    cost_per_image: float | None = None
-    cost_per_second: float | None = None
+    Only ``method`` is common; which amounts are set depends on it (the others are null).
+    ``AsyncClient.estimate_cost`` prices a request from them.
+
+    Attributes:
+        method: ``per_image``, ``per_video_output_second``, ``token`` or ``time`` (any
+            other string is kept as it is).
+        cost_per_image: One image's price.
+        cost_per_image_grid: One image's price by quality, then resolution:
+            ``{"high": {"1920x1080": Decimal("0.28"), ...}, ...}``.
+        cost_per_second: One second of output video.
+        cost_per_second_high_res: One second of output video at high resolution.
+        cost_per_second_with_audio: One second of output video with a soundtrack.
+        cost_per_second_by_resolution: One second of output video by resolution
+            (``{"1080p": Decimal("0.07")}``).
+        input_cost_per_token: One input token (chat models).
+        output_cost_per_token: One output token (chat models).
+    """
+
+    method: PricingMethod | str | None = None
+    cost_per_image: Amount | None = None
+    cost_per_image_grid: dict[str, dict[str, Amount]] | None = None
+    cost_per_second: Amount | None = None
+    cost_per_second_high_res: Amount | None = None
+    cost_per_second_with_audio: Amount | None = None
+    cost_per_second_by_resolution: dict[str, Amount] | None = None
+    input_cost_per_token: Amount | None = None
+    output_cost_per_token: Amount | None = None
+
+
+def _lenient_pricing(value: object) -> ModelPricing | None:
+    # A pricing object the client cannot read leaves the model usable (its schema still
+    # checks requests); only an estimate needs it, and says it is missing.
+    if value is None or isinstance(value, ModelPricing):
+        return value
+    try:
+        return ModelPricing.model_validate(value)
+    except ValidationError:
+        logger.debug("ignored an unreadable pricing object: %.200r", value)
+        return None
 
 
 class Model(_Response):
@@ -127,7 +223,8 @@ class Model(_Response):
     model_type: str | None = None
     endpoint: str | None = None
     capabilities: ModelCapabilities | None = None
-    pricing: ModelPricing | None = None
+    pricing: Annotated[ModelPricing | None, BeforeValidator(_lenient_pricing)] = None
+    """How the model is billed; ``None`` when not published (or unreadable)."""
     request_schema: dict[str, Any] | None = None
     json_request_schema: dict[str, Any] | None = None
 
@@ -156,11 +253,26 @@ class ImageResult(_Response):
 
 
 class ImagesResponse(_Response):
-    """The answer of the blocking ``POST /api/ai/images/generate``."""
+    """The answer of the blocking ``POST /api/ai/images/generate`` and ``/images/edit``."""
 
     model: str | None = None
     created: int | None = None
     images: list[ImageResult] = Field(default_factory=list)
+
+
+class VideoResult(_Response):
+    """One video from ``POST /api/ai/videos/generate``: a temporary ``url`` or ``b64_json``."""
+
+    url: str | None = None
+    b64_json: str | None = None
+
+
+class VideosResponse(_Response):
+    """The answer of the blocking ``POST /api/ai/videos/generate``."""
+
+    model: str | None = None
+    created: int | None = None
+    videos: list[VideoResult] = Field(default_factory=list)
 
 
 class CompletionEvent(_Response):

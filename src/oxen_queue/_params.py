@@ -4,18 +4,22 @@ The queue accepts any parameters at enqueue time and checks them against the mod
 the job runs: "model-specific params ... are validated at run time" (async queue reference),
 and a job that fails then is billed. So every check that can be made here is made here.
 
-``gpt-image-2`` has typed parameters (:class:`GptImage2Params`, with the docs page's enums and
-defaults). Any other model is checked against the JSON Schema the server publishes for it
-(``GET /api/ai/models/{id}``), with :func:`check_against_schema`.
+``gpt-image-2``, ``gpt-image-2-edit`` and ``kling-video-v2-6-pro-text-to-video`` have typed
+parameters (:class:`GptImage2Params`, :class:`GptImage2EditParams`,
+:class:`KlingV26ProTextToVideoParams`, with their pages' enums and defaults). Any other model is
+checked against the JSON Schema the server publishes for it (``GET /api/ai/models/{id}``), with
+:func:`check_against_schema`.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticUndefined
 
 if TYPE_CHECKING:
     from ._models import Model
@@ -24,14 +28,21 @@ from ._exceptions import InvalidParamsError, NotFoundError
 
 __all__ = [
     "QUEUE_FIELDS",
+    "GptImage2EditOptions",
+    "GptImage2EditParams",
     "GptImage2Options",
     "GptImage2Params",
+    "KlingAspectRatio",
+    "KlingDuration",
+    "KlingV26ProTextToVideoOptions",
+    "KlingV26ProTextToVideoParams",
     "OutputFormat",
     "ParamChecker",
     "Quality",
     "Resolution",
     "check_against_schema",
     "merge_extra",
+    "typed_defaults",
     "validate_params",
 ]
 
@@ -44,6 +55,14 @@ Quality = Literal["auto", "low", "medium", "high"]
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 """GPT Image 2 file formats."""
+
+KlingAspectRatio = Literal["9:16", "16:9", "1:1"]
+"""Kling v2.6 Pro text-to-video aspect ratios."""
+
+KlingDuration = Literal[5, 10]
+"""Kling v2.6 Pro text-to-video lengths, in seconds."""
+
+_MAX_INPUT_IMAGES: Final = 16  # OpenAI's limit for GPT image edits (the emulator's schema too)
 
 QUEUE_FIELDS: Final = frozenset({"target_namespace", "target_repo", "target_directory"})
 """Fields the queue itself takes on any model: where results are stored and who is billed."""
@@ -78,11 +97,152 @@ class GptImage2Options(TypedDict, total=False):
     target_directory: str
 
 
-_TYPED: Final[dict[str, type[BaseModel]]] = {"gpt-image-2": GptImage2Params}
+def _url(value: object, field: str) -> object:
+    # "The URL must be publicly downloadable. Data URIs work but are not recommended." (the
+    # image editing reference): an http(s) URL or a data: URI, nothing else.
+    if isinstance(value, str) and not value.startswith(("https://", "http://", "data:")):
+        raise ValueError(f"{field} must be an http(s) URL (or a data: URI), not {value!r}")
+    return value
+
+
+class GptImage2EditParams(BaseModel):
+    """Parameters of ``gpt-image-2-edit``: the edit reference's ``prompt`` and ``input_image``
+    (a URL, or a list of URLs of images to compose), the spec's optional ``mask``, and
+    gpt-image-2's ``resolution``, ``quality`` and ``output_format`` with their defaults.
+
+    The input images must be publicly downloadable: the provider fetches them when the job
+    runs. Only the fields you set are sent; the server applies the same defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field(min_length=1, description="Text instruction for the edit.")
+    input_image: str | list[str] = Field(
+        description="URL of the image to edit, or a list of URLs of images to compose (1-16)."
+    )
+    mask: str | None = Field(
+        default=None, description="URL of a mask image: where the edit may change the image."
+    )
+    resolution: Resolution = "1920x1080"
+    quality: Quality = "high"
+    output_format: OutputFormat = "png"
+
+    @field_validator("input_image", mode="before")
+    @classmethod
+    def _input_images(cls, value: object) -> object:
+        if isinstance(value, list):
+            if not 1 <= len(value) <= _MAX_INPUT_IMAGES:
+                raise ValueError(f"input_image takes 1 to {_MAX_INPUT_IMAGES} URLs")
+            for item in value:
+                if not isinstance(item, str):
+                    raise ValueError(f"input_image must list URLs, not {item!r}")
+                _url(item, "input_image")
+            return value
+        if not isinstance(value, str):
+            raise ValueError("input_image must be a URL or a list of URLs")
+        return _url(value, "input_image")
+
+    @field_validator("mask", mode="before")
+    @classmethod
+    def _mask(cls, value: object) -> object:
+        if not isinstance(value, str):
+            raise ValueError("mask must be a URL (leave it out for no mask)")
+        return _url(value, "mask")
+
+
+class GptImage2EditOptions(TypedDict, total=False):
+    """The optional keyword arguments of a ``gpt-image-2-edit`` request (``prompt`` and
+    ``input_image`` are required), for editors and type checkers.
+
+    Defaults (applied by the server when a key is left out): no mask,
+    ``resolution="1920x1080"``, ``quality="high"``, ``output_format="png"``.
+    """
+
+    mask: str
+    resolution: Resolution
+    quality: Quality
+    output_format: OutputFormat
+    target_namespace: str
+    target_repo: str
+    target_directory: str
+
+
+class KlingV26ProTextToVideoParams(BaseModel):
+    """Parameters of ``kling-video-v2-6-pro-text-to-video``, as its model page lists them, with
+    its defaults. Billed per second of output (``duration``), more with ``generate_audio``.
+
+    Only the fields you set are sent; the server applies the same defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field(min_length=1, description="Text description of the video to generate.")
+    negative_prompt: str | None = Field(default=None, description="What the video should not show.")
+    aspect_ratio: KlingAspectRatio = "16:9"
+    duration: KlingDuration = 5
+    generate_audio: bool = False
+    cfg_scale: float = Field(
+        default=0.5, ge=0, le=10, description="How closely the video follows the prompt (0-10)."
+    )
+
+    @field_validator("negative_prompt", mode="before")
+    @classmethod
+    def _negative_prompt(cls, value: object) -> object:
+        if not isinstance(value, str):
+            raise ValueError("negative_prompt must be a string (leave it out for none)")
+        return value
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _whole_seconds(cls, value: object) -> object:
+        # 5.0 equals 5, but the schema's type is integer: send what the server expects.
+        if isinstance(value, float):
+            raise ValueError(f"duration must be 5 or 10 (an integer), not {value!r}")
+        return value
+
+
+class KlingV26ProTextToVideoOptions(TypedDict, total=False):
+    """The optional keyword arguments of a ``kling-video-v2-6-pro-text-to-video`` request
+    (``prompt`` is required), for editors and type checkers.
+
+    Defaults (applied by the server when a key is left out): ``aspect_ratio="16:9"``,
+    ``duration=5``, ``generate_audio=False``, ``cfg_scale=0.5``.
+    """
+
+    negative_prompt: str
+    aspect_ratio: KlingAspectRatio
+    duration: KlingDuration
+    generate_audio: bool
+    cfg_scale: float
+    target_namespace: str
+    target_repo: str
+    target_directory: str
+
+
+_TYPED: Final[dict[str, type[BaseModel]]] = {
+    "gpt-image-2": GptImage2Params,
+    "gpt-image-2-edit": GptImage2EditParams,
+    "kling-video-v2-6-pro-text-to-video": KlingV26ProTextToVideoParams,
+}
+
+
+def typed_defaults(model: str) -> dict[str, Any]:
+    """The defaults of a model with typed parameters (``{}`` for any other model)."""
+    typed = _TYPED.get(model)
+    if typed is None:
+        return {}
+    return {
+        name: field.default
+        for name, field in typed.model_fields.items()
+        if field.default is not PydanticUndefined and field.default is not None
+    }
 
 
 class ParamChecker:
     """Checks a client's requests, fetching each untyped model's published schema once.
+
+    The model fetched (``GET /api/ai/models/{id}``) is kept whole: its ``pricing`` prices
+    requests (``estimate_cost``, the budget) with no second fetch.
 
     Args:
         describe: Fetches a model (``GET /api/ai/models/{id}``).
@@ -92,7 +252,8 @@ class ParamChecker:
     def __init__(self, describe: Callable[[str], Awaitable[Model]], *, enabled: bool) -> None:
         self._describe = describe
         self._enabled = enabled
-        self._schemas: dict[str, dict[str, Any] | None] = {}
+        self._models: dict[str, Model] = {}
+        self._fetching: dict[str, anyio.Lock] = {}
 
     async def check(
         self, model: str, params: Mapping[str, Any], validate: bool | None
@@ -108,17 +269,33 @@ class ParamChecker:
         return validate_params(model, params, schema=schema)
 
     async def _schema(self, model: str) -> dict[str, Any] | None:
-        if model not in self._schemas:
-            try:
-                described = await self._describe(model)
-            except NotFoundError:
-                raise InvalidParamsError(
-                    f"model={model!r} is not a model the API knows "
-                    "(list them with `oxen-queue models`)",
-                    field="model",
-                ) from None
-            self._schemas[model] = described.parameter_schema
-        return self._schemas[model]
+        return (await self.describe(model)).parameter_schema
+
+    async def describe(self, model: str) -> Model:
+        """The model as the API describes it, fetched once per client (concurrent callers
+        share the one request; a failed fetch is tried again by the next caller).
+
+        Raises:
+            InvalidParamsError: A model the API does not know.
+        """
+        described = self._models.get(model)
+        if described is not None:
+            return described
+        lock = self._fetching.setdefault(model, anyio.Lock())
+        async with lock:
+            described = self._models.get(model)
+            if described is None:
+                try:
+                    described = await self._describe(model)
+                except NotFoundError:
+                    raise InvalidParamsError(
+                        f"model={model!r} is not a model the API knows "
+                        "(list them with `oxen-queue models`)",
+                        field="model",
+                    ) from None
+                self._models[model] = described
+        self._fetching.pop(model, None)
+        return described
 
 
 def validate_params(
@@ -166,10 +343,13 @@ def _check_typed(model: str, typed: type[BaseModel], params: Mapping[str, Any]) 
             raise _unknown(model, str(field), known) from None
         if kind == "missing":
             raise InvalidParamsError(f"{field} is required for {model}", field=field) from None
-        if field in typed.model_fields:
-            allowed = get_args(typed.model_fields[field].annotation)
-            if allowed:
-                raise _not_allowed(model, field, error.get("input"), allowed) from None
+        annotation = typed.model_fields[field].annotation if field in typed.model_fields else None
+        if get_origin(annotation) is Literal and kind in ("literal_error", "value_error"):
+            allowed = get_args(annotation)
+            raise _not_allowed(model, str(field), error.get("input"), allowed) from None
+        if kind == "value_error":
+            message = str(error["msg"]).removeprefix("Value error, ")
+            raise InvalidParamsError(message, field=field) from None
         raise InvalidParamsError(
             f"{field}: {error['msg']} (got {error.get('input')!r})", field=field
         ) from None

@@ -13,7 +13,8 @@ import concurrent.futures
 import functools
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar, Unpack, overload
@@ -34,12 +35,14 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from ._batch import BatchItem
+    from ._budget import SpendSummary
     from ._generation import Generation
-    from ._models import GenerationPage, ImagesResponse, Model
-    from ._params import GptImage2Options
+    from ._history import GenerationHistory
+    from ._models import GenerationPage, ImagesResponse, Model, VideosResponse
+    from ._params import GptImage2EditOptions, GptImage2Options, KlingV26ProTextToVideoOptions
     from ._stats import ClientStats
 
-__all__ = ["Client", "SyncGeneration"]
+__all__ = ["Client", "SyncGeneration", "SyncGenerationHistory"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -128,6 +131,7 @@ class Client:
         allow_insecure_http: bool = False,
         verify: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_spend: Decimal | int | None = None,
     ) -> None:
         # Spelled out (not **options) so editors and type checkers see them; a test keeps
         # them identical to AsyncClient's, defaults included.
@@ -149,6 +153,7 @@ class Client:
             "allow_insecure_http": allow_insecure_http,
             "verify": verify,
             "transport": transport,
+            "max_spend": max_spend,
         }
         self._loop = _LoopThread()
         try:
@@ -204,6 +209,12 @@ class Client:
         """A snapshot of the client's counters; see :attr:`AsyncClient.stats`."""
         return self._loop.portal.call(lambda: self._async.stats)
 
+    @property
+    def spend(self) -> SpendSummary | None:
+        """What the client has committed against its ``max_spend``; see
+        :attr:`AsyncClient.spend`."""
+        return self._loop.portal.call(lambda: self._async.spend)
+
     def _run(self, function: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a coroutine function on the client's loop and wait for it, interruptibly."""
         if self._lifetime.context is None:
@@ -225,6 +236,33 @@ class Client:
         validate: bool | None = ...,
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2Options],
+    ) -> SyncGeneration: ...
+
+    @overload
+    def enqueue(
+        self,
+        model: Literal["gpt-image-2-edit"],
+        /,
+        *,
+        prompt: str,
+        input_image: str | list[str],
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
+        **params: Unpack[GptImage2EditOptions],
+    ) -> SyncGeneration: ...
+
+    @overload
+    def enqueue(
+        self,
+        model: Literal["kling-video-v2-6-pro-text-to-video"],
+        /,
+        *,
+        prompt: str,
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
+        **params: Unpack[KlingV26ProTextToVideoOptions],
     ) -> SyncGeneration: ...
 
     @overload
@@ -298,6 +336,33 @@ class Client:
     @overload
     def generate(
         self,
+        model: Literal["gpt-image-2-edit"],
+        /,
+        *,
+        prompt: str,
+        input_image: str | list[str],
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
+        **params: Unpack[GptImage2EditOptions],
+    ) -> GenerationRecord: ...
+
+    @overload
+    def generate(
+        self,
+        model: Literal["kling-video-v2-6-pro-text-to-video"],
+        /,
+        *,
+        prompt: str,
+        deadline: float | Default | None = ...,
+        validate: bool | None = ...,
+        extra_params: Mapping[str, Any] | None = ...,
+        **params: Unpack[KlingV26ProTextToVideoOptions],
+    ) -> GenerationRecord: ...
+
+    @overload
+    def generate(
+        self,
         model: str,
         /,
         *,
@@ -354,6 +419,74 @@ class Client:
         """Every job the ledger knows as unfinished; see :meth:`AsyncClient.recover`."""
         return [SyncGeneration(self, g) for g in self._run(self._async.recover, wait=wait)]
 
+    def edit_images(
+        self,
+        model: str,
+        /,
+        *,
+        prompt: str,
+        input_image: str | list[str],
+        n: int | None = None,
+        response_format: Literal["url", "b64_json"] | None = None,
+        timeout: float = 600.0,
+        validate: bool | None = None,
+        **params: Any,
+    ) -> ImagesResponse:
+        """The blocking edit endpoint; see :meth:`AsyncClient.edit_images`."""
+        return self._run(
+            self._async.edit_images,
+            model,
+            prompt=prompt,
+            input_image=input_image,
+            n=n,
+            response_format=response_format,
+            timeout=timeout,
+            validate=validate,
+            **params,
+        )
+
+    def generate_videos(
+        self,
+        model: str,
+        /,
+        *,
+        prompt: str | None = None,
+        n: int | None = None,
+        response_format: Literal["url", "b64_json"] | None = None,
+        timeout: float = 1800.0,
+        validate: bool | None = None,
+        **params: Any,
+    ) -> VideosResponse:
+        """The blocking video endpoint; see :meth:`AsyncClient.generate_videos`."""
+        return self._run(
+            self._async.generate_videos,
+            model,
+            prompt=prompt,
+            n=n,
+            response_format=response_format,
+            timeout=timeout,
+            validate=validate,
+            **params,
+        )
+
+    def estimate_cost(
+        self,
+        model: str,
+        /,
+        *,
+        num_generations: int = 1,
+        validate: bool | None = None,
+        **params: Any,
+    ) -> Decimal:
+        """What a request would cost; see :meth:`AsyncClient.estimate_cost`."""
+        return self._run(
+            self._async.estimate_cost,
+            model,
+            num_generations=num_generations,
+            validate=validate,
+            **params,
+        )
+
     def generation(
         self, generation_id: str, *, deadline: float | Default | None = DEFAULT
     ) -> SyncGeneration:
@@ -370,6 +503,11 @@ class Client:
         """The current row of a generation."""
         return self._run(self._async.get_generation, generation_id)
 
+    def get_generation_details(self, generation_id: str) -> GenerationRecord:
+        """A generation's history row, with its cost; see
+        :meth:`AsyncClient.get_generation_details`."""
+        return self._run(self._async.get_generation_details, generation_id)
+
     def cancel(self, generation: SyncGeneration | str) -> None:
         """Cancel a generation upstream."""
         target = generation.id if isinstance(generation, SyncGeneration) else generation
@@ -381,9 +519,20 @@ class Client:
         model: str | None = None,
         status: str | None = None,
         media_type: Literal["image", "video"] | None = None,
+        namespace: str | None = None,
+        repo: str | None = None,
+        folder: str | None = None,
     ) -> list[GenerationRecord]:
         """Active rows (or rows of ``status``); see :meth:`AsyncClient.list_queue`."""
-        return self._run(self._async.list_queue, model=model, status=status, media_type=media_type)
+        return self._run(
+            self._async.list_queue,
+            model=model,
+            status=status,
+            media_type=media_type,
+            namespace=namespace,
+            repo=repo,
+            folder=folder,
+        )
 
     def list_generations(
         self,
@@ -393,6 +542,9 @@ class Client:
         model: str | None = None,
         status: str | None = None,
         media_type: Literal["image", "video"] | None = None,
+        namespace: str | None = None,
+        repo: str | None = None,
+        folder: str | None = None,
     ) -> GenerationPage:
         """A page of history; see :meth:`AsyncClient.list_generations`."""
         return self._run(
@@ -402,7 +554,37 @@ class Client:
             model=model,
             status=status,
             media_type=media_type,
+            namespace=namespace,
+            repo=repo,
+            folder=folder,
         )
+
+    def iter_generations(
+        self,
+        *,
+        model: str | None = None,
+        status: str | None = None,
+        media_type: Literal["image", "video"] | None = None,
+        namespace: str | None = None,
+        repo: str | None = None,
+        folder: str | None = None,
+        page_size: int = 100,
+    ) -> SyncGenerationHistory:
+        """Every matching row of the history, page after page (``for record in ...``); see
+        :meth:`AsyncClient.iter_generations`."""
+
+        async def start() -> GenerationHistory:
+            return self._async.iter_generations(
+                model=model,
+                status=status,
+                media_type=media_type,
+                namespace=namespace,
+                repo=repo,
+                folder=folder,
+                page_size=page_size,
+            )
+
+        return SyncGenerationHistory(self, self._run(start))
 
     def get_model(self, model_id: str) -> Model:
         """A model and its parameter schema."""
@@ -444,6 +626,58 @@ class Client:
     ) -> list[BatchItem]:
         """Run many requests and wait for all; see :func:`oxen_queue.run_batch`."""
         return self._run(self._async.batch, model, requests, concurrency=concurrency)
+
+
+class SyncGenerationHistory:
+    """The rows of the history, page after page: ``for record in history``.
+
+    Made by :meth:`Client.iter_generations`; the blocking form of :class:`GenerationHistory`
+    (each page is fetched when the rows before it have been consumed).
+    """
+
+    __slots__ = ("_client", "_history")
+
+    def __init__(self, client: Client, history: GenerationHistory) -> None:
+        self._client = client
+        self._history = history
+
+    def __repr__(self) -> str:
+        return repr(self._history).replace("<GenerationHistory", "<SyncGenerationHistory", 1)
+
+    @property
+    def total_cost(self) -> Decimal | None:
+        """What the whole filtered set was charged (``None`` before the first page, and
+        when nothing in it has been charged)."""
+        return self._history.total_cost
+
+    @property
+    def total_entries(self) -> int | None:
+        """Rows in the whole filtered set (``None`` before the first page)."""
+        return self._history.total_entries
+
+    @property
+    def total_pages(self) -> int | None:
+        """Pages in all at this page size (``None`` before the first page)."""
+        return self._history.total_pages
+
+    def __iter__(self) -> Iterator[GenerationRecord]:
+        return self
+
+    def __next__(self) -> GenerationRecord:
+        history = self._history
+
+        async def step() -> GenerationRecord | None:
+            # A coroutine cannot raise StopAsyncIteration through the portal meaningfully:
+            # end of rows is None here, StopIteration there.
+            try:
+                return await history.__anext__()
+            except StopAsyncIteration:
+                return None
+
+        record = self._client._run(step)
+        if record is None:
+            raise StopIteration
+        return record
 
 
 class SyncGeneration:

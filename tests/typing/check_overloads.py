@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import assert_type
 
@@ -11,12 +12,18 @@ from oxen_queue import (
     AsyncClient,
     Client,
     Generation,
+    GenerationHistory,
     GenerationPage,
     GenerationRecord,
+    GptImage2EditOptions,
     GptImage2Options,
     ImagesResponse,
+    KlingV26ProTextToVideoOptions,
     Model,
+    SpendSummary,
     SyncGeneration,
+    SyncGenerationHistory,
+    VideosResponse,
     as_completed,
 )
 from oxen_queue.asgi import cancel_on_disconnect
@@ -87,6 +94,72 @@ async def check_a_bad_resolution(client: AsyncClient, blocking: Client) -> None:
     # checker start flagging these two lines, this file fails and the docs must say so.
     await client.generate("gpt-image-2", prompt="ox", resolution="999x999")
     blocking.generate("gpt-image-2", prompt="ox", resolution="999x999")
+
+
+async def check_edits_videos_and_cost(client: AsyncClient, blocking: Client) -> None:
+    """The edit and video models complete like gpt-image-2, on both clients; cost and history
+    calls have their types."""
+    edit = await client.enqueue(
+        "gpt-image-2-edit",
+        prompt="night",
+        input_image=["https://x/a.png", "https://x/b.png"],
+        mask="https://x/m.png",
+        quality="low",
+        resolution="1024x1024",
+    )
+    assert_type(edit, Generation)
+    video = await client.generate(
+        "kling-video-v2-6-pro-text-to-video",
+        prompt="a river",
+        duration=10,
+        aspect_ratio="9:16",
+        generate_audio=True,
+        cfg_scale=0.7,
+        negative_prompt="boats",
+    )
+    assert_type(video, GenerationRecord)
+    assert_type(
+        blocking.enqueue("gpt-image-2-edit", prompt="n", input_image="https://x/a.png"),
+        SyncGeneration,
+    )
+    assert_type(
+        blocking.generate("kling-video-v2-6-pro-text-to-video", prompt="r"), GenerationRecord
+    )
+    options: KlingV26ProTextToVideoOptions = {"duration": 7}  # type: ignore[typeddict-item]
+    await client.enqueue("kling-video-v2-6-pro-text-to-video", prompt="r", **options)
+    blocking.enqueue("kling-video-v2-6-pro-text-to-video", prompt="r", **options)
+    ratio: KlingV26ProTextToVideoOptions = {"aspect_ratio": "4:3"}  # type: ignore[typeddict-item]
+    await client.generate("kling-video-v2-6-pro-text-to-video", prompt="r", **ratio)
+    edit_options: GptImage2EditOptions = {"quality": "ultra"}  # type: ignore[typeddict-item]
+    await client.enqueue("gpt-image-2-edit", prompt="n", input_image="u", **edit_options)
+    # Inline, a wrong type falls through to the generic overload, as for gpt-image-2 (see
+    # check_a_bad_resolution): the client refuses it at run time, before sending anything.
+    await client.enqueue("gpt-image-2-edit", prompt="n", input_image=42)
+    assert_type(await client.estimate_cost("gpt-image-2", num_generations=2, prompt="x"), Decimal)
+    assert_type(blocking.estimate_cost("gpt-image-2", prompt="x"), Decimal)
+    assert_type(await client.get_generation_details("id"), GenerationRecord)
+    history = client.iter_generations(model="gpt-image-2", status="succeeded", repo="r")
+    assert_type(history, GenerationHistory)
+    async for record in history:
+        assert_type(record, GenerationRecord)
+        assert_type(record.cost, Decimal | None)
+    assert_type(history.total_cost, Decimal | None)
+    rows = blocking.iter_generations(media_type="video", folder="f", namespace="org")
+    assert_type(rows, SyncGenerationHistory)
+    for row in rows:
+        assert_type(row, GenerationRecord)
+    assert_type(client.spend, SpendSummary | None)
+    assert_type(blocking.spend, SpendSummary | None)
+    assert_type(
+        await client.edit_images("gpt-image-2-edit", prompt="n", input_image="u"), ImagesResponse
+    )
+    assert_type(
+        blocking.generate_videos("kling-video-v2-6-pro-text-to-video", prompt="r"), VideosResponse
+    )
+    AsyncClient(max_spend=Decimal("25.50"))
+    Client(max_spend=25)
+    AsyncClient(max_spend=25.5)  # type: ignore[arg-type]
+    await client.list_queue(repo="r", folder="f", namespace="n", status="queued")
 
 
 async def check_asgi(request: starlette.requests.Request, client: AsyncClient) -> None:

@@ -7,6 +7,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,10 +25,11 @@ from .._exceptions import (
     OxenError,
 )
 from .._models import TERMINAL_STATUSES
+from ._cost import Row, dry_run_report, estimate, money
 from ._display import plural
 from ._interrupt import Interrupted, Interrupts
-from ._manifest import Manifest, PromptsFileError, read_prompts
-from ._run import run_generate, run_prompts
+from ._manifest import Manifest, PromptLine, PromptsFileError, read_latest, read_prompts
+from ._run import plan, run_generate, run_prompts
 
 if TYPE_CHECKING:
     import argparse
@@ -184,9 +186,14 @@ async def _prompts_command(
         raise CommandError(str(exc)) from None
     if not lines:
         raise CommandError(f"{prompts} holds no prompts")
+    max_spend = getattr(args, "max_spend", None)
+    if getattr(args, "dry_run", False):
+        return await _dry_run(
+            context, lines=lines, model=model, defaults=defaults, retry_failed=retry_failed
+        )
     manifest = Manifest(args.out / "manifest.jsonl")
     try:
-        async with AsyncClient(**context.options) as client:
+        async with AsyncClient(**context.options, max_spend=max_spend) as client:
             outcome = await run_prompts(
                 client,
                 model=model,
@@ -199,12 +206,57 @@ async def _prompts_command(
                 console=console,
                 interrupts=context.interrupts,
                 title=f"oxen-queue {label} · {model} · {len(lines)} prompts → {args.out}/",
+                max_spend=max_spend,
             )
     finally:
         manifest.close()
     saved = len(outcome.files)
     console.print(f"{saved} of {len(lines)} saved in {args.out}/, manifest {manifest.path}")
+    if outcome.unsent:
+        console.print(
+            f"budget reached (--max-spend {money(Decimal(max_spend or 0))}): "
+            f"{plural(outcome.unsent, 'request')} left unsent. Run again with the same --out "
+            "(and a larger --max-spend) to send them.",
+            markup=False,
+        )
     return 0 if outcome.all_succeeded else 1
+
+
+async def _dry_run(
+    context: Context,
+    *,
+    lines: list[PromptLine],
+    model: str,
+    defaults: dict[str, Any],
+    retry_failed: bool,
+) -> int:
+    """Print what each request a run would send would cost, and the total; send nothing.
+
+    Requests the manifest shows settled or enqueued are not counted (a run would not send
+    them). The only requests made are one ``GET /api/ai/models/{id}`` per model (its prices
+    and schema): no enqueue, no event stream, and no manifest written.
+    """
+    args = context.args
+    latest = read_latest(args.out / "manifest.jsonl")
+    rows: list[Row] = []
+    not_sent = 0
+    # "poll": nothing is waited for, so nothing (not even the event stream) is opened.
+    async with AsyncClient(**context.options, completion="poll") as client:
+        for index, line in enumerate(lines, start=1):
+            if await plan(latest.get(line.key), retry_failed=retry_failed) != "send":
+                not_sent += 1
+                continue
+            params = {**defaults, **line.params}
+            line_model = line.model or model
+            one = await estimate(client, line_model, params)
+            rows.append(((index, line.number), line_model, params, one))
+    context.console.print(
+        f"oxen-queue batch --dry-run · {plural(len(rows), 'request')} to send", markup=False
+    )
+    dry_run_report(
+        context.console, rows, not_sent=not_sent, max_spend=getattr(args, "max_spend", None)
+    )
+    return 1 if any(one.amount is None for *_, one in rows) else 0
 
 
 async def batch(context: Context) -> int:

@@ -13,14 +13,24 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from .._exceptions import BudgetExceededError
+
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from .._batch import BatchItem
 
-__all__ = ["BatchView", "failure_message", "failure_status", "plural", "summary_table"]
+__all__ = [
+    "BatchView",
+    "failure_message",
+    "failure_status",
+    "plural",
+    "summary_table",
+    "unsent",
+]
 
 _FAILED = frozenset({"failed", "cancelled", "error"})
+_NOT_SENT = "not sent: over the budget (--max-spend)"
 
 
 def bucket(item: BatchItem, active: dict[str, str]) -> str:
@@ -101,13 +111,23 @@ def summary_table(items: Sequence[BatchItem], files: dict[int, Path], *, width: 
             str(item.params.get("prompt", "")),
             str(item.params.get("resolution", "default")),
             Text(status, style="green" if path else "red"),
-            path.name if path else (failure_message(item.error) or "")[:200],
+            path.name if path else (failure_message(item.error) or _NOT_SENT * unsent(item))[:200],
         )
     return table
 
 
+def unsent(item: BatchItem) -> bool:
+    """Whether a request was never sent: refused by the budget, or left after it was."""
+    if isinstance(item.error, BudgetExceededError):
+        return True
+    return item.generation is None and item.generation_id is None and item.error is None
+
+
 def failure_status(item: BatchItem) -> str:
-    """How an item that produced no file ended: ``failed``, ``cancelled``, or ``error``."""
+    """How an item that produced no file ended: ``failed``, ``cancelled``, ``error``, or
+    ``unsent`` (the budget stopped the run first)."""
+    if unsent(item):
+        return "unsent"
     if item.generation is not None and item.generation.status in _FAILED:
         return item.generation.status
     return "error" if item.error is not None else item.status
@@ -117,6 +137,8 @@ def failure_message(error: BaseException | None) -> str | None:
     """The server's text for a failed generation, else the error itself."""
     if error is None:
         return None
+    if isinstance(error, BudgetExceededError):
+        return _NOT_SENT
     return getattr(error, "error_message", None) or str(error)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Manifest", "PromptLine", "PromptsFileError", "read_prompts"]
+__all__ = ["Manifest", "PromptLine", "PromptsFileError", "read_latest", "read_prompts"]
 
 
 class PromptsFileError(ValueError):
@@ -96,20 +96,27 @@ def _counted(line: PromptLine, seen: Counter[str]) -> PromptLine:
     return dataclasses.replace(line, occurrence=occurrence) if occurrence else line
 
 
+def read_latest(path: Path) -> dict[str, dict[str, Any]]:
+    """The latest entry of each request of a manifest, by key (none if there is no file).
+    Reads only: a dry run leaves no trace."""
+    latest: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for raw in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(raw)
+            except json.JSONDecodeError:
+                continue  # a line torn by a crash: the event is simply redone
+            if isinstance(entry, dict) and isinstance(entry.get("key"), str):
+                latest[entry["key"]] = entry
+    return latest
+
+
 class Manifest:
     """An append-only JSONL record of a batch, in its output directory."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.latest: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            for raw in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(raw)
-                except json.JSONDecodeError:
-                    continue  # a line torn by a crash: the event is simply redone
-                if isinstance(entry, dict) and isinstance(entry.get("key"), str):
-                    self.latest[entry["key"]] = entry
+        self.latest = read_latest(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if path.stat().st_size and not path.read_bytes().endswith(b"\n"):

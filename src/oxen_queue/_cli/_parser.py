@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Final
 
@@ -78,6 +79,17 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         metavar="X",
         help="an emulator's job durations times X; 0.1 runs ten times faster (default: 1.0)",
     )
+
+
+def _amount(text: str) -> Decimal:
+    """An amount of money on the command line: a plain decimal, zero or more."""
+    try:
+        amount = Decimal(text.strip())
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not an amount: {text!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise argparse.ArgumentTypeError(f"not an amount of zero or more: {text!r}")
+    return amount
 
 
 def _request_options(parser: argparse.ArgumentParser) -> None:
@@ -158,7 +170,10 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
         "Run a prompts file (one prompt per line, or JSON objects of parameters), saving the "
         "results and OUT/manifest.jsonl. Ctrl-C leaves the enqueued generations running "
         "upstream: run the same command again with the same --out to resume, reattaching "
-        "them by id without enqueueing anything twice.",
+        "them by id without enqueueing anything twice. --dry-run prints what each request "
+        "would cost, from the models' published prices, and sends nothing; --max-spend stops "
+        "enqueueing before the run's estimated cost passes the amount, and a later run with "
+        "the same --out sends what was left.",
     )
     batch.add_argument("prompts", type=Path, help="one prompt per line, or JSON objects")
     _request_options(batch)
@@ -166,6 +181,18 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     batch.add_argument("--out", type=Path, default=Path("oxen-output"), help="output directory")
     batch.add_argument(
         "--retry-failed", action="store_true", help="enqueue anew what failed in an earlier run"
+    )
+    batch.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each request's estimated cost and the total; send nothing",
+    )
+    batch.add_argument(
+        "--max-spend",
+        type=_amount,
+        metavar="AMOUNT",
+        help="stop enqueueing before this run commits more than AMOUNT (estimated, then "
+        "charged); what is left stays unsent for a later run",
     )
 
     status = command("status", "show generations' rows")

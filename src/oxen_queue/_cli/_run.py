@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import logging
 from contextlib import AbstractContextManager, nullcontext
+from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from rich.live import Live
 from rich.markup import escape
 
 from .._batch import BatchItem, as_completed, run_batch
-from .._exceptions import AmbiguousEnqueueError, OxenError
+from .._exceptions import AmbiguousEnqueueError, BudgetExceededError, OxenError
 from .._models import GenerationRecord
-from ._display import BatchView, failure_message, failure_status, plural, summary_table
+from ._cost import charged_costs, estimate, money, plan_budget, totals
+from ._display import (
+    BatchView,
+    failure_message,
+    failure_status,
+    plural,
+    summary_table,
+    unsent,
+)
 from ._interrupt import Interrupted
 
 if TYPE_CHECKING:
@@ -25,7 +34,7 @@ if TYPE_CHECKING:
     from ._interrupt import Interrupts
     from ._manifest import Manifest, PromptLine
 
-__all__ = ["BatchOutcome", "run_generate", "run_prompts"]
+__all__ = ["BatchOutcome", "plan", "run_generate", "run_prompts"]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -38,6 +47,8 @@ class BatchOutcome:
     def __init__(self, items: list[BatchItem]) -> None:
         self.items = items
         self.files: dict[int, Path] = {}
+        self.unsent = 0
+        """Requests the budget (``--max-spend``) left unsent."""
 
     @property
     def all_succeeded(self) -> bool:
@@ -70,6 +81,30 @@ async def _save(client: AsyncClient, item: BatchItem, out: Path) -> Path | None:
         return None
 
 
+Plan = Literal["send", "skip", "reattach"]
+
+
+async def plan(previous: dict[str, Any] | None, *, retry_failed: bool) -> Plan:
+    """What a run does with a request, given the manifest's latest entry for it: send it,
+    skip it (settled in an earlier run), or reattach to its generation by id."""
+    if previous is None:
+        return "send"
+    status, file, generation_id = (
+        previous.get("status"),
+        previous.get("file"),
+        previous.get("generation_id"),
+    )
+    if status == "succeeded" and file and await anyio.Path(file).exists():
+        return "skip"
+    if status in ("failed", "cancelled", "error", "ambiguous") and not retry_failed:
+        return "skip"
+    # Enqueued in an earlier run (or succeeded without its file): reattach by id, never
+    # enqueue again. Failed ones are enqueued anew only with --retry-failed.
+    if isinstance(generation_id, str) and status not in ("failed", "cancelled"):
+        return "reattach"
+    return "send"
+
+
 async def run_prompts(
     client: AsyncClient,
     *,
@@ -83,8 +118,14 @@ async def run_prompts(
     console: Console,
     interrupts: Interrupts,
     title: str,
+    max_spend: Decimal | None = None,
 ) -> BatchOutcome:
     """Run a prompts file through ``run_batch``, resuming from the manifest.
+
+    With ``max_spend``, requests are sent in file order while their estimates fit it (see
+    ``plan_budget``): the first that does not stops the run, and it and those after it are
+    left unsent, with no manifest line, for a later run. The client's own budget (the same
+    amount) backs this up: it refuses, before sending, whatever would pass it.
 
     Every finished request is recorded, and printed as one plain line when the output is not a
     terminal. Ctrl-C leaves the generations in flight running upstream, recorded as enqueued:
@@ -100,34 +141,31 @@ async def run_prompts(
         item = BatchItem(params={**defaults, **line.params}, model=line.model, tag=(index, line))
         items.append(item)
         previous = manifest.latest.get(line.key)
-        if previous is None:
+        action = await plan(previous, retry_failed=retry_failed)
+        if action == "send":
             to_run.append(item)
             continue
-        status, file, generation_id = (
-            previous.get("status"),
-            previous.get("file"),
-            previous.get("generation_id"),
-        )
-        if status == "succeeded" and file and await anyio.Path(file).exists():
+        assert previous is not None
+        status, generation_id = previous.get("status"), previous.get("generation_id")
+        if action == "reattach":
+            item.generation_id = generation_id
+            to_run.append(item)
+        elif status == "succeeded":
             item.finished = True
             item.generation_id = generation_id
             item.record = GenerationRecord(generation_id=str(generation_id), status="succeeded")
-            outcome.files[index] = Path(file)
-        elif status in ("failed", "cancelled", "error", "ambiguous") and not retry_failed:
+            outcome.files[index] = Path(str(previous.get("file")))
+        else:
             item.finished = True
             item.generation_id = generation_id
             item.error = OxenError(f"{status} in an earlier run: {previous.get('error')}")
-        else:
-            # Enqueued in an earlier run (or succeeded without its file): reattach by id,
-            # never enqueue again. Failed ones are enqueued anew only with --retry-failed.
-            if isinstance(generation_id, str) and status not in ("failed", "cancelled"):
-                item.generation_id = generation_id
-            to_run.append(item)
     resumed = sum(1 for i in to_run if i.generation_id)
     if resumed or len(to_run) < len(items):
         console.print(
             f"Resuming: {len(items) - len(to_run)} already settled, {resumed} reattached by id."
         )
+    if max_spend is not None:
+        to_run = await _within_budget(client, model, to_run, max_spend)
 
     def on_enqueued(item: BatchItem) -> None:
         _, line = item.tag
@@ -136,6 +174,10 @@ async def run_prompts(
 
     async def on_finished(item: BatchItem) -> None:
         index, line = item.tag
+        if isinstance(item.error, BudgetExceededError):
+            # Not sent: no manifest line, so a later run sends it.
+            _plain_progress(console, view, item, "unsent: the budget (--max-spend) is reached")
+            return
         path = await _save(client, item, out)
         if path is not None:
             outcome.files[index] = path
@@ -174,7 +216,44 @@ async def run_prompts(
         )
     console.print()
     console.print(summary_table(items, outcome.files, width=console.width))
+    outcome.unsent = sum(1 for item in items if unsent(item))
+    await _print_costs(client, model, items, console)
     return outcome
+
+
+async def _within_budget(
+    client: AsyncClient, model: str, to_run: list[BatchItem], max_spend: Decimal
+) -> list[BatchItem]:
+    """The requests to run under the budget: reattached ones all, and new ones in file
+    order until the first that does not fit (as ``--dry-run`` says)."""
+    fresh = [item for item in to_run if item.generation_id is None]
+    estimates = [await estimate(client, item.model or model, item.params) for item in fresh]
+    sent = dict(zip(map(id, fresh), plan_budget(estimates, max_spend).sent, strict=True))
+    return [item for item in to_run if sent.get(id(item), True)]
+
+
+async def _print_costs(
+    client: AsyncClient, model: str, items: list[BatchItem], console: Console
+) -> None:
+    """The run's estimated cost (its models' published prices) and what its rows say it was
+    charged."""
+    made = [item for item in items if item.generation_id is not None]
+    if not made:
+        return
+    estimates = [await estimate(client, item.model or model, item.params) for item in made]
+    estimated, unknown = totals(estimates)
+    ids = {str(item.generation_id) for item in made}
+    charged = await charged_costs(client, ids, {item.model or model for item in made})
+    known = [cost for cost in charged.values() if cost is not None]
+    line = (
+        f"cost of {plural(len(made), 'generation')}: estimated {money(estimated)}"
+        f"{f' (+{unknown} unknown)' if unknown else ''}, charged "
+        f"{money(sum(known, Decimal(0)))}"
+    )
+    pending = len(ids) - len(known)
+    if pending:
+        line += f" ({pending} not charged yet or not found)"
+    console.print(line, markup=False)
 
 
 async def run_generate(

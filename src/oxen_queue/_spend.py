@@ -1,0 +1,182 @@
+"""The client's side of cost: estimates from the published pricing, and the budget's moments.
+
+:class:`SpendControl` prices requests (the model's ``pricing``, fetched once per client with the
+schema the parameter checks already fetch) and, when the client has a ``max_spend``, drives
+its :class:`~._budget.Budget`:
+
+- ``reserve`` before an enqueue is handed over to be sent (refused: ``BudgetExceededError``,
+  nothing sent);
+- ``confirm`` each job it creates, from the enqueue's own ``on_created`` callback, which runs
+  whether or not its caller still waits, so a job is counted even when its answer arrives
+  after its caller was cancelled;
+- ``release`` (or keep, when a job may exist) when the enqueue fails;
+- ``settle`` each job at its charged ``cost`` when it finishes: from a done callback on its
+  ``Generation``, which reads the row (``GET /api/ai/generations/{id}``, one request per
+  finished job, only with a budget), or from any history row the client reads meanwhile.
+
+A job that ends without a final status (its deadline passed, the client closed) may still run,
+and be billed: it stays counted at its estimate. So does a final row with no ``cost``.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Final
+
+from ._budget import Budget, Reservation, SpendSummary
+from ._cost import estimate_cost, schema_defaults
+from ._exceptions import AmbiguousEnqueueError, ClientClosedError, OxenError
+from ._models import TERMINAL_STATUSES
+from ._params import typed_defaults
+from ._retry import is_ambiguous
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from anyio.abc import TaskGroup
+
+    from ._api import QueueEndpoints
+    from ._generation import Generation
+    from ._models import GenerationRecord
+    from ._params import ParamChecker
+
+__all__ = ["NO_HOLD", "Hold", "SpendControl"]
+
+logger = logging.getLogger("oxen_queue")
+
+
+class Hold:
+    """An enqueue's reserved estimate (a no-op without a budget: :data:`NO_HOLD`)."""
+
+    __slots__ = ("_control", "_reservation")
+
+    def __init__(self, control: SpendControl | None, reservation: Reservation | None) -> None:
+        self._control = control
+        self._reservation = reservation
+
+    def confirm(self, generation: Generation) -> None:
+        """A job was created: count it, and settle it at its charge when it finishes."""
+        if self._control is not None and self._reservation is not None:
+            self._reservation.confirm(generation.id)
+            generation.add_done_callback(self._control.finished)
+
+    def release_after(self, error: BaseException) -> None:
+        """An enqueue failed: give back what it reserved, unless a job may exist.
+
+        ``AmbiguousEnqueueError`` (and a client closing while an enqueue was in flight) may
+        hide a billed job: that estimate stays. A refusal, or a caller cancelled (its request
+        withdrawn, or in flight: then its job, if made, is confirmed when the answer lands),
+        gives it back.
+        """
+        if self._reservation is None:
+            return
+        if isinstance(error, AmbiguousEnqueueError | ClientClosedError):
+            self._reservation.commit()
+        else:
+            self._reservation.release()
+
+    def settle_blocking(self, error: BaseException | None) -> None:
+        """A blocking endpoint's call ended: its result has no row to settle by, so its
+        estimate stays, unless the server certainly did nothing (a refusal)."""
+        if self._reservation is None:
+            return
+        if isinstance(error, OxenError) and not is_ambiguous(error):
+            self._reservation.release()
+        else:
+            self._reservation.commit()
+
+
+NO_HOLD: Final = Hold(None, None)
+
+
+class SpendControl:
+    """Estimates and the budget of one client (and its option views).
+
+    Args:
+        params: The client's parameter checker, whose model cache holds the pricing.
+        endpoints: The API.
+        task_group: The client's background task group (raises once the client is closed).
+        budget: The ``max_spend`` accounts; ``None`` for no budget.
+    """
+
+    def __init__(
+        self,
+        *,
+        params: ParamChecker,
+        endpoints: QueueEndpoints,
+        task_group: Callable[[], TaskGroup],
+        budget: Budget | None,
+    ) -> None:
+        self._params = params
+        self._endpoints = endpoints
+        self._task_group = task_group
+        self.budget = budget
+
+    async def estimate(self, model: str, params: Mapping[str, Any], count: int = 1) -> Decimal:
+        """The cost of ``count`` generations of a request (its pricing fetched once).
+
+        Raises:
+            CostUnknownError: The pricing cannot be resolved for these parameters.
+            InvalidParamsError: The API does not know the model.
+        """
+        described = await self._params.describe(model)
+        defaults = {**schema_defaults(described.parameter_schema), **typed_defaults(model)}
+        return estimate_cost(model, described.pricing, params, defaults=defaults, count=count)
+
+    async def reserve(self, model: str, params: Mapping[str, Any], count: int) -> Hold:
+        """Reserve an enqueue's estimate before it is sent (nothing to do without a budget).
+
+        Raises:
+            BudgetExceededError: It would take committed spend past the budget.
+            CostUnknownError: No estimate exists, so the budget cannot be kept.
+        """
+        budget = self.budget
+        if budget is None:
+            return NO_HOLD
+        unit = await self.estimate(model, params)
+        # No await between the check and the reservation: concurrent enqueues cannot both
+        # pass a check that only one of them fits.
+        return Hold(self, budget.reserve(unit, count=count))
+
+    def summary(self) -> SpendSummary | None:
+        return None if self.budget is None else self.budget.summary()
+
+    # -- settling -----------------------------------------------------------------------
+
+    def finished(self, generation: Generation) -> None:
+        """A confirmed job is done: settle it from its row's cost, reading the row if need be.
+
+        A done callback: quick, and never raises.
+        """
+        budget = self.budget
+        if budget is None or not budget.awaits(generation.id):
+            return
+        if generation.status not in TERMINAL_STATUSES:
+            return  # timed out or closed: it may still run, and be billed
+        record = generation.record
+        if record is not None and record.cost is not None:
+            budget.settle(generation.id, record.cost)
+            return
+        try:
+            task_group = self._task_group()
+        except ClientClosedError:
+            return
+        task_group.start_soon(self._read_charge, generation.id)
+
+    async def _read_charge(self, generation_id: str) -> None:
+        try:
+            record = await self._endpoints.get_generation_details(generation_id)
+        except Exception as exc:  # a background task: nothing may escape it
+            logger.debug("could not read the charge of %s: %s", generation_id, exc)
+            return
+        self.observe([record])
+
+    def observe(self, records: Iterable[GenerationRecord]) -> None:
+        """Settle jobs from rows that show their charge (details, history pages)."""
+        budget = self.budget
+        if budget is None:
+            return
+        for record in records:
+            if record.cost is not None and record.is_terminal:
+                budget.settle(record.generation_id, record.cost)
