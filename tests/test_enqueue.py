@@ -84,7 +84,7 @@ async def test_an_ambiguous_failure_that_created_nothing_is_resent_after_two_loo
 
     api.before.append(lost_before_creating)
     async with fake_client(api) as client:
-        client._core.enqueuer._settle_delay = 0.0
+        client._core.enqueuer.reconciler._settle_delay = 0.0
         generation = await client.enqueue("gpt-image-2", prompt="ox")
         assert (client.stats.reconciled, client.stats.resent) == (0, 1)
     assert api.calls["POST /api/ai/queue"] == 2
@@ -149,7 +149,7 @@ async def test_a_garbled_success_whose_job_cannot_be_found_is_never_resent() -> 
 
     api.before.append(garbled_without_job)
     async with fake_client(api) as client:
-        client._core.enqueuer._settle_delay = 0.0
+        client._core.enqueuer.reconciler._settle_delay = 0.0
         with pytest.raises(AmbiguousEnqueueError):
             await client.enqueue("gpt-image-2", prompt="ox")
     assert api.calls["POST /api/ai/queue"] == 1
@@ -238,7 +238,7 @@ async def test_a_job_with_other_parameters_is_never_adopted() -> None:
 
     api.before.append(lost_before_creating)
     async with fake_client(api, poll_policy=PollPolicy(initial=30)) as client:
-        client._core.enqueuer._settle_delay = 0.0
+        client._core.enqueuer.reconciler._settle_delay = 0.0
         generation = await client.enqueue("gpt-image-2", prompt="ox")
     assert generation.id != others_id
     assert (client.stats.reconciled, client.stats.resent) == (0, 1)

@@ -1,6 +1,6 @@
 """Client-side admission control: how many requests fly at once, and how fast jobs are enqueued.
 
-Two mechanisms, both local to one client:
+Three mechanisms, all local to one client:
 
 * A concurrency bound on every request, so a burst of 10,000 ``enqueue()`` calls waits here,
   in order, rather than failing with pool timeouts inside httpx.
@@ -9,18 +9,27 @@ Two mechanisms, both local to one client:
   share, raised again while it stays low, and unlimited once far above what the server took.
   A large batch settles at what the server accepts instead of hammering it, and a stray 429
   does not collapse it (see :class:`EnqueueRate`).
+* An adaptive bound on requests in flight (:class:`InflightLimit`, TCP Vegas-style), so a
+  distant hub gets as many requests in flight as its round trip needs and no more than the
+  client's CPU or the server can turn around. A prototype: not yet wired into the client.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
 
-__all__ = ["AdmissionControl", "EnqueueRate"]
+__all__ = ["AdmissionControl", "EnqueueRate", "InflightLimit"]
+
+# Clock resolution: a request sent in the same tick as a change of limit counts as sent after it.
+_TICK = 1e-6
+
+# Clock resolution: a request sent in the same tick as a change of limit counts as sent after it.
+_TICK = 1e-6
 
 
 class EnqueueRate:
@@ -126,16 +135,214 @@ class EnqueueRate:
         self._judged = now
 
 
-class AdmissionControl:
-    """The concurrency bound and the enqueue pacer of one client."""
+class InflightLimit:
+    """An adaptive bound on requests in flight, after TCP Vegas and Netflix's concurrency-limits.
 
-    def __init__(self, *, max_concurrency: int) -> None:
+    Pure bookkeeping: the caller times each request (from the moment it holds a slot to its
+    answer, so time spent waiting for the client's own busy event loop counts) and passes the
+    clock in. A distant hub needs ``throughput * round trip`` requests in flight; more than
+    the client's CPU or the server can turn around only queue, and queueing shows up as
+    latency above ``rtt_min``, the lowest latency of the last ``window`` seconds. So, once
+    per round (half a limit's worth of answers to requests sent since the last change), the
+    round's median latency ``rtt`` gives the delay added by queueing, ``rtt - rtt_min``,
+    which is compared with the delay tolerated, ``max(tolerance * rtt_min, slack)``:
+
+    * below it, the limit grows: at first by one per answer within the tolerance, so
+      doubling per round trip (slow start: a batch at 150 ms cannot wait for additive
+      steps), then by ``growth`` of itself per round (at least ``sqrt(limit)``) once
+      anything has been queued or refused;
+    * above twice it, the limit moves ``smoothing`` of the way towards
+      ``limit * (rtt_min + tolerated) / rtt``, the limit at which the current throughput
+      would see the tolerated delay. Only part of the way: one slow round (a pause of the
+      process, a burst of new connections paying their handshakes) must not halve it, while
+      a standing queue still drains in a few;
+    * in between, it holds.
+
+    Why a tolerance in time rather than Vegas's few requests queued: a client's answers
+    arrive in bursts, and each waits for the ones before it to be processed, so latency rises
+    a few milliseconds with the limit long before the client is saturated (at 150 ms and 128
+    in flight, about 12 % with a CPU a third busy; at 20 ms, more than that). Counting that
+    as congestion would stop the limit far below what the client can do; a saturated client
+    or server, whose queue grows without bound, still stops it.
+
+    It grows only while the bound is actually used (at least half of it in flight during the
+    round), so a quiet client keeps a small limit. A refusal (429, 503: the server saying
+    "too much") cuts it by ``backoff``, at most once per round trip, and ends slow start.
+
+    Args:
+        initial: The limit to start from. Four times the old fixed default: at 150 ms every
+            doubling opens connections that each pay their handshakes (three round trips to
+            a first answer), so a cold batch of 2,000 loses a third of its speed starting
+            at 16 and a fifth starting at 64; the limit falls within a round or two where
+            64 is too many.
+        min_limit: The floor: never fewer requests in flight allowed.
+        max_limit: The ceiling; the HTTP pool must hold this many connections (HTTP/1.1).
+        window: Seconds over which ``rtt_min`` is remembered (one to two windows), so a path
+            that became slower for good is learned within a minute.
+        backoff: Factor applied to the limit on a refusal.
+        growth: Share of the limit added per uncongested round after slow start.
+        smoothing: Share of the way towards the draining limit taken per congested round.
+        tolerance: Queueing delay tolerated, as a share of ``rtt_min``.
+        slack: Queueing delay always tolerated, seconds (what a burst of answers costs a
+            client to process, which matters most when the round trip is short).
+    """
+
+    def __init__(
+        self,
+        *,
+        initial: int = 64,
+        min_limit: int = 4,
+        max_limit: int = 256,
+        window: float = 30.0,
+        backoff: float = 0.9,
+        growth: float = 0.25,
+        smoothing: float = 0.5,
+        tolerance: float = 0.25,
+        slack: float = 0.01,
+    ) -> None:
+        if not 1 <= min_limit <= initial <= max_limit:
+            raise ValueError("need 1 <= min_limit <= initial <= max_limit")
+        self.min_limit = min_limit
+        self.max_limit = max_limit
+        self.window = window
+        self.backoff = backoff
+        self.growth = growth
+        self.smoothing = smoothing
+        self.tolerance = tolerance
+        self.slack = slack
+        self._limit = float(initial)
+        self._slow_start = True
+        # Two buckets of the minimum: the current window's and the previous one's, so the
+        # floor forgets a faster past within two windows without keeping every sample.
+        self._min_now = math.inf
+        self._min_before = math.inf
+        self._bucket_start: float | None = None
+        self._round_start = -math.inf
+        self._round: list[float] = []
+        self._round_peak = 0
+        self._last_cut = -math.inf
+
+    @property
+    def limit(self) -> int:
+        """Requests allowed in flight now."""
+        return int(self._limit)
+
+    @property
+    def rtt_min(self) -> float:
+        """The lowest latency seen over the last one or two windows, seconds."""
+        return min(self._min_now, self._min_before)
+
+    def on_sample(self, rtt: float, now: float, *, in_flight: int) -> None:
+        """A request was answered (not refused) ``rtt`` seconds after it got its slot.
+
+        Args:
+            rtt: Seconds from holding a slot to the answer.
+            now: The clock when it was answered (any monotonic clock, seconds).
+            in_flight: Requests in flight when it was answered, itself included.
+        """
+        self._track_min(rtt, now)
+        if (
+            self._slow_start
+            and in_flight * 2 >= self._limit
+            and rtt - self.rtt_min < self._tolerated()
+        ):
+            # Slow start grows by one per prompt answer, as TCP's does per ACK: doubling
+            # every round trip, not every round (which waits for answers to requests sent
+            # after the change, and so takes two).
+            self._limit = min(float(self.max_limit), self._limit + 1)
+        if now - rtt < self._round_start - _TICK:
+            return  # sent before the last change: it says nothing about the new limit
+        self._round.append(rtt)
+        self._round_peak = max(self._round_peak, in_flight)
+        full = len(self._round) * 2 >= self._limit
+        # A client sending little fills no round: judge it on time instead, so it still
+        # backs off when latency rises (before the first change there is no round to time).
+        late = math.isfinite(self._round_start) and now - self._round_start >= 4 * self.rtt_min
+        if full or late:
+            self._judge(now)
+
+    def on_refused(self, now: float) -> None:
+        """The server refused a request as too much (429, 503): back off.
+
+        At most once per round trip (one second before any latency is known): the refusals
+        of one burst are one signal, not one each.
+        """
+        cooldown = self.rtt_min if math.isfinite(self.rtt_min) else 1.0
+        if now - self._last_cut < cooldown:
+            return
+        self._last_cut = now
+        self._slow_start = False
+        self._limit = max(float(self.min_limit), self._limit * self.backoff)
+        self._new_round(now)
+
+    def _track_min(self, rtt: float, now: float) -> None:
+        if self._bucket_start is None:
+            self._bucket_start = now
+        elif now - self._bucket_start >= self.window:
+            self._min_before, self._min_now = self._min_now, math.inf
+            self._bucket_start = now
+        self._min_now = min(self._min_now, rtt)
+
+    def _judge(self, now: float) -> None:
+        limit = self._limit
+        ordered = sorted(self._round)
+        rtt = ordered[len(ordered) // 2]
+        floor = self.rtt_min
+        tolerated = self._tolerated()
+        delay = rtt - floor
+        if delay > 2 * tolerated:
+            self._slow_start = False
+            target = limit * (floor + tolerated) / rtt
+            limit -= (limit - target) * self.smoothing
+        elif delay >= tolerated:
+            self._slow_start = False
+        elif not self._slow_start and self._round_peak * 2 >= limit:
+            limit += max(math.sqrt(limit), limit * self.growth)
+        self._limit = min(float(self.max_limit), max(float(self.min_limit), limit))
+        self._new_round(now)
+
+    def _tolerated(self) -> float:
+        return max(self.tolerance * self.rtt_min, self.slack)
+
+    def _new_round(self, now: float) -> None:
+        self._round_start = now
+        self._round = []
+        self._round_peak = 0
+
+
+class AdmissionControl:
+    """The concurrency bound and the enqueue pacer of one client.
+
+    Args:
+        max_concurrency: Requests in flight allowed, fixed (ignored when ``inflight`` is
+            given, except as the HTTP pool's size, which the caller chooses).
+        inflight: An adaptive bound to follow instead (experimental: the client does not
+            pass one yet). Every slot held and released without an exception is a latency
+            sample; every 429 or 503 seen by :meth:`observe` is a refusal; the limiter's
+            capacity follows :attr:`InflightLimit.limit` after each.
+        clock: Seconds on a monotonic clock (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_concurrency: int,
+        inflight: InflightLimit | None = None,
+        clock: Callable[[], float] = anyio.current_time,
+    ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.max_concurrency = max_concurrency
         self.enqueue_rate = EnqueueRate()
+        self.inflight = inflight
+        self._clock = clock
         self._limiter: anyio.CapacityLimiter | None = None
         self._pacer: anyio.Lock | None = None
+
+    @property
+    def bound(self) -> int:
+        """Requests allowed in flight now: the adaptive limit, or ``max_concurrency``."""
+        return self.inflight.limit if self.inflight is not None else self.max_concurrency
 
     @property
     def pacer(self) -> anyio.Lock:
@@ -147,37 +354,61 @@ class AdmissionControl:
     def limiter(self) -> anyio.CapacityLimiter:
         # Created on first use: anyio primitives need a running event loop to be made.
         if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+            self._limiter = anyio.CapacityLimiter(self.bound)
         return self._limiter
 
     @asynccontextmanager
-    async def slot(self, *, enqueue: bool) -> AsyncIterator[None]:
+    async def slot(self, *, enqueue: bool, sample: bool = True) -> AsyncIterator[None]:
         """Hold one of the bounded request slots; enqueues are paced first.
 
         Enqueues pass the pacer one at a time and keep it until they hold a request slot, so
         none queues between the two: each is sent at the rate current when it goes, and a
         429 slows down every enqueue not yet sent, not only those that had not yet arrived.
+
+        Args:
+            enqueue: The request creates jobs (``POST /api/ai/queue``): paced.
+            sample: Its latency tells how loaded the path is (with an adaptive bound). Not
+                for requests whose answer takes as long as the work (the blocking
+                ``/images/generate``) or a download: they would read as congestion.
         """
-        if not enqueue:
-            async with self.limiter:
-                yield
-            return
-        async with self.pacer:
-            wait = self.enqueue_rate.delay(anyio.current_time())
-            if wait > 0:
-                await anyio.sleep(wait)
+        if enqueue:
+            async with self.pacer:
+                wait = self.enqueue_rate.delay(self._clock())
+                if wait > 0:
+                    await anyio.sleep(wait)
+                await self.limiter.acquire()
+        else:
             await self.limiter.acquire()
+        started = self._clock()
+        answered = False
         try:
             yield
+            answered = True
         finally:
             self.limiter.release()
+            if answered and sample and self.inflight is not None:
+                now = self._clock()
+                busy = self.limiter.borrowed_tokens + 1
+                self.inflight.on_sample(now - started, now, in_flight=busy)
+                self._follow()
 
     def observe(self, status_code: int, *, enqueue: bool) -> None:
-        """Feed an enqueue's answer to the pacer."""
+        """Feed an answer to the pacer (enqueues) and to the adaptive bound (refusals)."""
+        now = self._clock()
+        if self.inflight is not None and status_code in (429, 503):
+            self.inflight.on_refused(now)
+            self._follow()
         if not enqueue:
             return
-        now = anyio.current_time()
         if status_code == 429:
             self.enqueue_rate.on_rate_limited(now)
         elif status_code < 400:
             self.enqueue_rate.on_accepted(now)
+
+    def _follow(self) -> None:
+        assert self.inflight is not None
+        limit = self.inflight.limit
+        # Lowering the capacity takes no slot away: requests in flight finish, and no new
+        # one starts until fewer than the new limit are in flight.
+        if self._limiter is not None and self._limiter.total_tokens != limit:
+            self._limiter.total_tokens = limit

@@ -9,7 +9,7 @@ are parsed leniently: a malformed row is skipped and logged.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -118,7 +118,12 @@ class QueueEndpoints:
     # -- the queue ------------------------------------------------------------------------
 
     async def enqueue(
-        self, body: Mapping[str, Any], count: int, *, timeout: Timeout = None
+        self,
+        body: Mapping[str, Any],
+        count: int,
+        *,
+        timeout: Timeout = None,
+        on_admitted: Callable[[], Awaitable[object]] | None = None,
     ) -> list[str]:
         """One attempt at ``POST /api/ai/queue``; the ids it created.
 
@@ -126,7 +131,9 @@ class QueueEndpoints:
             APIResponseValidationError: A success whose body lacks the ``count`` ids (the
                 jobs exist: see ``certainly_created``).
         """
-        data = await self._session.send("POST", QUEUE, json_body=body, timeout=timeout)
+        data = await self._session.send(
+            "POST", QUEUE, json_body=body, timeout=timeout, on_admitted=on_admitted
+        )
         ids = [
             row["generation_id"]
             for row in _rows(data, f"POST /{QUEUE}")

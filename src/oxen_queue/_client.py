@@ -21,10 +21,13 @@ from ._download import FileFetcher
 from ._enqueue import Enqueuer
 from ._exceptions import ClientClosedError, DownloadError, InvalidParamsError, OxenError
 from ._generation import Generation, observe
-from ._http import DEFAULT_BASE_URL, USER_AGENT, ApiSession, check_base_url
+from ._http import DEFAULT_BASE_URL, USER_AGENT, ApiSession, attempt_deadline, check_base_url
+from ._ledger import Ledger, open_ledger
+from ._ledger._memory import MemoryLedger
 from ._models import GenerationPage, GenerationRecord, ImagesResponse, Model
 from ._params import GptImage2Options, ParamChecker, merge_extra
 from ._poll import PollPolicy
+from ._recover import recover_ids
 from ._retry import RetryPolicy
 from ._types import DEFAULT, Default
 from ._watch import CompletionMode, make_watcher
@@ -85,6 +88,12 @@ class AsyncClient:
             rather than CPU limit throughput.
         max_downloads: Result downloads at once, on a pool of their own (a slow file host
             never holds the slots API requests need).
+        ledger: Where enqueues are written ahead, so that a lost answer is reconciled exactly
+            across every process sharing it and a crashed process's jobs are recovered:
+            ``sqlite:///path/ledger.db`` (the processes of one host), or
+            ``postgresql://user:password@host/db`` (several hosts; the ``postgres`` extra).
+            ``None``: ``$OXEN_LEDGER`` if set, else this process's memory (exact for its own
+            requests only).
         validate: Check parameters locally before sending (for models other than
             ``gpt-image-2`` this fetches the model's schema once). ``False`` sends them as given.
         max_download_bytes: Largest result file ``download`` accepts; ``None`` means no limit.
@@ -113,6 +122,7 @@ class AsyncClient:
         stall_timeout: float = 45.0,
         max_concurrency: int = 16,
         max_downloads: int = 8,
+        ledger: str | None = None,
         validate: bool = True,
         max_download_bytes: int | None = 1 << 30,
         allow_insecure_http: bool = False,
@@ -148,6 +158,11 @@ class AsyncClient:
         )
         endpoints = QueueEndpoints(session)
         admission = session.admission
+        ledger_url = ledger if ledger is not None else os.environ.get("OXEN_LEDGER") or None
+        try:
+            enqueue_ledger: Ledger = open_ledger(ledger_url) or MemoryLedger()
+        except ValueError as exc:
+            raise InvalidParamsError(str(exc), field="ledger") from None
         self._core = ClientCore(
             session=session,
             files=FileFetcher(
@@ -163,7 +178,10 @@ class AsyncClient:
             endpoints=endpoints,
             enqueuer=Enqueuer(
                 endpoints,
+                ledger=enqueue_ledger,
+                clock=session.clock,
                 retry=retry,
+                attempt_deadline=attempt_deadline(http_timeout),
                 workers=lambda: admission.max_concurrency,
                 on_retry=session.note_retry,
             ),
@@ -566,6 +584,39 @@ class AsyncClient:
             deadline=self._options.deadline if deadline is DEFAULT else deadline,
             fresh=False,
         )
+
+    async def recover(self, *, wait: float | None = 120.0) -> list[Generation]:
+        """Every job the ledger knows as enqueued and unfinished, as generations to await.
+
+        With a shared ledger (``ledger=``), a restarted process picks up its billed jobs: those
+        of clients that are gone (a crashed process's) are taken over, and their requests
+        whose answer never arrived are first settled against the server, once their deadline
+        has passed. This client's own pending generations are included. Of several clients
+        recovering at once, each job goes to one.
+
+        Args:
+            wait: Seconds to wait at most for gone clients' requests still within their
+                deadline (they may yet land); ``None`` waits as long as it takes.
+
+        Returns:
+            The generations, oldest request first.
+        """
+        core = self._core
+        core.require_open()
+        ids = await recover_ids(
+            core.enqueuer.ledger, core.enqueuer.reconciler, core.session.clock, wait=wait
+        )
+        for generation_id in ids:
+            core.enqueuer.own(generation_id)
+            core.track(
+                self,
+                generation_id,
+                model=None,
+                params={},
+                deadline=self._options.deadline,
+                fresh=False,
+            )
+        return list(core.pending.values())
 
     async def get_generation(self, generation_id: str) -> GenerationRecord:
         """The current row of a generation (``GET /api/ai/queue/{id}``)."""

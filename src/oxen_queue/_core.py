@@ -16,6 +16,9 @@ import anyio.abc
 
 from ._exceptions import ClientClosedError
 from ._generation import Generation, fail, observe
+from ._ledger import LedgerError
+from ._ledger._memory import MemoryLedger
+from ._models import TERMINAL_STATUSES
 from ._stats import ClientStats
 from ._watch._events import EventWatcher
 from ._watch._shared import SharedPollWatcher
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from ._enqueue import Enqueuer
     from ._generation import GenerationOwner
     from ._http import ApiSession
+    from ._ledger import Ledger
     from ._params import ParamChecker
     from ._poll import PollPolicy
     from ._watch import CompletionMode
@@ -74,6 +78,9 @@ class ClientCore:
         self._task_group: TaskGroup | None = None  # the background work's, in a host task
         self._background = 0  # upstream cancels of abandoned jobs still running
         self._idle: anyio.Event | None = None
+        ledger = enqueuer.ledger
+        # This process's memory needs no outcomes: it is this client's own watching.
+        self._outcomes = None if isinstance(ledger, MemoryLedger) else _OutcomeWriter(ledger)
 
     @property
     def state(self) -> str:
@@ -90,12 +97,15 @@ class ClientCore:
         """
         if self.closed or self._stack is not None:
             raise ClientClosedError("an AsyncClient can be opened only once; make a new one")
+        await self.enqueuer.ledger.open()
         stack = AsyncExitStack()
         outer = await stack.enter_async_context(anyio.create_task_group())
         self._task_group = await outer.start(self._host)
         self._stack = stack
         self.watcher.start(self._task_group)
         self.enqueuer.start(self._task_group)
+        if self._outcomes is not None:
+            self._task_group.start_soon(self._outcomes.run)
 
     @staticmethod
     async def _host(*, task_status: anyio.abc.TaskStatus[TaskGroup]) -> None:
@@ -122,6 +132,8 @@ class ClientCore:
                 if self._background:
                     self._idle = anyio.Event()
                     await self._idle.wait()
+                if self._outcomes is not None:
+                    await self._outcomes.drain()
         for generation in list(self.pending.values()):
             fail(
                 generation,
@@ -136,6 +148,7 @@ class ClientCore:
         with anyio.CancelScope(shield=True):
             await self.session.http.aclose()
             await self.files.http.aclose()
+            await self.enqueuer.ledger.aclose()
 
     def require_open(self) -> TaskGroup:
         if self._task_group is None or self.closed:
@@ -168,6 +181,8 @@ class ClientCore:
         )
         self.pending[generation_id] = generation
         self.watcher.track(generation, fresh=fresh)
+        if self._outcomes is not None:
+            generation.add_done_callback(self._outcomes.note)
         return generation
 
     def forget(self, generation: Generation) -> None:
@@ -232,3 +247,44 @@ class ClientCore:
             enqueue_rate=admission.enqueue_rate.rate,
             max_concurrency=admission.max_concurrency,
         )
+
+
+class _OutcomeWriter:
+    """Records each generation's final status in a shared ledger, from one background task.
+
+    ``note`` is a done callback (synchronous); writes are blocking I/O done in turn by
+    :meth:`run`, so watchers never wait on the ledger.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._queue: list[tuple[str, str]] = []
+        self._wake = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    def note(self, generation: Generation) -> None:
+        # Only the server's verdict: a deadline or a closed client leaves the job running.
+        if generation.status in TERMINAL_STATUSES:
+            self._queue.append((generation.id, generation.status))
+            self._idle = anyio.Event() if self._idle.is_set() else self._idle
+            self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                for generation_id, status in batch:
+                    try:
+                        await self._ledger.record_outcome(generation_id, status)
+                    except LedgerError as exc:
+                        logger.warning(
+                            "the ledger did not take %s's outcome: %s", generation_id, exc
+                        )
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Wait until every noted outcome is written."""
+        await self._idle.wait()

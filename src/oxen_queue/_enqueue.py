@@ -8,37 +8,27 @@ scope: none of them reaches the worker) abandons it: the worker still reads the 
 job is registered with the client, and a ``generate()`` that owned it has it cancelled
 upstream.
 
-**Never twice.** The API has no idempotency key, so ``POST /api/ai/queue`` is sent again only
-when the server certainly did not process it (429, 503, a connection never established; see
+**Written ahead.** Before each ``POST /api/ai/queue`` the request is recorded in the enqueue
+ledger (:mod:`._ledger`: this process's memory by default, or SQLite or PostgreSQL shared by
+every process on the key), and its ids are recorded when the answer arrives, so no billed job
+is ever unknown to the ledger, whatever happens to the process.
+
+**Never twice.** The API has no idempotency key, so the request is sent again only when the
+server certainly did not process it (429, 503, a connection never established; see
 ``_retry``). When the answer is lost after the request left (a read timeout, a connection cut
 mid-body, a 502 or 504 from a proxy, a 200 whose body is garbled), the job may exist and be
-billed. The request is then *reconciled*, never blindly resent:
-
-1. Wait until no other request of this client with the same model and parameters is still in
-   flight (its answer would claim the same row), then look for rows that match: same model,
-   exactly the parameters sent (rows carry the submitted ones, no more), enqueued no earlier
-   than the request was sent (allowing for clock skew), and not already owned by this
-   client. Active rows come from ``GET /api/ai/queue?model=``, finished ones from the history,
-   ``GET /api/ai/generations?model=``, paged back to the moment the request was sent (at most
-   :data:`_MAX_HISTORY_PAGES` pages, whichever order the server lists them in).
-2. Enough matches: adopt them (oldest first) as the request's generations.
-3. None, on two looks a moment apart: the evidence says the job was never created, so the
-   request is sent again.
-4. Some but too few, the lookups failing, or the look outlasting the retry policy's deadline:
-   the outcome cannot be known, and :class:`AmbiguousEnqueueError` is raised. Nothing is
-   resent.
-
-Limits: another process enqueueing the same model and parameters with the same key at the same
-moment can be mistaken for ours; the server's clock must be within ``clock_skew`` of ours.
+billed: the request is *reconciled* (:mod:`._reconcile`) against the server's rows and the
+ledger, never blindly resent. Its jobs are adopted when they can be told apart, the request
+is sent again when it certainly created none, and :class:`AmbiguousEnqueueError` (naming the
+candidates) is raised otherwise, or when the look outlasts the retry policy's deadline.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -50,29 +40,25 @@ from ._exceptions import (
     ClientClosedError,
     OxenError,
 )
-from ._params import QUEUE_FIELDS
-from ._retry import RetryPolicy, certainly_created, is_ambiguous, is_refused, retrying_call
+from ._ledger import LedgerError
+from ._reconcile import Reconciler
+from ._retry import RetryPolicy, is_ambiguous, is_refused, retrying_call
 
 if TYPE_CHECKING:
     import httpx
     from anyio.abc import TaskGroup
 
     from ._api import QueueEndpoints
-    from ._models import GenerationRecord
+    from ._clock import ServerClock
+    from ._ledger import Ledger
 
 __all__ = ["Enqueuer"]
 
 logger = logging.getLogger("oxen_queue")
 
 _OWNED_LIMIT: Final = 200_000  # ids remembered as ours; old ones cannot match a new request
-_HISTORY_PAGE: Final = 1000  # the largest page_size /api/ai/generations allows
-_MAX_HISTORY_PAGES: Final = 20  # 20,000 rows: a lost answer's job is among the newest
 
 IdsCallback = Callable[[list[str]], object]
-
-
-def _fingerprint(model: str, params: Mapping[str, Any]) -> str:
-    return json.dumps([model, params], sort_keys=True, default=str)
 
 
 class _Op:
@@ -112,10 +98,13 @@ class Enqueuer:
 
     Args:
         api: The endpoints.
+        ledger: The enqueue ledger, written before each request and after its answer.
+        clock: The server's clock, for the windows in which a request's rows may show.
         retry: How refused enqueues are retried, and the deadline of a reconciliation.
+        attempt_deadline: Seconds one attempt may take (``None``: no limit); with the same
+            again for the server, it bounds how long a request may be in flight.
         workers: How many enqueues may run at once (read each time a worker may start).
         on_retry: Told of each refused attempt that is sent again (a counter).
-        clock_skew: Seconds by which the server's clock may lag ours.
         settle_delay: Seconds between the two looks that conclude no job was made.
     """
 
@@ -123,18 +112,26 @@ class Enqueuer:
         self,
         api: QueueEndpoints,
         *,
+        ledger: Ledger,
+        clock: ServerClock,
         retry: RetryPolicy,
+        attempt_deadline: float | None,
         workers: Callable[[], int],
         on_retry: Callable[[], None] | None = None,
-        clock_skew: float = 30.0,
         settle_delay: float = 1.0,
     ) -> None:
         self._api = api
+        self.ledger = ledger
+        self._clock = clock
         self._retry = retry
+        # A request may be in flight for its whole attempt; the server may be slower still
+        # to make its job. Past twice the attempt's deadline it is judged from the rows.
+        self._in_flight_for = 2 * (attempt_deadline or 300.0)
         self._max_workers = workers
         self._on_retry = on_retry
-        self._clock_skew = clock_skew
-        self._settle_delay = settle_delay
+        self.reconciler = Reconciler(
+            api, ledger=ledger, clock=clock, owns=self.owns, settle_delay=settle_delay
+        )
         self._task_group: TaskGroup | None = None
         self._queue: deque[_Op] = deque()
         self._workers = 0
@@ -142,9 +139,6 @@ class Enqueuer:
         self._idle: anyio.Event | None = None
         self._closed = False
         self._owned: OrderedDict[str, None] = OrderedDict()
-        self._in_flight: Counter[str] = Counter()
-        self._drained: dict[str, anyio.Event] = {}
-        self._locks: dict[str, anyio.Lock] = {}
         self.reconciled = 0
         """How many ambiguous enqueues were settled by adopting the jobs they had created."""
         self.resent = 0
@@ -293,12 +287,30 @@ class Enqueuer:
         body: dict[str, Any] = {"model": model, **params}
         if count != 1:
             body["num_generations"] = count
-        key = _fingerprint(model, params)
+        ledger = self.ledger
+        last: list[tuple[str, float]] = []  # the latest attempt's intent and send time
+
+        async def write_ahead() -> None:
+            # Once the request has its slot (the pacer may have held it): its true send time.
+            sent = time.time()
+            low, high = self._clock.offset
+            intent = await ledger.record_intent(
+                model=model,
+                params=params,
+                count=count,
+                deadline=sent + self._in_flight_for,
+                sent_at=sent,
+                sent_at_server=sent + (low + high) / 2 if self._clock.known else None,
+            )
+            last[:] = [(intent, sent)]
 
         async def attempt() -> list[str]:
+            last.clear()
             try:
-                return await self._api.enqueue(body, count, timeout=timeout)
-            except OxenError:
+                ids = await self._api.enqueue(body, count, timeout=timeout, on_admitted=write_ahead)
+            except OxenError as exc:
+                if last and not is_ambiguous(exc):  # refused, for now (429) or for good (400)
+                    await self._settled(last[0][0], "refused")
                 raise
             except Exception as exc:
                 # No code path expects this; the request may have landed, so reconcile.
@@ -306,10 +318,15 @@ class Enqueuer:
                 raise APIConnectionError(
                     f"POST /api/ai/queue: {type(exc).__name__}: {exc}", request_sent=True
                 ) from exc
+            ((intent, sent),) = last
+            self.reconciler.note_sent(ids, sent=sent, received=time.time())
+            try:
+                await ledger.record_ids(intent, ids)
+            except LedgerError as exc:  # the job exists: watch it regardless
+                logger.error("enqueue of %s: the ledger did not take ids %s: %s", model, ids, exc)
+            return ids
 
         for _ in range(self._retry.attempts):
-            sent_at = time.time()
-            self._in_flight[key] += 1
             try:
                 ids = await retrying_call(
                     attempt,
@@ -318,23 +335,16 @@ class Enqueuer:
                     what="POST /api/ai/queue",
                     on_retry=self._on_retry,
                 )
-                # Claimed before this request stops counting as in flight: a reconciliation
-                # waiting on it must find these ids owned.
-                claim(ids)
-                return ids
             except OxenError as exc:
-                if not is_ambiguous(exc):
+                if not is_ambiguous(exc) or not last:
                     raise
                 cause = exc
-            finally:
-                self._in_flight[key] -= 1
-                if not self._in_flight[key]:
-                    del self._in_flight[key]
-                    drained = self._drained.pop(key, None)
-                    if drained is not None:
-                        drained.set()
+            else:
+                claim(ids)
+                return ids
+            ((intent, sent),) = last
             logger.debug("enqueue of %s: answer lost (%s); reconciling", model, cause)
-            found = await self._settle(model, params, count, key, sent_at, cause)
+            found = await self._reconcile(intent, model, params, count, sent, cause)
             if found is not None:
                 self.reconciled += 1
                 claim(found)
@@ -348,28 +358,39 @@ class Enqueuer:
             params=params,
         )
 
-    async def _settle(
+    async def _reconcile(
         self,
+        intent: str,
         model: str,
         params: Mapping[str, Any],
         count: int,
-        key: str,
-        sent_at: float,
+        sent: float,
         cause: OxenError,
     ) -> list[str] | None:
-        """Reconcile one lost answer, within the retry policy's deadline."""
+        """Settle one lost answer within the retry policy's deadline (see ``_reconcile``)."""
+        await self.ledger.mark_lost(intent)
+        window = self._clock.server_window(sent, time.time())
         deadline = self._retry.deadline
-        with anyio.move_on_after(math.inf if deadline is None else deadline):
-            # Rows match one fingerprint only (parameters are compared exactly), so one
-            # reconciliation per fingerprint at a time is enough for two never to adopt the
-            # same row.
-            lock = self._locks.setdefault(key, anyio.Lock())
-            try:
-                async with lock:
-                    return await self._reconcile(model, params, count, key, sent_at, cause)
-            finally:
-                if not lock.statistics().tasks_waiting and self._locks.get(key) is lock:
-                    del self._locks[key]
+        try:
+            with anyio.move_on_after(math.inf if deadline is None else deadline):
+                found = await self.reconciler.settle(
+                    intent, model=model, params=params, count=count, window=window, cause=cause
+                )
+                if found is None:
+                    await self._settled(intent, "resent")
+                return found
+        except AmbiguousEnqueueError:
+            await self._settled(intent, "ambiguous")
+            raise
+        except OxenError as exc:
+            await self._settled(intent, "ambiguous")
+            raise AmbiguousEnqueueError(
+                f"enqueue of {model}: the answer was lost ({cause}) and the job could not "
+                f"be looked up ({exc}); it was not sent again",
+                model=model,
+                params=params,
+            ) from exc
+        await self._settled(intent, "ambiguous")
         raise AmbiguousEnqueueError(
             f"enqueue of {model}: the answer was lost ({cause}) and the job could not be "
             f"settled within the {deadline:g} s retry deadline; it was not sent again",
@@ -377,106 +398,8 @@ class Enqueuer:
             params=params,
         )
 
-    async def _reconcile(
-        self,
-        model: str,
-        params: Mapping[str, Any],
-        count: int,
-        key: str,
-        sent_at: float,
-        cause: OxenError,
-    ) -> list[str] | None:
-        """Adopt the jobs a lost request created; ``None`` if it certainly created none."""
-        # Another request with the same fingerprint still in flight would claim the same
-        # rows when its answer arrives: let it land first (its own deadline bounds it).
-        while self._in_flight.get(key):
-            await self._drained.setdefault(key, anyio.Event()).wait()
-        not_before = sent_at - self._clock_skew
-        for look in range(2):
-            try:
-                rows = await self._candidates(model, params, not_before)
-            except OxenError as exc:
-                raise AmbiguousEnqueueError(
-                    f"enqueue of {model}: the answer was lost ({cause}) and the job could not "
-                    f"be looked up ({exc}); it was not sent again",
-                    model=model,
-                    params=params,
-                ) from exc
-            if len(rows) >= count:
-                chosen = [row.generation_id for row in rows[:count]]
-                logger.debug("enqueue of %s: adopted %s after a lost answer", model, chosen)
-                return chosen
-            if rows or (look == 1 and certainly_created(cause)):
-                raise AmbiguousEnqueueError(
-                    f"enqueue of {model}: the answer was lost and {len(rows)} of {count} "
-                    "jobs could be found; it was not sent again",
-                    model=model,
-                    params=params,
-                )
-            if look == 0:
-                await anyio.sleep(self._settle_delay)
-        return None
-
-    async def _candidates(
-        self, model: str, params: Mapping[str, Any], not_before: float
-    ) -> list[GenerationRecord]:
-        """Rows that this request may have created: active ones, then recent history."""
-        found: dict[str, GenerationRecord] = {}
-        for row in await self._api.active_rows(model):
-            self._consider(row, model, params, not_before, found)
-        # History pages are scanned until rows older than the request: it may have finished
-        # already, behind any number of newer jobs. The order is not documented, so it is
-        # read from the first page, and reversed at most once.
-        page, step, reversed_once = 1, 1, False
-        for _ in range(_MAX_HISTORY_PAGES):
-            history = await self._api.history_slice(model=model, page=page, page_size=_HISTORY_PAGE)
-            stamps = [row.enqueued_at for row in history.rows if row.enqueued_at is not None]
-            for row in history.rows:
-                self._consider(row, model, params, not_before, found)
-            last = history.total_pages
-            oldest_first = len(stamps) > 1 and stamps[0] < stamps[-1]
-            if page == 1 and not reversed_once and last > 1 and oldest_first:
-                page, step, reversed_once = last, -1, True  # the newest rows are on the last page
-                continue
-            if not stamps or min(stamps) < not_before:
-                break
-            page += step
-            if not 1 <= page <= last or (reversed_once and page == 1):
-                break
-        else:
-            raise AmbiguousEnqueueError(
-                f"enqueue of {model}: the history holds more than {_MAX_HISTORY_PAGES} pages "
-                "newer than the request; the job could not be looked up",
-                model=model,
-                params=params,
-            )
-        return sorted(found.values(), key=lambda row: (row.enqueued_at or 0, row.generation_id))
-
-    def _consider(
-        self,
-        row: GenerationRecord,
-        model: str,
-        params: Mapping[str, Any],
-        not_before: float,
-        found: dict[str, GenerationRecord],
-    ) -> None:
-        if self._matches(row, model, params, not_before):
-            found.setdefault(row.generation_id, row)
-
-    def _matches(
-        self, row: GenerationRecord, model: str, params: Mapping[str, Any], not_before: float
-    ) -> bool:
-        if self.owns(row.generation_id) or row.model_name not in (None, model):
-            return False
-        if row.enqueued_at is None or row.enqueued_at < not_before:
-            return False
-        # Rows carry exactly the parameters that were submitted ("present only if they were
-        # submitted"): equal sets, not a superset, so another request's job never matches.
-        sent = {k: v for k, v in params.items() if k not in QUEUE_FIELDS}
-        if not _same(row.params, sent):
-            return False
-        return all(_same(getattr(row, k), v) for k, v in params.items() if k in QUEUE_FIELDS)
-
-
-def _same(a: object, b: object) -> bool:
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    async def _settled(self, intent: str, how: Literal["refused", "resent", "ambiguous"]) -> None:
+        try:
+            await self.ledger.mark_settled(intent, how)
+        except LedgerError as exc:
+            logger.warning("the ledger could not settle request %s (%s): %s", intent, how, exc)

@@ -264,20 +264,31 @@ class InvalidParamsError(OxenError, ValueError):
 
 
 class AmbiguousEnqueueError(OxenError):
-    """An enqueue's response was lost, and reconciliation could neither find nor rule out the job.
+    """An enqueue's answer was lost, and its jobs could be neither found nor ruled out.
 
-    The request is never sent again blindly: a job may exist, and be billed, that this client
-    could not identify. Look for it with ``client.list_generations(model=...)``.
+    The request is never sent again blindly: jobs may exist, and be billed, that this client
+    could not tell apart from others with the same model and parameters (made by a client
+    outside its ledger). Look at the candidates, or in ``client.list_generations(model=...)``.
 
     Attributes:
         model: The model the enqueue was for.
         params: The request's parameters.
+        candidate_ids: Generations that match the request and that nothing else claims:
+            its jobs are among them, if it made any. Empty when none was found.
     """
 
-    def __init__(self, message: str, *, model: str, params: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        params: Mapping[str, Any],
+        candidate_ids: Iterable[str] = (),
+    ) -> None:
         super().__init__(message)
         self.model = model
         self.params = dict(params)
+        self.candidate_ids: tuple[str, ...] = tuple(candidate_ids)
 
 
 class DownloadError(OxenError):

@@ -15,6 +15,7 @@ import dataclasses
 import ipaddress
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -24,6 +25,7 @@ import httpx
 
 from . import _json
 from ._admission import AdmissionControl
+from ._clock import ServerClock
 from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
@@ -241,6 +243,8 @@ class ApiSession:
         self.retry = retry
         self.admission = AdmissionControl(max_concurrency=max_concurrency)
         self._deadline = attempt_deadline(timeout)
+        self.clock = ServerClock()
+        """The server's clock, learned from every answer's ``Date`` header."""
         self.requests = 0
         """API requests sent, every attempt counted."""
         self.retries = 0
@@ -272,6 +276,7 @@ class ApiSession:
         json_body: Mapping[str, Any] | None = None,
         params: Mapping[str, str | int] | None = None,
         timeout: httpx.Timeout | None = None,
+        on_admitted: Callable[[], Awaitable[object]] | None = None,
     ) -> Any:
         """One attempt: send, read at most the body cap, map errors, decode JSON.
 
@@ -284,6 +289,8 @@ class ApiSession:
             json_body: The JSON body, if any.
             params: The query, if any.
             timeout: This request's timeouts; ``None``: the client's.
+            on_admitted: Awaited once the request has its slot, just before it leaves (an
+                enqueue writes its intent to the ledger there, with the true send time).
 
         Raises:
             APIStatusError: An error status (its body parsed, if it is small JSON).
@@ -305,6 +312,8 @@ class ApiSession:
         deadline = self._deadline if timeout is None else attempt_deadline(timeout)
         enqueue = method == "POST" and path == "api/ai/queue"
         async with self.admission.slot(enqueue=enqueue):
+            if on_admitted is not None:
+                await on_admitted()
             self.requests += 1
             progress: list[httpx.Response] = []
             with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
@@ -323,6 +332,7 @@ class ApiSession:
     async def _exchange(
         self, request: httpx.Request, what: str, progress: list[httpx.Response]
     ) -> tuple[httpx.Response, bytes | None]:
+        sent = time.time()
         try:
             response = await self.http.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -332,6 +342,7 @@ class ApiSession:
                 raise ClientClosedError(_CLOSED) from exc
             raise
         progress.append(response)
+        self.clock.observe_date(response.headers.get("date"), sent=sent, received=time.time())
         try:
             body: bytes | None = await read_capped(response, _json.MAX_BODY_BYTES)
         except _BodyTooLargeError:

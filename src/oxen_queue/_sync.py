@@ -122,6 +122,7 @@ class Client:
         stall_timeout: float = 45.0,
         max_concurrency: int = 16,
         max_downloads: int = 8,
+        ledger: str | None = None,
         validate: bool = True,
         max_download_bytes: int | None = 1 << 30,
         allow_insecure_http: bool = False,
@@ -142,6 +143,7 @@ class Client:
             "stall_timeout": stall_timeout,
             "max_concurrency": max_concurrency,
             "max_downloads": max_downloads,
+            "ledger": ledger,
             "validate": validate,
             "max_download_bytes": max_download_bytes,
             "allow_insecure_http": allow_insecure_http,
@@ -347,6 +349,10 @@ class Client:
             validate=validate,
             **params,
         )
+
+    def recover(self, *, wait: float | None = 120.0) -> list[SyncGeneration]:
+        """Every job the ledger knows as unfinished; see :meth:`AsyncClient.recover`."""
+        return [SyncGeneration(self, g) for g in self._run(self._async.recover, wait=wait)]
 
     def generation(
         self, generation_id: str, *, deadline: float | Default | None = DEFAULT

@@ -256,6 +256,11 @@ class Ledger(Protocol):
         """The intents with this fingerprint in flight, live owners or not, oldest first."""
         ...
 
+    async def lost(self, fingerprint: str, *, exclude_intent: str | None = None) -> list[Intent]:
+        """The intents with this fingerprint whose answer was lost and which are not settled
+        yet, with their ids: the rows they await are candidates of every one of them."""
+        ...
+
     async def wait_idle(
         self, fingerprint: str, *, exclude_intent: str | None = None, timeout: float | None
     ) -> list[Intent]:
@@ -316,8 +321,9 @@ class Ledger(Protocol):
     async def take_over(self, intent_id: str) -> Intent | None:
         """Make this client the owner of an orphaned intent, so that it alone settles it.
 
-        Allowed when the owner is gone and the intent is ``answered`` (to watch its
-        generations) or past its deadline without an answer (it becomes ``lost``).
+        Allowed when the owner is gone and the intent is ``answered`` or ``settled`` with
+        generations still unfinished (to watch them), or past its deadline without an answer
+        (it becomes ``lost``).
 
         Returns:
             The intent as taken over, or ``None`` if it is not orphaned (or another client

@@ -262,6 +262,9 @@ class SqlLedger:
     ) -> list[Intent]:
         return await self._call(self._store.in_flight, fingerprint, exclude_intent)
 
+    async def lost(self, fingerprint: str, *, exclude_intent: str | None = None) -> list[Intent]:
+        return await self._call(self._store.lost, fingerprint, exclude_intent)
+
     async def wait_idle(
         self, fingerprint: str, *, exclude_intent: str | None = None, timeout: float | None
     ) -> list[Intent]:

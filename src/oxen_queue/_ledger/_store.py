@@ -301,6 +301,17 @@ class SqlStore(SessionPool):
             (fingerprint, exclude or ""),
         )
 
+    def lost(self, fingerprint: str, exclude_intent: str | None) -> list[Intent]:
+        return self._auto(
+            lambda s: self._intents(
+                s,
+                "i.state IN ('in_flight', 'lost') AND i.fingerprint = ?"
+                " AND i.state = 'lost' AND i.intent_id <> ?",
+                (fingerprint, exclude_intent or ""),
+                ids=True,
+            )
+        )
+
     def claimed_ids(self, fingerprint: str, since: float | None) -> set[str]:
         sql = (
             "SELECT g.generation_id FROM oxen_ledger_generations g"
@@ -366,12 +377,14 @@ class SqlStore(SessionPool):
             # Read after the lock, in a statement of its own: on PostgreSQL, a locking read
             # that waited for a rival's take-over returns the new row joined to the owner row
             # its snapshot saw, the old owner's, which would judge the winner dead.
-            found = self._intents(s, "i.intent_id = ?", (intent_id,))
+            found = self._intents(s, "i.intent_id = ?", (intent_id,), ids=True)
             intent = found[0]
             unanswered = intent.state in ("in_flight", "lost")
             if (
                 intent.owner_alive
-                or intent.state == "settled"
+                # A settled request is taken over only for the jobs it holds that still run
+                # (one adopted after a lost answer, say): it is not settled again.
+                or (intent.state == "settled" and not intent.pending)
                 or (unanswered and not intent.expired)
             ):
                 return None

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hmac
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
@@ -24,6 +26,7 @@ from ._config import EmulatorConfig
 from ._faults import Faults
 from ._files import find_file
 from ._http import (
+    Message,
     Receive,
     Request,
     Response,
@@ -137,11 +140,28 @@ class EmulatorApp:
             return
         if scope["type"] != "http":
             return
+        send = self._dated(send)
         request = Request(scope, receive)
         if self._is_file_request(request):
             await self._serve_file(request, send)
         else:
             await self._serve_api(request, send)
+
+    def _dated(self, send: Send) -> Send:
+        """``send``, adding a ``Date`` header on the server's clock to every answer.
+
+        The server's clock may run apart from the client's (``EmulatorConfig.clock_offset``);
+        a real server states its time in ``Date``, and so does the emulator.
+        """
+        offset = self.state.config.clock_offset
+
+        async def send_dated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                date = formatdate(time.time() + offset, usegmt=True).encode()
+                message = {**message, "headers": [*message.get("headers", ()), (b"date", date)]}
+            await send(message)
+
+        return send_dated
 
     # --- lifespan --------------------------------------------------------------------------
 

@@ -49,6 +49,9 @@ class EmulatorConfig:
         url_ttl: Seconds for which a result URL's signature stays valid.
         files_origin: Origin of result URLs for an in-process app (``create_app``); a running
             :class:`Emulator` serves files from a second port of its own instead.
+        clock_offset: Seconds by which the server's clock is ahead of the real one (negative:
+            behind), as rows' timestamps and ``Date`` headers show it: a client must not
+            assume the two clocks agree.
     """
 
     queue_delay: tuple[float, float] = (0.5, 2.0)
@@ -63,8 +66,11 @@ class EmulatorConfig:
     unrelated_event_rate: float = 0.2
     url_ttl: float = 3600.0
     files_origin: str = "http://files.oxen.test"
+    clock_offset: float = 0.0
 
     def __post_init__(self) -> None:
+        if not math.isfinite(self.clock_offset):
+            raise ValueError(f"clock_offset must be a finite number, not {self.clock_offset!r}")
         for name in ("queue_delay", "image_duration", "video_duration"):
             value = getattr(self, name)
             low, high = _float_pair(name, value)

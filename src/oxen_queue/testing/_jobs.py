@@ -144,6 +144,8 @@ class Job:
     inputs: Inputs = _NO_INPUTS
     started_at: float | None = None
     completed_at: float | None = None
+    clock_offset: float = 0.0
+    """Seconds the server's clock is ahead of the real one (see ``EmulatorConfig``)."""
     result_url: str | None = None
     error_message: str | None = None
     cost: Decimal | None = None
@@ -179,9 +181,9 @@ class Job:
             model_name=self.model.id,
             media_type=self.media_type,
             status=self.status,
-            enqueued_at=int(self.enqueued_at),
-            started_at=_whole(self.started_at),
-            completed_at=_whole(self.completed_at),
+            enqueued_at=int(self.enqueued_at + self.clock_offset),
+            started_at=_whole(self.started_at, self.clock_offset),
+            completed_at=_whole(self.completed_at, self.clock_offset),
             result_url=self.result_url,
             error_message=self.error_message,
             # The effective namespace: "defaults to the current user".
@@ -215,5 +217,5 @@ class Job:
         return self._history_json
 
 
-def _whole(timestamp: float | None) -> int | None:
-    return None if timestamp is None else int(timestamp)
+def _whole(timestamp: float | None, offset: float) -> int | None:
+    return None if timestamp is None else int(timestamp + offset)

@@ -178,6 +178,7 @@ class EmulatorState:
                     target_repo=target_repo,
                     target_directory=target_directory,
                     enqueued_at=wall,
+                    clock_offset=self.config.clock_offset,
                     delay=delay,
                     duration=duration,
                     planned_error=planned_error,

@@ -33,6 +33,8 @@ def make_config(
         log_config=log_config,
         log_level=log_level,
         access_log=access_log,
+        # The app writes its own Date header, on its own (possibly skewed) clock.
+        date_header=False,
         # Event streams are closed before this counts; other slow answers are cut short.
         timeout_graceful_shutdown=2,
     )

@@ -1,0 +1,235 @@
+"""The ledger of one process, in memory: what a client uses when it is given no ledger URL.
+
+It follows the same protocol as the SQL ledgers, so the enqueue path has one code path, and
+it is exact for the requests of this process. It remembers only what reconciliation needs:
+requests without an answer, and the ids this process holds (the newest
+:data:`_HELD_LIMIT`, per fingerprint), never a history. Nothing outlives the process, so
+:meth:`MemoryLedger.stale_intents` is always empty: a crash loses what a real ledger keeps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Any, Final, Self
+
+import anyio
+
+from ._base import InFlightError, Intent, IntentState, LedgerError, Settlement, fingerprint
+from ._liveness import Owner
+
+__all__ = ["MemoryLedger"]
+
+_HELD_LIMIT: Final = 200_000  # ids remembered: far more than can be in one look's window
+
+
+@dataclass(slots=True)
+class _Open:
+    """A request without an answer yet (``in_flight`` or ``lost``)."""
+
+    intent: Intent
+    ids: list[str] = field(default_factory=list)
+
+
+class MemoryLedger:
+    """This process's requests, in memory (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._owner = Owner.current()
+        self._serial = itertools.count(1)
+        self._open: dict[str, _Open] = {}
+        self._held: OrderedDict[str, str] = OrderedDict()  # id -> fingerprint
+        self._by_fingerprint: dict[str, set[str]] = {}
+        self._changed: dict[str, anyio.Event] = {}
+
+    @property
+    def owner(self) -> Owner:
+        return self._owner
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    async def open(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    # -- recording ------------------------------------------------------------------------
+
+    async def record_intent(
+        self,
+        *,
+        model: str,
+        params: Mapping[str, Any],
+        count: int,
+        deadline: float,
+        sent_at: float | None = None,
+        sent_at_server: float | None = None,
+    ) -> str:
+        intent_id = f"m{next(self._serial)}"
+        self._open[intent_id] = _Open(
+            Intent(
+                intent_id=intent_id,
+                owner=self._owner,
+                owner_alive=True,
+                model=model,
+                fingerprint=fingerprint(model, params),
+                params=dict(params),
+                count=count,
+                sent_at=time.time() if sent_at is None else sent_at,
+                sent_at_server=sent_at_server,
+                deadline=deadline,
+                expired=False,
+                state="in_flight",
+                how=None,
+            )
+        )
+        return intent_id
+
+    async def record_ids(self, intent_id: str, ids: Sequence[str]) -> list[str]:
+        entry = self._open.pop(intent_id, None)
+        if entry is None:
+            raise LedgerError(f"intent {intent_id!r} is not open")
+        taken = self._hold(entry.intent.fingerprint, ids)
+        self._changed_now(entry.intent.fingerprint)
+        return [i for i in ids if i not in taken]
+
+    async def record_outcome(self, generation_id: str, status: str) -> bool:
+        return False  # this process's generations are watched by its client, not kept here
+
+    async def mark_lost(self, intent_id: str) -> None:
+        entry = self._entry(intent_id)
+        entry.intent = replace(entry.intent, state="lost")
+        self._changed_now(entry.intent.fingerprint)
+
+    async def mark_settled(
+        self, intent_id: str, how: Settlement, ids: Sequence[str] = ()
+    ) -> list[str]:
+        entry = self._open.pop(intent_id, None)
+        if entry is None:
+            raise LedgerError(f"intent {intent_id!r} is not open")
+        taken = self._hold(entry.intent.fingerprint, ids)
+        self._changed_now(entry.intent.fingerprint)
+        return [i for i in ids if i not in taken]
+
+    # -- reconciliation -------------------------------------------------------------------
+
+    async def in_flight(
+        self, fingerprint: str, *, exclude_intent: str | None = None
+    ) -> list[Intent]:
+        return self._with(fingerprint, "in_flight", exclude_intent)
+
+    async def lost(self, fingerprint: str, *, exclude_intent: str | None = None) -> list[Intent]:
+        return self._with(fingerprint, "lost", exclude_intent)
+
+    async def wait_idle(
+        self, fingerprint: str, *, exclude_intent: str | None = None, timeout: float | None
+    ) -> list[Intent]:
+        with anyio.move_on_after(timeout):
+            while busy := self._with(fingerprint, "in_flight", exclude_intent):
+                await self._changed.setdefault(fingerprint, anyio.Event()).wait()
+            return []
+        return busy
+
+    async def claimed_ids(self, fingerprint: str, *, since: float | None = None) -> set[str]:
+        held = set(self._by_fingerprint.get(fingerprint, ()))
+        for entry in self._open.values():
+            if entry.intent.fingerprint == fingerprint:
+                held.update(entry.ids)
+        return held
+
+    async def claim(self, intent_id: str, candidate_ids: Sequence[str]) -> list[str]:
+        entry = self._entry(intent_id)
+        intent = entry.intent
+        busy = self._with(intent.fingerprint, "in_flight", intent_id)
+        if busy:
+            raise InFlightError(
+                f"{len(busy)} other request(s) with the same model and parameters are in "
+                "flight; wait for them, then look again",
+                intents=busy,
+            )
+        taken = self._held.keys() | {i for e in self._open.values() for i in e.ids}
+        for candidate in dict.fromkeys(candidate_ids):
+            if len(entry.ids) >= intent.count:
+                break
+            if candidate not in taken:
+                entry.ids.append(candidate)
+        held = list(entry.ids)
+        if len(held) >= intent.count:
+            del self._open[intent_id]
+            self._hold(intent.fingerprint, held)
+        return held
+
+    # -- recovery -------------------------------------------------------------------------
+
+    async def stale_intents(self, *, now: float | None = None) -> list[Intent]:
+        return []  # this process is alive, and nothing of a dead one is remembered
+
+    async def take_over(self, intent_id: str) -> Intent | None:
+        return None
+
+    async def unfinished(self, *, orphaned_only: bool = False) -> list[Intent]:
+        if orphaned_only:
+            return []
+        return [
+            replace(e.intent, ids=tuple(e.ids), pending=tuple(e.ids)) for e in self._open.values()
+        ]
+
+    async def intent(self, intent_id: str) -> Intent | None:
+        entry = self._open.get(intent_id)
+        return None if entry is None else replace(entry.intent, ids=tuple(entry.ids))
+
+    async def prune(self, *, before: float) -> int:
+        return 0
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _entry(self, intent_id: str) -> _Open:
+        entry = self._open.get(intent_id)
+        if entry is None:
+            raise LedgerError(f"intent {intent_id!r} is not open")
+        return entry
+
+    def _with(self, fingerprint: str, state: IntentState, exclude: str | None) -> list[Intent]:
+        return [
+            replace(e.intent, ids=tuple(e.ids))
+            for key, e in self._open.items()
+            if key != exclude and e.intent.state == state and e.intent.fingerprint == fingerprint
+        ]
+
+    def _hold(self, fingerprint: str, ids: Sequence[str]) -> set[str]:
+        """Hold ``ids`` for ``fingerprint``; return those newly held (not held before)."""
+        taken: set[str] = set()
+        group = self._by_fingerprint.setdefault(fingerprint, set())
+        for generation_id in ids:
+            if generation_id in self._held:
+                continue
+            self._held[generation_id] = fingerprint
+            group.add(generation_id)
+            taken.add(generation_id)
+        while len(self._held) > _HELD_LIMIT:
+            old, old_fingerprint = self._held.popitem(last=False)
+            old_group = self._by_fingerprint.get(old_fingerprint)
+            if old_group is not None:
+                old_group.discard(old)
+                if not old_group:
+                    del self._by_fingerprint[old_fingerprint]
+        return taken
+
+    def _changed_now(self, fingerprint: str) -> None:
+        event = self._changed.pop(fingerprint, None)
+        if event is not None:
+            event.set()

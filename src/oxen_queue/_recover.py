@@ -1,0 +1,115 @@
+"""``recover()``: pick up the billed jobs of a client that is gone, from the enqueue ledger.
+
+A process killed mid-batch leaves two kinds of work in the ledger: requests answered, whose
+jobs run on without anyone watching them, and requests sent whose answer it never recorded.
+The first are taken over at once. The second may still be in flight when the new process
+starts, so they are settled against the server once their deadline has passed (the request
+can no longer land): their jobs are found and claimed, or they are shown to have made none.
+Taking over is atomic, so of several processes recovering at once each job goes to one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ._exceptions import AmbiguousEnqueueError, OxenError
+from ._ledger import Intent, LedgerError, Settlement
+
+if TYPE_CHECKING:
+    from ._clock import ServerClock
+    from ._ledger import Ledger
+    from ._reconcile import Reconciler
+
+__all__ = ["recover_ids"]
+
+logger = logging.getLogger("oxen_queue")
+
+
+async def recover_ids(
+    ledger: Ledger, reconciler: Reconciler, clock: ServerClock, *, wait: float | None
+) -> list[str]:
+    """The unfinished jobs of gone clients, now this client's: their generation ids.
+
+    Args:
+        ledger: The ledger.
+        reconciler: Settles requests without an answer against the server.
+        clock: The server's clock, for the windows of those requests' rows.
+        wait: Seconds to wait at most for gone clients' requests still within their
+            deadline; ``None`` waits as long as it takes.
+    """
+    found: dict[str, None] = {}
+    give_up = anyio.current_time() + (math.inf if wait is None else wait)
+    while True:
+        orphans = await ledger.unfinished(orphaned_only=True)
+        stale = {intent.intent_id for intent in await ledger.stale_intents()}
+        waiting = 0
+        for intent in orphans:
+            if intent.state in ("answered", "settled"):  # jobs known, still running
+                taken = await ledger.take_over(intent.intent_id)
+                if taken is not None:
+                    found.update(dict.fromkeys(taken.pending))
+            elif intent.intent_id in stale:
+                taken = await ledger.take_over(intent.intent_id)
+                if taken is not None:
+                    found.update(dict.fromkeys(await _settle(ledger, reconciler, clock, taken)))
+            else:
+                waiting += 1  # sent by a gone client, and possibly still landing
+        if not waiting or anyio.current_time() >= give_up:
+            if waiting:
+                logger.warning(
+                    "recover(): %d request(s) of gone clients are still within their deadline; "
+                    "call recover() again later to settle them",
+                    waiting,
+                )
+            return list(found)
+        await anyio.sleep(min(1.0, give_up - anyio.current_time()))
+
+
+async def _settle(
+    ledger: Ledger, reconciler: Reconciler, clock: ServerClock, intent: Intent
+) -> list[str]:
+    """Settle a gone client's request that never recorded its answer; the ids it made."""
+    if intent.sent_at_server is not None:
+        span = intent.deadline - intent.sent_at
+        window = (
+            math.floor(intent.sent_at_server - 2),
+            math.ceil(intent.sent_at_server + span + 2),
+        )
+    else:  # the same host's clock, most likely: judged with ours
+        window = clock.server_window(intent.sent_at, intent.deadline)
+    try:
+        ids = await reconciler.settle(
+            intent.intent_id,
+            model=intent.model,
+            params=intent.params,
+            count=intent.count,
+            window=window,
+            cause=None,
+        )
+    except AmbiguousEnqueueError as exc:
+        logger.warning(
+            "recover(): a gone client's enqueue of %s cannot be settled: %s (candidates: %s)",
+            intent.model,
+            exc,
+            ", ".join(exc.candidate_ids) or "none",
+        )
+        await _mark(ledger, intent, "ambiguous")
+        return []
+    except OxenError as exc:
+        logger.warning("recover(): could not look up a gone client's enqueue: %s", exc)
+        return []
+    if ids is None:
+        await _mark(ledger, intent, "never_created")
+        return []
+    return ids
+
+
+async def _mark(ledger: Ledger, intent: Intent, how: Settlement) -> None:
+    try:
+        await ledger.mark_settled(intent.intent_id, how)
+    except LedgerError as exc:
+        logger.warning("recover(): the ledger could not settle %s: %s", intent.intent_id, exc)
