@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, get_args
 
 import anyio
@@ -203,6 +203,8 @@ async def test_jobs_api_enqueues_reads_and_streams_status_until_succeeded(
         missing = await http.get("/jobs/no-such-id")
         missing_events = await http.get("/jobs/no-such-id/events")
 
+    assert [name for name, _, _ in events][-1] == "end"  # so a browser does not reconnect
+    events = events[:-1]
     assert {name for name, _, _ in events} == {"status"}
     statuses = [row["status"] for _, row, _ in events]
     assert statuses[0] == "queued"
@@ -222,3 +224,120 @@ async def test_jobs_api_enqueues_reads_and_streams_status_until_succeeded(
     assert row.json()["prompt"] == "an ox, step by step"  # the row's extra fields survive
     assert missing.status_code == 404
     assert missing_events.status_code == 404
+
+
+async def _read_events(stream: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The (event, data) pairs of a Server-Sent Events response, to its end.
+
+    (To stop early, cancel: every one of httpx's nested generators then unwinds, where
+    breaking out would leave them to the garbage collector.)
+    """
+    name = ""
+    async for line in stream.aiter_lines():
+        if line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            yield name, json.loads(line.removeprefix("data: "))
+
+
+@pytest.mark.anyio
+async def test_one_stream_follows_every_job_of_a_page_to_its_end(
+    emulator: Emulator, app_url: str
+) -> None:
+    """``GET /events?id=...``: each job's statuses in order, each once; a cancelled one; an
+    unknown id as ``lost`` (not a 404 for the whole stream); then ``end``."""
+    async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+        with time_scale(emulator, 0.2):
+            quick = (await http.post("/jobs", json={"prompt": "a quick ox"})).json()
+        with time_scale(emulator, 5.0):  # queued 2.5-10 s: cancelled before it starts
+            slow = (await http.post("/jobs", json={"prompt": "a slow ox"})).json()
+        ids = [quick["generation_id"], slow["generation_id"], "no-such-id"]
+        seen: dict[str, list[str]] = {generation_id: [] for generation_id in ids}
+        async with http.stream("GET", "/events", params={"id": ids}) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            async for name, data in _read_events(stream):
+                if name == "status":
+                    seen[data["generation_id"]].append(data["status"])
+                    if (data["generation_id"], data["status"]) == (slow["generation_id"], "queued"):
+                        cancel = await http.delete(f"/jobs/{slow['generation_id']}")
+                        assert cancel.status_code == 204
+                elif name == "lost":
+                    seen[data["generation_id"]].append("lost: " + data["message"])
+        image = await http.get(f"/jobs/{quick['generation_id']}/image")
+        too_many = await http.get("/events", params={"id": [f"id-{i}" for i in range(51)]})
+
+    assert seen[quick["generation_id"]][-1] == "succeeded"
+    assert seen[quick["generation_id"]] == sorted(
+        seen[quick["generation_id"]], key=STATUS_ORDER.index
+    )
+    assert len(set(seen[quick["generation_id"]])) == len(seen[quick["generation_id"]])
+    assert seen[slow["generation_id"]] == ["queued", "cancelled"]
+    ((lost,),) = [seen["no-such-id"]]
+    assert lost.startswith("lost: ")
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+    assert image.content.startswith(b"\x89PNG")
+    assert too_many.status_code == 422  # bounded: at most 50 jobs a stream
+
+
+@pytest.mark.anyio
+async def test_leaving_a_stream_unsubscribes_and_the_watchers_extra_polls_stop(
+    emulator: Emulator, app_url: str
+) -> None:
+    """While a stream follows a pending job, the app's client polls the queue every second
+    (to show ``processing``); when the browser leaves, that stops at once."""
+
+    def lists() -> int:
+        return int(emulator.stats()["requests"].get("GET /api/ai/queue", 0))
+
+    async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+        with time_scale(emulator, 5.0):  # queued for 2.5-10 s
+            job = (await http.post("/jobs", json={"prompt": "an ox being watched"})).json()
+        before = lists()
+        events: list[tuple[str, str]] = []
+        async with http.stream("GET", f"/jobs/{job['generation_id']}/events") as stream:
+            with anyio.move_on_after(2.2):
+                async for name, data in _read_events(stream):
+                    events.append((name, data["status"]))
+            watched = lists() - before
+        # Closed: the server sees the disconnect and cancels what followed the job.
+        await anyio.sleep(0.2)
+        after = lists()
+        await anyio.sleep(2.2)
+        unwatched = lists() - after
+        assert (await http.delete(f"/jobs/{job['generation_id']}")).status_code == 204
+        row = (await http.get(f"/jobs/{job['generation_id']}")).json()
+
+    assert events == [("status", "queued")]
+    assert watched >= 2  # about one a second, shared by every stream of the app
+    assert unwatched <= 1  # (the backstop's tick, every 10 s, may fall in the window)
+    assert row["status"] == "cancelled"
+
+
+@pytest.mark.anyio
+async def test_the_page_its_choices_and_its_estimate(emulator: Emulator, app_url: str) -> None:
+    async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+        page = await http.get("/")
+        choices = (await http.get("/options")).json()
+        default = await http.get("/estimate")
+        cheap = await http.get("/estimate", params={"quality": "low", "resolution": "1024x1024"})
+        bad = await http.get("/estimate", params={"resolution": "999x999"})
+
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "new EventSource(" in page.text
+    assert choices["choices"]["resolution"] == list(get_args(Resolution))
+    assert choices["defaults"] == {
+        "resolution": "1920x1080",
+        "quality": "high",
+        "output_format": "png",
+    }
+    # The emulator's published grid: high at 1920x1080 is 0.28, low at 1024x1024 0.02.
+    assert default.json()["cost"] == "0.28"
+    assert cheap.json()["cost"] == "0.02"
+    # Refused, whether by the SDK's checks (422) or by the pricing having no such cell.
+    if bad.status_code == 422:
+        assert bad.json()["detail"]["field"] == "resolution"
+    else:
+        assert bad.json()["cost"] is None
+        assert "999x999" in bad.json()["reason"]

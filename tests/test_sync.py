@@ -55,6 +55,20 @@ def test_enqueue_and_block_for_the_result() -> None:
     assert "SyncGeneration" in repr(generation)
 
 
+def test_updates_block_between_status_changes_and_end_with_the_final_record() -> None:
+    api = FakeAPI(lifecycle=["queued", "processing", "processing", "failed"], error_message="no")
+    with sync_client(api) as client:
+        generation = client.enqueue("gpt-image-2", prompt="ox")
+        records = list(generation.updates())
+        left = client.enqueue("gpt-image-2", prompt="an ox left early")
+        for _ in left.updates():
+            break  # leaving closes the iterator, which unsubscribes
+        subscribers = left._generation._subscribers
+    assert [r.status for r in records] == ["queued", "processing", "failed"]
+    assert records[-1].error_message == "no"
+    assert subscribers is None
+
+
 def test_failures_raise_as_with_await() -> None:
     api = FakeAPI(lifecycle=["queued", "failed"], error_message="Insufficient credits")
     with sync_client(api) as client, pytest.raises(GenerationFailedError, match="Insufficient"):

@@ -93,7 +93,7 @@ class AsyncClient:
         poll_policy: Backoff and deadline of per-generation polling; its ``deadline`` is
             every generation's default deadline.
         shared_poll_interval: Seconds between shared polls (``"shared"``, and ``"auto"``
-            while the event stream is down).
+            while the event stream is down or someone follows ``generation.updates()``).
         backstop_interval: Seconds between the slow polls behind a healthy event stream
             (``"auto"``), which catch cancellations and lost events.
         retry: Which transient HTTP failures are retried, and how.

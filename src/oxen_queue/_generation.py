@@ -5,14 +5,18 @@ the event stream, see ``_watch``) and awaited by any number of tasks. Awaiting i
 for that resolution, so awaiting twice, or from many tasks at once, costs no request; and
 abandoning a wait (``asyncio.wait_for`` timing out, a task cancelled) leaves the generation
 and its watcher untouched.
+
+``generation.updates()`` follows it as it goes: each subscriber holds one slot for the latest
+non-final status it has not taken yet, and learns the final outcome from the generation itself,
+so a slow consumer never blocks the watcher, and costs no memory past that slot and no request.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Generator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
 
@@ -36,9 +40,13 @@ __all__ = [
     "note_status",
     "observe",
     "remaining",
+    "watch_subscriptions",
 ]
 
 logger = logging.getLogger("oxen_queue")
+
+UNKNOWN: Final = "unknown"
+"""The status of a reattached handle before its first row is seen."""
 
 
 class GenerationOwner(Protocol):
@@ -81,6 +89,8 @@ class Generation:
         "_owner",
         "_record",
         "_status",
+        "_subscribers",
+        "_watch_listener",
         "deadline",
         "id",
         "model",
@@ -107,6 +117,8 @@ class Generation:
         self._outcome: GenerationRecord | BaseException | None = None
         self._event: anyio.Event | None = None
         self._callbacks: list[Callable[[Generation], object]] | None = None
+        self._subscribers: set[_Subscription] | None = None
+        self._watch_listener: Callable[[Generation, bool], object] | None = None
         self._created = anyio.current_time()
 
     def __repr__(self) -> str:
@@ -207,6 +219,67 @@ class Generation:
             self._callbacks = []
         self._callbacks.append(callback)
 
+    async def updates(self) -> AsyncGenerator[GenerationRecord, None]:
+        """Each status change, as a record, until the final one.
+
+        ::
+
+            async for record in generation.updates():
+                print(record.status)  # queued, processing, then succeeded (or failed, ...)
+
+        The first record is the current state (for a reattached generation, once its row is
+        read). Then each change is yielded once, in order, and the final record (``succeeded``,
+        ``failed`` with its ``error_message``, or ``cancelled``) is the last item: iteration
+        ends after it, without raising. The client's one watcher drives every subscriber, so
+        any number of them costs no request. A consumer slower than the changes is never
+        waited for: it gets the latest non-final status it missed (``queued`` may be skipped
+        for ``processing``), and always the final one.
+
+        What the watcher sees depends on ``completion``: in ``"auto"``, a generation that has
+        subscribers is polled with the others every ``shared_poll_interval`` (one list request
+        per tick for all of them, rather than every ``backstop_interval``); ``"events"``
+        learns only final states, so it yields the current status, then the final one.
+
+        Cancelling the consumer (a timeout, a task cancelled) or closing the iterator ends the
+        subscription; the generation carries on. Breaking out of the loop leaves the
+        subscription until the iterator is closed or garbage collected, and it ends in any
+        case with the generation (wrap it in ``contextlib.aclosing`` to end it at once).
+
+        Raises:
+            GenerationTimeoutError: The generation's deadline passed, after the records seen
+                before it.
+            ClientClosedError: The client closed before the generation finished.
+            OxenError: Its status could not be learned (the id is unknown, the key refused).
+        """
+        subscription = _Subscription()
+        if self._outcome is None:
+            subscription.latest = self._current()
+            self._subscribe(subscription)
+        last: str | None = None
+        try:
+            while True:
+                record, subscription.latest = subscription.latest, None
+                if record is not None:
+                    if record.status != last:  # a status that came back is no change
+                        last = record.status
+                        yield record
+                elif self._outcome is not None:
+                    break
+                else:
+                    await self._next_update(subscription)
+        finally:
+            self._unsubscribe(subscription)
+        outcome = self._outcome
+        if isinstance(outcome, GenerationRecord):
+            yield outcome
+        elif (
+            isinstance(outcome, GenerationFailedError | GenerationCancelledError)
+            and outcome.record is not None
+        ):
+            yield outcome.record
+        elif outcome is not None:
+            raise outcome
+
     # -- used by the completion watchers -------------------------------------------------
 
     def _remaining(self) -> float:
@@ -220,9 +293,12 @@ class Generation:
             return True
         if self.model is None and record.model_name:
             self.model = record.model_name
+        changed = record.status != self._status
         self._status = record.status
         self._record = record
         if record.status not in TERMINAL_STATUSES:
+            if changed:
+                self._publish(record)
             return False
         if record.status == "succeeded":
             self._resolve(record)
@@ -238,8 +314,12 @@ class Generation:
 
     def _note_status(self, status: str) -> None:
         """Take note of a non-final status seen in a list (no full row at hand)."""
-        if self._outcome is None and status not in TERMINAL_STATUSES:
+        if self._outcome is None and status not in TERMINAL_STATUSES and status != self._status:
             self._status = status
+            if self._subscribers:
+                current = self._current()
+                assert current is not None
+                self._publish(current)
 
     def _fail(self, error: OxenError) -> None:
         """End the generation with an error that is not the server's verdict."""
@@ -254,6 +334,11 @@ class Generation:
         self._outcome = outcome
         if self._event is not None:
             self._event.set()
+        subscribers, self._subscribers = self._subscribers, None
+        if subscribers:
+            for subscription in subscribers:
+                subscription.wake()  # each takes the outcome from here
+            self._tell_watcher(watched=False)
         self._owner._generation_done(self)
         callbacks, self._callbacks = self._callbacks, None
         for callback in callbacks or ():
@@ -261,6 +346,78 @@ class Generation:
                 callback(self)
             except Exception:
                 logger.exception("done callback of generation %s failed", self.id)
+
+    # -- subscribers of updates() ---------------------------------------------------------
+
+    def _current(self) -> GenerationRecord | None:
+        """The current state as a record (``None`` while it is unknown).
+
+        The last row when its status is current; otherwise (a status seen in a list) a
+        record built from what this handle knows, as for a completion event.
+        """
+        status = self._status
+        if status == UNKNOWN:
+            return None
+        record = self._record
+        if record is not None:
+            return (
+                record if record.status == status else record.model_copy(update={"status": status})
+            )
+        return GenerationRecord.model_validate(
+            {**self.params, "generation_id": self.id, "status": status, "model_name": self.model}
+        )
+
+    def _publish(self, record: GenerationRecord) -> None:
+        for subscription in self._subscribers or ():
+            subscription.latest = record  # coalesced: a slow consumer gets the latest
+            subscription.wake()
+
+    def _subscribe(self, subscription: _Subscription) -> None:
+        if self._subscribers is None:
+            self._subscribers = set()
+        self._subscribers.add(subscription)
+        if len(self._subscribers) == 1:
+            self._tell_watcher(watched=True)
+
+    def _unsubscribe(self, subscription: _Subscription) -> None:
+        subscribers = self._subscribers
+        if subscribers is not None and subscription in subscribers:
+            subscribers.discard(subscription)
+            if not subscribers:
+                self._subscribers = None
+                self._tell_watcher(watched=False)
+
+    def _tell_watcher(self, *, watched: bool) -> None:
+        if self._watch_listener is not None:
+            try:
+                self._watch_listener(self, watched)
+            except Exception:
+                logger.exception("subscription listener of generation %s failed", self.id)
+
+    async def _next_update(self, subscription: _Subscription) -> None:
+        """Wait for a change or the outcome, within the generation's deadline."""
+        subscription.wakeup = wakeup = anyio.Event()
+        try:
+            with anyio.move_on_after(self._remaining()):
+                await wakeup.wait()
+        finally:
+            subscription.wakeup = None
+        if self._outcome is None and subscription.latest is None and self._remaining() <= 0:
+            self._expire()
+
+
+class _Subscription:
+    """One consumer of ``updates()``: the latest change it has not taken, and its wake-up."""
+
+    __slots__ = ("latest", "wakeup")
+
+    def __init__(self) -> None:
+        self.latest: GenerationRecord | None = None
+        self.wakeup: anyio.Event | None = None
+
+    def wake(self) -> None:
+        if self.wakeup is not None:
+            self.wakeup.set()
 
 
 # -- how watchers settle a Generation: the package-internal side of the handle ------------------
@@ -299,3 +456,14 @@ def expire_if_due(generation: Generation) -> bool:
 def remaining(generation: Generation) -> float:
     """Seconds until the generation's deadline (``math.inf`` without one)."""
     return generation._remaining()
+
+
+def watch_subscriptions(
+    generation: Generation, listener: Callable[[Generation, bool], object] | None
+) -> None:
+    """Be told when a generation gains its first subscriber of ``updates()`` (``True``) and
+    loses its last one (``False``), so a watcher can look more often while someone watches.
+
+    ``None`` stops telling. Only one listener: the watcher that tracks the generation.
+    """
+    generation._watch_listener = listener

@@ -724,6 +724,26 @@ class SyncGeneration:
         """Cancel the job upstream."""
         self._client._run(self._generation.cancel)
 
+    def updates(self) -> Iterator[GenerationRecord]:
+        """Each status change, as a record, until the final one; blocks between them.
+
+        As :meth:`Generation.updates`: the final record (``succeeded``, ``failed``,
+        ``cancelled``) is the last item; a deadline or a closed client raises. Ctrl-C ends
+        the subscription and the generation carries on, as does leaving the loop early once
+        the iterator is closed (``break`` from a ``for`` closes it when it is collected).
+        """
+        updates = self._generation.updates()
+
+        async def step() -> GenerationRecord | None:
+            return await anext(updates, None)
+
+        try:
+            while (record := self._client._run(step)) is not None:
+                yield record
+        finally:
+            if self._client._lifetime.context is not None:  # else the loop is gone with it
+                self._client._run(updates.aclose)
+
     def download(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Wait for the result, then save it."""
         return self._client._run(self._generation.download, path)

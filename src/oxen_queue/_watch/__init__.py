@@ -40,7 +40,8 @@ def make_watcher(
         api: The requests a watcher may make.
         policy: Backoff of per-generation polling (``poll`` mode).
         shared_interval: Seconds between shared-poll ticks (``shared`` mode, and ``auto``
-            while the stream is down or unavailable).
+            while the stream is down or unavailable, or while a pending generation has
+            subscribers of ``updates()``).
         backstop_interval: Seconds between shared-poll ticks behind a healthy stream
             (``auto``), which catch cancellations and lost events.
         stall_timeout: Seconds of silence after which the event stream is reopened.
@@ -51,6 +52,9 @@ def make_watcher(
             backstop=backstop_interval,
             fallback=True,
             poll_interval=shared_interval,
+            # Someone follows updates(): learn `processing` within a tick, not a backstop's.
+            # One list per tick for every pending generation, whatever the subscribers.
+            watch_interval=shared_interval,
             stall_timeout=stall_timeout,
         )
     if mode == "events":

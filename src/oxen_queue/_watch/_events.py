@@ -16,6 +16,9 @@ What the stream cannot tell is left to the shared poller (:mod:`._shared`):
 * whenever the stream opens with generations pending, one reconciliation tick (events may have
   fired while it was away);
 * cancellations, which get no event;
+* ``processing``, which gets no event either: while someone follows a pending generation with
+  ``updates()``, ticks come every ``watch_interval`` instead of every ``backstop`` (one list
+  request per tick for every pending generation, however many subscribers);
 * in ``auto`` mode, a slow periodic backstop for events lost in transit, and fast polling
   whenever the stream is not open, or for good when it cannot be opened at all (404, 401/403,
   or repeated failures), with a debug log saying so.
@@ -72,6 +75,9 @@ class EventWatcher:
         fallback: Poll every ``poll_interval`` while the stream is not open, and for good when
             it is unavailable. Without it, an unavailable stream fails the waiting generations.
         poll_interval: Seconds between ticks when falling back.
+        watch_interval: Seconds between ticks while the stream is open and some pending
+            generation has subscribers of ``updates()``: the stream announces only final
+            states, so ``processing`` is learned from these ticks. ``None``: the backstop's.
         connect_wait: Seconds the first enqueue waits for the stream to open; later ones do not
             wait (polling covers them in ``auto`` until it opens).
         max_failures: Consecutive failures to connect before the stream counts as unavailable
@@ -87,6 +93,7 @@ class EventWatcher:
         backstop: float | None,
         fallback: bool,
         poll_interval: float = 1.0,
+        watch_interval: float | None = None,
         connect_wait: float = 10.0,
         max_failures: int = 3,
         stall_timeout: float = 45.0,
@@ -95,6 +102,7 @@ class EventWatcher:
         self._backstop = backstop
         self._fallback = fallback
         self._poll_interval = poll_interval
+        self._watch_interval = watch_interval
         self._connect_wait = connect_wait
         self._max_failures = max_failures
         self._stall = stall_timeout
@@ -114,7 +122,10 @@ class EventWatcher:
 
     def _interval(self) -> float:
         if self.state == "open":
-            return math.inf if self._backstop is None else self._backstop
+            backstop = math.inf if self._backstop is None else self._backstop
+            if self._watch_interval is not None and self.poller.watched:
+                return min(backstop, self._watch_interval)
+            return backstop
         return self._poll_interval if self._fallback else math.inf
 
     # -- Watcher ------------------------------------------------------------------------

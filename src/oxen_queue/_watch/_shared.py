@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final
 import anyio
 
 from .._exceptions import OxenError
-from .._generation import expire_if_due, fail, note_status
+from .._generation import expire_if_due, fail, note_status, watch_subscriptions
 from .._retry import is_transient
 from ._base import look, supervised, unexpected
 
@@ -54,6 +54,8 @@ class SharedPollWatcher:
         self._wake: anyio.Event | None = None
         self.ticks = 0
         """How many ticks ran (each costs one list request per model filter)."""
+        self.watched: set[str] = set()
+        """Ids of pending generations that someone follows with ``updates()``."""
 
     def start(self, task_group: TaskGroup) -> None:
         self._task_group = task_group
@@ -66,6 +68,7 @@ class SharedPollWatcher:
         assert self._task_group is not None, "start() comes first"
         self.pending[generation.id] = generation
         generation.add_done_callback(self._forget)
+        watch_subscriptions(generation, self._subscribers_changed)
         if not fresh:
             # Reattached: it may have finished long ago and will never be in the active list.
             self._task_group.start_soon(look, self._api, generation)
@@ -79,6 +82,16 @@ class SharedPollWatcher:
     def _forget(self, generation: Generation) -> None:
         if self.pending.get(generation.id) is generation:
             del self.pending[generation.id]
+            self.watched.discard(generation.id)
+
+    def _subscribers_changed(self, generation: Generation, watched: bool) -> None:
+        if not watched:
+            self.watched.discard(generation.id)
+        elif self.pending.get(generation.id) is generation:
+            first = not self.watched
+            self.watched.add(generation.id)
+            if first:
+                self.wake()  # the interval may be shorter now that someone watches
 
     async def _loop(self) -> None:
         # Ticks keep a fixed rate: the time a tick takes is not added to the interval.
