@@ -874,20 +874,20 @@ class AsyncClient:
                 deadline (they may yet land); ``None`` waits as long as it takes.
 
         Returns:
-            The generations, oldest request first.
+            The generations, with the model and parameters of the request that made each.
         """
         core = self._core
         core.require_open()
-        ids = await recover_ids(
+        recovered = await recover_ids(
             core.enqueuer.ledger, core.enqueuer.reconciler, core.session.clock, wait=wait
         )
-        for generation_id in ids:
-            core.enqueuer.own(generation_id)
+        for job in recovered:
+            core.enqueuer.own(job.generation_id)
             core.track(
                 self,
-                generation_id,
-                model=None,
-                params={},
+                job.generation_id,
+                model=job.model,
+                params=job.params,
                 deadline=self._options.deadline,
                 fresh=False,
             )

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -24,15 +26,24 @@ if TYPE_CHECKING:
     from ._ledger import Ledger
     from ._reconcile import Reconciler
 
-__all__ = ["recover_ids"]
+__all__ = ["Recovered", "recover_ids"]
 
 logger = logging.getLogger("oxen_queue")
 
 
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """A gone client's job, now this client's: its id and its request's model and params."""
+
+    generation_id: str
+    model: str
+    params: Mapping[str, Any]
+
+
 async def recover_ids(
     ledger: Ledger, reconciler: Reconciler, clock: ServerClock, *, wait: float | None
-) -> list[str]:
-    """The unfinished jobs of gone clients, now this client's: their generation ids.
+) -> list[Recovered]:
+    """The unfinished jobs of gone clients, now this client's.
 
     Args:
         ledger: The ledger.
@@ -41,7 +52,12 @@ async def recover_ids(
         wait: Seconds to wait at most for gone clients' requests still within their
             deadline; ``None`` waits as long as it takes.
     """
-    found: dict[str, None] = {}
+    found: dict[str, Recovered] = {}
+
+    def add(intent: Intent, ids: Iterable[str]) -> None:
+        for generation_id in ids:
+            found[generation_id] = Recovered(generation_id, intent.model, intent.params)
+
     give_up = anyio.current_time() + (math.inf if wait is None else wait)
     while True:
         orphans = await ledger.unfinished(orphaned_only=True)
@@ -51,11 +67,11 @@ async def recover_ids(
             if intent.state in ("answered", "settled"):  # jobs known, still running
                 taken = await ledger.take_over(intent.intent_id)
                 if taken is not None:
-                    found.update(dict.fromkeys(taken.pending))
+                    add(taken, taken.pending)
             elif intent.intent_id in stale:
                 taken = await ledger.take_over(intent.intent_id)
                 if taken is not None:
-                    found.update(dict.fromkeys(await _settle(ledger, reconciler, clock, taken)))
+                    add(taken, await _settle(ledger, reconciler, clock, taken))
             else:
                 waiting += 1  # sent by a gone client, and possibly still landing
         if not waiting or anyio.current_time() >= give_up:
@@ -65,7 +81,7 @@ async def recover_ids(
                     "call recover() again later to settle them",
                     waiting,
                 )
-            return list(found)
+            return list(found.values())
         await anyio.sleep(min(1.0, give_up - anyio.current_time()))
 
 

@@ -4,6 +4,7 @@ the exit status: 0 all succeeded, 1 a generation did not, 2 a request was refuse
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,7 +82,7 @@ async def generate(context: Context) -> int:
     count = _count(args)
     params = {"prompt": args.prompt, **_request_params(args)}
     await anyio.Path(args.out).mkdir(parents=True, exist_ok=True)
-    async with AsyncClient(**context.options) as client:
+    async with AsyncClient(**context.options, ledger=args.ledger, timeout=args.timeout) as client:
         outcome = await run_generate(
             client,
             model=args.model,
@@ -100,7 +101,8 @@ async def submit(context: Context) -> int:
     params = {"prompt": args.prompt, **_request_params(args)}
     # "poll": nothing is waited for, so no event stream is worth opening; the client closes
     # before a first poll is due, and the enqueue is the only request.
-    async with AsyncClient(**context.options, completion="poll") as client:
+    options = {**context.options, "ledger": args.ledger, "timeout": args.timeout}
+    async with AsyncClient(**options, completion="poll") as client:
         if count == 1:
             generations = [await client.enqueue(args.model, **params)]
         else:
@@ -192,8 +194,12 @@ async def _prompts_command(
             context, lines=lines, model=model, defaults=defaults, retry_failed=retry_failed
         )
     manifest = Manifest(args.out / "manifest.jsonl")
+    # The ledger lives beside the manifest: a run killed between sending a request and writing
+    # its manifest line leaves the request there, and the next run picks its job up.
+    ledger = args.ledger or f"sqlite:///{args.out.resolve()}/ledger.db"
     try:
-        async with AsyncClient(**context.options, max_spend=max_spend) as client:
+        options = {**context.options, "ledger": ledger, "timeout": args.timeout}
+        async with AsyncClient(**options, max_spend=max_spend) as client:
             outcome = await run_prompts(
                 client,
                 model=model,
@@ -288,6 +294,20 @@ async def demo(context: Context) -> int:
         retry_failed=False,
         label="demo",
     )
+
+
+async def recover(context: Context) -> int:
+    args = context.args
+    ledger = args.ledger or os.environ.get("OXEN_LEDGER")
+    if not ledger:
+        raise CommandError("no ledger: pass --ledger URL or set OXEN_LEDGER")
+    options = {**context.options, "ledger": ledger, "timeout": args.timeout}
+    async with AsyncClient(**options, completion="poll") as client:
+        generations = await client.recover(wait=args.wait)
+        for generation in generations:
+            record = await client.get_generation(generation.id)
+            context.console.out(f"{record.generation_id} {record.status}", highlight=False)
+    return 0
 
 
 async def status(context: Context) -> int:
@@ -391,7 +411,10 @@ def _show_model(model: Model, console: Console) -> None:
 def _when(key: str, value: object) -> str | None:
     """Unix timestamps of a row, shown readably (UTC)."""
     if key.endswith("_at") and isinstance(value, int):
-        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        try:
+            return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        except (OverflowError, OSError, ValueError):  # a server's nonsense: show it raw
+            return None
     return None
 
 
@@ -412,4 +435,5 @@ COMMANDS: dict[str, Command] = {
     "status": status,
     "cancel": cancel,
     "models": models,
+    "recover": recover,
 }

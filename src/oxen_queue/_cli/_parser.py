@@ -101,6 +101,23 @@ def _request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", dest="output_format", help="png, jpeg or webp (gpt-image-2)")
 
 
+def _ledger_option(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--ledger",
+        metavar="URL",
+        help="the enqueue ledger, written before each request so a lost answer or a crash "
+        "never loses a billed job: sqlite:///path/ledger.db or postgresql://... "
+        f"(default: {default})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds for each request, connect to last byte",
+    )
+
+
 def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The main parser, and each command's parser by name."""
     parser = argparse.ArgumentParser(
@@ -136,6 +153,7 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     _request_options(generate)
     generate.add_argument("-n", type=int, default=1, help="generations (num_generations)")
     generate.add_argument("--out", type=Path, default=Path("."), help="directory for the files")
+    _ledger_option(generate, "$OXEN_LEDGER, else this process's memory")
 
     submit = command(
         "submit",
@@ -146,6 +164,7 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     submit.add_argument("prompt")
     _request_options(submit)
     submit.add_argument("-n", type=int, default=1, help="generations (num_generations)")
+    _ledger_option(submit, "$OXEN_LEDGER, else this process's memory")
 
     wait = command(
         "wait",
@@ -179,6 +198,7 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     _request_options(batch)
     batch.add_argument("--concurrency", type=int, default=16, help="generations in flight")
     batch.add_argument("--out", type=Path, default=Path("oxen-output"), help="output directory")
+    _ledger_option(batch, "OUT/ledger.db, beside the manifest")
     batch.add_argument(
         "--retry-failed", action="store_true", help="enqueue anew what failed in an earlier run"
     )
@@ -214,6 +234,24 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     demo.add_argument("--out", type=Path, default=Path("oxen-demo"), help="output directory")
     demo.add_argument("--concurrency", type=int, default=16, help="generations in flight")
     demo.add_argument("--prompts", type=Path, help="a prompts file (default: the bundled one)")
+    _ledger_option(demo, "OUT/ledger.db, beside the manifest")
+
+    recover = command(
+        "recover",
+        "pick up the unfinished jobs a crashed client left in a ledger",
+        "Take over the unfinished jobs of clients that are gone (a crashed process's), from "
+        "a shared enqueue ledger, and print one line each: its id and status. Requests whose "
+        "answer never arrived are first settled against the server, once they can no longer "
+        "land. Follow the ids with `wait` and `download`.",
+    )
+    _ledger_option(recover, "$OXEN_LEDGER")
+    recover.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for requests of gone clients that may still land",
+    )
 
     emulator = command(
         "emulator",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from decimal import Decimal
 from pathlib import Path
@@ -105,6 +107,35 @@ async def plan(previous: dict[str, Any] | None, *, retry_failed: bool) -> Plan:
     return "send"
 
 
+async def _adopt_recovered(
+    client: AsyncClient, model: str, to_run: list[BatchItem], manifest: Manifest
+) -> None:
+    """Reattach requests an interrupted run sent but never wrote in the manifest.
+
+    The ledger has them (the request was recorded before it left): ``recover()`` hands back
+    their jobs with the parameters that made them, and each goes to one line asking for
+    exactly those, instead of being enqueued again.
+    """
+    recovered: dict[str, list[str]] = {}
+    for generation in await client.recover():
+        if generation.model is not None:
+            recovered.setdefault(_request_key(generation.model, generation.params), []).append(
+                generation.id
+            )
+    for item in to_run:
+        if item.generation_id is not None:
+            continue
+        ids = recovered.get(_request_key(item.model or model, item.params))
+        if ids:
+            item.generation_id = ids.pop(0)
+            _, line = item.tag
+            manifest.append(line, generation_id=item.generation_id, status="queued")
+
+
+def _request_key(model: str, params: Mapping[str, Any]) -> str:
+    return json.dumps([model, params], sort_keys=True, default=str)
+
+
 async def run_prompts(
     client: AsyncClient,
     *,
@@ -159,6 +190,7 @@ async def run_prompts(
             item.finished = True
             item.generation_id = generation_id
             item.error = OxenError(f"{status} in an earlier run: {previous.get('error')}")
+    await _adopt_recovered(client, model, to_run, manifest)
     resumed = sum(1 for i in to_run if i.generation_id)
     if resumed or len(to_run) < len(items):
         console.print(

@@ -1,0 +1,92 @@
+"""The CLI on an enqueue ledger: a batch killed with requests in flight resumes without making
+a job twice, and ``recover`` hands back what a killed run left running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from oxen_queue.testing import Emulator, EmulatorConfig
+
+from .support import (
+    finish,
+    latest_by_line,
+    posix_only,
+    spawn,
+    wait_for_queued,
+    wait_until,
+    write_prompts,
+)
+
+SECRET_KEY = "sk-cli-ledger-test"
+PROMPTS = [f"an ox, number {i}" for i in range(12)]
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    config = EmulatorConfig(seed=5, time_scale=0.02, unrelated_event_rate=0)
+    with Emulator(config=config) as emulator:
+        monkeypatch.setenv("OXEN_BASE_URL", emulator.base_url)
+        monkeypatch.setenv("OXEN_API_KEY", SECRET_KEY)
+        monkeypatch.delenv("OXEN_LEDGER", raising=False)
+        yield emulator
+
+
+def _kill_mid_flight(hub: Emulator, prompts: Path, out: Path) -> None:
+    """Run the batch with every answer 0.6 s late, and SIGKILL it with requests in flight."""
+    hub.faults.update({"slow_rate": 1.0, "slow_seconds": 0.6})
+    process = spawn(
+        "batch", str(prompts), "--out", str(out), "--concurrency", "6", "--timeout", "1"
+    )
+    wait_for_queued(process, out, 2)
+
+    def unrecorded() -> bool:  # a job made, its answer still on the way: the manifest lacks it
+        recorded = {entry.get("generation_id") for entry in latest_by_line(out).values()}
+        return bool(set(hub.state.jobs) - recorded)
+
+    wait_until(unrecorded, process)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=10)
+    hub.faults.reset()
+    recorded = {entry.get("generation_id") for entry in latest_by_line(out).values()}
+    assert set(hub.state.jobs) - recorded  # jobs the manifest never heard of
+
+
+@posix_only
+def test_a_batch_killed_mid_flight_resumes_without_making_a_job_twice(
+    hub: Emulator, tmp_path: Path
+) -> None:
+    prompts, out = write_prompts(tmp_path, *PROMPTS), tmp_path / "out"
+    _kill_mid_flight(hub, prompts, out)
+    status, stdout, stderr = finish(spawn("batch", str(prompts), "--out", str(out)))
+    assert status == 0, stderr
+    assert hub.stats()["jobs_created"] == len(PROMPTS)  # each line made exactly one job
+    assert {e["status"] for e in latest_by_line(out).values()} == {"succeeded"}
+    assert f"{len(PROMPTS)} of {len(PROMPTS)} saved" in stdout
+
+
+@posix_only
+def test_recover_prints_every_job_a_killed_run_left(hub: Emulator, tmp_path: Path) -> None:
+    prompts, out = write_prompts(tmp_path, *PROMPTS), tmp_path / "out"
+    _kill_mid_flight(hub, prompts, out)
+    with sqlite3.connect(out / "ledger.db") as db:  # what the killed run saw finish
+        rows = db.execute("SELECT generation_id FROM oxen_ledger_generations WHERE finished = 1")
+        finished = {row[0] for row in rows}
+    ledger = f"sqlite:///{out.resolve()}/ledger.db"
+    status, stdout, stderr = finish(spawn("recover", "--ledger", ledger, "--timeout", "1"))
+    assert status == 0, stderr
+    printed = dict(line.split(" ", 1) for line in stdout.splitlines())
+    assert printed.keys() | finished == set(hub.state.jobs)  # every job the killed run made
+    assert not printed.keys() & finished
+    assert set(printed.values()) <= {"queued", "processing", "succeeded"}
+
+
+def test_recover_without_a_ledger_says_how_to_name_one(hub: Emulator) -> None:
+    status, _, stderr = finish(spawn("recover"))
+    assert status == 2
+    assert "--ledger" in stderr and "OXEN_LEDGER" in stderr
