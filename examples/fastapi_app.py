@@ -40,7 +40,7 @@ import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Final, TypedDict, get_args
+from typing import Annotated, Final, TypedDict, get_args
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -398,34 +398,9 @@ async def options() -> Choices:
 async def estimate(client: SharedClient, params: Annotated[ImageOptions, Query()]) -> Estimate:
     """What one image with these options would cost, from the model's published pricing."""
     try:
-        cost = await estimate_cost(client, MODEL, **params.model_dump(exclude_none=True))
+        cost = await client.estimate_cost(MODEL, **params.model_dump(exclude_none=True))
     except InvalidParamsError:
         raise  # 422, naming the field
     except OxenError as exc:  # the pricing cannot tell (billed by time, a missing price...)
         return Estimate(model=MODEL, cost=None, reason=str(exc))
     return Estimate(model=MODEL, cost=cost)
-
-
-async def estimate_cost(client: AsyncClient, model: str, **params: Any) -> Decimal:
-    """``client.estimate_cost(model, **params)``; on an SDK without it, the price read from
-    the model's published pricing (``GET /api/ai/models/{id}``)."""
-    method = getattr(client, "estimate_cost", None)
-    if method is not None:
-        cost: Decimal = await method(model, **params)
-        return cost
-    described = await client.get_model(model)
-    schema = described.parameter_schema or {}
-    wanted = {
-        name: spec.get("default") for name, spec in schema.get("properties", {}).items()
-    } | params
-    pricing = described.pricing.model_dump() if described.pricing else {}
-    grid = pricing.get("cost_per_image_grid")
-    if isinstance(grid, dict):
-        quality, resolution = wanted.get("quality"), wanted.get("resolution")
-        price = grid.get(quality, {}).get(resolution)
-        if price is None:
-            raise OxenError(f"{model}'s pricing has no price for {quality} at {resolution}")
-        return Decimal(str(price))
-    if pricing.get("method") == "per_image" and pricing.get("cost_per_image") is not None:
-        return Decimal(str(pricing["cost_per_image"]))
-    raise OxenError(f"{model}'s pricing ({pricing.get('method')}) sets no price per image")

@@ -335,9 +335,6 @@ async def test_the_page_its_choices_and_its_estimate(emulator: Emulator, app_url
     # The emulator's published grid: high at 1920x1080 is 0.28, low at 1024x1024 0.02.
     assert default.json()["cost"] == "0.28"
     assert cheap.json()["cost"] == "0.02"
-    # Refused, whether by the SDK's checks (422) or by the pricing having no such cell.
-    if bad.status_code == 422:
-        assert bad.json()["detail"]["field"] == "resolution"
-    else:
-        assert bad.json()["cost"] is None
-        assert "999x999" in bad.json()["reason"]
+    # Refused by the SDK's checks before any price is looked up: 422, naming the field.
+    assert bad.status_code == 422
+    assert bad.json()["detail"]["field"] == "resolution"

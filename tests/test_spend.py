@@ -367,3 +367,14 @@ def test_the_blocking_client_keeps_a_budget_too(blocking_hub: Emulator) -> None:
     assert summary is not None
     assert summary.charged == HIGH
     assert blocking_hub.stats()["requests"]["POST /api/ai/queue"] == 1
+
+
+async def test_an_estimate_needs_no_prompt_yet_checks_what_is_given(app: EmulatorApp) -> None:
+    """A price depends on no prompt or input image: the page asks before one is typed."""
+    async with in_process(app) as client:
+        assert await client.estimate_cost("gpt-image-2") == HIGH
+        edit = await client.estimate_cost("gpt-image-2-edit", quality="low")
+        assert edit > 0
+        with pytest.raises(InvalidParamsError, match="resolution"):
+            await client.estimate_cost("gpt-image-2", resolution="999x999")
+    assert requests(app, "POST", "/api/ai/queue") == 0

@@ -831,7 +831,9 @@ class AsyncClient:
                 f"num_generations must be at least 1, not {num_generations}",
                 field="num_generations",
             )
-        checked = await core.params.check(model, params, self._validate(validate))
+        # A price depends on no prompt or input image: what is given is checked, and what
+        # is absent counts at its default.
+        checked = await core.params.check(model, params, self._validate(validate), partial=True)
         return await self._spend.estimate(model, checked, num_generations)
 
     # -- generations --------------------------------------------------------------------

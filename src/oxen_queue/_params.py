@@ -256,9 +256,21 @@ class ParamChecker:
         self._fetching: dict[str, anyio.Lock] = {}
 
     async def check(
-        self, model: str, params: Mapping[str, Any], validate: bool | None
+        self,
+        model: str,
+        params: Mapping[str, Any],
+        validate: bool | None,
+        *,
+        partial: bool = False,
     ) -> dict[str, Any]:
         """The parameters to send, once checked (unless checks are off for this call).
+
+        Args:
+            model: The model id.
+            params: The parameters.
+            validate: The call's override of the client's setting.
+            partial: Check what is given, and require nothing (a cost estimate needs no
+                prompt).
 
         Raises:
             InvalidParamsError: A bad parameter, or a model the API does not know.
@@ -266,7 +278,7 @@ class ParamChecker:
         if not (self._enabled if validate is None else validate):
             return dict(params)
         schema = None if model in _TYPED else await self._schema(model)
-        return validate_params(model, params, schema=schema)
+        return validate_params(model, params, schema=schema, partial=partial)
 
     async def _schema(self, model: str) -> dict[str, Any] | None:
         return (await self.describe(model)).parameter_schema
@@ -299,7 +311,11 @@ class ParamChecker:
 
 
 def validate_params(
-    model: str, params: Mapping[str, Any], *, schema: Mapping[str, Any] | None = None
+    model: str,
+    params: Mapping[str, Any],
+    *,
+    schema: Mapping[str, Any] | None = None,
+    partial: bool = False,
 ) -> dict[str, Any]:
     """Check a request's parameters and return what to send.
 
@@ -308,6 +324,7 @@ def validate_params(
         params: The parameters, queue fields (``target_namespace``, ...) included.
         schema: The model's published JSON Schema, used when the model has no typed parameters.
             ``None`` checks only what every model needs.
+        partial: Check the parameters given, and let required ones be absent.
 
     Returns:
         The parameters to send: the caller's, unchanged (defaults are left to the server).
@@ -325,17 +342,24 @@ def validate_params(
         raise InvalidParamsError("prompt must not be empty", field="prompt")
     typed = _TYPED.get(model)
     if typed is not None:
-        _check_typed(model, typed, model_params)
+        _check_typed(model, typed, model_params, partial=partial)
     elif schema is not None:
-        check_against_schema(model, schema, model_params)
+        check_against_schema(model, schema, model_params, partial=partial)
     return dict(params)
 
 
-def _check_typed(model: str, typed: type[BaseModel], params: Mapping[str, Any]) -> None:
+def _check_typed(
+    model: str, typed: type[BaseModel], params: Mapping[str, Any], *, partial: bool = False
+) -> None:
     try:
         typed.model_validate(params, strict=True)
     except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
+        errors = [
+            e for e in exc.errors(include_url=False) if not (partial and e["type"] == "missing")
+        ]
+        if not errors:
+            return
+        error = errors[0]
         field = str(error["loc"][0]) if error["loc"] else None
         kind = error["type"]
         known = [*typed.model_fields, *sorted(QUEUE_FIELDS)]
@@ -407,7 +431,9 @@ _JSON_TYPES: Final[dict[str, tuple[type, ...]]] = {
 }
 
 
-def check_against_schema(model: str, schema: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+def check_against_schema(
+    model: str, schema: Mapping[str, Any], params: Mapping[str, Any], *, partial: bool = False
+) -> None:
     """Check flat parameters against a model's published JSON Schema.
 
     Only the keywords that model schemas use are checked: ``required``,
@@ -418,13 +444,15 @@ def check_against_schema(model: str, schema: Mapping[str, Any], params: Mapping[
     would be billed, then fail when the job runs), with a suggestion; send it anyway with
     ``extra_params``.
 
+    With ``partial``, required parameters may be absent (the rest is checked as ever).
+
     Raises:
         InvalidParamsError: Naming the field, and the allowed values where there is a set.
     """
     properties = schema.get("properties")
     if not isinstance(properties, Mapping):
         return
-    for name in schema.get("required") or ():
+    for name in () if partial else schema.get("required") or ():
         if name not in params:
             raise InvalidParamsError(f"{name} is required for {model}", field=str(name))
     unknown = sorted(set(params) - set(properties))
