@@ -32,6 +32,7 @@ from oxen_queue import (
     GenerationRecord,
     GenerationTimeoutError,
     InvalidParamsError,
+    LedgerError,
     NotFoundError,
     OxenError,
     PollTimeoutError,
@@ -215,7 +216,10 @@ def _one_of_each_error() -> list[OxenError]:
         GenerationCancelledError(generation_id="g1", record=record),
         GenerationTimeoutError(generation_id="g1", deadline=2.5),
         InvalidParamsError("bad resolution", field="resolution", allowed=["1024x1024"]),
-        AmbiguousEnqueueError("lost", model="gpt-image-2", params={"prompt": "ox"}),
+        AmbiguousEnqueueError(
+            "lost", model="gpt-image-2", params={"prompt": "ox"}, candidate_ids=["g1", "g2"]
+        ),
+        LedgerError("database is locked"),
         CostUnknownError("billed by token", model="gpt-4o-mini", missing="tokens"),
         BudgetExceededError(
             "over", estimate=Decimal("0.28"), committed=Decimal("9.9"), budget=Decimal(10)

@@ -54,6 +54,7 @@ EXPORTS = {
         "ImageResult",
         "ImagesResponse",
         "InvalidParamsError",
+        "LedgerError",
         "Model",
         "NotFoundError",
         "OutputFormat",

@@ -42,6 +42,7 @@ from ._exceptions import RateLimitError as RateLimitError
 from ._exceptions import ServerError as ServerError
 from ._generation import Generation as Generation
 from ._history import GenerationHistory as GenerationHistory
+from ._ledger import LedgerError as LedgerError
 from ._models import TERMINAL_STATUSES as TERMINAL_STATUSES
 from ._models import CompletionEvent as CompletionEvent
 from ._models import GenerationPage as GenerationPage
@@ -118,6 +119,7 @@ __all__ = [
     "KlingDuration",
     "KlingV26ProTextToVideoOptions",
     "KlingV26ProTextToVideoParams",
+    "LedgerError",
     "Model",
     "ModelPricing",
     "NotFoundError",

@@ -21,6 +21,8 @@ The tree::
     ├── CostUnknownError                no price can be worked out for a request (what is missing)
     ├── BudgetExceededError             an enqueue's estimate would pass the client's max_spend
     ├── AmbiguousEnqueueError           an enqueue may have created a job that was not found
+    ├── LedgerError                     the enqueue ledger could not be read or written
+    │   └── InFlightError               (internal) a claim met a request still in flight
     ├── DownloadError                   a result file could not be fetched or was refused
     ├── ClientClosedError               the client is not open (use ``async with``)
     └── ClientDisconnectedError         a web request's caller hung up (``oxen_queue.asgi``)
