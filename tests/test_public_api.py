@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import inspect
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +196,17 @@ def test_as_completed_is_a_function_of_the_package_not_a_method() -> None:
     assert inspect.isfunction(oxen_queue.as_completed)
     assert not hasattr(oxen_queue.AsyncClient, "as_completed")
     assert not hasattr(oxen_queue.Client, "as_completed")
+
+
+def test_the_api_reference_documents_every_public_name() -> None:
+    """``docs/reference`` renders each public name (``::: name``), so it cannot drift."""
+    reference = Path(__file__).resolve().parents[1] / "docs" / "reference"
+    text = " ".join(page.read_text() for page in reference.glob("*.md"))
+    documented = set(re.findall(r":::\s+([\w.]+)", text))
+    public = {
+        f"{module.__name__}.{name}"
+        for module in (oxen_queue, oxen_queue.testing, oxen_queue.asgi)
+        for name in module.__all__
+        if name != "__version__"
+    }
+    assert public - documented == set()

@@ -3,36 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, Unpack, overload
 
 import anyio
 import httpx
 
 from ._api import QueueEndpoints
 from ._batch import run_batch
+from ._blocking import BlockingOperations
 from ._budget import Budget
 from ._core import CLOSE_GRACE, ClientCore
 from ._download import FileFetcher
 from ._enqueue import Enqueuer
-from ._exceptions import ClientClosedError, DownloadError, InvalidParamsError, OxenError
-from ._generation import Generation, observe
-from ._history import GenerationHistory
+from ._exceptions import ClientClosedError, InvalidParamsError, OxenError
+from ._generation import Generation
 from ._http import DEFAULT_BASE_URL, USER_AGENT, ApiSession, attempt_deadline, check_base_url
 from ._ledger import Ledger, open_ledger
 from ._ledger._memory import MemoryLedger
 from ._models import (
-    GenerationPage,
     GenerationRecord,
-    ImagesResponse,
-    Model,
-    VideosResponse,
     to_decimal,
 )
 from ._params import (
@@ -42,8 +35,9 @@ from ._params import (
     ParamChecker,
     merge_extra,
 )
+from ._parts import Options
 from ._poll import PollPolicy
-from ._recover import recover_ids
+from ._results import ResultOperations
 from ._retry import RetryPolicy
 from ._spend import SpendControl
 from ._types import DEFAULT, Default
@@ -56,24 +50,11 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncClient"]
 
-logger = logging.getLogger("oxen_queue")
-
-R = TypeVar("R")
 
 _PER_REQUEST: Final = 4  # generations per enqueue: "Range: 1-4 ... per request" (queue docs)
-_MAX_PAGE_SIZE: Final = 1000  # GET /api/ai/generations: "page_size ... max 1000"
 
 
-@dataclass(frozen=True, slots=True)
-class _Options:
-    """The per-call defaults of a client or of one of its views (``with_options``)."""
-
-    timeout: httpx.Timeout | None  # None: the session's own
-    validate: bool
-    deadline: float | None
-
-
-class AsyncClient:
+class AsyncClient(ResultOperations, BlockingOperations):
     """An asyncio (and trio) client for Oxen.ai's generation queue.
 
     Use it as an async context manager; one client serves a whole application::
@@ -227,7 +208,7 @@ class AsyncClient:
             poll_policy=poll_policy,
             completion=completion,
         )
-        self._options = _Options(timeout=None, validate=validate, deadline=poll_policy.deadline)
+        self._options = Options(timeout=None, validate=validate, deadline=poll_policy.deadline)
         self._spend = SpendControl(
             params=self._core.params,
             endpoints=endpoints,
@@ -317,12 +298,6 @@ class AsyncClient:
     def spend(self) -> SpendSummary | None:
         """What this client has committed against its ``max_spend`` (``None`` without one)."""
         return self._spend.summary()
-
-    def _generation_done(self, generation: Generation) -> None:
-        self._core.forget(generation)
-
-    def _validate(self, validate: bool | None) -> bool:
-        return self._options.validate if validate is None else validate
 
     # -- enqueueing ---------------------------------------------------------------------
 
@@ -623,491 +598,6 @@ class AsyncClient:
                     await done.wait()
             raise
 
-    async def generate_images(
-        self,
-        model: str,
-        /,
-        *,
-        prompt: str,
-        n: int | None = None,
-        response_format: Literal["url", "b64_json"] | None = None,
-        timeout: float = 600.0,
-        validate: bool | None = None,
-        **params: Any,
-    ) -> ImagesResponse:
-        """Generate images with the blocking endpoint (``POST /api/ai/images/generate``).
-
-        The server holds the request open until the images exist (5-30 s), so nothing is
-        polled; prefer :meth:`enqueue` for many images. The request is resent only if the
-        server refused it; a lost answer is raised, since the images may have been billed.
-
-        Args:
-            model: The model id.
-            prompt: The prompt.
-            n: Images to generate (the spec's ``n``); the server's default is 1.
-            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
-            timeout: Seconds to wait for the answer.
-            validate: Override the client's ``validate`` for this call.
-            **params: The model's other parameters.
-        """
-        return await self._blocking(
-            self._core.endpoints.generate_images,
-            model,
-            {"prompt": prompt, **params},
-            n=n,
-            response_format=response_format,
-            timeout=timeout,
-            validate=validate,
-        )
-
-    async def edit_images(
-        self,
-        model: str,
-        /,
-        *,
-        prompt: str,
-        input_image: str | list[str],
-        n: int | None = None,
-        response_format: Literal["url", "b64_json"] | None = None,
-        timeout: float = 600.0,
-        validate: bool | None = None,
-        **params: Any,
-    ) -> ImagesResponse:
-        """Edit images with the blocking endpoint (``POST /api/ai/images/edit``).
-
-        As :meth:`generate_images`: nothing is polled, and the request is resent only if the
-        server refused it. The provider downloads the input images, so their URLs must be
-        publicly reachable (a result's ``result_url`` is).
-
-        Args:
-            model: The model id, e.g. ``"gpt-image-2-edit"``.
-            prompt: The edit's instruction.
-            input_image: The URL of the image to edit, or a list of URLs of images to compose.
-            n: Images to generate; the server's default is 1.
-            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
-            timeout: Seconds to wait for the answer.
-            validate: Override the client's ``validate`` for this call.
-            **params: The model's other parameters (``mask``, ``resolution``, ...).
-
-        Raises:
-            InvalidParamsError: Bad parameters (nothing was sent).
-            BadRequestError: The server refused (an input image it could not download, ...).
-            BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
-        """
-        return await self._blocking(
-            self._core.endpoints.edit_images,
-            model,
-            {"prompt": prompt, "input_image": input_image, **params},
-            n=n,
-            response_format=response_format,
-            timeout=timeout,
-            validate=validate,
-        )
-
-    async def generate_videos(
-        self,
-        model: str,
-        /,
-        *,
-        prompt: str | None = None,
-        n: int | None = None,
-        response_format: Literal["url", "b64_json"] | None = None,
-        timeout: float = 1800.0,
-        validate: bool | None = None,
-        **params: Any,
-    ) -> VideosResponse:
-        """Generate videos with the blocking endpoint (``POST /api/ai/videos/generate``).
-
-        The server holds the request open until the videos exist: "1-10+ min", so the
-        default ``timeout`` is 30 minutes. The docs recommend the queue (:meth:`enqueue`)
-        instead; this call is here for parity. The request is resent only if the server
-        refused it: a lost answer is raised, since the video may have been billed.
-
-        Args:
-            model: The model id, e.g. ``"kling-video-v2-6-pro-text-to-video"``.
-            prompt: The prompt; a multi-shot model takes ``multi_prompt=[{"prompt",
-                "duration"}, ...]`` in ``params`` instead (exactly one of the two).
-            n: Videos to generate (the server's default is 1).
-            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
-            timeout: Seconds to wait for the answer.
-            validate: Override the client's ``validate`` for this call.
-            **params: The model's other parameters (``duration``, ``aspect_ratio``, ...).
-
-        Raises:
-            InvalidParamsError: Bad parameters, or neither or both of ``prompt`` and
-                ``multi_prompt`` (nothing was sent).
-            BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
-        """
-        if (prompt is None) == (params.get("multi_prompt") is None):
-            raise InvalidParamsError("give exactly one of prompt and multi_prompt", field="prompt")
-        return await self._blocking(
-            self._core.endpoints.generate_videos,
-            model,
-            params if prompt is None else {"prompt": prompt, **params},
-            n=n,
-            response_format=response_format,
-            timeout=timeout,
-            validate=validate,
-        )
-
-    async def _blocking(
-        self,
-        send: Callable[..., Awaitable[R]],
-        model: str,
-        params: Mapping[str, Any],
-        *,
-        n: int | None,
-        response_format: str | None,
-        timeout: float,
-        validate: bool | None,
-    ) -> R:
-        """A blocking endpoint's call: checked, its estimate held against the budget (kept
-        unless the server refused: no row will tell its charge), then sent."""
-        core = self._core
-        core.require_open()
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise InvalidParamsError(f"n must be a positive integer, not {n!r}", field="n")
-        body = await core.params.check(model, params, self._validate(validate))
-        hold = await self._spend.reserve(model, body, n or 1)
-        if n is not None:
-            body["n"] = n
-        if response_format is not None:
-            body["response_format"] = response_format
-        try:
-            result = await send(
-                {"model": model, **body}, timeout=core.session.read_timeout(timeout)
-            )
-        except BaseException as exc:
-            hold.settle_blocking(exc)
-            raise
-        hold.settle_blocking(None)
-        return result
-
-    # -- cost ---------------------------------------------------------------------------
-
-    async def estimate_cost(
-        self,
-        model: str,
-        /,
-        *,
-        num_generations: int = 1,
-        validate: bool | None = None,
-        **params: Any,
-    ) -> Decimal:
-        """What a request would cost, from the model's published pricing; nothing is sent
-        but, once per model and client, ``GET /api/ai/models/{id}`` (shared with the
-        parameter checks).
-
-        Parameters left out count at their defaults, as the server applies and bills them.
-        Images are priced by the ``cost_per_image_grid`` cell of their ``quality`` and
-        ``resolution`` (else ``cost_per_image``); videos by seconds of ``duration`` times the
-        price of a second (with audio, or by resolution, when the model prices those apart).
-
-        Args:
-            model: The model id.
-            num_generations: Generations of the request (as :meth:`enqueue_many` makes).
-            validate: Override the client's ``validate``: bad parameters raise first.
-            **params: The request's parameters, as :meth:`enqueue` takes them.
-
-        Returns:
-            The estimated cost, exact (a ``Decimal``), in the API's currency.
-
-        Raises:
-            CostUnknownError: The pricing cannot be resolved for these parameters (billed by
-                token or time, no price for this quality and resolution, no ``duration``...);
-                ``.missing`` names what is missing. Never a guess of zero.
-            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations``
-                below 1.
-        """
-        core = self._core
-        core.require_open()
-        if isinstance(num_generations, bool) or not isinstance(num_generations, int):
-            raise InvalidParamsError(
-                f"num_generations must be an integer, not {num_generations!r}",
-                field="num_generations",
-            )
-        if num_generations < 1:
-            raise InvalidParamsError(
-                f"num_generations must be at least 1, not {num_generations}",
-                field="num_generations",
-            )
-        # A price depends on no prompt or input image: what is given is checked, and what
-        # is absent counts at its default.
-        checked = await core.params.check(model, params, self._validate(validate), partial=True)
-        return await self._spend.estimate(model, checked, num_generations)
-
-    # -- generations --------------------------------------------------------------------
-
-    def generation(
-        self, generation_id: str, *, deadline: float | Default | None = DEFAULT
-    ) -> Generation:
-        """Reattach to a generation made elsewhere (another process, an earlier run).
-
-        Returns the handle this client already has for the id, if any. Its status is asked
-        at once, so a generation that finished long ago resolves right away.
-        """
-        core = self._core
-        core.require_open()
-        if not isinstance(generation_id, str) or not generation_id.strip():
-            raise InvalidParamsError(
-                "generation_id must be a non-empty string", field="generation_id"
-            )
-        core.enqueuer.own(generation_id)
-        return core.track(
-            self,
-            generation_id,
-            model=None,
-            params={},
-            deadline=self._options.deadline if deadline is DEFAULT else deadline,
-            fresh=False,
-        )
-
-    async def recover(self, *, wait: float | None = 120.0) -> list[Generation]:
-        """Every job the ledger knows as enqueued and unfinished, as generations to await.
-
-        With a shared ledger (``ledger=``), a restarted process picks up its billed jobs: those
-        of clients that are gone (a crashed process's) are taken over, and their requests
-        whose answer never arrived are first settled against the server, once their deadline
-        has passed. This client's own pending generations are included. Of several clients
-        recovering at once, each job goes to one.
-
-        Args:
-            wait: Seconds to wait at most for gone clients' requests still within their
-                deadline (they may yet land); ``None`` waits as long as it takes.
-
-        Returns:
-            The generations, with the model and parameters of the request that made each.
-        """
-        core = self._core
-        core.require_open()
-        recovered = await recover_ids(
-            core.enqueuer.ledger, core.enqueuer.reconciler, core.session.clock, wait=wait
-        )
-        for job in recovered:
-            core.enqueuer.own(job.generation_id)
-            core.track(
-                self,
-                job.generation_id,
-                model=job.model,
-                params=job.params,
-                deadline=self._options.deadline,
-                fresh=False,
-            )
-        return list(core.pending.values())
-
-    async def get_generation(self, generation_id: str) -> GenerationRecord:
-        """The current row of a generation (``GET /api/ai/queue/{id}``)."""
-        core = self._core
-        core.require_open()
-        record = await core.endpoints.get_generation(generation_id, timeout=self._options.timeout)
-        pending = core.pending.get(generation_id)
-        if pending is not None:
-            observe(pending, record)
-        return record
-
-    async def get_generation_details(self, generation_id: str) -> GenerationRecord:
-        """A generation's full history row, with what it was charged
-        (``GET /api/ai/generations/{id}``, the docs' "Get generation details").
-
-        Unlike :meth:`get_generation` (the queue's lean row), this row carries ``cost``
-        (``None`` while queued), and who made the generation.
-
-        Raises:
-            NotFoundError: No such generation.
-        """
-        core = self._core
-        core.require_open()
-        record = await core.endpoints.get_generation_details(
-            generation_id, timeout=self._options.timeout
-        )
-        self._spend.observe([record])
-        pending = core.pending.get(generation_id)
-        if pending is not None:
-            observe(pending, record)
-        return record
-
-    async def cancel(self, generation: Generation | str) -> None:
-        """Cancel a generation (``DELETE /api/ai/queue/{id}``), then learn its final state.
-
-        A generation already finished is left as it is (the API ignores the request).
-
-        Raises:
-            NotFoundError: No such generation.
-        """
-        self._core.require_open()
-        generation_id = generation.id if isinstance(generation, Generation) else generation
-        await self._core.endpoints.cancel(generation_id, timeout=self._options.timeout)
-        # The event stream announces nothing for cancellations: read the row to settle it.
-        await self.get_generation(generation_id)
-
-    async def list_queue(
-        self,
-        *,
-        model: str | None = None,
-        status: str | None = None,
-        media_type: Literal["image", "video"] | None = None,
-        namespace: str | None = None,
-        repo: str | None = None,
-        folder: str | None = None,
-    ) -> list[GenerationRecord]:
-        """Rows of ``GET /api/ai/queue``: active ones only, unless ``status`` is given.
-
-        Args:
-            model: Only this model's rows.
-            status: Only rows in this status (``queued``, ..., ``cancelled``); ``None``:
-                the active ones (``queued`` and ``processing``).
-            media_type: ``"image"`` or ``"video"``.
-            namespace: The namespace whose rows to list (``None``: the caller's).
-            repo: Only rows stored in this repo (``target_repo``).
-            folder: Only rows stored in this directory (``target_directory``).
-
-        Each filter is ``None`` for no filter.
-        """
-        self._core.require_open()
-        return await self._core.endpoints.list_queue(
-            timeout=self._options.timeout,
-            **_filters(model, status, media_type, namespace, repo, folder),
-        )
-
-    async def list_generations(
-        self,
-        *,
-        page: int = 1,
-        page_size: int = 50,
-        model: str | None = None,
-        status: str | None = None,
-        media_type: Literal["image", "video"] | None = None,
-        namespace: str | None = None,
-        repo: str | None = None,
-        folder: str | None = None,
-    ) -> GenerationPage:
-        """One page of history with costs (``GET /api/ai/generations``; page_size <= 1000).
-
-        Takes the filters of :meth:`list_queue` (``status`` is one status; ``None`` is
-        every row, finished or not). The page's ``total_cost`` covers the whole filtered
-        set. :meth:`iter_generations` pages through it all.
-        """
-        self._core.require_open()
-        listed = await self._core.endpoints.list_generations(
-            page=page,
-            page_size=page_size,
-            timeout=self._options.timeout,
-            **_filters(model, status, media_type, namespace, repo, folder),
-        )
-        self._spend.observe(listed.generations)
-        return listed
-
-    def iter_generations(
-        self,
-        *,
-        model: str | None = None,
-        status: str | None = None,
-        media_type: Literal["image", "video"] | None = None,
-        namespace: str | None = None,
-        repo: str | None = None,
-        folder: str | None = None,
-        page_size: int = 100,
-    ) -> GenerationHistory:
-        """Every row of the history that matches the filters, page after page::
-
-            history = client.iter_generations(model="gpt-image-2", status="succeeded")
-            async for record in history:
-                print(record.generation_id, record.cost)
-            print(history.total_entries, history.total_cost)
-
-        Pages (``GET /api/ai/generations``) are fetched as the rows are consumed. Once the
-        first page is read, ``total_cost`` and ``total_entries`` describe the whole set.
-
-        Args:
-            model, status, media_type, namespace, repo, folder: As :meth:`list_queue`'s
-                (``status=None``: every row, finished or not).
-            page_size: Rows per request, 1 to 1000.
-
-        Raises:
-            InvalidParamsError: ``page_size`` out of range.
-        """
-        self._core.require_open()
-        if isinstance(page_size, bool) or not isinstance(page_size, int):
-            raise InvalidParamsError("page_size must be an integer", field="page_size")
-        if not 1 <= page_size <= _MAX_PAGE_SIZE:
-            raise InvalidParamsError(
-                f"page_size must be 1 to {_MAX_PAGE_SIZE}, not {page_size}", field="page_size"
-            )
-        filters = _filters(model, status, media_type, namespace, repo, folder)
-
-        async def fetch(page: int) -> GenerationPage:
-            self._core.require_open()
-            return await self._core.endpoints.list_generations(
-                page=page, page_size=page_size, timeout=self._options.timeout, **filters
-            )
-
-        return GenerationHistory(fetch, observe=self._spend.observe)
-
-    # -- models -------------------------------------------------------------------------
-
-    async def get_model(self, model_id: str) -> Model:
-        """A model and its parameter schema (``GET /api/ai/models/{id}``)."""
-        self._core.require_open()
-        return await self._core.endpoints.get_model(model_id, timeout=self._options.timeout)
-
-    async def list_models(self) -> list[Model]:
-        """Every model (``GET /api/ai/models``)."""
-        self._core.require_open()
-        return await self._core.endpoints.list_models(timeout=self._options.timeout)
-
-    # -- results ------------------------------------------------------------------------
-
-    async def download(
-        self,
-        source: Generation | GenerationRecord | str,
-        path: str | os.PathLike[str] | None = None,
-    ) -> Path:
-        """Save a generation's result file and return its path.
-
-        Args:
-            source: A finished record, a Generation or a generation id (waited for first).
-            path: A file path, or a directory (also any path ending with ``/``, created if
-                need be) where the file is named after the generation id with the extension
-                its bytes show, or ``None`` for the current directory. The server never names
-                the file.
-
-        Raises:
-            DownloadError: No result URL, a bad one, the file host refused, the transfer
-                stalled, or the file is too large.
-            GenerationError: The generation did not succeed (when given one to wait for).
-        """
-        record = await self._finished(source)
-        return await self._core.files.save(
-            self._result_url(record), generation_id=record.generation_id, path=path
-        )
-
-    async def read(self, source: Generation | GenerationRecord | str) -> bytes:
-        """A generation's result file, in memory, within the same bounds as :meth:`download`.
-
-        Raises:
-            DownloadError: As for :meth:`download`.
-            GenerationError: The generation did not succeed (when given one to wait for).
-        """
-        record = await self._finished(source)
-        return await self._core.files.read(
-            self._result_url(record), generation_id=record.generation_id
-        )
-
-    async def _finished(self, source: Generation | GenerationRecord | str) -> GenerationRecord:
-        self._core.require_open()
-        if isinstance(source, GenerationRecord):
-            return source
-        generation = self.generation(source) if isinstance(source, str) else source
-        return await generation
-
-    @staticmethod
-    def _result_url(record: GenerationRecord) -> str:
-        if not record.result_url:
-            raise DownloadError(
-                f"generation {record.generation_id} has no result_url (status {record.status!r})"
-            )
-        return record.result_url
-
     # -- many at once -------------------------------------------------------------------
 
     async def batch(
@@ -1132,25 +622,6 @@ class AsyncClient:
             on_enqueued=on_enqueued,
             on_finished=on_finished,
         )
-
-
-def _filters(
-    model: str | None,
-    status: str | None,
-    media_type: str | None,
-    namespace: str | None,
-    repo: str | None,
-    folder: str | None,
-) -> dict[str, str | None]:
-    """The list filters the spec documents, by their query names."""
-    return {
-        "model": model,
-        "status": status,
-        "media_type": media_type,
-        "namespace": namespace,
-        "repo": repo,
-        "folder": folder,
-    }
 
 
 def _budget(max_spend: object) -> Budget:
