@@ -78,6 +78,7 @@ class ClientCore:
         self._task_group: TaskGroup | None = None  # the background work's, in a host task
         self._background = 0  # upstream cancels of abandoned jobs still running
         self._idle: anyio.Event | None = None
+        self._stopped: anyio.Event | None = None  # set when the background work has unwound
         ledger = enqueuer.ledger
         # This process's memory needs no outcomes: it is this client's own watching.
         self._outcomes = None if isinstance(ledger, MemoryLedger) else _OutcomeWriter(ledger)
@@ -98,6 +99,7 @@ class ClientCore:
         if self.closed or self._stack is not None:
             raise ClientClosedError("an AsyncClient can be opened only once; make a new one")
         await self.enqueuer.ledger.open()
+        self._stopped = anyio.Event()
         stack = AsyncExitStack()
         outer = await stack.enter_async_context(anyio.create_task_group())
         self._task_group = await outer.start(self._host)
@@ -107,11 +109,14 @@ class ClientCore:
         if self._outcomes is not None:
             self._task_group.start_soon(self._outcomes.run)
 
-    @staticmethod
-    async def _host(*, task_status: anyio.abc.TaskStatus[TaskGroup]) -> None:
-        async with anyio.create_task_group() as task_group:
-            task_status.started(task_group)
-            await anyio.sleep_forever()  # until close() cancels the group
+    async def _host(self, *, task_status: anyio.abc.TaskStatus[TaskGroup]) -> None:
+        try:
+            async with anyio.create_task_group() as task_group:
+                task_status.started(task_group)
+                await anyio.sleep_forever()  # until close() cancels the group
+        finally:
+            assert self._stopped is not None
+            self._stopped.set()
 
     async def exit(self) -> None:
         """Close, then leave the outer task group (from ``__aexit__`` only)."""
@@ -143,9 +148,13 @@ class ClientCore:
                     generation_ids=[generation.id],
                 ),
             )
-        if self._task_group is not None:
-            self._task_group.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
+            if self._task_group is not None and self._stopped is not None:
+                # Every task unwinds (the event stream closes its response) before the pools
+                # close under it.
+                self._task_group.cancel_scope.cancel()
+                with anyio.move_on_after(CLOSE_GRACE):
+                    await self._stopped.wait()
             await self.session.http.aclose()
             await self.files.http.aclose()
             await self.enqueuer.ledger.aclose()
@@ -259,21 +268,24 @@ class _OutcomeWriter:
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
         self._queue: list[tuple[str, str]] = []
-        self._wake = anyio.Event()
-        self._idle = anyio.Event()
-        self._idle.set()
+        # Events need a running event loop: made on first use, not with the client.
+        self._wake: anyio.Event | None = None
+        self._idle: anyio.Event | None = None
 
     def note(self, generation: Generation) -> None:
         # Only the server's verdict: a deadline or a closed client leaves the job running.
         if generation.status in TERMINAL_STATUSES:
             self._queue.append((generation.id, generation.status))
-            self._idle = anyio.Event() if self._idle.is_set() else self._idle
-            self._wake.set()
+            if self._idle is None or self._idle.is_set():
+                self._idle = anyio.Event()
+            if self._wake is not None:
+                self._wake.set()
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake = anyio.Event()
+            if not self._queue:
+                self._wake = anyio.Event()
+                await self._wake.wait()
             while self._queue:
                 batch, self._queue = self._queue, []
                 for generation_id, status in batch:
@@ -283,8 +295,10 @@ class _OutcomeWriter:
                         logger.warning(
                             "the ledger did not take %s's outcome: %s", generation_id, exc
                         )
-            self._idle.set()
+            if self._idle is not None:
+                self._idle.set()
 
     async def drain(self) -> None:
         """Wait until every noted outcome is written."""
-        await self._idle.wait()
+        if self._idle is not None:
+            await self._idle.wait()

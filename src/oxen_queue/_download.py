@@ -214,8 +214,13 @@ class FileFetcher:
         except OSError as exc:
             raise DownloadError(f"could not save generation {generation_id}: {exc}") from exc
         try:
-            async with out:
+            try:
                 declared, head = await self._fetch(url, generation_id, out.write)
+            finally:
+                # Shielded: a cancelled download must still close its file (and never
+                # leave it to the collector).
+                with anyio.CancelScope(shield=True):
+                    await out.aclose()
             found = sniff(head)
             if name is None:
                 target = directory / f"{safe_name(generation_id)}{found or declared}"
@@ -289,7 +294,9 @@ class FileFetcher:
             await sink(chunk)
 
         try:
-            async with self.http.stream("GET", request_url) as response:
+            request = self.http.build_request("GET", request_url)
+            response = await self.http.send(request, stream=True)
+            try:
                 if response.status_code >= 400:
                     raise DownloadError(
                         f"download of generation {generation_id} refused: HTTP "
@@ -304,6 +311,11 @@ class FileFetcher:
                     )
                 head = await self._pump(response, generation_id, counted)
                 return _declared_suffix(response.url, response.headers.get("content-type")), head
+            finally:
+                # Shielded, as every response of the client: a cancelled download must still
+                # release its connection.
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
         except httpx.TransportError as exc:
             if not started and isinstance(exc, _RETRYABLE):
                 raise _NothingReceivedError(exc) from exc
