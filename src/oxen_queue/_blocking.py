@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 
 from ._exceptions import InvalidParamsError
 from ._models import ImagesResponse, VideosResponse
+from ._params import check_count
 from ._parts import ClientParts
 
 R = TypeVar("R")
@@ -221,16 +222,7 @@ class BlockingOperations(ClientParts):
         """
         core = self._core
         core.require_open()
-        if isinstance(num_generations, bool) or not isinstance(num_generations, int):
-            raise InvalidParamsError(
-                f"num_generations must be an integer, not {num_generations!r}",
-                field="num_generations",
-            )
-        if num_generations < 1:
-            raise InvalidParamsError(
-                f"num_generations must be at least 1, not {num_generations}",
-                field="num_generations",
-            )
+        check_count(num_generations)
         # A price depends on no prompt or input image: what is given is checked, and what
         # is absent counts at its default.
         checked = await core.params.check(model, params, self._validate(validate), partial=True)

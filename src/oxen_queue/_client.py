@@ -33,6 +33,7 @@ from ._params import (
     GptImage2Options,
     KlingV26ProTextToVideoOptions,
     ParamChecker,
+    check_count,
     merge_extra,
 )
 from ._parts import Options
@@ -406,16 +407,7 @@ class AsyncClient(ResultOperations, BlockingOperations):
             InvalidParamsError: ``num_generations`` is not a positive integer, or bad
                 parameters (nothing was sent).
         """
-        if isinstance(num_generations, bool) or not isinstance(num_generations, int):
-            raise InvalidParamsError(
-                f"num_generations must be an integer, not {num_generations!r}",
-                field="num_generations",
-            )
-        if num_generations < 1:
-            raise InvalidParamsError(
-                f"num_generations must be at least 1, not {num_generations}",
-                field="num_generations",
-            )
+        check_count(num_generations)
         sizes = [_PER_REQUEST] * (num_generations // _PER_REQUEST)
         if num_generations % _PER_REQUEST:
             sizes.append(num_generations % _PER_REQUEST)

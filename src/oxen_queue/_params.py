@@ -41,6 +41,7 @@ __all__ = [
     "Quality",
     "Resolution",
     "check_against_schema",
+    "check_count",
     "merge_extra",
     "typed_defaults",
     "validate_params",
@@ -389,6 +390,23 @@ def _unknown(model: str, name: str, known: Iterable[str]) -> InvalidParamsError:
         field=name,
         allowed=known,
     )
+
+
+def check_count(num_generations: object) -> None:
+    """Refuse a ``num_generations`` that is not a positive integer (``True`` is not 1).
+
+    Raises:
+        InvalidParamsError: Naming ``num_generations``.
+    """
+    if isinstance(num_generations, bool) or not isinstance(num_generations, int):
+        raise InvalidParamsError(
+            f"num_generations must be an integer, not {num_generations!r}",
+            field="num_generations",
+        )
+    if num_generations < 1:
+        raise InvalidParamsError(
+            f"num_generations must be at least 1, not {num_generations}", field="num_generations"
+        )
 
 
 def merge_extra(body: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
