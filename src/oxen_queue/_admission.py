@@ -2,16 +2,16 @@
 
 Three mechanisms, all local to one client:
 
-* A concurrency bound on every request, so a burst of 10,000 ``enqueue()`` calls waits here,
+* A bound on the requests in flight, so a burst of 10,000 ``enqueue()`` calls waits here,
   in order, rather than failing with pool timeouts inside httpx.
 * An adaptive enqueue rate, additive increase and multiplicative decrease (AIMD): unlimited
   until the server refuses a real share of enqueues with 429, then cut in proportion to that
   share, raised again while it stays low, and unlimited once far above what the server took.
   A large batch settles at what the server accepts instead of hammering it, and a stray 429
   does not collapse it (see :class:`EnqueueRate`).
-* An adaptive bound on requests in flight (:class:`InflightLimit`, TCP Vegas-style), so a
-  distant hub gets as many requests in flight as its round trip needs and no more than the
-  client's CPU or the server can turn around. A prototype: not yet wired into the client.
+* That bound adapts by default (:class:`InflightLimit`, TCP Vegas-style), so a distant hub
+  gets as many requests in flight as its round trip needs and no more than the client's CPU
+  or the server can turn around; ``max_concurrency=N`` fixes it instead.
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ from contextlib import asynccontextmanager
 import anyio
 
 __all__ = ["AdmissionControl", "EnqueueRate", "InflightLimit"]
-
-# Clock resolution: a request sent in the same tick as a change of limit counts as sent after it.
-_TICK = 1e-6
 
 # Clock resolution: a request sent in the same tick as a change of limit counts as sent after it.
 _TICK = 1e-6
@@ -314,24 +311,27 @@ class AdmissionControl:
     """The concurrency bound and the enqueue pacer of one client.
 
     Args:
-        max_concurrency: Requests in flight allowed, fixed (ignored when ``inflight`` is
-            given, except as the HTTP pool's size, which the caller chooses).
-        inflight: An adaptive bound to follow instead (experimental: the client does not
-            pass one yet). Every slot held and released without an exception is a latency
-            sample; every 429 or 503 seen by :meth:`observe` is a refusal; the limiter's
-            capacity follows :attr:`InflightLimit.limit` after each.
+        max_concurrency: Requests in flight allowed, fixed; ``None``: an adaptive bound,
+            ``inflight`` or a default :class:`InflightLimit`. Ignored when ``inflight`` is
+            given.
+        inflight: An adaptive bound to follow. Every slot held and released without an
+            exception, and sampled, is a latency sample; every 429 or 503 seen by
+            :meth:`observe` is a refusal; the limiter's capacity follows
+            :attr:`InflightLimit.limit` after each.
         clock: Seconds on a monotonic clock (tests pass their own).
     """
 
     def __init__(
         self,
         *,
-        max_concurrency: int,
+        max_concurrency: int | None,
         inflight: InflightLimit | None = None,
         clock: Callable[[], float] = anyio.current_time,
     ) -> None:
-        if max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1")
+        if max_concurrency is None and inflight is None:
+            inflight = InflightLimit()
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1 (or None: adaptive)")
         self.max_concurrency = max_concurrency
         self.enqueue_rate = EnqueueRate()
         self.inflight = inflight
@@ -342,7 +342,18 @@ class AdmissionControl:
     @property
     def bound(self) -> int:
         """Requests allowed in flight now: the adaptive limit, or ``max_concurrency``."""
-        return self.inflight.limit if self.inflight is not None else self.max_concurrency
+        if self.inflight is not None:
+            return self.inflight.limit
+        assert self.max_concurrency is not None
+        return self.max_concurrency
+
+    @property
+    def max_bound(self) -> int:
+        """The most requests that may ever be in flight (what the connection pool must hold)."""
+        if self.inflight is not None:
+            return self.inflight.max_limit
+        assert self.max_concurrency is not None
+        return self.max_concurrency
 
     @property
     def pacer(self) -> anyio.Lock:
@@ -361,9 +372,13 @@ class AdmissionControl:
     async def slot(self, *, enqueue: bool, sample: bool = True) -> AsyncIterator[None]:
         """Hold one of the bounded request slots; enqueues are paced first.
 
-        Enqueues pass the pacer one at a time and keep it until they hold a request slot, so
-        none queues between the two: each is sent at the rate current when it goes, and a
-        429 slows down every enqueue not yet sent, not only those that had not yet arrived.
+        While the enqueue rate is limited, enqueues pass the pacer one at a time and keep it
+        until they hold a request slot, so none queues between the two: each is sent at the
+        rate current when it goes, and a 429 slows down every enqueue not yet sent. While it
+        is unlimited they skip the pacer (passing it takes a turn of the event loop each,
+        which capped a distant hub's throughput), and one that waited for its slot while the
+        rate was cut gives the slot back and is paced: so a cut still reaches every enqueue
+        not yet sent.
 
         Args:
             enqueue: The request creates jobs (``POST /api/ai/queue``): paced.
@@ -372,13 +387,9 @@ class AdmissionControl:
                 ``/images/generate``) or a download: they would read as congestion.
         """
         if enqueue:
-            async with self.pacer:
-                wait = self.enqueue_rate.delay(self._clock())
-                if wait > 0:
-                    await anyio.sleep(wait)
-                await self.limiter.acquire()
+            await self._admit_enqueue()
         else:
-            await self.limiter.acquire()
+            await self._acquire()
         started = self._clock()
         answered = False
         try:
@@ -391,6 +402,29 @@ class AdmissionControl:
                 busy = self.limiter.borrowed_tokens + 1
                 self.inflight.on_sample(now - started, now, in_flight=busy)
                 self._follow()
+
+    async def _acquire(self) -> None:
+        limiter = self.limiter
+        try:
+            # A free slot is taken without a checkpoint (anyio's acquire() yields once even
+            # then): the request's own I/O follows at once.
+            limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            await limiter.acquire()
+
+    async def _admit_enqueue(self) -> None:
+        rate = self.enqueue_rate
+        if math.isinf(rate.rate) and not self.pacer.locked():
+            await self._acquire()
+            if math.isinf(rate.rate):
+                rate.delay(self._clock())  # counted as sent, for the rate achieved
+                return
+            self.limiter.release()  # the rate was cut while this one waited: be paced
+        async with self.pacer:
+            wait = rate.delay(self._clock())
+            if wait > 0:
+                await anyio.sleep(wait)
+            await self._acquire()
 
     def observe(self, status_code: int, *, enqueue: bool) -> None:
         """Feed an answer to the pacer (enqueues) and to the adaptive bound (refusals)."""

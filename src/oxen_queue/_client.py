@@ -83,9 +83,11 @@ class AsyncClient:
             event stream silent this long (not even a keep-alive; or, with generations
             pending, no completion event) is reopened and reconciled, and a download slower
             than 1 KiB/s over this long fails.
-        max_concurrency: Requests in flight at once; more wait their turn (so a burst of
-            enqueues never meets a pool timeout). Raise it for a distant hub, where round trips
-            rather than CPU limit throughput.
+        max_concurrency: API requests in flight at once; more wait their turn (so a burst of
+            enqueues never meets a pool timeout). ``None`` (the default) adapts the bound as
+            TCP Vegas does: it grows while the round trip stays near its lowest, so a distant
+            hub gets as many requests in flight as its latency needs, and shrinks when the
+            latency rises or the server refuses (4 to 256, starting at 64). An int fixes it.
         max_downloads: Result downloads at once, on a pool of their own (a slow file host
             never holds the slots API requests need).
         ledger: Where enqueues are written ahead, so that a lost answer is reconciled exactly
@@ -99,8 +101,11 @@ class AsyncClient:
         max_download_bytes: Largest result file ``download`` accepts; ``None`` means no limit.
         allow_insecure_http: Allow a plain ``http://`` base URL that is not loopback.
         verify: TLS certificate verification (on by default).
-        transport: An httpx transport, for tests (``httpx.MockTransport``,
-            ``httpx.ASGITransport``).
+        transport: An httpx transport for API requests and downloads (tests pass
+            ``httpx.MockTransport`` or ``httpx.ASGITransport``). ``None``: on asyncio,
+            aiohttp's connection pool (through ``httpx-aiohttp``); on trio, several small
+            httpx pools. Both cost the same CPU per request however many are in flight, where
+            one large httpx pool costs more the larger it is. Downloads use httpx's own.
 
     Raises:
         InvalidParamsError: No API key was given or found in the environment.
@@ -120,7 +125,7 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         timeout: float | httpx.Timeout = 30.0,
         stall_timeout: float = 45.0,
-        max_concurrency: int = 16,
+        max_concurrency: int | None = None,
         max_downloads: int = 8,
         ledger: str | None = None,
         validate: bool = True,
@@ -182,7 +187,7 @@ class AsyncClient:
                 clock=session.clock,
                 retry=retry,
                 attempt_deadline=attempt_deadline(http_timeout),
-                workers=lambda: admission.max_concurrency,
+                workers=lambda: admission.bound,
                 on_retry=session.note_retry,
             ),
             params=ParamChecker(endpoints.get_model, enabled=True),

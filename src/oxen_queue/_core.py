@@ -245,7 +245,7 @@ class ClientCore:
             stream_stalls=stream.stalls if stream is not None else 0,
             polls=poller.ticks if isinstance(poller, SharedPollWatcher) else 0,
             enqueue_rate=admission.enqueue_rate.rate,
-            max_concurrency=admission.max_concurrency,
+            max_concurrency=admission.bound,
         )
 
 

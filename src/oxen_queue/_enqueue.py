@@ -103,7 +103,8 @@ class Enqueuer:
         retry: How refused enqueues are retried, and the deadline of a reconciliation.
         attempt_deadline: Seconds one attempt may take (``None``: no limit); with the same
             again for the server, it bounds how long a request may be in flight.
-        workers: How many enqueues may run at once (read each time a worker may start).
+        workers: How many enqueues may run at once (read each time a worker may start or
+            take its next enqueue: it follows the adaptive bound).
         on_retry: Told of each refused attempt that is sent again (a counter).
         settle_delay: Seconds between the two looks that conclude no job was made.
     """
@@ -194,9 +195,7 @@ class Enqueuer:
             raise ClientClosedError("the client is closed")
         op = _Op(model, params, count, on_created, on_abandoned, timeout)
         self._queue.append(op)
-        if self._workers < self._max_workers():
-            self._workers += 1
-            self._task_group.start_soon(self._work)
+        self._top_up()
         try:
             await op.done.wait()
         except BaseException:
@@ -228,9 +227,18 @@ class Enqueuer:
 
     # -- the workers ----------------------------------------------------------------------
 
+    def _top_up(self) -> None:
+        """Start workers while enqueues wait and the bound on requests in flight allows more
+        (it grows as the adaptive bound does; workers beyond it stop after their enqueue)."""
+        assert self._task_group is not None
+        wanted = min(self._max_workers(), len(self._queue))
+        while self._workers < wanted:
+            self._workers += 1
+            self._task_group.start_soon(self._work)
+
     async def _work(self) -> None:
         try:
-            while self._queue:
+            while self._queue and self._workers <= self._max_workers():
                 op = self._queue.popleft()
                 if op.state != "queued":
                     continue
@@ -242,6 +250,8 @@ class Enqueuer:
                     self._running -= 1
                     if not self._running and self._idle is not None:
                         self._idle.set()
+                if not self._closed:
+                    self._top_up()
         finally:
             self._workers -= 1
 

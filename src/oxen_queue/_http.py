@@ -40,6 +40,7 @@ from ._exceptions import (
     ServerError,
 )
 from ._retry import RetryPolicy, is_refused, is_retryable, parse_retry_after, retrying_call
+from ._transport import DefaultTransport
 from ._version import __version__
 
 __all__ = [
@@ -215,6 +216,25 @@ def _materialize(response: httpx.Response, body: bytes) -> httpx.Response:
     )
 
 
+class _HttpClient(httpx.AsyncClient):
+    """httpx's client over :class:`~._transport.DefaultTransport` instead of httpx's own pool.
+
+    Passing it as ``transport=`` would also turn off the proxies httpx takes from the
+    environment (``HTTPS_PROXY``, ``NO_PROXY``, ...); made here, in httpx's own hook (as
+    httpx-aiohttp's client does), it leaves them as they were: proxied origins keep httpx's
+    proxy transports. A transport given by the user is used as it is.
+    """
+
+    def __init__(self, *, default_transport: Callable[[], httpx.AsyncBaseTransport], **kwargs: Any):
+        self._default_transport = default_transport
+        super().__init__(**kwargs)
+
+    def _init_transport(self, **kwargs: Any) -> httpx.AsyncBaseTransport:  # type: ignore[override]
+        if kwargs.get("transport") is None:
+            return self._default_transport()
+        return super()._init_transport(**kwargs)
+
+
 class ApiSession:
     """The client's API session: pool, auth, admission control, bounds, error mapping, retries.
 
@@ -222,9 +242,11 @@ class ApiSession:
         base_url: The API's origin (from :func:`check_base_url`).
         api_key: Sent as a bearer token to that origin only.
         timeout: httpx's per-operation timeouts; the largest also bounds each whole attempt.
-        max_concurrency: Requests in flight at once.
+        max_concurrency: Requests in flight at once; ``None``: an adaptive bound
+            (:class:`~._admission.InflightLimit`).
         retry: How idempotent requests are retried.
-        transport: An httpx transport, for tests.
+        transport: An httpx transport, for tests; ``None``: aiohttp's pool on asyncio, small
+            httpcore pools elsewhere (:class:`~._transport.DefaultTransport`).
         verify: TLS verification.
     """
 
@@ -234,7 +256,7 @@ class ApiSession:
         base_url: httpx.URL,
         api_key: str,
         timeout: httpx.Timeout,
-        max_concurrency: int,
+        max_concurrency: int | None,
         retry: RetryPolicy,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: bool = True,
@@ -252,10 +274,10 @@ class ApiSession:
         self.auth = _BearerAuth(api_key, base_url)
         # The pool holds the bounded requests plus the event stream, so a request admitted by
         # our limiter never waits for a connection. Result files have a client of their own.
-        limits = httpx.Limits(
-            max_connections=max_concurrency + 2, max_keepalive_connections=max_concurrency + 2
-        )
-        self.http = httpx.AsyncClient(
+        connections = self.admission.max_bound + 2
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self.http = _HttpClient(
+            default_transport=lambda: DefaultTransport(connections=connections, verify=verify),
             base_url=base_url,
             auth=self.auth,
             timeout=timeout,
@@ -277,6 +299,7 @@ class ApiSession:
         params: Mapping[str, str | int] | None = None,
         timeout: httpx.Timeout | None = None,
         on_admitted: Callable[[], Awaitable[object]] | None = None,
+        sample: bool = True,
     ) -> Any:
         """One attempt: send, read at most the body cap, map errors, decode JSON.
 
@@ -291,6 +314,8 @@ class ApiSession:
             timeout: This request's timeouts; ``None``: the client's.
             on_admitted: Awaited once the request has its slot, just before it leaves (an
                 enqueue writes its intent to the ledger there, with the true send time).
+            sample: Its latency tells how loaded the path is (for the adaptive bound); not
+                for an answer that takes as long as the work (the blocking endpoints).
 
         Raises:
             APIStatusError: An error status (its body parsed, if it is small JSON).
@@ -311,7 +336,7 @@ class ApiSession:
         )
         deadline = self._deadline if timeout is None else attempt_deadline(timeout)
         enqueue = method == "POST" and path == "api/ai/queue"
-        async with self.admission.slot(enqueue=enqueue):
+        async with self.admission.slot(enqueue=enqueue, sample=sample):
             if on_admitted is not None:
                 await on_admitted()
             self.requests += 1
@@ -370,7 +395,7 @@ class ApiSession:
         server is still working on (and billing), and ``timeout`` already bounds each attempt.
         """
         return await retrying_call(
-            lambda: self.send("POST", path, json_body=body, timeout=timeout),
+            lambda: self.send("POST", path, json_body=body, timeout=timeout, sample=False),
             policy=dataclasses.replace(self.retry, deadline=None),
             retryable=is_refused,
             what=f"POST /{path}",
