@@ -71,6 +71,10 @@ class EnqueueRate:
         self._peak = 0.0
         self._sent: deque[float] = deque()
         self._answers: deque[tuple[float, bool]] = deque()  # (when, refused)
+        # Answers of the window given since the last judgment, and how many were refused:
+        # kept as counts, so judging costs the same however many answers the window holds.
+        self._fresh = 0
+        self._fresh_refused = 0
 
     def delay(self, now: float) -> float:
         """Reserve the next slot: seconds to wait before sending one enqueue."""
@@ -88,12 +92,18 @@ class EnqueueRate:
 
     def on_rate_limited(self, now: float) -> None:
         """An enqueue was refused with 429."""
-        self._answers.append((now, True))
-        self._judge(now)
+        self._answer(now, refused=True)
 
     def on_accepted(self, now: float) -> None:
         """An enqueue went through."""
-        self._answers.append((now, False))
+        self._answer(now, refused=False)
+
+    def _answer(self, now: float, *, refused: bool) -> None:
+        self._answers.append((now, refused))
+        # Only answers since the last judgment count: refusals already acted on count once.
+        if now > self._judged:
+            self._fresh += 1
+            self._fresh_refused += refused
         self._judge(now)
 
     def _trim(self, now: float) -> None:
@@ -101,21 +111,26 @@ class EnqueueRate:
         while self._sent and self._sent[0] < horizon:
             self._sent.popleft()
         while self._answers and self._answers[0][0] < horizon:
-            self._answers.popleft()
+            when, refused = self._answers.popleft()
+            if when > self._judged:
+                self._fresh -= 1
+                self._fresh_refused -= refused
+
+    def _judged_at(self, now: float) -> None:
+        self._judged = now
+        self._fresh = self._fresh_refused = 0
 
     def _judge(self, now: float) -> None:
         self._trim(now)
-        # Only answers since the last judgment: refusals already acted on count once.
-        answers = [refused for when, refused in self._answers if when > self._judged]
-        refused = sum(answers)
-        share = refused / len(answers) if answers else 0.0
+        refused = self._fresh_refused
+        share = refused / self._fresh if self._fresh else 0.0
         limited = share > self.tolerance
         if math.isinf(self.rate):
             if limited and refused >= self.min_refusals:
                 achieved = self.achieved(now)
                 self._peak = max(self._peak, achieved)
                 self.rate = max(self.min_rate, achieved / 2)
-                self._judged = now
+                self._judged_at(now)
             return
         elapsed = now - self._judged
         if elapsed < self.window:
@@ -129,7 +144,7 @@ class EnqueueRate:
             self.rate += max(self.increase, self.growth * self.rate) * min(elapsed, 2 * self.window)
             if self.rate > max(4 * self._peak, 100.0):
                 self.rate = math.inf
-        self._judged = now
+        self._judged_at(now)
 
 
 class InflightLimit:

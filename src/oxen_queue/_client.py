@@ -432,24 +432,14 @@ class AsyncClient:
         await core.watcher.ready()
         if deadline is DEFAULT:
             deadline = self._options.deadline
-        generations: list[Generation] = []
-
-        def on_created(ids: list[str]) -> None:
-            for generation_id in ids:
-                generation = core.track(
-                    self, generation_id, model=model, params=body, deadline=deadline, fresh=True
-                )
-                generations.append(generation)
-                if created is not None:
-                    created.append(generation)
-
+        track = _Track(self, model, body, deadline, created)
         # A generate() owns its job: answered after its caller was cancelled, it is cancelled.
         on_abandoned = core.cancel_upstream if created is not None else None
         ids = await core.enqueuer.enqueue(
             model,
             body,
             count,
-            on_created,
+            track,
             on_abandoned=on_abandoned,
             timeout=self._options.timeout,
         )
@@ -459,7 +449,7 @@ class AsyncClient:
                 "reattach with client.generation(id)",
                 generation_ids=ids,
             )
-        return generations
+        return track.generations
 
     @overload
     async def generate(
@@ -769,6 +759,45 @@ class AsyncClient:
             on_enqueued=on_enqueued,
             on_finished=on_finished,
         )
+
+
+class _Track:
+    """Registers the generations of one enqueue with the client as their ids arrive.
+
+    Called by the enqueue's worker, whether or not the caller still waits. An object rather
+    than a closure: thousands wait at once, and a closure's cells cost several times more.
+    """
+
+    __slots__ = ("client", "created", "deadline", "generations", "model", "params")
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        model: str,
+        params: dict[str, Any],
+        deadline: float | None,
+        created: list[Generation] | None,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.params = params
+        self.deadline = deadline
+        self.created = created  # a generate()'s: the jobs it owns
+        self.generations: list[Generation] = []
+
+    def __call__(self, ids: list[str]) -> None:
+        for generation_id in ids:
+            generation = self.client._core.track(
+                self.client,
+                generation_id,
+                model=self.model,
+                params=self.params,
+                deadline=self.deadline,
+                fresh=True,
+            )
+            self.generations.append(generation)
+            if self.created is not None:
+                self.created.append(generation)
 
 
 def _timed_out(generation: Generation) -> bool:

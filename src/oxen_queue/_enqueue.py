@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -43,6 +43,7 @@ from ._exceptions import (
 from ._ledger import LedgerError
 from ._reconcile import Reconciler
 from ._retry import RetryPolicy, is_ambiguous, is_refused, retrying_call
+from ._signal import Signal
 
 if TYPE_CHECKING:
     import httpx
@@ -85,7 +86,7 @@ class _Op:
         self.state: Literal["queued", "running", "withdrawn", "done"] = "queued"
         self.abandoned = False
         self.outcome: list[str] | OxenError | None = None
-        self.done = anyio.Event()
+        self.done = Signal()
 
     def finish(self, outcome: list[str] | OxenError) -> None:
         self.outcome = outcome
@@ -139,7 +140,9 @@ class Enqueuer:
         self._running = 0
         self._idle: anyio.Event | None = None
         self._closed = False
-        self._owned: OrderedDict[str, None] = OrderedDict()
+        # A set, and the same ids oldest first to forget them by: half an OrderedDict's size.
+        self._owned: set[str] = set()
+        self._owned_order: deque[str] = deque()
         self.reconciled = 0
         """How many ambiguous enqueues were settled by adopting the jobs they had created."""
         self.resent = 0
@@ -153,10 +156,12 @@ class Enqueuer:
 
     def own(self, generation_id: str) -> None:
         """Remember an id as this client's, so reconciliation never adopts it again."""
-        self._owned[generation_id] = None
-        self._owned.move_to_end(generation_id)
-        while len(self._owned) > _OWNED_LIMIT:
-            self._owned.popitem(last=False)
+        if generation_id in self._owned:
+            return
+        self._owned.add(generation_id)
+        self._owned_order.append(generation_id)
+        while len(self._owned_order) > _OWNED_LIMIT:
+            self._owned.discard(self._owned_order.popleft())
 
     def owns(self, generation_id: str) -> bool:
         return generation_id in self._owned

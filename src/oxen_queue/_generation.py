@@ -23,6 +23,7 @@ from ._exceptions import (
     OxenError,
 )
 from ._models import TERMINAL_STATUSES, GenerationRecord
+from ._signal import Signal
 
 if TYPE_CHECKING:
     import os
@@ -36,9 +37,12 @@ __all__ = [
     "note_status",
     "observe",
     "remaining",
+    "watch_deadline",
 ]
 
 logger = logging.getLogger("oxen_queue")
+
+Callback = Callable[["Generation"], object]
 
 
 class GenerationOwner(Protocol):
@@ -68,7 +72,8 @@ class Generation:
     Attributes:
         id: The generation id, as the server gave it.
         model: The model it runs on, when known.
-        params: The parameters this client sent (empty for a reattached generation).
+        params: The parameters this client sent (empty for a reattached generation). The
+            generations of one request share the dict: read it, do not change it.
         deadline: Seconds after creation of this handle before waits give up with
             :class:`GenerationTimeoutError`; ``None`` means no limit.
     """
@@ -76,11 +81,12 @@ class Generation:
     __slots__ = (
         "_callbacks",
         "_created",
-        "_event",
         "_outcome",
         "_owner",
         "_record",
+        "_signal",
         "_status",
+        "_watched_deadline",
         "deadline",
         "id",
         "model",
@@ -99,15 +105,22 @@ class Generation:
     ) -> None:
         self.id = generation_id
         self.model = model
-        self.params: dict[str, Any] = dict(params or {})
+        # A dict is kept as it is, not copied: one per generation would be the largest part
+        # of a pending generation's own memory after the waiting machinery.
+        self.params: dict[str, Any] = params if isinstance(params, dict) else dict(params or {})
         self.deadline = deadline
         self._owner = owner
         self._status = status
         self._record: GenerationRecord | None = None
         self._outcome: GenerationRecord | BaseException | None = None
-        self._event: anyio.Event | None = None
-        self._callbacks: list[Callable[[Generation], object]] | None = None
+        # Made on the first wait; a waiter then costs a future, not an event and a timer.
+        self._signal: Signal | None = None
+        # One callback, or a list of them: most generations have exactly one.
+        self._callbacks: Callback | list[Callback] | None = None
         self._created = anyio.current_time()
+        # Whether the client ends this generation at its deadline (see watch_deadline), so a
+        # waiter needs no timer of its own.
+        self._watched_deadline = False
 
     def __repr__(self) -> str:
         model = f" model={self.model!r}" if self.model else ""
@@ -142,7 +155,14 @@ class Generation:
         return outcome
 
     def __await__(self) -> Generator[Any, None, GenerationRecord]:
-        return self.wait().__await__()
+        if self._outcome is None and self._watched_deadline:
+            # The common case, kept lean (thousands may wait at once): the client ends the
+            # generation at its deadline, so there is nothing to time here.
+            if self._signal is None:
+                self._signal = Signal()
+            yield from self._signal.wait().__await__()
+            return self.result()
+        return (yield from self.wait().__await__())
 
     async def wait(self, *, timeout: float | None = None) -> GenerationRecord:
         """Wait for the final record.
@@ -160,12 +180,15 @@ class Generation:
             OxenError: The status could not be learned (the id is unknown, the key refused).
         """
         if self._outcome is None:
+            if self._signal is None:
+                self._signal = Signal()
+            if timeout is None and self._watched_deadline:
+                await self._signal.wait()  # the client ends it at its deadline
+                return self.result()
             remaining = self._remaining()
             wait_for = remaining if timeout is None else min(timeout, remaining)
-            if self._event is None:
-                self._event = anyio.Event()
             with anyio.move_on_after(wait_for):
-                await self._event.wait()
+                await self._signal.wait()
             if self._outcome is None:
                 if self._remaining() <= 0:
                     self._expire()
@@ -203,9 +226,13 @@ class Generation:
         if self._outcome is not None:
             callback(self)
             return
-        if self._callbacks is None:
-            self._callbacks = []
-        self._callbacks.append(callback)
+        callbacks = self._callbacks
+        if callbacks is None:
+            self._callbacks = callback
+        elif isinstance(callbacks, list):
+            callbacks.append(callback)
+        else:
+            self._callbacks = [callbacks, callback]
 
     # -- used by the completion watchers -------------------------------------------------
 
@@ -252,11 +279,13 @@ class Generation:
 
     def _resolve(self, outcome: GenerationRecord | BaseException) -> None:
         self._outcome = outcome
-        if self._event is not None:
-            self._event.set()
+        if self._signal is not None:
+            self._signal.set()
         self._owner._generation_done(self)
         callbacks, self._callbacks = self._callbacks, None
-        for callback in callbacks or ():
+        if callbacks is None:
+            return
+        for callback in callbacks if isinstance(callbacks, list) else (callbacks,):
             try:
                 callback(self)
             except Exception:
@@ -299,3 +328,17 @@ def expire_if_due(generation: Generation) -> bool:
 def remaining(generation: Generation) -> float:
     """Seconds until the generation's deadline (``math.inf`` without one)."""
     return generation._remaining()
+
+
+def watch_deadline(generation: Generation) -> float | None:
+    """Have the caller end the generation at its deadline (with :func:`expire_if_due`).
+
+    Its waiters then need no timer of their own.
+
+    Returns:
+        When the deadline falls, on anyio's clock; ``None`` without one (nothing to watch).
+    """
+    if generation.deadline is None:
+        return None
+    generation._watched_deadline = True
+    return generation._created + generation.deadline

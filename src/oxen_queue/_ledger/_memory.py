@@ -3,7 +3,7 @@
 It follows the same protocol as the SQL ledgers, so the enqueue path has one code path, and
 it is exact for the requests of this process. It remembers only what reconciliation needs:
 requests without an answer, and the ids this process holds (the newest
-:data:`_HELD_LIMIT`, per fingerprint), never a history. Nothing outlives the process, so
+:data:`_HELD_LIMIT`), never a history. Nothing outlives the process, so
 :meth:`MemoryLedger.stale_intents` is always empty: a crash loses what a real ledger keeps.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -42,8 +42,11 @@ class MemoryLedger:
         self._owner = Owner.current()
         self._serial = itertools.count(1)
         self._open: dict[str, _Open] = {}
-        self._held: OrderedDict[str, str] = OrderedDict()  # id -> fingerprint
-        self._by_fingerprint: dict[str, set[str]] = {}
+        # The ids held, and the same oldest first to forget them by. Not by fingerprint: see
+        # claimed_ids. (An index by fingerprint, and the fingerprint of each id, took more
+        # memory per pending generation than everything else the ledger keeps.)
+        self._held: set[str] = set()
+        self._held_order: deque[str] = deque()
         self._changed: dict[str, anyio.Event] = {}
 
     @property
@@ -103,7 +106,7 @@ class MemoryLedger:
         entry = self._open.pop(intent_id, None)
         if entry is None:
             raise LedgerError(f"intent {intent_id!r} is not open")
-        taken = self._hold(entry.intent.fingerprint, ids)
+        taken = self._hold(ids)
         self._changed_now(entry.intent.fingerprint)
         return [i for i in ids if i not in taken]
 
@@ -121,7 +124,7 @@ class MemoryLedger:
         entry = self._open.pop(intent_id, None)
         if entry is None:
             raise LedgerError(f"intent {intent_id!r} is not open")
-        taken = self._hold(entry.intent.fingerprint, ids)
+        taken = self._hold(ids)
         self._changed_now(entry.intent.fingerprint)
         return [i for i in ids if i not in taken]
 
@@ -145,10 +148,12 @@ class MemoryLedger:
         return busy
 
     async def claimed_ids(self, fingerprint: str, *, since: float | None = None) -> set[str]:
-        held = set(self._by_fingerprint.get(fingerprint, ()))
+        # Every id this process holds, whatever its fingerprint: a superset, which serves
+        # reconciliation as well (it drops held ids from rows that match this fingerprint
+        # exactly, and a row matching it cannot be held under another).
+        held = set(self._held)
         for entry in self._open.values():
-            if entry.intent.fingerprint == fingerprint:
-                held.update(entry.ids)
+            held.update(entry.ids)
         return held
 
     async def claim(self, intent_id: str, candidate_ids: Sequence[str]) -> list[str]:
@@ -161,16 +166,16 @@ class MemoryLedger:
                 "flight; wait for them, then look again",
                 intents=busy,
             )
-        taken = self._held.keys() | {i for e in self._open.values() for i in e.ids}
+        opened = {i for e in self._open.values() for i in e.ids}
         for candidate in dict.fromkeys(candidate_ids):
             if len(entry.ids) >= intent.count:
                 break
-            if candidate not in taken:
+            if candidate not in self._held and candidate not in opened:
                 entry.ids.append(candidate)
         held = list(entry.ids)
         if len(held) >= intent.count:
             del self._open[intent_id]
-            self._hold(intent.fingerprint, held)
+            self._hold(held)
         return held
 
     # -- recovery -------------------------------------------------------------------------
@@ -210,23 +215,17 @@ class MemoryLedger:
             if key != exclude and e.intent.state == state and e.intent.fingerprint == fingerprint
         ]
 
-    def _hold(self, fingerprint: str, ids: Sequence[str]) -> set[str]:
-        """Hold ``ids`` for ``fingerprint``; return those newly held (not held before)."""
+    def _hold(self, ids: Sequence[str]) -> set[str]:
+        """Hold ``ids``; return those newly held (not held before)."""
         taken: set[str] = set()
-        group = self._by_fingerprint.setdefault(fingerprint, set())
         for generation_id in ids:
             if generation_id in self._held:
                 continue
-            self._held[generation_id] = fingerprint
-            group.add(generation_id)
+            self._held.add(generation_id)
+            self._held_order.append(generation_id)
             taken.add(generation_id)
-        while len(self._held) > _HELD_LIMIT:
-            old, old_fingerprint = self._held.popitem(last=False)
-            old_group = self._by_fingerprint.get(old_fingerprint)
-            if old_group is not None:
-                old_group.discard(old)
-                if not old_group:
-                    del self._by_fingerprint[old_fingerprint]
+        while len(self._held_order) > _HELD_LIMIT:
+            self._held.discard(self._held_order.popleft())
         return taken
 
     def _changed_now(self, fingerprint: str) -> None:

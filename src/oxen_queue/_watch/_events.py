@@ -278,7 +278,10 @@ class EventWatcher:
             self._deliver(generation, payload)
 
     def _deliver(self, generation: Generation, event: CompletionEvent) -> None:
-        observe(generation, event.to_record(model=generation.model, params=generation.params))
+        record = event.to_record(
+            model=generation.model, params=generation.params, generation_id=generation.id
+        )
+        observe(generation, record)
 
     def _remember(self, event: CompletionEvent) -> None:
         # The stream is user-scoped, so most unmatched events are other processes' jobs; a few

@@ -50,6 +50,7 @@ class SharedPollWatcher:
         self._api = api
         self._interval = interval if callable(interval) else (lambda: interval)
         self.pending: dict[str, Generation] = {}
+        self._forget_done = self._forget  # one bound method for every generation, not one each
         self._task_group: TaskGroup | None = None
         self._wake: anyio.Event | None = None
         self.ticks = 0
@@ -65,7 +66,7 @@ class SharedPollWatcher:
     def track(self, generation: Generation, *, fresh: bool) -> None:
         assert self._task_group is not None, "start() comes first"
         self.pending[generation.id] = generation
-        generation.add_done_callback(self._forget)
+        generation.add_done_callback(self._forget_done)
         if not fresh:
             # Reattached: it may have finished long ago and will never be in the active list.
             self._task_group.start_soon(look, self._api, generation)
