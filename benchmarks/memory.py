@@ -92,6 +92,16 @@ async def run(base_url: str, count: int, where: bool) -> dict[str, Any]:
             raise SystemExit("needs Linux's /proc/self/clear_refs to measure peak RSS")
         base_rss = _status_kb("VmRSS")
         snapshots: dict[str, tracemalloc.Snapshot] = {}
+        phase = "burst"
+        phase_peaks: dict[str, int] = {}
+
+        async def sample_rss() -> None:  # the phase in which the peak falls
+            while True:
+                rss = _status_kb("VmRSS")
+                phase_peaks[phase] = max(phase_peaks.get(phase, 0), rss - base_rss)
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.ensure_future(sample_rss())
 
         async def during_burst() -> None:
             await asyncio.sleep(0.3)  # every enqueue waiting for its turn, few answered
@@ -104,17 +114,20 @@ async def run(base_url: str, count: int, where: bool) -> dict[str, Any]:
             *(client.enqueue("gpt-image-2", prompt=f"memory {i}") for i in range(count))
         )
         enqueued = time.monotonic()
+        phase = "awaiting"
         waiting = asyncio.ensure_future(asyncio.gather(*generations, return_exceptions=True))
         await asyncio.sleep(0.5)  # every generation awaited, every job still pending
         if where:
             await burst
             snapshots["all awaited"] = tracemalloc.take_snapshot()
         pending = len(client.pending)
+        phase = "completing"
         (await admin.post("/_emulator/clock", json={"advance": 60})).raise_for_status()
         results = await waiting
         resolved = time.monotonic()
         cpu = time.process_time() - cpu
         peak_rss = _status_kb("VmHWM")
+        sampler.cancel()
     await admin.aclose()
     failed = sum(isinstance(r, BaseException) for r in results)
     figures: dict[str, Any] = {
@@ -126,6 +139,7 @@ async def run(base_url: str, count: int, where: bool) -> dict[str, Any]:
         "pending_at_peak": pending,
         "resolved": len(results) - failed,
         "failed": failed,
+        "phase_kb_per_gen": {k: v / count for k, v in phase_peaks.items()},
     }
     figures["where"] = {}
     for moment, snapshot in snapshots.items():
@@ -178,6 +192,8 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load average {load[0]:.2f}\n"
     )
     print(f"peak RSS growth:  {figures['peak_kb_per_gen']:.2f} KB per generation")
+    phases = ", ".join(f"{k} {v:.2f}" for k, v in figures["phase_kb_per_gen"].items())
+    print(f"  (RSS growth sampled in each phase, KB per generation: {phases})")
     print(f"client CPU:       {figures['cpu_ms_per_gen']:.2f} ms per generation")
     print(f"all enqueued in   {figures['enqueue_s']:.1f} s")
     print(f"all resolved in   {figures['total_s']:.1f} s")

@@ -34,6 +34,7 @@ __all__ = ["SharedPollWatcher"]
 logger = logging.getLogger("oxen_queue")
 
 _MAX_MODEL_FILTERS: Final = 3  # more distinct models than this: one unfiltered list instead
+_LOOKS: Final = 32  # generations fetched at once after a tick (requests are bounded anyway)
 
 
 class SharedPollWatcher:
@@ -129,9 +130,25 @@ class SharedPollWatcher:
             else:
                 note_status(generation, status)
         if finished:
-            async with anyio.create_task_group() as task_group:
-                for generation in finished:
-                    task_group.start_soon(look, self._api, generation)
+            await self._look_all(finished)
+
+    async def _look_all(self, generations: list[Generation]) -> None:
+        """One look at each generation that left the active list, :data:`_LOOKS` at a time.
+
+        Thousands can finish between two ticks; a task each would hold thousands of requests'
+        state at once (most of them waiting for a slot), when the event stream is likely to
+        settle them first. So a few workers take them in turn, and skip those already done.
+        """
+        remaining = iter(generations)
+
+        async def worker() -> None:
+            for generation in remaining:
+                if not generation.done():
+                    await look(self._api, generation)
+
+        async with anyio.create_task_group() as task_group:
+            for _ in range(min(_LOOKS, len(generations))):
+                task_group.start_soon(worker)
 
     async def _active(self, generations: list[Generation]) -> dict[str, str]:
         models = {g.model for g in generations}
