@@ -353,6 +353,11 @@ class AdmissionControl:
         self._clock = clock
         self._limiter: anyio.CapacityLimiter | None = None
         self._pacer: anyio.Lock | None = None
+        # The first wave of enqueues (those sent before any was answered): how many, how many
+        # answered so far, and what later ones wait for meanwhile (see slot()).
+        self._wave_sent = 0
+        self._wave_answered = 0
+        self._wave_over: anyio.Event | None = None
 
     @property
     def bound(self) -> int:
@@ -395,14 +400,23 @@ class AdmissionControl:
         rate was cut gives the slot back and is paced: so a cut still reaches every enqueue
         not yet sent.
 
+        The first wave of enqueues (those sent before the first answer) is heard out before
+        any more is sent. A server limiting enqueues with a token bucket takes the first ones
+        up to its burst and refuses the rest, and answers in order: the takes arrive first.
+        Sending on with each answer (as later ones do) would put a whole second wave into an
+        empty bucket before the first refusal came back; heard out, the first wave's
+        refusals set the pace of everything after it. It costs the spread of the first
+        wave's answers, once per client.
+
         Args:
             enqueue: The request creates jobs (``POST /api/ai/queue``): paced.
             sample: Its latency tells how loaded the path is (with an adaptive bound). Not
                 for requests whose answer takes as long as the work (the blocking
                 ``/images/generate``) or a download: they would read as congestion.
         """
+        first_wave = False
         if enqueue:
-            await self._admit_enqueue()
+            first_wave = await self._admit_enqueue()
         else:
             await self._acquire()
         started = self._clock()
@@ -412,6 +426,10 @@ class AdmissionControl:
             answered = True
         finally:
             self.limiter.release()
+            if first_wave:
+                self._wave_answered += 1
+                if self._wave_answered >= self._wave_sent and self._wave_over is not None:
+                    self._wave_over.set()
             if answered and sample and self.inflight is not None:
                 now = self._clock()
                 busy = self.limiter.borrowed_tokens + 1
@@ -427,19 +445,41 @@ class AdmissionControl:
         except anyio.WouldBlock:
             await limiter.acquire()
 
-    async def _admit_enqueue(self) -> None:
+    def _held_back(self) -> bool:
+        """Whether the first wave of enqueues is being answered (none may be sent)."""
+        return 0 < self._wave_answered < self._wave_sent
+
+    async def _admit_enqueue(self) -> bool:
+        """Wait for an enqueue's turn and slot; returns whether it belongs to the first wave."""
         rate = self.enqueue_rate
-        if math.isinf(rate.rate) and not self.pacer.locked():
-            await self._acquire()
-            if math.isinf(rate.rate):
-                rate.delay(self._clock())  # counted as sent, for the rate achieved
-                return
-            self.limiter.release()  # the rate was cut while this one waited: be paced
-        async with self.pacer:
-            wait = rate.delay(self._clock())
-            if wait > 0:
-                await anyio.sleep(wait)
-            await self._acquire()
+        while True:
+            while self._held_back():
+                if self._wave_over is None:
+                    self._wave_over = anyio.Event()
+                await self._wave_over.wait()
+            if math.isinf(rate.rate) and not self.pacer.locked():
+                await self._acquire()
+                if math.isinf(rate.rate) and not self._held_back():
+                    rate.delay(self._clock())  # counted as sent, for the rate achieved
+                    return self._sent_enqueue()
+                # The rate was cut, or the first wave began to be answered, while this one
+                # waited for its slot: give it back, and wait or be paced.
+                self.limiter.release()
+                continue
+            async with self.pacer:
+                wait = rate.delay(self._clock())
+                if wait > 0:
+                    await anyio.sleep(wait)
+                await self._acquire()
+                if not self._held_back():
+                    return self._sent_enqueue()
+                self.limiter.release()
+
+    def _sent_enqueue(self) -> bool:
+        if self._wave_answered:
+            return False
+        self._wave_sent += 1
+        return True
 
     def observe(self, status_code: int, *, enqueue: bool) -> None:
         """Feed an answer to the pacer (enqueues) and to the adaptive bound (refusals)."""
