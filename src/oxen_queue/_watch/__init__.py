@@ -51,6 +51,7 @@ def make_watcher(
             backstop=backstop_interval,
             fallback=True,
             poll_interval=shared_interval,
+            connect_wait=None,  # enqueues go at once; the opening's reconciliation covers them
             stall_timeout=stall_timeout,
         )
     if mode == "events":

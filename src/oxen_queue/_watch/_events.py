@@ -1,8 +1,11 @@
 """Completion from the event stream (``GET /api/events``), with shared polling behind it.
 
-One stream per client, opened before the first enqueue: "No buffering or replay ... Anything
+One stream per client, asked for with the first enqueue: "No buffering or replay ... Anything
 that fires before you connect is lost. Subscribe before calling POST /ai/queue" (async queue
-reference). ``media_generation_completed`` events are dispatched by ``generation_id`` to the
+reference). In ``events`` mode the first enqueue waits until it is open, so no job can finish
+unseen; in ``auto`` mode it does not wait (against a distant hub that is three round trips),
+and the reconciliation that follows every opening learns what finished before it, with
+polling meanwhile. ``media_generation_completed`` events are dispatched by ``generation_id`` to the
 waiting generations; other event types, comments and keep-alives are ignored, and a malformed
 event is skipped, never fatal. Lines are bounded (:mod:`._sse`).
 
@@ -72,8 +75,12 @@ class EventWatcher:
         fallback: Poll every ``poll_interval`` while the stream is not open, and for good when
             it is unavailable. Without it, an unavailable stream fails the waiting generations.
         poll_interval: Seconds between ticks when falling back.
-        connect_wait: Seconds the first enqueue waits for the stream to open; later ones do not
-            wait (polling covers them in ``auto`` until it opens).
+        connect_wait: Seconds the first enqueue waits for the stream to open (later ones do
+            not wait); ``None``: enqueues never wait for it. ``auto`` waits not: the stream is
+            asked for with the first enqueue, and whatever finished before it opened is
+            learned by the poll that reconciles every opening (a job takes seconds; the stream
+            three round trips), while polling covers the time between. Against a distant hub
+            that wait was three round trips added to every client's first enqueues.
         max_failures: Consecutive failures to connect before the stream counts as unavailable
             for the first enqueue's wait.
         stall_timeout: Seconds without a byte, or (with generations pending) without a
@@ -87,7 +94,7 @@ class EventWatcher:
         backstop: float | None,
         fallback: bool,
         poll_interval: float = 1.0,
-        connect_wait: float = 10.0,
+        connect_wait: float | None = 10.0,
         max_failures: int = 3,
         stall_timeout: float = 45.0,
     ) -> None:
@@ -134,6 +141,8 @@ class EventWatcher:
 
     async def ready(self) -> None:
         settled = self._ensure_started()
+        if self._connect_wait is None:
+            return
         if not settled.is_set():
             with anyio.move_on_after(self._connect_wait):
                 await settled.wait()
