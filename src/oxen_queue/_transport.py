@@ -19,6 +19,7 @@ A transport given by the user (``AsyncClient(transport=...)``) is always used as
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import ssl
@@ -36,6 +37,7 @@ __all__ = [
     "ShardedTransport",
     "current_async_library",
     "map_aiohttp_error",
+    "ssl_context",
 ]
 
 logger = logging.getLogger("oxen_queue")
@@ -219,8 +221,17 @@ class _MappedChunks:
 
 
 def _ssl_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
-    # One context for every pool: each one made anew loads the CA bundle again.
-    return verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
+    return verify if isinstance(verify, ssl.SSLContext) else ssl_context(verify)
+
+
+@functools.cache
+def ssl_context(verify: bool) -> ssl.SSLContext:
+    """httpx's TLS context for ``verify``, made once per process and shared by every pool.
+
+    Each one made anew loads the CA bundle again (tens of milliseconds, and about a
+    megabyte): a client has several pools (API requests, sharded or not, and downloads).
+    """
+    return httpx.create_ssl_context(verify=verify)
 
 
 # -- sharded httpcore pools -----------------------------------------------------------------
