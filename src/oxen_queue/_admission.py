@@ -157,13 +157,21 @@ class InflightLimit:
     the client's CPU or the server can turn around only queue, and queueing shows up as
     latency above ``rtt_min``, the lowest latency of the last ``window`` seconds. So, once
     per round (half a limit's worth of answers to requests sent since the last change), the
-    round's median latency ``rtt`` gives the delay added by queueing, ``rtt - rtt_min``,
-    which is compared with the delay tolerated, ``max(tolerance * rtt_min, slack)``:
+    round's lowest latency ``rtt`` gives the delay added by queueing, ``rtt - rtt_min``,
+    which is compared with the delay tolerated, ``max(tolerance * rtt_min, slack)``. The
+    lowest, as Linux's TCP Vegas takes the lowest round trip of the last round: a standing
+    queue delays every request, the quickest too, while answers that arrive in a burst
+    wait for the client to process the ones before them, and a limit that grows opens
+    connections whose handshakes add two or three round trips to their first answers. At
+    80 ms those two made the round's median read as congestion, and the limit stopped
+    growing at a third of what the path could carry.
 
-    * below it, the limit grows: at first by one per answer within the tolerance, so
-      doubling per round trip (slow start: a batch at 150 ms cannot wait for additive
-      steps), then by ``growth`` of itself per round (at least ``sqrt(limit)``) once
-      anything has been queued or refused;
+    * below it, the limit grows: at first by one per answer while the round's quickest so
+      far shows no queue (an answer delayed by a burst of others counts; one slower than
+      twice ``rtt_min`` plus the tolerance, a new connection that paid its handshakes,
+      does not), so doubling per round trip (slow start: a batch at 150 ms cannot wait for
+      additive steps), then by ``growth`` of itself per round (at least ``sqrt(limit)``)
+      once anything has been queued or refused;
     * above twice it, the limit moves ``smoothing`` of the way towards
       ``limit * (rtt_min + tolerated) / rtt``, the limit at which the current throughput
       would see the tolerated delay. Only part of the way: one slow round (a pause of the
@@ -233,6 +241,7 @@ class InflightLimit:
         self._round_start = -math.inf
         self._round: list[float] = []
         self._round_peak = 0
+        self._round_fastest = math.inf  # the quickest answer since the round began
         self._last_cut = -math.inf
 
     @property
@@ -254,10 +263,13 @@ class InflightLimit:
             in_flight: Requests in flight when it was answered, itself included.
         """
         self._track_min(rtt, now)
+        self._round_fastest = min(self._round_fastest, rtt)
+        tolerated = self._tolerated()
         if (
             self._slow_start
             and in_flight * 2 >= self._limit
-            and rtt - self.rtt_min < self._tolerated()
+            and self._round_fastest - self.rtt_min < tolerated
+            and rtt < 2 * (self.rtt_min + tolerated)
         ):
             # Slow start grows by one per prompt answer, as TCP's does per ACK: doubling
             # every round trip, not every round (which waits for answers to requests sent
@@ -298,8 +310,7 @@ class InflightLimit:
 
     def _judge(self, now: float) -> None:
         limit = self._limit
-        ordered = sorted(self._round)
-        rtt = ordered[len(ordered) // 2]
+        rtt = min(self._round)
         floor = self.rtt_min
         tolerated = self._tolerated()
         delay = rtt - floor
@@ -321,6 +332,7 @@ class InflightLimit:
         self._round_start = now
         self._round = []
         self._round_peak = 0
+        self._round_fastest = math.inf
 
 
 class AdmissionControl:

@@ -102,6 +102,7 @@ class ClientCore:
         if self.closed or self._stack is not None:
             raise ClientClosedError("an AsyncClient can be opened only once; make a new one")
         await self.enqueuer.ledger.open()
+        self.session.open()
         stack = AsyncExitStack()
         outer = await stack.enter_async_context(anyio.create_task_group())
         self._task_group = await outer.start(self._host)

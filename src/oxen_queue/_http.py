@@ -299,8 +299,15 @@ class ApiSession:
         # our limiter never waits for a connection. Result files have a client of their own.
         connections = self.admission.max_bound + 2
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self.default_transport: DefaultTransport | None = None
+        """The transport chosen for the running async library (``None``: the user's)."""
+
+        def default_transport() -> DefaultTransport:
+            self.default_transport = DefaultTransport(connections=connections, verify=verify)
+            return self.default_transport
+
         self.http = _HttpClient(
-            default_transport=lambda: DefaultTransport(connections=connections, verify=verify),
+            default_transport=default_transport,
             base_url=base_url,
             auth=self.auth,
             timeout=timeout,
@@ -309,6 +316,12 @@ class ApiSession:
             verify=ssl_context(verify),  # for the proxies httpx takes from the environment
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
+
+    def open(self) -> None:
+        """Choose the transport for the async library running now (from ``__aenter__``), so
+        its setup (importing aiohttp, a fifth of a second) is not paid by the first request."""
+        if self.default_transport is not None:
+            self.default_transport.choose()
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -84,10 +84,13 @@ class DefaultTransport(httpx.AsyncBaseTransport):
         """Which one was chosen (``None`` before the first request)."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        transport = self._chosen or self._choose()
+        transport = self._chosen or self.choose()
         return await transport.handle_async_request(request)
 
-    def _choose(self) -> httpx.AsyncBaseTransport:
+    def choose(self) -> httpx.AsyncBaseTransport:
+        """Choose for the async library running now (at once, if not yet chosen)."""
+        if self._chosen is not None:
+            return self._chosen
         transport: httpx.AsyncBaseTransport | None = None
         if current_async_library() == "asyncio":
             try:
