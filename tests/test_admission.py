@@ -316,7 +316,8 @@ async def test_an_unlimited_rate_lets_a_burst_of_enqueues_through_in_one_turn() 
 
 @pytest.mark.anyio
 async def test_the_first_wave_of_enqueues_is_heard_out_before_more_are_sent() -> None:
-    admission = AdmissionControl(max_concurrency=4)
+    clock = _Clock()
+    admission = AdmissionControl(max_concurrency=4, clock=clock)
     answers = [anyio.Event() for _ in range(6)]
     sent: list[int] = []
 
@@ -331,6 +332,7 @@ async def test_the_first_wave_of_enqueues_is_heard_out_before_more_are_sent() ->
         while len(sent) < 4:
             await anyio.lowlevel.checkpoint()
         wave = list(sent)
+        clock.now = 1.0  # the first answer took a second: the rest wait up to a second more
         for index in wave[:3]:  # three of the first four answered: their slots stay unused
             answers[index].set()
             for _ in range(5):
@@ -376,3 +378,33 @@ async def test_a_rate_cut_while_an_enqueue_waits_for_its_slot_sends_it_through_t
         release.set()
     assert sent == 2
     assert paced == [False, True]  # the first went unpaced; the second, after the cut, paced
+
+
+@pytest.mark.anyio
+async def test_a_straggler_in_the_first_wave_holds_the_rest_back_no_longer_than_it_took() -> None:
+    clock = _Clock()
+    admission = AdmissionControl(max_concurrency=2, clock=clock)
+    answered = anyio.Event()
+    straggler = anyio.Event()
+    sent: list[int] = []
+
+    async def enqueue(index: int) -> None:
+        async with admission.slot(enqueue=True):
+            sent.append(index)
+            await (straggler if len(sent) == 2 and index == sent[1] else answered).wait()
+
+    async with anyio.create_task_group() as group:
+        for index in range(4):
+            group.start_soon(enqueue, index)
+        while len(sent) < 2:
+            await anyio.lowlevel.checkpoint()
+        clock.now = 0.01  # the first answer, after 10 ms
+        answered.set()
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        assert len(sent) == 2  # held back: the straggler may bring the first refusals
+        clock.now = 0.05  # past the 10 ms more it is waited for
+        with anyio.fail_after(5):
+            while len(sent) < 4:
+                await anyio.sleep(0.01)
+        straggler.set()

@@ -373,6 +373,9 @@ class AdmissionControl:
         self._wave_sent = 0
         self._wave_answered = 0
         self._wave_over: anyio.Event | None = None
+        self._wave_started = 0.0  # the first one sent
+        self._wave_first_answer = 0.0
+        self._wave_done = False
 
     @property
     def bound(self) -> int:
@@ -421,7 +424,8 @@ class AdmissionControl:
         Sending on with each answer (as later ones do) would put a whole second wave into an
         empty bucket before the first refusal came back; heard out, the first wave's
         refusals set the pace of everything after it. It costs the spread of the first
-        wave's answers, once per client.
+        wave's answers, once per client, and never more than the first answer took: a
+        straggler does not hold the rest back longer than that.
 
         Args:
             enqueue: The request creates jobs (``POST /api/ai/queue``): paced.
@@ -443,8 +447,10 @@ class AdmissionControl:
             self.limiter.release()
             if first_wave:
                 self._wave_answered += 1
-                if self._wave_answered >= self._wave_sent and self._wave_over is not None:
-                    self._wave_over.set()
+                if self._wave_answered == 1:
+                    self._wave_first_answer = self._clock()
+                if self._wave_answered >= self._wave_sent:
+                    self._end_wave()
             if answered and sample and self.inflight is not None:
                 now = self._clock()
                 busy = self.limiter.borrowed_tokens + 1
@@ -462,16 +468,30 @@ class AdmissionControl:
 
     def _held_back(self) -> bool:
         """Whether the first wave of enqueues is being answered (none may be sent)."""
-        return 0 < self._wave_answered < self._wave_sent
+        return not self._wave_done and 0 < self._wave_answered < self._wave_sent
+
+    def _end_wave(self) -> None:
+        self._wave_done = True
+        if self._wave_over is not None:
+            self._wave_over.set()
+
+    async def _hear_out_first_wave(self) -> None:
+        while self._held_back():
+            if self._wave_over is None:
+                self._wave_over = anyio.Event()
+            # At most as long again as the first answer took: then the wave is over.
+            patience = self._wave_first_answer - self._wave_started
+            remaining = self._wave_first_answer + patience - self._clock()
+            with anyio.move_on_after(remaining):
+                await self._wave_over.wait()
+            if self._held_back() and self._clock() >= self._wave_first_answer + patience:
+                self._end_wave()
 
     async def _admit_enqueue(self) -> bool:
         """Wait for an enqueue's turn and slot; returns whether it belongs to the first wave."""
         rate = self.enqueue_rate
         while True:
-            while self._held_back():
-                if self._wave_over is None:
-                    self._wave_over = anyio.Event()
-                await self._wave_over.wait()
+            await self._hear_out_first_wave()
             if math.isinf(rate.rate) and not self.pacer.locked():
                 await self._acquire()
                 if math.isinf(rate.rate) and not self._held_back():
@@ -491,8 +511,10 @@ class AdmissionControl:
                 self.limiter.release()
 
     def _sent_enqueue(self) -> bool:
-        if self._wave_answered:
+        if self._wave_answered or self._wave_done:
             return False
+        if not self._wave_sent:
+            self._wave_started = self._clock()
         self._wave_sent += 1
         return True
 
