@@ -45,7 +45,7 @@ def _from_httpx_aiohttp(cause: BaseException) -> httpx.TransportError:
         (aiohttp.ConnectionTimeoutError("connecting"), False),
         (aiohttp.ServerDisconnectedError(), True),  # hung up after reading the request
         (aiohttp.ClientOSError(104, "Connection reset by peer"), True),
-        (aiohttp.ClientConnectionResetError("reset"), True),
+        (aiohttp.ServerDisconnectedError("reset mid-answer"), True),
         (aiohttp.SocketTimeoutError("reading"), True),
         (aiohttp.ServerTimeoutError("some timeout"), True),
         (aiohttp.ClientPayloadError("body cut short"), True),

@@ -367,6 +367,7 @@ class AdmissionControl:
         self.inflight = inflight
         self._clock = clock
         self._limiter: anyio.CapacityLimiter | None = None
+        self._waiting = 0  # tasks in the limiter's own acquire()
         self._pacer: anyio.Lock | None = None
         # The first wave of enqueues (those sent before any was answered): how many, how many
         # answered so far, and what later ones wait for meanwhile (see slot()).
@@ -459,12 +460,24 @@ class AdmissionControl:
 
     async def _acquire(self) -> None:
         limiter = self.limiter
-        try:
+        if not self._waiting:
             # A free slot is taken without a checkpoint (anyio's acquire() yields once even
-            # then): the request's own I/O follows at once.
-            limiter.acquire_nowait()
-        except anyio.WouldBlock:
+            # then): the request's own I/O follows at once. Only while nobody waits: a slot
+            # just released to a waiter that has not resumed yet looks free to a non-blocking
+            # acquire, and anyio before 4.14 handed it out twice.
+            try:
+                limiter.acquire_nowait()
+            except Exception as exc:
+                # anyio's WouldBlock; anyio before 4.17 lets trio's own through on trio.
+                if not isinstance(exc, anyio.WouldBlock) and type(exc).__name__ != "WouldBlock":
+                    raise
+            else:
+                return
+        self._waiting += 1
+        try:
             await limiter.acquire()
+        finally:
+            self._waiting -= 1
 
     def _held_back(self) -> bool:
         """Whether the first wave of enqueues is being answered (none may be sent)."""

@@ -215,8 +215,13 @@ class FileFetcher:
         except OSError as exc:
             raise DownloadError(f"could not save generation {generation_id}: {exc}") from exc
         try:
-            async with out:
+            try:
                 declared, head = await self._fetch(url, generation_id, out.write)
+            finally:
+                # Shielded: closing runs in a worker thread, and a cancelled close (anyio
+                # before 4.7 did not shield it) would leave the file open.
+                with anyio.CancelScope(shield=True):
+                    await out.aclose()
             found = sniff(head)
             if name is None:
                 target = directory / f"{safe_name(generation_id)}{found or declared}"
