@@ -214,7 +214,7 @@ def test_slow_answers_do_not_feed_slow_start() -> None:
     assert limiter.limit == 17
 
 
-# -- AdmissionControl following an InflightLimit (experimental: the client passes none yet) --
+# -- AdmissionControl: the bound in flight (adaptive by default), the enqueue pacer ------------
 
 
 class _Clock:
@@ -290,3 +290,121 @@ async def test_a_fixed_bound_stays_fixed() -> None:
         pass
     admission.observe(429, enqueue=True)
     assert admission.limiter.total_tokens == admission.bound == 16
+
+
+@pytest.mark.anyio
+async def test_an_unlimited_rate_lets_a_burst_of_enqueues_through_in_one_turn() -> None:
+    """No pacer while nothing limits the rate: passing it took an event-loop turn each."""
+    admission = AdmissionControl(max_concurrency=64)
+    holding = 0
+    release = anyio.Event()
+
+    async def enqueue() -> None:
+        nonlocal holding
+        async with admission.slot(enqueue=True):
+            holding += 1
+            await release.wait()
+
+    async with anyio.create_task_group() as group:
+        for _ in range(50):
+            group.start_soon(enqueue)
+        await anyio.lowlevel.checkpoint()  # one turn: every task has started and taken a slot
+        await anyio.lowlevel.checkpoint()
+        assert holding == 50
+        release.set()
+
+
+@pytest.mark.anyio
+async def test_the_first_wave_of_enqueues_is_heard_out_before_more_are_sent() -> None:
+    clock = _Clock()
+    admission = AdmissionControl(max_concurrency=4, clock=clock)
+    answers = [anyio.Event() for _ in range(6)]
+    sent: list[int] = []
+
+    async def enqueue(index: int) -> None:
+        async with admission.slot(enqueue=True):
+            sent.append(index)
+            await answers[index].wait()
+
+    async with anyio.create_task_group() as group:
+        for index in range(6):
+            group.start_soon(enqueue, index)
+        while len(sent) < 4:
+            await anyio.lowlevel.checkpoint()
+        wave = list(sent)
+        clock.now = 1.0  # the first answer took a second: the rest wait up to a second more
+        for index in wave[:3]:  # three of the first four answered: their slots stay unused
+            answers[index].set()
+            for _ in range(5):
+                await anyio.lowlevel.checkpoint()
+            assert sent == wave
+        answers[wave[3]].set()  # the wave is heard out: the rest go
+        while len(sent) < 6:
+            await anyio.lowlevel.checkpoint()
+        for answer in answers:
+            answer.set()
+    assert sorted(sent) == list(range(6))
+
+
+@pytest.mark.anyio
+async def test_a_rate_cut_while_an_enqueue_waits_for_its_slot_sends_it_through_the_pacer() -> None:
+    admission = AdmissionControl(max_concurrency=1)
+    rate = admission.enqueue_rate
+    release = anyio.Event()
+    sent = 0
+    paced: list[bool] = []  # per slot reserved: was the pacer held?
+    reserve = rate.delay
+
+    def delay(now: float) -> float:
+        paced.append(admission.pacer.locked())
+        return reserve(now)
+
+    rate.delay = delay  # type: ignore[method-assign]
+
+    async def enqueue() -> None:
+        nonlocal sent
+        async with admission.slot(enqueue=True):
+            sent += 1
+            await release.wait()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(enqueue)
+        while not sent:
+            await anyio.lowlevel.checkpoint()
+        group.start_soon(enqueue)  # waits for the one slot, the rate still unlimited
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        rate.rate = 1000.0  # cut meanwhile
+        release.set()
+    assert sent == 2
+    assert paced == [False, True]  # the first went unpaced; the second, after the cut, paced
+
+
+@pytest.mark.anyio
+async def test_a_straggler_in_the_first_wave_holds_the_rest_back_no_longer_than_it_took() -> None:
+    clock = _Clock()
+    admission = AdmissionControl(max_concurrency=2, clock=clock)
+    answered = anyio.Event()
+    straggler = anyio.Event()
+    sent: list[int] = []
+
+    async def enqueue(index: int) -> None:
+        async with admission.slot(enqueue=True):
+            sent.append(index)
+            await (straggler if len(sent) == 2 and index == sent[1] else answered).wait()
+
+    async with anyio.create_task_group() as group:
+        for index in range(4):
+            group.start_soon(enqueue, index)
+        while len(sent) < 2:
+            await anyio.lowlevel.checkpoint()
+        clock.now = 0.01  # the first answer, after 10 ms
+        answered.set()
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        assert len(sent) == 2  # held back: the straggler may bring the first refusals
+        clock.now = 0.05  # past the 10 ms more it is waited for
+        with anyio.fail_after(5):
+            while len(sent) < 4:
+                await anyio.sleep(0.01)
+        straggler.set()

@@ -313,8 +313,17 @@ async def test_stats_is_one_snapshot_of_the_counters() -> None:
         n for key, n in api.calls.items() if key.startswith("GET")
     )
     assert after.pending == 0
-    assert after.max_concurrency == 16
+    # The adaptive bound starts at 64; the server's 503 ("too much") cut it by a tenth.
+    assert before.max_concurrency == 64
+    assert after.max_concurrency == 57
     assert after.enqueue_rate == float("inf")
+
+
+async def test_stats_report_a_fixed_bound_as_given() -> None:
+    api = FakeAPI()
+    async with fake_client(api, max_concurrency=16) as client:
+        await client.enqueue("gpt-image-2", prompt="ox")
+        assert client.stats.max_concurrency == 16
 
 
 async def test_with_options_is_a_view_with_other_defaults() -> None:

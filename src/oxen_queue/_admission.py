@@ -2,21 +2,22 @@
 
 Three mechanisms, all local to one client:
 
-* A concurrency bound on every request, so a burst of 10,000 ``enqueue()`` calls waits here,
+* A bound on the requests in flight, so a burst of 10,000 ``enqueue()`` calls waits here,
   in order, rather than failing with pool timeouts inside httpx.
 * An adaptive enqueue rate, additive increase and multiplicative decrease (AIMD): unlimited
   until the server refuses a real share of enqueues with 429, then cut in proportion to that
   share, raised again while it stays low, and unlimited once far above what the server took.
   A large batch settles at what the server accepts instead of hammering it, and a stray 429
   does not collapse it (see :class:`EnqueueRate`).
-* An adaptive bound on requests in flight (:class:`InflightLimit`, TCP Vegas-style), so a
-  distant hub gets as many requests in flight as its round trip needs and no more than the
-  client's CPU or the server can turn around. A prototype: not yet wired into the client.
+* That bound adapts by default (:class:`InflightLimit`, TCP Vegas-style), so a distant hub
+  gets as many requests in flight as its round trip needs and no more than the client's CPU
+  or the server can turn around; ``max_concurrency=N`` fixes it instead.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,9 +25,6 @@ from contextlib import asynccontextmanager
 import anyio
 
 __all__ = ["AdmissionControl", "EnqueueRate", "InflightLimit"]
-
-# Clock resolution: a request sent in the same tick as a change of limit counts as sent after it.
-_TICK = 1e-6
 
 # Clock resolution: a request sent in the same tick as a change of limit counts as sent after it.
 _TICK = 1e-6
@@ -74,6 +72,10 @@ class EnqueueRate:
         self._peak = 0.0
         self._sent: deque[float] = deque()
         self._answers: deque[tuple[float, bool]] = deque()  # (when, refused)
+        # Answers of the window given since the last judgment, and how many were refused:
+        # kept as counts, so judging costs the same however many answers the window holds.
+        self._fresh = 0
+        self._fresh_refused = 0
 
     def delay(self, now: float) -> float:
         """Reserve the next slot: seconds to wait before sending one enqueue."""
@@ -91,12 +93,18 @@ class EnqueueRate:
 
     def on_rate_limited(self, now: float) -> None:
         """An enqueue was refused with 429."""
-        self._answers.append((now, True))
-        self._judge(now)
+        self._answer(now, refused=True)
 
     def on_accepted(self, now: float) -> None:
         """An enqueue went through."""
-        self._answers.append((now, False))
+        self._answer(now, refused=False)
+
+    def _answer(self, now: float, *, refused: bool) -> None:
+        self._answers.append((now, refused))
+        # Only answers since the last judgment count: refusals already acted on count once.
+        if now > self._judged:
+            self._fresh += 1
+            self._fresh_refused += refused
         self._judge(now)
 
     def _trim(self, now: float) -> None:
@@ -104,21 +112,26 @@ class EnqueueRate:
         while self._sent and self._sent[0] < horizon:
             self._sent.popleft()
         while self._answers and self._answers[0][0] < horizon:
-            self._answers.popleft()
+            when, refused = self._answers.popleft()
+            if when > self._judged:
+                self._fresh -= 1
+                self._fresh_refused -= refused
+
+    def _judged_at(self, now: float) -> None:
+        self._judged = now
+        self._fresh = self._fresh_refused = 0
 
     def _judge(self, now: float) -> None:
         self._trim(now)
-        # Only answers since the last judgment: refusals already acted on count once.
-        answers = [refused for when, refused in self._answers if when > self._judged]
-        refused = sum(answers)
-        share = refused / len(answers) if answers else 0.0
+        refused = self._fresh_refused
+        share = refused / self._fresh if self._fresh else 0.0
         limited = share > self.tolerance
         if math.isinf(self.rate):
             if limited and refused >= self.min_refusals:
                 achieved = self.achieved(now)
                 self._peak = max(self._peak, achieved)
                 self.rate = max(self.min_rate, achieved / 2)
-                self._judged = now
+                self._judged_at(now)
             return
         elapsed = now - self._judged
         if elapsed < self.window:
@@ -132,7 +145,7 @@ class EnqueueRate:
             self.rate += max(self.increase, self.growth * self.rate) * min(elapsed, 2 * self.window)
             if self.rate > max(4 * self._peak, 100.0):
                 self.rate = math.inf
-        self._judged = now
+        self._judged_at(now)
 
 
 class InflightLimit:
@@ -144,13 +157,21 @@ class InflightLimit:
     the client's CPU or the server can turn around only queue, and queueing shows up as
     latency above ``rtt_min``, the lowest latency of the last ``window`` seconds. So, once
     per round (half a limit's worth of answers to requests sent since the last change), the
-    round's median latency ``rtt`` gives the delay added by queueing, ``rtt - rtt_min``,
-    which is compared with the delay tolerated, ``max(tolerance * rtt_min, slack)``:
+    round's lowest latency ``rtt`` gives the delay added by queueing, ``rtt - rtt_min``,
+    which is compared with the delay tolerated, ``max(tolerance * rtt_min, slack)``. The
+    lowest, as Linux's TCP Vegas takes the lowest round trip of the last round: a standing
+    queue delays every request, the quickest too, while answers that arrive in a burst
+    wait for the client to process the ones before them, and a limit that grows opens
+    connections whose handshakes add two or three round trips to their first answers. At
+    80 ms those two made the round's median read as congestion, and the limit stopped
+    growing at a third of what the path could carry.
 
-    * below it, the limit grows: at first by one per answer within the tolerance, so
-      doubling per round trip (slow start: a batch at 150 ms cannot wait for additive
-      steps), then by ``growth`` of itself per round (at least ``sqrt(limit)``) once
-      anything has been queued or refused;
+    * below it, the limit grows: at first by one per answer while the round's quickest so
+      far shows no queue (an answer delayed by a burst of others counts; one slower than
+      twice ``rtt_min`` plus the tolerance, a new connection that paid its handshakes,
+      does not), so doubling per round trip (slow start: a batch at 150 ms cannot wait for
+      additive steps), then by ``growth`` of itself per round (at least ``sqrt(limit)``)
+      once anything has been queued or refused;
     * above twice it, the limit moves ``smoothing`` of the way towards
       ``limit * (rtt_min + tolerated) / rtt``, the limit at which the current throughput
       would see the tolerated delay. Only part of the way: one slow round (a pause of the
@@ -220,6 +241,7 @@ class InflightLimit:
         self._round_start = -math.inf
         self._round: list[float] = []
         self._round_peak = 0
+        self._round_fastest = math.inf  # the quickest answer since the round began
         self._last_cut = -math.inf
 
     @property
@@ -241,10 +263,13 @@ class InflightLimit:
             in_flight: Requests in flight when it was answered, itself included.
         """
         self._track_min(rtt, now)
+        self._round_fastest = min(self._round_fastest, rtt)
+        tolerated = self._tolerated()
         if (
             self._slow_start
             and in_flight * 2 >= self._limit
-            and rtt - self.rtt_min < self._tolerated()
+            and self._round_fastest - self.rtt_min < tolerated
+            and rtt < 2 * (self.rtt_min + tolerated)
         ):
             # Slow start grows by one per prompt answer, as TCP's does per ACK: doubling
             # every round trip, not every round (which waits for answers to requests sent
@@ -285,8 +310,7 @@ class InflightLimit:
 
     def _judge(self, now: float) -> None:
         limit = self._limit
-        ordered = sorted(self._round)
-        rtt = ordered[len(ordered) // 2]
+        rtt = min(self._round)
         floor = self.rtt_min
         tolerated = self._tolerated()
         delay = rtt - floor
@@ -308,41 +332,67 @@ class InflightLimit:
         self._round_start = now
         self._round = []
         self._round_peak = 0
+        self._round_fastest = math.inf
 
 
 class AdmissionControl:
     """The concurrency bound and the enqueue pacer of one client.
 
     Args:
-        max_concurrency: Requests in flight allowed, fixed (ignored when ``inflight`` is
-            given, except as the HTTP pool's size, which the caller chooses).
-        inflight: An adaptive bound to follow instead (experimental: the client does not
-            pass one yet). Every slot held and released without an exception is a latency
-            sample; every 429 or 503 seen by :meth:`observe` is a refusal; the limiter's
-            capacity follows :attr:`InflightLimit.limit` after each.
-        clock: Seconds on a monotonic clock (tests pass their own).
+        max_concurrency: Requests in flight allowed, fixed; ``None``: an adaptive bound,
+            ``inflight`` or a default :class:`InflightLimit`. Ignored when ``inflight`` is
+            given.
+        inflight: An adaptive bound to follow. Every slot held and released without an
+            exception, and sampled, is a latency sample; every 429 or 503 seen by
+            :meth:`observe` is a refusal; the limiter's capacity follows
+            :attr:`InflightLimit.limit` after each.
+        clock: Seconds on a monotonic clock (tests pass their own). ``time.monotonic``, not
+            anyio's: asking anyio which event loop runs costs more than the clock itself,
+            and this is read a few times per request.
     """
 
     def __init__(
         self,
         *,
-        max_concurrency: int,
+        max_concurrency: int | None,
         inflight: InflightLimit | None = None,
-        clock: Callable[[], float] = anyio.current_time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1")
+        if max_concurrency is None and inflight is None:
+            inflight = InflightLimit()
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1 (or None: adaptive)")
         self.max_concurrency = max_concurrency
         self.enqueue_rate = EnqueueRate()
         self.inflight = inflight
         self._clock = clock
         self._limiter: anyio.CapacityLimiter | None = None
+        self._waiting = 0  # tasks in the limiter's own acquire()
         self._pacer: anyio.Lock | None = None
+        # The first wave of enqueues (those sent before any was answered): how many, how many
+        # answered so far, and what later ones wait for meanwhile (see slot()).
+        self._wave_sent = 0
+        self._wave_answered = 0
+        self._wave_over: anyio.Event | None = None
+        self._wave_started = 0.0  # the first one sent
+        self._wave_first_answer = 0.0
+        self._wave_done = False
 
     @property
     def bound(self) -> int:
         """Requests allowed in flight now: the adaptive limit, or ``max_concurrency``."""
-        return self.inflight.limit if self.inflight is not None else self.max_concurrency
+        if self.inflight is not None:
+            return self.inflight.limit
+        assert self.max_concurrency is not None
+        return self.max_concurrency
+
+    @property
+    def max_bound(self) -> int:
+        """The most requests that may ever be in flight (what the connection pool must hold)."""
+        if self.inflight is not None:
+            return self.inflight.max_limit
+        assert self.max_concurrency is not None
+        return self.max_concurrency
 
     @property
     def pacer(self) -> anyio.Lock:
@@ -361,9 +411,22 @@ class AdmissionControl:
     async def slot(self, *, enqueue: bool, sample: bool = True) -> AsyncIterator[None]:
         """Hold one of the bounded request slots; enqueues are paced first.
 
-        Enqueues pass the pacer one at a time and keep it until they hold a request slot, so
-        none queues between the two: each is sent at the rate current when it goes, and a
-        429 slows down every enqueue not yet sent, not only those that had not yet arrived.
+        While the enqueue rate is limited, enqueues pass the pacer one at a time and keep it
+        until they hold a request slot, so none queues between the two: each is sent at the
+        rate current when it goes, and a 429 slows down every enqueue not yet sent. While it
+        is unlimited they skip the pacer (passing it takes a turn of the event loop each,
+        which capped a distant hub's throughput), and one that waited for its slot while the
+        rate was cut gives the slot back and is paced: so a cut still reaches every enqueue
+        not yet sent.
+
+        The first wave of enqueues (those sent before the first answer) is heard out before
+        any more is sent. A server limiting enqueues with a token bucket takes the first ones
+        up to its burst and refuses the rest, and answers in order: the takes arrive first.
+        Sending on with each answer (as later ones do) would put a whole second wave into an
+        empty bucket before the first refusal came back; heard out, the first wave's
+        refusals set the pace of everything after it. It costs the spread of the first
+        wave's answers, once per client, and never more than the first answer took: a
+        straggler does not hold the rest back longer than that.
 
         Args:
             enqueue: The request creates jobs (``POST /api/ai/queue``): paced.
@@ -371,14 +434,11 @@ class AdmissionControl:
                 for requests whose answer takes as long as the work (the blocking
                 ``/images/generate``) or a download: they would read as congestion.
         """
+        first_wave = False
         if enqueue:
-            async with self.pacer:
-                wait = self.enqueue_rate.delay(self._clock())
-                if wait > 0:
-                    await anyio.sleep(wait)
-                await self.limiter.acquire()
+            first_wave = await self._admit_enqueue()
         else:
-            await self.limiter.acquire()
+            await self._acquire()
         started = self._clock()
         answered = False
         try:
@@ -386,11 +446,90 @@ class AdmissionControl:
             answered = True
         finally:
             self.limiter.release()
+            if first_wave:
+                self._wave_answered += 1
+                if self._wave_answered == 1:
+                    self._wave_first_answer = self._clock()
+                if self._wave_answered >= self._wave_sent:
+                    self._end_wave()
             if answered and sample and self.inflight is not None:
                 now = self._clock()
                 busy = self.limiter.borrowed_tokens + 1
                 self.inflight.on_sample(now - started, now, in_flight=busy)
                 self._follow()
+
+    async def _acquire(self) -> None:
+        limiter = self.limiter
+        if not self._waiting:
+            # A free slot is taken without a checkpoint (anyio's acquire() yields once even
+            # then): the request's own I/O follows at once. Only while nobody waits: a slot
+            # just released to a waiter that has not resumed yet looks free to a non-blocking
+            # acquire, and anyio before 4.14 handed it out twice.
+            try:
+                limiter.acquire_nowait()
+            except Exception as exc:
+                # anyio's WouldBlock; anyio before 4.17 lets trio's own through on trio.
+                if not isinstance(exc, anyio.WouldBlock) and type(exc).__name__ != "WouldBlock":
+                    raise
+            else:
+                return
+        self._waiting += 1
+        try:
+            await limiter.acquire()
+        finally:
+            self._waiting -= 1
+
+    def _held_back(self) -> bool:
+        """Whether the first wave of enqueues is being answered (none may be sent)."""
+        return not self._wave_done and 0 < self._wave_answered < self._wave_sent
+
+    def _end_wave(self) -> None:
+        self._wave_done = True
+        if self._wave_over is not None:
+            self._wave_over.set()
+
+    async def _hear_out_first_wave(self) -> None:
+        while self._held_back():
+            if self._wave_over is None:
+                self._wave_over = anyio.Event()
+            # At most as long again as the first answer took: then the wave is over.
+            patience = self._wave_first_answer - self._wave_started
+            remaining = self._wave_first_answer + patience - self._clock()
+            with anyio.move_on_after(remaining):
+                await self._wave_over.wait()
+            if self._held_back() and self._clock() >= self._wave_first_answer + patience:
+                self._end_wave()
+
+    async def _admit_enqueue(self) -> bool:
+        """Wait for an enqueue's turn and slot; returns whether it belongs to the first wave."""
+        rate = self.enqueue_rate
+        while True:
+            await self._hear_out_first_wave()
+            if math.isinf(rate.rate) and not self.pacer.locked():
+                await self._acquire()
+                if math.isinf(rate.rate) and not self._held_back():
+                    rate.delay(self._clock())  # counted as sent, for the rate achieved
+                    return self._sent_enqueue()
+                # The rate was cut, or the first wave began to be answered, while this one
+                # waited for its slot: give it back, and wait or be paced.
+                self.limiter.release()
+                continue
+            async with self.pacer:
+                wait = rate.delay(self._clock())
+                if wait > 0:
+                    await anyio.sleep(wait)
+                await self._acquire()
+                if not self._held_back():
+                    return self._sent_enqueue()
+                self.limiter.release()
+
+    def _sent_enqueue(self) -> bool:
+        if self._wave_answered or self._wave_done:
+            return False
+        if not self._wave_sent:
+            self._wave_started = self._clock()
+        self._wave_sent += 1
+        return True
 
     def observe(self, status_code: int, *, enqueue: bool) -> None:
         """Feed an answer to the pacer (enqueues) and to the adaptive bound (refusals)."""

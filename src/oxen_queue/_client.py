@@ -40,7 +40,7 @@ from ._parts import Options
 from ._poll import PollPolicy
 from ._results import ResultOperations
 from ._retry import RetryPolicy
-from ._spend import SpendControl
+from ._spend import Hold, SpendControl
 from ._types import DEFAULT, Default
 from ._watch import CompletionMode, make_watcher
 
@@ -86,9 +86,11 @@ class AsyncClient(ResultOperations, BlockingOperations):
             event stream silent this long (not even a keep-alive; or, with generations
             pending, no completion event) is reopened and reconciled, and a download slower
             than 1 KiB/s over this long fails.
-        max_concurrency: Requests in flight at once; more wait their turn (so a burst of
-            enqueues never meets a pool timeout). Raise it for a distant hub, where round trips
-            rather than CPU limit throughput.
+        max_concurrency: API requests in flight at once; more wait their turn (so a burst of
+            enqueues never meets a pool timeout). ``None`` (the default) adapts the bound as
+            TCP Vegas does: it grows while the round trip stays near its lowest, so a distant
+            hub gets as many requests in flight as its latency needs, and shrinks when the
+            latency rises or the server refuses (4 to 256, starting at 64). An int fixes it.
         max_downloads: Result downloads at once, on a pool of their own (a slow file host
             never holds the slots API requests need).
         ledger: Where enqueues are written ahead, so that a lost answer is reconciled exactly
@@ -102,8 +104,11 @@ class AsyncClient(ResultOperations, BlockingOperations):
         max_download_bytes: Largest result file ``download`` accepts; ``None`` means no limit.
         allow_insecure_http: Allow a plain ``http://`` base URL that is not loopback.
         verify: TLS certificate verification (on by default).
-        transport: An httpx transport, for tests (``httpx.MockTransport``,
-            ``httpx.ASGITransport``).
+        transport: An httpx transport for API requests and downloads (tests pass
+            ``httpx.MockTransport`` or ``httpx.ASGITransport``). ``None``: on asyncio,
+            aiohttp's connection pool (through ``httpx-aiohttp``); on trio, several small
+            httpx pools. Both cost the same CPU per request however many are in flight, where
+            one large httpx pool costs more the larger it is. Downloads use httpx's own.
         max_spend: The most this client may commit, in the API's currency. An enqueue (or a
             blocking generation) whose estimated cost would take the committed spend past it
             raises :class:`BudgetExceededError` before anything is sent. Committed spend counts
@@ -130,7 +135,7 @@ class AsyncClient(ResultOperations, BlockingOperations):
         retry: RetryPolicy | None = None,
         timeout: float | httpx.Timeout = 30.0,
         stall_timeout: float = 45.0,
-        max_concurrency: int = 16,
+        max_concurrency: int | None = None,
         max_downloads: int = 8,
         ledger: str | None = None,
         validate: bool = True,
@@ -194,7 +199,7 @@ class AsyncClient(ResultOperations, BlockingOperations):
                 clock=session.clock,
                 retry=retry,
                 attempt_deadline=attempt_deadline(http_timeout),
-                workers=lambda: admission.max_concurrency,
+                workers=lambda: admission.bound,
                 on_retry=session.note_retry,
             ),
             params=ParamChecker(endpoints.get_model, enabled=True),
@@ -465,18 +470,7 @@ class AsyncClient(ResultOperations, BlockingOperations):
         hold = await self._spend.reserve(model, body, count)
         if deadline is DEFAULT:
             deadline = self._options.deadline
-        generations: list[Generation] = []
-
-        def on_created(ids: list[str]) -> None:
-            for generation_id in ids:
-                generation = core.track(
-                    self, generation_id, model=model, params=body, deadline=deadline, fresh=True
-                )
-                hold.confirm(generation)  # counted at its estimate until its charge is known
-                generations.append(generation)
-                if created is not None:
-                    created.append(generation)
-
+        track = _Track(self, model, body, deadline, created, hold)
         # A generate() owns its job: answered after its caller was cancelled, it is cancelled.
         on_abandoned = core.cancel_upstream if created is not None else None
         try:
@@ -485,7 +479,7 @@ class AsyncClient(ResultOperations, BlockingOperations):
                 model,
                 body,
                 count,
-                on_created,
+                track,
                 on_abandoned=on_abandoned,
                 timeout=self._options.timeout,
             )
@@ -498,7 +492,7 @@ class AsyncClient(ResultOperations, BlockingOperations):
                 "reattach with client.generation(id)",
                 generation_ids=ids,
             )
-        return generations
+        return track.generations
 
     @overload
     async def generate(
@@ -626,6 +620,48 @@ def _budget(max_spend: object) -> Budget:
     if limit < 0:
         raise InvalidParamsError(f"max_spend cannot be negative ({limit})", field="max_spend")
     return Budget(limit)
+
+
+class _Track:
+    """Registers the generations of one enqueue with the client as their ids arrive.
+
+    Called by the enqueue's worker, whether or not the caller still waits. An object rather
+    than a closure: thousands wait at once, and a closure's cells cost several times more.
+    """
+
+    __slots__ = ("client", "created", "deadline", "generations", "hold", "model", "params")
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        model: str,
+        params: dict[str, Any],
+        deadline: float | None,
+        created: list[Generation] | None,
+        hold: Hold,
+    ) -> None:
+        self.client = client
+        self.hold = hold
+        self.model = model
+        self.params = params
+        self.deadline = deadline
+        self.created = created  # a generate()'s: the jobs it owns
+        self.generations: list[Generation] = []
+
+    def __call__(self, ids: list[str]) -> None:
+        for generation_id in ids:
+            generation = self.client._core.track(
+                self.client,
+                generation_id,
+                model=self.model,
+                params=self.params,
+                deadline=self.deadline,
+                fresh=True,
+            )
+            self.hold.confirm(generation)  # counted at its estimate until its charge is known
+            self.generations.append(generation)
+            if self.created is not None:
+                self.created.append(generation)
 
 
 def _timed_out(generation: Generation) -> bool:

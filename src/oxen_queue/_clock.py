@@ -80,9 +80,18 @@ class ServerClock:
         if not (math.isfinite(low) and math.isfinite(high)) or high < low:
             return
         self.samples += 1
-        self._bounds.append((low, high))
-        new_low = max(b[0] for b in self._bounds)
-        new_high = min(b[1] for b in self._bounds)
+        bounds = self._bounds
+        dropped = bounds[0] if len(bounds) == bounds.maxlen else None
+        had = bool(bounds)
+        bounds.append((low, high))
+        if not had:
+            new_low, new_high = low, high
+        elif dropped is not None and (dropped[0] >= self._low or dropped[1] <= self._high):
+            # The sample that left may have held a bound: take them again (rare).
+            new_low = max(b[0] for b in bounds)
+            new_high = min(b[1] for b in bounds)
+        else:  # every answer: kept up as they come, not taken again over the window
+            new_low, new_high = max(self._low, low), min(self._high, high)
         if new_low > new_high:  # the samples disagree: the server's clock moved
             self._bounds.clear()
             self._bounds.append((low, high))

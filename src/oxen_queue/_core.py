@@ -7,7 +7,9 @@ so a view costs nothing, and opening or closing any of them opens or closes them
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Final
 
@@ -15,11 +17,12 @@ import anyio
 import anyio.abc
 
 from ._exceptions import ClientClosedError
-from ._generation import Generation, fail, observe
+from ._generation import Generation, expire_if_due, fail, observe, watch_deadline
 from ._ledger import LedgerError
 from ._ledger._memory import MemoryLedger
 from ._models import TERMINAL_STATUSES
 from ._stats import ClientStats
+from ._watch._base import supervised
 from ._watch._events import EventWatcher
 from ._watch._shared import SharedPollWatcher
 
@@ -73,6 +76,7 @@ class ClientCore:
         self.poll_policy = poll_policy
         self.completion: CompletionMode = completion
         self.pending: dict[str, Generation] = {}
+        self.deadlines = _Deadlines(self.pending)
         self.closed = False
         self._stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None  # the background work's, in a host task
@@ -100,12 +104,14 @@ class ClientCore:
             raise ClientClosedError("an AsyncClient can be opened only once; make a new one")
         await self.enqueuer.ledger.open()
         self._stopped = anyio.Event()
+        self.session.open()
         stack = AsyncExitStack()
         outer = await stack.enter_async_context(anyio.create_task_group())
         self._task_group = await outer.start(self._host)
         self._stack = stack
         self.watcher.start(self._task_group)
         self.enqueuer.start(self._task_group)
+        self._task_group.start_soon(supervised("deadlines", self.deadlines.run, restart=True))
         if self._outcomes is not None:
             self._task_group.start_soon(self._outcomes.run)
 
@@ -189,6 +195,9 @@ class ClientCore:
             status="queued" if fresh else "unknown",
         )
         self.pending[generation_id] = generation
+        due = watch_deadline(generation)
+        if due is not None:
+            self.deadlines.add(due, generation_id)
         self.watcher.track(generation, fresh=fresh)
         if self._outcomes is not None:
             generation.add_done_callback(self._outcomes.note)
@@ -254,8 +263,47 @@ class ClientCore:
             stream_stalls=stream.stalls if stream is not None else 0,
             polls=poller.ticks if isinstance(poller, SharedPollWatcher) else 0,
             enqueue_rate=admission.enqueue_rate.rate,
-            max_concurrency=admission.max_concurrency,
+            max_concurrency=admission.bound,
         )
+
+
+class _Deadlines:
+    """Ends every pending generation at its deadline: one task and one heap for them all.
+
+    So a generation awaited without a timeout needs no timer (and no cancel scope) of its own:
+    with 10,000 awaited at once, those were most of what each one cost. An entry is the due
+    time and the id (the generation is looked up in ``pending`` when due, so a finished one is
+    not kept alive); entries of finished generations are dropped when due, or all at once when
+    they come to outnumber the pending generations.
+    """
+
+    def __init__(self, pending: dict[str, Generation]) -> None:
+        self._pending = pending
+        self._heap: list[tuple[float, str]] = []
+        self._wake: anyio.Event | None = None
+
+    def add(self, due: float, generation_id: str) -> None:
+        heap = self._heap
+        if len(heap) > 2 * len(self._pending) + 1024:
+            heap[:] = [entry for entry in heap if entry[1] in self._pending]
+            heapq.heapify(heap)
+        earliest = heap[0][0] if heap else math.inf
+        heapq.heappush(heap, (due, generation_id))
+        if due < earliest and self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        heap = self._heap
+        while True:
+            now = anyio.current_time()
+            while heap and heap[0][0] <= now:
+                _, generation_id = heapq.heappop(heap)
+                generation = self._pending.get(generation_id)
+                if generation is not None:
+                    expire_if_due(generation)  # not due if the id was reattached since
+            self._wake = anyio.Event()
+            with anyio.move_on_after(heap[0][0] - now if heap else math.inf):
+                await self._wake.wait()
 
 
 class _OutcomeWriter:

@@ -28,6 +28,7 @@ import httpx
 
 from ._exceptions import DownloadError
 from ._http import consume
+from ._transport import ssl_context
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -176,7 +177,7 @@ class FileFetcher:
                 max_connections=max_downloads, max_keepalive_connections=max_downloads
             ),
             transport=transport,
-            verify=verify,
+            verify=ssl_context(verify),
             headers=headers,
         )
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -43,6 +43,7 @@ from ._exceptions import (
 from ._ledger import LedgerError
 from ._reconcile import Reconciler
 from ._retry import RetryPolicy, is_ambiguous, is_refused, retrying_call
+from ._signal import Signal
 
 if TYPE_CHECKING:
     import httpx
@@ -85,7 +86,7 @@ class _Op:
         self.state: Literal["queued", "running", "withdrawn", "done"] = "queued"
         self.abandoned = False
         self.outcome: list[str] | OxenError | None = None
-        self.done = anyio.Event()
+        self.done = Signal()
 
     def finish(self, outcome: list[str] | OxenError) -> None:
         self.outcome = outcome
@@ -103,7 +104,8 @@ class Enqueuer:
         retry: How refused enqueues are retried, and the deadline of a reconciliation.
         attempt_deadline: Seconds one attempt may take (``None``: no limit); with the same
             again for the server, it bounds how long a request may be in flight.
-        workers: How many enqueues may run at once (read each time a worker may start).
+        workers: How many enqueues may run at once (read each time a worker may start or
+            take its next enqueue: it follows the adaptive bound).
         on_retry: Told of each refused attempt that is sent again (a counter).
         settle_delay: Seconds between the two looks that conclude no job was made.
     """
@@ -138,7 +140,9 @@ class Enqueuer:
         self._running = 0
         self._idle: anyio.Event | None = None
         self._closed = False
-        self._owned: OrderedDict[str, None] = OrderedDict()
+        # A set, and the same ids oldest first to forget them by: half an OrderedDict's size.
+        self._owned: set[str] = set()
+        self._owned_order: deque[str] = deque()
         self.reconciled = 0
         """How many ambiguous enqueues were settled by adopting the jobs they had created."""
         self.resent = 0
@@ -152,10 +156,12 @@ class Enqueuer:
 
     def own(self, generation_id: str) -> None:
         """Remember an id as this client's, so reconciliation never adopts it again."""
-        self._owned[generation_id] = None
-        self._owned.move_to_end(generation_id)
-        while len(self._owned) > _OWNED_LIMIT:
-            self._owned.popitem(last=False)
+        if generation_id in self._owned:
+            return
+        self._owned.add(generation_id)
+        self._owned_order.append(generation_id)
+        while len(self._owned_order) > _OWNED_LIMIT:
+            self._owned.discard(self._owned_order.popleft())
 
     def owns(self, generation_id: str) -> bool:
         return generation_id in self._owned
@@ -194,9 +200,7 @@ class Enqueuer:
             raise ClientClosedError("the client is closed")
         op = _Op(model, params, count, on_created, on_abandoned, timeout)
         self._queue.append(op)
-        if self._workers < self._max_workers():
-            self._workers += 1
-            self._task_group.start_soon(self._work)
+        self._top_up()
         try:
             await op.done.wait()
         except BaseException:
@@ -228,9 +232,18 @@ class Enqueuer:
 
     # -- the workers ----------------------------------------------------------------------
 
+    def _top_up(self) -> None:
+        """Start workers while enqueues wait and the bound on requests in flight allows more
+        (it grows as the adaptive bound does; workers beyond it stop after their enqueue)."""
+        assert self._task_group is not None
+        wanted = min(self._max_workers(), len(self._queue))
+        while self._workers < wanted:
+            self._workers += 1
+            self._task_group.start_soon(self._work)
+
     async def _work(self) -> None:
         try:
-            while self._queue:
+            while self._queue and self._workers <= self._max_workers():
                 op = self._queue.popleft()
                 if op.state != "queued":
                     continue
@@ -242,6 +255,8 @@ class Enqueuer:
                     self._running -= 1
                     if not self._running and self._idle is not None:
                         self._idle.set()
+                if not self._closed:
+                    self._top_up()
         finally:
             self._workers -= 1
 

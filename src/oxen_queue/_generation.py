@@ -27,6 +27,7 @@ from ._exceptions import (
     OxenError,
 )
 from ._models import TERMINAL_STATUSES, GenerationRecord
+from ._signal import Signal
 
 if TYPE_CHECKING:
     import os
@@ -40,6 +41,7 @@ __all__ = [
     "note_status",
     "observe",
     "remaining",
+    "watch_deadline",
     "watch_subscriptions",
 ]
 
@@ -47,6 +49,7 @@ logger = logging.getLogger("oxen_queue")
 
 UNKNOWN: Final = "unknown"
 """The status of a reattached handle before its first row is seen."""
+Callback = Callable[["Generation"], object]
 
 
 class GenerationOwner(Protocol):
@@ -76,7 +79,8 @@ class Generation:
     Attributes:
         id: The generation id, as the server gave it.
         model: The model it runs on, when known.
-        params: The parameters this client sent (empty for a reattached generation).
+        params: The parameters this client sent (empty for a reattached generation). The
+            generations of one request share the dict: read it, do not change it.
         deadline: Seconds after creation of this handle before waits give up with
             :class:`GenerationTimeoutError`; ``None`` means no limit.
     """
@@ -84,13 +88,14 @@ class Generation:
     __slots__ = (
         "_callbacks",
         "_created",
-        "_event",
         "_outcome",
         "_owner",
         "_record",
+        "_signal",
         "_status",
         "_subscribers",
         "_watch_listener",
+        "_watched_deadline",
         "deadline",
         "id",
         "model",
@@ -109,17 +114,24 @@ class Generation:
     ) -> None:
         self.id = generation_id
         self.model = model
-        self.params: dict[str, Any] = dict(params or {})
+        # A dict is kept as it is, not copied: one per generation would be the largest part
+        # of a pending generation's own memory after the waiting machinery.
+        self.params: dict[str, Any] = params if isinstance(params, dict) else dict(params or {})
         self.deadline = deadline
         self._owner = owner
         self._status = status
         self._record: GenerationRecord | None = None
         self._outcome: GenerationRecord | BaseException | None = None
-        self._event: anyio.Event | None = None
-        self._callbacks: list[Callable[[Generation], object]] | None = None
         self._subscribers: set[_Subscription] | None = None
         self._watch_listener: Callable[[Generation, bool], object] | None = None
+        # Made on the first wait; a waiter then costs a future, not an event and a timer.
+        self._signal: Signal | None = None
+        # One callback, or a list of them: most generations have exactly one.
+        self._callbacks: Callback | list[Callback] | None = None
         self._created = anyio.current_time()
+        # Whether the client ends this generation at its deadline (see watch_deadline), so a
+        # waiter needs no timer of its own.
+        self._watched_deadline = False
 
     def __repr__(self) -> str:
         model = f" model={self.model!r}" if self.model else ""
@@ -154,7 +166,14 @@ class Generation:
         return outcome
 
     def __await__(self) -> Generator[Any, None, GenerationRecord]:
-        return self.wait().__await__()
+        if self._outcome is None and self._watched_deadline:
+            # The common case, kept lean (thousands may wait at once): the client ends the
+            # generation at its deadline, so there is nothing to time here.
+            if self._signal is None:
+                self._signal = Signal()
+            yield from self._signal.wait().__await__()
+            return self.result()
+        return (yield from self.wait().__await__())
 
     async def wait(self, *, timeout: float | None = None) -> GenerationRecord:
         """Wait for the final record.
@@ -172,12 +191,15 @@ class Generation:
             OxenError: The status could not be learned (the id is unknown, the key refused).
         """
         if self._outcome is None:
+            if self._signal is None:
+                self._signal = Signal()
+            if timeout is None and self._watched_deadline:
+                await self._signal.wait()  # the client ends it at its deadline
+                return self.result()
             remaining = self._remaining()
             wait_for = remaining if timeout is None else min(timeout, remaining)
-            if self._event is None:
-                self._event = anyio.Event()
             with anyio.move_on_after(wait_for):
-                await self._event.wait()
+                await self._signal.wait()
             if self._outcome is None:
                 if self._remaining() <= 0:
                     self._expire()
@@ -215,9 +237,13 @@ class Generation:
         if self._outcome is not None:
             callback(self)
             return
-        if self._callbacks is None:
-            self._callbacks = []
-        self._callbacks.append(callback)
+        callbacks = self._callbacks
+        if callbacks is None:
+            self._callbacks = callback
+        elif isinstance(callbacks, list):
+            callbacks.append(callback)
+        else:
+            self._callbacks = [callbacks, callback]
 
     async def updates(self) -> AsyncGenerator[GenerationRecord, None]:
         """Each status change, as a record, until the final one.
@@ -332,8 +358,8 @@ class Generation:
 
     def _resolve(self, outcome: GenerationRecord | BaseException) -> None:
         self._outcome = outcome
-        if self._event is not None:
-            self._event.set()
+        if self._signal is not None:
+            self._signal.set()
         subscribers, self._subscribers = self._subscribers, None
         if subscribers:
             for subscription in subscribers:
@@ -341,7 +367,9 @@ class Generation:
             self._tell_watcher(watched=False)
         self._owner._generation_done(self)
         callbacks, self._callbacks = self._callbacks, None
-        for callback in callbacks or ():
+        if callbacks is None:
+            return
+        for callback in callbacks if isinstance(callbacks, list) else (callbacks,):
             try:
                 callback(self)
             except Exception:
@@ -467,3 +495,17 @@ def watch_subscriptions(
     ``None`` stops telling. Only one listener: the watcher that tracks the generation.
     """
     generation._watch_listener = listener
+
+
+def watch_deadline(generation: Generation) -> float | None:
+    """Have the caller end the generation at its deadline (with :func:`expire_if_due`).
+
+    Its waiters then need no timer of their own.
+
+    Returns:
+        When the deadline falls, on anyio's clock; ``None`` without one (nothing to watch).
+    """
+    if generation.deadline is None:
+        return None
+    generation._watched_deadline = True
+    return generation._created + generation.deadline

@@ -40,6 +40,7 @@ from ._exceptions import (
     ServerError,
 )
 from ._retry import RetryPolicy, is_refused, is_retryable, parse_retry_after, retrying_call
+from ._transport import DefaultTransport, ssl_context
 from ._version import __version__
 
 __all__ = [
@@ -60,6 +61,9 @@ DEFAULT_BASE_URL: Final = "https://hub.oxen.ai"
 USER_AGENT: Final = f"oxen-queue/{__version__}"
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _CLOSED: Final = "the client is closed: use it inside `async with AsyncClient() as client:`"
+_FIXED_PATHS: Final = frozenset(
+    {"api/ai/queue", "api/ai/generations", "api/ai/models", "api/ai/images/generate"}
+)
 
 
 def check_base_url(base_url: str, *, allow_insecure_http: bool) -> httpx.URL:
@@ -186,9 +190,14 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes:
         _BodyTooLargeError: The body is larger than ``limit`` (nothing more is read).
         httpx.HTTPError: The transfer failed.
     """
-    declared = response.headers.get("content-length", "")
+    headers = response.headers
+    declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _BodyTooLargeError(f"{declared} bytes declared")
+    if declared.isdigit() and "content-encoding" not in headers:
+        # Framed by its declared length and not decoded: it cannot grow past it, so it is
+        # read whole, without the chunk-by-chunk count and the scope to stop it early.
+        return await response.aread()
     chunks: list[bytes] = []
     size = 0
 
@@ -215,6 +224,39 @@ def _materialize(response: httpx.Response, body: bytes) -> httpx.Response:
     )
 
 
+class _HttpClient(httpx.AsyncClient):
+    """httpx's client over :class:`~._transport.DefaultTransport` instead of httpx's own pool.
+
+    Passing it as ``transport=`` would also turn off the proxies httpx takes from the
+    environment (``HTTPS_PROXY``, ``NO_PROXY``, ...); made here, in httpx's own hook (as
+    httpx-aiohttp's client does), it leaves them as they were: proxied origins keep httpx's
+    proxy transports. A transport given by the user is used as it is.
+    """
+
+    def __init__(self, *, default_transport: Callable[[], httpx.AsyncBaseTransport], **kwargs: Any):
+        self._default_transport = default_transport
+        super().__init__(**kwargs)
+        self._cookies = _Cookies(self._cookies)
+
+    def _init_transport(self, **kwargs: Any) -> httpx.AsyncBaseTransport:  # type: ignore[override]
+        if kwargs.get("transport") is None:
+            return self._default_transport()
+        return super()._init_transport(**kwargs)
+
+
+class _Cookies(httpx.Cookies):
+    """httpx's cookie jar, which looks at an answer only when it sets a cookie.
+
+    httpx hands every response to the jar, which wraps it and its request in urllib's
+    classes first: a fifteenth of an enqueue's CPU, for answers that set none.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        headers = response.headers
+        if "set-cookie" in headers or "set-cookie2" in headers:
+            super().extract_cookies(response)
+
+
 class ApiSession:
     """The client's API session: pool, auth, admission control, bounds, error mapping, retries.
 
@@ -222,9 +264,11 @@ class ApiSession:
         base_url: The API's origin (from :func:`check_base_url`).
         api_key: Sent as a bearer token to that origin only.
         timeout: httpx's per-operation timeouts; the largest also bounds each whole attempt.
-        max_concurrency: Requests in flight at once.
+        max_concurrency: Requests in flight at once; ``None``: an adaptive bound
+            (:class:`~._admission.InflightLimit`).
         retry: How idempotent requests are retried.
-        transport: An httpx transport, for tests.
+        transport: An httpx transport, for tests; ``None``: aiohttp's pool on asyncio, small
+            httpcore pools elsewhere (:class:`~._transport.DefaultTransport`).
         verify: TLS verification.
     """
 
@@ -234,7 +278,7 @@ class ApiSession:
         base_url: httpx.URL,
         api_key: str,
         timeout: httpx.Timeout,
-        max_concurrency: int,
+        max_concurrency: int | None,
         retry: RetryPolicy,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: bool = True,
@@ -250,20 +294,34 @@ class ApiSession:
         self.retries = 0
         """Attempts that failed and were tried again."""
         self.auth = _BearerAuth(api_key, base_url)
+        self._urls: dict[str, httpx.URL] = {}
         # The pool holds the bounded requests plus the event stream, so a request admitted by
         # our limiter never waits for a connection. Result files have a client of their own.
-        limits = httpx.Limits(
-            max_connections=max_concurrency + 2, max_keepalive_connections=max_concurrency + 2
-        )
-        self.http = httpx.AsyncClient(
+        connections = self.admission.max_bound + 2
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self.default_transport: DefaultTransport | None = None
+        """The transport chosen for the running async library (``None``: the user's)."""
+
+        def default_transport() -> DefaultTransport:
+            self.default_transport = DefaultTransport(connections=connections, verify=verify)
+            return self.default_transport
+
+        self.http = _HttpClient(
+            default_transport=default_transport,
             base_url=base_url,
             auth=self.auth,
             timeout=timeout,
             limits=limits,
             transport=transport,
-            verify=verify,
+            verify=ssl_context(verify),  # for the proxies httpx takes from the environment
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
+
+    def open(self) -> None:
+        """Choose the transport for the async library running now (from ``__aenter__``), so
+        its setup (importing aiohttp, a fifth of a second) is not paid by the first request."""
+        if self.default_transport is not None:
+            self.default_transport.choose()
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -277,6 +335,7 @@ class ApiSession:
         params: Mapping[str, str | int] | None = None,
         timeout: httpx.Timeout | None = None,
         on_admitted: Callable[[], Awaitable[object]] | None = None,
+        sample: bool = True,
     ) -> Any:
         """One attempt: send, read at most the body cap, map errors, decode JSON.
 
@@ -291,6 +350,8 @@ class ApiSession:
             timeout: This request's timeouts; ``None``: the client's.
             on_admitted: Awaited once the request has its slot, just before it leaves (an
                 enqueue writes its intent to the ledger there, with the true send time).
+            sample: Its latency tells how loaded the path is (for the adaptive bound); not
+                for an answer that takes as long as the work (the blocking endpoints).
 
         Raises:
             APIStatusError: An error status (its body parsed, if it is small JSON).
@@ -304,14 +365,14 @@ class ApiSession:
         what = f"{method} /{path}"
         request = self.http.build_request(
             method,
-            path,
+            self._url(path),
             json=json_body,
             params=params,
             timeout=self.http.timeout if timeout is None else timeout,
         )
         deadline = self._deadline if timeout is None else attempt_deadline(timeout)
         enqueue = method == "POST" and path == "api/ai/queue"
-        async with self.admission.slot(enqueue=enqueue):
+        async with self.admission.slot(enqueue=enqueue, sample=sample):
             if on_admitted is not None:
                 await on_admitted()
             self.requests += 1
@@ -352,9 +413,20 @@ class ApiSession:
         except httpx.TransportError as exc:
             raise transport_error(exc, what, status_code=response.status_code) from exc
         finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            if not response.is_closed:  # read whole, it is closed already
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
         return response, body
+
+    def _url(self, path: str) -> httpx.URL | str:
+        """The absolute URL of one of the API's fixed paths, merged with the base URL once
+        (httpx parses and merges it again for every request); other paths as they are."""
+        if path not in _FIXED_PATHS:
+            return path
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self.http.build_request("GET", path).url
+        return url
 
     def read_timeout(self, read: float) -> httpx.Timeout:
         """The client's timeouts with another read timeout (for answers known to be slow)."""
@@ -370,7 +442,7 @@ class ApiSession:
         server is still working on (and billing), and ``timeout`` already bounds each attempt.
         """
         return await retrying_call(
-            lambda: self.send("POST", path, json_body=body, timeout=timeout),
+            lambda: self.send("POST", path, json_body=body, timeout=timeout, sample=False),
             policy=dataclasses.replace(self.retry, deadline=None),
             retryable=is_refused,
             what=f"POST /{path}",

@@ -24,7 +24,8 @@ class ClientStats:
         stream_stalls: Times a stalled event stream was reopened.
         polls: Shared polls made (each one list request per model).
         enqueue_rate: Enqueues per second the adaptive pacer allows now; ``inf``: unlimited.
-        max_concurrency: API requests allowed in flight now.
+        max_concurrency: API requests allowed in flight now (the adaptive bound's current
+            value, unless the client was given a fixed ``max_concurrency``).
     """
 
     pending: int

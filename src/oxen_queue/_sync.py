@@ -123,7 +123,7 @@ class Client:
         retry: RetryPolicy | None = None,
         timeout: float | httpx.Timeout = 30.0,
         stall_timeout: float = 45.0,
-        max_concurrency: int = 16,
+        max_concurrency: int | None = None,
         max_downloads: int = 8,
         ledger: str | None = None,
         validate: bool = True,

@@ -55,6 +55,7 @@ def make_watcher(
             # Someone follows updates(): learn `processing` within a tick, not a backstop's.
             # One list per tick for every pending generation, whatever the subscribers.
             watch_interval=shared_interval,
+            connect_wait=None,  # enqueues go at once; the opening's reconciliation covers them
             stall_timeout=stall_timeout,
         )
     if mode == "events":

@@ -34,6 +34,7 @@ __all__ = ["SharedPollWatcher"]
 logger = logging.getLogger("oxen_queue")
 
 _MAX_MODEL_FILTERS: Final = 3  # more distinct models than this: one unfiltered list instead
+_LOOKS: Final = 32  # generations fetched at once after a tick (requests are bounded anyway)
 
 
 class SharedPollWatcher:
@@ -50,6 +51,9 @@ class SharedPollWatcher:
         self._api = api
         self._interval = interval if callable(interval) else (lambda: interval)
         self.pending: dict[str, Generation] = {}
+        # One bound method each for every generation, not one per generation.
+        self._forget_done = self._forget
+        self._on_subscribers = self._subscribers_changed
         self._task_group: TaskGroup | None = None
         self._wake: anyio.Event | None = None
         self.ticks = 0
@@ -67,8 +71,8 @@ class SharedPollWatcher:
     def track(self, generation: Generation, *, fresh: bool) -> None:
         assert self._task_group is not None, "start() comes first"
         self.pending[generation.id] = generation
-        generation.add_done_callback(self._forget)
-        watch_subscriptions(generation, self._subscribers_changed)
+        generation.add_done_callback(self._forget_done)
+        watch_subscriptions(generation, self._on_subscribers)
         if not fresh:
             # Reattached: it may have finished long ago and will never be in the active list.
             self._task_group.start_soon(look, self._api, generation)
@@ -141,9 +145,25 @@ class SharedPollWatcher:
             else:
                 note_status(generation, status)
         if finished:
-            async with anyio.create_task_group() as task_group:
-                for generation in finished:
-                    task_group.start_soon(look, self._api, generation)
+            await self._look_all(finished)
+
+    async def _look_all(self, generations: list[Generation]) -> None:
+        """One look at each generation that left the active list, :data:`_LOOKS` at a time.
+
+        Thousands can finish between two ticks; a task each would hold thousands of requests'
+        state at once (most of them waiting for a slot), when the event stream is likely to
+        settle them first. So a few workers take them in turn, and skip those already done.
+        """
+        remaining = iter(generations)
+
+        async def worker() -> None:
+            for generation in remaining:
+                if not generation.done():
+                    await look(self._api, generation)
+
+        async with anyio.create_task_group() as task_group:
+            for _ in range(min(_LOOKS, len(generations))):
+                task_group.start_soon(worker)
 
     async def _active(self, generations: list[Generation]) -> dict[str, str]:
         models = {g.model for g in generations}

@@ -1,0 +1,70 @@
+"""A one-shot signal: set once, awaited by any number of tasks, and small while it waits.
+
+Every pending generation (and every enqueue waiting for its answer) has one. ``anyio.Event``
+would do, but on asyncio it wraps an ``asyncio.Event``, whose waiter deque alone takes 624
+bytes from the moment it is made: with 10,000 generations awaited at once, that deque was
+the largest single part of what each one cost. Here a waiting task costs one future on
+asyncio (about 100 bytes, made when it starts waiting); on other async libraries the signal
+falls back to ``anyio.Event``, made on the first wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+import anyio
+import anyio.lowlevel
+
+from ._transport import current_async_library
+
+__all__ = ["Signal"]
+
+
+class Signal:
+    """Set once; :meth:`wait` returns once it is set (at once if it already is)."""
+
+    __slots__ = ("_is_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._is_set = False
+        self._waiters: list[asyncio.Future[None]] | anyio.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def set(self) -> None:
+        """Wake every waiter; later waits return at once."""
+        if self._is_set:
+            return
+        self._is_set = True
+        waiters, self._waiters = self._waiters, None
+        if isinstance(waiters, list):
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif waiters is not None:
+            waiters.set()
+
+    def wait(self) -> Awaitable[None]:
+        """Wait until the signal is set. Cancellation takes this waiter away, and no other.
+
+        On asyncio the awaitable is the waiter's own future itself (no coroutine frame around
+        it: a pending generation's waiter is then about 100 bytes).
+        """
+        if self._is_set:
+            return anyio.lowlevel.checkpoint()
+        waiters = self._waiters
+        if isinstance(waiters, anyio.Event):
+            return waiters.wait()
+        if waiters is None and current_async_library() != "asyncio":
+            event = self._waiters = anyio.Event()
+            return event.wait()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if waiters is None:
+            self._waiters = [waiter]
+        else:
+            # A cancelled waiter's future is cancelled with it: drop those here.
+            waiters[:] = [w for w in waiters if not w.cancelled()]
+            waiters.append(waiter)
+        return waiter
