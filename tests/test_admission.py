@@ -408,3 +408,38 @@ async def test_a_straggler_in_the_first_wave_holds_the_rest_back_no_longer_than_
             while len(sent) < 4:
                 await anyio.sleep(0.01)
         straggler.set()
+
+
+@pytest.mark.anyio
+async def test_enqueues_held_back_with_the_first_wave_count_as_use_and_slow_start_grows() -> None:
+    """While the first wave is heard out its slots empty, but the bound is not idle: the held
+    enqueues are demand. Counted as idle, a wave of 64 grew the limit to about 86, not 128,
+    and a distant hub paid an extra round of handshakes."""
+    clock = _Clock()
+    inflight = InflightLimit(initial=8, max_limit=64)
+    admission = AdmissionControl(max_concurrency=None, inflight=inflight, clock=clock)
+    answers = [anyio.Event() for _ in range(8)]
+    later = anyio.Event()
+    sent = 0
+
+    async def enqueue() -> None:
+        nonlocal sent
+        async with admission.slot(enqueue=True):
+            sent += 1
+            await (answers[sent - 1] if sent <= 8 else later).wait()
+
+    async with anyio.create_task_group() as group:
+        for _ in range(40):
+            group.start_soon(enqueue)
+        while sent < 8:
+            await anyio.lowlevel.checkpoint()
+        clock.now = 0.1
+        for answer in answers:  # the wave's answers, one at a time: its slots empty
+            answer.set()
+            for _ in range(5):
+                await anyio.lowlevel.checkpoint()
+        while sent < 9:
+            await anyio.lowlevel.checkpoint()
+        # Every prompt answer of the wave grew it by one: doubled in its round trip.
+        assert inflight.limit == 16
+        later.set()

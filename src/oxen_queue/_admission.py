@@ -260,7 +260,8 @@ class InflightLimit:
         Args:
             rtt: Seconds from holding a slot to the answer.
             now: The clock when it was answered (any monotonic clock, seconds).
-            in_flight: Requests in flight when it was answered, itself included.
+            in_flight: Requests in flight when it was answered, itself included, and those
+                waiting for a slot: how much of the bound is in use.
         """
         self._track_min(rtt, now)
         self._round_fastest = min(self._round_fastest, rtt)
@@ -368,6 +369,7 @@ class AdmissionControl:
         self._clock = clock
         self._limiter: anyio.CapacityLimiter | None = None
         self._waiting = 0  # tasks in the limiter's own acquire()
+        self._held = 0  # enqueues held back while the first wave is heard out
         self._pacer: anyio.Lock | None = None
         # The first wave of enqueues (those sent before any was answered): how many, how many
         # answered so far, and what later ones wait for meanwhile (see slot()).
@@ -454,7 +456,9 @@ class AdmissionControl:
                     self._end_wave()
             if answered and sample and self.inflight is not None:
                 now = self._clock()
-                busy = self.limiter.borrowed_tokens + 1
+                # In use: the requests in flight, and those waiting for a slot or held back
+                # with the first wave (a bound that holds requests back is used to the full).
+                busy = self.limiter.borrowed_tokens + 1 + self._waiting + self._held
                 self.inflight.on_sample(now - started, now, in_flight=busy)
                 self._follow()
 
@@ -489,6 +493,15 @@ class AdmissionControl:
             self._wave_over.set()
 
     async def _hear_out_first_wave(self) -> None:
+        if not self._held_back():
+            return
+        self._held += 1
+        try:
+            await self._hear_out()
+        finally:
+            self._held -= 1
+
+    async def _hear_out(self) -> None:
         while self._held_back():
             if self._wave_over is None:
                 self._wave_over = anyio.Event()
