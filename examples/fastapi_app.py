@@ -84,8 +84,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[State]:
     # One client for the whole app, shared by every request. A client per request leaks
     # connections and pays a TLS handshake each time; a shared client whose pool is too small
     # makes requests time out waiting for a connection under load (both known complaints
-    # about peer SDKs). This client bounds its own concurrency (max_concurrency, 16 requests
-    # in flight) and queues the rest, and one watcher learns about every generation at once.
+    # about peer SDKs). This client bounds its own concurrency (max_concurrency: adaptive,
+    # as many requests in flight as the hub's latency needs) and queues the rest, and one
+    # watcher learns about every generation at once.
     # The task group holds what the event streams follow (see _events); nothing outlives it.
     with _hub():
         async with AsyncClient() as client, anyio.create_task_group() as tasks:

@@ -313,9 +313,9 @@ async def test_stats_is_one_snapshot_of_the_counters() -> None:
         n for key, n in api.calls.items() if key.startswith("GET")
     )
     assert after.pending == 0
-    # The adaptive bound starts at 64; the server's 503 ("too much") cut it by a tenth.
+    # The adaptive bound starts at 64; one 503 ("too much") among few answers is noise.
     assert before.max_concurrency == 64
-    assert after.max_concurrency == 57
+    assert after.max_concurrency == 64
     assert after.enqueue_rate == float("inf")
 
 

@@ -187,8 +187,12 @@ class InflightLimit:
     or server, whose queue grows without bound, still stops it.
 
     It grows only while the bound is actually used (at least half of it in flight during the
-    round), so a quiet client keeps a small limit. A refusal (429, 503: the server saying
-    "too much") cuts it by ``backoff``, at most once per round trip, and ends slow start.
+    round), so a quiet client keeps a small limit. Refusals (429, 503: the server saying
+    "too much") are judged by their share, as the enqueue pacer judges 429s: once half a
+    limit's worth of answers and refusals is in (at least ``refusal_window``), more than
+    ``refusal_share`` of them refused cuts the limit by ``backoff`` and ends slow start. A
+    stray refusal is noise: a hub that refuses a few percent of requests at random (the
+    chaos suite's) once cut the limit per round trip, from 64 to 8 within two seconds.
 
     Args:
         initial: The limit to start from. Four times the old fixed default: at 150 ms every
@@ -200,7 +204,9 @@ class InflightLimit:
         max_limit: The ceiling; the HTTP pool must hold this many connections (HTTP/1.1).
         window: Seconds over which ``rtt_min`` is remembered (one to two windows), so a path
             that became slower for good is learned within a minute.
-        backoff: Factor applied to the limit on a refusal.
+        backoff: Factor applied to the limit when too many are refused.
+        refusal_share: Share of refused requests, over a window, that cuts the limit.
+        refusal_window: The fewest answers and refusals a share is judged over.
         growth: Share of the limit added per uncongested round after slow start.
         smoothing: Share of the way towards the draining limit taken per congested round.
         tolerance: Queueing delay tolerated, as a share of ``rtt_min``.
@@ -220,6 +226,8 @@ class InflightLimit:
         smoothing: float = 0.5,
         tolerance: float = 0.25,
         slack: float = 0.01,
+        refusal_share: float = 0.1,
+        refusal_window: int = 10,
     ) -> None:
         if not 1 <= min_limit <= initial <= max_limit:
             raise ValueError("need 1 <= min_limit <= initial <= max_limit")
@@ -231,6 +239,8 @@ class InflightLimit:
         self.smoothing = smoothing
         self.tolerance = tolerance
         self.slack = slack
+        self.refusal_share = refusal_share
+        self.refusal_window = refusal_window
         self._limit = float(initial)
         self._slow_start = True
         # Two buckets of the minimum: the current window's and the previous one's, so the
@@ -242,7 +252,9 @@ class InflightLimit:
         self._round: list[float] = []
         self._round_peak = 0
         self._round_fastest = math.inf  # the quickest answer since the round began
-        self._last_cut = -math.inf
+        # Outcomes since refusals were last judged: answers and refusals.
+        self._answered = 0
+        self._refused = 0
 
     @property
     def limit(self) -> int:
@@ -264,6 +276,9 @@ class InflightLimit:
                 waiting for a slot: how much of the bound is in use.
         """
         self._track_min(rtt, now)
+        self._answered += 1
+        if self._judge_refusals(now):
+            return
         self._round_fastest = min(self._round_fastest, rtt)
         tolerated = self._tolerated()
         if (
@@ -288,18 +303,22 @@ class InflightLimit:
             self._judge(now)
 
     def on_refused(self, now: float) -> None:
-        """The server refused a request as too much (429, 503): back off.
+        """The server refused a request as too much (429, 503): counted towards a cut."""
+        self._refused += 1
+        self._judge_refusals(now)
 
-        At most once per round trip (one second before any latency is known): the refusals
-        of one burst are one signal, not one each.
-        """
-        cooldown = self.rtt_min if math.isfinite(self.rtt_min) else 1.0
-        if now - self._last_cut < cooldown:
-            return
-        self._last_cut = now
+    def _judge_refusals(self, now: float) -> bool:
+        """Cut the limit if too many of the latest outcomes were refusals; whether it was."""
+        outcomes = self._answered + self._refused
+        if outcomes < max(self._limit / 2, self.refusal_window):
+            return False
+        refused, self._answered, self._refused = self._refused, 0, 0
+        if refused <= outcomes * self.refusal_share:
+            return False
         self._slow_start = False
         self._limit = max(float(self.min_limit), self._limit * self.backoff)
         self._new_round(now)
+        return True
 
     def _track_min(self, rtt: float, now: float) -> None:
         if self._bucket_start is None:

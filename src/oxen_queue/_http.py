@@ -205,6 +205,9 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes:
         nonlocal size
         size += len(chunk)
         if size > limit:
+            # Let go of what was read: the error's traceback keeps this frame, and with it
+            # the list, for as long as the error is kept (through a retry, say).
+            chunks.clear()
             raise _BodyTooLargeError(f"over {limit} bytes")
         chunks.append(chunk)
 
