@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from oxen_queue import AsyncClient, PollPolicy, RetryPolicy
+from oxen_queue import AsyncClient, Generation, GenerationRecord, PollPolicy, RetryPolicy
 
 from .fakes import API, FakeAPI
 
@@ -28,3 +28,23 @@ def fake_options(api: FakeAPI, **overrides: Any) -> dict[str, Any]:
 def fake_client(api: FakeAPI, **overrides: Any) -> AsyncClient:
     """An AsyncClient on the scripted fake (see :func:`fake_options`)."""
     return AsyncClient(**fake_options(api, **overrides))
+
+
+class StubOwner:
+    """What a ``Generation`` delegates to its client, for tests of a generation alone: the
+    operations are not reached; the generations that finished are recorded in ``done``."""
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+
+    async def cancel(self, generation: Generation | str) -> None:
+        raise NotImplementedError
+
+    async def get_generation(self, generation_id: str) -> GenerationRecord:
+        raise NotImplementedError
+
+    async def download(self, source: Any, path: Any = None) -> Any:
+        raise NotImplementedError
+
+    def _generation_done(self, generation: Generation) -> None:
+        self.done.append(generation.id)

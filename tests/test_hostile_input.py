@@ -25,24 +25,9 @@ from oxen_queue._retry import RetryPolicy
 from oxen_queue._watch._events import EventWatcher
 
 from .fakes import API
+from .helpers import StubOwner
 
 IDS = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(4)]
-
-
-class _Owner:
-    """The few client operations a Generation delegates; unused here."""
-
-    async def cancel(self, generation: Generation | str) -> None:
-        raise NotImplementedError
-
-    async def get_generation(self, generation_id: str) -> GenerationRecord:
-        raise NotImplementedError
-
-    async def download(self, source: Any, path: Any = None) -> Any:
-        raise NotImplementedError
-
-    def _generation_done(self, generation: Generation) -> None:
-        pass
 
 
 class _StreamOnce:
@@ -148,7 +133,7 @@ def test_any_event_stream_resolves_exactly_what_it_announces(
         watcher = EventWatcher(_StreamOnce(body), backstop=None, fallback=False, connect_wait=5)
         async with anyio.create_task_group() as task_group:
             watcher.start(task_group)
-            owner = _Owner()
+            owner = StubOwner()
             generations = [Generation(i, owner=owner, model="gpt-image-2") for i in IDS]
             for generation in generations:
                 watcher.track(generation, fresh=True)

@@ -32,7 +32,7 @@ from oxen_queue._generation import fail, note_status, observe
 from oxen_queue.testing import Emulator, EmulatorConfig, ManualClock
 
 from .fakes import FakeAPI
-from .helpers import fake_client
+from .helpers import StubOwner, fake_client
 
 pytestmark = pytest.mark.anyio
 
@@ -40,26 +40,10 @@ pytestmark = pytest.mark.anyio
 # -- the state machine alone ------------------------------------------------------------------
 
 
-class _Owner:
-    """What a Generation delegates to; nothing here is reached by ``updates()``."""
-
-    async def cancel(self, generation: Generation | str) -> None:
-        raise NotImplementedError
-
-    async def get_generation(self, generation_id: str) -> GenerationRecord:
-        raise NotImplementedError
-
-    async def download(self, source: Any, path: Any = None) -> Any:
-        raise NotImplementedError
-
-    def _generation_done(self, generation: Generation) -> None:
-        pass
-
-
 def _generation(*, status: str = "queued", deadline: float | None = None) -> Generation:
     return Generation(
         "gen-1",
-        owner=_Owner(),
+        owner=StubOwner(),
         model="gpt-image-2",
         params={"prompt": "an ox"},
         status=status,

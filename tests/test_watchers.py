@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -15,24 +14,9 @@ from oxen_queue._core import _Deadlines
 from oxen_queue._generation import watch_deadline
 from oxen_queue._watch._shared import SharedPollWatcher
 
+from .helpers import StubOwner
+
 pytestmark = pytest.mark.anyio
-
-
-class _Owner:
-    def __init__(self) -> None:
-        self.done: list[str] = []
-
-    async def cancel(self, generation: Generation | str) -> None:
-        raise NotImplementedError
-
-    async def get_generation(self, generation_id: str) -> GenerationRecord:
-        raise NotImplementedError
-
-    async def download(self, source: Any, path: Any = None) -> Any:
-        raise NotImplementedError
-
-    def _generation_done(self, generation: Generation) -> None:
-        self.done.append(generation.id)
 
 
 class _AllFinished:
@@ -62,7 +46,7 @@ class _AllFinished:
 async def test_thousands_finishing_between_two_ticks_are_fetched_a_few_at_a_time() -> None:
     api = _AllFinished()
     watcher = SharedPollWatcher(api, interval=float("inf"))
-    owner = _Owner()
+    owner = StubOwner()
     generations = [Generation(f"g{i}", owner=owner, model="m") for i in range(2000)]
     async with anyio.create_task_group() as task_group:
         watcher.start(task_group)
@@ -77,7 +61,7 @@ async def test_thousands_finishing_between_two_ticks_are_fetched_a_few_at_a_time
 
 
 async def test_one_heap_ends_every_generation_at_its_own_deadline() -> None:
-    owner = _Owner()
+    owner = StubOwner()
     pending: dict[str, Generation] = {}
     deadlines = _Deadlines(pending)
     async with anyio.create_task_group() as task_group:
