@@ -465,3 +465,15 @@ async def test_enqueues_held_back_with_the_first_wave_count_as_use_and_slow_star
         # Every prompt answer of the wave grew it by one: doubled in its round trip.
         assert inflight.limit == 16
         later.set()
+
+
+@pytest.mark.anyio
+async def test_a_refused_request_is_no_latency_sample() -> None:
+    """A quick 429 counted as an answer too would lower ``rtt_min`` and halve the share."""
+    clock = _Clock()
+    inflight = InflightLimit(initial=4, min_limit=1)
+    admission = AdmissionControl(max_concurrency=None, inflight=inflight, clock=clock)
+    async with admission.slot(enqueue=False) as slot:
+        clock.now += 0.001
+        admission.observe(429, enqueue=False, slot=slot)
+    assert math.isinf(inflight.rtt_min)

@@ -159,6 +159,44 @@ async def test_a_port_nobody_listens_on_is_a_connection_error_not_sent() -> None
     assert caught.value.request_sent is False
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 abc OK\r\n\r\n",  # a garbled status line
+        b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    ],
+    ids=["status-line", "content-length", "chunk-size"],
+)
+async def test_a_garbled_answer_is_a_connection_error_that_may_have_been_sent(
+    answer: bytes,
+) -> None:
+    """aiohttp raises its own ClientResponseError for these, which httpx-aiohttp lets through:
+    mapped, it is one of ours, as on httpx's own pools."""
+
+    async def garble(client: anyio.abc.SocketStream) -> None:
+        async with client:
+            await client.receive()
+            await client.send(answer)
+
+    async with (
+        await anyio.create_tcp_listener(local_host="127.0.0.1") as listener,
+        anyio.create_task_group() as group,
+    ):
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 (anyio)
+        group.start_soon(listener.serve, garble)
+        async with AsyncClient(
+            api_key="k",
+            base_url=f"http://127.0.0.1:{port}",
+            completion="poll",
+            retry=RetryPolicy(attempts=1),
+        ) as client:
+            with pytest.raises(APIConnectionError) as caught:
+                await client.get_generation("some-id")
+        group.cancel_scope.cancel()
+    assert caught.value.request_sent is True
+
+
 # -- which transport ---------------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-__all__ = ["AdmissionControl", "EnqueueRate", "InflightLimit"]
+__all__ = ["AdmissionControl", "EnqueueRate", "InflightLimit", "Slot"]
 
 # Clock resolution: a request sent in the same tick as a change of limit counts as sent after it.
 _TICK = 1e-6
@@ -355,6 +355,16 @@ class InflightLimit:
         self._round_fastest = math.inf
 
 
+class Slot:
+    """One request's hold on the bound, while it lasts."""
+
+    __slots__ = ("refused",)
+
+    def __init__(self) -> None:
+        self.refused = False
+        """The server refused it as too much (429, 503): no latency sample."""
+
+
 class AdmissionControl:
     """The concurrency bound and the enqueue pacer of one client.
 
@@ -429,7 +439,7 @@ class AdmissionControl:
         return self._limiter
 
     @asynccontextmanager
-    async def slot(self, *, enqueue: bool, sample: bool = True) -> AsyncIterator[None]:
+    async def slot(self, *, enqueue: bool, sample: bool = True) -> AsyncIterator[Slot]:
         """Hold one of the bounded request slots; enqueues are paced first.
 
         While the enqueue rate is limited, enqueues pass the pacer one at a time and keep it
@@ -461,9 +471,10 @@ class AdmissionControl:
         else:
             await self._acquire()
         started = self._clock()
+        held = Slot()
         answered = False
         try:
-            yield
+            yield held
             answered = True
         finally:
             self.limiter.release()
@@ -473,7 +484,8 @@ class AdmissionControl:
                     self._wave_first_answer = self._clock()
                 if self._wave_answered >= self._wave_sent:
                     self._end_wave()
-            if answered and sample and self.inflight is not None:
+            # A refusal was counted as one (observe()): its quick answer is no latency sample.
+            if answered and sample and not held.refused and self.inflight is not None:
                 now = self._clock()
                 # In use: the requests in flight, and those waiting for a slot or held back
                 # with the first wave (a bound that holds requests back is used to the full).
@@ -563,12 +575,18 @@ class AdmissionControl:
         self._wave_sent += 1
         return True
 
-    def observe(self, status_code: int, *, enqueue: bool) -> None:
-        """Feed an answer to the pacer (enqueues) and to the adaptive bound (refusals)."""
+    def observe(self, status_code: int, *, enqueue: bool, slot: Slot | None = None) -> None:
+        """Feed an answer to the pacer (enqueues) and to the adaptive bound (refusals).
+
+        Args:
+            slot: The slot the request held, if it is still held: a refusal marks it so.
+        """
         now = self._clock()
         if self.inflight is not None and status_code in (429, 503):
             self.inflight.on_refused(now)
             self._follow()
+            if slot is not None:
+                slot.refused = True
         if not enqueue:
             return
         if status_code == 429:

@@ -475,17 +475,20 @@ class AsyncClient(ResultOperations, BlockingOperations):
         on_abandoned = core.cancel_upstream if created is not None else None
         try:
             await core.watcher.ready()
-            ids = await core.enqueuer.enqueue(
-                model,
-                body,
-                count,
-                track,
-                on_abandoned=on_abandoned,
-                timeout=self._options.timeout,
-            )
         except BaseException as exc:
-            hold.release_after(exc)  # given back unless a job may exist
+            hold.release_after(exc, sent=False)
             raise
+        # The estimate is given back, or kept, once the enqueue's outcome is known: a caller
+        # cancelled mid-request leaves it to the worker, whose job may exist.
+        ids = await core.enqueuer.enqueue(
+            model,
+            body,
+            count,
+            track,
+            on_abandoned=on_abandoned,
+            on_failed=hold.release_after,
+            timeout=self._options.timeout,
+        )
         if core.closed:
             raise ClientClosedError(
                 f"the client closed while enqueueing; the job(s) {', '.join(ids)} exist: "

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import email.utils
 import math
-import time
 from collections import deque
 from typing import Final
 
@@ -113,7 +112,3 @@ class ServerClock:
             math.floor(start + self._low - margin),
             math.ceil(end + self._high + margin),
         )
-
-    def now(self) -> float:
-        """The server's time now, as well as we can tell (the middle of the interval)."""
-        return time.time() + (self._low + self._high) / 2

@@ -113,7 +113,11 @@ class ClientCore:
         self.enqueuer.start(self._task_group)
         self._task_group.start_soon(supervised("deadlines", self.deadlines.run, restart=True))
         if self._outcomes is not None:
-            self._task_group.start_soon(self._outcomes.run)
+            # Supervised as the other loops are: a ledger of the user's own that raises
+            # something unexpected must not take the client's task group down.
+            self._task_group.start_soon(
+                supervised("ledger outcomes", self._outcomes.run, restart=True)
+            )
 
     async def _host(self, *, task_status: anyio.abc.TaskStatus[TaskGroup]) -> None:
         try:

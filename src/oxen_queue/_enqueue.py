@@ -60,13 +60,15 @@ logger = logging.getLogger("oxen_queue")
 _OWNED_LIMIT: Final = 200_000  # ids remembered as ours; old ones cannot match a new request
 
 IdsCallback = Callable[[list[str]], object]
+FailedCallback = Callable[[BaseException, bool], object]
+"""Told once how an enqueue that created nothing ended, and whether it may have been sent."""
 
 
 class _Op:
     """One enqueue handed to the workers, and its outcome."""
 
-    __slots__ = ("abandoned", "count", "done", "model", "on_abandoned", "on_created", "outcome",
-                 "params", "state", "timeout")  # fmt: skip
+    __slots__ = ("abandoned", "count", "done", "model", "on_abandoned", "on_created", "on_failed",
+                 "outcome", "params", "state", "timeout")  # fmt: skip
 
     def __init__(
         self,
@@ -75,9 +77,11 @@ class _Op:
         count: int,
         on_created: IdsCallback,
         on_abandoned: IdsCallback | None,
+        on_failed: FailedCallback | None,
         timeout: httpx.Timeout | None,
     ) -> None:
         self.timeout = timeout
+        self.on_failed = on_failed
         self.model = model
         self.params = params
         self.count = count
@@ -88,10 +92,12 @@ class _Op:
         self.outcome: list[str] | OxenError | None = None
         self.done = Signal()
 
-    def finish(self, outcome: list[str] | OxenError) -> None:
+    def finish(self, outcome: list[str] | OxenError, *, sent: bool = True) -> None:
         self.outcome = outcome
         self.state = "done"
         self.done.set()
+        if isinstance(outcome, OxenError) and self.on_failed is not None:
+            self.on_failed(outcome, sent)
 
 
 class Enqueuer:
@@ -176,6 +182,7 @@ class Enqueuer:
         on_created: IdsCallback,
         *,
         on_abandoned: IdsCallback | None = None,
+        on_failed: FailedCallback | None = None,
         timeout: httpx.Timeout | None = None,
     ) -> list[str]:
         """Create ``count`` generations; return their ids, each created exactly once.
@@ -188,6 +195,9 @@ class Enqueuer:
                 caller is still waiting: every job is accounted for.
             on_abandoned: Called with the ids when they arrive after the caller was cancelled
                 (``generate()`` cancels them upstream).
+            on_failed: Called once if the enqueue ends without ids, with its error (or the
+                caller's cancellation) and whether the request may have been sent: when the
+                worker's outcome is known, not when a caller cancelled mid-request gives up.
             timeout: Each attempt's timeouts; ``None``: the client's.
 
         Raises:
@@ -198,16 +208,18 @@ class Enqueuer:
         """
         if self._closed or self._task_group is None:
             raise ClientClosedError("the client is closed")
-        op = _Op(model, params, count, on_created, on_abandoned, timeout)
+        op = _Op(model, params, count, on_created, on_abandoned, on_failed, timeout)
         self._queue.append(op)
         self._top_up()
         try:
             await op.done.wait()
-        except BaseException:
+        except BaseException as exc:
             if op.state == "queued":
                 op.state = "withdrawn"  # never sent: the worker will skip it
+                if on_failed is not None:
+                    on_failed(exc, False)
             else:
-                op.abandoned = True
+                op.abandoned = True  # its worker tells on_failed how it ended
             raise
         if isinstance(op.outcome, OxenError):
             raise op.outcome
@@ -224,7 +236,9 @@ class Enqueuer:
         while self._queue:
             op = self._queue.popleft()
             if op.state == "queued":
-                op.finish(ClientClosedError("the client closed before this enqueue was sent"))
+                op.finish(
+                    ClientClosedError("the client closed before this enqueue was sent"), sent=False
+                )
         if self._running:
             self._idle = anyio.Event()
             with anyio.move_on_after(grace):

@@ -205,7 +205,7 @@ class Generation:
                     self._expire()
                 else:
                     raise TimeoutError(
-                        f"generation {self.id} is still {self._status} after {timeout:g} s"
+                        f"generation {self.id} is still {self._status} after {wait_for:g} s"
                     )
         return self.result()
 
@@ -424,7 +424,7 @@ class Generation:
 
     async def _next_update(self, subscription: _Subscription) -> None:
         """Wait for a change or the outcome, within the generation's deadline."""
-        subscription.wakeup = wakeup = anyio.Event()
+        subscription.wakeup = wakeup = Signal()
         try:
             with anyio.move_on_after(self._remaining()):
                 await wakeup.wait()
@@ -441,7 +441,7 @@ class _Subscription:
 
     def __init__(self) -> None:
         self.latest: GenerationRecord | None = None
-        self.wakeup: anyio.Event | None = None
+        self.wakeup: Signal | None = None
 
     def wake(self) -> None:
         if self.wakeup is not None:

@@ -23,7 +23,7 @@ from typing import Any, Final
 import anyio
 import httpx
 
-from . import _json
+from . import _api, _json
 from ._admission import AdmissionControl
 from ._clock import ServerClock
 from ._exceptions import (
@@ -62,7 +62,7 @@ USER_AGENT: Final = f"oxen-queue/{__version__}"
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _CLOSED: Final = "the client is closed: use it inside `async with AsyncClient() as client:`"
 _FIXED_PATHS: Final = frozenset(
-    {"api/ai/queue", "api/ai/generations", "api/ai/models", "api/ai/images/generate"}
+    {_api.QUEUE, _api.HISTORY, _api.MODELS, _api.IMAGES, _api.EDITS, _api.VIDEOS}
 )
 
 
@@ -375,7 +375,7 @@ class ApiSession:
         )
         deadline = self._deadline if timeout is None else attempt_deadline(timeout)
         enqueue = method == "POST" and path == "api/ai/queue"
-        async with self.admission.slot(enqueue=enqueue, sample=sample):
+        async with self.admission.slot(enqueue=enqueue, sample=sample) as slot:
             if on_admitted is not None:
                 await on_admitted()
             self.requests += 1
@@ -390,7 +390,7 @@ class ApiSession:
                     request_sent=True,
                     status_code=status,
                 )
-            self.admission.observe(response.status_code, enqueue=enqueue)
+            self.admission.observe(response.status_code, enqueue=enqueue, slot=slot)
         return _decode(response, body, what)
 
     async def _exchange(

@@ -61,17 +61,18 @@ class Hold:
             self._reservation.confirm(generation.id)
             generation.add_done_callback(self._control.finished)
 
-    def release_after(self, error: BaseException) -> None:
-        """An enqueue failed: give back what it reserved, unless a job may exist.
+    def release_after(self, error: BaseException, sent: bool = True) -> None:
+        """An enqueue ended without a job: give back what it reserved, unless one may exist.
 
         ``AmbiguousEnqueueError`` (and a client closing while an enqueue was in flight) may
-        hide a billed job: that estimate stays. A refusal, or a caller cancelled (its request
-        withdrawn, or in flight: then its job, if made, is confirmed when the answer lands),
-        gives it back.
+        hide a billed job: that estimate stays. A refusal, or a request never ``sent``
+        (withdrawn by its cancelled caller, or by the client closing first), gives it back.
+        A caller cancelled while its request was in flight is not an ending: the request's
+        own outcome decides, once known.
         """
         if self._reservation is None:
             return
-        if isinstance(error, AmbiguousEnqueueError | ClientClosedError):
+        if sent and isinstance(error, AmbiguousEnqueueError | ClientClosedError):
             self._reservation.commit()
         else:
             self._reservation.release()

@@ -112,7 +112,7 @@ class DefaultTransport(httpx.AsyncBaseTransport):
 # -- aiohttp ------------------------------------------------------------------------------
 
 
-def map_aiohttp_error(exc: httpx.TransportError) -> httpx.TransportError:
+def map_aiohttp_error(exc: Exception) -> httpx.TransportError:
     """httpx's error for an aiohttp failure, telling truly whether the request left.
 
     httpx-aiohttp maps every ``aiohttp.ClientConnectionError`` to ``httpx.ConnectTimeout``,
@@ -122,11 +122,13 @@ def map_aiohttp_error(exc: httpx.TransportError) -> httpx.TransportError:
     job of. So the error is mapped again from aiohttp's own (``exc.__cause__``): only a
     connection that could not be made (``ClientConnectorError``, DNS and TLS failures
     included) or a timeout while making it (``ConnectionTimeoutError``) is "not sent";
-    everything after a connection was had "may have been sent".
+    everything after a connection was had "may have been sent". An aiohttp error that
+    httpx-aiohttp lets through unmapped (a garbled status line or header, a bad chunk size:
+    ``ClientResponseError``) is one after a connection was had.
     """
     import aiohttp
 
-    cause = exc.__cause__
+    cause = exc.__cause__ if isinstance(exc, httpx.TransportError) else exc
     message = str(exc) or type(cause or exc).__name__
     if isinstance(cause, aiohttp.ClientConnectorError):
         return httpx.ConnectError(message)
@@ -141,7 +143,9 @@ def map_aiohttp_error(exc: httpx.TransportError) -> httpx.TransportError:
         return httpx.RemoteProtocolError(message)
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
         return httpx.ReadError(message)  # said "not sent" for a cause not known to be so
-    return exc
+    if isinstance(exc, httpx.TransportError):
+        return exc
+    return httpx.RemoteProtocolError(message)
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -155,16 +159,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, *, connections: int, verify: bool | ssl.SSLContext = True) -> None:
+        import aiohttp
         from httpx_aiohttp import AiohttpTransport as _Inner
 
         self._connections = connections
         self._context = _ssl_context(verify)
-        limits = httpx.Limits(
-            max_connections=connections,
-            max_keepalive_connections=connections,
-            keepalive_expiry=KEEPALIVE_EXPIRY,
-        )
-        self._inner = _Inner(verify=self._context, limits=limits, client=self._session)
+        # The limits are the connector's (_session): httpx-aiohttp reads none given a client.
+        self._inner = _Inner(verify=self._context, client=self._session)
+        self._errors = (httpx.TransportError, aiohttp.ClientError)
 
     def _session(self) -> aiohttp.ClientSession:
         import aiohttp
@@ -177,9 +179,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
             response = await self._inner.handle_async_request(request)
-        except httpx.TransportError as exc:
-            raise map_aiohttp_error(exc) from exc.__cause__
-        response.stream = _MappedStream(response.stream)
+        except self._errors as exc:
+            raise map_aiohttp_error(exc) from _cause(exc)
+        response.stream = _MappedStream(response.stream, self._errors)
         return response
 
     async def aclose(self) -> None:
@@ -187,42 +189,39 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 class _MappedStream(httpx.AsyncByteStream):
-    """A response body whose errors are mapped by :func:`map_aiohttp_error` too.
+    """A response body whose errors are mapped by :func:`map_aiohttp_error` too."""
 
-    A body closed before its end (too large, stalled, its reader cancelled) closes its
-    connection. Released instead, aiohttp would read the rest to keep the connection: a
-    100 MB body refused at 8 MiB went on filling aiohttp's buffers (16 MiB measured).
-    """
-
-    def __init__(self, stream: httpx.AsyncByteStream | httpx.SyncByteStream) -> None:
+    def __init__(
+        self,
+        stream: httpx.AsyncByteStream | httpx.SyncByteStream,
+        errors: tuple[type[Exception], ...],
+    ) -> None:
         assert isinstance(stream, httpx.AsyncByteStream)
         self._stream = stream
-        self.complete = False
+        self._errors = errors
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         # An iterator, not an async generator: one more generator layer would be left
         # suspended, for the collector to close, by a read that stops early.
-        return _MappedChunks(self, self._stream.__aiter__())
+        return _MappedChunks(self._stream.__aiter__(), self._errors)
 
     async def aclose(self) -> None:
-        if not self.complete:
-            inner = getattr(self._stream, "_aiohttp_response", None)  # httpx-aiohttp's
-            if inner is not None:
-                inner.close()  # the connection with it, unread
+        # A body closed before its end closes its connection: aiohttp pools only a
+        # connection whose payload reached its end.
         try:
             await self._stream.aclose()
-        except httpx.TransportError as exc:
-            raise map_aiohttp_error(exc) from exc.__cause__
+        except self._errors as exc:
+            raise map_aiohttp_error(exc) from _cause(exc)
 
 
 class _MappedChunks:
     """The chunks of an aiohttp body, with :func:`map_aiohttp_error` applied to failures."""
 
-    __slots__ = ("_chunks", "_owner")
+    __slots__ = ("_chunks", "_errors")
 
-    def __init__(self, owner: _MappedStream, chunks: AsyncIterator[bytes]) -> None:
-        self._owner = owner
+    def __init__(self, chunks: AsyncIterator[bytes], errors: tuple[type[Exception], ...]) -> None:
         self._chunks = chunks
+        self._errors = errors
 
     def __aiter__(self) -> _MappedChunks:
         return self
@@ -230,11 +229,13 @@ class _MappedChunks:
     async def __anext__(self) -> bytes:
         try:
             return await self._chunks.__anext__()
-        except StopAsyncIteration:
-            self._owner.complete = True
-            raise
-        except httpx.TransportError as exc:
-            raise map_aiohttp_error(exc) from exc.__cause__
+        except self._errors as exc:
+            raise map_aiohttp_error(exc) from _cause(exc)
+
+
+def _cause(exc: Exception) -> BaseException:
+    """aiohttp's own error: what httpx-aiohttp wrapped, or what it let through."""
+    return exc.__cause__ if isinstance(exc, httpx.TransportError) and exc.__cause__ else exc
 
 
 def _ssl_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
