@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio.lowlevel
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from oxen_queue import DownloadError, GenerationRecord
+from oxen_queue._download import FileFetcher
+from oxen_queue._filenames import safe_name
 
 from .fakes import FakeAPI
 from .helpers import fake_client
@@ -79,7 +86,9 @@ async def test_server_supplied_names_never_choose_the_path(tmp_path: Path) -> No
     async with fake_client(api) as client:
         path = await client.download(record, tmp_path)
     assert path.parent == tmp_path
-    assert path.name == "etcpasswd.png"  # the bytes name the extension, not the label
+    # Cleaned, so it carries a hash of the whole id; the bytes name the extension, not the label.
+    assert path.name == f"{safe_name('../../etc/passwd')}.png"
+    assert path.name.startswith("etcpasswd~")
 
 
 async def test_an_oversized_file_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
@@ -148,3 +157,335 @@ async def test_refusals_and_missing_urls_raise_download_error(tmp_path: Path) ->
                 ),
                 tmp_path,
             )
+
+
+# -- what a download accepts (see oxen_queue._media) -----------------------------------------
+
+MP4 = b"\x00\x00\x00\x18ftypisom" + b"\x00" * 2048
+HTML = b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>"
+BMP = b"BM" + b"\x36\x00\x0c\x00" + b"\x00" * 200  # a format the rule does not know
+
+
+def video_record(body_url: str = "https://files.oxen.test/v.mp4") -> GenerationRecord:
+    return GenerationRecord(
+        generation_id="v", status="succeeded", media_type="video", result_url=body_url
+    )
+
+
+@pytest.mark.parametrize("content_type", ["image/png", "application/octet-stream", ""])
+async def test_an_empty_body_is_refused_by_download_and_read_and_leaves_nothing(
+    tmp_path: Path, content_type: str
+) -> None:
+    api = FakeAPI()
+    serve_files(api, body=b"", content_type=content_type)
+    async with fake_client(api) as client:
+        record = await client.generate("gpt-image-2", prompt="ox")
+        with pytest.raises(DownloadError, match="is empty, not an image"):
+            await client.download(record, tmp_path)
+        with pytest.raises(DownloadError, match="is empty"):
+            await client.read(record)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (HTML, "text/html; charset=utf-8"),
+        (HTML, "image/png"),  # text, whatever its label
+        (b'{"error": "signature expired"}', "application/json"),
+        (b"<?xml version='1.0'?><Error><Code>AccessDenied</Code></Error>", "application/xml"),
+        (b"Forbidden", "image/png"),
+        (b"   \r\n", "image/png"),
+    ],
+)
+async def test_text_for_an_image_is_refused_by_download_and_read_and_leaves_nothing(
+    tmp_path: Path, body: bytes, content_type: str
+) -> None:
+    api = FakeAPI()
+    serve_files(api, body=body, content_type=content_type)
+    async with fake_client(api) as client:
+        record = await client.generate("gpt-image-2", prompt="ox")
+        with pytest.raises(DownloadError, match=r"is text .* not an image"):
+            await client.download(record, tmp_path)
+        with pytest.raises(DownloadError, match="is text"):
+            await client.read(record)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_video_for_an_image_and_an_image_for_a_video_are_refused(tmp_path: Path) -> None:
+    api = FakeAPI()
+    serve_files(api, body=MP4, content_type="image/png")  # the label does not make it one
+    async with fake_client(api) as client:
+        record = await client.generate("gpt-image-2", prompt="ox")
+        with pytest.raises(DownloadError, match=r"is a video \(MP4, image/png\), not an image"):
+            await client.download(record, tmp_path)
+    api = FakeAPI()
+    serve_files(api, body=PNG, content_type="video/mp4")
+    async with fake_client(api) as client:
+        with pytest.raises(DownloadError, match=r"is an image \(PNG, video/mp4\), not a video"):
+            await client.download(video_record(), tmp_path)
+        with pytest.raises(DownloadError, match="not a video"):
+            await client.read(video_record())
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content_type", ["text/html", "application/octet-stream", "", "video/mp4"])
+async def test_the_media_asked_for_is_kept_whatever_its_label(
+    tmp_path: Path, content_type: str
+) -> None:
+    api = FakeAPI()
+    serve_files(api, content_type=content_type)
+    async with fake_client(api) as client:
+        record = await client.generate("gpt-image-2", prompt="ox")
+        path = await client.download(record, tmp_path)
+        data = await client.read(record)
+    assert path == tmp_path / f"{record.generation_id}.png"
+    assert path.read_bytes() == data == PNG
+    api = FakeAPI()
+    serve_files(api, body=MP4, content_type=content_type)
+    async with fake_client(api) as client:
+        path = await client.download(video_record(), tmp_path)
+    assert path == tmp_path / "v.mp4" and path.read_bytes() == MP4
+
+
+async def test_unknown_bytes_are_kept_under_an_image_label_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = FakeAPI()
+    serve_files(api, body=BMP, content_type="image/bmp")
+    async with fake_client(api) as client:
+        record = await client.generate("gpt-image-2", prompt="ox")
+        path = await client.download(record, tmp_path)
+    assert path == tmp_path / f"{record.generation_id}.bin"  # no name from a label we don't know
+    assert path.read_bytes() == BMP
+    assert "bytes of no format known here, labelled image/bmp" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("content_type", "media_type"),
+    [
+        ("application/octet-stream", "image"),
+        ("", "image"),
+        ("text/plain", "image"),
+        ("image/bmp", "video"),  # an image label, for a video
+        ("application/octet-stream", None),
+    ],
+)
+async def test_unknown_bytes_without_a_label_of_the_kind_asked_for_are_refused(
+    tmp_path: Path, content_type: str, media_type: str | None
+) -> None:
+    api = FakeAPI()
+    serve_files(api, body=BMP, content_type=content_type)
+    record = GenerationRecord(
+        generation_id="g",
+        status="succeeded",
+        media_type=media_type,
+        result_url="https://files.oxen.test/g.png",
+    )
+    async with fake_client(api) as client:
+        with pytest.raises(DownloadError, match="unknown bytes labelled"):
+            await client.download(record, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_refused_body_leaves_the_callers_existing_file_as_it_was(tmp_path: Path) -> None:
+    api = FakeAPI()
+    serve_files(api, body=HTML, content_type="text/html")
+    target = tmp_path / "ox.png"
+    target.write_bytes(b"previous")
+    async with fake_client(api) as client:
+        record = await client.generate("gpt-image-2", prompt="ox")
+        with pytest.raises(DownloadError):
+            await client.download(record, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ox.png"]
+    assert target.read_bytes() == b"previous"
+
+
+async def test_a_body_of_the_wrong_kind_is_refused_on_its_first_bytes() -> None:
+    """A video sent for an image is refused as soon as its head is read, not after the
+    whole (perhaps huge) file."""
+    sent = 0
+
+    class Endless(httpx.AsyncByteStream):
+        async def __aiter__(self):  # type: ignore[no-untyped-def]
+            nonlocal sent
+            yield MP4[:40]
+            yield MP4[40:80]
+            while True:
+                await anyio.lowlevel.checkpoint()  # as a socket read is: where a stop lands
+                sent += 1
+                yield b"\x00" * 1024
+
+    api = FakeAPI()
+
+    def endless(request: httpx.Request) -> httpx.Response | None:
+        if request.url.host != "files.oxen.test":
+            return None
+        return httpx.Response(200, stream=Endless(), headers={"content-type": "video/mp4"})
+
+    api.before.append(endless)
+    async with fake_client(api) as client:
+        record = await client.generate("gpt-image-2", prompt="ox")
+        with pytest.raises(DownloadError, match="not an image"):
+            await client.read(record)
+    assert sent <= 2
+
+
+async def test_ids_that_clean_alike_are_saved_to_different_files(tmp_path: Path) -> None:
+    api = FakeAPI()
+    serve_files(api)
+    ids = ["ab", "a/b", "a.b", "AB", "CON", "con", "nul", "LPT1"]
+    async with fake_client(api) as client:
+        paths = [
+            await client.download(
+                GenerationRecord(
+                    generation_id=generation_id,
+                    status="succeeded",
+                    media_type="image",
+                    result_url="https://files.oxen.test/x.png",
+                ),
+                tmp_path,
+            )
+            for generation_id in ids
+        ]
+    names = [path.name for path in paths]
+    assert len({name.casefold() for name in names}) == len(ids)  # none overwrote another
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    assert names[0] == "ab.png"  # a clean id is its own name
+    for name in names[4:]:
+        assert name.split(".")[0].lower() not in {"con", "nul", "lpt1"}
+
+
+# -- the rule, over any body and any label ---------------------------------------------------
+
+_TAIL = st.binary(max_size=200)
+# Bodies whose truth is known: text of every sort (always refused), media of a known kind
+# (kept exactly when that kind was asked for, whatever the label), and bytes of any sort.
+_TEXT_BODIES = st.one_of(
+    st.just(b""),
+    st.just(HTML),
+    st.sampled_from([b'{"error": "expired"}', b"[1, 2]", b"<svg xmlns='x'/>", b"Not Found"]),
+    st.text(
+        st.characters(exclude_categories=("Cc", "Cs")) | st.sampled_from("\t\r\n "),
+        max_size=120,
+    ).map(lambda text: text.encode()),
+)
+_MEDIA_BODIES: dict[str, st.SearchStrategy[bytes]] = {
+    "image": st.one_of(
+        _TAIL.map(lambda tail: PNG[:8] + tail),
+        _TAIL.map(lambda tail: b"\xff\xd8\xff\xe0" + tail),
+        _TAIL.map(lambda tail: b"GIF89a" + tail),
+        _TAIL.map(lambda tail: b"RIFF\x10\x00\x00\x00WEBPVP8 " + tail),
+        _TAIL.map(lambda tail: b"\x00\x00\x00\x1cftypavif" + tail),
+    ),
+    "video": st.one_of(
+        _TAIL.map(lambda tail: MP4[:12] + tail),
+        _TAIL.map(lambda tail: b"\x00\x00\x00\x14ftypqt  " + tail),
+        _TAIL.map(lambda tail: b"\x1a\x45\xdf\xa3" + tail),
+    ),
+}
+_CONTENT_TYPES = st.one_of(
+    st.none(),
+    st.sampled_from(
+        [
+            "image/png",
+            "IMAGE/JPEG; charset=binary",
+            "image/bmp",
+            "video/mp4",
+            "text/html; charset=utf-8",
+            "application/json",
+            "application/xml",
+            "application/octet-stream",
+            "",
+        ]
+    ),
+    st.from_regex(r"[a-z]{1,8}/[a-z0-9.+-]{1,12}", fullmatch=True),
+)
+
+
+class _Chunks(httpx.AsyncByteStream):
+    def __init__(self, body: bytes, size: int) -> None:
+        self._parts = [body[i : i + size] for i in range(0, len(body), size)]
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for part in self._parts:
+            await anyio.lowlevel.checkpoint()
+            yield part
+
+
+def _fetcher(body: bytes, content_type: str | None, chunk: int) -> FileFetcher:
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {} if content_type is None else {"content-type": content_type}
+        return httpx.Response(200, stream=_Chunks(body, chunk), headers=headers)
+
+    return FileFetcher(
+        auth=httpx.Auth(),
+        connect_timeout=5.0,
+        stall_timeout=30.0,
+        max_downloads=2,
+        max_bytes=None,
+        transport=httpx.MockTransport(answer),
+        verify=True,
+        headers={},
+    )
+
+
+@settings(max_examples=80)
+@given(
+    truth=st.sampled_from(["text", "image", "video", "any"]),
+    data=st.data(),
+    content_type=_CONTENT_TYPES,
+    media_type=st.sampled_from(["image", "video", None, "audio"]),
+    chunk=st.integers(min_value=1, max_value=80),
+)
+async def test_any_body_is_saved_whole_as_the_media_asked_for_or_refused_leaving_nothing(
+    truth: str,
+    data: st.DataObject,
+    content_type: str | None,
+    media_type: str | None,
+    chunk: int,
+) -> None:
+    if truth == "text":
+        body = data.draw(_TEXT_BODIES)
+    elif truth == "any":
+        body = data.draw(st.binary(max_size=300))
+    else:
+        body = data.draw(_MEDIA_BODIES[truth])
+    asked = media_type if media_type in ("image", "video") else None
+    fetcher = _fetcher(body, content_type, chunk)
+    url = "https://files.oxen.test/x.png"
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            saved: Path | None = await fetcher.save(
+                url, generation_id="g/1", media_type=media_type, path=directory
+            )
+        except DownloadError:
+            saved = None
+        left = list(Path(directory).iterdir())
+        kept = saved.read_bytes() if saved is not None else None
+    try:
+        read: bytes | None = await fetcher.read(url, generation_id="g/1", media_type=media_type)
+    except DownloadError:
+        read = None
+    finally:
+        await fetcher.http.aclose()
+
+    assert left == ([] if saved is None else [saved])  # no .part, no refused file
+    assert kept == read  # one rule for download() and read()
+    if saved is None:
+        # Refused: text, unknown bytes, or media of the other kind; never the media asked
+        # for, whatever its label.
+        assert truth in ("text", "any") or asked not in (None, truth)
+        return
+    assert kept == body and body
+    assert saved.name.startswith("g1~")
+    kind = {".png": "image", ".jpg": "image", ".gif": "image", ".webp": "image"}
+    kind |= {".avif": "image", ".mp4": "video", ".mov": "video", ".webm": "video"}
+    assert truth != "text", "text is never kept"
+    if truth in ("image", "video"):
+        assert asked in (None, truth)
+        assert kind[saved.suffix] == truth
+    else:  # unknown bytes: kept as the kind asked for, by their bytes or their label
+        label = (content_type or "").split(";")[0].strip().lower()
+        shown = kind.get(saved.suffix) if saved.suffix != ".bin" else label.partition("/")[0]
+        assert shown in ("image", "video") and asked in (None, shown)

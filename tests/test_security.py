@@ -70,7 +70,8 @@ async def test_redirects_never_carry_the_key_off_origin(tmp_path: Path) -> None:
         seen.append(request)
         if request.url.host == "hub.oxen.test":
             return httpx.Response(302, headers={"location": "https://cdn.oxen.test/x.png"})
-        return httpx.Response(200, content=b"png", headers={"content-type": "image/png"})
+        png = b"\x89PNG\r\n\x1a\n" + bytes(64)  # an image, as a download must be
+        return httpx.Response(200, content=png, headers={"content-type": "image/png"})
 
     async with AsyncClient(
         api_key=SECRET, base_url=API, transport=httpx.MockTransport(handler)

@@ -6,17 +6,19 @@ the slots that API requests need. The key goes only to the API's own origin (som
 live there), never to a file host, not even through a redirect.
 
 Every byte is untrusted: the URL must be ``http(s)`` with a host (a malformed one is a
-:class:`DownloadError`, never a request to the API); the file's name comes from the generation
-id (shortened when long) or the caller's path, never from the server; its extension from a
+:class:`DownloadError`, never a request to the API); the body must be the media the
+generation asked for, by :func:`~oxen_queue._media.accept_body` (not empty, not an error page,
+not a video for an image), judged on its first bytes before any is kept; the file's name comes
+from the caller's path or from the generation id by :func:`~oxen_queue._filenames.safe_name`
+(one name per id, safe on every OS), never from the server; its extension from the bytes or a
 short list of media types; the body is bounded in size, and a transfer slower than
 :data:`MIN_DOWNLOAD_RATE` over a whole ``stall_timeout`` window is abandoned. It is streamed to
-a temporary file beside the target, then renamed over it, so an interrupted download never
-leaves half a file.
+a temporary file beside the target, then renamed over it, so an interrupted or refused
+download never leaves a file, whole or half.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import secrets
@@ -27,72 +29,22 @@ import anyio
 import httpx
 
 from ._exceptions import DownloadError
+from ._filenames import safe_name
 from ._http import consume
+from ._media import EXTENSIONS, HEAD_BYTES, MediaKind, accept_body, expected_kind, sniff
 from ._transport import ssl_context
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["MIN_DOWNLOAD_RATE", "FileFetcher", "safe_name", "sniff"]
+__all__ = ["MIN_DOWNLOAD_RATE", "FileFetcher"]
 
 logger = logging.getLogger("oxen_queue")
 
 MIN_DOWNLOAD_RATE: Final = 1024
 """Bytes per second: a download slower than this over a whole stall window is abandoned."""
 
-_EXTENSIONS: Final = {
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/webp": ".webp",
-    "image/gif": ".gif",
-    "video/mp4": ".mp4",
-    "video/webm": ".webm",
-    "video/quicktime": ".mov",
-}
-_KNOWN_SUFFIXES: Final = frozenset({*_EXTENSIONS.values(), ".jpeg"})
-_MAX_NAME: Final = 96  # characters of a generation id kept in a file name
-
-
-# Magic numbers of the media the API makes: the bytes, not the server's labels, name the file.
-_SIGNATURES: Final = (
-    (0, b"\x89PNG\r\n\x1a\n", ".png"),
-    (0, b"\xff\xd8\xff", ".jpg"),
-    (0, b"GIF87a", ".gif"),
-    (0, b"GIF89a", ".gif"),
-    (0, b"\x1a\x45\xdf\xa3", ".webm"),
-    (4, b"ftypqt", ".mov"),
-    (4, b"ftyp", ".mp4"),
-)
-
-
-def sniff(head: bytes) -> str | None:
-    """The file extension the first bytes of a file show, or ``None`` if unknown."""
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return ".webp"
-    for offset, magic, suffix in _SIGNATURES:
-        if head[offset : offset + len(magic)] == magic:
-            return suffix
-    return None
-
-
-def _declared_suffix(url: httpx.URL, content_type: str | None) -> str:
-    media = (content_type or "").split(";")[0].strip().lower()
-    if media in _EXTENSIONS:
-        return _EXTENSIONS[media]
-    suffix = Path(url.path).suffix.lower()
-    return suffix if suffix in _KNOWN_SUFFIXES else ".bin"
-
-
-def safe_name(generation_id: str) -> str:
-    """A file name stem made from a server-given id: safe characters, bounded length.
-
-    A shortened id keeps a hash of the whole, so two long ids never share a name.
-    """
-    safe = "".join(c for c in generation_id if c.isascii() and (c.isalnum() or c in "-_"))
-    if len(safe) > _MAX_NAME:
-        digest = hashlib.sha256(generation_id.encode("utf-8", "replace")).hexdigest()[:12]
-        safe = f"{safe[: _MAX_NAME - 13]}-{digest}"
-    return safe or "generation"
+_KNOWN_SUFFIXES: Final = frozenset({*EXTENSIONS.values(), ".jpeg"})
 
 
 def _destination(path: str | os.PathLike[str] | None) -> tuple[Path, str | None]:
@@ -189,21 +141,30 @@ class FileFetcher:
         return self._limiter
 
     async def save(
-        self, url: str, *, generation_id: str, path: str | os.PathLike[str] | None
+        self,
+        url: str,
+        *,
+        generation_id: str,
+        media_type: str | None,
+        path: str | os.PathLike[str] | None,
     ) -> Path:
         """Stream ``url`` into a file and return its path.
 
         Args:
             url: The result URL.
-            generation_id: Names the file when ``path`` is ``None`` or a directory; the
-                extension then follows the bytes received (PNG, JPEG, WebP, MP4, ...).
+            generation_id: Names the file when ``path`` is ``None`` or a directory
+                (:func:`~oxen_queue._filenames.safe_name`); the extension then follows the
+                bytes received (PNG, JPEG, WebP, MP4, ...).
+            media_type: What the generation asked for (its record's ``media_type``); the
+                body must be that (see :mod:`oxen_queue._media`). ``None``: either kind.
             path: A file path, a directory (or a path ending with ``/``, created if need
                 be), or ``None`` for the current directory. A file path whose extension
                 disagrees with the bytes is kept, and the mismatch is logged as a warning.
 
         Raises:
             DownloadError: A bad URL, the file host refused, the connection failed or stalled,
-                the body was too big, or the file could not be written.
+                the body was too big, empty or not the media asked for (nothing is left in
+                the directory then), or the file could not be written.
         """
         directory, name = _destination(path)
         try:
@@ -216,7 +177,9 @@ class FileFetcher:
             raise DownloadError(f"could not save generation {generation_id}: {exc}") from exc
         try:
             try:
-                declared, head = await self._fetch(url, generation_id, out.write)
+                suffix, head = await self._fetch(
+                    url, generation_id, expected_kind(media_type), out.write
+                )
             finally:
                 # Shielded: a cancelled download must still close its file (and never
                 # leave it to the collector).
@@ -224,7 +187,7 @@ class FileFetcher:
                     await out.aclose()
             found = sniff(head)
             if name is None:
-                target = directory / f"{safe_name(generation_id)}{found or declared}"
+                target = directory / f"{safe_name(generation_id)}{suffix}"
             else:
                 target = directory / name
                 given = Path(name).suffix.lower().replace(".jpeg", ".jpg")
@@ -245,8 +208,8 @@ class FileFetcher:
         logger.debug("saved generation %s to %s", generation_id, target)
         return target
 
-    async def read(self, url: str, *, generation_id: str) -> bytes:
-        """The bytes of ``url``, within the same bounds as :meth:`save`.
+    async def read(self, url: str, *, generation_id: str, media_type: str | None) -> bytes:
+        """The bytes of ``url``, within the same bounds and by the same rule as :meth:`save`.
 
         Raises:
             DownloadError: As for :meth:`save`.
@@ -256,22 +219,27 @@ class FileFetcher:
         async def collect(chunk: bytes) -> None:
             body.extend(chunk)
 
-        await self._fetch(url, generation_id, collect)
+        await self._fetch(url, generation_id, expected_kind(media_type), collect)
         return bytes(body)
 
     async def _fetch(
-        self, url: str, generation_id: str, sink: Callable[[bytes], Awaitable[object]]
+        self,
+        url: str,
+        generation_id: str,
+        expected: MediaKind | None,
+        sink: Callable[[bytes], Awaitable[object]],
     ) -> tuple[str, bytes]:
-        """Stream ``url`` into ``sink`` within the bounds; the declared suffix and first bytes.
+        """Stream ``url`` into ``sink`` within the bounds; the extension and first bytes.
 
         Raises:
-            DownloadError: A bad URL, a refusal, a failed or stalled transfer, a body too big.
+            DownloadError: A bad URL, a refusal, a failed or stalled transfer, a body too
+                big, or one that is not the media asked for (:func:`accept_body`).
         """
         request_url = _vet(url, generation_id)
         async with self.limiter:
             for attempt in range(_ATTEMPTS):
                 try:
-                    return await self._fetch_once(request_url, generation_id, sink)
+                    return await self._fetch_once(request_url, generation_id, expected, sink)
                 except _NothingReceivedError as exc:
                     # A kept-alive connection the host had closed, a refused connection: a
                     # GET that delivered nothing may simply be sent again.
@@ -285,7 +253,11 @@ class FileFetcher:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _fetch_once(
-        self, request_url: httpx.URL, generation_id: str, sink: Callable[[bytes], Awaitable[object]]
+        self,
+        request_url: httpx.URL,
+        generation_id: str,
+        expected: MediaKind | None,
+        sink: Callable[[bytes], Awaitable[object]],
     ) -> tuple[str, bytes]:
         started = False
 
@@ -310,8 +282,17 @@ class FileFetcher:
                         f"result of {generation_id} is {declared} bytes, over the "
                         f"{max_bytes} byte limit"
                     )
-                head = await self._pump(response, generation_id, counted)
-                return _declared_suffix(response.url, response.headers.get("content-type")), head
+                content_type = response.headers.get("content-type")
+
+                def judge(head: bytes) -> str:
+                    return accept_body(
+                        head,
+                        content_type=content_type,
+                        expected=expected,
+                        generation_id=generation_id,
+                    )
+
+                return await self._pump(response, generation_id, counted, judge)
             finally:
                 # Shielded, as every response of the client: a cancelled download must still
                 # release its connection.
@@ -335,12 +316,30 @@ class FileFetcher:
         response: httpx.Response,
         generation_id: str,
         sink: Callable[[bytes], Awaitable[object]],
-    ) -> bytes:
-        """Feed the body to ``sink``, enforcing the size cap and the stall rule."""
+        judge: Callable[[bytes], str],
+    ) -> tuple[str, bytes]:
+        """Feed the body to ``sink``, enforcing the size cap and the stall rule.
+
+        The first :data:`HEAD_BYTES` (the whole body, when shorter) are held back until
+        ``judge`` has accepted them, so ``sink`` never receives a body that is refused.
+
+        Returns:
+            The extension ``judge`` gave, and the first bytes.
+        """
         size = 0
         head = b""
+        held: list[bytes] = []
+        suffix: str | None = None
         window_start, window_bytes = anyio.current_time(), 0
         floor = self._stall * MIN_DOWNLOAD_RATE
+
+        async def release(judged: str) -> str:
+            nonlocal suffix
+            suffix = judged
+            for part in held:
+                await sink(part)
+            held.clear()
+            return judged
 
         async def take(chunk: bytes) -> None:
             nonlocal size, head, window_start, window_bytes
@@ -349,8 +348,6 @@ class FileFetcher:
                 raise DownloadError(
                     f"result of {generation_id} exceeds the {self._max_bytes} byte limit"
                 )
-            if len(head) < 16:
-                head += chunk[: 16 - len(head)]
             window_bytes += len(chunk)
             now = anyio.current_time()
             if now - window_start >= self._stall:
@@ -361,7 +358,15 @@ class FileFetcher:
                         "bytes/s are needed)"
                     )
                 window_start, window_bytes = now, 0
-            await sink(chunk)
+            if suffix is not None:
+                await sink(chunk)
+                return
+            head += chunk[: HEAD_BYTES - len(head)]
+            held.append(chunk)
+            if len(head) == HEAD_BYTES:
+                await release(judge(head))
 
         await consume(response, take)
-        return head
+        if suffix is None:  # a body shorter than HEAD_BYTES, or empty
+            return await release(judge(head)), head
+        return suffix, head

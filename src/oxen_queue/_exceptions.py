@@ -338,7 +338,8 @@ class BudgetExceededError(OxenError):
 
 
 class DownloadError(OxenError):
-    """A result file could not be fetched, or was refused (too large, no URL, ...)."""
+    """A result file could not be fetched, or was refused (too large, no URL, empty, not the
+    media the generation asked for, ...)."""
 
 
 class ClientClosedError(OxenError, RuntimeError):

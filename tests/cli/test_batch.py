@@ -7,14 +7,20 @@ so what the first run enqueued is known exactly.
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 from typing import Final
 
+import httpx
 import pytest
 
+from oxen_queue import BatchItem
+from oxen_queue._cli._run import _save, into
 from oxen_queue.testing import Emulator, ManualClock
 
+from ..fakes import FakeAPI
+from ..helpers import fake_client
 from .support import (
     assert_image,
     finish,
@@ -317,3 +323,32 @@ def test_batch_reattaches_a_succeeded_generation_whose_file_is_gone(
     assert "1 reattached by id" in stdout
     assert file.is_file()
     assert oxen_emulator.stats()["jobs_created"] == 1
+
+
+# --- where results are saved ---------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_results_go_into_out_as_a_directory_one_file_per_generation(
+    tmp_path: Path,
+) -> None:
+    """The CLI saves into ``--out`` as a directory, said so (not left to ``is_dir()``): with
+    the directory gone by the time results land, two generations still make two files in
+    it, not one file named ``out`` written twice."""
+    api = FakeAPI()
+    png = b"\x89PNG\r\n\x1a\n" + bytes(256)
+
+    def files(request: httpx.Request) -> httpx.Response | None:
+        if request.url.host != "files.oxen.test":
+            return None
+        return httpx.Response(200, content=png, headers={"content-type": "image/png"})
+
+    api.before.append(files)
+    out = tmp_path / "gone"
+    async with fake_client(api) as client:
+        generations = await client.enqueue_many("gpt-image-2", 2, prompt="ox")
+        items = [BatchItem(params={}, record=await generation) for generation in generations]
+        paths = [await _save(client, item, out) for item in items]
+    assert paths == [out / f"{generation.id}.png" for generation in generations]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{g.id}.png" for g in generations)
+    assert into(out).endswith(os.sep)

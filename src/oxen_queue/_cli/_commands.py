@@ -30,7 +30,7 @@ from ._cost import Row, dry_run_report, estimate, money
 from ._display import plural
 from ._interrupt import Interrupted, Interrupts
 from ._manifest import Manifest, PromptLine, PromptsFileError, read_latest, read_prompts
-from ._run import plan, run_generate, run_prompts
+from ._run import into, plan, run_generate, run_prompts
 
 if TYPE_CHECKING:
     import argparse
@@ -160,7 +160,7 @@ async def download(context: Context) -> int:
                     )
                     statuses.append(1)
                     continue
-                path = await client.download(record, args.out)
+                path = await client.download(record, into(args.out))
             except OxenError as exc:
                 context.console.out(f"{generation_id} error: {exc}", highlight=False)
                 statuses.append(2 if _refused(exc) else 1)

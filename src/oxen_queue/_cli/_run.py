@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from decimal import Decimal
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from ._interrupt import Interrupts
     from ._manifest import Manifest, PromptLine
 
-__all__ = ["BatchOutcome", "plan", "run_generate", "run_prompts"]
+__all__ = ["BatchOutcome", "into", "plan", "run_generate", "run_prompts"]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -73,11 +74,22 @@ async def _refresh_active(client: AsyncClient, view: BatchView) -> None:
         view.active = {row.generation_id: row.status for row in rows}
 
 
+def into(out: Path) -> str:
+    """``out`` as a directory path (ending with a separator), for ``client.download``.
+
+    Every result the CLI saves goes into a directory, named by the download's own rule (one
+    name per generation id). Said with the trailing separator, not left to ``out.is_dir()``:
+    were ``out`` gone or a file when a download lands, every generation would otherwise be
+    saved to that one path, each over the last.
+    """
+    return os.path.join(out, "")
+
+
 async def _save(client: AsyncClient, item: BatchItem, out: Path) -> Path | None:
     if item.record is None:
         return None
     try:
-        return await client.download(item.record, out)
+        return await client.download(item.record, into(out))
     except OxenError as exc:
         item.error = exc
         return None
