@@ -4,11 +4,13 @@ error, an enqueue raises only documented errors, and the budget never moves back
 
 from __future__ import annotations
 
+import decimal
 import itertools
 import json
+import logging
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx
@@ -19,14 +21,20 @@ from hypothesis import strategies as st
 from oxen_queue import (
     AsyncClient,
     BudgetExceededError,
+    ClientClosedError,
     CostUnknownError,
+    Generation,
+    GenerationRecord,
     InvalidParamsError,
     SpendSummary,
 )
+from oxen_queue._budget import Budget
+from oxen_queue._generation import observe
 from oxen_queue._money import AmountError, amount, charge
+from oxen_queue._spend import SpendControl
 
 from .fakes import FLUX_MODEL, FakeAPI
-from .helpers import fake_client
+from .helpers import StubOwner, fake_client
 
 D = Decimal
 BACKENDS = ["asyncio", "trio"]
@@ -182,3 +190,49 @@ def test_a_max_spend_is_an_amount_or_invalid_params_naming_it(max_spend: Any) ->
         assert "10**12" in str(exc)
     else:
         assert client.spend is not None and client.spend.budget == expected
+
+
+class _ExplodingBudget(Budget):
+    """A budget whose settling raises (no amount the owner accepts makes it; a future bug
+    might): the callbacks that settle must still not raise."""
+
+    def settle(self, generation_id: str, cost: Decimal) -> bool:
+        raise decimal.Overflow("a bug in the accounts")
+
+
+class _Details:
+    """The endpoint the background settling reads: one charged row."""
+
+    async def get_generation_details(self, generation_id: str) -> GenerationRecord:
+        return GenerationRecord(generation_id=generation_id, status="succeeded", cost=D("0.2"))
+
+
+def exploding_control(budget: Budget) -> SpendControl:
+    def no_task_group() -> Any:
+        raise ClientClosedError("closed")
+
+    return SpendControl(
+        params=cast(Any, None),
+        endpoints=cast(Any, _Details()),
+        task_group=no_task_group,
+        budget=budget,
+    )
+
+
+@pytest.mark.anyio
+async def test_settling_never_raises_into_a_done_callback_or_the_task_group(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    budget = _ExplodingBudget(D(1))
+    reservation = budget.reserve(D("0.5"), count=2)
+    reservation.confirm("a")
+    reservation.confirm("b")
+    control = exploding_control(budget)
+    generation = Generation("a", owner=StubOwner(), model="m")
+    observe(generation, GenerationRecord(generation_id="a", status="succeeded", cost=D("0.2")))
+    with caplog.at_level(logging.WARNING, logger="oxen_queue"):
+        control.finished(generation)  # the done callback
+        await control._read_charge("b")  # the background read
+    assert caplog.text.count("could not settle the charge of") == 2
+    assert budget.awaits("a") and budget.awaits("b")  # left at their estimates
+    assert budget.committed == D(1)
