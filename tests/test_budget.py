@@ -5,11 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oxen_queue import BudgetExceededError
-from oxen_queue._budget import Budget, SpendSummary
+from oxen_queue._budget import Budget, Reservation, SpendSummary
+from oxen_queue._money import charge, is_amount
 
 D = Decimal
 
@@ -86,13 +87,19 @@ def test_commit_keeps_an_estimate_for_good() -> None:
     assert reservation.release() == 0  # committed already: nothing to give back
 
 
-def test_bad_inputs() -> None:
-    with pytest.raises(ValueError, match="negative"):
-        Budget(D(-1))
+def test_bad_inputs_are_refused_before_anything_is_reserved() -> None:
+    for limit in (D(-1), D("NaN"), D("Infinity"), D("1e13"), D("1e-19")):
+        with pytest.raises(ValueError, match="amount from 0 to 10"):
+            Budget(limit)
+    budget = Budget(D(1))
+    for estimate in (D(-1), D("NaN"), D("-Infinity"), D("1e31")):
+        with pytest.raises(ValueError, match="reserve"):
+            budget.reserve(estimate)
     with pytest.raises(ValueError, match="reserve"):
-        Budget(D(1)).reserve(D(-1))
+        budget.reserve(D(1), count=0)
     with pytest.raises(ValueError, match="reserve"):
-        Budget(D(1)).reserve(D(1), count=0)
+        budget.reserve(D(0), count=10**6 + 1)
+    assert budget.committed == 0
 
 
 def test_confirming_the_same_job_twice_counts_it_once() -> None:
@@ -148,3 +155,78 @@ def test_reservations_alone_never_pass_the_limit(
         assert summary.committed <= limit
         assert summary.committed == summary.charged + summary.estimated
         assert summary.unsettled == sum(1 for g in estimates if budget.awaits(g))
+
+
+raw_costs = st.one_of(
+    st.decimals(min_value=0, max_value=4, places=2),
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["-5.00", "1e1000000", "1e-1000000", "NaN", "-0", "0.10", "abc", None]),
+    st.floats(),
+)
+moves = st.lists(
+    st.one_of(
+        st.tuples(st.just("reserve"), amounts, st.integers(1, 4)),
+        st.tuples(st.just("confirm"), st.integers(0, 20), st.none()),
+        st.tuples(st.just("release"), st.integers(0, 20), st.none()),
+        st.tuples(st.just("commit"), st.integers(0, 20), st.none()),
+        st.tuples(st.just("settle"), st.integers(0, 40), raw_costs),  # through the owner
+        st.tuples(st.just("settle_raw"), st.integers(0, 40), st.decimals()),  # unchecked
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300)
+@given(limit=amounts, ops=moves)
+def test_the_budget_never_moves_backwards_whatever_the_server_charges(
+    limit: Decimal, ops: list[tuple[str, object, object]]
+) -> None:
+    """Committed spend is never negative, charged spend never decreases, reserve() never
+    passes the limit, and committed spend falls only by a release of what no job took, or a
+    settle at a valid charge below the job's estimate (by exactly the difference). Nothing
+    raises but BudgetExceededError from reserve()."""
+    budget = Budget(limit)
+    reservations: list[Reservation] = []
+    estimates: dict[str, Decimal] = {}
+    before = budget.summary()
+    for op, a, b in ops:
+        fell_by_rule = D(0)
+        if op == "reserve":
+            assert isinstance(a, Decimal) and isinstance(b, int)
+            try:
+                reservations.append(budget.reserve(a, count=b))
+            except BudgetExceededError:
+                assert budget.summary() == before
+                continue
+            assert budget.committed <= limit
+        elif op in ("confirm", "release", "commit") and reservations:
+            assert isinstance(a, int)
+            reservation = reservations[a % len(reservations)]
+            if op == "confirm":
+                if reservation.unconfirmed:
+                    generation_id = f"g{len(estimates)}"
+                    reservation.confirm(generation_id)
+                    estimates[generation_id] = reservation.estimate
+            elif op == "release":
+                fell_by_rule = reservation.release()
+            else:
+                reservation.commit()
+        elif op.startswith("settle") and estimates:
+            assert isinstance(a, int)
+            generation_id = sorted(estimates)[a % len(estimates)]
+            cost = charge(b) if op == "settle" else b
+            held = budget.awaits(generation_id)
+            if cost is not None:
+                assert isinstance(cost, Decimal)
+                settled = budget.settle(generation_id, cost)
+                assert settled == (held and is_amount(cost))
+                if settled:
+                    fell_by_rule = estimates[generation_id] - cost
+        after = budget.summary()
+        assert after.committed >= 0 and after.charged >= 0 and after.estimated >= 0
+        assert after.charged >= before.charged
+        assert after.committed == after.charged + after.estimated
+        assert after.committed >= before.committed - max(fell_by_rule, D(0))
+        if after.committed < before.committed:
+            assert after.committed == before.committed - fell_by_rule
+        before = after

@@ -257,6 +257,10 @@ def test_costs_and_prices_parse_as_exact_decimals_and_never_break_a_row() -> Non
         assert GenerationRecord.model_validate({**row, "cost": garbled}).cost is None
     assert GenerationRecord.model_validate({**row, "cost": None}).cost is None
     described = Model.model_validate({"id": "m", "pricing": {"cost_per_image": "lots"}})
-    assert described.pricing is None  # unreadable pricing: no estimate, the model still usable
+    assert described.pricing is not None  # one unusable price: that price alone is unknown
+    assert described.pricing.cost_per_image is None
+    assert described.pricing.refused == {"cost_per_image": "'lots' is not a decimal number"}
+    unreadable = Model.model_validate({"id": "m", "pricing": "lots"})
+    assert unreadable.pricing is None  # no pricing object at all: no estimate, model usable
     exact = ModelPricing.model_validate({"method": "per_image", "cost_per_image": 0.1 + 0.2})
     assert exact.cost_per_image == D("0.30000000000000004")  # the float the server wrote

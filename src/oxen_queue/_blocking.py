@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
+from ._cost import check_priced_count
 from ._exceptions import InvalidParamsError
 from ._models import ImagesResponse, VideosResponse
 from ._params import check_count
@@ -215,14 +216,16 @@ class BlockingOperations(ClientParts):
 
         Raises:
             CostUnknownError: The pricing cannot be resolved for these parameters (billed by
-                token or time, no price for this quality and resolution, no ``duration``...);
-                ``.missing`` names what is missing. Never a guess of zero.
+                token or time, no price for this quality and resolution, no ``duration``, a
+                published price the client refuses as not an amount...); ``.missing`` names
+                what is missing. Never a guess of zero.
             InvalidParamsError: Bad parameters, an unknown model, or ``num_generations``
-                below 1.
+                below 1 or above 1,000,000.
         """
         core = self._core
         core.require_open()
         check_count(num_generations)
+        check_priced_count(num_generations)
         # A price depends on no prompt or input image: what is given is checked, and what
         # is absent counts at its default.
         checked = await core.params.check(model, params, self._validate(validate), partial=True)

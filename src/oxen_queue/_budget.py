@@ -15,17 +15,30 @@ ran keeps its charge.
 :meth:`Budget.reserve` checks and reserves in one step, with no await in between: in one
 event loop, concurrent enqueues are served one after the other here, so together they never
 pass the budget. The client's task is to call these at the right moments.
+
+The budget never moves backwards: committed spend decreases only when a reservation whose
+request made no job is released, or when a job is settled at a charge below its estimate.
+Amounts are checked on the way in (:func:`._money.is_amount`) and summed in
+:data:`._money.MONEY`, exactly, so committed spend is never below zero and never drifts. A
+charge that is not an amount (negative, ``NaN``, above 10**12...) settles nothing: the job
+stays counted at its estimate, with a logged warning. :meth:`Budget.settle` runs in done
+callbacks, so it never raises; the methods a caller uses before sending raise ``ValueError``
+for amounts no caller in the SDK passes.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
 from ._exceptions import BudgetExceededError
+from ._money import MAX_COUNT, MAX_ESTIMATE, MONEY, brief, is_amount
 
 __all__ = ["Budget", "Reservation", "SpendSummary"]
+
+logger = logging.getLogger("oxen_queue")
 
 _ZERO: Final = Decimal(0)
 
@@ -52,22 +65,22 @@ class SpendSummary:
     @property
     def remaining(self) -> Decimal:
         """What can still be committed (never below zero)."""
-        return max(self.budget - self.committed, _ZERO)
+        return max(MONEY.subtract(self.budget, self.committed), _ZERO)
 
 
 class Budget:
     """The committed spend of one client against its limit.
 
     Args:
-        limit: The most this client may commit.
+        limit: The most this client may commit: an amount (:func:`._money.amount`).
 
     Raises:
-        ValueError: A negative limit.
+        ValueError: A limit that is not an amount (negative, above 10**12, ...).
     """
 
     def __init__(self, limit: Decimal) -> None:
-        if limit < 0:
-            raise ValueError(f"a budget cannot be negative ({limit})")
+        if not is_amount(limit):
+            raise ValueError(f"a budget must be an amount from 0 to 10**12, not {brief(limit)}")
         self.limit = limit
         self._open = _ZERO  # reservations of enqueues in flight
         self._held: dict[str, Decimal] = {}  # job id -> its estimate, until charged
@@ -78,20 +91,22 @@ class Budget:
     @property
     def committed(self) -> Decimal:
         """Everything that counts against the limit."""
-        return self._open + self._held_total + self._kept + self._charged
+        add = MONEY.add
+        return add(add(add(self._open, self._held_total), self._kept), self._charged)
 
     def reserve(self, estimate: Decimal, *, count: int = 1) -> Reservation:
         """Reserve ``count`` generations at ``estimate`` each, or refuse.
 
         Raises:
             BudgetExceededError: The reservation would take committed spend past the limit.
-            ValueError: A negative estimate or a count below 1.
+            ValueError: An estimate that is not an amount up to :data:`._money.MAX_ESTIMATE`
+                (negative, ...), or a count outside 1 to :data:`._money.MAX_COUNT`.
         """
-        if estimate < 0 or count < 1:
-            raise ValueError(f"cannot reserve {count} x {estimate}")
-        amount = estimate * count
+        if not is_amount(estimate, maximum=MAX_ESTIMATE) or not 1 <= count <= MAX_COUNT:
+            raise ValueError(f"cannot reserve {count} x {brief(estimate)}")
+        amount = MONEY.multiply(estimate, count)
         committed = self.committed
-        if committed + amount > self.limit:
+        if MONEY.add(committed, amount) > self.limit:
             raise BudgetExceededError(
                 f"this request's estimated cost, {amount}, would take the committed spend "
                 f"from {committed} past the budget of {self.limit} (max_spend); nothing was "
@@ -100,21 +115,32 @@ class Budget:
                 committed=committed,
                 budget=self.limit,
             )
-        self._open += amount
+        self._open = MONEY.add(self._open, amount)
         return Reservation(self, estimate, count)
 
     def settle(self, generation_id: str, cost: Decimal) -> bool:
-        """Count a job at its charged ``cost`` instead of its estimate.
+        """Count a job at its charged ``cost`` instead of its estimate. Never raises.
 
         Returns:
-            Whether the job was awaiting its charge (a job settled already, or not this
-            budget's, is left alone).
+            Whether the job was settled. A job settled already, or not this budget's, is left
+            alone; so is one whose ``cost`` is not an amount (negative, above 10**12, not a
+            finite Decimal), with a logged warning: it stays counted at its estimate.
         """
-        estimate = self._held.pop(generation_id, None)
+        estimate = self._held.get(generation_id)
         if estimate is None:
             return False
-        self._held_total -= estimate
-        self._charged += cost
+        if not is_amount(cost):
+            logger.warning(
+                "generation %.100r: ignored a charge that is not an amount (%s); it stays counted "
+                "at its estimate, %s",
+                generation_id,
+                brief(cost),
+                estimate,
+            )
+            return False
+        del self._held[generation_id]
+        self._held_total = MONEY.subtract(self._held_total, estimate)
+        self._charged = MONEY.add(self._charged, cost)
         return True
 
     def awaits(self, generation_id: str) -> bool:
@@ -123,11 +149,12 @@ class Budget:
 
     def summary(self) -> SpendSummary:
         """A snapshot of the accounts."""
+        add = MONEY.add
         return SpendSummary(
             budget=self.limit,
             committed=self.committed,
             charged=self._charged,
-            estimated=self._open + self._held_total + self._kept,
+            estimated=add(add(self._open, self._held_total), self._kept),
             unsettled=len(self._held),
         )
 
@@ -163,9 +190,9 @@ class Reservation:
             return
         if self._open and self._left:
             self._left -= 1
-            budget._open -= self.estimate
+            budget._open = MONEY.subtract(budget._open, self.estimate)
         budget._held[generation_id] = self.estimate
-        budget._held_total += self.estimate
+        budget._held_total = MONEY.add(budget._held_total, self.estimate)
 
     def release(self) -> Decimal:
         """Give back what no job was created for (the request was refused, or withdrawn).
@@ -174,7 +201,7 @@ class Reservation:
             The amount given back.
         """
         amount = self._close()
-        self._budget._open -= amount
+        self._budget._open = MONEY.subtract(self._budget._open, amount)
         return amount
 
     def commit(self) -> Decimal:
@@ -185,14 +212,14 @@ class Reservation:
             The amount kept.
         """
         amount = self._close()
-        self._budget._open -= amount
-        self._budget._kept += amount
+        self._budget._open = MONEY.subtract(self._budget._open, amount)
+        self._budget._kept = MONEY.add(self._budget._kept, amount)
         return amount
 
     def _close(self) -> Decimal:
         if not self._open:
             return _ZERO
         self._open = False
-        amount = self.estimate * self._left
+        amount = MONEY.multiply(self.estimate, self._left)
         self._left = 0
         return amount

@@ -24,10 +24,8 @@ from ._generation import Generation
 from ._http import DEFAULT_BASE_URL, USER_AGENT, ApiSession, attempt_deadline, check_base_url
 from ._ledger import Ledger, open_ledger
 from ._ledger._memory import MemoryLedger
-from ._models import (
-    GenerationRecord,
-    to_decimal,
-)
+from ._models import GenerationRecord
+from ._money import AmountError, amount
 from ._params import (
     GptImage2EditOptions,
     GptImage2Options,
@@ -115,10 +113,12 @@ class AsyncClient(ResultOperations, BlockingOperations):
             each job at its estimate (from the model's published pricing) until its charged
             cost is known, then at that; a job cancelled before it ran gives its estimate
             back. Costs one ``GET /api/ai/generations/{id}`` per finished job. ``None``
-            means no limit, and no accounting.
+            means no limit, and no accounting. From 0 to 10**12, with at most 18 decimal
+            places; anything else is ``InvalidParamsError``.
 
     Raises:
         InvalidParamsError: No API key was given or found in the environment.
+        InvalidParamsError: ``max_spend`` is not an amount from 0 to 10**12.
         InvalidParamsError: The base URL is unusable, insecure or carries credentials
             (also a ``ValueError``).
     """
@@ -614,14 +614,15 @@ class AsyncClient(ResultOperations, BlockingOperations):
 
 
 def _budget(max_spend: object) -> Budget:
+    """The budget of a ``max_spend``: an amount as :func:`._money.amount` reads it."""
     try:
-        limit = to_decimal(max_spend)
-    except ValueError:
+        limit = amount(max_spend)
+    except AmountError as exc:
         raise InvalidParamsError(
-            f"max_spend must be an amount (a Decimal), not {max_spend!r}", field="max_spend"
+            f"max_spend must be an amount from 0 to 10**12 with at most 18 decimal places (a "
+            f"Decimal or an int): {exc}",
+            field="max_spend",
         ) from None
-    if limit < 0:
-        raise InvalidParamsError(f"max_spend cannot be negative ({limit})", field="max_spend")
     return Budget(limit)
 
 

@@ -16,22 +16,28 @@ that method uses. :func:`estimate_cost` applies it to a request's parameters:
 A parameter the request leaves out counts at its default (the model's typed parameters, else
 the ``default`` of its published schema), since that is what the server applies and bills.
 Whatever cannot be resolved raises :class:`CostUnknownError` naming what is missing: an
-estimate is never a guess, and never zero for want of a price.
+estimate is never a guess, and never zero for want of a price. A price the model publishes
+but the client refused (negative, ``NaN``, out of range: see :mod:`._money`) is missing too,
+named as ``ModelPricing.refused`` names it; the model's other prices still work.
+
+Arithmetic is done in :data:`._money.MONEY`, exactly: a price times seconds is rounded up to
+18 places (no realistic estimate has more), then times the number of generations, at most
+:data:`._money.MAX_COUNT` (more is ``InvalidParamsError``, naming ``num_generations``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from ._exceptions import CostUnknownError
-from ._models import to_decimal
+from ._exceptions import CostUnknownError, InvalidParamsError
+from ._money import MAX_AMOUNT, MAX_COUNT, MONEY, AmountError, amount, brief, round_up, total
 
 if TYPE_CHECKING:
     from ._models import ModelPricing
 
-__all__ = ["estimate_cost", "schema_defaults"]
+__all__ = ["check_priced_count", "estimate_cost", "schema_defaults"]
 
 
 def schema_defaults(schema: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -65,8 +71,38 @@ def estimate_cost(
 
     Raises:
         CostUnknownError: The price cannot be worked out; ``.missing`` says what is missing.
+        InvalidParamsError: ``count`` is above :data:`._money.MAX_COUNT`.
     """
-    return _unit_price(model, pricing, params, defaults or {}) * count
+    check_priced_count(count)
+    return MONEY.multiply(_unit_price(model, pricing, params, defaults or {}), count)
+
+
+def check_priced_count(count: int) -> None:
+    """Refuse to price more generations at once than :data:`._money.MAX_COUNT` (a million):
+    the bound that keeps every estimate, and so the budget's sums, exact.
+
+    Raises:
+        InvalidParamsError: Naming ``num_generations``.
+    """
+    if count > MAX_COUNT:
+        raise InvalidParamsError(
+            f"num_generations={brief(count)} is more than one request can be priced for (at most "
+            f"{MAX_COUNT:,})",
+            field="num_generations",
+        )
+
+
+def _refused(model: str, pricing: ModelPricing, *names: str) -> None:
+    """Raise for the first of ``names`` the client refused, if any (the price is unknown)."""
+    for name in names:
+        why = pricing.refused.get(name)
+        if why is not None:
+            raise CostUnknownError(
+                f"{model} publishes a {name} this client cannot use ({why}), so the cost "
+                "cannot be estimated",
+                model=model,
+                missing=name,
+            )
 
 
 def _unit_price(
@@ -121,33 +157,43 @@ def _per_image(
     model: str, pricing: ModelPricing, params: Mapping[str, Any], defaults: Mapping[str, Any]
 ) -> Decimal:
     grid = pricing.cost_per_image_grid
-    if grid:
+    # A grid the client refused (in whole or in part) still prices the model: its images are
+    # not priced by cost_per_image instead.
+    if grid or any(name.startswith(_GRID) for name in pricing.refused):
         why = "images by quality and resolution"
         quality = str(_required(model, params, defaults, "quality", why))
         resolution = str(_required(model, params, defaults, "resolution", why))
-        row = grid.get(quality)
+        row = (grid or {}).get(quality)
         if row is None:
+            _refused(model, pricing, _GRID, f"{_GRID}[{quality!r}]")
             raise CostUnknownError(
-                f"{model}'s price grid has no quality {quality!r} (it prices: {', '.join(grid)})",
+                f"{model}'s price grid has no quality {quality!r} (it prices: "
+                f"{', '.join(grid or ())})",
                 model=model,
-                missing=f"cost_per_image_grid[{quality!r}]",
+                missing=f"{_GRID}[{quality!r}]",
             )
         price = row.get(resolution)
         if price is None:
+            _refused(model, pricing, f"{_GRID}[{quality!r}][{resolution!r}]")
             raise CostUnknownError(
                 f"{model}'s price grid has no resolution {resolution!r} at quality "
                 f"{quality!r} (it prices: {', '.join(row)})",
                 model=model,
-                missing=f"cost_per_image_grid[{quality!r}][{resolution!r}]",
+                missing=f"{_GRID}[{quality!r}][{resolution!r}]",
             )
         return price
     if pricing.cost_per_image is None:
+        _refused(model, pricing, "cost_per_image")
         raise CostUnknownError(
             f"{model} is billed per image but publishes no cost_per_image",
             model=model,
             missing="cost_per_image",
         )
     return pricing.cost_per_image
+
+
+_GRID: Final = "cost_per_image_grid"
+_BY_RESOLUTION: Final = "cost_per_second_by_resolution"
 
 
 def _seconds(model: str, params: Mapping[str, Any], defaults: Mapping[str, Any]) -> Decimal:
@@ -164,25 +210,37 @@ def _seconds(model: str, params: Mapping[str, Any], defaults: Mapping[str, Any])
                 model=model,
                 missing="multi_prompt[].duration",
             )
-        values = [_amount(model, d, "multi_prompt[].duration") for d in durations]
-        return sum(values, Decimal(0))
+        seconds = total(_amount(model, d, "multi_prompt[].duration") for d in durations)
+        if seconds > MAX_AMOUNT:
+            raise CostUnknownError(
+                f"{model} is billed per second of video, and the shots of multi_prompt last "
+                f"more than 10**12 seconds in all ({len(durations)} shots)",
+                model=model,
+                missing="a number of seconds in multi_prompt[].duration",
+            )
+        return seconds
     value = _required(model, params, defaults, "duration", "video per second of output")
     return _amount(model, value, "duration")
 
 
 def _amount(model: str, value: object, name: str) -> Decimal:
+    """A number of seconds: an amount (:func:`._money.amount`) above zero."""
     try:
-        seconds = to_decimal(value)
-    except ValueError:
-        seconds = Decimal(-1)
+        seconds = amount(value)
+    except AmountError:
+        seconds = Decimal(0)
     if seconds <= 0:
         raise CostUnknownError(
-            f"{model} is billed per second of video, and {name}={value!r} is not a number "
-            "of seconds",
+            f"{model} is billed per second of video, and {name}={brief(value)} is not a "
+            "number of seconds",
             model=model,
             missing=f"a number of seconds in {name}",
         )
     return seconds
+
+
+def _per_second(price: Decimal, seconds: Decimal) -> Decimal:
+    return round_up(MONEY.multiply(price, seconds))
 
 
 def _per_video_second(
@@ -191,26 +249,32 @@ def _per_video_second(
     seconds = _seconds(model, params, defaults)
     if _param(params, defaults, "generate_audio") is True:
         if pricing.cost_per_second_with_audio is None:
+            _refused(model, pricing, "cost_per_second_with_audio")
             raise CostUnknownError(
                 f"{model} publishes no price for a second of video with audio "
                 "(generate_audio=True)",
                 model=model,
                 missing="cost_per_second_with_audio",
             )
-        return pricing.cost_per_second_with_audio * seconds
+        return _per_second(pricing.cost_per_second_with_audio, seconds)
     by_resolution = pricing.cost_per_second_by_resolution
     resolution = _param(params, defaults, "resolution")
-    if by_resolution and resolution is not None:
-        price = by_resolution.get(str(resolution))
+    # A table the client refused (in whole or in part) still prices by resolution.
+    priced_apart = by_resolution or any(name.startswith(_BY_RESOLUTION) for name in pricing.refused)
+    if priced_apart and resolution is not None:
+        key = str(resolution)
+        price = (by_resolution or {}).get(key)
         if price is None:
+            _refused(model, pricing, _BY_RESOLUTION, f"{_BY_RESOLUTION}[{key!r}]")
             raise CostUnknownError(
                 f"{model} publishes no per-second price for resolution {resolution!r} (it "
-                f"prices: {', '.join(by_resolution)})",
+                f"prices: {', '.join(by_resolution or ())})",
                 model=model,
-                missing=f"cost_per_second_by_resolution[{str(resolution)!r}]",
+                missing=f"{_BY_RESOLUTION}[{key!r}]",
             )
-        return price * seconds
+        return _per_second(price, seconds)
     if pricing.cost_per_second is None:
+        _refused(model, pricing, "cost_per_second")
         priced = f" (it prices by resolution: {', '.join(by_resolution)})" if by_resolution else ""
         raise CostUnknownError(
             f"{model} is billed per second of video but publishes no cost_per_second for a "
@@ -218,4 +282,4 @@ def _per_video_second(
             model=model,
             missing="cost_per_second",
         )
-    return pricing.cost_per_second * seconds
+    return _per_second(pricing.cost_per_second, seconds)

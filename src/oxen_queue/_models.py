@@ -5,20 +5,32 @@ in at the top level ("Any additional parameters from the original enqueue reques
 included"), and unknown status strings, because the API has renamed statuses before
 (``processing`` became ``queued`` in enqueue responses in May 2026).
 
-Money is :class:`~decimal.Decimal`, never a float. Rows carry ``cost`` as a decimal string
-("Charged amount for this row (decimal as string)"); ``pricing`` amounts are JSON numbers,
-read through their shortest spelling (``0.07`` is ``Decimal("0.07")``, not the binary
-fraction nearest to it), which is what the server wrote.
+Money is :class:`~decimal.Decimal`, never a float, read by :func:`._money.amount` (which
+says what it accepts). Rows carry ``cost`` as a decimal string ("Charged amount for this row
+(decimal as string)"); ``pricing`` amounts are JSON numbers, read through their shortest
+spelling (``0.07`` is ``Decimal("0.07")``, not the binary fraction nearest to it), which is
+what the server wrote. A refused charge is ``None`` (with a warning); a refused price is
+``None`` and listed in :attr:`ModelPricing.refused`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from ._money import AmountError, amount, charge
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -48,45 +60,16 @@ PricingMethod = Literal["token", "time", "per_image", "per_video_output_second"]
 """How a model is billed, as the spec's ``Model.pricing.method`` enumerates it."""
 
 
-def to_decimal(value: object) -> Decimal:
-    """An amount as an exact ``Decimal``: a decimal string or a JSON number, by its spelling.
-
-    Raises:
-        ValueError: Not a finite amount (``NaN``, ``Infinity``, ``true``, ``"abc"``...).
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise ValueError(f"not an amount: {value!r}")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"not a finite amount: {value!r}")
-        # repr() is the shortest spelling that reads back as this float: the server's digits.
-        value = repr(value)
-    try:
-        amount = Decimal(value.strip() if isinstance(value, str) else value)
-    except InvalidOperation:
-        raise ValueError(f"not an amount: {value!r}") from None
-    if not amount.is_finite():
-        raise ValueError(f"not a finite amount: {value!r}")
-    return amount
+def _lenient_charge(value: object, info: ValidationInfo) -> Decimal | None:
+    # The row's id is validated before its cost (it is declared first): the warning names it.
+    generation_id = info.data.get("generation_id")
+    what = f"cost of {generation_id!r:.100}" if isinstance(generation_id, str) else info.field_name
+    return charge(value, what=what or "charged amount")
 
 
-def _lenient_amount(value: object) -> Decimal | None:
-    # A row's cost is information, not structure: a garbled one must not make the whole row
-    # (and the generation it settles) unreadable.
-    if value is None:
-        return None
-    try:
-        return to_decimal(value)
-    except ValueError:
-        logger.debug("ignored an unreadable cost: %.100r", value)
-        return None
-
-
-Amount = Annotated[Decimal, BeforeValidator(to_decimal)]
-"""A price: a JSON number or decimal string, as an exact Decimal."""
-
-Charge = Annotated[Decimal | None, BeforeValidator(_lenient_amount)]
-"""A charged amount (decimal string); ``None`` when absent, null or unreadable."""
+Charge = Annotated[Decimal | None, BeforeValidator(_lenient_charge)]
+"""A charged amount (decimal string); ``None`` when absent, null or refused (a warning is
+logged): see :func:`._money.charge`."""
 
 
 class _Response(BaseModel):
@@ -123,7 +106,8 @@ class GenerationRecord(_Response):
     target_directory: str | None = None
     cost: Charge = None
     """What the row was charged, once charged (``None`` while queued, and on rows of
-    ``/api/ai/queue``, which carry no cost; ``/api/ai/generations`` rows do)."""
+    ``/api/ai/queue``, which carry no cost; ``/api/ai/generations`` rows do). ``None`` too,
+    with a logged warning, when it is not an amount (negative, ``NaN``, above 10**12...)."""
     user_id: str | None = None
     username: str | None = None
     user_image: str | None = None
@@ -152,7 +136,7 @@ class GenerationPage(_Response):
     total_entries: int
     total_cost: Charge = None
     """What the whole filtered set was charged (every page, not just this one); ``None`` when
-    nothing in it has been charged."""
+    nothing in it has been charged, or, with a logged warning, when it is not an amount."""
 
 
 class ModelCapabilities(_Response):
@@ -168,6 +152,11 @@ class ModelPricing(_Response):
     Only ``method`` is common; which amounts are set depends on it (the others are null).
     ``AsyncClient.estimate_cost`` prices a request from them.
 
+    Each amount is read by :func:`._money.amount`: a price it refuses (negative, ``NaN``,
+    above 10**12, finer than 18 places, not a number) is unknown: ``None`` (or left out of its
+    table), and listed in :attr:`refused`. The model's other prices still work; an estimate
+    that needs a refused one raises ``CostUnknownError`` naming it.
+
     Attributes:
         method: ``per_image``, ``per_video_output_second``, ``token`` or ``time`` (any
             other string is kept as it is).
@@ -181,17 +170,86 @@ class ModelPricing(_Response):
             (``{"1080p": Decimal("0.07")}``).
         input_cost_per_token: One input token (chat models).
         output_cost_per_token: One output token (chat models).
+        refused: The published prices this client refused, each with why, by the name
+            ``CostUnknownError.missing`` gives it: ``"cost_per_image"``,
+            ``"cost_per_image_grid['high']['1920x1080']"``, ``"cost_per_second_by_resolution"``
+            (a table that is not an object)... Computed here: never the server's.
     """
 
     method: PricingMethod | str | None = None
-    cost_per_image: Amount | None = None
-    cost_per_image_grid: dict[str, dict[str, Amount]] | None = None
-    cost_per_second: Amount | None = None
-    cost_per_second_high_res: Amount | None = None
-    cost_per_second_with_audio: Amount | None = None
-    cost_per_second_by_resolution: dict[str, Amount] | None = None
-    input_cost_per_token: Amount | None = None
-    output_cost_per_token: Amount | None = None
+    cost_per_image: Decimal | None = None
+    cost_per_image_grid: dict[str, dict[str, Decimal]] | None = None
+    cost_per_second: Decimal | None = None
+    cost_per_second_high_res: Decimal | None = None
+    cost_per_second_with_audio: Decimal | None = None
+    cost_per_second_by_resolution: dict[str, Decimal] | None = None
+    input_cost_per_token: Decimal | None = None
+    output_cost_per_token: Decimal | None = None
+    refused: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_prices(cls, data: Any) -> Any:
+        # Every amount through the one owner, before pydantic sees it: what it refuses is
+        # dropped and named, so one bad price costs that price alone, not the whole pricing.
+        if not isinstance(data, Mapping):
+            return data
+        values = dict(data)
+        refused: dict[str, str] = {}
+        for name in _PRICES:
+            values[name] = _price(values.get(name), name, refused)
+        for name in _PRICE_TABLES:
+            values[name] = _price_table(values.get(name), name, refused)
+        grid = values.get(_PRICE_GRID)
+        if grid is not None:
+            if isinstance(grid, Mapping):
+                values[_PRICE_GRID] = {
+                    quality: table
+                    for quality, row in grid.items()
+                    if (table := _price_table(row, f"{_PRICE_GRID}[{quality!r}]", refused))
+                    is not None
+                }
+            else:
+                refused[_PRICE_GRID] = "not an object"
+                values[_PRICE_GRID] = None
+        values["refused"] = refused
+        return values
+
+
+_PRICES: Final = (
+    "cost_per_image",
+    "cost_per_second",
+    "cost_per_second_high_res",
+    "cost_per_second_with_audio",
+    "input_cost_per_token",
+    "output_cost_per_token",
+)
+_PRICE_TABLES: Final = ("cost_per_second_by_resolution",)  # {key: price}
+_PRICE_GRID: Final = "cost_per_image_grid"  # {key: {key: price}}
+
+
+def _price(value: object, name: str, refused: dict[str, str]) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return amount(value)
+    except AmountError as exc:
+        refused[name] = str(exc)
+        return None
+
+
+def _price_table(value: object, name: str, refused: dict[str, str]) -> dict[Any, Decimal] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        refused[name] = "not an object"
+        return None
+    table: dict[Any, Decimal] = {}
+    for key, raw in value.items():
+        price = _price(raw, f"{name}[{key!r}]", refused)
+        if price is not None:
+            table[key] = price
+    return table
 
 
 def _lenient_pricing(value: object) -> ModelPricing | None:
@@ -227,6 +285,19 @@ class Model(_Response):
     """How the model is billed; ``None`` when not published (or unreadable)."""
     request_schema: dict[str, Any] | None = None
     json_request_schema: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _warn_of_refused_prices(self) -> Model:
+        # Once per model read (the client reads each model once): not once per estimate.
+        if self.pricing is not None and self.pricing.refused:
+            refused = "; ".join(f"{name}: {why}" for name, why in self.pricing.refused.items())
+            logger.warning(
+                "model %.100r publishes prices this client refuses, so they are unknown "
+                "(an estimate that needs one raises CostUnknownError): %.500s",
+                self.id,
+                refused,
+            )
+        return self
 
     @property
     def parameter_schema(self) -> dict[str, Any] | None:

@@ -15,7 +15,10 @@ its :class:`~._budget.Budget`:
   finished job, only with a budget), or from any history row the client reads meanwhile.
 
 A job that ends without a final status (its deadline passed, the client closed) may still run,
-and be billed: it stays counted at its estimate. So does a final row with no ``cost``.
+and be billed: it stays counted at its estimate. So does a final row with no ``cost``, or with
+one the client refuses (negative, ``NaN``, out of range: read as ``None``, with a warning):
+the budget never moves backwards on the server's say-so. Settling runs in done callbacks and
+background tasks of the client's task group: nothing in it raises.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 from ._budget import Budget, Reservation, SpendSummary
-from ._cost import estimate_cost, schema_defaults
+from ._cost import check_priced_count, estimate_cost, schema_defaults
 from ._exceptions import AmbiguousEnqueueError, ClientClosedError, OxenError
 from ._models import TERMINAL_STATUSES
 from ._params import typed_defaults
@@ -131,10 +134,12 @@ class SpendControl:
         Raises:
             BudgetExceededError: It would take committed spend past the budget.
             CostUnknownError: No estimate exists, so the budget cannot be kept.
+            InvalidParamsError: ``count`` is more than an estimate covers (a million).
         """
         budget = self.budget
         if budget is None:
             return NO_HOLD
+        check_priced_count(count)
         unit = await self.estimate(model, params)
         # No await between the check and the reservation: concurrent enqueues cannot both
         # pass a check that only one of them fits.
@@ -148,8 +153,14 @@ class SpendControl:
     def finished(self, generation: Generation) -> None:
         """A confirmed job is done: settle it from its row's cost, reading the row if need be.
 
-        A done callback: quick, and never raises.
+        A done callback: quick, and never raises (what would, is logged).
         """
+        try:
+            self._finished(generation)
+        except Exception:  # a done callback: nothing may escape into whoever resolved it
+            logger.warning("could not settle the charge of %.100r", generation.id, exc_info=True)
+
+    def _finished(self, generation: Generation) -> None:
         budget = self.budget
         if budget is None or not budget.awaits(generation.id):
             return
@@ -166,15 +177,23 @@ class SpendControl:
         task_group.start_soon(self._read_charge, generation.id)
 
     async def _read_charge(self, generation_id: str) -> None:
+        # A background task of the client's task group: nothing may escape it.
         try:
             record = await self._endpoints.get_generation_details(generation_id)
-        except Exception as exc:  # a background task: nothing may escape it
+        except Exception as exc:
             logger.debug("could not read the charge of %s: %s", generation_id, exc)
             return
-        self.observe([record])
+        try:
+            self.observe([record])
+        except Exception:
+            logger.warning("could not settle the charge of %.100r", generation_id, exc_info=True)
 
     def observe(self, records: Iterable[GenerationRecord]) -> None:
-        """Settle jobs from rows that show their charge (details, history pages)."""
+        """Settle jobs from rows that show their charge (details, history pages).
+
+        Never raises: a row's ``cost`` is an amount or ``None`` (refused values are read as
+        ``None``), and :meth:`Budget.settle` leaves a job at its estimate rather than raise.
+        """
         budget = self.budget
         if budget is None:
             return

@@ -143,11 +143,14 @@ def test_the_summary_shows_estimated_and_charged_cost_without_a_budget(
     assert requests(oxen_emulator)["GET /api/ai/generations"] == 1
 
 
-@pytest.mark.parametrize("amount", ["-1", "lots", "NaN"])
+@pytest.mark.parametrize(
+    "amount", ["-1", "lots", "NaN", "Infinity", "1e1000000", "1e-1000000", "1_000", ""]
+)
 def test_a_bad_budget_is_a_usage_error(
     amount: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     prompts = write_prompts(tmp_path, "ox")
     status, _, stderr = run(["batch", str(prompts), f"--max-spend={amount}"], capsys)
     assert status == 2
-    assert "--max-spend" in stderr and "amount" in stderr
+    assert "--max-spend" in stderr and "amount from 0 to 10**12" in stderr
+    assert "Traceback" not in stderr

@@ -1,5 +1,9 @@
 """What a batch costs: the dry run's table of estimates, and the summary's estimated and
-charged totals (charged as the history rows say)."""
+charged totals (charged as the history rows say).
+
+Every amount here came through :func:`oxen_queue._money.amount` (prices, charges,
+``--max-spend``) or is an SDK estimate: sums are made in :data:`oxen_queue._money.MONEY`,
+exactly, and :func:`money` prints any of them."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._exceptions import InvalidParamsError, OxenError
+from .._money import MONEY, total
 from ._display import plural
 
 if TYPE_CHECKING:
@@ -31,6 +36,7 @@ __all__ = [
     "totals",
 ]
 
+_PLAIN_DIGITS: Final = 40  # the largest exponent printed in plain notation (estimates: 30)
 _PAGE: Final = 1000  # the largest page the history serves
 _HISTORY_ROWS: Final = 20 * _PAGE  # how far back to look for a run's generations
 _SHOWN_PARAMS: Final = (
@@ -93,18 +99,25 @@ def plan_budget(estimates: Sequence[Estimate], max_spend: Decimal) -> BudgetPlan
             sent.append(False)
         elif one.invalid:
             sent.append(True)
-        elif one.amount is None or spent + one.amount > max_spend:
+        elif one.amount is None or MONEY.add(spent, one.amount) > max_spend:
             stopped_by = index
             sent.append(False)
         else:
-            spent += one.amount
+            spent = MONEY.add(spent, one.amount)
             sent.append(True)
     return BudgetPlan(sent, spent, stopped_by)
 
 
 def money(amount: Decimal) -> str:
-    """An amount in plain notation (``0.28``, never ``2.8E-1``)."""
-    return format(amount, "f")
+    """An amount in plain notation (``0.28``, never ``2.8E-1``).
+
+    Total: every amount the SDK accepts or estimates prints in at most about 50 characters;
+    anything else (which none of its amounts are) prints as ``str`` does, never at a length
+    set by its exponent, and never raises.
+    """
+    if amount.is_finite() and -_PLAIN_DIGITS <= amount.adjusted() <= _PLAIN_DIGITS:
+        return format(amount, "f")
+    return str(amount)
 
 
 async def estimate(client: AsyncClient, model: str, params: dict[str, Any]) -> Estimate:
@@ -119,13 +132,14 @@ async def estimate(client: AsyncClient, model: str, params: dict[str, Any]) -> E
 
 def totals(estimates: Iterable[Estimate]) -> tuple[Decimal, int]:
     """The sum of the known estimates, and how many are unknown."""
-    total, unknown = Decimal(0), 0
+    known: list[Decimal] = []
+    unknown = 0
     for one in estimates:
         if one.amount is None:
             unknown += 1
         else:
-            total += one.amount
-    return total, unknown
+            known.append(one.amount)
+    return total(known), unknown
 
 
 def dry_run_report(
@@ -161,8 +175,8 @@ def dry_run_report(
     console.print(table)
     for problem in problems:  # below the table: a long reason would squeeze its columns
         console.print(problem, markup=False, style="red")
-    total, unknown = totals(one for *_, one in rows)
-    line = f"estimated total: {money(total)} for {plural(len(rows) - unknown, 'request')}"
+    estimated, unknown = totals(one for *_, one in rows)
+    line = f"estimated total: {money(estimated)} for {plural(len(rows) - unknown, 'request')}"
     if unknown:
         line += f"; {plural(unknown, 'request')} without an estimate"
     console.print(line, markup=False)

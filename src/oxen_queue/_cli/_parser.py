@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
+from .._money import AmountError, amount
 from .._version import __version__
 
 __all__ = ["EXIT_STATUSES", "UsageError", "parse"]
@@ -82,14 +83,15 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 
 def _amount(text: str) -> Decimal:
-    """An amount of money on the command line: a plain decimal, zero or more."""
+    """An amount of money on the command line, as :func:`oxen_queue._money.amount` reads it:
+    a plain decimal from 0 to 10**12 with at most 18 decimal places (argparse makes a refusal
+    a one-line usage error, exit status 2)."""
     try:
-        amount = Decimal(text.strip())
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not an amount: {text!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise argparse.ArgumentTypeError(f"not an amount of zero or more: {text!r}")
-    return amount
+        return amount(text)
+    except AmountError as exc:
+        raise argparse.ArgumentTypeError(
+            f"not an amount from 0 to 10**12 with at most 18 decimal places: {exc}"
+        ) from None
 
 
 def _request_options(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ from rich.markup import escape
 from .._batch import BatchItem, as_completed, run_batch
 from .._exceptions import AmbiguousEnqueueError, BudgetExceededError, OxenError
 from .._models import GenerationRecord
+from .._money import total
 from ._cost import charged_costs, estimate, money, plan_budget, totals
 from ._display import (
     BatchView,
@@ -292,7 +293,7 @@ async def _print_costs(
     line = (
         f"cost of {plural(len(made), 'generation')}: estimated {money(estimated)}"
         f"{f' (+{unknown} unknown)' if unknown else ''}, charged "
-        f"{money(sum(known, Decimal(0)))}"
+        f"{money(total(known))}"
     )
     pending = len(ids) - len(known)
     if pending:
