@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import json
 import os
+import re
 import signal
 import threading
 import time
 import typing
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,10 +25,12 @@ from oxen_queue import (
     AsyncClient,
     Client,
     ClientClosedError,
+    GenerationCancelledError,
     GenerationFailedError,
     GenerationTimeoutError,
     InvalidParamsError,
     PollPolicy,
+    SyncGeneration,
 )
 
 from .fakes import FakeAPI
@@ -210,38 +215,132 @@ def test_init_forwards_every_argument_to_the_async_client(
     assert all(seen[name] is values[name] for name in names)
 
 
-# The blocking client's return types differ (SyncGeneration for Generation); its batch() takes
-# no progress callbacks, which would run on the client's event loop thread, not the caller's.
+# The blocking client is generated from AsyncClient (.ci/codegen.py); these tests check the
+# result on their own terms. Its handle types are the blocking forms; aclose() is close(); its
+# batch() takes no progress callbacks, which would run on the client's event loop thread, not
+# the caller's.
+SYNC_NAMES = {"aclose": "close"}
 SYNC_DIFFERENCES = {"batch": {"on_enqueued", "on_finished"}}
-SYNC_RETURNS = {"Generation": "SyncGeneration", "list[Generation]": "list[SyncGeneration]"}
+SYNC_TYPES = {
+    "Generation": "SyncGeneration",
+    "GenerationHistory": "SyncGenerationHistory",
+    "AsyncClient": "Client",
+}
+
+
+def _blocking(annotation: Any) -> Any:
+    """An AsyncClient annotation (a string: both modules defer them) as Client writes it."""
+    if not isinstance(annotation, str):
+        return annotation
+    return re.sub(r"\b(\w+)\b", lambda m: SYNC_TYPES.get(m[1], m[1]), annotation)
 
 
 def _shared_operations() -> list[str]:
     return sorted(
         name
-        for name, _ in inspect.getmembers(AsyncClient, inspect.isfunction)
-        if not name.startswith("_") and name != "aclose"
+        for name, value in inspect.getmembers(AsyncClient)
+        if not name.startswith("_") and (inspect.isfunction(value) or isinstance(value, property))
     )
+
+
+def test_the_blocking_client_has_every_public_operation_and_property_and_no_other() -> None:
+    blocking = {
+        name
+        for name, value in inspect.getmembers(Client)
+        if not name.startswith("_") and (inspect.isfunction(value) or isinstance(value, property))
+    }
+    assert blocking == {SYNC_NAMES.get(name, name) for name in _shared_operations()}
 
 
 @pytest.mark.parametrize("name", _shared_operations())
 def test_every_operation_takes_the_async_clients_parameters(name: str) -> None:
-    """Same names, kinds, defaults and, but for the handle types, annotations."""
-    sync, asynchronous = getattr(Client, name), getattr(AsyncClient, name)
-
-    def comparable(function: Callable[..., Any]) -> list[tuple[str, Any, Any]]:
-        skip = SYNC_DIFFERENCES.get(name, set())
-        return [(n, k, d) for n, k, d, _ in _parameters(function) if n not in skip]
-
-    assert comparable(sync) == comparable(asynchronous)
+    """Same names, kinds, defaults and annotations (the handle types mapped), overloads too."""
+    sync, asynchronous = getattr(Client, SYNC_NAMES.get(name, name)), getattr(AsyncClient, name)
+    if isinstance(asynchronous, property):
+        assert isinstance(sync, property)
+        sync, asynchronous = sync.fget, asynchronous.fget
+    skip = SYNC_DIFFERENCES.get(name, set())
+    expected = [
+        (n, kind, default, _blocking(annotation))
+        for n, kind, default, annotation in _parameters(asynchronous)
+        if n not in skip
+    ]
+    assert _parameters(sync) == expected
+    returns = [inspect.signature(f).return_annotation for f in (sync, asynchronous)]
+    assert returns[0] == _blocking(returns[1])
     overloads = [typing.get_overloads(f) for f in (sync, asynchronous)]
     assert len(overloads[0]) == len(overloads[1])
     for sync_overload, async_overload in zip(*overloads, strict=True):
-        assert _parameters(sync_overload) == _parameters(async_overload)
-        returns = inspect.signature(async_overload).return_annotation
-        assert inspect.signature(sync_overload).return_annotation == SYNC_RETURNS.get(
-            returns, returns
-        )
+        assert _parameters(sync_overload) == [
+            (n, k, d, _blocking(a)) for n, k, d, a in _parameters(async_overload)
+        ]
+        returns = [inspect.signature(f).return_annotation for f in (sync_overload, async_overload)]
+        assert returns[0] == _blocking(returns[1])
+
+
+def test_pending_is_a_live_view_of_blocking_handles() -> None:
+    api = FakeAPI(lifecycle=["queued"] * 100_000)  # pending until cancelled
+    with sync_client(api) as client:
+        pending = client.pending
+        generation = client.enqueue("gpt-image-2", prompt="ox")
+        assert list(pending) == [generation.id]
+        assert len(pending) == 1
+        held = pending[generation.id]
+        assert isinstance(held, SyncGeneration)
+        assert held.id == generation.id
+        held.cancel()
+        with pytest.raises(GenerationCancelledError):
+            generation.result(timeout=5)
+        assert generation.id not in pending
+        assert len(client.pending) == 0
+        with pytest.raises(KeyError):
+            pending[generation.id]
+
+
+def test_cancel_and_download_take_a_blocking_handle(tmp_path: Path) -> None:
+    """A SyncGeneration given to a Client method is the generation it wraps."""
+    api = FakeAPI(lifecycle=["queued"] * 100_000)
+    serve_files(api)
+    with sync_client(api) as client:
+        generation = client.enqueue("gpt-image-2", prompt="ox")
+        client.cancel(generation)
+        with pytest.raises(GenerationCancelledError):
+            generation.result(timeout=5)
+        with pytest.raises(GenerationCancelledError):
+            client.download(generation, tmp_path)
+    assert api.calls.get(f"DELETE /api/ai/queue/{generation.id}") == 1
+
+
+def test_a_view_has_its_own_defaults_and_shares_the_clients_lifetime() -> None:
+    api = FakeAPI()
+    client = sync_client(api)
+    view = client.with_options(validate=False)
+    assert isinstance(view, Client)
+    with pytest.raises(InvalidParamsError, match="resolution"):
+        client.enqueue("gpt-image-2", prompt="ox", resolution="999x999")
+    unchecked = view.enqueue("gpt-image-2", prompt="ox", resolution="999x999")
+    assert unchecked.result(timeout=5).status == "succeeded"
+    view.close()
+    with pytest.raises(ClientClosedError):
+        client.enqueue("gpt-image-2", prompt="ox")
+    assert client.stats.pending == 0  # a closed client's counters are still read
+
+
+def test_work_refused_by_a_closed_client_leaves_no_coroutine_unawaited() -> None:
+    client = sync_client(FakeAPI())
+    client.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            with pytest.raises(ClientClosedError):
+                client.generate("gpt-image-2", prompt="ox")
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+    # Plain methods are refused by the AsyncClient itself, called here once the loop is gone.
+    with pytest.raises(ClientClosedError):
+        client.generation("some-id")
+    with pytest.raises(ClientClosedError):
+        client.iter_generations()
 
 
 def test_ctrl_c_interrupts_generate_and_cancels_the_job_upstream() -> None:

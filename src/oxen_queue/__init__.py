@@ -55,13 +55,13 @@ from ._models import ModelPricing as ModelPricing
 from ._models import PricingMethod as PricingMethod
 from ._models import VideoResult as VideoResult
 from ._models import VideosResponse as VideosResponse
-from ._params import GptImage2EditOptions as GptImage2EditOptions
+from ._options import GptImage2EditOptions as GptImage2EditOptions
+from ._options import GptImage2Options as GptImage2Options
+from ._options import KlingV26ProTextToVideoOptions as KlingV26ProTextToVideoOptions
 from ._params import GptImage2EditParams as GptImage2EditParams
-from ._params import GptImage2Options as GptImage2Options
 from ._params import GptImage2Params as GptImage2Params
 from ._params import KlingAspectRatio as KlingAspectRatio
 from ._params import KlingDuration as KlingDuration
-from ._params import KlingV26ProTextToVideoOptions as KlingV26ProTextToVideoOptions
 from ._params import KlingV26ProTextToVideoParams as KlingV26ProTextToVideoParams
 from ._params import OutputFormat as OutputFormat
 from ._params import Quality as Quality
@@ -69,9 +69,9 @@ from ._params import Resolution as Resolution
 from ._poll import PollPolicy as PollPolicy
 from ._retry import RetryPolicy as RetryPolicy
 from ._stats import ClientStats as ClientStats
-from ._sync import Client as Client
 from ._sync import SyncGeneration as SyncGeneration
 from ._sync import SyncGenerationHistory as SyncGenerationHistory
+from ._sync_client import Client as Client
 from ._types import DEFAULT as DEFAULT
 from ._types import Default as Default
 from ._version import __version__ as __version__

@@ -26,14 +26,7 @@ from ._ledger import Ledger, open_ledger
 from ._ledger._memory import MemoryLedger
 from ._models import GenerationRecord
 from ._money import AmountError, amount
-from ._params import (
-    GptImage2EditOptions,
-    GptImage2Options,
-    KlingV26ProTextToVideoOptions,
-    ParamChecker,
-    check_count,
-    merge_extra,
-)
+from ._params import ParamChecker, check_count, merge_extra
 from ._parts import Options
 from ._poll import PollPolicy
 from ._results import ResultOperations
@@ -45,6 +38,7 @@ from ._watch import CompletionMode, make_watcher
 if TYPE_CHECKING:
     from ._batch import BatchItem, ProgressCallback
     from ._budget import SpendSummary
+    from ._options import GptImage2EditOptions, GptImage2Options, KlingV26ProTextToVideoOptions
     from ._stats import ClientStats
 
 __all__ = ["AsyncClient"]
@@ -307,6 +301,7 @@ class AsyncClient(ResultOperations, BlockingOperations):
 
     # -- enqueueing ---------------------------------------------------------------------
 
+    # --- begin generated: overloads of enqueue, one per typed model (.ci/codegen.py) ---
     @overload
     async def enqueue(
         self,
@@ -358,6 +353,8 @@ class AsyncClient(ResultOperations, BlockingOperations):
         extra_params: Mapping[str, Any] | None = ...,
         **params: Any,
     ) -> Generation: ...
+
+    # --- end generated: overloads of enqueue ---
 
     async def enqueue(
         self,
@@ -497,6 +494,7 @@ class AsyncClient(ResultOperations, BlockingOperations):
             )
         return track.generations
 
+    # --- begin generated: overloads of generate, one per typed model (.ci/codegen.py) ---
     @overload
     async def generate(
         self,
@@ -548,6 +546,8 @@ class AsyncClient(ResultOperations, BlockingOperations):
         extra_params: Mapping[str, Any] | None = ...,
         **params: Any,
     ) -> GenerationRecord: ...
+
+    # --- end generated: overloads of generate ---
 
     async def generate(
         self,

@@ -9,13 +9,18 @@ parameters (:class:`GptImage2Params`, :class:`GptImage2EditParams`,
 :class:`KlingV26ProTextToVideoParams`, with their pages' enums and defaults). Any other model is
 checked against the JSON Schema the server publishes for it (``GET /api/ai/models/{id}``), with
 :func:`check_against_schema`.
+
+Each typed model is declared here once, as its ``*Params`` class registered in ``_TYPED``. What
+repeats it is generated from this source by ``.ci/codegen.py``: the ``*Options`` TypedDicts
+(``_options.py``), the ``enqueue``/``generate`` overloads of both clients, and the blocking
+``Client``. After changing a model, run ``uv run python .ci/codegen.py``.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args, get_origin
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -28,13 +33,10 @@ from ._exceptions import InvalidParamsError, NotFoundError
 
 __all__ = [
     "QUEUE_FIELDS",
-    "GptImage2EditOptions",
     "GptImage2EditParams",
-    "GptImage2Options",
     "GptImage2Params",
     "KlingAspectRatio",
     "KlingDuration",
-    "KlingV26ProTextToVideoOptions",
     "KlingV26ProTextToVideoParams",
     "OutputFormat",
     "ParamChecker",
@@ -81,21 +83,6 @@ class GptImage2Params(BaseModel):
     resolution: Resolution = "1920x1080"
     quality: Quality = "high"
     output_format: OutputFormat = "png"
-
-
-class GptImage2Options(TypedDict, total=False):
-    """The optional keyword arguments of a ``gpt-image-2`` request, for editors and type checkers.
-
-    Defaults (applied by the server when a key is left out): ``resolution="1920x1080"``,
-    ``quality="high"``, ``output_format="png"``.
-    """
-
-    resolution: Resolution
-    quality: Quality
-    output_format: OutputFormat
-    target_namespace: str
-    target_repo: str
-    target_directory: str
 
 
 def _url(value: object, field: str) -> object:
@@ -151,23 +138,6 @@ class GptImage2EditParams(BaseModel):
         return _url(value, "mask")
 
 
-class GptImage2EditOptions(TypedDict, total=False):
-    """The optional keyword arguments of a ``gpt-image-2-edit`` request (``prompt`` and
-    ``input_image`` are required), for editors and type checkers.
-
-    Defaults (applied by the server when a key is left out): no mask,
-    ``resolution="1920x1080"``, ``quality="high"``, ``output_format="png"``.
-    """
-
-    mask: str
-    resolution: Resolution
-    quality: Quality
-    output_format: OutputFormat
-    target_namespace: str
-    target_repo: str
-    target_directory: str
-
-
 class KlingV26ProTextToVideoParams(BaseModel):
     """Parameters of ``kling-video-v2-6-pro-text-to-video``, as its model page lists them, with
     its defaults. Billed per second of output (``duration``), more with ``generate_audio``.
@@ -202,24 +172,8 @@ class KlingV26ProTextToVideoParams(BaseModel):
         return value
 
 
-class KlingV26ProTextToVideoOptions(TypedDict, total=False):
-    """The optional keyword arguments of a ``kling-video-v2-6-pro-text-to-video`` request
-    (``prompt`` is required), for editors and type checkers.
-
-    Defaults (applied by the server when a key is left out): ``aspect_ratio="16:9"``,
-    ``duration=5``, ``generate_audio=False``, ``cfg_scale=0.5``.
-    """
-
-    negative_prompt: str
-    aspect_ratio: KlingAspectRatio
-    duration: KlingDuration
-    generate_audio: bool
-    cfg_scale: float
-    target_namespace: str
-    target_repo: str
-    target_directory: str
-
-
+# The registry of typed models, read (as source) by .ci/codegen.py: a new model's *Params class
+# goes here, then its *Options is generated; export both in __init__.py and the API reference.
 _TYPED: Final[dict[str, type[BaseModel]]] = {
     "gpt-image-2": GptImage2Params,
     "gpt-image-2-edit": GptImage2EditParams,

@@ -1,10 +1,19 @@
-"""``Client``: the same operations without ``await``, for scripts and notebooks.
+"""What the blocking ``Client`` runs on: an event loop in a thread, and the blocking handles.
 
-It runs one :class:`AsyncClient` on an event loop of its own, in a daemon thread, and calls into
-it through anyio's blocking portal: there is no second copy of the logic. It works from plain
-scripts and from a thread whose own event loop is running (a notebook cell), since that loop is
-never used. Ctrl-C interrupts a wait cleanly: the waiting task is cancelled (a ``generate()``
-then cancels its job upstream) and ``KeyboardInterrupt`` propagates.
+:class:`Client` (generated from :class:`AsyncClient` into ``_sync_client.py`` by
+``.ci/codegen.py``) runs one :class:`AsyncClient` on an event loop of its own, in a daemon
+thread, and calls into it through anyio's blocking portal: there is no second copy of the logic.
+It works from plain scripts and from a thread whose own event loop is running (a notebook cell),
+since that loop is never used. Ctrl-C interrupts a wait cleanly: the waiting task is cancelled
+(a ``generate()`` then cancels its job upstream) and ``KeyboardInterrupt`` propagates.
+
+This module is the hand-written part the generated code delegates to:
+
+- :class:`Bridge`: the loop thread and the open ``AsyncClient`` a client and its views share;
+  ``run`` waits for a coroutine on the loop, ``call`` calls a plain function there;
+- the blocking handles: :class:`SyncGeneration`, :class:`SyncGenerationHistory`, and
+  :class:`SyncGenerationMap` (``Client.pending``);
+- :func:`unwrap`: a blocking handle given as an argument, as the ``Generation`` it wraps.
 """
 
 from __future__ import annotations
@@ -13,39 +22,28 @@ import concurrent.futures
 import functools
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from decimal import Decimal
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-import httpx
 from anyio.from_thread import BlockingPortal
 
 from ._client import AsyncClient
 from ._exceptions import ClientClosedError
-from ._models import GenerationRecord
-from ._poll import PollPolicy
-from ._retry import RetryPolicy
-from ._types import DEFAULT, Default
-from ._watch import CompletionMode
+from ._generation import Generation
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
+    from decimal import Decimal
 
-    from ._batch import BatchItem
-    from ._budget import SpendSummary
-    from ._generation import Generation
     from ._history import GenerationHistory
-    from ._models import GenerationPage, ImagesResponse, Model, VideosResponse
-    from ._params import GptImage2EditOptions, GptImage2Options, KlingV26ProTextToVideoOptions
-    from ._stats import ClientStats
+    from ._models import GenerationRecord
 
-__all__ = ["Client", "SyncGeneration", "SyncGenerationHistory"]
+__all__ = ["Bridge", "SyncGeneration", "SyncGenerationHistory", "SyncGenerationMap", "unwrap"]
 
-P = ParamSpec("P")
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class _LoopThread:
@@ -58,6 +56,7 @@ class _LoopThread:
         self._ready = threading.Event()
         self._portal: BlockingPortal | None = None
         self._error: BaseException | None = None
+        self.stopped = False
         self._thread = threading.Thread(target=self._main, name="oxen-queue-loop", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -85,547 +84,87 @@ class _LoopThread:
     def stop(self) -> None:
         self.portal.call(self.portal.stop)
         self._thread.join()
+        self.stopped = True
 
 
-class _Lifetime:
-    """What a Client and its views share: the open context of their AsyncClient."""
+class Bridge:
+    """The event loop thread of a :class:`Client` (and its views) and the open
+    :class:`AsyncClient` they share.
 
-    __slots__ = ("context",)
-
-    def __init__(self, context: AbstractContextManager[AsyncClient]) -> None:
-        self.context: AbstractContextManager[AsyncClient] | None = context
-
-
-class Client:
-    """A blocking client for Oxen.ai's generation queue.
-
-    Takes the same arguments as :class:`AsyncClient`, with the same defaults (see there).
-    Use it as a context manager, or keep it open (a notebook) and call :meth:`close` when
-    done::
-
-        with Client() as client:
-            record = client.generate("gpt-image-2", prompt="An ox at sunset")
-            client.download(record, "ox.png")
-
-    Raises:
-        InvalidParamsError: No API key, or an unusable base URL (as :class:`AsyncClient`).
+    Every call from the client's thread into the ``AsyncClient`` goes through it: coroutines
+    with :meth:`run`, plain functions and properties with :meth:`call`, so that the client's
+    state is only ever touched on its own loop.
     """
 
+    __slots__ = ("_context", "_loop")
+
     def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        completion: CompletionMode = "auto",
-        poll_policy: PollPolicy | None = None,
-        shared_poll_interval: float = 1.0,
-        backstop_interval: float = 10.0,
-        retry: RetryPolicy | None = None,
-        timeout: float | httpx.Timeout = 30.0,
-        stall_timeout: float = 45.0,
-        max_concurrency: int | None = None,
-        max_downloads: int = 8,
-        ledger: str | None = None,
-        validate: bool = True,
-        max_download_bytes: int | None = 1 << 30,
-        allow_insecure_http: bool = False,
-        verify: bool = True,
-        transport: httpx.AsyncBaseTransport | None = None,
-        max_spend: Decimal | int | None = None,
+        self, loop: _LoopThread, context: AbstractContextManager[AsyncClient] | None
     ) -> None:
-        # Spelled out (not **options) so editors and type checkers see them; a test keeps
-        # them identical to AsyncClient's, defaults included.
-        options: dict[str, Any] = {
-            "api_key": api_key,
-            "base_url": base_url,
-            "completion": completion,
-            "poll_policy": poll_policy,
-            "shared_poll_interval": shared_poll_interval,
-            "backstop_interval": backstop_interval,
-            "retry": retry,
-            "timeout": timeout,
-            "stall_timeout": stall_timeout,
-            "max_concurrency": max_concurrency,
-            "max_downloads": max_downloads,
-            "ledger": ledger,
-            "validate": validate,
-            "max_download_bytes": max_download_bytes,
-            "allow_insecure_http": allow_insecure_http,
-            "verify": verify,
-            "transport": transport,
-            "max_spend": max_spend,
-        }
-        self._loop = _LoopThread()
+        self._loop = loop
+        self._context = context
+
+    @classmethod
+    def open(cls, options: dict[str, Any]) -> tuple[Bridge, AsyncClient]:
+        """Start a loop thread, make an ``AsyncClient(**options)`` on it and open it.
+
+        Raises:
+            InvalidParamsError: As ``AsyncClient`` (the thread is stopped first).
+        """
+        loop = _LoopThread()
         try:
-            self._async = self._loop.portal.call(functools.partial(_make_client, options))
-            context = self._loop.portal.wrap_async_context_manager(self._async)
+            client = loop.portal.call(functools.partial(_make_client, options))
+            context = loop.portal.wrap_async_context_manager(client)
             context.__enter__()
         except BaseException:
-            self._loop.stop()
+            loop.stop()
             raise
-        self._lifetime = _Lifetime(context)
+        return cls(loop, context), client
 
-    def __repr__(self) -> str:
-        return f"<Client of {self._async!r}>"
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (the loop may still be winding down)."""
+        return self._context is None
 
-    def __enter__(self) -> Self:
-        return self
+    def run(self, awaitable: Awaitable[T]) -> T:
+        """Wait for an awaitable (an ``AsyncClient`` call, made in the caller's thread) on the
+        loop, interruptibly: Ctrl-C cancels it there and propagates.
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        Raises:
+            ClientClosedError: The client is closed (the awaitable is closed unawaited).
+        """
+        if self._context is None:
+            _discard(awaitable)
+            raise ClientClosedError("this Client is closed; make a new one")
+        try:
+            future = self._loop.portal.start_task_soon(_await, awaitable)
+        except RuntimeError:
+            _discard(awaitable)
+            if self._context is None:  # closed by another thread since the check above
+                raise ClientClosedError("this Client is closed; make a new one") from None
+            raise
+        return _wait(future)
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Call a plain function on the loop's thread and return what it returns (an awaitable
+        is returned as it is, not awaited).
+
+        Once the loop has stopped, nothing else touches the client's state: the function is
+        called in the caller's thread, and the client's own checks answer (a closed client
+        refuses work with ``ClientClosedError``, its ``stats`` are still read).
+        """
+        if self._loop.stopped:
+            return function()
+        return self._loop.portal.call(_returning, function)
 
     def close(self) -> None:
-        """Close the client (and its views) and stop its event loop. Jobs carry on."""
-        context, self._lifetime.context = self._lifetime.context, None
+        """Close the ``AsyncClient`` and stop the loop thread; idempotent."""
+        context, self._context = self._context, None
         if context is not None:
             try:
                 context.__exit__(None, None, None)
             finally:
                 self._loop.stop()
-
-    def with_options(
-        self,
-        *,
-        timeout: float | httpx.Timeout | Default = DEFAULT,
-        validate: bool | Default = DEFAULT,
-        deadline: float | Default | None = DEFAULT,
-    ) -> Client:
-        """A view of this client with other defaults; see :meth:`AsyncClient.with_options`."""
-        view = object.__new__(Client)
-        view._loop = self._loop
-        view._lifetime = self._lifetime
-        view._async = self._async.with_options(
-            timeout=timeout, validate=validate, deadline=deadline
-        )
-        return view
-
-    @property
-    def stats(self) -> ClientStats:
-        """A snapshot of the client's counters; see :attr:`AsyncClient.stats`."""
-        return self._loop.portal.call(lambda: self._async.stats)
-
-    @property
-    def spend(self) -> SpendSummary | None:
-        """What the client has committed against its ``max_spend``; see
-        :attr:`AsyncClient.spend`."""
-        return self._loop.portal.call(lambda: self._async.spend)
-
-    def _run(self, function: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a coroutine function on the client's loop and wait for it, interruptibly."""
-        if self._lifetime.context is None:
-            raise ClientClosedError("this Client is closed; make a new one")
-        return _wait(
-            self._loop.portal.start_task_soon(functools.partial(function, *args, **kwargs))
-        )
-
-    # -- the operations -----------------------------------------------------------------
-
-    @overload
-    def enqueue(
-        self,
-        model: Literal["gpt-image-2"],
-        /,
-        *,
-        prompt: str,
-        deadline: float | Default | None = ...,
-        validate: bool | None = ...,
-        extra_params: Mapping[str, Any] | None = ...,
-        **params: Unpack[GptImage2Options],
-    ) -> SyncGeneration: ...
-
-    @overload
-    def enqueue(
-        self,
-        model: Literal["gpt-image-2-edit"],
-        /,
-        *,
-        prompt: str,
-        input_image: str | list[str],
-        deadline: float | Default | None = ...,
-        validate: bool | None = ...,
-        extra_params: Mapping[str, Any] | None = ...,
-        **params: Unpack[GptImage2EditOptions],
-    ) -> SyncGeneration: ...
-
-    @overload
-    def enqueue(
-        self,
-        model: Literal["kling-video-v2-6-pro-text-to-video"],
-        /,
-        *,
-        prompt: str,
-        deadline: float | Default | None = ...,
-        validate: bool | None = ...,
-        extra_params: Mapping[str, Any] | None = ...,
-        **params: Unpack[KlingV26ProTextToVideoOptions],
-    ) -> SyncGeneration: ...
-
-    @overload
-    def enqueue(
-        self,
-        model: str,
-        /,
-        *,
-        deadline: float | Default | None = ...,
-        validate: bool | None = ...,
-        extra_params: Mapping[str, Any] | None = ...,
-        **params: Any,
-    ) -> SyncGeneration: ...
-
-    def enqueue(
-        self,
-        model: str,
-        /,
-        *,
-        deadline: float | Default | None = DEFAULT,
-        validate: bool | None = None,
-        extra_params: Mapping[str, Any] | None = None,
-        **params: Any,
-    ) -> SyncGeneration:
-        """Enqueue one generation; see :meth:`AsyncClient.enqueue`."""
-
-        async def enqueue() -> Generation:
-            return await self._async.enqueue(
-                model, deadline=deadline, validate=validate, extra_params=extra_params, **params
-            )
-
-        return SyncGeneration(self, self._run(enqueue))
-
-    def enqueue_many(
-        self,
-        model: str,
-        /,
-        num_generations: int,
-        *,
-        deadline: float | Default | None = DEFAULT,
-        validate: bool | None = None,
-        extra_params: Mapping[str, Any] | None = None,
-        **params: Any,
-    ) -> list[SyncGeneration]:
-        """Enqueue ``num_generations`` generations of one request; see
-        :meth:`AsyncClient.enqueue_many`."""
-        generations = self._run(
-            self._async.enqueue_many,
-            model,
-            num_generations,
-            deadline=deadline,
-            validate=validate,
-            extra_params=extra_params,
-            **params,
-        )
-        return [SyncGeneration(self, g) for g in generations]
-
-    @overload
-    def generate(
-        self,
-        model: Literal["gpt-image-2"],
-        /,
-        *,
-        prompt: str,
-        deadline: float | Default | None = ...,
-        validate: bool | None = ...,
-        extra_params: Mapping[str, Any] | None = ...,
-        **params: Unpack[GptImage2Options],
-    ) -> GenerationRecord: ...
-
-    @overload
-    def generate(
-        self,
-        model: Literal["gpt-image-2-edit"],
-        /,
-        *,
-        prompt: str,
-        input_image: str | list[str],
-        deadline: float | Default | None = ...,
-        validate: bool | None = ...,
-        extra_params: Mapping[str, Any] | None = ...,
-        **params: Unpack[GptImage2EditOptions],
-    ) -> GenerationRecord: ...
-
-    @overload
-    def generate(
-        self,
-        model: Literal["kling-video-v2-6-pro-text-to-video"],
-        /,
-        *,
-        prompt: str,
-        deadline: float | Default | None = ...,
-        validate: bool | None = ...,
-        extra_params: Mapping[str, Any] | None = ...,
-        **params: Unpack[KlingV26ProTextToVideoOptions],
-    ) -> GenerationRecord: ...
-
-    @overload
-    def generate(
-        self,
-        model: str,
-        /,
-        *,
-        deadline: float | Default | None = ...,
-        validate: bool | None = ...,
-        extra_params: Mapping[str, Any] | None = ...,
-        **params: Any,
-    ) -> GenerationRecord: ...
-
-    def generate(
-        self,
-        model: str,
-        /,
-        *,
-        deadline: float | Default | None = DEFAULT,
-        validate: bool | None = None,
-        extra_params: Mapping[str, Any] | None = None,
-        **params: Any,
-    ) -> GenerationRecord:
-        """Enqueue and wait; Ctrl-C cancels the job upstream. See :meth:`AsyncClient.generate`."""
-
-        async def generate() -> GenerationRecord:
-            return await self._async.generate(
-                model, deadline=deadline, validate=validate, extra_params=extra_params, **params
-            )
-
-        return self._run(generate)
-
-    def generate_images(
-        self,
-        model: str,
-        /,
-        *,
-        prompt: str,
-        n: int | None = None,
-        response_format: Literal["url", "b64_json"] | None = None,
-        timeout: float = 600.0,
-        validate: bool | None = None,
-        **params: Any,
-    ) -> ImagesResponse:
-        """The blocking endpoint; see :meth:`AsyncClient.generate_images`."""
-        return self._run(
-            self._async.generate_images,
-            model,
-            prompt=prompt,
-            n=n,
-            response_format=response_format,
-            timeout=timeout,
-            validate=validate,
-            **params,
-        )
-
-    def recover(self, *, wait: float | None = 120.0) -> list[SyncGeneration]:
-        """Every job the ledger knows as unfinished; see :meth:`AsyncClient.recover`."""
-        return [SyncGeneration(self, g) for g in self._run(self._async.recover, wait=wait)]
-
-    def edit_images(
-        self,
-        model: str,
-        /,
-        *,
-        prompt: str,
-        input_image: str | list[str],
-        n: int | None = None,
-        response_format: Literal["url", "b64_json"] | None = None,
-        timeout: float = 600.0,
-        validate: bool | None = None,
-        **params: Any,
-    ) -> ImagesResponse:
-        """The blocking edit endpoint; see :meth:`AsyncClient.edit_images`."""
-        return self._run(
-            self._async.edit_images,
-            model,
-            prompt=prompt,
-            input_image=input_image,
-            n=n,
-            response_format=response_format,
-            timeout=timeout,
-            validate=validate,
-            **params,
-        )
-
-    def generate_videos(
-        self,
-        model: str,
-        /,
-        *,
-        prompt: str | None = None,
-        n: int | None = None,
-        response_format: Literal["url", "b64_json"] | None = None,
-        timeout: float = 1800.0,
-        validate: bool | None = None,
-        **params: Any,
-    ) -> VideosResponse:
-        """The blocking video endpoint; see :meth:`AsyncClient.generate_videos`."""
-        return self._run(
-            self._async.generate_videos,
-            model,
-            prompt=prompt,
-            n=n,
-            response_format=response_format,
-            timeout=timeout,
-            validate=validate,
-            **params,
-        )
-
-    def estimate_cost(
-        self,
-        model: str,
-        /,
-        *,
-        num_generations: int = 1,
-        validate: bool | None = None,
-        **params: Any,
-    ) -> Decimal:
-        """What a request would cost; see :meth:`AsyncClient.estimate_cost`."""
-        return self._run(
-            self._async.estimate_cost,
-            model,
-            num_generations=num_generations,
-            validate=validate,
-            **params,
-        )
-
-    def generation(
-        self, generation_id: str, *, deadline: float | Default | None = DEFAULT
-    ) -> SyncGeneration:
-        """Reattach to a generation by id; see :meth:`AsyncClient.generation`."""
-
-        async def reattach() -> Generation:
-            # A coroutine, not the bare method: the portal awaits anything awaitable a plain
-            # function returns, and a Generation is awaitable (it would wait for the result).
-            return self._async.generation(generation_id, deadline=deadline)
-
-        return SyncGeneration(self, self._run(reattach))
-
-    def get_generation(self, generation_id: str) -> GenerationRecord:
-        """The current row of a generation."""
-        return self._run(self._async.get_generation, generation_id)
-
-    def get_generation_details(self, generation_id: str) -> GenerationRecord:
-        """A generation's history row, with its cost; see
-        :meth:`AsyncClient.get_generation_details`."""
-        return self._run(self._async.get_generation_details, generation_id)
-
-    def cancel(self, generation: SyncGeneration | str) -> None:
-        """Cancel a generation upstream."""
-        target = generation.id if isinstance(generation, SyncGeneration) else generation
-        self._run(self._async.cancel, target)
-
-    def list_queue(
-        self,
-        *,
-        model: str | None = None,
-        status: str | None = None,
-        media_type: Literal["image", "video"] | None = None,
-        namespace: str | None = None,
-        repo: str | None = None,
-        folder: str | None = None,
-    ) -> list[GenerationRecord]:
-        """Active rows (or rows of ``status``); see :meth:`AsyncClient.list_queue`."""
-        return self._run(
-            self._async.list_queue,
-            model=model,
-            status=status,
-            media_type=media_type,
-            namespace=namespace,
-            repo=repo,
-            folder=folder,
-        )
-
-    def list_generations(
-        self,
-        *,
-        page: int = 1,
-        page_size: int = 50,
-        model: str | None = None,
-        status: str | None = None,
-        media_type: Literal["image", "video"] | None = None,
-        namespace: str | None = None,
-        repo: str | None = None,
-        folder: str | None = None,
-    ) -> GenerationPage:
-        """A page of history; see :meth:`AsyncClient.list_generations`."""
-        return self._run(
-            self._async.list_generations,
-            page=page,
-            page_size=page_size,
-            model=model,
-            status=status,
-            media_type=media_type,
-            namespace=namespace,
-            repo=repo,
-            folder=folder,
-        )
-
-    def iter_generations(
-        self,
-        *,
-        model: str | None = None,
-        status: str | None = None,
-        media_type: Literal["image", "video"] | None = None,
-        namespace: str | None = None,
-        repo: str | None = None,
-        folder: str | None = None,
-        page_size: int = 100,
-    ) -> SyncGenerationHistory:
-        """Every matching row of the history, page after page (``for record in ...``); see
-        :meth:`AsyncClient.iter_generations`."""
-
-        async def start() -> GenerationHistory:
-            return self._async.iter_generations(
-                model=model,
-                status=status,
-                media_type=media_type,
-                namespace=namespace,
-                repo=repo,
-                folder=folder,
-                page_size=page_size,
-            )
-
-        return SyncGenerationHistory(self, self._run(start))
-
-    def get_model(self, model_id: str) -> Model:
-        """A model and its parameter schema."""
-        return self._run(self._async.get_model, model_id)
-
-    def list_models(self) -> list[Model]:
-        """Every model."""
-        return self._run(self._async.list_models)
-
-    def download(
-        self,
-        source: SyncGeneration | GenerationRecord | str,
-        path: str | os.PathLike[str] | None = None,
-    ) -> Path:
-        """Save a generation's result file and return its path; see
-        :meth:`AsyncClient.download`.
-
-        Args:
-            source: A finished record, a generation or a generation id (waited for first).
-            path: A file path, or a directory (also any path ending with ``/``), or ``None``
-                for the current directory.
-        """
-        return self._run(self._async.download, _unwrap(source), path)
-
-    def read(self, source: SyncGeneration | GenerationRecord | str) -> bytes:
-        """A generation's result file, in memory; see :meth:`AsyncClient.read`.
-
-        Args:
-            source: A finished record, a generation or a generation id (waited for first).
-        """
-        return self._run(self._async.read, _unwrap(source))
-
-    def batch(
-        self,
-        model: str,
-        requests: Iterable[Mapping[str, Any] | BatchItem],
-        *,
-        concurrency: int = 32,
-    ) -> list[BatchItem]:
-        """Run many requests and wait for all; see :func:`oxen_queue.run_batch`."""
-        return self._run(self._async.batch, model, requests, concurrency=concurrency)
 
 
 class SyncGenerationHistory:
@@ -635,10 +174,10 @@ class SyncGenerationHistory:
     (each page is fetched when the rows before it have been consumed).
     """
 
-    __slots__ = ("_client", "_history")
+    __slots__ = ("_bridge", "_history")
 
-    def __init__(self, client: Client, history: GenerationHistory) -> None:
-        self._client = client
+    def __init__(self, bridge: Bridge, history: GenerationHistory) -> None:
+        self._bridge = bridge
         self._history = history
 
     def __repr__(self) -> str:
@@ -674,7 +213,7 @@ class SyncGenerationHistory:
             except StopAsyncIteration:
                 return None
 
-        record = self._client._run(step)
+        record = self._bridge.run(step())
         if record is None:
             raise StopIteration
         return record
@@ -687,10 +226,10 @@ class SyncGeneration:
         id: The generation id.
     """
 
-    __slots__ = ("_client", "_generation", "id")
+    __slots__ = ("_bridge", "_generation", "id")
 
-    def __init__(self, client: Client, generation: Generation) -> None:
-        self._client = client
+    def __init__(self, bridge: Bridge, generation: Generation) -> None:
+        self._bridge = bridge
         self._generation = generation
         self.id = generation.id
 
@@ -718,11 +257,11 @@ class SyncGeneration:
             TimeoutError: ``timeout`` expired.
             KeyboardInterrupt: Ctrl-C; the wait is abandoned, the generation carries on.
         """
-        return self._client._run(self._generation.wait, timeout=timeout)
+        return self._bridge.run(self._generation.wait(timeout=timeout))
 
     def cancel(self) -> None:
         """Cancel the job upstream."""
-        self._client._run(self._generation.cancel)
+        self._bridge.run(self._generation.cancel())
 
     def updates(self) -> Iterator[GenerationRecord]:
         """Each status change, as a record, until the final one; blocks between them.
@@ -738,24 +277,68 @@ class SyncGeneration:
             return await anext(updates, None)
 
         try:
-            while (record := self._client._run(step)) is not None:
+            while (record := self._bridge.run(step())) is not None:
                 yield record
         finally:
-            if self._client._lifetime.context is not None:  # else the loop is gone with it
-                self._client._run(updates.aclose)
+            if not self._bridge.closed:  # else the loop is gone with it
+                self._bridge.run(updates.aclose())
 
     def download(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Wait for the result, then save it."""
-        return self._client._run(self._generation.download, path)
+        return self._bridge.run(self._generation.download(path))
 
 
-def _unwrap(source: SyncGeneration | GenerationRecord | str) -> Generation | GenerationRecord | str:
-    return source._generation if isinstance(source, SyncGeneration) else source
+class SyncGenerationMap(Mapping[str, SyncGeneration]):
+    """A read-only view of generations by id (``Client.pending``), read on the client's loop:
+    each lookup sees the current state, each item is a :class:`SyncGeneration`."""
+
+    __slots__ = ("_bridge", "_generations")
+
+    def __init__(self, bridge: Bridge, generations: Mapping[str, Generation]) -> None:
+        self._bridge = bridge
+        self._generations = generations
+
+    def __getitem__(self, generation_id: str) -> SyncGeneration:
+        generation = self._bridge.call(lambda: self._generations[generation_id])
+        return SyncGeneration(self._bridge, generation)
+
+    def __iter__(self) -> Iterator[str]:
+        # The ids as they are now: the loop may add or drop some while the caller iterates.
+        return iter(self._bridge.call(lambda: list(self._generations)))
+
+    def __len__(self) -> int:
+        return self._bridge.call(lambda: len(self._generations))
+
+    def __repr__(self) -> str:
+        return f"<SyncGenerationMap of {len(self)} generations>"
+
+
+def unwrap(value: SyncGeneration | U) -> Generation | U:
+    """A blocking handle given to a ``Client`` method, as the ``Generation`` it wraps (any
+    other value as it is), for the ``AsyncClient`` method it delegates to."""
+    return value._generation if isinstance(value, SyncGeneration) else value
 
 
 async def _make_client(options: dict[str, Any]) -> AsyncClient:
     # Made on the loop's own thread: everything it creates belongs to that loop.
     return AsyncClient(**options)
+
+
+async def _await(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+async def _returning(function: Callable[[], T]) -> T:
+    # A coroutine, not the bare function: the portal awaits anything awaitable a plain
+    # function returns, and a Generation is awaitable (it would wait for the result).
+    return function()
+
+
+def _discard(awaitable: Awaitable[Any]) -> None:
+    # A coroutine made for a call that will not run: closed, so that it is not reported
+    # as never awaited.
+    if isinstance(awaitable, Coroutine):
+        awaitable.close()
 
 
 def _wait(future: concurrent.futures.Future[T]) -> T:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import assert_type
@@ -160,6 +161,41 @@ async def check_edits_videos_and_cost(client: AsyncClient, blocking: Client) -> 
     Client(max_spend=25)
     AsyncClient(max_spend=25.5)  # type: ignore[arg-type]
     await client.list_queue(repo="r", folder="f", namespace="n", status="queued")
+
+
+async def check_the_blocking_client_maps_every_handle_type(
+    client: AsyncClient, blocking: Client
+) -> None:
+    """Client is generated from AsyncClient: the same surface, with each handle type mapped
+    (Generation -> SyncGeneration, GenerationHistory -> SyncGenerationHistory, AsyncClient ->
+    Client), and the async handles refused by the blocking client and the other way round."""
+    assert_type(client.pending, Mapping[str, Generation])
+    assert_type(blocking.pending, Mapping[str, SyncGeneration])
+    assert_type(client.with_options(validate=False), AsyncClient)
+    assert_type(blocking.with_options(validate=False, deadline=None), Client)
+    assert_type(await client.recover(wait=None), list[Generation])
+    assert_type(blocking.recover(wait=None), list[SyncGeneration])
+    assert_type(blocking.generation("id", deadline=5), SyncGeneration)
+    assert_type(blocking.iter_generations(), SyncGenerationHistory)
+    with Client() as opened:
+        assert_type(opened, Client)
+    blocking.close()
+    async_generation = client.generation("id")
+    sync_generation = blocking.generation("id")
+    blocking.cancel(sync_generation)
+    blocking.cancel(async_generation)  # type: ignore[arg-type]
+    await client.cancel(sync_generation)  # type: ignore[arg-type]
+    blocking.read(async_generation)  # type: ignore[arg-type]
+    # The blocking batch() takes no progress callbacks (they would run on the loop's thread).
+    await client.batch("gpt-image-2", [], on_enqueued=print)
+    blocking.batch("gpt-image-2", [], on_enqueued=print)  # type: ignore[call-arg]
+    edit_options: GptImage2EditOptions = {"mask": "https://x/m.png", "target_repo": "r"}
+    assert_type(
+        blocking.enqueue("gpt-image-2-edit", prompt="n", input_image="u", **edit_options),
+        SyncGeneration,
+    )
+    bad: GptImage2EditOptions = {"mask": None}  # type: ignore[typeddict-item]
+    blocking.generate("gpt-image-2-edit", prompt="n", input_image="u", **bad)
 
 
 async def check_asgi(request: starlette.requests.Request, client: AsyncClient) -> None:
