@@ -11,7 +11,11 @@ Shows:
 - ``POST /jobs`` (202 and an id), ``GET /jobs/{id}`` (the current row), ``DELETE /jobs/{id}``
   (cancel), ``GET /jobs/{id}/image`` (the result, through the app) and
   ``GET /jobs/{id}/events`` (status changes as Server-Sent Events, from
-  ``generation.updates()``: the client's one watcher tells every stream, no request each);
+  ``generation.updates()``: the client's one watcher tells every stream, no request each).
+  An id from the URL is passed to the SDK as it came: one that is not a plausible generation
+  id (``..``, ``a/b``, ``x?y``, ...) is refused by the SDK before anything is sent, and
+  answers 422 naming the field, like every other bad parameter (not 404: nothing was looked
+  up, and the caller's request, not the hub, is at fault);
 - ``GET /``: a page to type prompts into, with the estimated cost, where each job's status
   arrives over one event stream for the whole page (``GET /events?id=...``) and each image
   shows as it lands (``examples/static/index.html``).
@@ -176,7 +180,8 @@ class Estimate(BaseModel):
 
 @app.exception_handler(InvalidParamsError)
 async def invalid_params(request: Request, exc: InvalidParamsError) -> JSONResponse:
-    # Caught by the SDK before anything was sent: nothing was enqueued, nothing billed.
+    # Caught by the SDK before anything was sent: nothing was enqueued, nothing billed. Also
+    # a route's generation id that could not be a path segment of the hub's URL.
     detail = {"field": exc.field, "message": str(exc), "allowed": exc.allowed}
     return JSONResponse({"detail": detail}, status_code=422)
 

@@ -229,12 +229,13 @@ async def test_base_url_with_the_api_prefix_is_reduced_to_the_origin() -> None:
     assert api.requests[0].url == f"{API}/api/ai/models/flux-test"
 
 
-async def test_ids_cannot_inject_path_segments() -> None:
+async def test_ids_cannot_inject_path_segments_they_are_refused_before_any_request() -> None:
     api = FakeAPI()
     async with fake_client(api) as client:
-        with pytest.raises(NotFoundError):
+        with pytest.raises(InvalidParamsError) as info:
             await client.get_generation("../models/flux-test")
-    assert api.requests[0].url.raw_path == b"/api/ai/queue/..%2Fmodels%2Fflux-test"
+    assert info.value.field == "generation_id"
+    assert api.requests == []  # tests/test_ids.py: every entry point, every kind of id
 
 
 async def test_environment_supplies_key_and_base_url(monkeypatch: pytest.MonkeyPatch) -> None:

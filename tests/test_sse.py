@@ -94,3 +94,51 @@ def test_how_the_bytes_are_chunked_never_changes_the_events(
     chunks.append(stream[position:])
     split, _ = _decode(chunks)
     assert split == whole
+
+
+BOM = "\ufeff".encode()
+
+
+@given(lines, st.sampled_from([b"\n", b"\r", b"\r\n"]), st.lists(st.integers(1, 7), max_size=40))
+def test_one_leading_byte_order_mark_is_ignored_however_the_bytes_are_chunked(
+    stream_lines: list[bytes], ending: bytes, cuts: list[int]
+) -> None:
+    """The specification: "One leading U+FEFF BYTE ORDER MARK character must be ignored"."""
+    stream = b"".join(line + ending for line in stream_lines)
+    without, _ = _decode([stream])
+    marked = BOM + stream
+    chunks, position = [], 0
+    for size in cuts:
+        chunks.append(marked[position : position + size])
+        position += size
+    chunks.append(marked[position:])
+    assert _decode(chunks)[0] == without
+
+
+def test_a_byte_order_mark_no_longer_hides_the_first_event() -> None:
+    stream = BOM + b"event: media_generation_completed\ndata: first\n\ndata: second\n\n"
+    assert _decode([stream])[0] == [
+        ServerSentEvent("media_generation_completed", "first"),
+        ServerSentEvent("message", "second"),
+    ]
+
+
+def test_a_byte_order_mark_split_across_chunks_is_still_ignored() -> None:
+    for cut in ([b"\xef", b"\xbb", b"\xbfdata: x\n\n"], [b"\xef\xbb", b"\xbf", b"data: x\n\n"]):
+        decoder = SSEDecoder()
+        assert [event for chunk in [b"", *cut] for event in decoder.feed(chunk)] == [
+            ServerSentEvent("message", "x")
+        ]
+
+
+def test_only_one_byte_order_mark_only_at_the_start_is_ignored() -> None:
+    # A second mark belongs to the first line ("\ufeffdata" is no field); the first event
+    # is lost, as the specification has it, and the stream goes on.
+    twice, _ = _decode([BOM + BOM + b"data: lost\n\ndata: kept\n\n"])
+    assert twice == [ServerSentEvent("message", "kept")]
+    # Anywhere else it is data.
+    later, _ = _decode([b"data: a\n\n", BOM + b"data: b\n\ndata: \xef\xbb\xbfc\n\n"])
+    assert later == [ServerSentEvent("message", "a"), ServerSentEvent("message", "\ufeffc")]
+    # Bytes that only begin like a mark are kept as they came.
+    almost, _ = _decode([b"\xef", b"\xbbdata: d\n\n", b"data: e\n\n"])
+    assert almost == [ServerSentEvent("message", "e")]

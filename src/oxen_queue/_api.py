@@ -4,6 +4,15 @@ Bodies arrive decoded (bounded, by :mod:`._json` through the session); here they
 A body of the wrong shape fails its one request with ``APIResponseValidationError``. Where one
 bad row must not blind a caller to the others (a poller's list, reconciliation's search), rows
 are parsed leniently: a malformed row is skipped and logged.
+
+Ids in answers are data until they reach a path. The poller's statuses skip a row whose id is
+not plausible (:mod:`._ids`: no generation of the client's can have it). Reconciliation's rows
+keep such a row: it is evidence that a request made a job, and hiding it could turn a lost
+answer into a second request; a job adopted with such an id is never watched (see
+``ClientCore.track``).
+
+Paths are built, never pasted together: a path with an id in it comes from :func:`id_path`
+alone, which judges the id (:func:`._ids.check_id`) and encodes it as one segment.
 """
 
 from __future__ import annotations
@@ -13,12 +22,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
-from urllib.parse import quote
 
 from pydantic import BaseModel, ValidationError
 
 from . import _json
 from ._exceptions import APIResponseValidationError
+from ._ids import check_id, plausible_id, segment
 from ._models import (
     TERMINAL_STATUSES,
     CompletionEvent,
@@ -36,7 +45,7 @@ if TYPE_CHECKING:
 
     Timeout = httpx.Timeout | None
 
-__all__ = ["COMPLETED_EVENT", "HistorySlice", "QueueEndpoints", "parse", "parse_event"]
+__all__ = ["COMPLETED_EVENT", "HistorySlice", "QueueEndpoints", "id_path", "parse", "parse_event"]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -50,6 +59,23 @@ IMAGES: Final = "api/ai/images/generate"
 EDITS: Final = "api/ai/images/edit"
 VIDEOS: Final = "api/ai/videos/generate"
 COMPLETED_EVENT: Final = "media_generation_completed"
+
+
+def id_path(collection: str, value: str, *, field: str = "generation_id") -> str:
+    """``{collection}/{id}``: the one way an id becomes part of a path.
+
+    The id must be plausible (:func:`._ids.check_id`: so ``..``, ``/``, ``?``, ``#``, CR LF or
+    NUL never reach a URL), and is then percent-encoded whole, as one segment.
+
+    Args:
+        collection: One of the fixed paths (:data:`QUEUE`, :data:`HISTORY`, :data:`MODELS`).
+        value: The id.
+        field: The parameter named when the id is refused.
+
+    Raises:
+        InvalidParamsError: An implausible id, before anything is sent.
+    """
+    return f"{collection}/{segment(check_id(value, field=field))}"
 
 
 def parse(model: type[M], data: object, *, what: str) -> M:
@@ -92,11 +118,6 @@ def _lenient_records(rows: list[Any], what: str) -> list[GenerationRecord]:
         except ValidationError:
             logger.debug("%s: skipped a malformed row", what)
     return records
-
-
-def _path_id(value: str) -> str:
-    # Ids are interpolated into paths: never let one add segments or a query.
-    return quote(value, safe="")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,12 +172,12 @@ class QueueEndpoints:
     async def get_generation(
         self, generation_id: str, *, timeout: Timeout = None
     ) -> GenerationRecord:
-        path = f"{QUEUE}/{_path_id(generation_id)}"
+        path = id_path(QUEUE, generation_id)
         data = await self._session.call("GET", path, timeout=timeout)
         return parse(GenerationRecord, data, what=f"GET /{path}")
 
     async def cancel(self, generation_id: str, *, timeout: Timeout = None) -> None:
-        await self._session.call("DELETE", f"{QUEUE}/{_path_id(generation_id)}", timeout=timeout)
+        await self._session.call("DELETE", id_path(QUEUE, generation_id), timeout=timeout)
 
     async def list_queue(
         self, *, timeout: Timeout = None, **filters: str | None
@@ -170,7 +191,8 @@ class QueueEndpoints:
         """Id -> status of every active row: parsed leanly, since it runs on every poll tick.
 
         Rows that are not even a mapping with a string id and status are skipped (and logged):
-        one bad row must not blind the poller to every other generation.
+        one bad row must not blind the poller to every other generation. So is a row whose id
+        is not plausible (:mod:`._ids`): no generation of the client's can have it.
         """
         params = {"model": model} if model else None
         data = await self._session.call("GET", QUEUE, params=params)
@@ -178,8 +200,15 @@ class QueueEndpoints:
         for row in _rows(data, f"GET /{QUEUE}"):
             if isinstance(row, Mapping):
                 generation_id, status = row.get("generation_id"), row.get("status")
-                if isinstance(generation_id, str) and isinstance(status, str):
+                if plausible_id(generation_id) and isinstance(status, str):
                     statuses[generation_id] = status
+                    continue
+                if isinstance(generation_id, str) and isinstance(status, str):
+                    logger.debug(
+                        "GET /%s: skipped a row whose generation_id %.80r is not a plausible id",
+                        QUEUE,
+                        generation_id,
+                    )
                     continue
             logger.debug("GET /%s: skipped a malformed row", QUEUE)
         return statuses
@@ -215,9 +244,7 @@ class QueueEndpoints:
         """One history row, with its cost, out of its envelope: ``{"status": "success",
         "status_message": "resource_found", "generation": {...}}`` (unlike the queue's row,
         which is bare)."""
-        data = await self._session.call(
-            "GET", f"{HISTORY}/{_path_id(generation_id)}", timeout=timeout
-        )
+        data = await self._session.call("GET", id_path(HISTORY, generation_id), timeout=timeout)
         what = f"GET /{HISTORY}/{{id}}"
         row = data.get("generation") if isinstance(data, Mapping) else None
         if not isinstance(row, Mapping):
@@ -227,7 +254,9 @@ class QueueEndpoints:
     # -- models ---------------------------------------------------------------------------
 
     async def get_model(self, model_id: str, *, timeout: Timeout = None) -> Model:
-        data = await self._session.call("GET", f"{MODELS}/{_path_id(model_id)}", timeout=timeout)
+        data = await self._session.call(
+            "GET", id_path(MODELS, model_id, field="model"), timeout=timeout
+        )
         return parse(Model, data, what=f"GET /{MODELS}/{{id}}")
 
     async def list_models(self, *, timeout: Timeout = None) -> list[Model]:

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import anyio.abc
 
-from ._exceptions import ClientClosedError
+from ._exceptions import APIResponseValidationError, ClientClosedError
 from ._generation import Generation, expire_if_due, fail, observe, watch_deadline
+from ._ids import MAX_ID_LENGTH, plausible_id
 from ._ledger import LedgerError
 from ._ledger._memory import MemoryLedger
 from ._models import TERMINAL_STATUSES
@@ -186,7 +187,13 @@ class ClientCore:
         deadline: float | None,
         fresh: bool,
     ) -> Generation:
-        """The handle of a generation, made and watched if it is not watched already."""
+        """The handle of a generation, made and watched if it is not watched already.
+
+        The one door to watching, and so to the URLs watching asks: an id that is not
+        plausible (:mod:`._ids`), which only the server or the ledger can have given (callers'
+        ids are refused before), gets a handle that has already failed with
+        ``APIResponseValidationError``, and is never watched.
+        """
         existing = self.pending.get(generation_id)
         if existing is not None:
             return existing
@@ -198,6 +205,9 @@ class ClientCore:
             deadline=deadline,
             status="queued" if fresh else "unknown",
         )
+        if not plausible_id(generation_id):
+            _unwatchable(generation)
+            return generation
         self.pending[generation_id] = generation
         due = watch_deadline(generation)
         if due is not None:
@@ -219,6 +229,14 @@ class ClientCore:
         Returns:
             An event set once done, or ``None`` when there was nothing to do.
         """
+        # An implausible id can come only from the server: it must never become a DELETE.
+        skipped = [i for i in generation_ids if not plausible_id(i)]
+        if skipped:
+            logger.debug(
+                "not cancelling abandoned generations with implausible ids: %s",
+                ", ".join(repr(i)[:80] for i in skipped),
+            )
+            generation_ids = [i for i in generation_ids if plausible_id(i)]
         if not generation_ids or self._task_group is None:
             return None
         done = anyio.Event()
@@ -269,6 +287,19 @@ class ClientCore:
             enqueue_rate=admission.enqueue_rate.rate,
             max_concurrency=admission.bound,
         )
+
+
+def _unwatchable(generation: Generation) -> None:
+    shown = repr(generation.id)[:80]
+    logger.warning("generation id %s from the server cannot be watched: not a plausible id", shown)
+    fail(
+        generation,
+        APIResponseValidationError(
+            f"the server gave the generation id {shown}, which cannot be watched: an id is 1 to "
+            f"{MAX_ID_LENGTH} letters, digits and - _ . ~, not dots alone. Its job may exist: "
+            "look for it with client.list_generations()"
+        ),
+    )
 
 
 class _Deadlines:

@@ -16,6 +16,33 @@ names such as ``gpt-image-2`` or ``flux-1.1-pro``; both fit with room to spare.
 ``InvalidParamsError`` naming the field; from the server or a file, by the reader that met it
 (``APIResponseValidationError`` for an answer, a skipped line or event otherwise).
 
+**Where it is applied.** Every API path that carries an id is built by ``_api.id_path``, which
+checks the id here and encodes it with :func:`segment`: no other code puts an id into a URL.
+Before that, each way in judges its ids where they come in, so the refusal says what happened:
+
+* A caller's id fails at once with ``InvalidParamsError`` naming its field: ``generation_id``
+  for ``cancel``, ``get_generation``, ``get_generation_details``, ``generation(id)`` (and so
+  ``download``/``read`` given an id, a batch item's ``generation_id``),
+  ``Generation.cancel``/``refresh``, the blocking ``Client`` and the CLI's arguments (all of
+  them checked before the first is used); ``model`` for ``get_model`` and the model fetch behind
+  ``validate``, ``estimate_cost`` and ``max_spend``.
+* The poller's list rows and the event stream's events skip an implausible id (logged at
+  debug): no generation of the client's can have it.
+* ``ClientCore.track``, the one door to watching, gives an implausible id (an enqueue answer's,
+  a reconciled row's, the ledger's in ``recover()``) a handle that has already failed with
+  ``APIResponseValidationError``, logged as a warning, and never watches it; ``generate()``'s
+  abandoned jobs are cancelled under plausible ids only.
+* Reconciliation's rows keep an implausible id: the row is still evidence that a request made
+  a job, and hiding it could make the client send that request again.
+* Listings returned to the caller (``list_queue``, ``list_generations``) are data and keep such
+  rows; passing one of their ids back to an entry point is refused as above.
+
+**Model ids** follow the rule only where they reach a path (``GET /api/ai/models/{id}``). In the
+enqueue's JSON body or a ``?model=`` query (encoded by httpx) any string is safe, and the API
+judges it; so an enqueue with ``validate=False`` and no ``max_spend`` (nothing fetched) sends
+its model as given, while one that needs the model's schema or price refuses an implausible
+model before the fetch.
+
 Paths are still built with every segment percent-encoded (:func:`segment`), so the rule and the
 encoding each suffice alone.
 """
@@ -23,7 +50,7 @@ encoding each suffice alone.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, TypeGuard
 from urllib.parse import quote
 
 from ._exceptions import InvalidParamsError
@@ -37,8 +64,11 @@ _CHARACTER: Final = re.compile(r"[A-Za-z0-9._~-]")
 _PLAUSIBLE: Final = re.compile(rf"(?!\.+\Z)[A-Za-z0-9._~-]{{1,{MAX_ID_LENGTH}}}\Z")
 
 
-def plausible_id(value: object) -> bool:
-    """Whether ``value`` is an id that may become a URL path segment (see the module)."""
+def plausible_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is an id that may become a URL path segment (see the module).
+
+    Cheap enough for every row of a poll: one type check and one precompiled match.
+    """
     return isinstance(value, str) and _PLAUSIBLE.match(value) is not None
 
 
@@ -50,20 +80,24 @@ def check_id(value: object, *, field: str = "generation_id") -> str:
             outside letters, digits and ``-_.~``.
     """
     if plausible_id(value):
-        assert isinstance(value, str)
         return value
     if not isinstance(value, str):
         problem = f"must be a string, not {type(value).__name__}"
     elif not value:
         problem = "must not be empty"
     elif len(value) > MAX_ID_LENGTH:
-        problem = f"must be at most {MAX_ID_LENGTH} characters, not {len(value)}"
+        problem = f"must be at most {MAX_ID_LENGTH} characters, not {len(value)} ({_shown(value)})"
     elif value.strip(".") == "":
         problem = f"cannot be {value!r} (a dot segment of a path)"
     else:
         bad = next(c for c in value if not _CHARACTER.match(c))
-        problem = f"cannot contain {bad!r}: only letters, digits and - _ . ~ ({value[:80]!r})"
+        problem = f"cannot contain {bad!r}: only letters, digits and - _ . ~ ({_shown(value)})"
     raise InvalidParamsError(f"{field} {problem}", field=field)
+
+
+def _shown(value: str) -> str:
+    # repr() escapes line breaks and control characters, so the message stays one line.
+    return repr(value) if len(value) <= 80 else f"{value[:80]!r}..."
 
 
 def segment(value: str) -> str:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ._models import Model
 
 from ._exceptions import InvalidParamsError, NotFoundError
+from ._ids import check_id
 
 __all__ = [
     "QUEUE_FIELDS",
@@ -243,11 +244,13 @@ class ParamChecker:
         share the one request; a failed fetch is tried again by the next caller).
 
         Raises:
-            InvalidParamsError: A model the API does not know.
+            InvalidParamsError: A model the API does not know, or a model id that cannot
+                be a path segment (:mod:`._ids`), refused before the fetch.
         """
         described = self._models.get(model)
         if described is not None:
             return described
+        check_id(model, field="model")  # before a lock is made for it, too
         lock = self._fetching.setdefault(model, anyio.Lock())
         async with lock:
             described = self._models.get(model)

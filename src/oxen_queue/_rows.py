@@ -10,6 +10,7 @@ from typing import Final, Literal
 from ._exceptions import InvalidParamsError
 from ._generation import Generation, observe
 from ._history import GenerationHistory
+from ._ids import check_id
 from ._models import GenerationPage, GenerationRecord, Model
 from ._parts import ClientParts
 from ._recover import recover_ids
@@ -32,13 +33,14 @@ class RowOperations(ClientParts):
 
         Returns the handle this client already has for the id, if any. Its status is asked
         at once, so a generation that finished long ago resolves right away.
+
+        Raises:
+            InvalidParamsError: The id is not a plausible generation id (1 to 128 letters,
+                digits and ``-_.~``, not dots alone), so it could not be asked about.
         """
         core = self._core
         core.require_open()
-        if not isinstance(generation_id, str) or not generation_id.strip():
-            raise InvalidParamsError(
-                "generation_id must be a non-empty string", field="generation_id"
-            )
+        check_id(generation_id)
         core.enqueuer.own(generation_id)
         return core.track(
             self._owner,
@@ -83,9 +85,14 @@ class RowOperations(ClientParts):
         return list(core.pending.values())
 
     async def get_generation(self, generation_id: str) -> GenerationRecord:
-        """The current row of a generation (``GET /api/ai/queue/{id}``)."""
+        """The current row of a generation (``GET /api/ai/queue/{id}``).
+
+        Raises:
+            InvalidParamsError: Not a plausible generation id (nothing was sent).
+        """
         core = self._core
         core.require_open()
+        check_id(generation_id)
         record = await core.endpoints.get_generation(generation_id, timeout=self._options.timeout)
         pending = core.pending.get(generation_id)
         if pending is not None:
@@ -100,10 +107,12 @@ class RowOperations(ClientParts):
         (``None`` while queued), and who made the generation.
 
         Raises:
+            InvalidParamsError: Not a plausible generation id (nothing was sent).
             NotFoundError: No such generation.
         """
         core = self._core
         core.require_open()
+        check_id(generation_id)
         record = await core.endpoints.get_generation_details(
             generation_id, timeout=self._options.timeout
         )
@@ -119,10 +128,13 @@ class RowOperations(ClientParts):
         A generation already finished is left as it is (the API ignores the request).
 
         Raises:
+            InvalidParamsError: Not a plausible generation id (nothing was sent).
             NotFoundError: No such generation.
         """
         self._core.require_open()
-        generation_id = generation.id if isinstance(generation, Generation) else generation
+        generation_id = check_id(
+            generation.id if isinstance(generation, Generation) else generation
+        )
         await self._core.endpoints.cancel(generation_id, timeout=self._options.timeout)
         # The event stream announces nothing for cancellations: read the row to settle it.
         await self.get_generation(generation_id)
@@ -240,8 +252,14 @@ class RowOperations(ClientParts):
     # -- models -------------------------------------------------------------------------
 
     async def get_model(self, model_id: str) -> Model:
-        """A model and its parameter schema (``GET /api/ai/models/{id}``)."""
+        """A model and its parameter schema (``GET /api/ai/models/{id}``).
+
+        Raises:
+            InvalidParamsError: Not a plausible model id (field ``model``; nothing was sent).
+            NotFoundError: No such model.
+        """
         self._core.require_open()
+        check_id(model_id, field="model")
         return await self._core.endpoints.get_model(model_id, timeout=self._options.timeout)
 
     async def list_models(self) -> list[Model]:

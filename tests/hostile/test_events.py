@@ -82,3 +82,20 @@ def test_a_stream_that_never_answers_delays_only_the_first_enqueue(server: Hosti
     for first, total in timings:
         assert first <= CONNECT_WAIT + 1
         assert total < 1.5 * CONNECT_WAIT
+
+
+async def test_a_byte_order_mark_at_the_start_of_the_stream_hides_no_event(
+    server: HostileServer,
+) -> None:
+    """A stream that starts with U+FEFF (EF BB BF), as the specification allows, then the
+    emulator's events: the first completion event is read as such, so the generation is
+    settled by it, with no stall, no reopening and no poll."""
+    server.on("GET", "/api/events", sse(b"\xef\xbb\xbf"), times=1)
+    async with make_client(server, completion="events", stall_timeout=60.0) as client:
+        generation = await client.enqueue("gpt-image-2", prompt=PROMPT)
+        with anyio.fail_after(30):  # a hang guard: without the fix it waits for the stall
+            record = await generation
+        assert client.stats.stream_stalls == 0
+    assert record.status == "succeeded"
+    assert server.count("GET", "/api/events") == 1
+    assert server.count("GET", "/api/ai/queue/{id}") == 0

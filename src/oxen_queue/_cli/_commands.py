@@ -25,6 +25,7 @@ from .._exceptions import (
     NotFoundError,
     OxenError,
 )
+from .._ids import check_id
 from .._models import TERMINAL_STATUSES
 from ._cost import Row, dry_run_report, estimate, money
 from ._display import plural
@@ -69,6 +70,15 @@ def _refused(error: OxenError) -> bool:
 def _request_params(args: argparse.Namespace) -> dict[str, Any]:
     names = ("resolution", "quality", "output_format")
     return {name: getattr(args, name) for name in names if getattr(args, name, None)}
+
+
+def _generation_ids(args: argparse.Namespace) -> list[str]:
+    """The ids given on the command line, each once, in order.
+
+    Every one is checked before anything is done, so one bad id among several stops the
+    command before it touches the others (``InvalidParamsError``: one line, exit status 2).
+    """
+    return [check_id(generation_id) for generation_id in dict.fromkeys(args.generation_ids)]
 
 
 def _count(args: argparse.Namespace) -> int:
@@ -129,8 +139,9 @@ def _finished_line(generation: Generation) -> tuple[str, int]:
 
 async def wait(context: Context) -> int:
     statuses: list[int] = []
+    generation_ids = _generation_ids(context.args)
     async with AsyncClient(**context.options) as client:
-        generations = [client.generation(i) for i in dict.fromkeys(context.args.generation_ids)]
+        generations = [client.generation(i) for i in generation_ids]
         with context.interrupts.scope() as work:
             async for generation in as_completed(generations):
                 line, status = _finished_line(generation)
@@ -148,9 +159,10 @@ async def wait(context: Context) -> int:
 async def download(context: Context) -> int:
     args = context.args
     statuses: list[int] = []
+    generation_ids = _generation_ids(args)
     await anyio.Path(args.out).mkdir(parents=True, exist_ok=True)
     async with AsyncClient(**context.options) as client:
-        for generation_id in dict.fromkeys(args.generation_ids):
+        for generation_id in generation_ids:
             try:
                 record = await client.get_generation(generation_id)
                 if record.status != "succeeded":
@@ -313,8 +325,9 @@ async def recover(context: Context) -> int:
 async def status(context: Context) -> int:
     args, console = context.args, context.console
     statuses: list[int] = []
+    generation_ids = _generation_ids(args)
     async with AsyncClient(**context.options) as client:
-        for generation_id in dict.fromkeys(args.generation_ids):
+        for generation_id in generation_ids:
             try:
                 record = await client.get_generation(generation_id)
             except NotFoundError as exc:
@@ -342,8 +355,9 @@ def _row_table(record: GenerationRecord) -> Table:
 
 async def cancel(context: Context) -> int:
     statuses: list[int] = []
+    generation_ids = _generation_ids(context.args)
     async with AsyncClient(**context.options) as client:
-        for generation_id in dict.fromkeys(context.args.generation_ids):
+        for generation_id in generation_ids:
             try:
                 await client.cancel(generation_id)
                 record = await client.get_generation(generation_id)

@@ -7,7 +7,8 @@ unseen; in ``auto`` mode it does not wait (against a distant hub that is three r
 and the reconciliation that follows every opening learns what finished before it, with
 polling meanwhile. ``media_generation_completed`` events are dispatched by ``generation_id`` to the
 waiting generations; other event types, comments and keep-alives are ignored, and a malformed
-event is skipped, never fatal. Lines are bounded (:mod:`._sse`).
+event, or one whose id is not plausible (:mod:`.._ids`), is skipped, never fatal. Lines are
+bounded (:mod:`._sse`).
 
 A stream can die without closing. The API sends "``: keep-alive`` ... every 15 seconds" when
 idle, so the **stall rule** reopens a stream after ``stall_timeout`` seconds (45 by default:
@@ -42,6 +43,7 @@ from .._api import COMPLETED_EVENT, parse_event
 from .._exceptions import OxenError
 from .._generation import fail, observe
 from .._http import consume
+from .._ids import plausible_id
 from .._retry import is_unavailable
 from ._base import supervised
 from ._shared import SharedPollWatcher
@@ -307,10 +309,18 @@ class EventWatcher:
             return
         self._last_event = anyio.current_time()
         generation = self.poller.pending.get(payload.generation_id)
-        if generation is None:
+        if generation is not None:
+            self._deliver(generation, payload)
+        elif plausible_id(payload.generation_id):
             self._remember(payload)
         else:
-            self._deliver(generation, payload)
+            # No generation of this client's can have it (ClientCore.track): keeping it would
+            # only push out events that may yet be claimed. Judged here, off the hot path.
+            logger.debug(
+                "skipped a %s event whose generation_id %.80r is not a plausible id",
+                COMPLETED_EVENT,
+                payload.generation_id,
+            )
 
     def _deliver(self, generation: Generation, event: CompletionEvent) -> None:
         record = event.to_record(

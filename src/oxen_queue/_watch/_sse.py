@@ -2,7 +2,9 @@
 
 Lines end with CRLF, LF or CR; ``field: value`` lines build an event; a blank line dispatches
 it; lines starting with ``:`` are comments (the API's ``: keep-alive``). ``id`` and ``retry``
-are ignored: the API documents no replay.
+are ignored: the API documents no replay. "One leading U+FEFF BYTE ORDER MARK character must be
+ignored if any are present" (the specification): one, at the very start of the stream, even
+when its three bytes arrive in different chunks; one anywhere else is data.
 
 Unlike a reader that collects whole lines first, it never holds more than
 :data:`MAX_LINE_BYTES` of one line: a longer line is dropped as it streams past, and the event
@@ -21,6 +23,7 @@ MAX_LINE_BYTES: Final = 1 << 20
 """The longest SSE line, and the largest event's data, accepted (1 MiB)."""
 
 _TERMINATORS: Final = (b"\n", b"\r")
+_BOM: Final = "\ufeff".encode()  # EF BB BF
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +50,20 @@ class SSEDecoder:
         self._data: list[str] = []
         self._size = 0
         self._broken = False  # a line of the current event was dropped
+        # The stream's first bytes, held until they show whether it starts with a BOM;
+        # None once that is settled (so one check per chunk is all it costs afterwards).
+        self._head: bytes | None = b""
         self.dropped = 0
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """The events completed by ``chunk`` (usually none or one)."""
+        if self._head is not None:
+            head = self._head + chunk
+            if len(head) < len(_BOM) and _BOM.startswith(head):
+                self._head = head  # still maybe a BOM: wait for more
+                return []
+            self._head = None
+            chunk = head.removeprefix(_BOM)
         if self._after_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]
         self._after_cr = chunk.endswith(b"\r")
