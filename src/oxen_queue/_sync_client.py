@@ -510,6 +510,10 @@ class Client:
 
         The blocking form of [`AsyncClient.generation`][oxen_queue.AsyncClient.generation] (see
         there for more).
+
+        Raises:
+            InvalidParamsError: The id is not a plausible generation id (1 to 128 letters,
+                digits and ``-_.~``, not dots alone), so it could not be asked about.
         """
         return SyncGeneration(
             self._bridge,
@@ -542,6 +546,9 @@ class Client:
         The blocking form of
         [`AsyncClient.get_generation`][oxen_queue.AsyncClient.get_generation] (see there for
         more).
+
+        Raises:
+            InvalidParamsError: Not a plausible generation id (nothing was sent).
         """
         return self._bridge.run(self._async.get_generation(generation_id=generation_id))
 
@@ -554,6 +561,7 @@ class Client:
         (see there for more).
 
         Raises:
+            InvalidParamsError: Not a plausible generation id (nothing was sent).
             NotFoundError: No such generation.
         """
         return self._bridge.run(self._async.get_generation_details(generation_id=generation_id))
@@ -565,6 +573,7 @@ class Client:
         more).
 
         Raises:
+            InvalidParamsError: Not a plausible generation id (nothing was sent).
             NotFoundError: No such generation.
         """
         self._bridge.run(self._async.cancel(generation=unwrap(generation)))
@@ -684,6 +693,10 @@ class Client:
 
         The blocking form of [`AsyncClient.get_model`][oxen_queue.AsyncClient.get_model] (see
         there for more).
+
+        Raises:
+            InvalidParamsError: Not a plausible model id (field ``model``; nothing was sent).
+            NotFoundError: No such model.
         """
         return self._bridge.run(self._async.get_model(model_id=model_id))
 
