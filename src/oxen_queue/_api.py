@@ -1,9 +1,16 @@
 """The API's endpoints as typed calls: the one module that knows paths and response shapes.
 
 Bodies arrive decoded (bounded, by :mod:`._json` through the session); here they become models.
-A body of the wrong shape fails its one request with ``APIResponseValidationError``. Where one
-bad row must not blind a caller to the others (a poller's list, reconciliation's search), rows
-are parsed leniently: a malformed row is skipped and logged.
+A body of the wrong shape fails its one request with ``APIResponseValidationError``, and so does
+a row fetched for one id that is about another (``GET /api/ai/queue/A`` answering id ``B``
+settles neither). Where one bad row must not blind a caller to the others (a poller's list),
+rows are parsed leniently: a malformed row is skipped and logged. Reconciliation's search is
+the exception: a row it cannot read might be the very job it looks for, so it gets the rows
+as they came and judges each itself (``_reconcile``).
+
+The answer to ``POST /api/ai/queue`` is never refused whole: jobs it names exist, and are
+billed. :func:`parse_enqueue_answer` (see :class:`EnqueueAnswer`) keeps every id it names and
+says what else is wrong with it; the enqueuer decides what that means.
 
 Ids in answers are data until they reach a path. The poller's statuses skip a row whose id is
 not plausible (:mod:`._ids`: no generation of the client's can have it). Reconciliation's rows
@@ -21,7 +28,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -45,7 +52,18 @@ if TYPE_CHECKING:
 
     Timeout = httpx.Timeout | None
 
-__all__ = ["COMPLETED_EVENT", "HistorySlice", "QueueEndpoints", "id_path", "parse", "parse_event"]
+__all__ = [
+    "COMPLETED_EVENT",
+    "ROW_FIELDS",
+    "EnqueueAnswer",
+    "HistorySlice",
+    "QueueEndpoints",
+    "id_path",
+    "parse",
+    "parse_enqueue_answer",
+    "parse_event",
+    "row_params",
+]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -59,6 +77,9 @@ IMAGES: Final = "api/ai/images/generate"
 EDITS: Final = "api/ai/images/edit"
 VIDEOS: Final = "api/ai/videos/generate"
 COMPLETED_EVENT: Final = "media_generation_completed"
+
+ROW_FIELDS: Final = frozenset(GenerationRecord.model_fields)
+"""The fields a row declares; every other key of a row is a request parameter merged in."""
 
 
 def id_path(collection: str, value: str, *, field: str = "generation_id") -> str:
@@ -110,27 +131,90 @@ def _rows(data: object, what: str) -> list[Any]:
     return rows
 
 
-def _lenient_records(rows: list[Any], what: str) -> list[GenerationRecord]:
-    records: list[GenerationRecord] = []
-    for row in rows:
-        try:
-            records.append(GenerationRecord.model_validate(row))
-        except ValidationError:
-            logger.debug("%s: skipped a malformed row", what)
-    return records
+def row_params(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The request parameters merged into a row as it came: every key it does not declare."""
+    return {key: value for key, value in row.items() if key not in ROW_FIELDS}
+
+
+def _same_record(record: GenerationRecord, generation_id: str, what: str) -> GenerationRecord:
+    if record.generation_id != generation_id:
+        raise APIResponseValidationError(
+            f"{what}: asked for generation {generation_id!r}, the answer is about "
+            f"{record.generation_id[:200]!r}"
+        )
+    return record
 
 
 @dataclass(frozen=True, slots=True)
 class HistorySlice:
-    """One page of history, parsed leniently: what reconciliation needs.
+    """One page of history, as it came: what reconciliation needs.
 
     Attributes:
-        rows: The well-formed rows of the page.
-        total_pages: Pages in all (at least 1).
+        rows: The page's entries, unparsed (a malformed one may be the job looked for).
+        total_pages: Pages in all, or ``None`` when the answer does not say (readably).
     """
 
-    rows: list[GenerationRecord]
-    total_pages: int
+    rows: list[object]
+    total_pages: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueAnswer:
+    """What a successful answer to ``POST /api/ai/queue`` named.
+
+    Attributes:
+        ids: The plausible ids it named (``_ids.plausible_id``), each once, in order.
+        unwatchable: The ids it named that are strings but not plausible ids: jobs that
+            exist and cannot be watched (never put into a URL).
+        unidentified: Its entries that name no id at all (not a mapping, no
+            ``generation_id``, or one that is not a string): jobs that exist, ids unknown.
+        problems: What is wrong with it, for errors and logs; empty when it is exactly as
+            documented (``count`` entries, each with a distinct plausible id).
+    """
+
+    ids: tuple[str, ...]
+    unwatchable: tuple[str, ...] = ()
+    unidentified: int = 0
+    problems: tuple[str, ...] = ()
+
+
+def parse_enqueue_answer(data: object, count: int) -> EnqueueAnswer:
+    """Every id a successful enqueue answer names, and what is wrong with it.
+
+    Accepts anything: a documented answer (``{"generations": [{"generation_id": ...}, ...]}``
+    with ``count`` entries) is the fast path; anything else still gives up every id it names.
+    """
+    rows = data.get("generations") if isinstance(data, Mapping) else None
+    if not isinstance(rows, list):
+        return EnqueueAnswer((), problems=("the answer has no generations list",))
+    if len(rows) == count:  # the documented answer: one cheap pass
+        named = [row.get("generation_id") if isinstance(row, Mapping) else None for row in rows]
+        if all(plausible_id(i) for i in named) and len(set(named)) == count:
+            return EnqueueAnswer(tuple(cast("list[str]", named)))  # plausible: strings
+    ids: dict[str, None] = {}
+    unwatchable: dict[str, None] = {}
+    unidentified = repeated = 0
+    for row in rows:
+        value = row.get("generation_id") if isinstance(row, Mapping) else None
+        if not isinstance(value, str):
+            unidentified += 1
+        elif value in ids or value in unwatchable:
+            repeated += 1
+        elif plausible_id(value):
+            ids[value] = None
+        else:
+            unwatchable[value] = None
+    problems: list[str] = []
+    if len(rows) != count:
+        problems.append(f"{len(rows)} entries for {count} generations asked")
+    if unidentified:
+        problems.append(f"{unidentified} entries without a string generation_id")
+    if repeated:
+        problems.append(f"{repeated} ids named more than once")
+    if unwatchable:
+        shown = ", ".join(repr(i[:80]) for i in list(unwatchable)[:3])
+        problems.append(f"{len(unwatchable)} ids that cannot be watched ({shown})")
+    return EnqueueAnswer(tuple(ids), tuple(unwatchable), unidentified, tuple(problems))
 
 
 class QueueEndpoints:
@@ -148,33 +232,33 @@ class QueueEndpoints:
         *,
         timeout: Timeout = None,
         on_admitted: Callable[[], Awaitable[object]] | None = None,
-    ) -> list[str]:
-        """One attempt at ``POST /api/ai/queue``; the ids it created.
+    ) -> EnqueueAnswer:
+        """One attempt at ``POST /api/ai/queue``; what its successful answer named.
+
+        A decoded success is never an error here, whatever its shape: see
+        :func:`parse_enqueue_answer`.
 
         Raises:
-            APIResponseValidationError: A success whose body lacks the ``count`` ids (the
-                jobs exist: see ``certainly_created``).
+            APIResponseValidationError: A success whose body could not be decoded (the jobs
+                exist: see ``certainly_created``).
         """
         data = await self._session.send(
             "POST", QUEUE, json_body=body, timeout=timeout, on_admitted=on_admitted
         )
-        ids = [
-            row["generation_id"]
-            for row in _rows(data, f"POST /{QUEUE}")
-            if isinstance(row, Mapping) and isinstance(row.get("generation_id"), str)
-        ]
-        if len(ids) != count:
-            raise APIResponseValidationError(
-                f"POST /{QUEUE}: expected {count} generation ids in the answer, got {len(ids)}"
-            )
-        return ids
+        return parse_enqueue_answer(data, count)
 
     async def get_generation(
         self, generation_id: str, *, timeout: Timeout = None
     ) -> GenerationRecord:
+        """One generation's row (``GET /api/ai/queue/{id}``).
+
+        Raises:
+            APIResponseValidationError: The answer is malformed, or is about another id.
+        """
         path = id_path(QUEUE, generation_id)
         data = await self._session.call("GET", path, timeout=timeout)
-        return parse(GenerationRecord, data, what=f"GET /{path}")
+        what = f"GET /{path}"
+        return _same_record(parse(GenerationRecord, data, what=what), generation_id, what)
 
     async def cancel(self, generation_id: str, *, timeout: Timeout = None) -> None:
         await self._session.call("DELETE", id_path(QUEUE, generation_id), timeout=timeout)
@@ -213,23 +297,21 @@ class QueueEndpoints:
             logger.debug("GET /%s: skipped a malformed row", QUEUE)
         return statuses
 
-    async def active_rows(self, model: str) -> list[GenerationRecord]:
-        """The well-formed active rows of one model (reconciliation's first look)."""
+    async def active_rows(self, model: str) -> list[object]:
+        """The active rows of one model as they came (reconciliation's first look)."""
         data = await self._session.call("GET", QUEUE, params={"model": model})
-        what = f"GET /{QUEUE}"
-        return _lenient_records(_rows(data, what), what)
+        return _rows(data, f"GET /{QUEUE}")
 
     # -- history --------------------------------------------------------------------------
 
     async def history_slice(self, *, model: str, page: int, page_size: int) -> HistorySlice:
-        """One page of one model's history, rows parsed leniently."""
+        """One page of one model's history, its rows as they came."""
         data = await self._session.call(
             "GET", HISTORY, params={"model": model, "page": page, "page_size": page_size}
         )
-        what = f"GET /{HISTORY}"
         total = data.get("total_pages") if isinstance(data, Mapping) else None
-        pages = total if isinstance(total, int) and not isinstance(total, bool) else 1
-        return HistorySlice(_lenient_records(_rows(data, what), what), max(pages, 1))
+        pages = total if type(total) is int and total >= 1 else None
+        return HistorySlice(_rows(data, f"GET /{HISTORY}"), pages)
 
     async def list_generations(
         self, *, timeout: Timeout = None, **query: str | int | None
@@ -249,7 +331,7 @@ class QueueEndpoints:
         row = data.get("generation") if isinstance(data, Mapping) else None
         if not isinstance(row, Mapping):
             raise APIResponseValidationError(f"{what}: answer has no generation object")
-        return parse(GenerationRecord, row, what=what)
+        return _same_record(parse(GenerationRecord, row, what=what), generation_id, what)
 
     # -- models ---------------------------------------------------------------------------
 

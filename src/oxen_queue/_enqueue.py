@@ -15,12 +15,45 @@ is ever unknown to the ledger, whatever happens to the process.
 
 **Never twice.** The API has no idempotency key, so the request is sent again only when the
 server certainly did not process it (429, 503, a connection never established; see
-``_retry``). When the answer is lost after the request left (a read timeout, a connection cut
-mid-body, a 502 or 504 from a proxy, a 200 whose body is garbled), the job may exist and be
-billed: the request is *reconciled* (:mod:`._reconcile`) against the server's rows and the
-ledger, never blindly resent. Its jobs are adopted when they can be told apart, the request
-is sent again when it certainly created none, and :class:`AmbiguousEnqueueError` (naming the
-candidates) is raised otherwise, or when the look outlasts the retry policy's deadline.
+``_retry``), or when a reconciliation proved it made nothing. When the answer is lost after
+the request left (a read timeout, a connection cut mid-body, a 502 or 504 from a proxy, a
+200 whose body is garbled), the job may exist and be billed: the request is *reconciled*
+(:mod:`._reconcile`) against the server's rows and the ledger, never blindly resent. Its jobs
+are adopted when they can be told apart; :class:`AmbiguousEnqueueError` (naming the
+candidates) is raised when they cannot, or when the look outlasts the retry policy's
+deadline. The request is sent again only after two looks a moment apart that *could see*
+and found nothing: no row of its model and parameters that nothing else holds, none whose
+``enqueued_at`` or id cannot be believed, none within the reach of its window, and the
+history read back to the start of that reach. How far a server time is believed, and how far
+the reach extends, is ``_clock``'s: an absurd ``Date`` header or ``enqueued_at`` (null,
+negative, before 2020, a float or a string, year 9999) is no evidence and makes the reach
+endless, so such a server makes an enqueue ambiguous, never sent twice. An enqueue is sent at
+most :data:`_SENDS` times, each after the last was shown to have made nothing (a bound of its
+own: the retry policy's attempts count refusals, within each send).
+
+**Every job a 2xx answer names** is accounted for (owners: ``_api.parse_enqueue_answer``, and
+:meth:`Enqueuer._answered` here). A successful answer proves the request was processed: it is
+never sent again, whatever its shape. Each id it names that can be watched (a plausible id,
+``_ids``) is taken by this request at once (before any await, so of two answers naming one id
+the first takes it), recorded in the ledger (``record_ids``: never "refused"), watched by the
+client, and found again by ``recover()``. Then, if the answer was not exactly as documented:
+
+* ids another enqueue of this client holds (or a reattached or recovered generation, or a
+  request of another client sharing the ledger) are not taken twice: the answer is wrong
+  about them, and the error names them;
+* ids that cannot be watched (``../x``, 300 characters) are recorded and named on the error,
+  never put into a URL;
+* jobs the answer does not name (fewer entries than asked, an entry without a string id, an
+  id named twice, a colliding id; as many as were asked and not named, or as there are
+  entries without an id if more) may exist: they are looked for as a lost answer's are, under
+  an intent of their own, with "nothing was made" ruled out. Adopted, they join the others;
+  not settled, the enqueue raises :class:`AmbiguousEnqueueError` (its ``generation_ids`` the
+  jobs it did make, its ``candidate_ids`` what may be the rest);
+* more jobs than asked are all watched, and named on the error.
+
+An answer made good entirely (the missing jobs adopted) returns its ids, with a warning in the
+log; otherwise :class:`APIResponseValidationError` names, in ``generation_ids``, every job
+the request holds.
 """
 
 from __future__ import annotations
@@ -30,26 +63,29 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
 
+from ._clock import Span
 from ._exceptions import (
     AmbiguousEnqueueError,
     APIConnectionError,
+    APIResponseValidationError,
     ClientClosedError,
     OxenError,
 )
 from ._ledger import LedgerError
 from ._reconcile import Reconciler
-from ._retry import RetryPolicy, is_ambiguous, is_refused, retrying_call
+from ._retry import RetryPolicy, certainly_created, is_ambiguous, is_refused, retrying_call
 from ._signal import Signal
 
 if TYPE_CHECKING:
     import httpx
     from anyio.abc import TaskGroup
 
-    from ._api import QueueEndpoints
+    from ._api import EnqueueAnswer, QueueEndpoints
     from ._clock import ServerClock
     from ._ledger import Ledger
 
@@ -58,6 +94,9 @@ __all__ = ["Enqueuer"]
 logger = logging.getLogger("oxen_queue")
 
 _OWNED_LIMIT: Final = 200_000  # ids remembered as ours; old ones cannot match a new request
+_SENDS: Final = 3
+"""Sends of one enqueue at most, each after the one before was shown to have made nothing.
+Its own bound: the retry policy's attempts count refusals, within each send."""
 
 IdsCallback = Callable[[list[str]], object]
 FailedCallback = Callable[[BaseException, bool], object]
@@ -67,8 +106,8 @@ FailedCallback = Callable[[BaseException, bool], object]
 class _Op:
     """One enqueue handed to the workers, and its outcome."""
 
-    __slots__ = ("abandoned", "count", "done", "model", "on_abandoned", "on_created", "on_failed",
-                 "outcome", "params", "state", "timeout")  # fmt: skip
+    __slots__ = ("abandoned", "count", "done", "ids", "model", "on_abandoned", "on_created",
+                 "on_failed", "outcome", "params", "state", "timeout")  # fmt: skip
 
     def __init__(
         self,
@@ -90,6 +129,7 @@ class _Op:
         self.state: Literal["queued", "running", "withdrawn", "done"] = "queued"
         self.abandoned = False
         self.outcome: list[str] | OxenError | None = None
+        self.ids: list[str] = []  # the jobs known to be this enqueue's so far
         self.done = Signal()
 
     def finish(self, outcome: list[str] | OxenError, *, sent: bool = True) -> None:
@@ -98,6 +138,17 @@ class _Op:
         self.done.set()
         if isinstance(outcome, OxenError) and self.on_failed is not None:
             self.on_failed(outcome, sent)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One sent request of an enqueue, as its reconciliation needs it."""
+
+    model: str
+    params: Mapping[str, Any]
+    count: int
+    intent: str
+    sent: float
 
 
 class Enqueuer:
@@ -201,7 +252,11 @@ class Enqueuer:
             timeout: Each attempt's timeouts; ``None``: the client's.
 
         Raises:
-            AmbiguousEnqueueError: The job's existence could not be settled.
+            AmbiguousEnqueueError: The job's existence could not be settled (its
+                ``generation_ids`` the jobs it certainly made, if any).
+            APIResponseValidationError: A successful answer that could not be made good:
+                its ``generation_ids`` are the jobs the request holds (watched when they can
+                be). Never sent again.
             ClientClosedError: The client closed first.
             OxenError: The request was refused for good (400, 401, ...), or kept being
                 refused (429, 503) past the retry policy.
@@ -279,6 +334,7 @@ class Enqueuer:
             for generation_id in ids:
                 self.own(generation_id)
             self.created += len(ids)
+            op.ids.extend(ids)
             op.on_created(ids)
             if op.abandoned and op.on_abandoned is not None:
                 op.on_abandoned(ids)
@@ -293,10 +349,12 @@ class Enqueuer:
             error.__cause__ = exc
             op.finish(error)
         except BaseException:  # the client's task group is being cancelled: it is closing
+            made = f"; its jobs {', '.join(op.ids)} exist" if op.ids else ""
             op.finish(
                 ClientClosedError(
-                    f"the client closed while an enqueue of {op.model} was in flight; "
-                    "its job may exist (look in client.list_generations())"
+                    f"the client closed while an enqueue of {op.model} was in flight{made}; "
+                    "others may exist (look in client.list_generations())",
+                    generation_ids=op.ids,
                 )
             )
             raise
@@ -322,21 +380,22 @@ class Enqueuer:
         async def write_ahead() -> None:
             # Once the request has its slot (the pacer may have held it): its true send time.
             sent = time.time()
-            low, high = self._clock.offset
             intent = await ledger.record_intent(
                 model=model,
                 params=params,
                 count=count,
                 deadline=sent + self._in_flight_for,
                 sent_at=sent,
-                sent_at_server=sent + (low + high) / 2 if self._clock.known else None,
+                sent_at_server=self._clock.server_time(sent),
             )
             last[:] = [(intent, sent)]
 
-        async def attempt() -> list[str]:
+        async def attempt() -> tuple[EnqueueAnswer, float]:
             last.clear()
             try:
-                ids = await self._api.enqueue(body, count, timeout=timeout, on_admitted=write_ahead)
+                answer = await self._api.enqueue(
+                    body, count, timeout=timeout, on_admitted=write_ahead
+                )
             except OxenError as exc:
                 if last and not is_ambiguous(exc):  # refused, for now (429) or for good (400)
                     await self._settled(last[0][0], "refused")
@@ -347,17 +406,11 @@ class Enqueuer:
                 raise APIConnectionError(
                     f"POST /api/ai/queue: {type(exc).__name__}: {exc}", request_sent=True
                 ) from exc
-            ((intent, sent),) = last
-            self.reconciler.note_sent(ids, sent=sent, received=time.time())
-            try:
-                await ledger.record_ids(intent, ids)
-            except LedgerError as exc:  # the job exists: watch it regardless
-                logger.error("enqueue of %s: the ledger did not take ids %s: %s", model, ids, exc)
-            return ids
+            return answer, time.time()
 
-        for _ in range(self._retry.attempts):
+        for _ in range(_SENDS):
             try:
-                ids = await retrying_call(
+                answer, received = await retrying_call(
                     attempt,
                     policy=self._retry,
                     retryable=is_refused,
@@ -369,11 +422,16 @@ class Enqueuer:
                     raise
                 cause = exc
             else:
-                claim(ids)
-                return ids
+                ((intent, sent),) = last
+                request = _Request(model, params, count, intent, sent)
+                return await self._answered(request, answer, received, claim)
             ((intent, sent),) = last
             logger.debug("enqueue of %s: answer lost (%s); reconciling", model, cause)
-            found = await self._reconcile(intent, model, params, count, sent, cause)
+            found = await self._reconcile(
+                _Request(model, params, count, intent, sent),
+                cause=cause,
+                created=certainly_created(cause),
+            )
             if found is not None:
                 self.reconciled += 1
                 claim(found)
@@ -381,29 +439,170 @@ class Enqueuer:
             self.resent += 1
             logger.debug("enqueue of %s: no job was created; sending it again", model)
         raise AmbiguousEnqueueError(
-            f"enqueue of {model} kept losing its answer; gave up after "
-            f"{self._retry.attempts} attempts, each shown never to have created a job",
+            f"enqueue of {model} kept losing its answer; gave up after {_SENDS} sends, "
+            "each shown never to have created a job",
             model=model,
             params=params,
         )
 
-    async def _reconcile(
+    def _take(self, ids: tuple[str, ...]) -> tuple[list[str], list[str]]:
+        """Split an answer's ids into those now this request's and those another enqueue of
+        this client already holds (or a generation reattached or recovered: it is not this
+        request's job, whatever the answer says). No await: of two answers naming one id,
+        the first takes it.
+
+        The one place an enqueue's ids become the client's: ``ClientCore.track`` hands out
+        the existing handle of an id it already watches, so two enqueues would share it if
+        this let the id through twice.
+        """
+        fresh: list[str] = []
+        taken: list[str] = []
+        for generation_id in ids:
+            if self.owns(generation_id):
+                taken.append(generation_id)
+            else:
+                self.own(generation_id)
+                fresh.append(generation_id)
+        return fresh, taken
+
+    async def _answered(
+        self, request: _Request, answer: EnqueueAnswer, received: float, claim: IdsCallback
+    ) -> list[str]:
+        """Account for every job a successful answer names; its ids (see the module,
+        "Every job a 2xx answer names")."""
+        fresh, taken = self._take(answer.ids)
+        named = [*fresh, *answer.unwatchable]
+        self.reconciler.note_sent(fresh, sent=request.sent, received=received)
+        if named:
+            try:
+                conflicts = await self.ledger.record_ids(request.intent, named)
+            except LedgerError as exc:  # the jobs exist: watch them regardless
+                logger.error(
+                    "enqueue of %s: the ledger did not take ids %s: %s", request.model, named, exc
+                )
+                conflicts = []
+            if conflicts:  # recorded by another client's request (a shared ledger)
+                held_elsewhere = set(conflicts)
+                taken += [i for i in fresh if i in held_elsewhere]
+                fresh = [i for i in fresh if i not in held_elsewhere]
+        if fresh:
+            claim(fresh)
+        if not answer.problems and not taken:
+            return fresh
+        return await self._make_good(request, answer, fresh, taken, claim, recorded=bool(named))
+
+    async def _make_good(
         self,
-        intent: str,
-        model: str,
-        params: Mapping[str, Any],
-        count: int,
-        sent: float,
-        cause: OxenError,
+        request: _Request,
+        answer: EnqueueAnswer,
+        fresh: list[str],
+        taken: list[str],
+        claim: IdsCallback,
+        *,
+        recorded: bool,
+    ) -> list[str]:
+        """A malformed (or colliding) successful answer: its named jobs are watched already;
+        look for the ones it did not name, then say what could not be made good.
+
+        ``recorded``: the answer's intent holds ids in the ledger (it is ``answered``).
+        """
+        model, count = request.model, request.count
+        problems = [*answer.problems]
+        if taken:
+            problems.append(
+                f"it named {', '.join(map(repr, taken))}, already held by another enqueue "
+                "(not taken twice)"
+            )
+        summary = "; ".join(problems)
+        logger.warning("enqueue of %s: a malformed answer (%s)", model, summary)
+        # Jobs that may exist unnamed: those asked and not named, or, if more, one per entry
+        # that names no id (each entry stands for a job the server says it made).
+        missing = max(count - len(fresh) - len(answer.unwatchable), answer.unidentified)
+        adopted: list[str] = []
+        if missing > 0:
+            # The request was processed (a 2xx answer): it is never sent again. The jobs the
+            # answer did not name are looked for as a lost answer's are, under an intent of
+            # their own when the answer's holds ids (it is answered, and cannot be lost).
+            try:
+                rest = await self._remainder(request, missing) if recorded else request
+                found = await self._reconcile(rest, cause=None, created=True)
+            except AmbiguousEnqueueError as exc:
+                raise AmbiguousEnqueueError(
+                    f"enqueue of {model}: a malformed answer ({summary}); the jobs it named "
+                    f"are watched ({', '.join(fresh) or 'none'}) and {missing} more could not "
+                    f"be settled: {exc}",
+                    model=model,
+                    params=request.params,
+                    candidate_ids=exc.candidate_ids,
+                    generation_ids=[*fresh, *answer.unwatchable],
+                ) from exc
+            assert found is not None  # created=True: never "nothing was made"
+            self.reconciled += 1
+            adopted = found
+            claim(adopted)
+        ids = [*fresh, *adopted]
+        if taken or answer.unwatchable or len(ids) > count:
+            raise APIResponseValidationError(
+                f"POST /api/ai/queue: a malformed answer ({summary}); it was not sent again. "
+                f"Jobs it holds: {', '.join([*ids, *answer.unwatchable]) or 'none'} (those that "
+                "can be watched are, in client.pending)",
+                generation_ids=[*ids, *answer.unwatchable],
+            )
+        if adopted:
+            logger.warning("enqueue of %s: made good by adopting %s", model, adopted)
+        return ids
+
+    async def _remainder(self, request: _Request, missing: int) -> _Request:
+        """An intent for the jobs a successful answer did not name, sent when it was.
+
+        Raises:
+            AmbiguousEnqueueError: The ledger could not record it (nothing can be claimed).
+        """
+        try:
+            intent = await self.ledger.record_intent(
+                model=request.model,
+                params=request.params,
+                count=missing,
+                deadline=request.sent + self._in_flight_for,
+                sent_at=request.sent,
+                sent_at_server=self._clock.server_time(request.sent),
+            )
+        except LedgerError as exc:
+            raise AmbiguousEnqueueError(
+                f"enqueue of {request.model}: the ledger could not record the jobs to look for "
+                f"({exc})",
+                model=request.model,
+                params=request.params,
+            ) from exc
+        return _Request(request.model, request.params, missing, intent, request.sent)
+
+    async def _reconcile(
+        self, request: _Request, *, cause: OxenError | None, created: bool
     ) -> list[str] | None:
-        """Settle one lost answer within the retry policy's deadline (see ``_reconcile``)."""
-        await self.ledger.mark_lost(intent)
-        window = self._clock.server_window(sent, time.time())
+        """Settle one request without (a whole) answer within the retry policy's deadline
+        (see ``_reconcile``); ``created``: a job certainly exists, so never ``None``."""
+        model, params, intent = request.model, request.params, request.intent
+        lost = "the answer was lost" if cause is None else f"the answer was lost ({cause})"
+        try:
+            await self.ledger.mark_lost(intent)
+        except LedgerError as exc:
+            raise AmbiguousEnqueueError(
+                f"enqueue of {model}: {lost}, and the ledger could not start reconciling it "
+                f"({exc}); it was not sent again",
+                model=model,
+                params=params,
+            ) from exc
+        span = Span(request.sent, time.time())
         deadline = self._retry.deadline
         try:
             with anyio.move_on_after(math.inf if deadline is None else deadline):
                 found = await self.reconciler.settle(
-                    intent, model=model, params=params, count=count, window=window, cause=cause
+                    intent,
+                    model=model,
+                    params=params,
+                    count=request.count,
+                    span=span,
+                    created=created,
                 )
                 if found is None:
                     await self._settled(intent, "resent")
@@ -414,15 +613,15 @@ class Enqueuer:
         except OxenError as exc:
             await self._settled(intent, "ambiguous")
             raise AmbiguousEnqueueError(
-                f"enqueue of {model}: the answer was lost ({cause}) and the job could not "
-                f"be looked up ({exc}); it was not sent again",
+                f"enqueue of {model}: {lost} and the job could not be looked up ({exc}); "
+                "it was not sent again",
                 model=model,
                 params=params,
             ) from exc
         await self._settled(intent, "ambiguous")
         raise AmbiguousEnqueueError(
-            f"enqueue of {model}: the answer was lost ({cause}) and the job could not be "
-            f"settled within the {deadline:g} s retry deadline; it was not sent again",
+            f"enqueue of {model}: {lost} and the job could not be settled within the "
+            f"{deadline:g} s retry deadline; it was not sent again",
             model=model,
             params=params,
         )

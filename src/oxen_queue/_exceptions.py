@@ -13,6 +13,7 @@ The tree::
     │   ├── APIConnectionError          no usable answer: connection refused, reset or cut
     │   │   └── APITimeoutError         no answer in time (also a ``TimeoutError``)
     │   └── APIResponseValidationError  an answer that does not have the documented shape
+    │                                   (``.generation_ids``: jobs an enqueue answer named)
     ├── GenerationError                 a generation ended without a result
     │   ├── GenerationFailedError       status ``failed``; ``.error_message`` is the server's text
     │   └── GenerationCancelledError    status ``cancelled``
@@ -21,11 +22,16 @@ The tree::
     ├── CostUnknownError                no price can be worked out for a request (what is missing)
     ├── BudgetExceededError             an enqueue's estimate would pass the client's max_spend
     ├── AmbiguousEnqueueError           an enqueue may have created a job that was not found
+    │                                   (``.candidate_ids``; ``.generation_ids``: jobs it did)
     ├── LedgerError                     the enqueue ledger could not be read or written
     │   └── InFlightError               (internal) a claim met a request still in flight
     ├── DownloadError                   a result file could not be fetched or was refused
     ├── ClientClosedError               the client is not open (use ``async with``)
     └── ClientDisconnectedError         a web request's caller hung up (``oxen_queue.asgi``)
+
+Every error that follows a request the server processed names the jobs it proves exist
+(``generation_ids``): an enqueue whose answer was malformed, ambiguous or interrupted by the
+client closing. Those with a plausible id are watched by the client (``client.pending``).
 
 Both error bodies the API documents are parsed into attributes of :class:`APIStatusError`:
 the envelope ``{"error": {"type", "title", "detail"}, "status": "error", "status_message"}``
@@ -178,15 +184,31 @@ class APITimeoutError(APIConnectionError, TimeoutError):
 
 
 class APIResponseValidationError(APIError):
-    """An answer that does not have the documented shape (truncated JSON, wrong types, ...).
+    """An answer that does not have the documented shape (truncated JSON, wrong types, a row
+    fetched for one id that is about another, ...).
+
+    Raised by an enqueue whose successful answer was malformed in a way the client could not
+    make good (it named an id another enqueue holds, more jobs than asked, or an id that
+    cannot be used in a URL): the request was processed and is never sent again, and
+    ``generation_ids`` names every job the answer proves exist.
 
     Attributes:
         response: The offending response, when the problem was found before decoding it.
+        generation_ids: Jobs the answer proves exist, in the order named (empty for answers
+            other than an enqueue's). Those that are plausible ids are watched by the client
+            (``client.pending``); the others cannot be put in a URL and are only named here.
     """
 
-    def __init__(self, message: str, *, response: httpx.Response | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        response: httpx.Response | None = None,
+        generation_ids: Iterable[str] = (),
+    ) -> None:
         super().__init__(message, request=None if response is None else response.request)
         self.response = response
+        self.generation_ids: tuple[str, ...] = tuple(generation_ids)
 
 
 class GenerationError(OxenError):
@@ -282,6 +304,9 @@ class AmbiguousEnqueueError(OxenError):
         params: The request's parameters.
         candidate_ids: Generations that match the request and that nothing else claims:
             its jobs are among them, if it made any. Empty when none was found.
+        generation_ids: Jobs the request certainly made (its answer named them, or they were
+            adopted), watched by the client: when an answer named fewer jobs than were
+            asked and the others could not be settled. Usually empty.
     """
 
     def __init__(
@@ -291,11 +316,13 @@ class AmbiguousEnqueueError(OxenError):
         model: str,
         params: Mapping[str, Any],
         candidate_ids: Iterable[str] = (),
+        generation_ids: Iterable[str] = (),
     ) -> None:
         super().__init__(message)
         self.model = model
         self.params = dict(params)
         self.candidate_ids: tuple[str, ...] = tuple(candidate_ids)
+        self.generation_ids: tuple[str, ...] = tuple(generation_ids)
 
 
 class CostUnknownError(OxenError):

@@ -6,6 +6,9 @@ The first are taken over at once. The second may still be in flight when the new
 starts, so they are settled against the server once their deadline has passed (the request
 can no longer land): their jobs are found and claimed, or they are shown to have made none.
 Taking over is atomic, so of several processes recovering at once each job goes to one.
+
+An id the ledger holds that is not a plausible id (``_ids.plausible_id``: a malformed answer
+named it) is a job that exists and cannot be watched: it is logged, never put into a URL.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._clock import Span
 from ._exceptions import AmbiguousEnqueueError, OxenError
+from ._ids import plausible_id
 from ._ledger import Intent, LedgerError, Settlement
 
 if TYPE_CHECKING:
-    from ._clock import ServerClock
     from ._ledger import Ledger
     from ._reconcile import Reconciler
 
@@ -41,14 +45,13 @@ class Recovered:
 
 
 async def recover_ids(
-    ledger: Ledger, reconciler: Reconciler, clock: ServerClock, *, wait: float | None
+    ledger: Ledger, reconciler: Reconciler, *, wait: float | None
 ) -> list[Recovered]:
     """The unfinished jobs of gone clients, now this client's.
 
     Args:
         ledger: The ledger.
         reconciler: Settles requests without an answer against the server.
-        clock: The server's clock, for the windows of those requests' rows.
         wait: Seconds to wait at most for gone clients' requests still within their
             deadline; ``None`` waits as long as it takes.
     """
@@ -56,6 +59,14 @@ async def recover_ids(
 
     def add(intent: Intent, ids: Iterable[str]) -> None:
         for generation_id in ids:
+            if not plausible_id(generation_id):
+                logger.warning(
+                    "recover(): job %.80r of an enqueue of %s cannot be watched (not an id that "
+                    "can be put in a URL); look for it in client.list_generations()",
+                    generation_id,
+                    intent.model,
+                )
+                continue
             found[generation_id] = Recovered(generation_id, intent.model, intent.params)
 
     give_up = anyio.current_time() + (math.inf if wait is None else wait)
@@ -71,7 +82,7 @@ async def recover_ids(
             elif intent.intent_id in stale:
                 taken = await ledger.take_over(intent.intent_id)
                 if taken is not None:
-                    add(taken, await _settle(ledger, reconciler, clock, taken))
+                    add(taken, await _settle(ledger, reconciler, taken))
             else:
                 waiting += 1  # sent by a gone client, and possibly still landing
         if not waiting or anyio.current_time() >= give_up:
@@ -85,26 +96,22 @@ async def recover_ids(
         await anyio.sleep(min(1.0, give_up - anyio.current_time()))
 
 
-async def _settle(
-    ledger: Ledger, reconciler: Reconciler, clock: ServerClock, intent: Intent
-) -> list[str]:
-    """Settle a gone client's request that never recorded its answer; the ids it made."""
-    if intent.sent_at_server is not None:
-        span = intent.deadline - intent.sent_at
-        window = (
-            math.floor(intent.sent_at_server - 2),
-            math.ceil(intent.sent_at_server + span + 2),
-        )
-    else:  # the same host's clock, most likely: judged with ours
-        window = clock.server_window(intent.sent_at, intent.deadline)
+async def _settle(ledger: Ledger, reconciler: Reconciler, intent: Intent) -> list[str]:
+    """Settle a gone client's request that never recorded its answer; the ids it made.
+
+    Its window rests on its sender's estimate of the server's clock when it has one, else on
+    ours (the same host's clock, most likely); neither is verified from here, so its reach
+    is wide (see ``_clock``).
+    """
+    span = Span(intent.sent_at, intent.deadline, server_start=intent.sent_at_server)
     try:
         ids = await reconciler.settle(
             intent.intent_id,
             model=intent.model,
             params=intent.params,
             count=intent.count,
-            window=window,
-            cause=None,
+            span=span,
+            created=False,
         )
     except AmbiguousEnqueueError as exc:
         logger.warning(

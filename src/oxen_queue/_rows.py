@@ -69,9 +69,7 @@ class RowOperations(ClientParts):
         """
         core = self._core
         core.require_open()
-        recovered = await recover_ids(
-            core.enqueuer.ledger, core.enqueuer.reconciler, core.session.clock, wait=wait
-        )
+        recovered = await recover_ids(core.enqueuer.ledger, core.enqueuer.reconciler, wait=wait)
         for job in recovered:
             core.enqueuer.own(job.generation_id)
             core.track(

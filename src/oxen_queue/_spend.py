@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._budget import Budget, Reservation, SpendSummary
 from ._cost import check_priced_count, estimate_cost, schema_defaults
-from ._exceptions import AmbiguousEnqueueError, ClientClosedError, OxenError
+from ._exceptions import (
+    AmbiguousEnqueueError,
+    APIResponseValidationError,
+    ClientClosedError,
+    OxenError,
+)
 from ._models import TERMINAL_STATUSES
 from ._params import typed_defaults
 from ._retry import is_ambiguous
@@ -68,14 +73,19 @@ class Hold:
         """An enqueue ended without a job: give back what it reserved, unless one may exist.
 
         ``AmbiguousEnqueueError`` (and a client closing while an enqueue was in flight) may
-        hide a billed job: that estimate stays. A refusal, or a request never ``sent``
+        hide a billed job: that estimate stays; so does that of a malformed answer that names
+        jobs (``APIResponseValidationError.generation_ids``: one it names may not be
+        watchable, so never confirmed). A refusal, or a request never ``sent``
         (withdrawn by its cancelled caller, or by the client closing first), gives it back.
         A caller cancelled while its request was in flight is not an ending: the request's
         own outcome decides, once known.
         """
         if self._reservation is None:
             return
-        if sent and isinstance(error, AmbiguousEnqueueError | ClientClosedError):
+        if sent and (
+            isinstance(error, AmbiguousEnqueueError | ClientClosedError)
+            or (isinstance(error, APIResponseValidationError) and error.generation_ids)
+        ):
             self._reservation.commit()
         else:
             self._reservation.release()
