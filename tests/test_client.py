@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import anyio
 import httpx
@@ -19,6 +20,7 @@ from oxen_queue import (
     NotFoundError,
     PollPolicy,
 )
+from oxen_queue._ledger import LedgerError, SqlLedger
 
 from .fakes import API, FakeAPI
 from .helpers import fake_client
@@ -349,3 +351,25 @@ async def test_with_options_is_a_view_with_other_defaults() -> None:
     assert "closed" in repr(unchecked)  # closing the client closed its views
     with pytest.raises(ClientClosedError):
         await unchecked.enqueue("gpt-image-2", prompt="ox")
+
+
+async def test_a_ledger_that_fails_to_close_leaves_the_callers_scopes_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing the ledger fails (its disk is full): ``__aexit__`` raises that
+    ``LedgerError``, and the client's task group is still left, so the caller's own cancel
+    scope and task group exit normally (before, they raised RuntimeError: a cancel scope
+    left on the caller's task)."""
+
+    async def full_disk(self: SqlLedger) -> None:
+        raise LedgerError("ledger sqlite: disk I/O error")
+
+    monkeypatch.setattr(SqlLedger, "aclose", full_disk)
+    api = FakeAPI()
+    with anyio.CancelScope() as callers_scope:
+        async with anyio.create_task_group() as callers_group:
+            with pytest.raises(LedgerError, match="disk I/O error"):
+                async with fake_client(api, ledger=f"sqlite://{tmp_path}/ledger.db"):
+                    pass
+            callers_group.start_soon(anyio.sleep, 0)
+    assert not callers_scope.cancelled_caught

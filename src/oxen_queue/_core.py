@@ -130,11 +130,15 @@ class ClientCore:
             self._stopped.set()
 
     async def exit(self) -> None:
-        """Close, then leave the outer task group (from ``__aexit__`` only)."""
-        await self.close()
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+        """Close, then leave the outer task group (from ``__aexit__`` only), even when
+        closing failed (a ledger that cannot be written on a full disk): a group left open
+        would leave its cancel scope on the caller's task, and break the caller's own."""
+        try:
+            await self.close()
+        finally:
+            stack, self._stack = self._stack, None
+            if stack is not None:
+                await stack.aclose()
 
     async def close(self) -> None:
         """Withdraw what was not sent, let what is in flight land, fail what is pending,

@@ -131,12 +131,12 @@ def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str] | N
 
 
 def manifest_entries(out: Path) -> list[dict[str, Any]]:
-    """Every readable line of a batch's manifest."""
+    """Every readable line of a batch's manifest (a line torn or damaged is left out)."""
     entries = []
-    for raw in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
+    for raw in (out / "manifest.jsonl").read_bytes().split(b"\n"):
         try:
-            entries.append(json.loads(raw))
-        except json.JSONDecodeError:
+            entries.append(json.loads(raw.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError):
             continue
     return entries
 

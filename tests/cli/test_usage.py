@@ -199,3 +199,22 @@ def test_importing_the_library_loads_no_rich() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_exit_statuses_in_help_and_in_the_module_docstring_agree(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The help's epilog states the exit statuses; the CLI module's docstring states the same
+    text (one is the other's copy, kept alike here); ``--help`` prints it."""
+    import oxen_queue._cli
+    from oxen_queue._cli._parser import EXIT_STATUSES
+
+    def words(text: str) -> str:
+        return " ".join(text.split())
+
+    assert words(EXIT_STATUSES) in words(oxen_queue._cli.__doc__ or "")
+    status, stdout, _ = run(["batch", "--help"], capsys)
+    assert status == 0
+    assert words(EXIT_STATUSES) in words(stdout)
+    for code in ("0 everything", "1 a generation", "2 bad usage", "130 interrupted"):
+        assert code in words(EXIT_STATUSES)

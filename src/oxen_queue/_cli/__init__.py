@@ -3,9 +3,21 @@
 Commands: ``generate``, ``submit``, ``wait``, ``download``, ``batch``, ``status``, ``cancel``,
 ``models``, ``demo`` (the offline tour, on the embedded emulator) and ``emulator`` (serve the
 emulator). Global options (``-v``, ``--base-url``, ``--emulator``, ``--time-scale``) go before
-or after the command. Exit status: 0 when everything asked for succeeded, 1 when a generation
-did not (or the API failed), 2 for bad usage, configuration or a request the API refused
-(400, 401, 403, 404, 422), 130 when interrupted.
+or after the command.
+
+The help's epilog (``_parser.EXIT_STATUSES``) says, and a test keeps the two alike:
+exit status: 0 everything asked for succeeded; 1 a generation did not succeed, the API
+failed, or this machine did (a file that could not be written mid-run, on a full or
+read-only disk: mend it and run the same command again, which resumes without sending
+anything twice); 2 bad usage or configuration (a prompts file that cannot be read as
+text, an --out that is not a writable directory), or a request the API refused (400,
+401, 403, 404, 422); 130 interrupted (Ctrl-C). Whatever goes wrong is said in one line
+on stderr; -v adds a traceback only to an error of a kind no code path expects.
+
+Everything it shows that it did not write itself (prompts, file names, the server's
+messages, statuses, ids and rows) is data, never markup or terminal control: see
+``_shown.py``. The files it reads and writes (prompts files, ``--out``, the manifest) are
+judged in ``_prompts.py``, ``_files.py`` and ``_manifest.py``.
 
 Its display needs ``rich``, which is the ``cli`` extra (``pip install 'oxen-queue[cli]'``): a
 library imported by an app should not bring a terminal UI along. This module imports nothing

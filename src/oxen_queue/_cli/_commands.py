@@ -28,10 +28,13 @@ from .._exceptions import (
 from .._ids import check_id
 from .._models import TERMINAL_STATUSES
 from ._cost import Row, dry_run_report, estimate, money
-from ._display import plural
+from ._display import failure_message, plural
+from ._files import WriteFailedError, failed_write, prepare_out
 from ._interrupt import Interrupted, Interrupts
-from ._manifest import Manifest, PromptLine, PromptsFileError, read_latest, read_prompts
+from ._manifest import Manifest, read_manifest
+from ._prompts import PromptLine, PromptsFileError, read_prompts
 from ._run import into, plan, run_generate, run_prompts
+from ._shown import assemble, error_line, json_line, shown, warning_line
 
 if TYPE_CHECKING:
     import argparse
@@ -91,7 +94,7 @@ async def generate(context: Context) -> int:
     args = context.args
     count = _count(args)
     params = {"prompt": args.prompt, **_request_params(args)}
-    await anyio.Path(args.out).mkdir(parents=True, exist_ok=True)
+    await anyio.to_thread.run_sync(prepare_out, args.out)
     async with AsyncClient(**context.options, ledger=args.ledger, timeout=args.timeout) as client:
         outcome = await run_generate(
             client,
@@ -118,7 +121,7 @@ async def submit(context: Context) -> int:
         else:
             generations = await client.enqueue_many(args.model, count, **params)
     for generation in generations:  # plain, one per line: for `xargs oxen-queue wait`
-        context.console.out(generation.id, highlight=False)
+        context.console.out(generation.id)
     return 0
 
 
@@ -145,7 +148,7 @@ async def wait(context: Context) -> int:
         with context.interrupts.scope() as work:
             async for generation in as_completed(generations):
                 line, status = _finished_line(generation)
-                context.console.out(line, highlight=False)
+                context.console.out(line)
                 statuses.append(status)
         if work.cancelled_caught:
             left = sum(1 for g in generations if not g.done())
@@ -160,24 +163,22 @@ async def download(context: Context) -> int:
     args = context.args
     statuses: list[int] = []
     generation_ids = _generation_ids(args)
-    await anyio.Path(args.out).mkdir(parents=True, exist_ok=True)
+    await anyio.to_thread.run_sync(prepare_out, args.out)
     async with AsyncClient(**context.options) as client:
         for generation_id in generation_ids:
             try:
                 record = await client.get_generation(generation_id)
                 if record.status != "succeeded":
                     hint = "" if record.status in TERMINAL_STATUSES else " yet (`oxen-queue wait`)"
-                    context.console.out(
-                        f"{generation_id} {record.status}: no result{hint}", highlight=False
-                    )
+                    context.console.out(f"{generation_id} {record.status}: no result{hint}")
                     statuses.append(1)
                     continue
                 path = await client.download(record, into(args.out))
             except OxenError as exc:
-                context.console.out(f"{generation_id} error: {exc}", highlight=False)
+                context.console.out(f"{generation_id} error: {failure_message(exc)}")
                 statuses.append(2 if _refused(exc) else 1)
                 continue
-            context.console.out(f"{generation_id} saved {path}", highlight=False)
+            context.console.out(f"{generation_id} saved {path}")
             statuses.append(0)
     return max(statuses, default=0)
 
@@ -196,7 +197,7 @@ async def _prompts_command(
         raise CommandError("--concurrency must be at least 1")
     try:
         lines = read_prompts(prompts)
-    except (OSError, PromptsFileError) as exc:
+    except PromptsFileError as exc:
         raise CommandError(str(exc)) from None
     if not lines:
         raise CommandError(f"{prompts} holds no prompts")
@@ -205,27 +206,41 @@ async def _prompts_command(
         return await _dry_run(
             context, lines=lines, model=model, defaults=defaults, retry_failed=retry_failed
         )
+    await anyio.to_thread.run_sync(prepare_out, args.out)
     manifest = Manifest(args.out / "manifest.jsonl")
+    for warning in manifest.warnings:
+        context.errors.print(warning_line(warning))
     # The ledger lives beside the manifest: a run killed between sending a request and writing
     # its manifest line leaves the request there, and the next run picks its job up.
     ledger = args.ledger or f"sqlite:///{args.out.resolve()}/ledger.db"
+    stopped: WriteFailedError | None = None
     try:
         options = {**context.options, "ledger": ledger, "timeout": args.timeout}
         async with AsyncClient(**options, max_spend=max_spend) as client:
-            outcome = await run_prompts(
-                client,
-                model=model,
-                lines=lines,
-                defaults=defaults,
-                out=args.out,
-                manifest=manifest,
-                concurrency=args.concurrency,
-                retry_failed=retry_failed,
-                console=console,
-                interrupts=context.interrupts,
-                title=f"oxen-queue {label} · {model} · {len(lines)} prompts → {args.out}/",
-                max_spend=max_spend,
-            )
+            try:
+                outcome = await run_prompts(
+                    client,
+                    model=model,
+                    lines=lines,
+                    defaults=defaults,
+                    out=args.out,
+                    manifest=manifest,
+                    concurrency=args.concurrency,
+                    retry_failed=retry_failed,
+                    console=console,
+                    interrupts=context.interrupts,
+                    title=f"oxen-queue {label} · {model} · {len(lines)} prompts → {args.out}/",
+                    max_spend=max_spend,
+                )
+            except Exception as exc:
+                stopped = failed_write(exc)
+                raise
+    except Exception:
+        # Closing the client may fail in the wake of the stop (its ledger is on the same
+        # full disk): the stop is what to report, with how to resume.
+        if stopped is not None:
+            raise stopped from None
+        raise
     finally:
         manifest.close()
     saved = len(outcome.files)
@@ -234,8 +249,7 @@ async def _prompts_command(
         console.print(
             f"budget reached (--max-spend {money(Decimal(max_spend or 0))}): "
             f"{plural(outcome.unsent, 'request')} left unsent. Run again with the same --out "
-            "(and a larger --max-spend) to send them.",
-            markup=False,
+            "(and a larger --max-spend) to send them."
         )
     return 0 if outcome.all_succeeded else 1
 
@@ -255,7 +269,10 @@ async def _dry_run(
     and schema): no enqueue, no event stream, and no manifest written.
     """
     args = context.args
-    latest = read_latest(args.out / "manifest.jsonl")
+    read = read_manifest(args.out / "manifest.jsonl")
+    for warning in read.warnings:
+        context.errors.print(warning_line(warning))
+    latest = read.latest
     rows: list[Row] = []
     not_sent = 0
     # "poll": nothing is waited for, so nothing (not even the event stream) is opened.
@@ -268,9 +285,7 @@ async def _dry_run(
             line_model = line.model or model
             one = await estimate(client, line_model, params)
             rows.append(((index, line.number), line_model, params, one))
-    context.console.print(
-        f"oxen-queue batch --dry-run · {plural(len(rows), 'request')} to send", markup=False
-    )
+    context.console.print(f"oxen-queue batch --dry-run · {plural(len(rows), 'request')} to send")
     dry_run_report(
         context.console, rows, not_sent=not_sent, max_spend=getattr(args, "max_spend", None)
     )
@@ -318,7 +333,7 @@ async def recover(context: Context) -> int:
         generations = await client.recover(wait=args.wait)
         for generation in generations:
             record = await client.get_generation(generation.id)
-            context.console.out(f"{record.generation_id} {record.status}", highlight=False)
+            context.console.out(f"{record.generation_id} {record.status}")
     return 0
 
 
@@ -331,12 +346,12 @@ async def status(context: Context) -> int:
             try:
                 record = await client.get_generation(generation_id)
             except NotFoundError as exc:
-                context.errors.print(f"[red]error:[/] {exc}")
+                context.errors.print(error_line(exc))
                 statuses.append(2)
                 continue
             statuses.append(1 if record.status == "failed" else 0)
             if args.json:  # one row per line (JSON Lines), whatever the number of ids
-                console.out(record.model_dump_json(), highlight=False)
+                console.out(json_line(record.model_dump(mode="json")))
             else:
                 if len(statuses) > 1:
                     console.print()
@@ -362,7 +377,7 @@ async def cancel(context: Context) -> int:
                 await client.cancel(generation_id)
                 record = await client.get_generation(generation_id)
             except NotFoundError as exc:
-                context.errors.print(f"[red]error:[/] {exc}")
+                context.errors.print(error_line(exc))
                 statuses.append(2)
                 continue
             if record.status == "cancelled":
@@ -398,9 +413,9 @@ async def models(context: Context) -> int:
 
 
 def _show_model(model: Model, console: Console) -> None:
-    console.print(f"[bold]{model.id}[/]  {model.display_name or ''}")
+    console.print(assemble((model.id, "bold"), "  ", model.display_name or ""))
     if model.description:
-        console.print(model.description)
+        console.print(shown(model.description, newlines=True))
     schema = model.parameter_schema or {}
     properties: dict[str, Any] = schema.get("properties") or {}
     if not properties:
@@ -419,7 +434,7 @@ def _show_model(model: Model, console: Console) -> None:
             allowed,
         )
     console.print(table)
-    console.print("[dim]* required[/]")
+    console.print("* required", style="dim")
 
 
 def _when(key: str, value: object) -> str | None:

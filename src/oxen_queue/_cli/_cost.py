@@ -13,11 +13,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 from rich.table import Table
-from rich.text import Text
 
 from .._exceptions import InvalidParamsError, OxenError
 from .._money import MONEY, total
 from ._display import plural
+from ._shown import shown
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -166,28 +166,27 @@ def dry_run_report(
     table.add_column("estimate", justify="right", no_wrap=True)
     problems: list[str] = []
     for (index, number), model, params, one in rows:
-        shown = " ".join(f"{k}={params[k]}" for k in _SHOWN_PARAMS if k in params)
-        cost = Text(money(one.amount)) if one.amount is not None else Text("unknown", style="red")
+        listed = " ".join(f"{k}={params[k]}" for k in _SHOWN_PARAMS if k in params)
+        cost = shown(money(one.amount)) if one.amount is not None else shown("unknown", "red")
         prompt = str(params.get("prompt", ""))
-        table.add_row(str(index), str(number), prompt, model, shown or "-", cost)
+        table.add_row(str(index), str(number), prompt, model, listed or "-", cost)
         if one.amount is None:
             problems.append(f"#{index} (line {number}): {one.problem}")
     console.print(table)
     for problem in problems:  # below the table: a long reason would squeeze its columns
-        console.print(problem, markup=False, style="red")
+        console.print(problem, style="red")
     estimated, unknown = totals(one for *_, one in rows)
     line = f"estimated total: {money(estimated)} for {plural(len(rows) - unknown, 'request')}"
     if unknown:
         line += f"; {plural(unknown, 'request')} without an estimate"
-    console.print(line, markup=False)
+    console.print(line)
     if not_sent:
         console.print(
-            f"{plural(not_sent, 'request')} done or enqueued in an earlier run: not counted",
-            markup=False,
+            f"{plural(not_sent, 'request')} done or enqueued in an earlier run: not counted"
         )
     if max_spend is not None:
-        console.print(_budget_line(max_spend, rows), markup=False)
-    console.print("dry run: nothing was sent", markup=False)
+        console.print(_budget_line(max_spend, rows))
+    console.print("dry run: nothing was sent")
 
 
 def _budget_line(max_spend: Decimal, rows: Sequence[Row]) -> str:

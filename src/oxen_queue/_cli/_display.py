@@ -1,4 +1,7 @@
-"""The live progress display of ``generate``, ``batch`` and ``demo`` (rich), and the summary."""
+"""The live progress display of ``generate``, ``batch`` and ``demo`` (rich), and the summary.
+
+Prompts, statuses, messages and file names in them are data: shown by :func:`._shown.shown`.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,10 @@ from typing import TYPE_CHECKING
 from rich.console import Group
 from rich.progress_bar import ProgressBar
 from rich.table import Table
-from rich.text import Text
 
-from .._exceptions import BudgetExceededError
+from .._exceptions import BudgetExceededError, DownloadError
+from ._files import describe
+from ._shown import assemble, shown
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -63,7 +67,7 @@ class BatchView:
         finished = counts["done"] + counts["failed"]
         elapsed = time.monotonic() - self.started
         rate = counts["done"] / elapsed if elapsed > 0 else 0.0
-        line = Text.assemble(
+        line = assemble(
             ("waiting ", "dim"),
             (f"{counts['waiting']}", "bold"),
             ("  queued ", "dim"),
@@ -80,7 +84,7 @@ class BatchView:
         bar.add_row(
             ProgressBar(total=max(total, 1), completed=finished, width=48), f"{finished}/{total}"
         )
-        return Group(Text(self.title, style="bold"), bar, line)
+        return Group(shown(self.title, "bold"), bar, line)
 
 
 def _clock(seconds: float) -> str:
@@ -108,10 +112,14 @@ def summary_table(items: Sequence[BatchItem], files: dict[int, Path], *, width: 
         path = files.get(index)
         table.add_row(
             str(index + 1),
-            str(item.params.get("prompt", "")),
-            str(item.params.get("resolution", "default")),
-            Text(status, style="green" if path else "red"),
-            path.name if path else (failure_message(item.error) or _NOT_SENT * unsent(item))[:200],
+            shown(item.params.get("prompt", "")),
+            shown(item.params.get("resolution", "default")),
+            shown(status, "green" if path else "red"),
+            shown(
+                path.name
+                if path
+                else (failure_message(item.error) or _NOT_SENT * unsent(item))[:200]
+            ),
         )
     return table
 
@@ -134,11 +142,14 @@ def failure_status(item: BatchItem) -> str:
 
 
 def failure_message(error: BaseException | None) -> str | None:
-    """The server's text for a failed generation, else the error itself."""
+    """The server's text for a failed generation, else the error itself (a file this
+    machine could not write said as such: ``could not save it: No space left on device``)."""
     if error is None:
         return None
     if isinstance(error, BudgetExceededError):
         return _NOT_SENT
+    if isinstance(error, DownloadError) and isinstance(error.__cause__, OSError):
+        return f"could not save it: {describe(error.__cause__, named=False)}"
     return getattr(error, "error_message", None) or str(error)
 
 

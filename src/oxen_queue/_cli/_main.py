@@ -1,4 +1,10 @@
-"""Running a parsed command line: the consoles, the emulator, Ctrl-C, and the exit status."""
+"""Running a parsed command line: the consoles, the emulator, Ctrl-C, and the exit status.
+
+Whatever goes wrong ends in one line on stderr and an exit status (:func:`exit_status`):
+bad input, a bad server and a failing file system alike, never a traceback. Only an error
+no code path expects (a bug) may print its traceback, and only with ``-v``; without it, the
+line names the error and says ``-v`` shows more.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,12 @@ import logging
 import os
 import signal
 import threading
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from rich.console import Console
-from rich.logging import RichHandler
 
 from .._exceptions import (
     AuthenticationError,
@@ -24,8 +29,11 @@ from .._exceptions import (
     OxenError,
 )
 from ._commands import COMMANDS, CommandError, Context
+from ._files import OutDirectoryError, WriteFailedError, describe
 from ._interrupt import Interrupted, Interrupts
 from ._parser import UsageError, parse
+from ._prompts import PromptsFileError
+from ._shown import DataConsole, DataLogHandler, WarningLines, error_line, shown
 
 if TYPE_CHECKING:
     from ..testing import Emulator
@@ -41,28 +49,42 @@ _KEY_HELP = (
 
 REFUSED: tuple[type[Exception], ...] = (
     CommandError,
+    PromptsFileError,
+    OutDirectoryError,
     InvalidParamsError,
     BadRequestError,  # 400, 422
     AuthenticationError,  # 401, 403
     NotFoundError,  # 404
-    ValueError,
+    ValueError,  # a setting the client refused (InvalidParamsError is one too)
 )
 """Bad usage, configuration, or a request the API refused: exit status 2."""
 
+FAILED: tuple[type[Exception], ...] = (OxenError, WriteFailedError, OSError)
+"""The API failed, or this machine did (a file that could not be read or written, a port
+that could not be bound): exit status 1."""
+
 
 def exit_status(error: BaseException) -> int:
-    """2 for bad usage or a refused request, 1 for anything else that went wrong."""
+    """2 for bad usage, configuration or a refused request (:data:`REFUSED`), 1 for anything
+    else that went wrong (:data:`FAILED`, and errors of no expected kind)."""
     return 2 if isinstance(error, REFUSED) else 1
 
 
 @contextlib.contextmanager
-def _verbose_logging(verbose: bool, console: Console) -> Iterator[None]:
-    """With -v: our debug logs and httpx's request lines on stderr, for this command only."""
-    if not verbose:
-        yield
-        return
-    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
-    levels = {"oxen_queue": logging.DEBUG, "httpx": logging.INFO}
+def _logging(verbose: bool, console: DataConsole) -> Iterator[None]:
+    """The library's log on stderr, for this command only, shown as data.
+
+    With -v: our debug logs and httpx's request lines, tracebacks included. Without: only
+    warnings and errors, one ``warning:`` line each, no traceback (Python's last-resort
+    handler would print them raw, tracebacks and all).
+    """
+    handler: logging.Handler
+    if verbose:
+        handler = DataLogHandler(console=console, show_path=False, rich_tracebacks=False)
+        levels = {"oxen_queue": logging.DEBUG, "httpx": logging.INFO}
+    else:
+        handler = WarningLines(console)
+        levels = {"oxen_queue": logging.getLogger("oxen_queue").level}  # as it is
     saved = {name: logging.getLogger(name).level for name in levels}
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
@@ -75,11 +97,11 @@ def _verbose_logging(verbose: bool, console: Console) -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def _console(*, stderr: bool) -> Console:
+def _console(*, stderr: bool) -> DataConsole:
     # Piped into a file or a CI log: no wrapping at 80 columns, so paths stay whole.
-    console = Console(stderr=stderr, highlight=False)
+    console = DataConsole(stderr=stderr, highlight=False)
     if not console.is_terminal:
-        console = Console(stderr=stderr, highlight=False, width=160, soft_wrap=True)
+        console = DataConsole(stderr=stderr, highlight=False, width=160, soft_wrap=True)
     return console
 
 
@@ -102,19 +124,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return exc.status
     console, errors = _console(stderr=False), _console(stderr=True)
-    if args.command == "emulator":
-        return _serve_emulator(args)
-    with _verbose_logging(args.verbose, errors), _sigint_restored():
-        return _run(args, console, errors)
+    try:
+        if args.command == "emulator":
+            return _serve_emulator(args)
+        with _logging(args.verbose, errors), _sigint_restored():
+            return _run(args, console, errors)
+    except Exception as exc:  # the last resort: whatever escaped, still one line
+        return report(exc, errors, verbose=args.verbose)
 
 
-def _run(args: argparse.Namespace, console: Console, errors: Console) -> int:
+def report(error: BaseException, errors: DataConsole, *, verbose: bool) -> int:
+    """Print the one line an error ends the command with; return its exit status.
+
+    A group of errors (from a task group) is reported by its first: the one that stopped the
+    work, the others being its echoes. An error of an unexpected kind prints its traceback
+    with ``-v``, one line naming it otherwise.
+    """
+    error = _first(error)
+    if isinstance(error, REFUSED + FAILED):
+        message: object = error
+        if isinstance(error, OSError) and not isinstance(error, OxenError):
+            message = describe(error)  # in words (our timeout errors are OSErrors, and say so)
+        errors.print(error_line(message))
+        return exit_status(error)
+    if verbose:
+        errors.print(shown("".join(traceback.format_exception(error)), newlines=True))
+    else:
+        summary = f"{type(error).__name__}: {error}"
+        errors.print(error_line(f"unexpected {summary} (-v shows the traceback)"))
+    return 1
+
+
+def _first(error: BaseException) -> BaseException:
+    """The first leaf of a (nested) exception group, or the error itself."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def _run(args: argparse.Namespace, console: DataConsole, errors: DataConsole) -> int:
     try:
         with _embedded_emulator(args) as emulator:
             options: dict[str, Any] = {}
             if emulator is not None:
                 options = {"base_url": emulator.base_url, "api_key": "emulator"}
-                errors.print(f"[dim]embedded emulator at {emulator.base_url}[/]")
+                errors.print(f"embedded emulator at {emulator.base_url}", style="dim")
             elif args.base_url:
                 options["base_url"] = args.base_url
             if "api_key" not in options and not os.environ.get("OXEN_API_KEY", "").strip():
@@ -125,18 +179,14 @@ def _run(args: argparse.Namespace, console: Console, errors: Console) -> int:
                 return anyio.run(_command, context)
             except Interrupted as exc:
                 _ignore_sigint()  # the line below is the only one: a second Ctrl-C is moot
-                errors.print(str(exc), markup=False)
+                errors.print(exc)
                 return 130
     except KeyboardInterrupt:  # outside the command's event loop, or no signals there
         _ignore_sigint()
         errors.print("interrupted.")
         return 130
-    except OxenError as exc:
-        errors.print(f"[red]error:[/] {exc}")
-        return exit_status(exc)
-    except REFUSED as exc:
-        errors.print(f"[red]error:[/] {exc}")
-        return 2
+    except Exception as exc:
+        return report(exc, errors, verbose=args.verbose)
 
 
 async def _command(context: Context) -> int:

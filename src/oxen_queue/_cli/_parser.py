@@ -21,9 +21,13 @@ from .._version import __version__
 __all__ = ["EXIT_STATUSES", "UsageError", "parse"]
 
 EXIT_STATUSES: Final = (
-    "exit status: 0 everything asked for succeeded; 1 a generation did not succeed (or the "
-    "API failed); 2 bad usage or configuration, or a request the API refused (400, 401, 403, "
-    "404, 422); 130 interrupted (Ctrl-C)."
+    "exit status: 0 everything asked for succeeded; 1 a generation did not succeed, the API "
+    "failed, or this machine did (a file that could not be written mid-run, on a full or "
+    "read-only disk: mend it and run the same command again, which resumes without sending "
+    "anything twice); 2 bad usage or configuration (a prompts file that cannot be read as "
+    "text, an --out that is not a writable directory), or a request the API refused (400, "
+    "401, 403, 404, 422); 130 interrupted (Ctrl-C). Whatever goes wrong is said in one line "
+    "on stderr; -v adds a traceback only to an error of a kind no code path expects."
 )
 
 _EMULATOR_COMMANDS: Final = ("demo", "emulator")  # they always run an emulator of their own
@@ -92,6 +96,17 @@ def _amount(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(
             f"not an amount from 0 to 10**12 with at most 18 decimal places: {exc}"
         ) from None
+
+
+def _port(text: str) -> int:
+    """A TCP port on the command line: 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0 to 65535): {text!r}")
+    return port
 
 
 def _request_options(parser: argparse.ArgumentParser) -> None:
@@ -261,7 +276,7 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
         "Serve the local emulator of the Oxen API until Ctrl-C.",
     )
     emulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    emulator.add_argument("--port", type=int, default=8000, help="port to listen on")
+    emulator.add_argument("--port", type=_port, default=8000, help="port to listen on")
     emulator.add_argument("--api-key", help="the only key accepted (default: any key)")
     return parser, subparsers
 

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from rich.live import Live
-from rich.markup import escape
 
 from .._batch import BatchItem, as_completed, run_batch
-from .._exceptions import AmbiguousEnqueueError, BudgetExceededError, OxenError
+from .._exceptions import AmbiguousEnqueueError, BudgetExceededError, DownloadError, OxenError
+from .._ledger import LedgerError
 from .._models import GenerationRecord
 from .._money import total
 from ._cost import charged_costs, estimate, money, plan_budget, totals
@@ -28,7 +28,9 @@ from ._display import (
     summary_table,
     unsent,
 )
+from ._files import RESUME_HINT, WriteFailedError, describe
 from ._interrupt import Interrupted
+from ._shown import assemble
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -36,7 +38,8 @@ if TYPE_CHECKING:
     from .._client import AsyncClient
     from .._generation import Generation
     from ._interrupt import Interrupts
-    from ._manifest import Manifest, PromptLine
+    from ._manifest import Manifest
+    from ._prompts import PromptLine
 
 __all__ = ["BatchOutcome", "into", "plan", "run_generate", "run_prompts"]
 
@@ -96,6 +99,24 @@ async def _save(client: AsyncClient, item: BatchItem, out: Path) -> Path | None:
         return None
 
 
+def _stopping(item: BatchItem, out: Path) -> WriteFailedError | None:
+    """The error that stops a batch, when an item failed because of this machine rather than
+    the request: its result could not be written in ``out`` (the download's cause is an
+    ``OSError``: a full or read-only disk...), or the ledger failed. Recording such an item
+    as failed would make a rerun skip it; the run stops instead, and a rerun reattaches it."""
+    error = item.error
+    if isinstance(error, DownloadError) and isinstance(error.__cause__, OSError):
+        reason = describe(error.__cause__, named=False)
+        message = f"cannot save generation {item.generation_id} in {out}: {reason}"
+    elif isinstance(error, LedgerError):
+        message = f"the ledger failed: {error}"
+    else:
+        return None
+    stopped = WriteFailedError(f"{message}; the run stopped: {RESUME_HINT}")
+    stopped.__cause__ = error
+    return stopped
+
+
 Plan = Literal["send", "skip", "reattach"]
 
 
@@ -109,7 +130,7 @@ async def plan(previous: dict[str, Any] | None, *, retry_failed: bool) -> Plan:
         previous.get("file"),
         previous.get("generation_id"),
     )
-    if status == "succeeded" and file and await anyio.Path(file).exists():
+    if status == "succeeded" and isinstance(file, str) and await _exists(file):
         return "skip"
     if status in ("failed", "cancelled", "error", "ambiguous") and not retry_failed:
         return "skip"
@@ -118,6 +139,14 @@ async def plan(previous: dict[str, Any] | None, *, retry_failed: bool) -> Plan:
     if isinstance(generation_id, str) and status not in ("failed", "cancelled"):
         return "reattach"
     return "send"
+
+
+async def _exists(file: str) -> bool:
+    """Whether a file a manifest names is there (a name no file system takes is not)."""
+    try:
+        return await anyio.Path(file).exists()
+    except (OSError, ValueError):
+        return False
 
 
 async def _adopt_recovered(
@@ -224,6 +253,9 @@ async def run_prompts(
             _plain_progress(console, view, item, "unsent: the budget (--max-spend) is reached")
             return
         path = await _save(client, item, out)
+        stopped = _stopping(item, out)
+        if stopped is not None:  # no line: the manifest (or the ledger) keeps it as enqueued
+            raise stopped
         if path is not None:
             outcome.files[index] = path
             manifest.append(
@@ -298,7 +330,7 @@ async def _print_costs(
     pending = len(ids) - len(known)
     if pending:
         line += f" ({pending} not charged yet or not found)"
-    console.print(line, markup=False)
+    console.print(line)
 
 
 async def run_generate(
@@ -380,13 +412,13 @@ async def _cancel_upstream(client: AsyncClient, interrupts: Interrupts) -> str:
 
 
 def _report(console: Console, item: BatchItem, path: Path | None) -> None:
-    """One line for a generation of ``generate``, as it finishes: where it went, or why not.
-    (Paths and server messages are escaped: they are not markup.)"""
+    """One line for a generation of ``generate``, as it finishes: where it went, or why not."""
     if path is not None:
-        console.print(f"[green]saved[/] {escape(str(path))}  ({item.generation_id})")
+        console.print(assemble(("saved", "green"), " ", path, "  (", item.generation_id, ")"))
     else:
-        reason = escape(failure_message(item.error) or "")
-        console.print(f"[red]{failure_status(item)}[/] {item.generation_id}: {reason}")
+        reason = failure_message(item.error) or ""
+        status = failure_status(item)
+        console.print(assemble((status, "red"), " ", item.generation_id, ": ", reason))
 
 
 def _live(view: BatchView, console: Console, *, transient: bool) -> AbstractContextManager[Any]:
@@ -401,5 +433,4 @@ def _plain_progress(console: Console, view: BatchView, item: BatchItem, detail: 
         return
     finished = sum(1 for i in view.items if i.finished)
     prompt = str(item.params.get("prompt", ""))
-    line = f"[{finished}/{len(view.items)}] {prompt[:40]!r} {detail}"
-    console.print(line, soft_wrap=True, markup=False)  # prompts and paths are not markup
+    console.print(f"[{finished}/{len(view.items)}] {prompt[:40]!r} {detail}", soft_wrap=True)
