@@ -31,11 +31,8 @@ def fake_client(api: FakeAPI, **overrides: Any) -> AsyncClient:
 
 
 class StubOwner:
-    """What a ``Generation`` delegates to its client, for tests of a generation alone: the
-    operations are not reached; the generations that finished are recorded in ``done``."""
-
-    def __init__(self) -> None:
-        self.done: list[str] = []
+    """What a ``Generation`` delegates to its client core, for tests of a generation alone:
+    the operations are not reached."""
 
     async def cancel(self, generation: Generation | str) -> None:
         raise NotImplementedError
@@ -45,6 +42,3 @@ class StubOwner:
 
     async def download(self, source: Any, path: Any = None) -> Any:
         raise NotImplementedError
-
-    def _generation_done(self, generation: Generation) -> None:
-        self.done.append(generation.id)

@@ -61,12 +61,12 @@ def test_check_reports_stale_code_writes_nothing_and_a_run_mends_it(tree: Path) 
         '    background: Literal["auto", "opaque"] | None = None\n',
     )
     edit(
-        package / "_rows.py",
-        "    # -- models --",
+        package / "_client.py",
+        "    # -- results --",
         "    async def newest(self, *, model: str | None = None) -> list[Generation]:\n"
         '        """The newest generations."""\n'
         "        return []\n\n"
-        "    # -- models --",
+        "    # -- results --",
     )
     before = {p: p.read_text() for p in package.glob("_*.py")}
 
@@ -92,12 +92,12 @@ def test_check_reports_stale_code_writes_nothing_and_a_run_mends_it(tree: Path) 
 def test_a_return_type_without_a_blocking_form_is_refused_by_name(tree: Path) -> None:
     """The script stops rather than guess how a Generation inside another type is blocked."""
     edit(
-        tree / "src" / "oxen_queue" / "_rows.py",
-        "    # -- models --",
+        tree / "src" / "oxen_queue" / "_client.py",
+        "    # -- results --",
         "    async def by_id(self) -> dict[str, Generation]:\n"
         '        """Each generation, by id."""\n'
         "        return {}\n\n"
-        "    # -- models --",
+        "    # -- results --",
     )
     result = codegen("--check", root=tree)
     assert result.returncode == 2

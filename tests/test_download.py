@@ -453,18 +453,21 @@ async def test_any_body_is_saved_whole_as_the_media_asked_for_or_refused_leaving
         body = data.draw(_MEDIA_BODIES[truth])
     asked = media_type if media_type in ("image", "video") else None
     fetcher = _fetcher(body, content_type, chunk)
-    url = "https://files.oxen.test/x.png"
+    record = GenerationRecord(
+        generation_id="g/1",
+        status="succeeded",
+        result_url="https://files.oxen.test/x.png",
+        media_type=media_type,
+    )
     with tempfile.TemporaryDirectory() as directory:
         try:
-            saved: Path | None = await fetcher.save(
-                url, generation_id="g/1", media_type=media_type, path=directory
-            )
+            saved: Path | None = await fetcher.save(record, directory)
         except DownloadError:
             saved = None
         left = list(Path(directory).iterdir())
         kept = saved.read_bytes() if saved is not None else None
     try:
-        read: bytes | None = await fetcher.read(url, generation_id="g/1", media_type=media_type)
+        read: bytes | None = await fetcher.read(record)
     except DownloadError:
         read = None
     finally:

@@ -371,7 +371,7 @@ async def test_a_recovered_or_adopted_implausible_id_gets_a_failed_handle_never_
     api = FakeAPI()
     async with fake_client(api) as client:
         core = client._core
-        generation = core.track(client, "a/b", model=None, params={}, deadline=None, fresh=False)
+        generation = core.track("a/b", model=None, params={}, deadline=None, fresh=False)
         assert generation.done()
         with pytest.raises(APIResponseValidationError, match="cannot be watched"):
             generation.result()

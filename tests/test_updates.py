@@ -28,7 +28,8 @@ from oxen_queue import (
     PollPolicy,
     RetryPolicy,
 )
-from oxen_queue._generation import fail, note_status, observe
+from oxen_queue._core import _Deadlines
+from oxen_queue._generation import due, fail, note_status, observe
 from oxen_queue.testing import Emulator, EmulatorConfig, ManualClock
 
 from .fakes import FakeAPI
@@ -148,11 +149,17 @@ async def test_a_generation_already_done_yields_its_final_record_alone() -> None
 
 
 async def test_the_deadline_raises_generation_timeout_error_after_what_was_seen() -> None:
-    """No watcher needed: the iterator keeps the deadline itself, as ``await`` does."""
+    """The client's one deadline task ends the generation; a subscriber sees the error after
+    the records it saw (the iterator keeps no timer of its own)."""
     generation = _generation(deadline=0.05)
+    deadlines = _Deadlines({generation.id: generation})
+    deadlines.add(due(generation), generation.id)
     seen: list[str] = []
-    with anyio.fail_after(5), pytest.raises(GenerationTimeoutError):
-        await _collect(generation, seen)
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(deadlines.run)
+        with anyio.fail_after(5), pytest.raises(GenerationTimeoutError):
+            await _collect(generation, seen)
+        task_group.cancel_scope.cancel()
     assert seen == ["queued"]
     assert generation.done()  # the deadline ended the generation, for every waiter
     with pytest.raises(GenerationTimeoutError):

@@ -11,7 +11,7 @@ import pytest
 
 from oxen_queue import Generation, GenerationRecord, GenerationTimeoutError
 from oxen_queue._core import _Deadlines
-from oxen_queue._generation import watch_deadline
+from oxen_queue._generation import due
 from oxen_queue._watch._shared import SharedPollWatcher
 
 from .helpers import StubOwner
@@ -62,23 +62,24 @@ async def test_thousands_finishing_between_two_ticks_are_fetched_a_few_at_a_time
 
 async def test_one_heap_ends_every_generation_at_its_own_deadline() -> None:
     owner = StubOwner()
+    done: list[str] = []
     pending: dict[str, Generation] = {}
     deadlines = _Deadlines(pending)
     async with anyio.create_task_group() as task_group:
         task_group.start_soon(deadlines.run)
         for name, seconds in [("late", 0.3), ("early", 0.05), ("none", None), ("mid", 0.15)]:
             generation = Generation(name, owner=owner, deadline=seconds)
+            generation.add_done_callback(lambda g: done.append(g.id))
             pending[name] = generation
-            due = watch_deadline(generation)
-            if due is not None:
-                deadlines.add(due, name)
+            if seconds is not None:
+                deadlines.add(due(generation), name)
         with anyio.fail_after(5), pytest.raises(GenerationTimeoutError):
             await pending["mid"]  # no timer of its own: the heap wakes it
         with anyio.fail_after(5):
-            while len(owner.done) < 3:
+            while len(done) < 3:
                 await anyio.sleep(0.01)
         task_group.cancel_scope.cancel()
-    assert owner.done == ["early", "mid", "late"]
+    assert done == ["early", "mid", "late"]
     assert not pending["none"].done()
     with pytest.raises(GenerationTimeoutError):
         pending["early"].result()

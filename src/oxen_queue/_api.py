@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 
     from ._http import ApiSession
 
-    Timeout = httpx.Timeout | None
 
 __all__ = [
     "COMPLETED_EVENT",
@@ -218,10 +217,35 @@ def parse_enqueue_answer(data: object, count: int) -> EnqueueAnswer:
 
 
 class QueueEndpoints:
-    """``/api/ai/queue``, ``/api/ai/generations``, ``/api/ai/models``, ``/api/events``, ..."""
+    """``/api/ai/queue``, ``/api/ai/generations``, ``/api/ai/models``, ``/api/events``, ...
 
-    def __init__(self, session: ApiSession) -> None:
+    One per client, and one per view of it (``client.with_options(timeout=...)``): the view's
+    timeout is applied here, to every request made through it, and nowhere else.
+
+    Args:
+        session: The client's session.
+        timeout: Each request's timeouts; ``None``: the session's.
+    """
+
+    __slots__ = ("_session", "_timeout")
+
+    def __init__(self, session: ApiSession, timeout: httpx.Timeout | None = None) -> None:
         self._session = session
+        self._timeout = timeout
+
+    def with_timeout(self, timeout: httpx.Timeout | None) -> QueueEndpoints:
+        """These endpoints with other timeouts (``None``: the session's)."""
+        return self if timeout is self._timeout else QueueEndpoints(self._session, timeout)
+
+    async def _call(
+        self, method: str, path: str, params: Mapping[str, str | int] | None = None
+    ) -> Any:
+        return await self._session.call(method, path, params=params, timeout=self._timeout)
+
+    def _slow(self, read: float) -> httpx.Timeout:
+        """These timeouts with a read timeout of ``read`` seconds: for the blocking endpoints,
+        whose answer takes as long as the work."""
+        return self._session.read_timeout(read, base=self._timeout)
 
     # -- the queue ------------------------------------------------------------------------
 
@@ -230,7 +254,6 @@ class QueueEndpoints:
         body: Mapping[str, Any],
         count: int,
         *,
-        timeout: Timeout = None,
         on_admitted: Callable[[], Awaitable[object]] | None = None,
     ) -> EnqueueAnswer:
         """One attempt at ``POST /api/ai/queue``; what its successful answer named.
@@ -243,31 +266,27 @@ class QueueEndpoints:
                 exist: see ``certainly_created``).
         """
         data = await self._session.send(
-            "POST", QUEUE, json_body=body, timeout=timeout, on_admitted=on_admitted
+            "POST", QUEUE, json_body=body, timeout=self._timeout, on_admitted=on_admitted
         )
         return parse_enqueue_answer(data, count)
 
-    async def get_generation(
-        self, generation_id: str, *, timeout: Timeout = None
-    ) -> GenerationRecord:
+    async def get_generation(self, generation_id: str) -> GenerationRecord:
         """One generation's row (``GET /api/ai/queue/{id}``).
 
         Raises:
             APIResponseValidationError: The answer is malformed, or is about another id.
         """
         path = id_path(QUEUE, generation_id)
-        data = await self._session.call("GET", path, timeout=timeout)
+        data = await self._call("GET", path)
         what = f"GET /{path}"
         return _same_record(parse(GenerationRecord, data, what=what), generation_id, what)
 
-    async def cancel(self, generation_id: str, *, timeout: Timeout = None) -> None:
-        await self._session.call("DELETE", id_path(QUEUE, generation_id), timeout=timeout)
+    async def cancel(self, generation_id: str) -> None:
+        await self._call("DELETE", id_path(QUEUE, generation_id))
 
-    async def list_queue(
-        self, *, timeout: Timeout = None, **filters: str | None
-    ) -> list[GenerationRecord]:
+    async def list_queue(self, **filters: str | None) -> list[GenerationRecord]:
         params = {key: value for key, value in filters.items() if value is not None}
-        data = await self._session.call("GET", QUEUE, params=params, timeout=timeout)
+        data = await self._call("GET", QUEUE, params)
         what = f"GET /{QUEUE}"
         return [parse(GenerationRecord, row, what=what) for row in _rows(data, what)]
 
@@ -279,7 +298,7 @@ class QueueEndpoints:
         is not plausible (:mod:`._ids`): no generation of the client's can have it.
         """
         params = {"model": model} if model else None
-        data = await self._session.call("GET", QUEUE, params=params)
+        data = await self._call("GET", QUEUE, params)
         statuses: dict[str, str] = {}
         for row in _rows(data, f"GET /{QUEUE}"):
             if isinstance(row, Mapping):
@@ -299,34 +318,30 @@ class QueueEndpoints:
 
     async def active_rows(self, model: str) -> list[object]:
         """The active rows of one model as they came (reconciliation's first look)."""
-        data = await self._session.call("GET", QUEUE, params={"model": model})
+        data = await self._call("GET", QUEUE, {"model": model})
         return _rows(data, f"GET /{QUEUE}")
 
     # -- history --------------------------------------------------------------------------
 
     async def history_slice(self, *, model: str, page: int, page_size: int) -> HistorySlice:
         """One page of one model's history, its rows as they came."""
-        data = await self._session.call(
-            "GET", HISTORY, params={"model": model, "page": page, "page_size": page_size}
+        data = await self._call(
+            "GET", HISTORY, {"model": model, "page": page, "page_size": page_size}
         )
         total = data.get("total_pages") if isinstance(data, Mapping) else None
         pages = total if type(total) is int and total >= 1 else None
         return HistorySlice(_rows(data, f"GET /{HISTORY}"), pages)
 
-    async def list_generations(
-        self, *, timeout: Timeout = None, **query: str | int | None
-    ) -> GenerationPage:
+    async def list_generations(self, **query: str | int | None) -> GenerationPage:
         params = {key: value for key, value in query.items() if value is not None}
-        data = await self._session.call("GET", HISTORY, params=params, timeout=timeout)
+        data = await self._call("GET", HISTORY, params)
         return parse(GenerationPage, data, what=f"GET /{HISTORY}")
 
-    async def get_generation_details(
-        self, generation_id: str, *, timeout: Timeout = None
-    ) -> GenerationRecord:
+    async def get_generation_details(self, generation_id: str) -> GenerationRecord:
         """One history row, with its cost, out of its envelope: ``{"status": "success",
         "status_message": "resource_found", "generation": {...}}`` (unlike the queue's row,
         which is bare)."""
-        data = await self._session.call("GET", id_path(HISTORY, generation_id), timeout=timeout)
+        data = await self._call("GET", id_path(HISTORY, generation_id))
         what = f"GET /{HISTORY}/{{id}}"
         row = data.get("generation") if isinstance(data, Mapping) else None
         if not isinstance(row, Mapping):
@@ -335,14 +350,12 @@ class QueueEndpoints:
 
     # -- models ---------------------------------------------------------------------------
 
-    async def get_model(self, model_id: str, *, timeout: Timeout = None) -> Model:
-        data = await self._session.call(
-            "GET", id_path(MODELS, model_id, field="model"), timeout=timeout
-        )
+    async def get_model(self, model_id: str) -> Model:
+        data = await self._call("GET", id_path(MODELS, model_id, field="model"))
         return parse(Model, data, what=f"GET /{MODELS}/{{id}}")
 
-    async def list_models(self, *, timeout: Timeout = None) -> list[Model]:
-        data = await self._session.call("GET", MODELS, timeout=timeout)
+    async def list_models(self) -> list[Model]:
+        data = await self._call("GET", MODELS)
         rows = data.get("data") if isinstance(data, Mapping) else None
         if not isinstance(rows, list):
             raise APIResponseValidationError(f"GET /{MODELS}: answer has no data list")
@@ -350,22 +363,16 @@ class QueueEndpoints:
 
     # -- blocking generation ----------------------------------------------------------------
 
-    async def generate_images(
-        self, body: Mapping[str, Any], *, timeout: httpx.Timeout
-    ) -> ImagesResponse:
-        data = await self._session.send_create(IMAGES, body, timeout=timeout)
+    async def generate_images(self, body: Mapping[str, Any], *, read: float) -> ImagesResponse:
+        data = await self._session.send_create(IMAGES, body, timeout=self._slow(read))
         return parse(ImagesResponse, data, what=f"POST /{IMAGES}")
 
-    async def edit_images(
-        self, body: Mapping[str, Any], *, timeout: httpx.Timeout
-    ) -> ImagesResponse:
-        data = await self._session.send_create(EDITS, body, timeout=timeout)
+    async def edit_images(self, body: Mapping[str, Any], *, read: float) -> ImagesResponse:
+        data = await self._session.send_create(EDITS, body, timeout=self._slow(read))
         return parse(ImagesResponse, data, what=f"POST /{EDITS}")
 
-    async def generate_videos(
-        self, body: Mapping[str, Any], *, timeout: httpx.Timeout
-    ) -> VideosResponse:
-        data = await self._session.send_create(VIDEOS, body, timeout=timeout)
+    async def generate_videos(self, body: Mapping[str, Any], *, read: float) -> VideosResponse:
+        data = await self._session.send_create(VIDEOS, body, timeout=self._slow(read))
         return parse(VideosResponse, data, what=f"POST /{VIDEOS}")
 
     # -- events ---------------------------------------------------------------------------

@@ -1,53 +1,48 @@
-"""``AsyncClient``: configuration, lifecycle, and the operations of the queue."""
+"""``AsyncClient``: the facade. Signatures, docstrings, and one-line delegations.
+
+Each method hands its work to one part (see ``_core``): the enqueue calls to :class:`~._jobs.Jobs`,
+the rows, history and models to :class:`~._rows.Rows`, result files to the
+:class:`~._download.FileFetcher`, the blocking endpoints to :class:`~._blocking.Blocking`, costs
+to the :class:`~._spend.SpendControl`; the generations it returns are watched by the core's
+watcher. A view (``with_options``) has parts of its own over the same core.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterable, Mapping
-from decimal import Decimal
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, Self, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, Self, Unpack, overload
 
-import anyio
 import httpx
 
-from ._api import QueueEndpoints
 from ._batch import run_batch
-from ._blocking import BlockingOperations
-from ._budget import Budget
-from ._core import CLOSE_GRACE, ClientCore
-from ._download import FileFetcher
-from ._enqueue import Enqueuer
-from ._exceptions import ClientClosedError, InvalidParamsError, OxenError
+from ._blocking import Blocking
+from ._core import CallOptions, ClientCore
 from ._generation import Generation
-from ._http import DEFAULT_BASE_URL, USER_AGENT, ApiSession, attempt_deadline, check_base_url
-from ._ledger import Ledger, open_ledger
-from ._ledger._memory import MemoryLedger
+from ._jobs import Jobs
 from ._models import GenerationRecord
-from ._money import AmountError, amount
-from ._params import ParamChecker, check_count, merge_extra
-from ._parts import Options
 from ._poll import PollPolicy
-from ._results import ResultOperations
 from ._retry import RetryPolicy
-from ._spend import Hold, SpendControl
+from ._rows import Rows
 from ._types import DEFAULT, Default
-from ._watch import CompletionMode, make_watcher
+from ._watch import CompletionMode
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+    from pathlib import Path
+
     from ._batch import BatchItem, ProgressCallback
     from ._budget import SpendSummary
+    from ._history import GenerationHistory
+    from ._models import GenerationPage, ImagesResponse, Model, VideosResponse
     from ._options import GptImage2EditOptions, GptImage2Options, KlingV26ProTextToVideoOptions
     from ._stats import ClientStats
 
 __all__ = ["AsyncClient"]
 
 
-_PER_REQUEST: Final = 4  # generations per enqueue: "Range: 1-4 ... per request" (queue docs)
-
-
-class AsyncClient(ResultOperations, BlockingOperations):
+class AsyncClient:
     """An asyncio (and trio) client for Oxen.ai's generation queue.
 
     Use it as an async context manager; one client serves a whole application::
@@ -139,82 +134,36 @@ class AsyncClient(ResultOperations, BlockingOperations):
         transport: httpx.AsyncBaseTransport | None = None,
         max_spend: Decimal | int | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("OXEN_API_KEY", "")
-        if not key.strip():
-            raise InvalidParamsError(
-                "no API key: pass api_key=... or set the OXEN_API_KEY environment variable "
-                "(create a key at https://www.oxen.ai under your profile's API keys)",
-                field="api_key",
-            )
-        url = check_base_url(
-            base_url or os.environ.get("OXEN_BASE_URL") or DEFAULT_BASE_URL,
-            allow_insecure_http=allow_insecure_http,
-        )
-        if shared_poll_interval <= 0 or backstop_interval <= 0 or stall_timeout <= 0:
-            raise ValueError(
-                "shared_poll_interval, backstop_interval and stall_timeout must be positive"
-            )
-        budget = None if max_spend is None else _budget(max_spend)
-        retry = retry or RetryPolicy()
-        poll_policy = poll_policy or PollPolicy()
-        http_timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
-        session = ApiSession(
-            base_url=url,
-            api_key=key.strip(),
-            timeout=http_timeout,
-            max_concurrency=max_concurrency,
-            retry=retry,
-            transport=transport,
-            verify=verify,
-        )
-        endpoints = QueueEndpoints(session)
-        admission = session.admission
-        ledger_url = ledger if ledger is not None else os.environ.get("OXEN_LEDGER") or None
-        try:
-            enqueue_ledger: Ledger = open_ledger(ledger_url) or MemoryLedger()
-        except ValueError as exc:
-            raise InvalidParamsError(str(exc), field="ledger") from None
-        self._core = ClientCore(
-            session=session,
-            files=FileFetcher(
-                auth=session.auth,
-                connect_timeout=http_timeout.connect,
-                stall_timeout=stall_timeout,
-                max_downloads=max_downloads,
-                max_bytes=max_download_bytes,
-                transport=transport,
-                verify=verify,
-                headers={"User-Agent": USER_AGENT},
-            ),
-            endpoints=endpoints,
-            enqueuer=Enqueuer(
-                endpoints,
-                ledger=enqueue_ledger,
-                clock=session.clock,
-                retry=retry,
-                attempt_deadline=attempt_deadline(http_timeout),
-                workers=lambda: admission.bound,
-                on_retry=session.note_retry,
-            ),
-            params=ParamChecker(endpoints.get_model, enabled=True),
-            watcher=make_watcher(
-                completion,
-                endpoints,
-                poll_policy,
-                shared_interval=shared_poll_interval,
-                backstop_interval=backstop_interval,
-                stall_timeout=stall_timeout,
-            ),
-            poll_policy=poll_policy,
+        core = ClientCore(
+            api_key=api_key,
+            base_url=base_url,
             completion=completion,
+            poll_policy=poll_policy,
+            shared_poll_interval=shared_poll_interval,
+            backstop_interval=backstop_interval,
+            retry=retry,
+            timeout=timeout,
+            stall_timeout=stall_timeout,
+            max_concurrency=max_concurrency,
+            max_downloads=max_downloads,
+            ledger=ledger,
+            validate=validate,
+            max_download_bytes=max_download_bytes,
+            allow_insecure_http=allow_insecure_http,
+            verify=verify,
+            transport=transport,
+            max_spend=max_spend,
         )
-        self._options = Options(timeout=None, validate=validate, deadline=poll_policy.deadline)
-        self._spend = SpendControl(
-            params=self._core.params,
-            endpoints=endpoints,
-            task_group=self._core.require_open,
-            budget=budget,
-        )
+        self._bind(core, core.defaults)
+
+    def _bind(self, core: ClientCore, options: CallOptions) -> None:
+        """Make this client (or view) serve ``core`` with ``options``: its parts."""
+        api = core.api.with_timeout(options.timeout)
+        self._core = core
+        self._options = options
+        self._jobs = Jobs(core, api, options)
+        self._rows = Rows(core, api, options)
+        self._blocking = Blocking(core, api, options)
 
     def with_options(
         self,
@@ -236,20 +185,11 @@ class AsyncClient(ResultOperations, BlockingOperations):
             validate: Local parameter checks for calls made through the view.
             deadline: Generations' default deadline (seconds; ``None``: no limit).
         """
-        options = self._options
-        if timeout is not DEFAULT:
-            options = dataclasses.replace(
-                options,
-                timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
-            )
-        if validate is not DEFAULT:
-            options = dataclasses.replace(options, validate=validate)
-        if deadline is not DEFAULT:
-            options = dataclasses.replace(options, deadline=deadline)
         view = object.__new__(AsyncClient)
-        view._core = self._core
-        view._options = options
-        view._spend = self._spend
+        view._bind(
+            self._core,
+            self._options.replace(timeout=timeout, validate=validate, deadline=deadline),
+        )
         return view
 
     def __repr__(self) -> str:
@@ -297,7 +237,7 @@ class AsyncClient(ResultOperations, BlockingOperations):
     @property
     def spend(self) -> SpendSummary | None:
         """What this client has committed against its ``max_spend`` (``None`` without one)."""
-        return self._spend.summary()
+        return self._core.spend.summary()
 
     # -- enqueueing ---------------------------------------------------------------------
 
@@ -383,8 +323,9 @@ class AsyncClient(ResultOperations, BlockingOperations):
             BadRequestError: The API refused (unknown model, text-only model, ...).
             AmbiguousEnqueueError: The answer was lost and the job could not be settled.
         """
-        (generation,) = await self._enqueue(model, params, 1, deadline, validate, extra_params)
-        return generation
+        return await self._jobs.enqueue(
+            model, params, deadline=deadline, validate=validate, extra_params=extra_params
+        )
 
     async def enqueue_many(
         self,
@@ -409,90 +350,14 @@ class AsyncClient(ResultOperations, BlockingOperations):
             InvalidParamsError: ``num_generations`` is not a positive integer, or bad
                 parameters (nothing was sent).
         """
-        check_count(num_generations)
-        sizes = [_PER_REQUEST] * (num_generations // _PER_REQUEST)
-        if num_generations % _PER_REQUEST:
-            sizes.append(num_generations % _PER_REQUEST)
-        if len(sizes) == 1:
-            return await self._enqueue(
-                model, params, num_generations, deadline, validate, extra_params
-            )
-        results: list[list[Generation] | BaseException] = [[] for _ in sizes]
-
-        async def one(index: int, size: int) -> None:
-            try:
-                results[index] = await self._enqueue(
-                    model, params, size, deadline, validate, extra_params
-                )
-            except OxenError as exc:
-                results[index] = exc
-
-        async with anyio.create_task_group() as task_group:
-            for index, size in enumerate(sizes):
-                task_group.start_soon(one, index, size)
-        made = [g for result in results if isinstance(result, list) for g in result]
-        for result in results:
-            if isinstance(result, BaseException):
-                if made:
-                    result.add_note(
-                        f"{len(made)} of {num_generations} generations were created and are "
-                        f"being watched (client.pending): {', '.join(g.id for g in made)}"
-                    )
-                raise result
-        return made
-
-    async def _enqueue(
-        self,
-        model: str,
-        params: Mapping[str, Any],
-        count: int,
-        deadline: float | Default | None,
-        validate: bool | None,
-        extra_params: Mapping[str, Any] | None,
-        created: list[Generation] | None = None,
-    ) -> list[Generation]:
-        core = self._core
-        core.require_open()
-        if not isinstance(model, str) or not model.strip():
-            raise InvalidParamsError("model must be a non-empty model id", field="model")
-        if "num_generations" in params:
-            raise InvalidParamsError(
-                "pass num_generations to enqueue_many(), which returns every generation",
-                field="num_generations",
-            )
-        checked = await core.params.check(model, params, self._validate(validate))
-        body = merge_extra(checked, extra_params)
-        # The budget (max_spend): the estimate is reserved before anything is sent, the
-        # event stream included; BudgetExceededError (or CostUnknownError) otherwise.
-        hold = await self._spend.reserve(model, body, count)
-        if deadline is DEFAULT:
-            deadline = self._options.deadline
-        track = _Track(self, model, body, deadline, created, hold)
-        # A generate() owns its job: answered after its caller was cancelled, it is cancelled.
-        on_abandoned = core.cancel_upstream if created is not None else None
-        try:
-            await core.watcher.ready()
-        except BaseException as exc:
-            hold.release_after(exc, sent=False)
-            raise
-        # The estimate is given back, or kept, once the enqueue's outcome is known: a caller
-        # cancelled mid-request leaves it to the worker, whose job may exist.
-        ids = await core.enqueuer.enqueue(
+        return await self._jobs.enqueue_many(
             model,
-            body,
-            count,
-            track,
-            on_abandoned=on_abandoned,
-            on_failed=hold.release_after,
-            timeout=self._options.timeout,
+            params,
+            num_generations,
+            deadline=deadline,
+            validate=validate,
+            extra_params=extra_params,
         )
-        if core.closed:
-            raise ClientClosedError(
-                f"the client closed while enqueueing; the job(s) {', '.join(ids)} exist: "
-                "reattach with client.generation(id)",
-                generation_ids=ids,
-            )
-        return track.generations
 
     # --- begin generated: overloads of generate, one per typed model (.ci/codegen.py) ---
     @overload
@@ -570,24 +435,9 @@ class AsyncClient(ResultOperations, BlockingOperations):
             GenerationCancelledError: It was cancelled.
             GenerationTimeoutError: The deadline passed (the job was cancelled).
         """
-        created: list[Generation] = []
-        try:
-            (generation,) = await self._enqueue(
-                model, params, 1, deadline, validate, extra_params, created
-            )
-            return await generation
-        except BaseException:
-            # The cancellation runs in a task of the client's, which no cancellation of this
-            # caller reaches (asyncio's own task.cancel() and wait_for included); waiting for
-            # it here, briefly, only makes it done by the time the caller sees the error.
-            abandoned = [g.id for g in created if not g.done() or _timed_out(g)]
-            done = self._core.cancel_upstream(abandoned)
-            if done is not None:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_GRACE):
-                    await done.wait()
-            raise
-
-    # -- many at once -------------------------------------------------------------------
+        return await self._jobs.generate(
+            model, params, deadline=deadline, validate=validate, extra_params=extra_params
+        )
 
     async def batch(
         self,
@@ -612,67 +462,392 @@ class AsyncClient(ResultOperations, BlockingOperations):
             on_finished=on_finished,
         )
 
+    # -- generations and rows -------------------------------------------------------------
 
-def _budget(max_spend: object) -> Budget:
-    """The budget of a ``max_spend``: an amount as :func:`._money.amount` reads it."""
-    try:
-        limit = amount(max_spend)
-    except AmountError as exc:
-        raise InvalidParamsError(
-            f"max_spend must be an amount from 0 to 10**12 with at most 18 decimal places (a "
-            f"Decimal or an int): {exc}",
-            field="max_spend",
-        ) from None
-    return Budget(limit)
+    def generation(
+        self, generation_id: str, *, deadline: float | Default | None = DEFAULT
+    ) -> Generation:
+        """Reattach to a generation made elsewhere (another process, an earlier run).
 
+        Returns the handle this client already has for the id, if any. Its status is asked
+        at once, so a generation that finished long ago resolves right away.
 
-class _Track:
-    """Registers the generations of one enqueue with the client as their ids arrive.
+        Raises:
+            InvalidParamsError: The id is not a plausible generation id (1 to 128 letters,
+                digits and ``-_.~``, not dots alone), so it could not be asked about.
+        """
+        return self._rows.generation(generation_id, deadline=deadline)
 
-    Called by the enqueue's worker, whether or not the caller still waits. An object rather
-    than a closure: thousands wait at once, and a closure's cells cost several times more.
-    """
+    async def recover(self, *, wait: float | None = 120.0) -> list[Generation]:
+        """Every job the ledger knows as enqueued and unfinished, as generations to await.
 
-    __slots__ = ("client", "created", "deadline", "generations", "hold", "model", "params")
+        With a shared ledger (``ledger=``), a restarted process picks up its billed jobs: those
+        of clients that are gone (a crashed process's) are taken over, and their requests
+        whose answer never arrived are first settled against the server, once their deadline
+        has passed. This client's own pending generations are included. Of several clients
+        recovering at once, each job goes to one.
 
-    def __init__(
+        Args:
+            wait: Seconds to wait at most for gone clients' requests still within their
+                deadline (they may yet land); ``None`` waits as long as it takes.
+
+        Returns:
+            The generations, with the model and parameters of the request that made each.
+        """
+        return await self._rows.recover(wait=wait)
+
+    async def get_generation(self, generation_id: str) -> GenerationRecord:
+        """The current row of a generation (``GET /api/ai/queue/{id}``).
+
+        Raises:
+            InvalidParamsError: Not a plausible generation id (nothing was sent).
+        """
+        return await self._rows.get_generation(generation_id)
+
+    async def get_generation_details(self, generation_id: str) -> GenerationRecord:
+        """A generation's full history row, with what it was charged
+        (``GET /api/ai/generations/{id}``, the docs' "Get generation details").
+
+        Unlike :meth:`get_generation` (the queue's lean row), this row carries ``cost``
+        (``None`` while queued), and who made the generation.
+
+        Raises:
+            InvalidParamsError: Not a plausible generation id (nothing was sent).
+            NotFoundError: No such generation.
+        """
+        return await self._rows.get_generation_details(generation_id)
+
+    async def cancel(self, generation: Generation | str) -> None:
+        """Cancel a generation (``DELETE /api/ai/queue/{id}``), then learn its final state.
+
+        A generation already finished is left as it is (the API ignores the request).
+
+        Raises:
+            InvalidParamsError: Not a plausible generation id (nothing was sent).
+            NotFoundError: No such generation.
+        """
+        await self._rows.cancel(generation)
+
+    async def list_queue(
         self,
-        client: AsyncClient,
+        *,
+        model: str | None = None,
+        status: str | None = None,
+        media_type: Literal["image", "video"] | None = None,
+        namespace: str | None = None,
+        repo: str | None = None,
+        folder: str | None = None,
+    ) -> list[GenerationRecord]:
+        """Rows of ``GET /api/ai/queue``: active ones only, unless ``status`` is given.
+
+        Args:
+            model: Only this model's rows.
+            status: Only rows in this status (``queued``, ..., ``cancelled``); ``None``:
+                the active ones (``queued`` and ``processing``).
+            media_type: ``"image"`` or ``"video"``.
+            namespace: The namespace whose rows to list (``None``: the caller's).
+            repo: Only rows stored in this repo (``target_repo``).
+            folder: Only rows stored in this directory (``target_directory``).
+
+        Each filter is ``None`` for no filter.
+        """
+        return await self._rows.list_queue(
+            model=model,
+            status=status,
+            media_type=media_type,
+            namespace=namespace,
+            repo=repo,
+            folder=folder,
+        )
+
+    async def list_generations(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = 50,
+        model: str | None = None,
+        status: str | None = None,
+        media_type: Literal["image", "video"] | None = None,
+        namespace: str | None = None,
+        repo: str | None = None,
+        folder: str | None = None,
+    ) -> GenerationPage:
+        """One page of history with costs (``GET /api/ai/generations``; page_size <= 1000).
+
+        Takes the filters of :meth:`list_queue` (``status`` is one status; ``None`` is
+        every row, finished or not). The page's ``total_cost`` covers the whole filtered
+        set. :meth:`iter_generations` pages through it all.
+        """
+        return await self._rows.list_generations(
+            page=page,
+            page_size=page_size,
+            model=model,
+            status=status,
+            media_type=media_type,
+            namespace=namespace,
+            repo=repo,
+            folder=folder,
+        )
+
+    def iter_generations(
+        self,
+        *,
+        model: str | None = None,
+        status: str | None = None,
+        media_type: Literal["image", "video"] | None = None,
+        namespace: str | None = None,
+        repo: str | None = None,
+        folder: str | None = None,
+        page_size: int = 100,
+    ) -> GenerationHistory:
+        """Every row of the history that matches the filters, page after page::
+
+            history = client.iter_generations(model="gpt-image-2", status="succeeded")
+            async for record in history:
+                print(record.generation_id, record.cost)
+            print(history.total_entries, history.total_cost)
+
+        Pages (``GET /api/ai/generations``) are fetched as the rows are consumed. Once the
+        first page is read, ``total_cost`` and ``total_entries`` describe the whole set.
+
+        The filters are those of :meth:`list_queue`; ``None`` leaves one out (``status=None``
+        lists every row, finished or not).
+
+        Args:
+            model: Only this model's rows.
+            status: Only rows of this status.
+            media_type: ``"image"`` or ``"video"`` rows only.
+            namespace: The namespace whose history it is (default: the caller's).
+            repo: Only rows stored in this target repository.
+            folder: Only rows stored in this target directory.
+            page_size: Rows per request, 1 to 1000.
+
+        Raises:
+            InvalidParamsError: ``page_size`` out of range.
+        """
+        return self._rows.iter_generations(
+            page_size=page_size,
+            model=model,
+            status=status,
+            media_type=media_type,
+            namespace=namespace,
+            repo=repo,
+            folder=folder,
+        )
+
+    async def get_model(self, model_id: str) -> Model:
+        """A model and its parameter schema (``GET /api/ai/models/{id}``).
+
+        Raises:
+            InvalidParamsError: Not a plausible model id (field ``model``; nothing was sent).
+            NotFoundError: No such model.
+        """
+        return await self._rows.get_model(model_id)
+
+    async def list_models(self) -> list[Model]:
+        """Every model (``GET /api/ai/models``)."""
+        return await self._rows.list_models()
+
+    # -- results ------------------------------------------------------------------------
+
+    async def download(
+        self,
+        source: Generation | GenerationRecord | str,
+        path: str | os.PathLike[str] | None = None,
+    ) -> Path:
+        """Save a generation's result file and return its path.
+
+        Args:
+            source: A finished record, a Generation or a generation id (waited for first).
+            path: A file path, or a directory (also any path ending with ``/``, created if
+                need be) where the file is named after the generation id with the extension
+                its bytes show, or ``None`` for the current directory. The server never names
+                the file. A name made from an id is the id itself when it is a plain
+                lowercase id (a UUID: ``<uuid>.png``); any other id is cleaned and given a
+                short hash of itself (``ab~<16 hex>.png`` for ``a/b``), so two generations
+                never share a file and no name is a Windows device name.
+
+        Raises:
+            DownloadError: No result URL, a bad one, the file host refused, the transfer
+                stalled, the file is too large, or the body is not the media the generation
+                asked for (empty, text such as an HTML error page, or a video for an image):
+                then no file is left behind.
+            GenerationError: The generation did not succeed (when given one to wait for).
+        """
+        return await self._core.files.save(await self._rows.finished(source), path)
+
+    async def read(self, source: Generation | GenerationRecord | str) -> bytes:
+        """A generation's result file, in memory, within the same bounds and by the same rule
+        (the media the generation asked for) as :meth:`download`.
+
+        Raises:
+            DownloadError: As for :meth:`download`.
+            GenerationError: The generation did not succeed (when given one to wait for).
+        """
+        return await self._core.files.read(await self._rows.finished(source))
+
+    # -- the blocking endpoints ---------------------------------------------------------
+
+    async def generate_images(
+        self,
         model: str,
-        params: dict[str, Any],
-        deadline: float | None,
-        created: list[Generation] | None,
-        hold: Hold,
-    ) -> None:
-        self.client = client
-        self.hold = hold
-        self.model = model
-        self.params = params
-        self.deadline = deadline
-        self.created = created  # a generate()'s: the jobs it owns
-        self.generations: list[Generation] = []
+        /,
+        *,
+        prompt: str,
+        n: int | None = None,
+        response_format: Literal["url", "b64_json"] | None = None,
+        timeout: float = 600.0,
+        validate: bool | None = None,
+        **params: Any,
+    ) -> ImagesResponse:
+        """Generate images with the blocking endpoint (``POST /api/ai/images/generate``).
 
-    def __call__(self, ids: list[str]) -> None:
-        for generation_id in ids:
-            generation = self.client._core.track(
-                self.client,
-                generation_id,
-                model=self.model,
-                params=self.params,
-                deadline=self.deadline,
-                fresh=True,
-            )
-            self.hold.confirm(generation)  # counted at its estimate until its charge is known
-            self.generations.append(generation)
-            if self.created is not None:
-                self.created.append(generation)
+        The server holds the request open until the images exist (5-30 s), so nothing is
+        polled; prefer :meth:`enqueue` for many images. The request is resent only if the
+        server refused it; a lost answer is raised, since the images may have been billed.
 
+        Args:
+            model: The model id.
+            prompt: The prompt.
+            n: Images to generate (the spec's ``n``); the server's default is 1.
+            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
+            timeout: Seconds to wait for the answer.
+            validate: Override the client's ``validate`` for this call.
+            **params: The model's other parameters.
+        """
+        return await self._blocking.generate_images(
+            model,
+            {"prompt": prompt, **params},
+            n=n,
+            response_format=response_format,
+            timeout=timeout,
+            validate=validate,
+        )
 
-def _timed_out(generation: Generation) -> bool:
-    try:
-        generation.result()
-    except TimeoutError:
-        return True
-    except Exception:
-        return False
-    return False
+    async def edit_images(
+        self,
+        model: str,
+        /,
+        *,
+        prompt: str,
+        input_image: str | list[str],
+        n: int | None = None,
+        response_format: Literal["url", "b64_json"] | None = None,
+        timeout: float = 600.0,
+        validate: bool | None = None,
+        **params: Any,
+    ) -> ImagesResponse:
+        """Edit images with the blocking endpoint (``POST /api/ai/images/edit``).
+
+        As :meth:`generate_images`: nothing is polled, and the request is resent only if the
+        server refused it. The provider downloads the input images, so their URLs must be
+        publicly reachable (a result's ``result_url`` is).
+
+        Args:
+            model: The model id, e.g. ``"gpt-image-2-edit"``.
+            prompt: The edit's instruction.
+            input_image: The URL of the image to edit, or a list of URLs of images to compose.
+            n: Images to generate; the server's default is 1.
+            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
+            timeout: Seconds to wait for the answer.
+            validate: Override the client's ``validate`` for this call.
+            **params: The model's other parameters (``mask``, ``resolution``, ...).
+
+        Raises:
+            InvalidParamsError: Bad parameters (nothing was sent).
+            BadRequestError: The server refused (an input image it could not download, ...).
+            BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
+        """
+        return await self._blocking.edit_images(
+            model,
+            {"prompt": prompt, "input_image": input_image, **params},
+            n=n,
+            response_format=response_format,
+            timeout=timeout,
+            validate=validate,
+        )
+
+    async def generate_videos(
+        self,
+        model: str,
+        /,
+        *,
+        prompt: str | None = None,
+        n: int | None = None,
+        response_format: Literal["url", "b64_json"] | None = None,
+        timeout: float = 1800.0,
+        validate: bool | None = None,
+        **params: Any,
+    ) -> VideosResponse:
+        """Generate videos with the blocking endpoint (``POST /api/ai/videos/generate``).
+
+        The server holds the request open until the videos exist: "1-10+ min", so the
+        default ``timeout`` is 30 minutes. The docs recommend the queue (:meth:`enqueue`)
+        instead; this call is here for parity. The request is resent only if the server
+        refused it: a lost answer is raised, since the video may have been billed.
+
+        Args:
+            model: The model id, e.g. ``"kling-video-v2-6-pro-text-to-video"``.
+            prompt: The prompt; a multi-shot model takes ``multi_prompt=[{"prompt",
+                "duration"}, ...]`` in ``params`` instead (exactly one of the two).
+            n: Videos to generate (the server's default is 1).
+            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
+            timeout: Seconds to wait for the answer.
+            validate: Override the client's ``validate`` for this call.
+            **params: The model's other parameters (``duration``, ``aspect_ratio``, ...).
+
+        Raises:
+            InvalidParamsError: Bad parameters, or neither or both of ``prompt`` and
+                ``multi_prompt`` (nothing was sent).
+            BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
+        """
+        if prompt is not None:
+            params = {"prompt": prompt, **params}
+        return await self._blocking.generate_videos(
+            model, params, n=n, response_format=response_format, timeout=timeout, validate=validate
+        )
+
+    # -- cost -----------------------------------------------------------------------------
+
+    async def estimate_cost(
+        self,
+        model: str,
+        /,
+        *,
+        num_generations: int = 1,
+        validate: bool | None = None,
+        **params: Any,
+    ) -> Decimal:
+        """What a request would cost, from the model's published pricing; nothing is sent
+        but, once per model and client, ``GET /api/ai/models/{id}`` (shared with the
+        parameter checks).
+
+        Parameters left out count at their defaults, as the server applies and bills them.
+        Images are priced by the ``cost_per_image_grid`` cell of their ``quality`` and
+        ``resolution`` (else ``cost_per_image``); videos by seconds of ``duration`` times the
+        price of a second (with audio, or by resolution, when the model prices those apart).
+
+        Args:
+            model: The model id.
+            num_generations: Generations of the request (as :meth:`enqueue_many` makes).
+            validate: Override the client's ``validate``: bad parameters raise first.
+            **params: The request's parameters, as :meth:`enqueue` takes them.
+
+        Returns:
+            The estimated cost, exact (a ``Decimal``), in the API's currency.
+
+        Raises:
+            CostUnknownError: The pricing cannot be resolved for these parameters (billed by
+                token or time, no price for this quality and resolution, no ``duration``, a
+                published price the client refuses as not an amount...); ``.missing`` names
+                what is missing. Never a guess of zero.
+            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations``
+                below 1 or above 1,000,000.
+        """
+        self._core.require_open()
+        return await self._core.spend.estimate_request(
+            model,
+            params,
+            num_generations=num_generations,
+            validate=self._options.validating(validate),
+        )

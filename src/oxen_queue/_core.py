@@ -2,48 +2,62 @@
 generations being watched, and the lifecycle that holds them together.
 
 ``client.with_options(...)`` returns another ``AsyncClient`` over the same :class:`ClientCore`,
-so a view costs nothing, and opening or closing any of them opens or closes them all.
+with :class:`CallOptions` of its own, so a view costs a few small objects, and opening or
+closing any of them opens or closes them all.
+
+The core is the owner of every :class:`Generation` it tracks: a generation's ``cancel()``,
+``refresh()`` and ``download()`` come here, and its end is told here by a done callback, which
+forgets it and tells the watcher and the ledger.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import math
+import os
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.abc
+import httpx
 
-from ._exceptions import APIResponseValidationError, ClientClosedError
-from ._generation import Generation, expire_if_due, fail, observe, watch_deadline
+from ._api import QueueEndpoints
+from ._budget import Budget
+from ._download import FileFetcher
+from ._enqueue import Enqueuer
+from ._exceptions import APIResponseValidationError, ClientClosedError, InvalidParamsError
+from ._generation import Generation, due, expire_if_due, fail, observe
+from ._http import DEFAULT_BASE_URL, USER_AGENT, ApiSession, attempt_deadline, check_base_url
 from ._ids import MAX_ID_LENGTH, plausible_id
-from ._ledger import LedgerError
+from ._ledger import Ledger, LedgerError, open_ledger
 from ._ledger._memory import MemoryLedger
 from ._models import TERMINAL_STATUSES
+from ._money import AmountError, amount
+from ._params import ParamChecker
+from ._poll import PollPolicy
+from ._retry import RetryPolicy
+from ._rows import Rows
+from ._spend import SpendControl
 from ._stats import ClientStats
+from ._types import DEFAULT, Default
+from ._watch import CompletionMode, make_watcher
 from ._watch._base import supervised
 from ._watch._events import EventWatcher
 from ._watch._shared import SharedPollWatcher
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from decimal import Decimal
+    from pathlib import Path
 
     from anyio.abc import TaskGroup
 
-    from ._api import QueueEndpoints
-    from ._download import FileFetcher
-    from ._enqueue import Enqueuer
-    from ._generation import GenerationOwner
-    from ._http import ApiSession
-    from ._ledger import Ledger
-    from ._params import ParamChecker
-    from ._poll import PollPolicy
-    from ._watch import CompletionMode
-    from ._watch._base import Watcher
+    from ._models import GenerationRecord
 
-__all__ = ["CLOSE_GRACE", "ClientCore"]
+__all__ = ["CLOSE_GRACE", "CallOptions", "ClientCore"]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -53,29 +67,147 @@ CLOSE_GRACE: Final = 5.0
 _NOT_OPEN: Final = "the client is not open: use it inside `async with AsyncClient() as client:`"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallOptions:
+    """The defaults of the calls made through a client or one of its views (``with_options``).
+
+    Attributes:
+        timeout: Each request's timeouts (``None``: the client's).
+        validate: Whether parameters are checked locally before sending.
+        deadline: Generations' default deadline in seconds (``None``: no limit).
+    """
+
+    timeout: httpx.Timeout | None
+    validate: bool
+    deadline: float | None
+
+    def validating(self, validate: bool | None) -> bool:
+        """A call's ``validate``, or these defaults' when it gives ``None``."""
+        return self.validate if validate is None else validate
+
+    def deadline_or(self, deadline: float | Default | None) -> float | None:
+        """A call's ``deadline``, or these defaults' when it gives ``DEFAULT``."""
+        return self.deadline if deadline is DEFAULT else deadline
+
+    def replace(
+        self,
+        *,
+        timeout: float | httpx.Timeout | Default,
+        validate: bool | Default,
+        deadline: float | Default | None,
+    ) -> CallOptions:
+        """These defaults with the ones given (``DEFAULT`` keeps one)."""
+        return CallOptions(
+            timeout=self.timeout if timeout is DEFAULT else _timeout(timeout),
+            validate=self.validate if validate is DEFAULT else validate,
+            deadline=self.deadline_or(deadline),
+        )
+
+
+def _timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
+    return timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+
+
 class ClientCore:
-    """The shared state of a client: session, watcher, enqueuer, pending generations, tasks."""
+    """The shared state of a client, made from its settings (``AsyncClient``'s arguments).
+
+    Raises:
+        InvalidParamsError: No API key, an unusable base URL, ledger or ``max_spend``.
+        ValueError: A non-positive interval.
+    """
 
     def __init__(
         self,
         *,
-        session: ApiSession,
-        files: FileFetcher,
-        endpoints: QueueEndpoints,
-        enqueuer: Enqueuer,
-        params: ParamChecker,
-        watcher: Watcher,
-        poll_policy: PollPolicy,
+        api_key: str | None,
+        base_url: str | None,
         completion: CompletionMode,
+        poll_policy: PollPolicy | None,
+        shared_poll_interval: float,
+        backstop_interval: float,
+        retry: RetryPolicy | None,
+        timeout: float | httpx.Timeout,
+        stall_timeout: float,
+        max_concurrency: int | None,
+        max_downloads: int,
+        ledger: str | None,
+        validate: bool,
+        max_download_bytes: int | None,
+        allow_insecure_http: bool,
+        verify: bool,
+        transport: httpx.AsyncBaseTransport | None,
+        max_spend: Decimal | int | None,
     ) -> None:
-        self.session = session
-        self.files = files
-        self.endpoints = endpoints
-        self.enqueuer = enqueuer
-        self.params = params
-        self.watcher = watcher
-        self.poll_policy = poll_policy
+        key = api_key if api_key is not None else os.environ.get("OXEN_API_KEY", "")
+        if not key.strip():
+            raise InvalidParamsError(
+                "no API key: pass api_key=... or set the OXEN_API_KEY environment variable "
+                "(create a key at https://www.oxen.ai under your profile's API keys)",
+                field="api_key",
+            )
+        url = check_base_url(
+            base_url or os.environ.get("OXEN_BASE_URL") or DEFAULT_BASE_URL,
+            allow_insecure_http=allow_insecure_http,
+        )
+        if shared_poll_interval <= 0 or backstop_interval <= 0 or stall_timeout <= 0:
+            raise ValueError(
+                "shared_poll_interval, backstop_interval and stall_timeout must be positive"
+            )
+        budget = None if max_spend is None else _budget(max_spend)
+        retry = retry or RetryPolicy()
+        poll_policy = poll_policy or PollPolicy()
+        http_timeout = _timeout(timeout)
+        ledger_url = ledger if ledger is not None else os.environ.get("OXEN_LEDGER") or None
+        try:
+            enqueue_ledger: Ledger = open_ledger(ledger_url) or MemoryLedger()
+        except ValueError as exc:
+            raise InvalidParamsError(str(exc), field="ledger") from None
         self.completion: CompletionMode = completion
+        self.session = session = ApiSession(
+            base_url=url,
+            api_key=key.strip(),
+            timeout=http_timeout,
+            max_concurrency=max_concurrency,
+            retry=retry,
+            transport=transport,
+            verify=verify,
+        )
+        self.api = api = QueueEndpoints(session)
+        self.files = FileFetcher(
+            auth=session.auth,
+            connect_timeout=http_timeout.connect,
+            stall_timeout=stall_timeout,
+            max_downloads=max_downloads,
+            max_bytes=max_download_bytes,
+            transport=transport,
+            verify=verify,
+            headers={"User-Agent": USER_AGENT},
+        )
+        admission = session.admission
+        self.enqueuer = Enqueuer(
+            api,
+            ledger=enqueue_ledger,
+            clock=session.clock,
+            retry=retry,
+            attempt_deadline=attempt_deadline(http_timeout),
+            workers=lambda: admission.bound,
+            on_retry=session.note_retry,
+        )
+        self.params = ParamChecker(api.get_model, enabled=True)
+        self.watcher = make_watcher(
+            completion,
+            api,
+            poll_policy,
+            shared_interval=shared_poll_interval,
+            backstop_interval=backstop_interval,
+            stall_timeout=stall_timeout,
+        )
+        self.spend = SpendControl(
+            params=self.params, endpoints=api, task_group=self.require_open, budget=budget
+        )
+        self.defaults = CallOptions(timeout=None, validate=validate, deadline=poll_policy.deadline)
+        self.rows = Rows(self, api, self.defaults)
+        """The row operations with the client's defaults (what its generations delegate to)."""
         self.pending: dict[str, Generation] = {}
         self.deadlines = _Deadlines(self.pending)
         self.closed = False
@@ -84,9 +216,10 @@ class ClientCore:
         self._background = 0  # upstream cancels of abandoned jobs still running
         self._idle: anyio.Event | None = None
         self._stopped: anyio.Event | None = None  # set when the background work has unwound
-        ledger = enqueuer.ledger
         # This process's memory needs no outcomes: it is this client's own watching.
-        self._outcomes = None if isinstance(ledger, MemoryLedger) else _OutcomeWriter(ledger)
+        self._outcomes = (
+            None if isinstance(enqueue_ledger, MemoryLedger) else _OutcomeWriter(enqueue_ledger)
+        )
 
     @property
     def state(self) -> str:
@@ -183,7 +316,6 @@ class ClientCore:
 
     def track(
         self,
-        owner: GenerationOwner,
         generation_id: str,
         *,
         model: str | None,
@@ -203,7 +335,7 @@ class ClientCore:
             return existing
         generation = Generation(
             generation_id,
-            owner=owner,
+            owner=self,
             model=model,
             params=params,
             deadline=deadline,
@@ -213,17 +345,32 @@ class ClientCore:
             _unwatchable(generation)
             return generation
         self.pending[generation_id] = generation
-        due = watch_deadline(generation)
-        if due is not None:
-            self.deadlines.add(due, generation_id)
+        if deadline is not None:
+            self.deadlines.add(due(generation), generation_id)
+        generation.add_done_callback(self._finished)
         self.watcher.track(generation, fresh=fresh)
-        if self._outcomes is not None:
-            generation.add_done_callback(self._outcomes.note)
         return generation
 
-    def forget(self, generation: Generation) -> None:
+    def _finished(self, generation: Generation) -> None:
+        """A tracked generation is done: forget it, and tell the watcher and the ledger."""
         if self.pending.get(generation.id) is generation:
             del self.pending[generation.id]
+        self.watcher.forget(generation)
+        if self._outcomes is not None:
+            self._outcomes.note(generation)
+
+    # -- what a generation delegates to (GenerationOwner) --------------------------------
+
+    async def cancel(self, generation: Generation | str) -> None:
+        await self.rows.cancel(generation)
+
+    async def get_generation(self, generation_id: str) -> GenerationRecord:
+        return await self.rows.get_generation(generation_id)
+
+    async def download(
+        self, source: Generation | GenerationRecord, path: str | os.PathLike[str] | None = None
+    ) -> Path:
+        return await self.files.save(await self.rows.finished(source), path)
 
     def cancel_upstream(self, generation_ids: list[str]) -> anyio.Event | None:
         """Cancel abandoned jobs on the server, from the client's own tasks (best effort).
@@ -253,9 +400,9 @@ class ClientCore:
             with anyio.move_on_after(10.0):
                 for generation_id in generation_ids:
                     try:
-                        await self.endpoints.cancel(generation_id)
+                        await self.api.cancel(generation_id)
                         # No event announces a cancellation: the row settles the handle.
-                        record = await self.endpoints.get_generation(generation_id)
+                        record = await self.api.get_generation(generation_id)
                     except Exception as exc:
                         logger.info(
                             "could not cancel abandoned generation %s: %s", generation_id, exc
@@ -291,6 +438,19 @@ class ClientCore:
             enqueue_rate=admission.enqueue_rate.rate,
             max_concurrency=admission.bound,
         )
+
+
+def _budget(max_spend: object) -> Budget:
+    """The budget of a ``max_spend``: an amount as :func:`._money.amount` reads it."""
+    try:
+        limit = amount(max_spend)
+    except AmountError as exc:
+        raise InvalidParamsError(
+            f"max_spend must be an amount from 0 to 10**12 with at most 18 decimal places (a "
+            f"Decimal or an int): {exc}",
+            field="max_spend",
+        ) from None
+    return Budget(limit)
 
 
 def _unwatchable(generation: Generation) -> None:

@@ -37,6 +37,8 @@ from ._transport import ssl_context
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from ._models import GenerationRecord
+
 __all__ = ["MIN_DOWNLOAD_RATE", "FileFetcher"]
 
 logger = logging.getLogger("oxen_queue")
@@ -56,6 +58,15 @@ def _destination(path: str | os.PathLike[str] | None) -> tuple[Path, str | None]
     if text.endswith(("/", os.sep)) or target.is_dir():
         return target, None
     return target.parent, target.name
+
+
+def _source(record: GenerationRecord) -> tuple[str, str, MediaKind | None]:
+    """What to fetch for a record: its result URL, its id, and the media it asked for."""
+    if not record.result_url:
+        raise DownloadError(
+            f"generation {record.generation_id} has no result_url (status {record.status!r})"
+        )
+    return record.result_url, record.generation_id, expected_kind(record.media_type)
 
 
 def _vet(url: str, generation_id: str) -> httpx.URL:
@@ -140,32 +151,25 @@ class FileFetcher:
             self._limiter = anyio.CapacityLimiter(self._max_downloads)
         return self._limiter
 
-    async def save(
-        self,
-        url: str,
-        *,
-        generation_id: str,
-        media_type: str | None,
-        path: str | os.PathLike[str] | None,
-    ) -> Path:
-        """Stream ``url`` into a file and return its path.
+    async def save(self, record: GenerationRecord, path: str | os.PathLike[str] | None) -> Path:
+        """Stream a finished record's result into a file and return its path.
 
         Args:
-            url: The result URL.
-            generation_id: Names the file when ``path`` is ``None`` or a directory
-                (:func:`~oxen_queue._filenames.safe_name`); the extension then follows the
-                bytes received (PNG, JPEG, WebP, MP4, ...).
-            media_type: What the generation asked for (its record's ``media_type``); the
-                body must be that (see :mod:`oxen_queue._media`). ``None``: either kind.
+            record: The record: its ``result_url`` is fetched, its ``generation_id`` names
+                the file when ``path`` is ``None`` or a directory
+                (:func:`~oxen_queue._filenames.safe_name`; the extension then follows the
+                bytes received: PNG, JPEG, WebP, MP4, ...), and the body must be the media its
+                ``media_type`` says (see :mod:`oxen_queue._media`; ``None``: either kind).
             path: A file path, a directory (or a path ending with ``/``, created if need
                 be), or ``None`` for the current directory. A file path whose extension
                 disagrees with the bytes is kept, and the mismatch is logged as a warning.
 
         Raises:
-            DownloadError: A bad URL, the file host refused, the connection failed or stalled,
-                the body was too big, empty or not the media asked for (nothing is left in
-                the directory then), or the file could not be written.
+            DownloadError: No result URL or a bad one, the file host refused, the connection
+                failed or stalled, the body was too big, empty or not the media asked for
+                (nothing is left in the directory then), or the file could not be written.
         """
+        url, generation_id, expected = _source(record)
         directory, name = _destination(path)
         try:
             await anyio.Path(directory).mkdir(parents=True, exist_ok=True)
@@ -177,9 +181,7 @@ class FileFetcher:
             raise DownloadError(f"could not save generation {generation_id}: {exc}") from exc
         try:
             try:
-                suffix, head = await self._fetch(
-                    url, generation_id, expected_kind(media_type), out.write
-                )
+                suffix, head = await self._fetch(url, generation_id, expected, out.write)
             finally:
                 # Shielded: a cancelled download must still close its file (and never
                 # leave it to the collector).
@@ -208,18 +210,20 @@ class FileFetcher:
         logger.debug("saved generation %s to %s", generation_id, target)
         return target
 
-    async def read(self, url: str, *, generation_id: str, media_type: str | None) -> bytes:
-        """The bytes of ``url``, within the same bounds and by the same rule as :meth:`save`.
+    async def read(self, record: GenerationRecord) -> bytes:
+        """A finished record's result, in memory, within the same bounds and by the same
+        rule as :meth:`save`.
 
         Raises:
             DownloadError: As for :meth:`save`.
         """
+        url, generation_id, expected = _source(record)
         body = bytearray()
 
         async def collect(chunk: bytes) -> None:
             body.extend(chunk)
 
-        await self._fetch(url, generation_id, expected_kind(media_type), collect)
+        await self._fetch(url, generation_id, expected, collect)
         return bytes(body)
 
     async def _fetch(

@@ -82,7 +82,6 @@ from ._retry import RetryPolicy, certainly_created, is_ambiguous, is_refused, re
 from ._signal import Signal
 
 if TYPE_CHECKING:
-    import httpx
     from anyio.abc import TaskGroup
 
     from ._api import EnqueueAnswer, QueueEndpoints
@@ -106,8 +105,8 @@ FailedCallback = Callable[[BaseException, bool], object]
 class _Op:
     """One enqueue handed to the workers, and its outcome."""
 
-    __slots__ = ("abandoned", "count", "done", "ids", "model", "on_abandoned", "on_created",
-                 "on_failed", "outcome", "params", "state", "timeout")  # fmt: skip
+    __slots__ = ("abandoned", "api", "count", "done", "ids", "model", "on_abandoned",
+                 "on_created", "on_failed", "outcome", "params", "state")  # fmt: skip
 
     def __init__(
         self,
@@ -117,9 +116,9 @@ class _Op:
         on_created: IdsCallback,
         on_abandoned: IdsCallback | None,
         on_failed: FailedCallback | None,
-        timeout: httpx.Timeout | None,
+        api: QueueEndpoints | None,
     ) -> None:
-        self.timeout = timeout
+        self.api = api
         self.on_failed = on_failed
         self.model = model
         self.params = params
@@ -234,7 +233,7 @@ class Enqueuer:
         *,
         on_abandoned: IdsCallback | None = None,
         on_failed: FailedCallback | None = None,
-        timeout: httpx.Timeout | None = None,
+        api: QueueEndpoints | None = None,
     ) -> list[str]:
         """Create ``count`` generations; return their ids, each created exactly once.
 
@@ -249,7 +248,8 @@ class Enqueuer:
             on_failed: Called once if the enqueue ends without ids, with its error (or the
                 caller's cancellation) and whether the request may have been sent: when the
                 worker's outcome is known, not when a caller cancelled mid-request gives up.
-            timeout: Each attempt's timeouts; ``None``: the client's.
+            api: The endpoints to send it through: a view's, with its timeouts; ``None``:
+                the client's own.
 
         Raises:
             AmbiguousEnqueueError: The job's existence could not be settled (its
@@ -263,7 +263,7 @@ class Enqueuer:
         """
         if self._closed or self._task_group is None:
             raise ClientClosedError("the client is closed")
-        op = _Op(model, params, count, on_created, on_abandoned, on_failed, timeout)
+        op = _Op(model, params, count, on_created, on_abandoned, on_failed, api)
         self._queue.append(op)
         self._top_up()
         try:
@@ -340,7 +340,7 @@ class Enqueuer:
                 op.on_abandoned(ids)
 
         try:
-            ids = await self._create(op.model, op.params, op.count, claim, op.timeout)
+            ids = await self._create(op.model, op.params, op.count, claim, op.api or self._api)
         except OxenError as exc:
             op.finish(exc)
         except Exception as exc:
@@ -369,7 +369,7 @@ class Enqueuer:
         params: Mapping[str, Any],
         count: int,
         claim: IdsCallback,
-        timeout: httpx.Timeout | None,
+        api: QueueEndpoints,
     ) -> list[str]:
         body: dict[str, Any] = {"model": model, **params}
         if count != 1:
@@ -393,9 +393,7 @@ class Enqueuer:
         async def attempt() -> tuple[EnqueueAnswer, float]:
             last.clear()
             try:
-                answer = await self._api.enqueue(
-                    body, count, timeout=timeout, on_admitted=write_ahead
-                )
+                answer = await api.enqueue(body, count, on_admitted=write_ahead)
             except OxenError as exc:
                 if last and not is_ambiguous(exc):  # refused, for now (429) or for good (400)
                     await self._settled(last[0][0], "refused")

@@ -36,12 +36,11 @@ if TYPE_CHECKING:
 __all__ = [
     "Generation",
     "GenerationOwner",
+    "due",
     "expire_if_due",
     "fail",
     "note_status",
     "observe",
-    "remaining",
-    "watch_deadline",
     "watch_subscriptions",
 ]
 
@@ -53,7 +52,7 @@ Callback = Callable[["Generation"], object]
 
 
 class GenerationOwner(Protocol):
-    """What a Generation needs from its client: the few operations it delegates."""
+    """What a Generation needs from the client core that made it: the operations it delegates."""
 
     async def cancel(self, generation: Generation | str) -> None: ...
 
@@ -62,8 +61,6 @@ class GenerationOwner(Protocol):
     async def download(
         self, source: Generation | GenerationRecord, path: str | os.PathLike[str] | None = None
     ) -> Path: ...
-
-    def _generation_done(self, generation: Generation) -> None: ...
 
 
 class Generation:
@@ -95,7 +92,6 @@ class Generation:
         "_status",
         "_subscribers",
         "_watch_listener",
-        "_watched_deadline",
         "deadline",
         "id",
         "model",
@@ -129,9 +125,6 @@ class Generation:
         # One callback, or a list of them: most generations have exactly one.
         self._callbacks: Callback | list[Callback] | None = None
         self._created = anyio.current_time()
-        # Whether the client ends this generation at its deadline (see watch_deadline), so a
-        # waiter needs no timer of its own.
-        self._watched_deadline = False
 
     def __repr__(self) -> str:
         model = f" model={self.model!r}" if self.model else ""
@@ -166,22 +159,22 @@ class Generation:
         return outcome
 
     def __await__(self) -> Generator[Any, None, GenerationRecord]:
-        if self._outcome is None and self._watched_deadline:
-            # The common case, kept lean (thousands may wait at once): the client ends the
-            # generation at its deadline, so there is nothing to time here.
+        # Kept lean (thousands may wait at once): the client ends the generation at its
+        # deadline, so there is nothing to time here.
+        if self._outcome is None:
             if self._signal is None:
                 self._signal = Signal()
             yield from self._signal.wait().__await__()
-            return self.result()
-        return (yield from self.wait().__await__())
+        return self.result()
 
     async def wait(self, *, timeout: float | None = None) -> GenerationRecord:
         """Wait for the final record.
 
         Args:
             timeout: Seconds to wait this time; ``None`` waits up to the generation's own
-                deadline. When this timeout expires, ``TimeoutError`` is raised and the
-                generation carries on (unlike its deadline, which ends it).
+                deadline (when the client ends it). When this timeout expires,
+                ``TimeoutError`` is raised and the generation carries on (unlike its
+                deadline, which ends it).
 
         Raises:
             GenerationFailedError: The status became ``failed``.
@@ -193,20 +186,12 @@ class Generation:
         if self._outcome is None:
             if self._signal is None:
                 self._signal = Signal()
-            if timeout is None and self._watched_deadline:
-                await self._signal.wait()  # the client ends it at its deadline
-                return self.result()
-            remaining = self._remaining()
-            wait_for = remaining if timeout is None else min(timeout, remaining)
-            with anyio.move_on_after(wait_for):
+            with anyio.move_on_after(math.inf if timeout is None else timeout):
                 await self._signal.wait()
             if self._outcome is None:
-                if self._remaining() <= 0:
-                    self._expire()
-                else:
-                    raise TimeoutError(
-                        f"generation {self.id} is still {self._status} after {wait_for:g} s"
-                    )
+                raise TimeoutError(
+                    f"generation {self.id} is still {self._status} after {timeout:g} s"
+                )
         return self.result()
 
     async def cancel(self) -> None:
@@ -308,10 +293,10 @@ class Generation:
 
     # -- used by the completion watchers -------------------------------------------------
 
-    def _remaining(self) -> float:
-        if self.deadline is None:
-            return math.inf
-        return self._created + self.deadline - anyio.current_time()
+    @property
+    def _due(self) -> float:
+        """When the deadline falls, on anyio's clock (``math.inf`` without one)."""
+        return math.inf if self.deadline is None else self._created + self.deadline
 
     def _observe(self, record: GenerationRecord) -> bool:
         """Take note of a row; resolve when its status is final. Returns whether it is done."""
@@ -352,10 +337,6 @@ class Generation:
         if self._outcome is None:
             self._resolve(error)
 
-    def _expire(self) -> None:
-        assert self.deadline is not None
-        self._fail(GenerationTimeoutError(generation_id=self.id, deadline=self.deadline))
-
     def _resolve(self, outcome: GenerationRecord | BaseException) -> None:
         self._outcome = outcome
         if self._signal is not None:
@@ -365,7 +346,6 @@ class Generation:
             for subscription in subscribers:
                 subscription.wake()  # each takes the outcome from here
             self._tell_watcher(watched=False)
-        self._owner._generation_done(self)
         callbacks, self._callbacks = self._callbacks, None
         if callbacks is None:
             return
@@ -423,15 +403,12 @@ class Generation:
                 logger.exception("subscription listener of generation %s failed", self.id)
 
     async def _next_update(self, subscription: _Subscription) -> None:
-        """Wait for a change or the outcome, within the generation's deadline."""
+        """Wait for a change or the outcome (the client ends the generation at its deadline)."""
         subscription.wakeup = wakeup = Signal()
         try:
-            with anyio.move_on_after(self._remaining()):
-                await wakeup.wait()
+            await wakeup.wait()
         finally:
             subscription.wakeup = None
-        if self._outcome is None and subscription.latest is None and self._remaining() <= 0:
-            self._expire()
 
 
 class _Subscription:
@@ -470,20 +447,18 @@ def fail(generation: Generation, error: OxenError) -> None:
     generation._fail(error)
 
 
-def expire_if_due(generation: Generation) -> bool:
-    """End the generation with ``GenerationTimeoutError`` if its deadline has passed.
-
-    Returns:
-        Whether the generation is done (expired now or earlier).
-    """
-    if not generation.done() and generation._remaining() <= 0:
-        generation._expire()
-    return generation.done()
+def due(generation: Generation) -> float:
+    """When the generation's deadline falls, on anyio's clock (``math.inf`` without one)."""
+    return generation._due
 
 
-def remaining(generation: Generation) -> float:
-    """Seconds until the generation's deadline (``math.inf`` without one)."""
-    return generation._remaining()
+def expire_if_due(generation: Generation) -> None:
+    """End the generation with ``GenerationTimeoutError`` if its deadline has passed: the one
+    place a deadline ends a generation (the client's deadline task calls it)."""
+    if generation.deadline is not None and generation._due <= anyio.current_time():
+        generation._fail(
+            GenerationTimeoutError(generation_id=generation.id, deadline=generation.deadline)
+        )
 
 
 def watch_subscriptions(
@@ -495,17 +470,3 @@ def watch_subscriptions(
     ``None`` stops telling. Only one listener: the watcher that tracks the generation.
     """
     generation._watch_listener = listener
-
-
-def watch_deadline(generation: Generation) -> float | None:
-    """Have the caller end the generation at its deadline (with :func:`expire_if_due`).
-
-    Its waiters then need no timer of their own.
-
-    Returns:
-        When the deadline falls, on anyio's clock; ``None`` without one (nothing to watch).
-    """
-    if generation.deadline is None:
-        return None
-    generation._watched_deadline = True
-    return generation._created + generation.deadline

@@ -431,9 +431,10 @@ class ApiSession:
             url = self._urls[path] = self.http.build_request("GET", path).url
         return url
 
-    def read_timeout(self, read: float) -> httpx.Timeout:
-        """The client's timeouts with another read timeout (for answers known to be slow)."""
-        base = self.http.timeout
+    def read_timeout(self, read: float, *, base: httpx.Timeout | None = None) -> httpx.Timeout:
+        """``base`` (``None``: the client's timeouts) with another read timeout, for answers
+        known to be slow."""
+        base = base or self.http.timeout
         return httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
 
     async def send_create(

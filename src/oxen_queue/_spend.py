@@ -36,7 +36,7 @@ from ._exceptions import (
     OxenError,
 )
 from ._models import TERMINAL_STATUSES
-from ._params import typed_defaults
+from ._params import check_count, typed_defaults
 from ._retry import is_ambiguous
 
 if TYPE_CHECKING:
@@ -137,6 +137,23 @@ class SpendControl:
         described = await self._params.describe(model)
         defaults = {**schema_defaults(described.parameter_schema), **typed_defaults(model)}
         return estimate_cost(model, described.pricing, params, defaults=defaults, count=count)
+
+    async def estimate_request(
+        self, model: str, params: Mapping[str, Any], *, num_generations: int, validate: bool
+    ) -> Decimal:
+        """What a request would cost (``AsyncClient.estimate_cost``): what is given is
+        checked (``validate``), what is absent counts at its default; a price depends on no
+        prompt or input image, so none is required.
+
+        Raises:
+            CostUnknownError: The pricing cannot be resolved for these parameters.
+            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations``
+                below 1 or above 1,000,000.
+        """
+        check_count(num_generations)
+        check_priced_count(num_generations)
+        checked = await self._params.check(model, params, validate, partial=True)
+        return await self.estimate(model, checked, num_generations)
 
     async def reserve(self, model: str, params: Mapping[str, Any], count: int) -> Hold:
         """Reserve an enqueue's estimate before it is sent (nothing to do without a budget).

@@ -461,48 +461,6 @@ class Client:
             self._async.batch(model=model, requests=requests, concurrency=concurrency)
         )
 
-    def download(
-        self,
-        source: SyncGeneration | GenerationRecord | str,
-        path: str | os.PathLike[str] | None = None,
-    ) -> Path:
-        """Save a generation's result file and return its path.
-
-        The blocking form of [`AsyncClient.download`][oxen_queue.AsyncClient.download] (see there
-        for more).
-
-        Args:
-            source: A finished record, a generation or a generation id (waited for first).
-            path: A file path, or a directory (also any path ending with ``/``, created if
-                need be) where the file is named after the generation id with the extension
-                its bytes show, or ``None`` for the current directory. The server never names
-                the file. A name made from an id is the id itself when it is a plain
-                lowercase id (a UUID: ``<uuid>.png``); any other id is cleaned and given a
-                short hash of itself (``ab~<16 hex>.png`` for ``a/b``), so two generations
-                never share a file and no name is a Windows device name.
-
-        Raises:
-            DownloadError: No result URL, a bad one, the file host refused, the transfer
-                stalled, the file is too large, or the body is not the media the generation
-                asked for (empty, text such as an HTML error page, or a video for an image):
-                then no file is left behind.
-            GenerationError: The generation did not succeed (when given one to wait for).
-        """
-        return self._bridge.run(self._async.download(source=unwrap(source), path=path))
-
-    def read(self, source: SyncGeneration | GenerationRecord | str) -> bytes:
-        """A generation's result file, in memory, within the same bounds and by the same rule (the
-        media the generation asked for) as :meth:`download`.
-
-        The blocking form of [`AsyncClient.read`][oxen_queue.AsyncClient.read] (see there for
-        more).
-
-        Raises:
-            DownloadError: As for :meth:`download`.
-            GenerationError: The generation did not succeed (when given one to wait for).
-        """
-        return self._bridge.run(self._async.read(source=unwrap(source)))
-
     def generation(
         self, generation_id: str, *, deadline: float | Default | None = DEFAULT
     ) -> SyncGeneration:
@@ -707,6 +665,48 @@ class Client:
         there for more).
         """
         return self._bridge.run(self._async.list_models())
+
+    def download(
+        self,
+        source: SyncGeneration | GenerationRecord | str,
+        path: str | os.PathLike[str] | None = None,
+    ) -> Path:
+        """Save a generation's result file and return its path.
+
+        The blocking form of [`AsyncClient.download`][oxen_queue.AsyncClient.download] (see there
+        for more).
+
+        Args:
+            source: A finished record, a generation or a generation id (waited for first).
+            path: A file path, or a directory (also any path ending with ``/``, created if
+                need be) where the file is named after the generation id with the extension
+                its bytes show, or ``None`` for the current directory. The server never names
+                the file. A name made from an id is the id itself when it is a plain
+                lowercase id (a UUID: ``<uuid>.png``); any other id is cleaned and given a
+                short hash of itself (``ab~<16 hex>.png`` for ``a/b``), so two generations
+                never share a file and no name is a Windows device name.
+
+        Raises:
+            DownloadError: No result URL, a bad one, the file host refused, the transfer
+                stalled, the file is too large, or the body is not the media the generation
+                asked for (empty, text such as an HTML error page, or a video for an image):
+                then no file is left behind.
+            GenerationError: The generation did not succeed (when given one to wait for).
+        """
+        return self._bridge.run(self._async.download(source=unwrap(source), path=path))
+
+    def read(self, source: SyncGeneration | GenerationRecord | str) -> bytes:
+        """A generation's result file, in memory, within the same bounds and by the same rule (the
+        media the generation asked for) as :meth:`download`.
+
+        The blocking form of [`AsyncClient.read`][oxen_queue.AsyncClient.read] (see there for
+        more).
+
+        Raises:
+            DownloadError: As for :meth:`download`.
+            GenerationError: The generation did not succeed (when given one to wait for).
+        """
+        return self._bridge.run(self._async.read(source=unwrap(source)))
 
     def generate_images(
         self,

@@ -70,6 +70,10 @@ class Watcher(Protocol):
         """
         ...
 
+    def forget(self, generation: Generation) -> None:
+        """Stop watching a generation that is done (told by the client, once)."""
+        ...
+
 
 def unexpected(name: str, exc: Exception) -> OxenError:
     """Log an exception no code path expected, and the ``OxenError`` that reports it."""

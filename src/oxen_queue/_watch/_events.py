@@ -180,6 +180,9 @@ class EventWatcher:
         if early is not None:  # its event overtook the enqueue's answer
             self._deliver(generation, early)
 
+    def forget(self, generation: Generation) -> None:
+        self.poller.forget(generation)
+
     # -- the stream ---------------------------------------------------------------------
 
     async def _run(self) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .._generation import expire_if_due, fail, remaining
+from .._generation import fail
 from ._base import look, supervised
 
 if TYPE_CHECKING:
@@ -41,6 +41,9 @@ class PollingWatcher:
     async def ready(self) -> None:
         return None
 
+    def forget(self, generation: Generation) -> None:
+        return None  # its task sees it done at its next look
+
     def track(self, generation: Generation, *, fresh: bool) -> None:
         assert self._task_group is not None, "start() comes first"
 
@@ -64,8 +67,8 @@ class PollingWatcher:
                 delay = policy.delay(
                     attempt, elapsed=anyio.current_time() - started, rand=random.random()
                 )
-                await anyio.sleep(min(delay, max(remaining(generation), 0.0)))
+                await anyio.sleep(delay)
             attempt += 1
-            if expire_if_due(generation):
+            if generation.done():
                 return
             await look(self._api, generation)

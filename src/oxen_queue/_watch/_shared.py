@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final
 import anyio
 
 from .._exceptions import OxenError
-from .._generation import expire_if_due, fail, note_status, watch_subscriptions
+from .._generation import fail, note_status, watch_subscriptions
 from .._retry import is_transient
 from ._base import look, supervised, unexpected
 
@@ -51,8 +51,7 @@ class SharedPollWatcher:
         self._api = api
         self._interval = interval if callable(interval) else (lambda: interval)
         self.pending: dict[str, Generation] = {}
-        # One bound method each for every generation, not one per generation.
-        self._forget_done = self._forget
+        # One bound method for every generation, not one per generation.
         self._on_subscribers = self._subscribers_changed
         self._task_group: TaskGroup | None = None
         self._wake: anyio.Event | None = None
@@ -71,7 +70,6 @@ class SharedPollWatcher:
     def track(self, generation: Generation, *, fresh: bool) -> None:
         assert self._task_group is not None, "start() comes first"
         self.pending[generation.id] = generation
-        generation.add_done_callback(self._forget_done)
         watch_subscriptions(generation, self._on_subscribers)
         if not fresh:
             # Reattached: it may have finished long ago and will never be in the active list.
@@ -83,7 +81,7 @@ class SharedPollWatcher:
         if self._wake is not None:
             self._wake.set()
 
-    def _forget(self, generation: Generation) -> None:
+    def forget(self, generation: Generation) -> None:
         if self.pending.get(generation.id) is generation:
             del self.pending[generation.id]
             self.watched.discard(generation.id)
@@ -116,7 +114,6 @@ class SharedPollWatcher:
 
         Never raises: a failed tick is logged, and the next one tells.
         """
-        self._expire_overdue()
         if not self.pending:
             return
         # Only generations known before the list is asked for can be judged by its absence.
@@ -173,7 +170,3 @@ class SharedPollWatcher:
         for model in sorted(m for m in models if m is not None):
             active.update(await self._api.active_statuses(model))
         return active
-
-    def _expire_overdue(self) -> None:
-        for generation in list(self.pending.values()):
-            expire_if_due(generation)

@@ -1,0 +1,238 @@
+"""From a call to watched generations: ``enqueue``, ``enqueue_many`` and ``generate``.
+
+:class:`Jobs` serves one view of a client. For each request it checks the parameters (the
+view's ``validate``), reserves the estimate against the budget, waits until enqueueing is safe
+(an event stream open, in ``events`` mode), and hands the request to the client's
+:class:`~._enqueue.Enqueuer`, which sends it through the view's endpoints and reconciles a lost
+answer. Every id the request creates is tracked the moment it is known, whether or not its
+caller still waits (:class:`_Track`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+
+from ._core import CLOSE_GRACE
+from ._exceptions import ClientClosedError, InvalidParamsError, OxenError
+from ._params import check_count, merge_extra
+
+if TYPE_CHECKING:
+    from ._api import QueueEndpoints
+    from ._core import CallOptions, ClientCore
+    from ._generation import Generation
+    from ._models import GenerationRecord
+    from ._spend import Hold
+    from ._types import Default
+
+__all__ = ["Jobs"]
+
+_PER_REQUEST: Final = 4  # generations per enqueue: "Range: 1-4 ... per request" (queue docs)
+
+
+class Jobs:
+    """The enqueue operations of one view of a client.
+
+    Args:
+        core: What the client and its views share.
+        api: The view's endpoints (its timeouts).
+        options: The view's defaults (``validate``, generations' deadline).
+    """
+
+    __slots__ = ("_api", "_core", "_options")
+
+    def __init__(self, core: ClientCore, api: QueueEndpoints, options: CallOptions) -> None:
+        self._core = core
+        self._api = api
+        self._options = options
+
+    async def enqueue(
+        self,
+        model: str,
+        params: Mapping[str, Any],
+        *,
+        deadline: float | Default | None,
+        validate: bool | None,
+        extra_params: Mapping[str, Any] | None,
+    ) -> Generation:
+        """One request of one generation; its handle."""
+        (generation,) = await self._enqueue(model, params, 1, deadline, validate, extra_params)
+        return generation
+
+    async def enqueue_many(
+        self,
+        model: str,
+        params: Mapping[str, Any],
+        num_generations: int,
+        *,
+        deadline: float | Default | None,
+        validate: bool | None,
+        extra_params: Mapping[str, Any] | None,
+    ) -> list[Generation]:
+        """``num_generations`` of one request, in requests of at most 4 sent together.
+
+        If one of them fails, its error is raised once the others have settled, with a note
+        naming the generations the others made (they are watched).
+        """
+        check_count(num_generations)
+        sizes = [_PER_REQUEST] * (num_generations // _PER_REQUEST)
+        if num_generations % _PER_REQUEST:
+            sizes.append(num_generations % _PER_REQUEST)
+        if len(sizes) == 1:
+            return await self._enqueue(
+                model, params, num_generations, deadline, validate, extra_params
+            )
+        results: list[list[Generation] | BaseException] = [[] for _ in sizes]
+
+        async def one(index: int, size: int) -> None:
+            try:
+                results[index] = await self._enqueue(
+                    model, params, size, deadline, validate, extra_params
+                )
+            except OxenError as exc:
+                results[index] = exc
+
+        async with anyio.create_task_group() as task_group:
+            for index, size in enumerate(sizes):
+                task_group.start_soon(one, index, size)
+        made = [g for result in results if isinstance(result, list) for g in result]
+        for result in results:
+            if isinstance(result, BaseException):
+                if made:
+                    result.add_note(
+                        f"{len(made)} of {num_generations} generations were created and are "
+                        f"being watched (client.pending): {', '.join(g.id for g in made)}"
+                    )
+                raise result
+        return made
+
+    async def generate(
+        self,
+        model: str,
+        params: Mapping[str, Any],
+        *,
+        deadline: float | Default | None,
+        validate: bool | None,
+        extra_params: Mapping[str, Any] | None,
+    ) -> GenerationRecord:
+        """One generation, awaited; its job cancelled upstream if its caller gives up on it."""
+        created: list[Generation] = []
+        try:
+            (generation,) = await self._enqueue(
+                model, params, 1, deadline, validate, extra_params, created
+            )
+            return await generation
+        except BaseException:
+            # The cancellation runs in a task of the client's, which no cancellation of this
+            # caller reaches (asyncio's own task.cancel() and wait_for included); waiting for
+            # it here, briefly, only makes it done by the time the caller sees the error.
+            abandoned = [g.id for g in created if not g.done() or _timed_out(g)]
+            done = self._core.cancel_upstream(abandoned)
+            if done is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_GRACE):
+                    await done.wait()
+            raise
+
+    async def _enqueue(
+        self,
+        model: str,
+        params: Mapping[str, Any],
+        count: int,
+        deadline: float | Default | None,
+        validate: bool | None,
+        extra_params: Mapping[str, Any] | None,
+        created: list[Generation] | None = None,
+    ) -> list[Generation]:
+        core = self._core
+        core.require_open()
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidParamsError("model must be a non-empty model id", field="model")
+        if "num_generations" in params:
+            raise InvalidParamsError(
+                "pass num_generations to enqueue_many(), which returns every generation",
+                field="num_generations",
+            )
+        checked = await core.params.check(model, params, self._options.validating(validate))
+        body = merge_extra(checked, extra_params)
+        # The budget (max_spend): the estimate is reserved before anything is sent, the
+        # event stream included; BudgetExceededError (or CostUnknownError) otherwise.
+        hold = await core.spend.reserve(model, body, count)
+        track = _Track(core, model, body, self._options.deadline_or(deadline), created, hold)
+        try:
+            await core.watcher.ready()
+        except BaseException as exc:
+            hold.release_after(exc, sent=False)
+            raise
+        # The estimate is given back, or kept, once the enqueue's outcome is known: a caller
+        # cancelled mid-request leaves it to the worker, whose job may exist.
+        ids = await core.enqueuer.enqueue(
+            model,
+            body,
+            count,
+            track,
+            # A generate() owns its job: answered after its caller was cancelled, it is
+            # cancelled.
+            on_abandoned=core.cancel_upstream if created is not None else None,
+            on_failed=hold.release_after,
+            api=self._api,
+        )
+        if core.closed:
+            raise ClientClosedError(
+                f"the client closed while enqueueing; the job(s) {', '.join(ids)} exist: "
+                "reattach with client.generation(id)",
+                generation_ids=ids,
+            )
+        return track.generations
+
+
+class _Track:
+    """Registers the generations of one enqueue with the client as their ids arrive.
+
+    Called by the enqueue's worker, whether or not the caller still waits. An object rather
+    than a closure: thousands wait at once, and a closure's cells cost several times more.
+    """
+
+    __slots__ = ("core", "created", "deadline", "generations", "hold", "model", "params")
+
+    def __init__(
+        self,
+        core: ClientCore,
+        model: str,
+        params: dict[str, Any],
+        deadline: float | None,
+        created: list[Generation] | None,
+        hold: Hold,
+    ) -> None:
+        self.core = core
+        self.hold = hold
+        self.model = model
+        self.params = params
+        self.deadline = deadline
+        self.created = created  # a generate()'s: the jobs it owns
+        self.generations: list[Generation] = []
+
+    def __call__(self, ids: list[str]) -> None:
+        for generation_id in ids:
+            generation = self.core.track(
+                generation_id,
+                model=self.model,
+                params=self.params,
+                deadline=self.deadline,
+                fresh=True,
+            )
+            self.hold.confirm(generation)  # counted at its estimate until its charge is known
+            self.generations.append(generation)
+            if self.created is not None:
+                self.created.append(generation)
+
+
+def _timed_out(generation: Generation) -> bool:
+    try:
+        generation.result()
+    except TimeoutError:
+        return True
+    except Exception:
+        return False
+    return False
