@@ -37,9 +37,6 @@ __all__ = [
     "redact_url",
 ]
 
-SCHEMES = ("sqlite", "postgresql", "postgres")
-
-
 def open_ledger(
     url: str | None,
     *,

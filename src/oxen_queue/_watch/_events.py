@@ -121,7 +121,6 @@ class EventWatcher:
         self._settled: anyio.Event | None = None
         self._task_group: TaskGroup | None = None
         self._recent: OrderedDict[str, CompletionEvent] = OrderedDict()
-        self._scope: anyio.CancelScope | None = None
         self._last_byte = -math.inf
         self._last_event = -math.inf
         self.connects = 0
@@ -217,7 +216,6 @@ class EventWatcher:
         opened_at: float | None = None
         watchdog = anyio.CancelScope()
         with anyio.CancelScope() as scope:
-            self._scope = scope
             self._last_byte = anyio.current_time()
             assert self._task_group is not None
             self._task_group.start_soon(self._watch_stall, scope, watchdog)
@@ -231,7 +229,6 @@ class EventWatcher:
                     await self._read(response)
                 logger.debug("event stream closed by the server; reconnecting")
             finally:
-                self._scope = None
                 watchdog.cancel()
         if scope.cancelled_caught:
             self.stalls += 1
