@@ -49,6 +49,27 @@ def test_ctrl_c_during_generate_cancels_its_generations_upstream(
 
 
 @posix_only
+def test_ctrl_c_while_the_enqueue_answer_is_in_flight_still_cancels_its_jobs(
+    manual_hub: tuple[Emulator, ManualClock], tmp_path: Path
+) -> None:
+    """SIGINT after the hub made the jobs but before its answer arrived: the answer is
+    awaited, so both jobs are known and cancelled upstream (not "nothing left running")."""
+    emulator, _ = manual_hub
+    emulator.faults.update({"slow_rate": 1.0, "slow_seconds": 2.0})  # answers after the effect
+    process = spawn("generate", "an ox", "-n", "2", "--out", str(tmp_path))
+    with LineReader(process) as output:
+        wait_until(lambda: emulator.stats()["jobs_created"] == 2, process)
+        process.send_signal(signal.SIGINT)  # the enqueue's answer is still 2 s away
+        emulator.faults.update({"slow_rate": 0.0})
+        status, stdout, stderr = output.finish()
+
+    assert status == 130, stderr
+    assert _assert_one_quiet_line(stderr) == "interrupted: 2 generations cancelled upstream."
+    assert [job.status for job in emulator.state.jobs.values()] == ["cancelled", "cancelled"]
+    assert stdout == ""
+
+
+@posix_only
 def test_a_second_ctrl_c_cuts_the_cleanup_short_quietly(
     manual_hub: tuple[Emulator, ManualClock], tmp_path: Path
 ) -> None:

@@ -7,6 +7,10 @@ into a ``KeyboardInterrupt`` in the middle of the event loop: a chained tracebac
 event: each one cancels the innermost scope a command has registered (the work first, then the
 cleanup), or the whole command when it registered none. The command raises
 :class:`Interrupted` with the one line to print.
+
+Work that must land once started (an enqueue: once its request has left, its jobs may exist)
+runs in a :meth:`Interrupts.landing` scope: a Ctrl-C takes effect when it is done, so the
+command knows the jobs it made and can cancel them; a second Ctrl-C cuts it short.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class Interrupts:
     def __init__(self) -> None:
         self.count = 0
         self._scopes: list[anyio.CancelScope] = []
+        self._landing: list[anyio.CancelScope] = []
 
     @staticmethod
     def supported() -> bool:
@@ -45,7 +50,10 @@ class Interrupts:
             task_status.started()
             async for _ in signals:
                 self.count += 1
-                (self._scopes[-1] if self._scopes else root).cancel()
+                target = self._scopes[-1] if self._scopes else root
+                if target.cancel_called and self._landing:
+                    target = self._landing[-1]  # a second Ctrl-C: stop waiting for it
+                target.cancel()
 
     @contextmanager
     def scope(self) -> Iterator[anyio.CancelScope]:
@@ -56,6 +64,17 @@ class Interrupts:
                 yield scope
             finally:
                 self._scopes.remove(scope)
+
+    @contextmanager
+    def landing(self) -> Iterator[anyio.CancelScope]:
+        """A scope that a first Ctrl-C does not reach: it runs to its end, and the work scope
+        around it is cancelled after; the next Ctrl-C cancels it."""
+        with anyio.CancelScope(shield=True) as scope:
+            self._landing.append(scope)
+            try:
+                yield scope
+            finally:
+                self._landing.remove(scope)
 
     @contextmanager
     def cleanup(self, *, timeout: float = 10.0) -> Iterator[anyio.CancelScope]:

@@ -354,10 +354,13 @@ async def run_generate(
     outcome = BatchOutcome(items)
     view = BatchView(f"{model} · {plural(count, 'generation')}", items)
     with interrupts.scope() as work:
-        if count == 1:
-            generations: list[Generation] = [await client.enqueue(model, **params)]
-        else:
-            generations = await client.enqueue_many(model, count, **params)
+        # A Ctrl-C while the request is in flight waits for its answer: the jobs it made are
+        # then known, and cancelled with the others (a second Ctrl-C stops waiting).
+        with interrupts.landing() as sending:
+            if count == 1:
+                generations: list[Generation] = [await client.enqueue(model, **params)]
+            else:
+                generations = await client.enqueue_many(model, count, **params)
         items += [BatchItem(params=params, generation=g, generation_id=g.id) for g in generations]
         by_id = {item.generation_id: (index, item) for index, item in enumerate(items)}
         with _live(view, console, transient=True):
@@ -376,18 +379,41 @@ async def run_generate(
                     _report(console, item, path)
                 task_group.cancel_scope.cancel()
     if work.cancelled_caught:
-        raise Interrupted(await _cancel_upstream(client, interrupts))
+        raise Interrupted(
+            await _cancel_upstream(client, interrupts, landed=not sending.cancel_called)
+        )
     return outcome
 
 
-async def _cancel_upstream(client: AsyncClient, interrupts: Interrupts) -> str:
-    """Cancel what the client still watches (even a job whose enqueue was interrupted); say so.
+async def _cancel_upstream(client: AsyncClient, interrupts: Interrupts, *, landed: bool) -> str:
+    """Cancel what the client still watches; say so in one line.
 
-    Bounded in time, and cut short by another Ctrl-C.
+    ``landed``: the enqueue's answer was awaited, so its jobs are among those watched; a
+    second Ctrl-C that cut the wait short leaves jobs whose ids never arrived, and the line
+    says so rather than "nothing". Bounded in time, and cut short by another Ctrl-C.
     """
     pending = [generation.id for generation in client.pending.values()]
+    if not landed:
+        cancelled = await _cancel(client, interrupts, pending)
+        return (
+            f"interrupted while enqueueing: {plural(len(cancelled), 'generation')} cancelled "
+            "upstream; the request's jobs may still be running (look for them with "
+            "`oxen-queue status ID` or in the history)"
+        )
     if not pending:  # interrupted while saving the last result: nothing runs upstream
         return "interrupted: nothing left running upstream."
+    cancelled = await _cancel(client, interrupts, pending)
+    if len(cancelled) == len(pending):
+        return f"interrupted: {plural(len(pending), 'generation')} cancelled upstream."
+    unconfirmed = [i for i in pending if i not in cancelled]
+    return (
+        f"interrupted: {len(cancelled)} of {plural(len(pending), 'generation')} cancelled "
+        f"upstream; not confirmed: {' '.join(unconfirmed)} (see `oxen-queue status ID`)"
+    )
+
+
+async def _cancel(client: AsyncClient, interrupts: Interrupts, ids: list[str]) -> list[str]:
+    """Cancel each generation upstream, all at once; the ids whose cancellation was confirmed."""
     cancelled: list[str] = []
 
     async def cancel(generation_id: str) -> None:
@@ -400,15 +426,9 @@ async def _cancel_upstream(client: AsyncClient, interrupts: Interrupts) -> str:
 
     with interrupts.cleanup():
         async with anyio.create_task_group() as task_group:
-            for generation_id in pending:
+            for generation_id in ids:
                 task_group.start_soon(cancel, generation_id)
-    if len(cancelled) == len(pending):
-        return f"interrupted: {plural(len(pending), 'generation')} cancelled upstream."
-    unconfirmed = [i for i in pending if i not in cancelled]
-    return (
-        f"interrupted: {len(cancelled)} of {plural(len(pending), 'generation')} cancelled "
-        f"upstream; not confirmed: {' '.join(unconfirmed)} (see `oxen-queue status ID`)"
-    )
+    return cancelled
 
 
 def _report(console: Console, item: BatchItem, path: Path | None) -> None:
