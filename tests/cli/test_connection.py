@@ -41,6 +41,7 @@ def _on(transport: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's clients on ``transport``, one attempt per request."""
 
     def client(**options: Any) -> AsyncClient:
+        options.pop("http_backend", None)  # the transport given here is the one to test
         make = TRANSPORTS[transport]
         return AsyncClient(**options, transport=make(), retry=RetryPolicy.no_wait(attempts=1))
 
