@@ -135,7 +135,7 @@ class QueueEndpoints:
                 jobs exist: see ``certainly_created``).
         """
         data = await self._session.send(
-            "POST", QUEUE, json_body=body, timeout=timeout, on_admitted=on_admitted
+            "POST", QUEUE, json_body=body, timeout=timeout, on_admitted=on_admitted, paced=True
         )
         ids = [
             row["generation_id"]

@@ -102,9 +102,9 @@ class ClientCore:
         """
         if self.closed or self._stack is not None:
             raise ClientClosedError("an AsyncClient can be opened only once; make a new one")
+        self.session.open()  # before the ledger: it may refuse, and leave nothing open
         await self.enqueuer.ledger.open()
         self._stopped = anyio.Event()
-        self.session.open()
         stack = AsyncExitStack()
         outer = await stack.enter_async_context(anyio.create_task_group())
         self._task_group = await outer.start(self._host)

@@ -28,6 +28,7 @@ from ._exceptions import ClientClosedError
 from ._models import GenerationRecord
 from ._poll import PollPolicy
 from ._retry import RetryPolicy
+from ._transport import HttpBackend
 from ._types import DEFAULT, Default
 from ._watch import CompletionMode
 
@@ -131,6 +132,7 @@ class Client:
         allow_insecure_http: bool = False,
         verify: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        http_backend: HttpBackend = "httpx",
         max_spend: Decimal | int | None = None,
     ) -> None:
         # Spelled out (not **options) so editors and type checkers see them; a test keeps
@@ -153,6 +155,7 @@ class Client:
             "allow_insecure_http": allow_insecure_http,
             "verify": verify,
             "transport": transport,
+            "http_backend": http_backend,
             "max_spend": max_spend,
         }
         self._loop = _LoopThread()

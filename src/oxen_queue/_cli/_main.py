@@ -23,6 +23,7 @@ from .._exceptions import (
     NotFoundError,
     OxenError,
 )
+from .._transport import aiohttp_installed
 from ._commands import COMMANDS, CommandError, Context
 from ._interrupt import Interrupted, Interrupts
 from ._parser import UsageError, parse
@@ -117,6 +118,10 @@ def _run(args: argparse.Namespace, console: Console, errors: Console) -> int:
                 errors.print(f"[dim]embedded emulator at {emulator.base_url}[/]")
             elif args.base_url:
                 options["base_url"] = args.base_url
+            if aiohttp_installed():
+                # An application may choose for itself: the cli extra brings aiohttp, whose
+                # pool costs about half the CPU per request (batches of thousands show it).
+                options["http_backend"] = "aiohttp"
             if "api_key" not in options and not os.environ.get("OXEN_API_KEY", "").strip():
                 errors.print(_KEY_HELP)
                 return 2
