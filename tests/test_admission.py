@@ -279,6 +279,20 @@ def test_leaving_unlimited_halves_what_the_server_accepted_then_paces() -> None:
     assert [rate.delay(0.6) for _ in range(4)] == pytest.approx([0.0, 0.05, 0.10, 0.15])
 
 
+def test_a_first_cut_counts_the_last_window_or_all_since_the_first_answer_if_more() -> None:
+    # A busy client: its acceptances came more than a window before its refusals.
+    slow = EnqueueRate(window=1.0)
+    _answers(slow, 0.1, sent=0.0, accepted=50)
+    _answers(slow, 1.5, sent=1.4, refused=10)
+    assert slow.rate == pytest.approx(50 / 1.4 / 2)  # 50 in the 1.4 s since the first answer
+    # An hour of an enqueue a minute, then a burst: the hour averages to nothing.
+    quiet = EnqueueRate(window=1.0)
+    for minute in range(60):
+        _answers(quiet, minute * 60.0, sent=minute * 60.0 - 0.01, accepted=1)
+    _answers(quiet, 3600.5, sent=3600.4, accepted=50, refused=10)
+    assert quiet.rate == 25.0
+
+
 def test_refusals_of_enqueues_sent_before_a_cut_are_not_judged_again() -> None:
     rate = EnqueueRate(window=1.0)
     _answers(rate, 0.5, sent=0.4, accepted=40, refused=10)

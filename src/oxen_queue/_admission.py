@@ -48,9 +48,9 @@ class EnqueueRate:
     * while the rate is unlimited, judged over the answers of the last ``window`` seconds
       (and only once at least ``min_refusals`` are refused, so that a few stray 429s among
       the first answers are not taken for a limit): the rate becomes half of what the
-      server accepted per second since it was first answered, over a ``window`` at least,
-      as TCP halves its window when slow start ends. Half, since that span also holds
-      whatever burst the server allowed at first;
+      server accepted per second over that window, or since it was first answered if that
+      is more (over a ``window`` at least), as TCP halves its window when slow start ends.
+      Half, since that span also holds whatever burst the server allowed at first;
     * otherwise, judged over everything since the last change, once it spans a ``window``
       and holds ``min_answers`` answers: the rate falls to what the server accepted per
       second since the change (at most the rate), times ``1 - share / 2`` (as DCTCP cuts by
@@ -142,7 +142,12 @@ class EnqueueRate:
         refused = self._fresh_refused
         if refused < self.min_refusals or refused <= self.tolerance * self._fresh:
             return
-        accepted = self._accepted_rate(now)
+        # Over the last window, or since the first answer when that says more: a client slow
+        # to send (a busy machine) may see its first refusals more than a window after most
+        # of its acceptances, and one that enqueued little for an hour then bursts averages
+        # to nothing over the hour.
+        recent = (self._fresh - refused) / self.window
+        accepted = max(recent, self._accepted_rate(now))
         self.rate = max(self.min_rate, accepted / 2)
         self._cut(now, accepted)
 
@@ -150,15 +155,7 @@ class EnqueueRate:
         elapsed = now - self._changed
         if elapsed < self.window or not self._fresh:
             return
-        share = self._fresh_refused / self._fresh
         accepted = self._accepted_rate(now)
-        if share > self.tolerance:
-            if self._fresh < self.min_answers:
-                return  # too few to tell a limit from a stray refusal: wait for more
-            base = min(self.rate, accepted) if accepted else self.rate
-            self.rate = max(self.min_rate, base * (1 - share / 2))
-            self._cut(now, accepted)
-            return
         if self._just_cut:
             # What the server took since the cut counts the answers to enqueues sent before
             # it: a cut made while acceptances were still on their way (slower to answer
@@ -166,6 +163,14 @@ class EnqueueRate:
             self._just_cut = False
             self._ceiling = max(self._ceiling, accepted)
             self.rate = max(self.rate, accepted / 2)
+        share = self._fresh_refused / self._fresh
+        if share > self.tolerance:
+            if self._fresh < self.min_answers:
+                return  # too few to tell a limit from a stray refusal: wait for more
+            base = min(self.rate, accepted) if accepted else self.rate
+            self.rate = max(self.min_rate, base * (1 - share / 2))
+            self._cut(now, accepted)
+            return
         seconds = min(elapsed, 2 * self.window)
         if self.rate < self._ceiling:
             self.rate = min(self._ceiling, self.rate * (1 + self.growth * seconds))
