@@ -57,6 +57,11 @@ class EnqueueRate:
       half the share of packets marked): below what the server took, by more the more it
       refused.
 
+    The first judgment a window after a cut also corrects it: refusals answer faster than
+    acceptances, so a cut may be made before the acceptances of the enqueues then in flight
+    arrive; what the server took since the cut, those included, raises the ceiling and the
+    rate (to half of it at least).
+
     What the server accepted at the last cut is the *ceiling*. Increase, on the same
     judgment with at most ``tolerance`` refused: below the ceiling, by ``growth`` of the
     rate per second (back quickly to what the server took, as slow start climbs back to its
