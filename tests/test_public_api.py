@@ -40,6 +40,7 @@ EXPORTS = {
         "ClientStats",
         "CompletionEvent",
         "CompletionMode",
+        "HttpBackend",
         "Default",
         "DownloadError",
         "Generation",

@@ -42,6 +42,7 @@ from ._retry import RetryPolicy
 from ._rows import Rows
 from ._spend import SpendControl
 from ._stats import ClientStats
+from ._transport import HttpBackend
 from ._types import DEFAULT, Default
 from ._watch import CompletionMode, make_watcher
 from ._watch._base import supervised
@@ -136,6 +137,7 @@ class ClientCore:
         allow_insecure_http: bool,
         verify: bool,
         transport: httpx.AsyncBaseTransport | None,
+        http_backend: HttpBackend,
         max_spend: Decimal | int | None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("OXEN_API_KEY", "")
@@ -170,6 +172,7 @@ class ClientCore:
             max_concurrency=max_concurrency,
             retry=retry,
             transport=transport,
+            http_backend=http_backend,
             verify=verify,
         )
         self.api = api = QueueEndpoints(session)
@@ -236,9 +239,9 @@ class ClientCore:
         """
         if self.closed or self._stack is not None:
             raise ClientClosedError("an AsyncClient can be opened only once; make a new one")
+        self.session.open()  # before the ledger: it may refuse, and leave nothing open
         await self.enqueuer.ledger.open()
         self._stopped = anyio.Event()
-        self.session.open()
         stack = AsyncExitStack()
         outer = await stack.enter_async_context(anyio.create_task_group())
         self._task_group = await outer.start(self._host)

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -155,6 +156,28 @@ def test_every_refused_request_exits_2_and_a_failure_1(
     assert len(stderr.strip().splitlines()) == 1
     assert "Traceback" not in stderr
     assert stdout == ""
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_the_command_carries_its_requests_on_aiohttp_when_the_extra_brings_it(
+    oxen_emulator: Emulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    installed: bool,
+) -> None:
+    """An application may choose for itself: the cli extra brings aiohttp, and the command
+    uses it; without it, httpx's own transport."""
+    chosen: list[str] = []
+
+    def client(**options: Any) -> AsyncClient:
+        chosen.append(options.get("http_backend", "httpx"))
+        return AsyncClient(**options)
+
+    monkeypatch.setattr("oxen_queue._cli._main.aiohttp_installed", lambda: installed)
+    monkeypatch.setattr("oxen_queue._cli._commands.AsyncClient", client)
+    status, _, stderr = run(["models", "--base-url", oxen_emulator.base_url], capsys)
+    assert status == 0, stderr
+    assert chosen == ["aiohttp" if installed else "httpx"]
 
 
 # --- the cli extra ---------------------------------------------------------------------------
