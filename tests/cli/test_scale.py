@@ -25,8 +25,10 @@ from oxen_queue._cli._files import WriteFailedError
 from oxen_queue._cli._index import RequestIndex, key_number
 from oxen_queue._cli._manifest import Manifest
 from oxen_queue._cli._prompts import (
+    FORMATS,
     PromptLine,
     PromptsFileError,
+    PromptsFormat,
     PromptsReader,
     _decoded_lines,
     decode_prompts,
@@ -513,7 +515,7 @@ def test_a_10000_line_batch_killed_mid_run_resumes_with_exactly_one_job_per_line
 
 # --- pricing each kind of request once ------------------------------------------------------
 
-_KINDS: Final = [
+_KINDS: Final[list[tuple[str, dict[str, Any]]]] = [
     ("gpt-image-2", {"prompt": "an ox"}),
     ("gpt-image-2", {"prompt": "an ox, again"}),
     ("gpt-image-2", {"prompt": "   "}),  # blank: refused, whatever its length
@@ -544,3 +546,70 @@ async def test_pricing_each_kind_once_answers_as_pricing_each_request(
             for model, params in _KINDS:
                 alone = await estimate(client, model, params)
                 assert await pricer.price(model, params, parameter_set(params)) == alone
+
+
+# --- any bytes, in every format -------------------------------------------------------------
+
+_PIECES: Final = st.one_of(
+    st.sampled_from(
+        [
+            "\n",
+            "\r\n",
+            "\r",
+            ",",
+            '"',
+            '""',
+            "prompt",
+            "model",
+            "quality",
+            "#",
+            "{",
+            "}",
+            " ",
+            "\x00",
+            "\ufeff",
+            "\u2028",
+            '{"prompt": "ox"}',
+            '{"prompt": 3}',
+            "10",
+            "true",
+            "1e999",
+            "-",
+            "9" * 5000,
+        ]
+    ),
+    st.text(max_size=5),
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(_PIECES, max_size=14).map("".join),
+    st.sampled_from(FORMATS),
+    st.booleans(),
+)
+def test_any_prompts_file_in_any_format_is_read_or_refused_naming_a_line(
+    text: str, prompts_format: PromptsFormat, garble: bool
+) -> None:
+    """Whatever the bytes, a reader of any format yields requests (each with a string
+    prompt, numbered within the file) or raises ``PromptsFileError`` naming the file, and a
+    line of it when one is to blame; never another error."""
+    data = text.encode("utf-8", errors="surrogatepass")
+    if garble:
+        data = data[: len(data) // 2] + b"\xff" + data[len(data) // 2 :]
+    reader = PromptsReader("p", prompts_format=prompts_format, stream=io.BytesIO(data))
+    lines = data.count(b"\n") + 1
+    try:
+        found = list(reader.requests())
+    except PromptsFileError as exc:
+        message = str(exc)
+        assert message.startswith("p:")
+        head = message.split(":")[1]
+        assert head.startswith(" ") or 1 <= int(head) <= lines
+        assert "\n" not in message
+        return
+    for line in found:
+        assert isinstance(line.prompt, str)
+        assert isinstance(line.params["prompt"], str)
+        assert 1 <= line.number <= lines
+        assert "\x00" not in json.dumps(line.params, ensure_ascii=False)

@@ -49,6 +49,7 @@ logger = logging.getLogger("oxen_queue")
 
 _ACTIVE_LIST_LIMIT = 2000  # above this many pending, the display does not poll the list
 _CHARGED_IDS: Final = 20_000  # generations whose charge the summary looks up, at most
+_OVER_BUDGET: Final = "over the budget (--max-spend)"
 
 
 @dataclass(slots=True)
@@ -237,7 +238,7 @@ async def run_prompts(
 
     def not_generated(line: PromptLine, line_model: str, params: dict[str, Any]) -> None:
         outcome.unsent += 1
-        tally.add("unsent", number=line.number, prompt=line.prompt, detail=NOT_SENT)
+        tally.add("unsent", number=line.number, prompt=line.prompt, detail=_OVER_BUDGET)
         request = dataset.request(line_model, params)
         dataset.not_generated(line=line.number, request=request, status="unsent", error=NOT_SENT)
 
