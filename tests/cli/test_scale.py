@@ -353,7 +353,9 @@ def test_a_batchs_output_loads_with_datasets_as_an_imagefolder(
     monkeypatch.setenv("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     import datasets
 
-    loaded = datasets.load_dataset("imagefolder", data_dir=str(out), split="train")
+    loaded = datasets.load_dataset(
+        "imagefolder", data_dir=str(out), split="train", cache_dir=str(tmp_path / "cache")
+    )
     rows = sorted(loaded, key=lambda row: row["line"])
     assert [row["prompt"] for row in rows] == ["an ox at dawn", "a square ox", "an ox at dusk"]
     assert {row["model"] for row in rows} == {"gpt-image-2"}
@@ -613,3 +615,35 @@ def test_any_prompts_file_in_any_format_is_read_or_refused_naming_a_line(
         assert isinstance(line.params["prompt"], str)
         assert 1 <= line.number <= lines
         assert "\x00" not in json.dumps(line.params, ensure_ascii=False)
+
+
+def test_a_manifest_that_cannot_be_synced_stops_the_run_in_one_line(
+    oxen_emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A disk that refuses the group commit (EIO on fsync): exit 1, one line naming the
+    manifest and saying how to resume; no dataset is written from a manifest not on disk."""
+    prompts, out = write_prompts(tmp_path, "ox one", "ox two"), tmp_path / "out"
+
+    def failing(fd: int) -> None:
+        raise OSError(5, os.strerror(5))
+
+    monkeypatch.setattr(os, "fsync", failing)
+    status, _, stderr = run(["batch", str(prompts), "--out", str(out)], capsys)
+    assert status == 1
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot write {out / 'manifest.jsonl'}: Input/output error")
+    assert line.endswith("run the same command again with the same --out to resume")
+    assert not (out / "metadata.jsonl").exists()
+    assert not list(out.glob(".*.writing"))
+
+
+def test_json_without_dry_run_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = write_prompts(tmp_path, "ox")
+    status, _, stderr = run(["batch", str(prompts), "--json"], capsys)
+    assert status == 2
+    assert "--json applies only to --dry-run" in stderr

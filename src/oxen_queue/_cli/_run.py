@@ -372,7 +372,8 @@ async def run_prompts(
     try:
         with _live(view, console, transient=False), interrupts.scope() as work:
             async with anyio.create_task_group() as task_group:
-                task_group.start_soon(_refresh_active, client, view)
+                if console.is_terminal:  # the queued/processing split is the display's only
+                    task_group.start_soon(_refresh_active, client, view)
                 task_group.start_soon(_commit_every, manifest)
                 with receive:  # closed once every worker is done with it
                     async with anyio.create_task_group() as workers:
