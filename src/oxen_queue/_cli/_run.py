@@ -382,9 +382,10 @@ async def run_prompts(
                         await produce()
                 task_group.cancel_scope.cancel()
         if work.cancelled_caught:
+            running = sum(1 for item in view.running if item.generation is not None)
             raise Interrupted(
-                f"interrupted: {plural(len(view.running), 'generation')} left running "
-                "upstream. It resumes where it stopped: run it again with the same --out."
+                f"interrupted: {plural(running, 'generation')} left running upstream. It "
+                "resumes where it stopped: run it again with the same --out."
             )
         manifest.compact(dataset.entry)
         dataset.commit()
