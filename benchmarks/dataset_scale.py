@@ -8,9 +8,10 @@ stays well under the SDK's cost per enqueue.
 What is measured, each command in a child process of its own (peak RSS and CPU from
 ``os.wait4``, the child's own ``getrusage``), against an emulator in another process:
 
-1. ``batch FILE --dry-run`` on the million-line file: wall time, peak RSS, CPU.
+1. ``batch FILE --dry-run`` on the million-line file: wall time, peak RSS, CPU; then again
+   with a manifest recording every line as enqueued (a resumed run's index at its largest).
 2. ``batch FILE`` on a 2,000-line file (jobs finish at once: ``time_scale`` 0), piped:
-   wall time, peak RSS, CPU per line.
+   wall time, peak RSS, CPU per line; twice, alternated with (3), keeping the least CPU.
 3. The same 2,000 requests made by the SDK alone (``run_batch``, with the same SQLite
    ledger the CLI keeps, each result downloaded into a directory): CPU per line. The CLI's
    overhead per line is (2) minus (3).
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from argparse import SUPPRESS
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,21 @@ def make_prompts(path: Path, lines: int, *, seed: int = 17) -> None:
                 file.write(prompt + "\n")
 
 
+def write_manifest(prompts: Path, out: Path) -> None:
+    """A manifest recording every request of ``prompts`` as enqueued (what a run killed
+    after sending them all leaves): the index a resumed run holds, at its largest."""
+    from oxen_queue._cli._manifest import Manifest
+    from oxen_queue._cli._prompts import PromptsReader
+
+    out.mkdir()
+    manifest = Manifest(out / "manifest.jsonl")
+    for number, line in enumerate(PromptsReader(str(prompts)).requests()):
+        manifest.append(
+            line, generation_id=f"00000000-0000-4000-8000-{number:012d}", status="queued"
+        )
+    manifest.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -137,7 +154,13 @@ def main() -> int:
     parser.add_argument("--lines", type=int, default=1_000_000, help="dry run's prompts")
     parser.add_argument("--sent", type=int, default=2_000, help="real run's prompts")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=2, help="real runs of each kind")
+    parser.add_argument("--write-manifest", nargs=2, metavar=("PROMPTS", "OUT"), help=SUPPRESS)
     args = parser.parse_args()
+    if args.write_manifest:
+        prompts, out = args.write_manifest
+        write_manifest(Path(prompts), Path(out))
+        return 0
     cli = [sys.executable, "-c", "from oxen_queue._cli import main; raise SystemExit(main())"]
     port = free_port()
     server = subprocess.Popen(
@@ -161,15 +184,31 @@ def main() -> int:
                 f"peak RSS {dry['peak_rss_mb']} MB, CPU {dry['cpu_seconds']} s "
                 f"(exit {dry['status']}); load {load()}"
             )
+            resumed_out = root / "resumed"
+            # In a child: a parent grown by it would pass its size on to every later child
+            # (a forked child's peak RSS starts from its parent's, across exec).
+            writer = [sys.executable, __file__, "--write-manifest", str(big), str(resumed_out)]
+            subprocess.run(writer, check=True)
+            resumed = measured(
+                [*cli, "batch", str(big), "--dry-run", "--out", str(resumed_out)], env
+            )
+            print(
+                f"dry run, the same lines all recorded in a manifest (a resumed run's index): "
+                f"{resumed['seconds']} s, peak RSS {resumed['peak_rss_mb']} MB, CPU "
+                f"{resumed['cpu_seconds']} s (exit {resumed['status']}); load {load()}"
+            )
             concurrency = str(args.concurrency)
-            run = measured(
-                [*cli, "batch", str(small), "--out", str(root / "r"), "--concurrency", concurrency],
-                env,
-            )
-            (root / "s").mkdir()
-            alone = measured(
-                [sys.executable, "-c", SDK_ALONE, str(small), str(root / "s"), concurrency], env
-            )
+            runs, alones = [], []
+            for attempt in range(args.repeat):  # alternated: a load that comes and goes hits both
+                out = root / f"r{attempt}"
+                batch = [*cli, "batch", str(small), "--out", str(out), "--concurrency", concurrency]
+                runs.append(measured(batch, env))
+                (root / f"s{attempt}").mkdir()
+                sdk = [sys.executable, "-c", SDK_ALONE, str(small), str(root / f"s{attempt}")]
+                alones.append(measured([*sdk, concurrency], env))
+            # The least CPU of each: what the work costs with the least interference.
+            run = min(runs, key=lambda result: result["cpu_seconds"])
+            alone = min(alones, key=lambda result: result["cpu_seconds"])
             cli_ms = run["cpu_seconds"] / args.sent * 1000
             sdk_ms = alone["cpu_seconds"] / args.sent * 1000
             overhead = cli_ms - sdk_ms
@@ -183,14 +222,14 @@ def main() -> int:
                 f" (exit {alone['status']})"
             )
             print(f"the CLI's overhead: {overhead:.3f} ms a line ({overhead / sdk_ms:.0%} of it)")
-            results = {"dry run": dry, "real run": run, "SDK alone": alone}
+            results = {"dry run": dry, "resumed": resumed, "real run": run, "SDK alone": alone}
             failures = [name for name, result in results.items() if result["status"] != 0]
             for name in failures:
                 print(f"{name} failed:\n{results[name]['stderr']}")
             missed = (
                 failures
-                or dry["seconds"] > DRY_RUN_SECONDS
-                or dry["peak_rss_mb"] > DRY_RUN_MB
+                or max(dry["seconds"], resumed["seconds"]) > DRY_RUN_SECONDS
+                or max(dry["peak_rss_mb"], resumed["peak_rss_mb"]) > DRY_RUN_MB
                 or overhead > OVERHEAD_SHARE * sdk_ms
             )
             return 1 if missed else 0
