@@ -492,3 +492,81 @@ async def test_any_body_is_saved_whole_as_the_media_asked_for_or_refused_leaving
         label = (content_type or "").split(";")[0].strip().lower()
         shown = kind.get(saved.suffix) if saved.suffix != ".bin" else label.partition("/")[0]
         assert shown in ("image", "video") and asked in (None, shown)
+
+
+# -- a result larger than what a download holds in memory ---------------------------------------
+
+
+_LARGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * (40 << 10)  # 10 MiB + a PNG's signature
+
+
+class _Stalled(httpx.AsyncByteStream):
+    """A large body whose last part never comes (until the download is cancelled)."""
+
+    def __init__(self, body: bytes, started: anyio.Event) -> None:
+        self._body = body
+        self._started = started
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self._body), 1 << 16):
+            yield self._body[start : start + (1 << 16)]
+        self._started.set()
+        await anyio.sleep_forever()
+
+
+def _large_record() -> GenerationRecord:
+    return GenerationRecord(
+        generation_id="big-1",
+        status="succeeded",
+        result_url="https://files.oxen.test/big.png",
+        media_type="image",
+    )
+
+
+@pytest.mark.anyio
+async def test_a_result_larger_than_memory_holds_is_spilled_and_saved_whole(
+    tmp_path: Path,
+) -> None:
+    """Past what a download keeps in memory, the body goes to its temporary file as it comes:
+    the file saved is the body, and nothing else is left in the directory."""
+    fetcher = _fetcher(_LARGE, "image/png", 1 << 16)
+    try:
+        saved = await fetcher.save(_large_record(), tmp_path)
+    finally:
+        await fetcher.http.aclose()
+    assert saved == tmp_path / "big-1.png"
+    assert saved.read_bytes() == _LARGE
+    assert list(tmp_path.iterdir()) == [saved]
+
+
+@pytest.mark.anyio
+async def test_a_large_download_cancelled_midway_leaves_no_file(tmp_path: Path) -> None:
+    """Cancelled once most of a large body is spilled to its temporary file: no file at all
+    is left, the temporary one included (asyncio's own cancellation and trio's alike)."""
+    started = anyio.Event()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, stream=_Stalled(_LARGE, started), headers={"content-type": "image/png"}
+        )
+
+    fetcher = FileFetcher(
+        auth=httpx.Auth(),
+        connect_timeout=5.0,
+        stall_timeout=30.0,
+        max_downloads=2,
+        max_bytes=None,
+        transport=httpx.MockTransport(answer),
+        verify=True,
+        headers={},
+    )
+    try:
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(fetcher.save, _large_record(), tmp_path)
+            with anyio.fail_after(30):
+                await started.wait()
+            assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")]
+            task_group.cancel_scope.cancel()
+    finally:
+        await fetcher.http.aclose()
+    assert list(tmp_path.iterdir()) == []

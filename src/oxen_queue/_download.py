@@ -23,7 +23,7 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, BinaryIO, Final
 
 import anyio
 import httpx
@@ -98,6 +98,94 @@ class _NothingReceivedError(Exception):
         self.cause = cause
 
 
+_IN_MEMORY: Final = 8 << 20
+"""Bytes of a download held in memory before it is spilled to its temporary file."""
+
+_PIECE: Final = 1 << 20  # bytes written to a spilled file at a time
+
+
+class _Spool:
+    """A download's body on its way to its file, with as few trips to a worker thread as can be.
+
+    A result that fits in :data:`_IN_MEMORY` (an image, usually) is held in memory and written
+    by :meth:`keep` in one trip: the directory made, a temporary file beside the target
+    created ("x": nothing existing is followed or clobbered), written, closed and renamed over
+    the target (atomic, in one directory). A larger one is spilled to that temporary file as it
+    arrives, a :data:`_PIECE` at a time. Refused bodies never reach it: the fetch judges the
+    first bytes before passing any on. Downloads are bounded (``max_downloads``), and so is
+    what they hold in memory. Its file operations run in a worker thread, one call each.
+    """
+
+    __slots__ = ("_buffer", "_file", "_generation_id", "_path", "_target", "_temp")
+
+    def __init__(self, path: str | os.PathLike[str] | None, generation_id: str) -> None:
+        self._path = path
+        self._generation_id = generation_id
+        self._buffer = bytearray()
+        self._file: BinaryIO | None = None
+        self._temp: Path | None = None
+        self._target: tuple[Path, str | None] | None = None
+
+    @property
+    def spilled(self) -> bool:
+        """Whether a temporary file exists (to remove, unless it was renamed into place)."""
+        return self._temp is not None
+
+    async def write(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        if len(self._buffer) >= (_PIECE if self._file is not None else _IN_MEMORY):
+            await anyio.to_thread.run_sync(self._spill)
+
+    def _open(self) -> BinaryIO:
+        if self._file is None:
+            self._target = _destination(self._path)
+            directory = self._target[0]
+            directory.mkdir(parents=True, exist_ok=True)
+            stem = safe_name(self._generation_id)[:16]
+            self._temp = directory / f".{stem}.{secrets.token_hex(6)}.part"
+            # "x": nothing existing is ever followed or clobbered; permissions follow the umask.
+            self._file = open(self._temp, "xb")  # noqa: SIM115 (closed by keep or discard)
+        return self._file
+
+    def _spill(self) -> None:
+        self._open().write(self._buffer)
+        self._buffer.clear()
+
+    def keep(self, suffix: str, head: bytes) -> Path:
+        """Write what is left, close the file and rename it into place; its path."""
+        self._spill()
+        assert self._file is not None
+        assert self._temp is not None
+        assert self._target is not None
+        self._file.close()
+        directory, name = self._target
+        if name is None:
+            target = directory / f"{safe_name(self._generation_id)}{suffix}"
+        else:
+            target = directory / name
+            given = Path(name).suffix.lower().replace(".jpeg", ".jpg")
+            found = sniff(head)
+            if found and given in _KNOWN_SUFFIXES and given != found:
+                logger.warning(
+                    "saved generation %s to %s, but its bytes are %s",
+                    self._generation_id,
+                    target,
+                    found[1:].upper(),
+                )
+        # Same directory, so the rename is atomic: an interrupted download leaves no file.
+        self._temp.replace(target)
+        self._temp = None
+        return target
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (a download that failed or was cancelled)."""
+        if self._file is not None:
+            self._file.close()
+        if self._temp is not None:
+            self._temp.unlink(missing_ok=True)
+            self._temp = None
+
+
 class FileFetcher:
     """Downloads result files on a pool and a bound of their own.
 
@@ -170,43 +258,16 @@ class FileFetcher:
                 (nothing is left in the directory then), or the file could not be written.
         """
         url, generation_id, expected = _source(record)
-        directory, name = _destination(path)
+        spool = _Spool(path, generation_id)
         try:
-            await anyio.Path(directory).mkdir(parents=True, exist_ok=True)
-            stem = safe_name(generation_id)[:16]
-            temp = anyio.Path(directory / f".{stem}.{secrets.token_hex(6)}.part")
-            # "x": nothing existing is ever followed or clobbered; permissions follow the umask.
-            out = await anyio.open_file(temp, "xb")
-        except OSError as exc:
-            raise DownloadError(f"could not save generation {generation_id}: {exc}") from exc
-        try:
-            try:
-                suffix, head = await self._fetch(url, generation_id, expected, out.write)
-            finally:
-                # Shielded: a cancelled download must still close its file (and never
-                # leave it to the collector).
-                with anyio.CancelScope(shield=True):
-                    await out.aclose()
-            found = sniff(head)
-            if name is None:
-                target = directory / f"{safe_name(generation_id)}{suffix}"
-            else:
-                target = directory / name
-                given = Path(name).suffix.lower().replace(".jpeg", ".jpg")
-                if found and given in _KNOWN_SUFFIXES and given != found:
-                    logger.warning(
-                        "saved generation %s to %s, but its bytes are %s",
-                        generation_id,
-                        target,
-                        found[1:].upper(),
-                    )
-            # Same directory, so the rename is atomic: an interrupted download leaves no file.
-            await temp.replace(target)
+            suffix, head = await self._fetch(url, generation_id, expected, spool.write)
+            target = await anyio.to_thread.run_sync(spool.keep, suffix, head)
         except OSError as exc:
             raise DownloadError(f"could not save generation {generation_id}: {exc}") from exc
         finally:
-            with anyio.CancelScope(shield=True):
-                await temp.unlink(missing_ok=True)
+            if spool.spilled:  # shielded: a cancelled download leaves no temporary file
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(spool.discard)
         logger.debug("saved generation %s to %s", generation_id, target)
         return target
 
