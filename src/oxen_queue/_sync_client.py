@@ -472,6 +472,8 @@ class Client:
         Raises:
             InvalidParamsError: The id is not a plausible generation id (1 to 128 letters,
                 digits and ``-_.~``, not dots alone), so it could not be asked about.
+            ClientClosedError: The client is closed; an ``AsyncClient`` also when it is not
+                open yet (this call is not async, so it cannot open it: make another first).
         """
         return SyncGeneration(
             self._bridge,

@@ -37,6 +37,7 @@ __all__ = [
     "redact_url",
 ]
 
+
 def open_ledger(
     url: str | None,
     *,
