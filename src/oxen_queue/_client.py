@@ -329,12 +329,15 @@ class AsyncClient:
         Args:
             model: The model id, e.g. ``"gpt-image-2"``.
             deadline: Seconds until waiting on it gives up with ``GenerationTimeoutError``;
-                ``DEFAULT`` takes the poll policy's deadline; ``None`` means no limit.
+                ``DEFAULT`` takes the poll policy's deadline; ``None`` means no limit. (There
+                is no per-call ``timeout=``: it is refused, naming this and, for each HTTP
+                request, ``client.with_options(timeout=...)``.)
             validate: Override the client's ``validate`` for this call.
             extra_params: Keys sent as given, unchecked: for a parameter the model's schema
                 does not list (yet). ``None``: none.
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
-                (``target_namespace``, ``target_repo``, ``target_directory``).
+                (``target_namespace``, ``target_repo``, ``target_directory``). Several
+                generations of one request: :meth:`enqueue_many` (not ``n=``).
 
         Raises:
             InvalidParamsError: Bad parameters, found before anything was sent.
