@@ -1,7 +1,8 @@
 """One cold start, in a fresh process: what ``benchmarks/cold_start.py`` runs for each sample.
 
-Run as a script (``python benchmarks/_cold_start_child.py VARIANT BASE_URL``), so that the
-process imports nothing before the variant does: the figures are the job's own. Each variant
+Run as a script (``python benchmarks/_cold_start_child.py VARIANT BASE_URL LIBRARY``), so that
+the process imports nothing before the variant does: the figures are the job's own. LIBRARY is
+``asyncio`` or ``trio``: the event loop the job runs on (each variant on the same one). Each variant
 does the same job against the emulator at ``BASE_URL`` (another process): import, open a
 client, enqueue one ``gpt-image-2`` generation, wait until it is finished, close. It prints
 one line of JSON: the CPU seconds (user + system) of this process at the end of each phase,
@@ -17,12 +18,12 @@ Variants:
   and ``aclose()`` ends it.
 - ``sdk-poll``: ``AsyncClient(completion="poll")``, which waits the way ``httpx`` does.
 
-Only the standard library is imported at the top: each variant imports its own.
+Only the standard library is imported at the top, and not asyncio: each variant imports its
+own, and the event loop's library is imported by ``main``, before the first mark.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -38,6 +39,7 @@ PROMPT = "An ox at sunset"
 FINAL = ("succeeded", "failed", "cancelled")
 
 marks: dict[str, float] = {}
+sleep: Callable[[float], Coroutine[Any, Any, None]]  # the event loop's, set by main()
 
 
 def mark(phase: str) -> None:
@@ -61,7 +63,7 @@ async def plain_httpx(base_url: str) -> str:
             status = str(row.json()["status"])
             if status in FINAL:
                 break
-            await asyncio.sleep(0.1)
+            await sleep(0.1)
         mark("done")
     mark("close")
     return status
@@ -105,9 +107,20 @@ VARIANTS: dict[str, Callable[[str], Coroutine[Any, Any, str]]] = {
 
 
 def main() -> None:
-    variant, base_url = sys.argv[1], sys.argv[2]
+    global sleep
+    variant, base_url, library = sys.argv[1], sys.argv[2], sys.argv[3]
+    job = VARIANTS[variant]
     mark("start")
-    status = asyncio.run(VARIANTS[variant](base_url))
+    if library == "trio":
+        import trio
+
+        sleep = trio.sleep
+        status = trio.run(job, base_url)
+    else:
+        import asyncio
+
+        sleep = asyncio.sleep
+        status = asyncio.run(job(base_url))
     mark("exit")
     print(json.dumps({"variant": variant, "status": status, "cpu": marks}))
 

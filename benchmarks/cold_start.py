@@ -17,6 +17,7 @@ Run::
 
     uv run python benchmarks/cold_start.py            # 15 repetitions of each variant
     uv run python benchmarks/cold_start.py -n 31 --variants httpx sdk
+    uv run python benchmarks/cold_start.py --library trio   # every variant on trio
 
 The exit status is 1 when the SDK (``async with AsyncClient()``, the ``sdk`` variant) costs
 more than 1.25 times the CPU of plain httpx (issue 16's target), or a job did not succeed.
@@ -57,14 +58,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def sample(variant: str, base_url: str) -> dict[str, Any]:
+def sample(variant: str, base_url: str, library: str) -> dict[str, Any]:
     """One cold start in a fresh process: its CPU seconds, peak RSS (KB) and phases."""
     # Nothing of this process's environment that would change what the child imports.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OXEN_", "PYTHON"))}
     with tempfile.TemporaryFile() as errors:
         # Not Popen.wait(): os.wait4 reaps the child and returns its own resource usage.
         child = subprocess.Popen(
-            [sys.executable, str(CHILD), variant, base_url],
+            [sys.executable, str(CHILD), variant, base_url, library],
             stdout=subprocess.PIPE,
             stderr=errors,
             env=env,
@@ -98,6 +99,12 @@ def main() -> None:
         choices=["httpx", "sdk", "sdk-lazy", "sdk-poll"],
         help="which to run (httpx, the reference, is always run)",
     )
+    parser.add_argument(
+        "--library",
+        choices=["asyncio", "trio"],
+        default="asyncio",
+        help="the event loop every variant runs on (default: asyncio)",
+    )
     args = parser.parse_args()
     variants = ["httpx", *(v for v in args.variants if v != "httpx")]
     port = free_port()
@@ -110,10 +117,10 @@ def main() -> None:
         base_url = server.stdout.readline().strip()
         load_before = os.getloadavg()
         for variant in variants:  # warm the OS's file cache: the first start reads from disk
-            sample(variant, base_url)
+            sample(variant, base_url, args.library)
         for _ in range(args.n):
             for variant in variants:
-                samples[variant].append(sample(variant, base_url))
+                samples[variant].append(sample(variant, base_url, args.library))
         load_after = os.getloadavg()
     finally:
         server.terminate()
@@ -121,7 +128,8 @@ def main() -> None:
 
     print(
         f"cold start: import, open a client, one generation (0.3 s on an emulator in another "
-        f"process), close; median of {args.n} fresh processes per variant, taking turns\n"
+        f"process), close, on {args.library}; median of {args.n} fresh processes per variant, "
+        "taking turns\n"
         f"{os.cpu_count()} CPUs; load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after; Python {sys.version.split()[0]}\n"
     )

@@ -20,7 +20,8 @@ from oxen_queue import (
     NotFoundError,
     PollPolicy,
 )
-from oxen_queue._ledger import LedgerError, SqlLedger
+from oxen_queue._ledger import LedgerError
+from oxen_queue._ledger._sqlledger import SqlLedger
 
 from .fakes import API, FakeAPI
 from .helpers import fake_client

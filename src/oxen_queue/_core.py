@@ -379,7 +379,7 @@ class ClientCore:
         self._fail_pending("the event loop the client ran on ended")
         for close in (
             self.session.http.aclose,
-            self.files.http.aclose,
+            self.files.aclose,
             self.enqueuer.ledger.aclose,
         ):
             try:
@@ -437,7 +437,7 @@ class ClientCore:
                 with anyio.move_on_after(CLOSE_GRACE):
                     await self._stopped.wait()
             await self.session.http.aclose()
-            await self.files.http.aclose()
+            await self.files.aclose()
             await self.enqueuer.ledger.aclose()
 
     def check_not_closed(self) -> None:
