@@ -954,7 +954,9 @@ def _blocking_doc(member: Member, name: str, omitted: list[str]) -> str:
         raise CodegenError(f"{member.owner}.{member.name}: a public member needs a docstring")
     doc = member.doc
     summary = doc.split("\n\n", 1)[0].strip()
-    summary = " ".join(summary.split()).removesuffix("::")  # the code after it is not copied
+    # A summary that introduces code (``::`` in reST, ``:`` before a fence) loses its colon:
+    # the code after it is not copied.
+    summary = " ".join(summary.split()).rstrip(":")
     if not summary.endswith("."):
         summary += "."
     for phrase, blocking in ASYNC_PHRASES.items():
@@ -1010,7 +1012,9 @@ def _sections(doc: str, omitted: set[str]) -> str:
                 out.append("\n".join(section))
         index = end
     text = "".join(f"\n\n{s}" for s in out)
-    return re.sub(r"\bGeneration\b(?!\w)", "generation", text)
+    # Not inside a cross-reference (``[`Generation`][oxen_queue.Generation]``), which must
+    # keep naming the class it links to.
+    return re.sub(r"(?<![`.])\bGeneration\b(?![\w`\]])", "generation", text)
 
 
 def _without_entries(section: list[str], omitted: set[str]) -> list[str]:

@@ -1,18 +1,25 @@
-"""The adaptive bound on requests in flight (``InflightLimit``): pure bookkeeping, clock passed in.
+"""Admission control: the adaptive bound in flight (``InflightLimit``), the enqueue pacer
+(``EnqueueRate``), and the slots that follow both (``AdmissionControl``).
 
-Each helper round answers a limit's worth of requests sent after the last change, as a client
-whose every slot is busy would; no test sleeps or times anything.
+The first two are pure bookkeeping with the clock passed in: each helper round answers a
+limit's worth of requests sent after the last change, as a client whose every slot is busy
+would, and the pacer is driven against a simulated token bucket. No test sleeps or times
+anything.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
+import random
+from dataclasses import dataclass, field
 
 import anyio
 import anyio.lowlevel
 import pytest
 
-from oxen_queue._admission import AdmissionControl, InflightLimit
+from oxen_queue._admission import AdmissionControl, EnqueueRate, InflightLimit
 
 
 def _round(
@@ -235,6 +242,223 @@ def test_slow_answers_do_not_feed_slow_start() -> None:
     assert limiter.limit == 17
 
 
+# -- EnqueueRate: the enqueue pacer ------------------------------------------------------------
+
+
+def _answers(
+    rate: EnqueueRate, now: float, *, sent: float, accepted: int = 0, refused: int = 0
+) -> None:
+    """Answer ``accepted`` then ``refused`` enqueues sent at ``sent``, all at ``now``."""
+    for _ in range(accepted):
+        rate.on_accepted(now, sent=sent)
+    for _ in range(refused):
+        rate.on_rate_limited(now, sent=sent)
+
+
+def test_enqueue_rate_is_unlimited_until_the_server_refuses_a_real_share() -> None:
+    rate = EnqueueRate()
+    assert [rate.delay(0.0) for _ in range(100)] == [0.0] * 100
+    _answers(rate, 0.5, sent=0.4, accepted=80, refused=8)  # a tenth or less: noise
+    assert math.isinf(rate.rate)
+    _answers(rate, 0.6, sent=0.5, accepted=0, refused=5)  # over a tenth, but 13 refusals
+    assert math.isfinite(rate.rate)
+
+
+def test_a_few_stray_refusals_among_the_first_answers_are_no_limit() -> None:
+    """Three of the first twenty refused is 15 %, but too few refusals to tell from noise."""
+    rate = EnqueueRate()
+    _answers(rate, 0.1, sent=0.0, accepted=17, refused=3)
+    assert math.isinf(rate.rate)
+
+
+def test_leaving_unlimited_halves_what_the_server_accepted_then_paces() -> None:
+    rate = EnqueueRate(window=1.0)
+    # 40 accepted (a burst the server allowed), then refusals: the tenth over a tenth cuts.
+    _answers(rate, 0.5, sent=0.4, accepted=40, refused=20)
+    assert rate.rate == 20.0  # 40 accepted over (at least) a one-second window, halved
+    assert [rate.delay(0.6) for _ in range(4)] == pytest.approx([0.0, 0.05, 0.10, 0.15])
+
+
+def test_a_first_cut_counts_the_last_window_or_all_since_the_first_answer_if_more() -> None:
+    # A busy client: its acceptances came more than a window before its refusals.
+    slow = EnqueueRate(window=1.0)
+    _answers(slow, 0.1, sent=0.0, accepted=50)
+    _answers(slow, 1.5, sent=1.4, refused=10)
+    assert slow.rate == pytest.approx(50 / 1.4 / 2)  # 50 in the 1.4 s since the first answer
+    # An hour of an enqueue a minute, then a burst: the hour averages to nothing.
+    quiet = EnqueueRate(window=1.0)
+    for minute in range(60):
+        _answers(quiet, minute * 60.0, sent=minute * 60.0 - 0.01, accepted=1)
+    _answers(quiet, 3600.5, sent=3600.4, accepted=50, refused=10)
+    assert quiet.rate == 25.0
+
+
+def test_refusals_of_enqueues_sent_before_a_cut_are_not_judged_again() -> None:
+    rate = EnqueueRate(window=1.0)
+    _answers(rate, 0.5, sent=0.4, accepted=40, refused=10)
+    assert rate.rate == 20.0
+    _answers(rate, 1.6, sent=0.45, refused=30)  # the rest of the overshoot, answered late
+    assert rate.rate == 20.0
+    _answers(rate, 1.7, sent=1.6, accepted=20)  # the first answers at the new pace
+    assert rate.rate == pytest.approx(20.0 * (1 + 0.25 * 1.2))  # grown: a quarter a second
+
+
+def test_a_later_cut_lands_below_what_the_server_accepted_by_half_the_refused_share() -> None:
+    rate = EnqueueRate(window=1.0)
+    _answers(rate, 0.0, sent=-0.1, accepted=60, refused=10)
+    assert rate.rate == 30.0
+    _answers(rate, 0.5, sent=0.2, accepted=10, refused=10)  # within the window: not judged
+    assert rate.rate == 30.0
+    # A window and more since the cut, judged on the next answer: 11 accepted over 1.1 s,
+    # 10 of 21 answers refused.
+    _answers(rate, 1.1, sent=0.6, accepted=1)
+    accepted, share = 11 / 1.1, 10 / 21
+    assert rate.rate == pytest.approx(accepted * (1 - share / 2))
+
+
+def test_too_few_answers_are_not_judged_a_limit_until_there_are_enough() -> None:
+    rate = EnqueueRate(window=1.0, min_answers=10)
+    _answers(rate, 0.0, sent=-0.1, accepted=60, refused=10)
+    assert rate.rate == 30.0
+    _answers(rate, 2.0, sent=1.0, refused=2)  # all refused, but two: wait for more
+    assert rate.rate == 30.0
+    _answers(rate, 2.1, sent=1.0, accepted=7, refused=1)  # 3 of 10: a limit
+    assert rate.rate < 30.0
+
+
+def test_the_rate_climbs_back_to_the_ceiling_quickly_probes_past_it_slowly_then_lifts() -> None:
+    rate = EnqueueRate(window=1.0, growth=0.25, probe=0.05)
+    _answers(rate, 0.0, sent=-0.1, accepted=100, refused=20)
+    assert rate.rate == 50.0  # the ceiling: 100 accepted per second
+    seen = []
+    for t in range(1, 30):
+        sent = math.floor(rate.rate) if math.isfinite(rate.rate) else 200
+        _answers(rate, float(t), sent=t - 0.5, accepted=sent)  # all accepted
+        seen.append(rate.rate)
+    climb = seen[: seen.index(100.0) + 1]
+    assert climb == pytest.approx([62.5, 78.125, 97.65625, 100.0])  # a quarter a second
+    probes = seen[len(climb) : len(climb) + 4]
+    assert probes == pytest.approx([105.0, 115.0, 130.0, 150.0])  # 5, 10, 15, 20 % of it
+    assert math.isinf(seen[-1])  # past twice the ceiling, without refusals: unlimited
+
+
+def test_a_ceiling_set_while_acceptances_were_on_their_way_is_corrected() -> None:
+    """Refusals answer faster than acceptances: a first cut may see few of those."""
+    rate = EnqueueRate(window=1.0)
+    _answers(rate, 0.5, sent=0.4, accepted=2, refused=10)
+    assert rate.rate == 1.0  # 2 accepted seen per second, halved
+    _answers(rate, 0.6, sent=0.4, accepted=60)  # the burst's acceptances, late
+    _answers(rate, 1.6, sent=1.0, accepted=1)
+    # Half of what it took meanwhile (61 in 1.1 s), then grown a quarter per second.
+    assert rate.rate == pytest.approx(61 / 1.1 / 2 * (1 + 0.25 * 1.1))
+
+
+def test_enqueue_rate_never_drops_below_its_floor() -> None:
+    rate = EnqueueRate(min_rate=2.0, window=1.0)
+    for t in range(20):
+        _answers(rate, float(t), sent=t - 0.5, refused=12)
+    assert rate.rate == 2.0
+
+
+@dataclass
+class _Run:
+    """What a simulated batch did: each attempt's (sent, refused), the first cut, the end."""
+
+    attempts: list[tuple[float, bool]] = field(default_factory=list)
+    cut: float = math.inf
+    end: float = 0.0
+
+    def refused_share_after_cut(self) -> float:
+        after = [refused for sent, refused in self.attempts if sent > self.cut]
+        return sum(after) / len(after)
+
+
+def _simulate(
+    *, limit: float, count: int, in_flight: int, rtt: float, noise: float = 0.0
+) -> tuple[_Run, EnqueueRate]:
+    """``count`` enqueues, ``in_flight`` at most at once, paced by an :class:`EnqueueRate`,
+    against a token bucket of ``limit`` per second holding a second's worth (the emulator's),
+    which also refuses ``noise`` of them at random. The server sees each ``rtt / 2`` after
+    it is sent, the client its answer ``rtt`` after; a refused one is sent again when the
+    bucket will have a token. As the client's pacer, one enqueue at a time waits its turn."""
+    rate, run, rng = EnqueueRate(), _Run(), random.Random(7)
+    tokens, refilled = limit, 0.0
+    events: list[tuple[float, int, str, tuple[float, bool, float]]] = []
+    nothing = (0.0, False, 0.0)
+    order = itertools.count()
+    waiting, free, pacing = count, in_flight, False
+
+    def send(now: float) -> None:
+        nonlocal tokens, refilled
+        seen = now + rtt / 2
+        tokens, refilled = min(limit, tokens + (seen - refilled) * limit), seen
+        refused = rng.random() < noise or tokens < 1
+        tokens -= not refused
+        run.attempts.append((now, refused))
+        retry = max((1 - tokens) / limit, 0.01)
+        heapq.heappush(events, (now + rtt, next(order), "answer", (now, refused, retry)))
+
+    def pump(now: float) -> None:
+        nonlocal waiting, free, pacing
+        while free and waiting and not pacing:
+            free, waiting = free - 1, waiting - 1
+            if math.isinf(rate.rate):
+                send(now)
+            else:
+                pacing = True
+                heapq.heappush(events, (now + rate.delay(now), next(order), "send", nothing))
+
+    pump(0.0)
+    while events:
+        now, _, kind, (sent, refused, retry) = heapq.heappop(events)
+        if kind == "send":
+            pacing = False
+            send(now)
+        elif kind == "again":
+            waiting += 1
+        else:
+            free += 1
+            if refused:
+                rate.on_rate_limited(now, sent=sent)
+                heapq.heappush(events, (now + retry, next(order), "again", nothing))
+            else:
+                rate.on_accepted(now, sent=sent)
+                run.end = now
+            if math.isfinite(rate.rate) and math.isinf(run.cut):
+                run.cut = now
+        pump(now)
+    return run, rate
+
+
+@pytest.mark.parametrize(
+    ("limit", "count", "in_flight", "rtt"),
+    [
+        (50.0, 600, 64, 0.005),  # the loopback test's limit, four times as long
+        (300.0, 2000, 256, 0.08),  # benchmarks/wan.py's limited scenario
+        (1000.0, 20000, 256, 0.02),
+        (10.0, 300, 64, 0.15),
+    ],
+)
+def test_a_batch_against_a_token_bucket_settles_at_its_rate(
+    limit: float, count: int, in_flight: int, rtt: float
+) -> None:
+    """After the first cut, at most a tenth of the attempts are refused (the pacer's own
+    tolerance) and the batch takes at most a tenth longer than the limit allows."""
+    run, rate = _simulate(limit=limit, count=count, in_flight=in_flight, rtt=rtt)
+    assert math.isfinite(run.cut)
+    assert run.refused_share_after_cut() <= 0.1
+    assert run.end <= 1.1 * (count - limit) / limit + 1
+    assert 0.5 * limit <= rate.rate <= 1.5 * limit
+
+
+def test_random_refusals_without_a_limit_never_hold_a_batch_back_for_long() -> None:
+    """One enqueue in twenty refused at random: if its noise ever reads as a limit, the
+    rate is unlimited again within seconds, as the server keeps taking more."""
+    run, rate = _simulate(limit=1e9, count=20000, in_flight=64, rtt=0.02, noise=0.05)
+    assert math.isinf(rate.rate)
+    assert run.end <= 4 * 20000 / (64 / 0.02)  # within 4x of the round trips' pace
+
+
 # -- AdmissionControl: the bound in flight (adaptive by default), the enqueue pacer ------------
 
 
@@ -255,7 +479,7 @@ async def _hold(admission: AdmissionControl, count: int, clock: _Clock, rtt: flo
 
     async def request() -> None:
         nonlocal holding
-        async with admission.slot(enqueue=False):
+        async with admission.slot():
             holding += 1
             await answered.wait()
 
@@ -287,7 +511,8 @@ async def test_refusals_cut_the_slots_at_once() -> None:
     admission = AdmissionControl(max_concurrency=264, inflight=inflight, clock=clock)
     assert admission.limiter.total_tokens == 10
     for _ in range(5):
-        admission.observe(503, enqueue=False)
+        async with admission.slot() as slot:
+            slot.observe(503)
     assert admission.limiter.total_tokens == inflight.limit == 5
 
 
@@ -297,9 +522,9 @@ async def test_failed_and_unsampled_requests_teach_the_limit_nothing() -> None:
     inflight = InflightLimit(initial=2, min_limit=1)
     admission = AdmissionControl(max_concurrency=264, inflight=inflight, clock=clock)
     with pytest.raises(ConnectionError):
-        async with admission.slot(enqueue=False):
+        async with admission.slot():
             raise ConnectionError
-    async with admission.slot(enqueue=True, sample=False):
+    async with admission.slot(paced=True, sample=False):
         clock.now += 30.0  # the blocking /images/generate: as long as the work
     assert math.isinf(inflight.rtt_min)
     assert admission.limiter.borrowed_tokens == 0
@@ -308,9 +533,8 @@ async def test_failed_and_unsampled_requests_teach_the_limit_nothing() -> None:
 @pytest.mark.anyio
 async def test_a_fixed_bound_stays_fixed() -> None:
     admission = AdmissionControl(max_concurrency=16)
-    async with admission.slot(enqueue=True):
-        pass
-    admission.observe(429, enqueue=True)
+    async with admission.slot(paced=True) as slot:
+        slot.observe(429)
     assert admission.limiter.total_tokens == admission.bound == 16
 
 
@@ -323,7 +547,7 @@ async def test_an_unlimited_rate_lets_a_burst_of_enqueues_through_in_one_turn() 
 
     async def enqueue() -> None:
         nonlocal holding
-        async with admission.slot(enqueue=True):
+        async with admission.slot(paced=True):
             holding += 1
             await release.wait()
 
@@ -337,55 +561,23 @@ async def test_an_unlimited_rate_lets_a_burst_of_enqueues_through_in_one_turn() 
 
 
 @pytest.mark.anyio
-async def test_the_first_wave_of_enqueues_is_heard_out_before_more_are_sent() -> None:
-    clock = _Clock()
-    admission = AdmissionControl(max_concurrency=4, clock=clock)
-    answers = [anyio.Event() for _ in range(6)]
-    sent: list[int] = []
-
-    async def enqueue(index: int) -> None:
-        async with admission.slot(enqueue=True):
-            sent.append(index)
-            await answers[index].wait()
-
-    async with anyio.create_task_group() as group:
-        for index in range(6):
-            group.start_soon(enqueue, index)
-        while len(sent) < 4:
-            await anyio.lowlevel.checkpoint()
-        wave = list(sent)
-        clock.now = 1.0  # the first answer took a second: the rest wait up to a second more
-        for index in wave[:3]:  # three of the first four answered: their slots stay unused
-            answers[index].set()
-            for _ in range(5):
-                await anyio.lowlevel.checkpoint()
-            assert sent == wave
-        answers[wave[3]].set()  # the wave is heard out: the rest go
-        while len(sent) < 6:
-            await anyio.lowlevel.checkpoint()
-        for answer in answers:
-            answer.set()
-    assert sorted(sent) == list(range(6))
-
-
-@pytest.mark.anyio
 async def test_a_rate_cut_while_an_enqueue_waits_for_its_slot_sends_it_through_the_pacer() -> None:
     admission = AdmissionControl(max_concurrency=1)
     rate = admission.enqueue_rate
     release = anyio.Event()
     sent = 0
-    paced: list[bool] = []  # per slot reserved: was the pacer held?
+    reserved: list[float] = []  # the pacer's reservations
     reserve = rate.delay
 
     def delay(now: float) -> float:
-        paced.append(admission.pacer.locked())
+        reserved.append(now)
         return reserve(now)
 
     rate.delay = delay  # type: ignore[method-assign]
 
     async def enqueue() -> None:
         nonlocal sent
-        async with admission.slot(enqueue=True):
+        async with admission.slot(paced=True):
             sent += 1
             await release.wait()
 
@@ -399,72 +591,23 @@ async def test_a_rate_cut_while_an_enqueue_waits_for_its_slot_sends_it_through_t
         rate.rate = 1000.0  # cut meanwhile
         release.set()
     assert sent == 2
-    assert paced == [False, True]  # the first went unpaced; the second, after the cut, paced
+    assert len(reserved) == 1  # the first went unpaced; the second, after the cut, paced
 
 
 @pytest.mark.anyio
-async def test_a_straggler_in_the_first_wave_holds_the_rest_back_no_longer_than_it_took() -> None:
-    clock = _Clock()
-    admission = AdmissionControl(max_concurrency=2, clock=clock)
-    answered = anyio.Event()
-    straggler = anyio.Event()
-    sent: list[int] = []
-
-    async def enqueue(index: int) -> None:
-        async with admission.slot(enqueue=True):
-            sent.append(index)
-            await (straggler if len(sent) == 2 and index == sent[1] else answered).wait()
-
-    async with anyio.create_task_group() as group:
-        for index in range(4):
-            group.start_soon(enqueue, index)
-        while len(sent) < 2:
-            await anyio.lowlevel.checkpoint()
-        clock.now = 0.01  # the first answer, after 10 ms
-        answered.set()
-        for _ in range(5):
-            await anyio.lowlevel.checkpoint()
-        assert len(sent) == 2  # held back: the straggler may bring the first refusals
-        clock.now = 0.05  # past the 10 ms more it is waited for
-        with anyio.fail_after(5):
-            while len(sent) < 4:
-                await anyio.sleep(0.01)
-        straggler.set()
-
-
-@pytest.mark.anyio
-async def test_enqueues_held_back_with_the_first_wave_count_as_use_and_slow_start_grows() -> None:
-    """While the first wave is heard out its slots empty, but the bound is not idle: the held
-    enqueues are demand. Counted as idle, a wave of 64 grew the limit to about 86, not 128,
-    and a distant hub paid an extra round of handshakes."""
-    clock = _Clock()
-    inflight = InflightLimit(initial=8, max_limit=64)
-    admission = AdmissionControl(max_concurrency=None, inflight=inflight, clock=clock)
-    answers = [anyio.Event() for _ in range(8)]
-    later = anyio.Event()
-    sent = 0
-
-    async def enqueue() -> None:
-        nonlocal sent
-        async with admission.slot(enqueue=True):
-            sent += 1
-            await (answers[sent - 1] if sent <= 8 else later).wait()
-
-    async with anyio.create_task_group() as group:
-        for _ in range(40):
-            group.start_soon(enqueue)
-        while sent < 8:
-            await anyio.lowlevel.checkpoint()
-        clock.now = 0.1
-        for answer in answers:  # the wave's answers, one at a time: its slots empty
-            answer.set()
-            for _ in range(5):
-                await anyio.lowlevel.checkpoint()
-        while sent < 9:
-            await anyio.lowlevel.checkpoint()
-        # Every prompt answer of the wave grew it by one: doubled in its round trip.
-        assert inflight.limit == 16
-        later.set()
+async def test_only_paced_requests_set_the_pace() -> None:
+    """A 429 to a read is no enqueue refused: the pacer hears only of enqueues."""
+    admission = AdmissionControl(max_concurrency=4)
+    for _ in range(20):
+        async with admission.slot() as slot:
+            slot.observe(429)
+    assert math.isinf(admission.enqueue_rate.rate)
+    for _ in range(20):  # until the pacer cuts (then the next would wait for its turn)
+        async with admission.slot(paced=True) as slot:
+            slot.observe(429)
+        if math.isfinite(admission.enqueue_rate.rate):
+            break
+    assert math.isfinite(admission.enqueue_rate.rate)
 
 
 @pytest.mark.anyio
@@ -473,7 +616,7 @@ async def test_a_refused_request_is_no_latency_sample() -> None:
     clock = _Clock()
     inflight = InflightLimit(initial=4, min_limit=1)
     admission = AdmissionControl(max_concurrency=None, inflight=inflight, clock=clock)
-    async with admission.slot(enqueue=False) as slot:
+    async with admission.slot() as slot:
         clock.now += 0.001
-        admission.observe(429, enqueue=False, slot=slot)
+        slot.observe(429)
     assert math.isinf(inflight.rtt_min)

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from oxen_queue.testing import Emulator, EmulatorConfig
 
 from .servers import ServerThread
-from .test_readme import ROOT, Block, _document_blocks
+from .test_docs_code import ROOT, Block, page_blocks
 
 PAGE: Final = ROOT / "docs" / "guides" / "fastapi.md"
 CANCEL: Final = "DELETE /api/ai/queue/{generation_id}"
@@ -37,7 +37,7 @@ CANCEL: Final = "DELETE /api/ai/queue/{generation_id}"
 
 def page_block() -> Block:
     """The page's python block: the app."""
-    (block,) = _document_blocks(PAGE)
+    (block,) = page_blocks(PAGE.read_text(encoding="utf-8"), "docs/guides/fastapi.md")
     return block
 
 

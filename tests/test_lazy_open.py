@@ -193,7 +193,8 @@ import sys
 from oxen_queue import AsyncClient
 
 async def main():
-    client = AsyncClient()  # OXEN_BASE_URL and OXEN_API_KEY name the emulator
+    # OXEN_BASE_URL and OXEN_API_KEY name the emulator.
+    client = AsyncClient(http_backend=sys.argv[2])
     record = await client.generate("gpt-image-2", prompt="an ox nobody closes")
     assert record.status == "succeeded", record
     # A generation still pending, and the event stream open, when the loop ends.
@@ -210,17 +211,20 @@ print("exited", flush=True)
 """
 
 
-@pytest.mark.parametrize("library", ["asyncio", "trio"])
+@pytest.mark.parametrize(
+    ("library", "backend"), [("asyncio", "httpx"), ("trio", "httpx"), ("asyncio", "aiohttp")]
+)
 def test_a_client_never_closed_exits_with_its_loop_without_a_warning(
-    library: str, oxen_emulator: Emulator
+    library: str, backend: str, oxen_emulator: Emulator
 ) -> None:
     """In a fresh interpreter: a client used without ``async with`` and never closed, with
     its event stream open and a generation pending, lets ``asyncio.run()`` / ``trio.run()``
-    and then the interpreter end, and nothing is printed to stderr (ResourceWarnings shown)."""
+    and then the interpreter end, and nothing is printed to stderr (ResourceWarnings shown;
+    aiohttp's pool reports an unclosed session on its own)."""
     oxen_emulator.state.time_scale = 1.0  # the second job is still pending at the end
     env = {**os.environ, "PYTHONWARNINGS": "default"}  # ResourceWarning is hidden otherwise
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(NEVER_CLOSED), library],
+        [sys.executable, "-c", textwrap.dedent(NEVER_CLOSED), library, backend],
         capture_output=True,
         text=True,
         env=env,

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import email.utils
-import math
 from typing import Any
 
 import httpx
 import pytest
 
 from oxen_queue import PollPolicy, RetryPolicy
-from oxen_queue._admission import EnqueueRate
 from oxen_queue._retry import parse_retry_after
 
 
@@ -74,59 +72,3 @@ def test_retry_after_in_seconds_milliseconds_and_http_dates() -> None:
 def test_unusable_retry_after_is_ignored(value: str) -> None:
     assert parse_retry_after(httpx.Headers({"Retry-After": value})) is None
     assert parse_retry_after(httpx.Headers({"retry-after-ms": value})) is None
-
-
-def _answers(rate: EnqueueRate, now: float, *, accepted: int, refused: int) -> None:
-    """Send ``accepted + refused`` enqueues at ``now`` and feed their answers back."""
-    for _ in range(accepted + refused):
-        rate.delay(now)
-    for _ in range(accepted):
-        rate.on_accepted(now)
-    for _ in range(refused):
-        rate.on_rate_limited(now)
-
-
-def test_enqueue_rate_is_unlimited_until_the_server_refuses_a_real_share() -> None:
-    rate = EnqueueRate()
-    assert [rate.delay(0.0) for _ in range(100)] == [0.0] * 100
-    _answers(rate, 0.5, accepted=40, refused=2)  # a stray 429 or two: noise
-    assert math.isinf(rate.rate)
-
-
-def test_a_real_limit_halves_what_was_achieved_then_paces() -> None:
-    rate = EnqueueRate(window=1.0)
-    _answers(rate, 0.5, accepted=30, refused=10)  # 40 sent in the window, a quarter refused
-    assert rate.rate == 20.0
-    assert [rate.delay(0.6) for _ in range(4)] == pytest.approx([0.0, 0.05, 0.10, 0.15])
-
-
-def test_cuts_follow_the_refused_share_once_per_window() -> None:
-    rate = EnqueueRate(window=1.0)
-    _answers(rate, 0.0, accepted=20, refused=20)
-    assert rate.rate == 20.0
-    _answers(rate, 0.5, accepted=5, refused=5)  # within the same window: not judged yet
-    assert rate.rate == 20.0
-    # The window closes: 5 of the 11 answers were refused, and 11 were sent in the last
-    # second: the cut is from what was achieved, not from the rate allowed.
-    _answers(rate, 1.2, accepted=1, refused=0)
-    assert rate.rate == pytest.approx(11.0 * (1 - (5 / 11) / 2))
-
-
-def test_the_rate_recovers_while_refusals_stay_low_then_lifts() -> None:
-    rate = EnqueueRate(window=1.0, increase=5.0, growth=0.25)
-    _answers(rate, 0.0, accepted=10, refused=10)
-    assert rate.rate == 10.0
-    _answers(rate, 1.0, accepted=10, refused=0)
-    assert rate.rate == 15.0  # +5 per second (more than 25 % of 10)
-    _answers(rate, 2.0, accepted=15, refused=0)
-    assert rate.rate == pytest.approx(20.0)
-    for t in range(3, 40):
-        _answers(rate, float(t), accepted=10, refused=0)
-    assert math.isinf(rate.rate)
-
-
-def test_enqueue_rate_never_drops_below_its_floor() -> None:
-    rate = EnqueueRate(min_rate=2.0, window=1.0)
-    for t in range(20):
-        _answers(rate, float(t), accepted=0, refused=5)
-    assert rate.rate == 2.0

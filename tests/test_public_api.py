@@ -40,6 +40,7 @@ EXPORTS = {
         "ClientStats",
         "CompletionEvent",
         "CompletionMode",
+        "HttpBackend",
         "Default",
         "DownloadError",
         "Generation",
@@ -182,7 +183,7 @@ def test_importing_the_sdk_or_the_plugin_loads_no_emulator_dependency() -> None:
     """The emulator's dependencies are an extra: the SDK (and the pytest plugin every test
     run loads) must work without them."""
     code = (
-        "import sys, oxen_queue, oxen_queue.testing._pytest_plugin; "
+        "import sys, oxen_queue, oxen_queue._pytest_plugin; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'uvicorn', 'PIL', 'av'}))"
     )
     result = subprocess.run(

@@ -72,6 +72,7 @@ from ._stats import ClientStats as ClientStats
 from ._sync import SyncGeneration as SyncGeneration
 from ._sync import SyncGenerationHistory as SyncGenerationHistory
 from ._sync_client import Client as Client
+from ._transport import HttpBackend as HttpBackend
 from ._types import DEFAULT as DEFAULT
 from ._types import Default as Default
 from ._version import __version__ as __version__
@@ -112,6 +113,7 @@ __all__ = [
     "GptImage2EditParams",
     "GptImage2Options",
     "GptImage2Params",
+    "HttpBackend",
     "ImageResult",
     "ImagesResponse",
     "InvalidParamsError",

@@ -1,17 +1,22 @@
 """Client-side admission control: how many requests fly at once, and how fast jobs are enqueued.
 
-Three mechanisms, all local to one client:
+Two mechanisms, both local to one client, both reacting only to what the server does (Oxen
+documents no rate limit, and no header that would announce one):
 
 * A bound on the requests in flight, so a burst of 10,000 ``enqueue()`` calls waits here,
-  in order, rather than failing with pool timeouts inside httpx.
-* An adaptive enqueue rate, additive increase and multiplicative decrease (AIMD): unlimited
-  until the server refuses a real share of enqueues with 429, then cut in proportion to that
-  share, raised again while it stays low, and unlimited once far above what the server took.
-  A large batch settles at what the server accepts instead of hammering it, and a stray 429
-  does not collapse it (see :class:`EnqueueRate`).
-* That bound adapts by default (:class:`InflightLimit`, TCP Vegas-style), so a distant hub
-  gets as many requests in flight as its round trip needs and no more than the client's CPU
-  or the server can turn around; ``max_concurrency=N`` fixes it instead.
+  in order, rather than failing with pool timeouts inside httpx. By default it adapts
+  (:class:`InflightLimit`, after TCP Vegas), so a distant hub gets as many requests in
+  flight as its round trip needs and no more than the client's CPU or the server can turn
+  around; ``max_concurrency=N`` fixes it instead.
+* An adaptive enqueue rate, additive increase and multiplicative decrease
+  (:class:`EnqueueRate`): unlimited until the server refuses a real share of enqueues with
+  429, then cut below what it accepted, raised again while refusals stay low, and lifted
+  once far above what the server took. A large batch settles at what the server accepts
+  instead of hammering it, and a stray 429 does not slow it.
+
+A burst into a limit the client cannot know overshoots once: whatever is in flight when the
+first refusals come back was sent at the old pace (TCP's slow start does the same). What
+follows the first cut is paced.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from types import TracebackType
 
 import anyio
 
@@ -31,20 +36,38 @@ _TICK = 1e-6
 
 
 class EnqueueRate:
-    """AIMD pacing of enqueues. Pure bookkeeping: the clock is passed in.
+    """AIMD pacing of enqueues, after TCP Reno. Pure bookkeeping: the clock is passed in.
 
-    The answers of the last ``window`` seconds are judged together. A share of 429s up to
-    ``tolerance`` is noise (a server refusing one enqueue in twenty is not asking for a
-    slower client). Above it:
+    Refusals are judged by their share, counting only answers to enqueues sent since the rate
+    last changed (one sent before left at the old pace, and its refusal was acted on then).
+    A share up to ``tolerance`` is noise: a server refusing one enqueue in twenty at random
+    is not asking for a slower client.
 
-    * while the rate is unlimited, it becomes half of what was achieved (at least
-      ``min_refusals`` refusals are needed to conclude there is a limit at all);
-    * otherwise, once per window, it falls to what was achieved times
-      ``1 - refused_share / 2``, so a server refusing half the enqueues halves it.
+    Decrease, when more than ``tolerance`` are refused:
 
-    A window at or below the tolerance raises the rate by ``increase`` per second, or by
-    ``growth`` of itself per second when that is more, and it is lifted altogether once far
-    above anything the server pushed back on.
+    * while the rate is unlimited, judged over the answers of the last ``window`` seconds
+      (and only once at least ``min_refusals`` are refused, so that a few stray 429s among
+      the first answers are not taken for a limit): the rate becomes half of what the
+      server accepted per second over that window, or since it was first answered if that
+      is more (over a ``window`` at least), as TCP halves its window when slow start ends.
+      Half, since that span also holds whatever burst the server allowed at first;
+    * otherwise, judged over everything since the last change, once it spans a ``window``
+      and holds ``min_answers`` answers: the rate falls to what the server accepted per
+      second since the change (at most the rate), times ``1 - share / 2`` (as DCTCP cuts by
+      half the share of packets marked): below what the server took, by more the more it
+      refused.
+
+    The first judgment a window after a cut also corrects it: refusals answer faster than
+    acceptances, so a cut may be made before the acceptances of the enqueues then in flight
+    arrive; what the server took since the cut, those included, raises the ceiling and the
+    rate (to half of it at least).
+
+    What the server accepted at the last cut is the *ceiling*. Increase, on the same
+    judgment with at most ``tolerance`` refused: below the ceiling, by ``growth`` of the
+    rate per second (back quickly to what the server took, as slow start climbs back to its
+    threshold); at or past it, by ``probe`` of the ceiling per second, a step more each
+    judgment (probing for more, slowly at first, as CUBIC does past its last maximum). Past
+    twice the ceiling without refusals beyond noise, the limit is gone: unlimited again.
 
     Attributes:
         rate: Enqueues per second allowed now; ``math.inf`` when unlimited.
@@ -55,97 +78,124 @@ class EnqueueRate:
         *,
         window: float = 1.0,
         tolerance: float = 0.1,
-        min_refusals: int = 3,
-        increase: float = 5.0,
+        min_refusals: int = 10,
+        min_answers: int = 10,
         growth: float = 0.25,
+        probe: float = 0.05,
         min_rate: float = 1.0,
     ) -> None:
         self.rate = math.inf
         self.window = window
         self.tolerance = tolerance
         self.min_refusals = min_refusals
-        self.increase = increase
+        self.min_answers = min_answers
         self.growth = growth
+        self.probe = probe
         self.min_rate = min_rate
         self._next_slot = -math.inf
-        self._judged = -math.inf
-        self._peak = 0.0
-        self._sent: deque[float] = deque()
-        self._answers: deque[tuple[float, bool]] = deque()  # (when, refused)
-        # Answers of the window given since the last judgment, and how many were refused:
-        # kept as counts, so judging costs the same however many answers the window holds.
+        self._changed = -math.inf  # when the rate last changed (or was judged)
+        self._since = math.inf  # when the current span began: the change, or the first answer
+        self._accepted = 0  # answers accepted since then
+        self._ceiling = math.inf  # what the server accepted, per second, at the last cut
+        self._probes = 0  # judgments past the ceiling since
+        self._just_cut = False  # no judgment since the last cut
+        # Answers to enqueues sent since the change: how many, how many refused. While
+        # unlimited, only those of the last window (_recent, to take them off again).
         self._fresh = 0
         self._fresh_refused = 0
+        self._recent: deque[tuple[float, bool]] = deque()
 
     def delay(self, now: float) -> float:
         """Reserve the next slot: seconds to wait before sending one enqueue."""
-        self._sent.append(now)
         if math.isinf(self.rate):
             return 0.0
         start = max(now, self._next_slot)
         self._next_slot = start + 1.0 / self.rate
         return start - now
 
-    def achieved(self, now: float) -> float:
-        """Enqueues sent over the last ``window``, per second of the window."""
-        self._trim(now)
-        return len(self._sent) / self.window
+    def on_accepted(self, now: float, *, sent: float) -> None:
+        """An enqueue sent at ``sent`` went through."""
+        self._answer(now, sent=sent, refused=False)
 
-    def on_rate_limited(self, now: float) -> None:
-        """An enqueue was refused with 429."""
-        self._answer(now, refused=True)
+    def on_rate_limited(self, now: float, *, sent: float) -> None:
+        """An enqueue sent at ``sent`` was refused with 429."""
+        self._answer(now, sent=sent, refused=True)
 
-    def on_accepted(self, now: float) -> None:
-        """An enqueue went through."""
-        self._answer(now, refused=False)
-
-    def _answer(self, now: float, *, refused: bool) -> None:
-        self._answers.append((now, refused))
-        # Only answers since the last judgment count: refusals already acted on count once.
-        if now > self._judged:
-            self._fresh += 1
-            self._fresh_refused += refused
-        self._judge(now)
-
-    def _trim(self, now: float) -> None:
-        horizon = now - self.window
-        while self._sent and self._sent[0] < horizon:
-            self._sent.popleft()
-        while self._answers and self._answers[0][0] < horizon:
-            when, refused = self._answers.popleft()
-            if when > self._judged:
-                self._fresh -= 1
-                self._fresh_refused -= refused
-
-    def _judged_at(self, now: float) -> None:
-        self._judged = now
-        self._fresh = self._fresh_refused = 0
-
-    def _judge(self, now: float) -> None:
-        self._trim(now)
-        refused = self._fresh_refused
-        share = refused / self._fresh if self._fresh else 0.0
-        limited = share > self.tolerance
+    def _answer(self, now: float, *, sent: float, refused: bool) -> None:
+        self._since = min(self._since, now)
+        self._accepted += not refused
+        if sent <= self._changed:
+            return  # left at the old pace: acted on already
+        self._fresh += 1
+        self._fresh_refused += refused
         if math.isinf(self.rate):
-            if limited and refused >= self.min_refusals:
-                achieved = self.achieved(now)
-                self._peak = max(self._peak, achieved)
-                self.rate = max(self.min_rate, achieved / 2)
-                self._judged_at(now)
-            return
-        elapsed = now - self._judged
-        if elapsed < self.window:
-            return
-        if limited:
-            achieved = self.achieved(now)
-            self._peak = max(self._peak, achieved)
-            base = min(self.rate, achieved) if achieved else self.rate
-            self.rate = max(self.min_rate, base * (1 - share / 2))
+            recent = self._recent
+            recent.append((now, refused))
+            horizon = now - self.window
+            while recent[0][0] < horizon:
+                _, gone = recent.popleft()
+                self._fresh -= 1
+                self._fresh_refused -= gone
+            self._judge_unlimited(now)
         else:
-            self.rate += max(self.increase, self.growth * self.rate) * min(elapsed, 2 * self.window)
-            if self.rate > max(4 * self._peak, 100.0):
-                self.rate = math.inf
-        self._judged_at(now)
+            self._judge_limited(now)
+
+    def _accepted_rate(self, now: float) -> float:
+        return self._accepted / max(self.window, now - self._since)
+
+    def _judge_unlimited(self, now: float) -> None:
+        refused = self._fresh_refused
+        if refused < self.min_refusals or refused <= self.tolerance * self._fresh:
+            return
+        # Over the last window, or since the first answer when that says more: a client slow
+        # to send (a busy machine) may see its first refusals more than a window after most
+        # of its acceptances, and one that enqueued little for an hour then bursts averages
+        # to nothing over the hour.
+        recent = (self._fresh - refused) / self.window
+        accepted = max(recent, self._accepted_rate(now))
+        self.rate = max(self.min_rate, accepted / 2)
+        self._cut(now, accepted)
+
+    def _judge_limited(self, now: float) -> None:
+        elapsed = now - self._changed
+        if elapsed < self.window or not self._fresh:
+            return
+        accepted = self._accepted_rate(now)
+        if self._just_cut:
+            # What the server took since the cut counts the answers to enqueues sent before
+            # it: a cut made while acceptances were still on their way (slower to answer
+            # than refusals are) is corrected here, to half of what it took at least.
+            self._just_cut = False
+            self._ceiling = max(self._ceiling, accepted)
+            self.rate = max(self.rate, accepted / 2)
+        share = self._fresh_refused / self._fresh
+        if share > self.tolerance:
+            if self._fresh < self.min_answers:
+                return  # too few to tell a limit from a stray refusal: wait for more
+            base = min(self.rate, accepted) if accepted else self.rate
+            self.rate = max(self.min_rate, base * (1 - share / 2))
+            self._cut(now, accepted)
+            return
+        seconds = min(elapsed, 2 * self.window)
+        if self.rate < self._ceiling:
+            self.rate = min(self._ceiling, self.rate * (1 + self.growth * seconds))
+        else:
+            self._probes += 1
+            self.rate += self.probe * self._probes * self._ceiling * seconds
+        if self.rate > 2 * self._ceiling:
+            self.rate = math.inf
+        self._changed_at(now)
+
+    def _cut(self, now: float, accepted: float) -> None:
+        self._ceiling = max(self.min_rate, accepted)
+        self._probes = 0
+        self._just_cut = True
+        self._changed_at(now)
+
+    def _changed_at(self, now: float) -> None:
+        self._changed = self._since = now
+        self._accepted = self._fresh = self._fresh_refused = 0
+        self._recent.clear()
 
 
 class InflightLimit:
@@ -356,13 +406,44 @@ class InflightLimit:
 
 
 class Slot:
-    """One request's hold on the bound, while it lasts."""
+    """One request's hold on the bound, from ``async with`` to its end.
 
-    __slots__ = ("refused",)
+    Made by :meth:`AdmissionControl.slot`. Entering waits for the request's turn (and, for a
+    paced one, the enqueue rate); leaving gives the slot back and, for an answer that was
+    neither a failure nor a refusal, feeds its latency to the adaptive bound.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_control", "paced", "refused", "sample", "started")
+
+    def __init__(self, control: AdmissionControl, *, paced: bool, sample: bool) -> None:
+        self._control = control
+        self.paced = paced
+        self.sample = sample
+        self.started = 0.0
+        """When the slot was taken (the control's clock): the request leaves then."""
         self.refused = False
         """The server refused it as too much (429, 503): no latency sample."""
+
+    async def __aenter__(self) -> Slot:
+        control = self._control
+        if self.paced:
+            await control._admit_paced()
+        else:
+            await control._acquire()
+        self.started = control._clock()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._control._release(self, answered=exc_type is None)
+
+    def observe(self, status_code: int) -> None:
+        """The answer's status, while the slot is held: see :meth:`AdmissionControl.observe`."""
+        self._control.observe(status_code, slot=self)
 
 
 class AdmissionControl:
@@ -397,17 +478,8 @@ class AdmissionControl:
         self.inflight = inflight
         self._clock = clock
         self._limiter: anyio.CapacityLimiter | None = None
-        self._waiting = 0  # tasks in the limiter's own acquire()
-        self._held = 0  # enqueues held back while the first wave is heard out
         self._pacer: anyio.Lock | None = None
-        # The first wave of enqueues (those sent before any was answered): how many, how many
-        # answered so far, and what later ones wait for meanwhile (see slot()).
-        self._wave_sent = 0
-        self._wave_answered = 0
-        self._wave_over: anyio.Event | None = None
-        self._wave_started = 0.0  # the first one sent
-        self._wave_first_answer = 0.0
-        self._wave_done = False
+        self._waiting = 0  # tasks in the limiter's own acquire()
 
     @property
     def bound(self) -> int:
@@ -426,72 +498,49 @@ class AdmissionControl:
         return self.max_concurrency
 
     @property
-    def pacer(self) -> anyio.Lock:
-        if self._pacer is None:
-            self._pacer = anyio.Lock()
-        return self._pacer
-
-    @property
     def limiter(self) -> anyio.CapacityLimiter:
         # Created on first use: anyio primitives need a running event loop to be made.
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.bound)
         return self._limiter
 
-    @asynccontextmanager
-    async def slot(self, *, enqueue: bool, sample: bool = True) -> AsyncIterator[Slot]:
-        """Hold one of the bounded request slots; enqueues are paced first.
+    def slot(self, *, paced: bool = False, sample: bool = True) -> Slot:
+        """A hold on one of the bounded request slots, for ``async with``.
 
-        While the enqueue rate is limited, enqueues pass the pacer one at a time and keep it
-        until they hold a request slot, so none queues between the two: each is sent at the
-        rate current when it goes, and a 429 slows down every enqueue not yet sent. While it
-        is unlimited they skip the pacer (passing it takes a turn of the event loop each,
-        which capped a distant hub's throughput), and one that waited for its slot while the
-        rate was cut gives the slot back and is paced: so a cut still reaches every enqueue
-        not yet sent.
-
-        The first wave of enqueues (those sent before the first answer) is heard out before
-        any more is sent. A server limiting enqueues with a token bucket takes the first ones
-        up to its burst and refuses the rest, and answers in order: the takes arrive first.
-        Sending on with each answer (as later ones do) would put a whole second wave into an
-        empty bucket before the first refusal came back; heard out, the first wave's
-        refusals set the pace of everything after it. It costs the spread of the first
-        wave's answers, once per client, and never more than the first answer took: a
-        straggler does not hold the rest back longer than that.
+        A paced request (an enqueue) waits for the enqueue rate first. While the rate is
+        limited, paced requests pass the pacer one at a time and keep it until they hold a
+        request slot, so none queues between the two: each is sent at the rate current when
+        it goes, and a cut slows down every one not yet sent. While it is unlimited they skip
+        the pacer (passing it takes a turn of the event loop each, which capped a distant
+        hub's throughput), and one that waited for its slot while the rate was cut gives the
+        slot back and is paced.
 
         Args:
-            enqueue: The request creates jobs (``POST /api/ai/queue``): paced.
+            paced: The request creates jobs (``POST /api/ai/queue``): paced, and its answer
+                sets the pace.
             sample: Its latency tells how loaded the path is (with an adaptive bound). Not
                 for requests whose answer takes as long as the work (the blocking
-                ``/images/generate``) or a download: they would read as congestion.
+                ``/images/generate``): they would read as congestion.
         """
-        first_wave = False
-        if enqueue:
-            first_wave = await self._admit_enqueue()
-        else:
-            await self._acquire()
-        started = self._clock()
-        held = Slot()
-        answered = False
-        try:
-            yield held
-            answered = True
-        finally:
-            self.limiter.release()
-            if first_wave:
-                self._wave_answered += 1
-                if self._wave_answered == 1:
-                    self._wave_first_answer = self._clock()
-                if self._wave_answered >= self._wave_sent:
-                    self._end_wave()
-            # A refusal was counted as one (observe()): its quick answer is no latency sample.
-            if answered and sample and not held.refused and self.inflight is not None:
-                now = self._clock()
-                # In use: the requests in flight, and those waiting for a slot or held back
-                # with the first wave (a bound that holds requests back is used to the full).
-                busy = self.limiter.borrowed_tokens + 1 + self._waiting + self._held
-                self.inflight.on_sample(now - started, now, in_flight=busy)
+        return Slot(self, paced=paced, sample=sample)
+
+    def observe(self, status_code: int, *, slot: Slot) -> None:
+        """Feed an answer to the pacer (paced requests) and to the adaptive bound (refusals).
+
+        A 429 or 503 marks ``slot`` refused, so its quick answer is no latency sample.
+        """
+        now = self._clock()
+        if status_code in (429, 503):
+            slot.refused = True
+            if self.inflight is not None:
+                self.inflight.on_refused(now)
                 self._follow()
+        if not slot.paced:
+            return
+        if status_code == 429:
+            self.enqueue_rate.on_rate_limited(now, sent=slot.started)
+        elif status_code < 400:
+            self.enqueue_rate.on_accepted(now, sent=slot.started)
 
     async def _acquire(self) -> None:
         limiter = self.limiter
@@ -514,85 +563,34 @@ class AdmissionControl:
         finally:
             self._waiting -= 1
 
-    def _held_back(self) -> bool:
-        """Whether the first wave of enqueues is being answered (none may be sent)."""
-        return not self._wave_done and 0 < self._wave_answered < self._wave_sent
-
-    def _end_wave(self) -> None:
-        self._wave_done = True
-        if self._wave_over is not None:
-            self._wave_over.set()
-
-    async def _hear_out_first_wave(self) -> None:
-        if not self._held_back():
-            return
-        self._held += 1
-        try:
-            await self._hear_out()
-        finally:
-            self._held -= 1
-
-    async def _hear_out(self) -> None:
-        while self._held_back():
-            if self._wave_over is None:
-                self._wave_over = anyio.Event()
-            # At most as long again as the first answer took: then the wave is over.
-            patience = self._wave_first_answer - self._wave_started
-            remaining = self._wave_first_answer + patience - self._clock()
-            with anyio.move_on_after(remaining):
-                await self._wave_over.wait()
-            if self._held_back() and self._clock() >= self._wave_first_answer + patience:
-                self._end_wave()
-
-    async def _admit_enqueue(self) -> bool:
-        """Wait for an enqueue's turn and slot; returns whether it belongs to the first wave."""
+    async def _admit_paced(self) -> None:
         rate = self.enqueue_rate
-        while True:
-            await self._hear_out_first_wave()
-            if math.isinf(rate.rate) and not self.pacer.locked():
-                await self._acquire()
-                if math.isinf(rate.rate) and not self._held_back():
-                    rate.delay(self._clock())  # counted as sent, for the rate achieved
-                    return self._sent_enqueue()
-                # The rate was cut, or the first wave began to be answered, while this one
-                # waited for its slot: give it back, and wait or be paced.
-                self.limiter.release()
-                continue
-            async with self.pacer:
-                wait = rate.delay(self._clock())
-                if wait > 0:
-                    await anyio.sleep(wait)
-                await self._acquire()
-                if not self._held_back():
-                    return self._sent_enqueue()
-                self.limiter.release()
+        if self._pacer is None:
+            self._pacer = anyio.Lock()
+        pacer = self._pacer
+        while math.isinf(rate.rate) and not pacer.locked():
+            await self._acquire()
+            if math.isinf(rate.rate):
+                return
+            # The rate was cut while this one waited for its slot: give it back, be paced.
+            self.limiter.release()
+        async with pacer:
+            wait = rate.delay(self._clock())
+            if wait > 0:
+                await anyio.sleep(wait)
+            await self._acquire()
 
-    def _sent_enqueue(self) -> bool:
-        if self._wave_answered or self._wave_done:
-            return False
-        if not self._wave_sent:
-            self._wave_started = self._clock()
-        self._wave_sent += 1
-        return True
-
-    def observe(self, status_code: int, *, enqueue: bool, slot: Slot | None = None) -> None:
-        """Feed an answer to the pacer (enqueues) and to the adaptive bound (refusals).
-
-        Args:
-            slot: The slot the request held, if it is still held: a refusal marks it so.
-        """
-        now = self._clock()
-        if self.inflight is not None and status_code in (429, 503):
-            self.inflight.on_refused(now)
+    def _release(self, slot: Slot, *, answered: bool) -> None:
+        self.limiter.release()
+        # A failed request says nothing of the path's load, and a refusal was counted as
+        # one (observe()).
+        if answered and slot.sample and not slot.refused and self.inflight is not None:
+            now = self._clock()
+            # In use: the requests in flight, this one included, and those waiting for a slot
+            # (a bound that holds requests back is used to the full).
+            busy = self.limiter.borrowed_tokens + 1 + self._waiting
+            self.inflight.on_sample(now - slot.started, now, in_flight=busy)
             self._follow()
-            if slot is not None:
-                slot.refused = True
-        if not enqueue:
-            return
-        if status_code == 429:
-            self.enqueue_rate.on_rate_limited(now)
-        elif status_code < 400:
-            self.enqueue_rate.on_accepted(now)
 
     def _follow(self) -> None:
         assert self.inflight is not None

@@ -266,7 +266,12 @@ class QueueEndpoints:
                 exist: see ``certainly_created``).
         """
         data = await self._session.send(
-            "POST", QUEUE, json_body=body, timeout=self._timeout, on_admitted=on_admitted
+            "POST",
+            QUEUE,
+            json_body=body,
+            timeout=self._timeout,
+            on_admitted=on_admitted,
+            paced=True,
         )
         return parse_enqueue_answer(data, count)
 

@@ -43,6 +43,7 @@ from ._retry import RetryPolicy
 from ._rows import Rows
 from ._spend import SpendControl
 from ._stats import ClientStats
+from ._transport import HttpBackend
 from ._types import DEFAULT, Default
 from ._watch import CompletionMode, make_watcher
 from ._watch._base import supervised
@@ -145,6 +146,7 @@ class ClientCore:
         allow_insecure_http: bool,
         verify: bool,
         transport: httpx.AsyncBaseTransport | None,
+        http_backend: HttpBackend,
         max_spend: Decimal | int | None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("OXEN_API_KEY", "")
@@ -179,6 +181,7 @@ class ClientCore:
             max_concurrency=max_concurrency,
             retry=retry,
             transport=transport,
+            http_backend=http_backend,
             verify=verify,
         )
         self.api = api = QueueEndpoints(session)

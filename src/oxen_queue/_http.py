@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import math
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -40,7 +41,7 @@ from ._exceptions import (
     ServerError,
 )
 from ._retry import RetryPolicy, is_refused, is_retryable, parse_retry_after, retrying_call
-from ._transport import DefaultTransport, ssl_context
+from ._transport import api_transport, check_backend, check_backend_name, ssl_context
 from ._version import __version__
 
 __all__ = [
@@ -227,37 +228,20 @@ def _materialize(response: httpx.Response, body: bytes) -> httpx.Response:
     )
 
 
-class _HttpClient(httpx.AsyncClient):
-    """httpx's client over :class:`~._transport.DefaultTransport` instead of httpx's own pool.
+def route_through(transport: httpx.AsyncBaseTransport) -> dict[str, httpx.AsyncBaseTransport]:
+    """httpx ``mounts=`` that carry requests on ``transport`` where the environment sets no proxy.
 
-    Passing it as ``transport=`` would also turn off the proxies httpx takes from the
-    environment (``HTTPS_PROXY``, ``NO_PROXY``, ...); made here, in httpx's own hook (as
-    httpx-aiohttp's client does), it leaves them as they were: proxied origins keep httpx's
-    proxy transports. A transport given by the user is used as it is.
+    Passing a transport as httpx's ``transport=`` would turn off the proxies httpx takes from
+    the environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``). Mounted
+    under ``all://`` instead, it is the pattern httpx tries last (its mounts are sorted from
+    the most specific, and ``all://`` names no scheme, host or port), so the environment's
+    ``http://`` and ``https://`` proxies still win for their schemes, and a host ``NO_PROXY``
+    names goes direct, on httpx's own pool. ``ALL_PROXY`` is httpx's ``all://`` mount
+    itself: with it set, nothing is mounted, and httpx routes every request as it would.
     """
-
-    def __init__(self, *, default_transport: Callable[[], httpx.AsyncBaseTransport], **kwargs: Any):
-        self._default_transport = default_transport
-        super().__init__(**kwargs)
-        self._cookies = _Cookies(self._cookies)
-
-    def _init_transport(self, **kwargs: Any) -> httpx.AsyncBaseTransport:  # type: ignore[override]
-        if kwargs.get("transport") is None:
-            return self._default_transport()
-        return super()._init_transport(**kwargs)
-
-
-class _Cookies(httpx.Cookies):
-    """httpx's cookie jar, which looks at an answer only when it sets a cookie.
-
-    httpx hands every response to the jar, which wraps it and its request in urllib's
-    classes first: a fifteenth of an enqueue's CPU, for answers that set none.
-    """
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        headers = response.headers
-        if "set-cookie" in headers or "set-cookie2" in headers:
-            super().extract_cookies(response)
+    if urllib.request.getproxies().get("all"):
+        return {}
+    return {"all://": transport}
 
 
 class ApiSession:
@@ -270,9 +254,16 @@ class ApiSession:
         max_concurrency: Requests in flight at once; ``None``: an adaptive bound
             (:class:`~._admission.InflightLimit`).
         retry: How idempotent requests are retried.
-        transport: An httpx transport, for tests; ``None``: aiohttp's pool on asyncio, small
-            httpcore pools elsewhere (:class:`~._transport.DefaultTransport`).
+        transport: An httpx transport, used as it is for every request (tests); ``None``:
+            the one ``http_backend`` names (:func:`~._transport.api_transport`), behind
+            httpx's client, which keeps the environment's proxies (:func:`route_through`).
+        http_backend: ``"httpx"`` or ``"aiohttp"`` (the extra; asyncio only). With a
+            ``transport``, it chooses nothing (as httpx's own options do not).
         verify: TLS verification.
+
+    Raises:
+        InvalidParamsError: An unknown ``http_backend``, or ``"aiohttp"`` (to be used)
+            without the extra (field ``http_backend``).
     """
 
     def __init__(
@@ -284,6 +275,7 @@ class ApiSession:
         max_concurrency: int | None,
         retry: RetryPolicy,
         transport: httpx.AsyncBaseTransport | None = None,
+        http_backend: str = "httpx",
         verify: bool = True,
     ) -> None:
         self.base_url = base_url
@@ -301,30 +293,35 @@ class ApiSession:
         # The pool holds the bounded requests plus the event stream, so a request admitted by
         # our limiter never waits for a connection. Result files have a client of their own.
         connections = self.admission.max_bound + 2
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        self.default_transport: DefaultTransport | None = None
-        """The transport chosen for the running async library (``None``: the user's)."""
-
-        def default_transport() -> DefaultTransport:
-            self.default_transport = DefaultTransport(connections=connections, verify=verify)
-            return self.default_transport
-
-        self.http = _HttpClient(
-            default_transport=default_transport,
+        check_backend_name(http_backend)
+        mounts: dict[str, httpx.AsyncBaseTransport] = {}
+        if transport is None:
+            mounts = route_through(
+                api_transport(http_backend, connections=connections, verify=verify)
+            )
+        self.transport = transport or mounts.get("all://")
+        """What carries the API's requests where no proxy of the environment does (``None``:
+        ``ALL_PROXY`` is set, and httpx's own pools carry them, as httpx routes them)."""
+        self.http = httpx.AsyncClient(
             base_url=base_url,
             auth=self.auth,
             timeout=timeout,
-            limits=limits,
+            # httpx's own pool and its proxy transports carry what the mount does not (see
+            # route_through): as large as the bound, so an admitted request never waits.
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             transport=transport,
-            verify=ssl_context(verify),  # for the proxies httpx takes from the environment
+            mounts=mounts,
+            verify=ssl_context(verify),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
 
     def open(self) -> None:
-        """Choose the transport for the async library running now (from ``__aenter__``), so
-        its setup (importing aiohttp, a fifth of a second) is not paid by the first request."""
-        if self.default_transport is not None:
-            self.default_transport.choose()
+        """Check, from ``__aenter__``, that the transport can run on the async library running.
+
+        Raises:
+            InvalidParamsError: ``http_backend="aiohttp"`` outside asyncio.
+        """
+        check_backend(self.transport)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -338,6 +335,7 @@ class ApiSession:
         params: Mapping[str, str | int] | None = None,
         timeout: httpx.Timeout | None = None,
         on_admitted: Callable[[], Awaitable[object]] | None = None,
+        paced: bool = False,
         sample: bool = True,
     ) -> Any:
         """One attempt: send, read at most the body cap, map errors, decode JSON.
@@ -353,6 +351,9 @@ class ApiSession:
             timeout: This request's timeouts; ``None``: the client's.
             on_admitted: Awaited once the request has its slot, just before it leaves (an
                 enqueue writes its intent to the ledger there, with the true send time).
+            paced: It creates jobs (an enqueue): it waits for the enqueue pacer, and its
+                answer (accepted or refused with 429) sets the pace
+                (:class:`~._admission.EnqueueRate`).
             sample: Its latency tells how loaded the path is (for the adaptive bound); not
                 for an answer that takes as long as the work (the blocking endpoints).
 
@@ -374,8 +375,7 @@ class ApiSession:
             timeout=self.http.timeout if timeout is None else timeout,
         )
         deadline = self._deadline if timeout is None else attempt_deadline(timeout)
-        enqueue = method == "POST" and path == "api/ai/queue"
-        async with self.admission.slot(enqueue=enqueue, sample=sample) as slot:
+        async with self.admission.slot(paced=paced, sample=sample) as slot:
             if on_admitted is not None:
                 await on_admitted()
             self.requests += 1
@@ -390,7 +390,7 @@ class ApiSession:
                     request_sent=True,
                     status_code=status,
                 )
-            self.admission.observe(response.status_code, enqueue=enqueue, slot=slot)
+            slot.observe(response.status_code)
         return _decode(response, body, what)
 
     async def _exchange(
@@ -459,13 +459,12 @@ class ApiSession:
         path: str,
         *,
         params: Mapping[str, str | int] | None = None,
-        retry: RetryPolicy | None = None,
         timeout: httpx.Timeout | None = None,
     ) -> Any:
         """An idempotent request (``GET``/``DELETE``), retried per the policy."""
         return await retrying_call(
             lambda: self.send(method, path, params=params, timeout=timeout),
-            policy=retry or self.retry,
+            policy=self.retry,
             retryable=is_retryable,
             what=f"{method} /{path}",
             on_retry=self.note_retry,

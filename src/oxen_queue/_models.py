@@ -152,8 +152,8 @@ class ModelPricing(_Response):
     Only ``method`` is common; which amounts are set depends on it (the others are null).
     ``AsyncClient.estimate_cost`` prices a request from them.
 
-    Each amount is read by :func:`._money.amount`: a price it refuses (negative, ``NaN``,
-    above 10**12, finer than 18 places, not a number) is unknown: ``None`` (or left out of its
+    Each amount is checked as it is read: a price that is refused (negative, ``NaN``, above
+    10**12, finer than 18 places, not a number) is unknown: ``None`` (or left out of its
     table), and listed in :attr:`refused`. The model's other prices still work; an estimate
     that needs a refused one raises ``CostUnknownError`` naming it.
 

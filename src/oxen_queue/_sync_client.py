@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ._poll import PollPolicy
     from ._retry import RetryPolicy
     from ._stats import ClientStats
+    from ._transport import HttpBackend
     from ._types import Default
     from ._watch import CompletionMode
 
@@ -95,11 +96,19 @@ class Client:
         max_download_bytes: Largest result file ``download`` accepts; ``None`` means no limit.
         allow_insecure_http: Allow a plain ``http://`` base URL that is not loopback.
         verify: TLS certificate verification (on by default).
-        transport: An httpx transport for API requests and downloads (tests pass
-            ``httpx.MockTransport`` or ``httpx.ASGITransport``). ``None``: on asyncio,
-            aiohttp's connection pool (through ``httpx-aiohttp``); on trio, several small
-            httpx pools. Both cost the same CPU per request however many are in flight, where
-            one large httpx pool costs more the larger it is. Downloads use httpx's own.
+        transport: An httpx transport for API requests and downloads, used as it is (tests
+            pass ``httpx.MockTransport`` or ``httpx.ASGITransport``; ``http_backend`` and
+            the environment's proxies then do not apply, as in httpx). ``None``: the one
+            ``http_backend`` names.
+        http_backend: What carries the API's requests. ``"httpx"`` (the default, on asyncio
+            and trio): httpx's own transport, one connection per pool, so its CPU cost per
+            request stays flat however many are in flight. ``"aiohttp"`` (asyncio only;
+            ``pip install 'oxen-queue[aiohttp]'``): aiohttp's connection pool through
+            ``httpx-aiohttp``, about half the CPU per request, which shows only at hundreds
+            of enqueues a second. Either way httpx's client sits above it, so the
+            environment's proxies (``HTTPS_PROXY``, ``NO_PROXY``, ...) apply as in httpx,
+            and a request that may have reached the server is never reported as unsent.
+            Downloads use httpx's own pool.
         max_spend: The most this client may commit, in the API's currency. An enqueue (or a
             blocking generation) whose estimated cost would take the committed spend past it
             raises :class:`BudgetExceededError` before anything is sent. Committed spend counts
@@ -114,6 +123,9 @@ class Client:
         InvalidParamsError: ``max_spend`` is not an amount from 0 to 10**12.
         InvalidParamsError: The base URL is unusable, insecure or carries credentials
             (also a ``ValueError``).
+        InvalidParamsError: ``http_backend`` is not ``"httpx"`` or ``"aiohttp"``, or is
+            ``"aiohttp"`` without the extra installed (and, from ``async with``, outside
+            asyncio).
     """
 
     _bridge: Bridge
@@ -139,6 +151,7 @@ class Client:
         allow_insecure_http: bool = False,
         verify: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        http_backend: HttpBackend = "httpx",
         max_spend: Decimal | int | None = None,
     ) -> None:
         # Spelled out (not **options) so that editors and type checkers see them.
@@ -161,6 +174,7 @@ class Client:
                 "allow_insecure_http": allow_insecure_http,
                 "verify": verify,
                 "transport": transport,
+                "http_backend": http_backend,
                 "max_spend": max_spend,
             }
         )

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from oxen_queue._cli._shared import Paths, alive, read_record, stop
 from oxen_queue.testing import Emulator, EmulatorConfig, ManualClock
 
 from .support import SECRET_KEY
+
+
+@pytest.fixture(autouse=True)
+def state_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Each test its own state directory (``OXEN_QUEUE_STATE_DIR``, which subprocesses
+    inherit): a shared emulator a test starts is its own, stopped after the test, and its
+    process checked gone."""
+    directory = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("OXEN_QUEUE_STATE_DIR", str(directory))
+    yield directory
+    record = read_record(Paths(directory))
+    stop(directory=directory)
+    if record is not None:
+        assert not alive(record.pid), f"the shared emulator (pid {record.pid}) still runs"
 
 
 @pytest.fixture(autouse=True)

@@ -69,7 +69,7 @@ def test_demo_saves_every_bundled_prompt_as_the_image_it_asks_for(
     assert "Summary" in stdout
     assert stdout.count("succeeded") == len(expected)
     assert f"{len(expected)} of {len(expected)} saved in {out}/" in stdout
-    assert "embedded emulator at http://127.0.0.1:" in stderr
+    assert "shared emulator at http://127.0.0.1:" in stderr
 
 
 # --- generate ------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def test_generate_with_an_embedded_emulator_needs_no_key(
     )
 
     assert status == 0, stderr
-    assert "embedded emulator at" in stderr
+    assert "shared emulator at" in stderr
     (file,) = tmp_path.iterdir()
     assert f"saved {file}" in stdout
 

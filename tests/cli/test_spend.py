@@ -61,7 +61,7 @@ def test_a_dry_run_says_where_a_budget_would_stop_and_what_has_no_price(
     status, stdout, _ = run(
         ["batch", str(prompts), "--dry-run", "--max-spend", "1.5", "--out", str(tmp_path)], capsys
     )
-    assert status == 1  # a request without an estimate
+    assert status == 2  # a request with bad parameters: a run would have it refused
     assert (
         "--max-spend 1.5 covers 2 requests (0.30): #3 (line 3) would pass it, so the run stops "
         "there and 4 would be left unsent"

@@ -4,8 +4,12 @@ ignored options refused, every refused request exiting 2, and the ``cli`` extra.
 from __future__ import annotations
 
 import functools
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -95,15 +99,17 @@ def test_help_says_what_ctrl_c_does_for_each_waiting_command(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["demo", "--base-url", "http://127.0.0.1:9"], "demo always runs on its embedded emulator"),
-        (["--base-url", "http://127.0.0.1:9", "demo"], "demo always runs on its embedded emulator"),
+        (["demo", "--base-url", "http://127.0.0.1:9"], "demo always runs on the shared emulator"),
+        (["--base-url", "http://127.0.0.1:9", "demo"], "demo always runs on the shared emulator"),
         (["emulator", "--base-url", "http://127.0.0.1:9"], "serves an emulator"),
         (["emulator", "--emulator"], "serves an emulator"),
         (["models", "--emulator", "--base-url", "http://127.0.0.1:9"], "exclude each other"),
         (["models", "--time-scale", "0.1"], "--time-scale applies only to an emulator"),
         (["status", "x", "--time-scale", "-1", "--emulator"], "zero or more"),
         (["generate"], "required: prompt"),
-        (["frobnicate"], "invalid choice"),
+        (["emulator", "--stop", "--port", "8001"], "--port does not apply to --stop"),
+        (["emulator", "--stop", "--time-scale", "2"], "--time-scale does not apply to --stop"),
+        (["models", "--emulator", "--time-scale", "nan"], "finite number, zero or more"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )
@@ -152,6 +158,28 @@ def test_every_refused_request_exits_2_and_a_failure_1(
     assert stdout == ""
 
 
+@pytest.mark.parametrize("installed", [True, False])
+def test_the_command_carries_its_requests_on_aiohttp_when_the_extra_brings_it(
+    oxen_emulator: Emulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    installed: bool,
+) -> None:
+    """An application may choose for itself: the cli extra brings aiohttp, and the command
+    uses it; without it, httpx's own transport."""
+    chosen: list[str] = []
+
+    def client(**options: Any) -> AsyncClient:
+        chosen.append(options.get("http_backend", "httpx"))
+        return AsyncClient(**options)
+
+    monkeypatch.setattr("oxen_queue._cli._main.aiohttp_installed", lambda: installed)
+    monkeypatch.setattr("oxen_queue._cli._commands.AsyncClient", client)
+    status, _, stderr = run(["models", "--base-url", oxen_emulator.base_url], capsys)
+    assert status == 0, stderr
+    assert chosen == ["aiohttp" if installed else "httpx"]
+
+
 # --- the cli extra ---------------------------------------------------------------------------
 
 
@@ -192,7 +220,7 @@ def test_importing_the_library_loads_no_rich() -> None:
     """
     code = (
         "import sys; sys.modules['httpx._main'] = None\n"
-        "import oxen_queue, oxen_queue.testing, oxen_queue.testing._pytest_plugin\n"
+        "import oxen_queue, oxen_queue.testing, oxen_queue._pytest_plugin\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'rich'))"
     )
     result = subprocess.run(
@@ -218,3 +246,130 @@ def test_the_exit_statuses_in_help_and_in_the_module_docstring_agree(
     assert words(EXIT_STATUSES) in words(stdout)
     for code in ("0 everything", "1 a generation", "2 bad usage", "130 interrupted"):
         assert code in words(EXIT_STATUSES)
+
+
+# --- did you mean ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["modles"],
+            "oxen-queue: error: unknown command 'modles'; did you mean models? "
+            "(`oxen-queue --help` lists the commands)",
+        ),
+        (
+            ["-v", "--base-url", "https://hub.oxen.test", "stauts", "x"],
+            "oxen-queue: error: unknown command 'stauts'; did you mean status? "
+            "(`oxen-queue --help` lists the commands)",
+        ),
+        (
+            ["frobnicate"],
+            "oxen-queue: error: unknown command 'frobnicate' "
+            "(`oxen-queue --help` lists the commands)",
+        ),
+        (
+            ["models", "--verbse"],
+            "oxen-queue models: error: unknown option --verbse; did you mean --verbose? "
+            "(`oxen-queue models --help` lists what it takes)",
+        ),
+        (
+            ["--emulatr", "models"],
+            "oxen-queue models: error: unknown option --emulatr; did you mean --emulator? "
+            "(`oxen-queue models --help` lists what it takes)",
+        ),
+        (
+            ["batch", "p.txt", "--concurency=4"],
+            "oxen-queue batch: error: unknown option --concurency; did you mean --concurrency? "
+            "(`oxen-queue batch --help` lists what it takes)",
+        ),
+        (
+            ["generate", "an ox", "--modle", "gpt-image-2"],
+            "oxen-queue generate: error: unknown option --modle; did you mean --model? "
+            "(`oxen-queue generate --help` lists what it takes)",
+        ),
+        (
+            ["models", "--frobnicate"],
+            "oxen-queue models: error: unknown option --frobnicate "
+            "(`oxen-queue models --help` lists what it takes)",
+        ),
+        (
+            ["models", "a", "b"],
+            "oxen-queue models: error: unexpected argument 'b' "
+            "(`oxen-queue models --help` lists what it takes)",
+        ),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)
+def test_an_unknown_command_or_option_is_one_line_naming_the_nearest(
+    capsys: pytest.CaptureFixture[str], argv: list[str], line: str
+) -> None:
+    """A mistyped command or option: exit 2, nothing run, and exactly one line on stderr,
+    with the nearest command or option of that command when one is close."""
+    status, stdout, stderr = run(argv, capsys)
+    assert status == 2
+    assert stderr == f"{line}\n"
+    assert stdout == ""
+
+
+def test_every_option_a_command_takes_is_one_did_you_mean_can_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The option strings did-you-mean looks among include every option the usage line
+    shows, for every command (one added without being remembered would never be
+    suggested)."""
+    from oxen_queue._cli._parser import _Parser, build
+
+    _, subparsers = build()
+    for name, parser in subparsers.items():
+        assert isinstance(parser, _Parser)
+        options = set(re.findall(r"\[(-{1,2}[\w-]+)", parser.format_usage()))
+        assert "--base-url" in options
+        assert options <= set(parser.option_names), (name, options - set(parser.option_names))
+
+
+# --- a missing emulator extra ----------------------------------------------------------------
+
+_WITHOUT = "import sys\nfor name in {names!r}: sys.modules[name] = None\n"
+
+
+def _run_without(names: tuple[str, ...], code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter in which the modules ``names`` cannot be imported
+    (as where the extra is not installed)."""
+    return subprocess.run(
+        [sys.executable, "-c", _WITHOUT.format(names=names) + code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **env},
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--emulator", "models"],
+        ["demo"],
+        ["emulator", "--port", "0"],
+        ["submit", "x", "--emulator"],
+    ],
+    ids=" ".join,
+)
+@pytest.mark.parametrize("missing", [("uvicorn",), ("PIL",), ("av",), ("uvicorn", "PIL", "av")])
+def test_emulator_commands_without_the_emulator_extra_say_what_to_install(
+    state_dir: Path, argv: list[str], missing: tuple[str, ...]
+) -> None:
+    """With only the cli extra, ``--emulator``, ``demo`` and ``emulator`` exit 2 with one line
+    naming what is missing and the install command: no traceback, no server started."""
+    code = f"from oxen_queue._cli import main\nraise SystemExit(main({argv!r}))"
+    result = _run_without(missing, code)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: the emulator needs the 'emulator' extra (")
+    assert "pip install 'oxen-queue[emulator]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert not (state_dir / "emulator.json").exists()

@@ -100,11 +100,48 @@ def test_the_plugin_is_registered_by_the_entry_point(tmp_path: Path) -> None:
     assert "2 passed" in result.stdout
 
 
+def test_pytest_runs_without_the_emulator_extra_and_the_fixture_says_what_to_install(
+    tmp_path: Path,
+) -> None:
+    """Where the emulator extra is missing (uvicorn cannot be imported here), pytest still
+    starts with the plugin loaded: a test that does not use the fixture passes, and one that
+    does errors with the line to install the extra."""
+    (tmp_path / "test_user_suite.py").write_text(
+        textwrap.dedent(
+            """
+            def test_without_the_emulator():
+                assert True
+
+
+            def test_with_the_emulator(oxen_emulator):
+                raise AssertionError("never reached")
+            """
+        )
+    )
+    code = (
+        "import sys\n"
+        "sys.modules['uvicorn'] = None\n"
+        "import pytest\n"
+        "raise SystemExit(pytest.main(['-q', '-p', 'no:cacheprovider', '-W', 'error', "
+        "'test_user_suite.py']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "1 passed, 1 error" in result.stdout, result.stdout + result.stderr
+    assert "pip install 'oxen-queue[emulator]'" in result.stdout
+
+
 def test_loading_the_plugin_imports_no_server_or_media_library() -> None:
     # Not h11: it is also the HTTP/1.1 engine of httpx's own transport (httpx 0.27, the lowest
     # version accepted, imports it with httpx), so its presence says nothing about the server.
     code = (
-        "import sys, oxen_queue.testing._pytest_plugin\n"
+        "import sys, oxen_queue._pytest_plugin\n"
         "print(sorted(m for m in ('uvicorn', 'PIL', 'av', 'starlette') if m in sys.modules))"
     )
     result = subprocess.run(

@@ -1,9 +1,11 @@
 """The ``oxen-queue`` console script: a thin layer over the public API.
 
 Commands: ``generate``, ``submit``, ``wait``, ``download``, ``batch``, ``status``, ``cancel``,
-``models``, ``demo`` (the offline tour, on the embedded emulator) and ``emulator`` (serve the
-emulator). Global options (``-v``, ``--base-url``, ``--emulator``, ``--time-scale``) go before
-or after the command.
+``models``, ``demo`` (the offline tour, on the shared local emulator) and ``emulator`` (serve
+the emulator, or stop the shared one). Global options (``-v``, ``--base-url``,
+``--emulator``, ``--time-scale``) go before or after the command. ``--emulator`` commands and
+``demo`` share one emulator in the background (``_shared.py``), so what one enqueues the next
+finds.
 
 The help's epilog (``_parser.EXIT_STATUSES``) says, and a test keeps the two alike:
 exit status: 0 everything asked for succeeded; 1 a generation did not succeed, the API
@@ -21,7 +23,9 @@ judged in ``_prompts.py``, ``_files.py`` and ``_manifest.py``.
 
 Its display needs ``rich``, which is the ``cli`` extra (``pip install 'oxen-queue[cli]'``): a
 library imported by an app should not bring a terminal UI along. This module imports nothing
-beyond the standard library until it knows rich is there.
+beyond the standard library until it knows rich is there. What runs an emulator (``demo``,
+``emulator``, ``--emulator``) needs the ``emulator`` extra too, and without it says so in one
+line, exit status 2 (``_shared.require_emulator_extra``).
 """
 
 from __future__ import annotations

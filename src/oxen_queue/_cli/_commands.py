@@ -1,5 +1,19 @@
 """The commands of the console script. Each takes the :class:`Context` of the run and returns
-the exit status: 0 all succeeded, 1 a generation did not, 2 a request was refused."""
+the exit status, by the rule the help states (``_parser.EXIT_STATUSES``): 0 everything asked
+for succeeded, 1 a generation did not succeed (or the API or this machine failed), 2 a
+request was refused or could not be made as given. Per command:
+
+- ``generate``, ``wait``, ``batch``, ``demo``: 1 when a generation failed or was cancelled;
+  2 when one's id is unknown (404).
+- ``download``: 1 for a generation without a result (not succeeded, or not yet).
+- ``status``: 1 when a generation shown has failed or was cancelled (still running is 0:
+  nothing has gone wrong yet); 2 for an unknown id.
+- ``cancel``: 0 when each generation is cancelled or had already finished (it is not running,
+  which is what was asked); 2 for an unknown id.
+- ``batch --dry-run``: 2 when a request has parameters the client refuses (it would be
+  refused, costing nothing); 1 when a price is unknown; 0 otherwise.
+- ``submit``, ``models``, ``recover``: 0, or the error's status.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +41,8 @@ from .._exceptions import (
 )
 from .._ids import check_id
 from .._models import TERMINAL_STATUSES
-from ._cost import Row, dry_run_report, estimate, money
+from ._connection import connect_failure
+from ._cost import Estimate, Row, dry_run_report, estimate, money
 from ._display import failure_message, plural
 from ._files import WriteFailedError, failed_write, prepare_out
 from ._interrupt import Interrupted, Interrupts
@@ -57,7 +72,7 @@ class Context:
 
     args: argparse.Namespace
     options: dict[str, Any]
-    """``AsyncClient`` keyword arguments (base URL and key of an embedded emulator)."""
+    """``AsyncClient`` keyword arguments (base URL and key of the shared emulator)."""
     console: Console
     """Standard output: results, one plain line each when it is not a terminal."""
     errors: Console
@@ -134,7 +149,7 @@ def _finished_line(generation: Generation) -> tuple[str, int]:
     except GenerationCancelledError:
         return f"{generation.id} cancelled", 1
     except OxenError as exc:
-        return f"{generation.id} error: {exc}", 2 if _refused(exc) else 1
+        return f"{generation.id} error: {connect_failure(exc) or exc}", 2 if _refused(exc) else 1
     if record.status != "succeeded":  # pragma: no cover - an unknown final status
         return f"{generation.id} {record.status}", 1
     return f"{generation.id} succeeded {record.result_url or ''}".rstrip(), 0
@@ -175,7 +190,8 @@ async def download(context: Context) -> int:
                     continue
                 path = await client.download(record, into(args.out))
             except OxenError as exc:
-                context.console.out(f"{generation_id} error: {failure_message(exc)}")
+                said = connect_failure(exc) or failure_message(exc)
+                context.console.out(f"{generation_id} error: {said}")
                 statuses.append(2 if _refused(exc) else 1)
                 continue
             context.console.out(f"{generation_id} saved {path}")
@@ -289,7 +305,15 @@ async def _dry_run(
     dry_run_report(
         context.console, rows, not_sent=not_sent, max_spend=getattr(args, "max_spend", None)
     )
-    return 1 if any(one.amount is None for *_, one in rows) else 0
+    return _dry_run_status([one for *_, one in rows])
+
+
+def _dry_run_status(estimates: list[Estimate]) -> int:
+    """2 when a request has bad parameters (a run would have it refused), 1 when an estimate
+    is missing for another reason (a price unknown), else 0."""
+    if any(one.invalid for one in estimates):
+        return 2
+    return 1 if any(one.amount is None for one in estimates) else 0
 
 
 async def batch(context: Context) -> int:
@@ -349,7 +373,7 @@ async def status(context: Context) -> int:
                 context.errors.print(error_line(exc))
                 statuses.append(2)
                 continue
-            statuses.append(1 if record.status == "failed" else 0)
+            statuses.append(1 if _ended_unsuccessfully(record) else 0)
             if args.json:  # one row per line (JSON Lines), whatever the number of ids
                 console.out(json_line(record.model_dump(mode="json")))
             else:
@@ -357,6 +381,11 @@ async def status(context: Context) -> int:
                     console.print()
                 console.print(_row_table(record))
     return max(statuses, default=0)
+
+
+def _ended_unsuccessfully(record: GenerationRecord) -> bool:
+    """Failed or cancelled: a generation that did not succeed and never will."""
+    return record.status in TERMINAL_STATUSES and record.status != "succeeded"
 
 
 def _row_table(record: GenerationRecord) -> Table:
@@ -385,11 +414,11 @@ async def cancel(context: Context) -> int:
                 statuses.append(0)
             else:
                 # "Cancelling a generation that has already reached a terminal state has no
-                # effect."
+                # effect." It is not running, which is what was asked: exit status 0.
                 context.console.print(
                     f"{record.generation_id}: already {record.status}; nothing to cancel"
                 )
-                statuses.append(1)
+                statuses.append(0)
     return max(statuses, default=0)
 
 

@@ -16,8 +16,7 @@ import signal
 import threading
 import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
@@ -28,27 +27,38 @@ from .._exceptions import (
     NotFoundError,
     OxenError,
 )
+from .._transport import aiohttp_installed
 from ._commands import COMMANDS, CommandError, Context
+from ._connection import connect_failure
 from ._files import OutDirectoryError, WriteFailedError, describe
 from ._interrupt import Interrupted, Interrupts
 from ._parser import UsageError, parse
 from ._prompts import PromptsFileError
+from ._shared import (
+    EMULATOR_KEY,
+    IDLE_TIMEOUT,
+    Attached,
+    MissingExtraError,
+    SharedEmulatorError,
+    attach,
+    require_emulator_extra,
+    stop,
+)
 from ._shown import DataConsole, DataLogHandler, WarningLines, error_line, shown
-
-if TYPE_CHECKING:
-    from ..testing import Emulator
 
 __all__ = ["exit_status", "main"]
 
 _KEY_HELP = (
     "No API key. Set it in the environment:\n\n"
     "    export OXEN_API_KEY=...   # from https://www.oxen.ai, your profile's API keys\n\n"
-    "or try everything offline against the embedded emulator: add --emulator, "
+    "or try everything offline against a local emulator: add --emulator to each command "
+    f"(they share one, which stops after {IDLE_TIMEOUT / 60:g} minutes without a request), "
     "or run `oxen-queue demo`."
 )
 
 REFUSED: tuple[type[Exception], ...] = (
     CommandError,
+    MissingExtraError,  # the emulator extra: configuration
     PromptsFileError,
     OutDirectoryError,
     InvalidParamsError,
@@ -59,9 +69,9 @@ REFUSED: tuple[type[Exception], ...] = (
 )
 """Bad usage, configuration, or a request the API refused: exit status 2."""
 
-FAILED: tuple[type[Exception], ...] = (OxenError, WriteFailedError, OSError)
+FAILED: tuple[type[Exception], ...] = (OxenError, WriteFailedError, SharedEmulatorError, OSError)
 """The API failed, or this machine did (a file that could not be read or written, a port
-that could not be bound): exit status 1."""
+that could not be bound, the shared emulator that could not be started): exit status 1."""
 
 
 def exit_status(error: BaseException) -> int:
@@ -105,16 +115,37 @@ def _console(*, stderr: bool) -> DataConsole:
     return console
 
 
-def _embedded_emulator(args: argparse.Namespace) -> AbstractContextManager[Emulator | None]:
-    if not (args.emulator or args.command == "demo"):
-        return nullcontext()
-    try:
-        from ..testing import Emulator, EmulatorConfig
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise CommandError(
-            f"the emulator needs its extra: pip install 'oxen-queue[emulator]' ({exc.name} missing)"
-        ) from None
-    return Emulator(config=EmulatorConfig(time_scale=args.time_scale))
+def _hub(args: argparse.Namespace, errors: DataConsole) -> dict[str, Any]:
+    """``AsyncClient`` options for the hub the command runs against: the shared emulator
+    (``--emulator``, ``demo``: started now, or the one earlier commands started), a
+    ``--base-url``, or the environment's."""
+    if args.emulator or args.command == "demo":
+        attached = attach(args.time_scale)
+        errors.print(_attached_line(attached), style="dim")
+        return {"base_url": attached.base_url, "api_key": EMULATOR_KEY}
+    if args.base_url:
+        return {"base_url": args.base_url}
+    return {}
+
+
+def _attached_line(attached: Attached) -> str:
+    url, scale = attached.base_url, attached.time_scale
+    if attached.started:
+        minutes = f"{attached.idle_timeout / 60:g}"
+        line = (
+            f"started the shared emulator at {url} (time scale {scale:g}): later --emulator "
+            f"commands and demo use it too; it stops after {minutes} minutes without a "
+            "request, or with `oxen-queue emulator --stop`"
+        )
+        if attached.before is not None:  # a rerun's ids from then are unknown to this one
+            line += f". The one before it {attached.before}: the generations it made are gone"
+        return line
+    if attached.previous_scale is not None:
+        return (
+            f"shared emulator at {url}: time scale {scale:g} for the jobs enqueued from now "
+            f"on (was {attached.previous_scale:g})"
+        )
+    return f"shared emulator at {url} (time scale {scale:g})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console, errors = _console(stderr=False), _console(stderr=True)
     try:
         if args.command == "emulator":
-            return _serve_emulator(args)
+            return _serve_emulator(args, console)
         with _logging(args.verbose, errors), _sigint_restored():
             return _run(args, console, errors)
     except Exception as exc:  # the last resort: whatever escaped, still one line
@@ -142,7 +173,7 @@ def report(error: BaseException, errors: DataConsole, *, verbose: bool) -> int:
     """
     error = _first(error)
     if isinstance(error, REFUSED + FAILED):
-        message: object = error
+        message: object = connect_failure(error) or error
         if isinstance(error, OSError) and not isinstance(error, OxenError):
             message = describe(error)  # in words (our timeout errors are OSErrors, and say so)
         errors.print(error_line(message))
@@ -164,23 +195,21 @@ def _first(error: BaseException) -> BaseException:
 
 def _run(args: argparse.Namespace, console: DataConsole, errors: DataConsole) -> int:
     try:
-        with _embedded_emulator(args) as emulator:
-            options: dict[str, Any] = {}
-            if emulator is not None:
-                options = {"base_url": emulator.base_url, "api_key": "emulator"}
-                errors.print(f"embedded emulator at {emulator.base_url}", style="dim")
-            elif args.base_url:
-                options["base_url"] = args.base_url
-            if "api_key" not in options and not os.environ.get("OXEN_API_KEY", "").strip():
-                errors.print(_KEY_HELP)
-                return 2
-            context = Context(args, options, console, errors, Interrupts())
-            try:
-                return anyio.run(_command, context)
-            except Interrupted as exc:
-                _ignore_sigint()  # the line below is the only one: a second Ctrl-C is moot
-                errors.print(exc)
-                return 130
+        options = _hub(args, errors)
+        if aiohttp_installed():
+            # An application may choose for itself: the cli extra brings aiohttp, whose pool
+            # costs about half the CPU per request (batches of thousands show it).
+            options["http_backend"] = "aiohttp"
+        if "api_key" not in options and not os.environ.get("OXEN_API_KEY", "").strip():
+            errors.print(_KEY_HELP)
+            return 2
+        context = Context(args, options, console, errors, Interrupts())
+        try:
+            return anyio.run(_command, context)
+        except Interrupted as exc:
+            _ignore_sigint()  # the line below is the only one: a second Ctrl-C is moot
+            errors.print(exc)
+            return 130
     except KeyboardInterrupt:  # outside the command's event loop, or no signals there
         _ignore_sigint()
         errors.print("interrupted.")
@@ -240,16 +269,26 @@ def _ignore_sigint() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _serve_emulator(args: argparse.Namespace) -> int:
+def _serve_emulator(args: argparse.Namespace, console: DataConsole) -> int:
+    """``emulator``: serve one in the foreground, or (``--stop``) stop the shared one."""
+    if args.stop:
+        record = stop()
+        if record is None:
+            console.print("no shared emulator is running")
+        else:
+            console.print(f"stopped the shared emulator at {record.base_url} (pid {record.pid})")
+        return 0
+    require_emulator_extra()
     from ..testing import EmulatorConfig, run_server
 
+    time_scale = 1.0 if args.time_scale is None else args.time_scale
     # uvicorn handles Ctrl-C itself and returns; a second Ctrl-C may still raise.
     with contextlib.suppress(KeyboardInterrupt):
         run_server(
-            host=args.host,
-            port=args.port,
+            host="127.0.0.1" if args.host is None else args.host,
+            port=8000 if args.port is None else args.port,
             api_key=args.api_key,
-            config=EmulatorConfig(time_scale=args.time_scale),
+            config=EmulatorConfig(time_scale=time_scale),
             access_log=args.verbose,
         )
     return 0

@@ -5,15 +5,23 @@ before or after the command: the main parser holds their defaults, and each comm
 repeats them with ``SUPPRESS`` defaults, so a value given after the command overrides one given
 before it and an absent one overrides nothing. Options a command would ignore are refused
 (:func:`parse`), never silently dropped.
+
+A command or option that does not exist is refused in one line, with the nearest one that
+does when there is one (``unknown option --verbse; did you mean --verbose?``): difflib over
+the command names and the option strings of the command's parser, which each parser
+remembers as they are added (:class:`_Parser`).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
+import sys
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, NoReturn
 
 from .._money import AmountError, amount
 from .._version import __version__
@@ -41,6 +49,43 @@ class UsageError(Exception):
         self.status = status
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, remembering the option strings added to it (for did-you-mean).
+
+    A command's parser is one too: ``add_subparsers`` makes parsers of its parent's class.
+    """
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        """Add an argument, as argparse does, and remember its option strings."""
+        action = super().add_argument(*args, **kwargs)
+        self.remember(action)
+        return action
+
+    def remember(self, action: argparse.Action) -> None:
+        """Remember the option strings of an action added through a group."""
+        # Through __dict__: argparse adds -h/--help from __init__, before any attribute of
+        # ours could be set.
+        self.__dict__.setdefault("option_names", []).extend(action.option_strings)
+
+    @property
+    def option_names(self) -> list[str]:
+        """Every option string this parser accepts."""
+        names: list[str] = self.__dict__.setdefault("option_names", [])
+        return names
+
+
+class _Unparsable(Exception):
+    """The quick look for the command could not read the command line."""
+
+
+class _Quiet(argparse.ArgumentParser):
+    """A parser that raises instead of printing and exiting (for a first look only)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise :class:`_Unparsable`."""
+        raise _Unparsable(message)
+
+
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` where there is a default worth stating (not None or False)."""
 
@@ -58,32 +103,40 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         return argparse.SUPPRESS if suppress else value
 
     group = parser.add_argument_group("global options (before or after the command)")
-    group.add_argument(
+    verbose = group.add_argument(
         "-v",
         "--verbose",
         action="store_true",
         default=default(False),
         help="debug logs on stderr (never the key)",
     )
-    group.add_argument(
+    base_url = group.add_argument(
         "--base-url",
         default=default(None),
         metavar="URL",
         help="the hub (default: $OXEN_BASE_URL, else https://hub.oxen.ai)",
     )
-    group.add_argument(
+    emulator = group.add_argument(
         "--emulator",
         action="store_true",
         default=default(False),
-        help="run against an embedded local emulator instead of the hub (no key needed)",
+        help="run against the shared local emulator instead of the hub (no key needed): the "
+        "first such command (or demo) starts it in the background and later ones use it, so "
+        "what one enqueues the next finds; it stops after 15 minutes without a request, or "
+        "with `oxen-queue emulator --stop`",
     )
-    group.add_argument(
+    time_scale = group.add_argument(
         "--time-scale",
-        type=float,
+        type=_scale,
         default=default(None),
         metavar="X",
-        help="an emulator's job durations times X; 0.1 runs ten times faster (default: 1.0)",
+        help="an emulator's job durations times X; 0.1 runs ten times faster (default: 1.0). "
+        "On the shared emulator it applies to the jobs enqueued from then on, by any "
+        "command, until another --time-scale",
     )
+    if isinstance(parser, _Parser):
+        for action in (verbose, base_url, emulator, time_scale):
+            parser.remember(action)
 
 
 def _amount(text: str) -> Decimal:
@@ -96,6 +149,17 @@ def _amount(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(
             f"not an amount from 0 to 10**12 with at most 18 decimal places: {exc}"
         ) from None
+
+
+def _scale(text: str) -> float:
+    """A time scale on the command line: a finite number, zero or more."""
+    try:
+        scale = float(text)
+    except ValueError:
+        scale = math.nan
+    if not math.isfinite(scale) or scale < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number, zero or more: {text!r}")
+    return scale
 
 
 def _port(text: str) -> int:
@@ -137,7 +201,7 @@ def _ledger_option(parser: argparse.ArgumentParser, default: str) -> None:
 
 def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The main parser, and each command's parser by name."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="oxen-queue",
         description="Generate images and videos with Oxen.ai's async queue.",
         epilog=EXIT_STATUSES,
@@ -232,11 +296,22 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
         "charged); what is left stays unsent for a later run",
     )
 
-    status = command("status", "show generations' rows")
+    status = command(
+        "status",
+        "show generations' rows",
+        "Show each generation's row. Exit status 1 when one has failed or was cancelled (one "
+        "still queued or processing has not failed yet), 2 for an id the hub does not know.",
+    )
     status.add_argument("generation_ids", nargs="+", metavar="ID")
     status.add_argument("--json", action="store_true", help="one JSON row per line")
 
-    cancel = command("cancel", "cancel generations")
+    cancel = command(
+        "cancel",
+        "cancel generations",
+        "Cancel generations upstream. One that had already finished stays as it was and "
+        "counts as done: it is not running, which is what was asked (exit status 0); an id "
+        "the hub does not know exits 2.",
+    )
     cancel.add_argument("generation_ids", nargs="+", metavar="ID")
 
     models = command("models", "list models, or show one's parameters")
@@ -244,9 +319,9 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
 
     demo = command(
         "demo",
-        "the offline tour: a batch on the embedded emulator",
-        "Run a prompts file through `batch` on an embedded emulator: no key, no hub. "
-        "Resumable like `batch`.",
+        "the offline tour: a batch on the shared local emulator",
+        "Run a prompts file through `batch` on the shared local emulator (the one --emulator "
+        "commands use, started if none runs): no key, no hub. Resumable like `batch`.",
     )
     demo.add_argument("--out", type=Path, default=Path("oxen-demo"), help="output directory")
     demo.add_argument("--concurrency", type=int, default=16, help="generations in flight")
@@ -272,19 +347,37 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
 
     emulator = command(
         "emulator",
-        "serve the local emulator of the Oxen API",
-        "Serve the local emulator of the Oxen API until Ctrl-C.",
+        "serve the local emulator of the Oxen API, or stop the shared one",
+        "Serve the local emulator of the Oxen API until Ctrl-C; or, with --stop, stop the "
+        "shared emulator that --emulator commands and demo started (its jobs and files go "
+        "with it).",
     )
-    emulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    emulator.add_argument("--port", type=_port, default=8000, help="port to listen on")
+    # Defaults of None, stated in the help: --stop refuses them only when given.
+    emulator.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
+    emulator.add_argument("--port", type=_port, help="port to listen on (default: 8000)")
     emulator.add_argument("--api-key", help="the only key accepted (default: any key)")
+    emulator.add_argument(
+        "--stop",
+        action="store_true",
+        help="stop the shared emulator of --emulator and demo instead of serving one",
+    )
     return parser, subparsers
 
 
 def _refusal(args: argparse.Namespace) -> str | None:
     """Why the options given do not fit the command, or ``None``."""
+    if args.command == "emulator" and args.stop:
+        given = {
+            "--host": args.host,
+            "--port": args.port,
+            "--api-key": args.api_key,
+            "--time-scale": args.time_scale,
+        }
+        for option, value in given.items():
+            if value is not None:
+                return f"{option} does not apply to --stop"
     if args.command == "demo" and args.base_url:
-        return "--base-url does not apply: demo always runs on its embedded emulator"
+        return "--base-url does not apply: demo always runs on the shared emulator"
     if args.command == "emulator" and (args.base_url or args.emulator):
         option = "--base-url" if args.base_url else "--emulator"
         return f"{option} does not apply: the emulator command serves an emulator"
@@ -292,25 +385,66 @@ def _refusal(args: argparse.Namespace) -> str | None:
         return "--base-url and --emulator exclude each other"
     if args.time_scale is not None and not args.emulator and args.command not in _EMULATOR_COMMANDS:
         return "--time-scale applies only to an emulator: add --emulator"
-    if args.time_scale is not None and args.time_scale < 0:
-        return "--time-scale must be zero or more"
     return None
+
+
+def _command_given(argv: list[str]) -> str | None:
+    """The command word of a command line (its first argument that is not a global option
+    or an option's value), or ``None`` when there is none or the line cannot be read."""
+    quick = _Quiet(add_help=False)
+    _global_options(quick, suppress=False)
+    quick.add_argument("command", nargs="?")
+    try:
+        known, _ = quick.parse_known_args(argv)
+    except (_Unparsable, argparse.ArgumentError):
+        return None
+    command = known.command
+    return command if isinstance(command, str) else None
+
+
+def _nearest(word: str, choices: list[str]) -> str:
+    """``; did you mean X?`` for the choice nearest ``word``, or nothing."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _unknown(extras: list[str], parser: _Parser) -> str:
+    """One line about the first of the arguments argparse could not place."""
+    see = f"(`{parser.prog} --help` lists what it takes)"
+    for extra in extras:
+        if extra.startswith("-") and extra != "-":
+            option = extra.split("=", 1)[0]
+            return f"unknown option {option}{_nearest(option, parser.option_names)} {see}"
+    return f"unexpected argument {extras[0]!r} {see}"
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse a command line; refuse options the command would ignore.
 
+    An unknown command or option is refused in one line, naming the nearest one that exists.
+
     Raises:
         UsageError: Bad usage (status 2), or ``--help``/``--version`` printed (status 0).
     """
     parser, subparsers = build()
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        command = _command_given(arguments)
+        if command is not None and command not in subparsers:
+            nearest = _nearest(command, list(subparsers))
+            parser.exit(
+                2,
+                f"{parser.prog}: error: unknown command {command!r}{nearest} "
+                f"(`{parser.prog} --help` lists the commands)\n",
+            )
+        args, extras = parser.parse_known_args(arguments)
+        if extras:
+            sub = subparsers[args.command]
+            assert isinstance(sub, _Parser)
+            parser.exit(2, f"{sub.prog}: error: {_unknown(extras, sub)}\n")
         refusal = _refusal(args)
         if refusal is not None:
             subparsers[args.command].error(refusal)
     except SystemExit as exc:  # argparse's way to stop, after printing
         raise UsageError(exc.code if isinstance(exc.code, int) else 2) from None
-    if args.time_scale is None:
-        args.time_scale = 1.0
     return args

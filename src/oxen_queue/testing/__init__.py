@@ -28,12 +28,19 @@ and a pytest fixture, ``oxen_emulator``, from the plugin this package registers 
 ``OXEN_API_KEY`` to ``DUMMY_API_KEY`` and runs jobs at ``TEST_TIME_SCALE``).
 
 It imports nothing from the SDK (``oxen_queue._*``): the SDK is tested against it.
+
+It needs the ``emulator`` extra (uvicorn, Pillow, PyAV): without it, importing this package
+raises :class:`ModuleNotFoundError` whose message is the line to install it,
+``pip install 'oxen-queue[emulator]'``.
 """
 
 from __future__ import annotations
 
 from types import FunctionType as _FunctionType
 
+from ._extra import require_emulator_extra as _require_emulator_extra
+
+_require_emulator_extra()  # first: a missing extra is reported as the line to install it
 from ._app import create_app as create_app
 from ._clock import Clock as Clock
 from ._clock import ManualClock as ManualClock

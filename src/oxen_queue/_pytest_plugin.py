@@ -1,7 +1,10 @@
 """The pytest plugin of oxen-queue: an ``oxen_emulator`` fixture.
 
-pytest loads this in every run where oxen-queue is installed, so it imports nothing heavy:
-the emulator's modules load when a test first asks for the fixture.
+pytest loads this in every run where oxen-queue is installed, so it imports nothing heavy,
+and nothing of the emulator: the emulator's modules load when a test first asks for the
+fixture. It lives outside ``oxen_queue.testing`` so that pytest starts where the
+``emulator`` extra is missing; a test that asks for the fixture there fails with the line to
+install it.
 
 ::
 
@@ -26,11 +29,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-# _config imports only the standard library: as light as this plugin must be.
-from ._config import DUMMY_API_KEY, TEST_TIME_SCALE, EmulatorConfig
-
 if TYPE_CHECKING:
-    from ._server import Emulator
+    from .testing import Emulator, EmulatorConfig
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -45,6 +45,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def oxen_emulator_config() -> EmulatorConfig:
     """The configuration ``oxen_emulator`` starts from (override to change the defaults)."""
+    from .testing import TEST_TIME_SCALE, EmulatorConfig
+
     return EmulatorConfig(time_scale=TEST_TIME_SCALE)
 
 
@@ -60,7 +62,7 @@ def oxen_emulator(
     A ``@pytest.mark.oxen_emulator(**fields)`` marker overrides fields of
     ``oxen_emulator_config``.
     """
-    from ._server import Emulator
+    from .testing import DUMMY_API_KEY, Emulator
 
     config = oxen_emulator_config
     marker = request.node.get_closest_marker("oxen_emulator")
