@@ -18,6 +18,7 @@ DEFERRED = (
     "oxen_queue._ledger._sqlledger",  # only a ledger URL (sqlite://, postgresql://)
     "oxen_queue._ledger._store",
     "sqlite3",
+    "asyncio",  # only when it runs (a program on trio need not load it)
 )
 
 COLD_START = """
