@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import httpx
 import pytest
 
 from oxen_queue import BatchItem
+from oxen_queue._cli._manifest import Manifest
 from oxen_queue._cli._run import _save, into
 from oxen_queue.testing import Emulator, ManualClock
 
@@ -66,26 +67,42 @@ def test_batch_runs_plain_and_json_lines_with_command_line_defaults(
     assert f"3 of 3 saved in {out}/, manifest {out / 'manifest.jsonl'}" in stdout
 
 
-def test_batch_manifest_records_each_generation_as_queued_then_finished(
-    oxen_emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_batch_manifest_records_queued_then_finished_and_ends_compacted(
+    oxen_emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each request gets a ``queued`` line with its generation id, then a ``succeeded`` line
-    with the same id and its file; every line carries prompt, id and status."""
+    with the same id and its file; when the run ends, the manifest is compacted to the
+    latest line of each request, which carries prompt, id, status, file and cost."""
     prompts = write_prompts(tmp_path, "ox one", "ox two")
     out = tmp_path / "out"
+    before: list[dict[str, Any]] = []
+    compact = Manifest.compact
+
+    def observed(manifest: Manifest, visit: Any = None) -> None:
+        before.extend(manifest_entries(out))
+        compact(manifest, visit)
+
+    monkeypatch.setattr(Manifest, "compact", observed)
     status, _, stderr = run(["batch", str(prompts), "--out", str(out)], capsys)
 
     assert status == 0, stderr
-    entries = manifest_entries(out)
-    assert len(entries) == 4
+    assert len(before) == 4
     for prompt in ("ox one", "ox two"):
-        queued, succeeded = (e for e in entries if e["prompt"] == prompt)
+        queued, succeeded = (e for e in before if e["prompt"] == prompt)
         assert queued["status"] == "queued"
         assert succeeded["status"] == "succeeded"
         assert queued["generation_id"] == succeeded["generation_id"]
-        assert queued["generation_id"] in oxen_emulator.state.jobs
-        assert Path(succeeded["file"]).is_file()
-        assert succeeded.get("error") is None
+    entries = manifest_entries(out)
+    assert len(entries) == 2
+    for entry in entries:
+        assert entry["generation_id"] in oxen_emulator.state.jobs
+        assert entry["status"] == "succeeded"
+        assert Path(entry["file"]).is_file()
+        assert entry["cost"] == "0.28"
+        assert entry.get("error") is None
 
 
 def test_batch_fails_an_invalid_line_locally_and_runs_the_rest(

@@ -346,9 +346,9 @@ def spawn_limited(limit: int, *argv: str) -> Any:
 def test_a_hand_edited_manifest_line_is_skipped_with_a_warning_and_the_request_reattached(
     oxen_emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A number where a file name belongs, in a finished run's manifest: the rerun warns of
-    that line, reattaches the request by the id of its last valid line (no new job), and
-    saves its file again."""
+    """A number where a file name belongs, in a finished run's (compacted) manifest: the
+    rerun warns of that line, reattaches the request by the id the line still names (no new
+    job), and saves its file again."""
     prompts, out = write_prompts(tmp_path, "ox one", "ox two"), tmp_path / "out"
     argv = ["batch", str(prompts), "--out", str(out)]
     assert run(argv, capsys)[0] == 0
@@ -365,7 +365,8 @@ def test_a_hand_edited_manifest_line_is_skipped_with_a_warning_and_the_request_r
     status, stdout, stderr = run(argv, capsys)
     assert status == 0, stderr
     assert stderr.strip() == (
-        f'warning: {manifest}:{number}: skipped: "file" must be a string or null, not an integer'
+        f'warning: {manifest}:{number}: skipped: "file" must be a string or null, not an '
+        "integer; its generation id is kept, to reattach"
     )
     assert "1 already settled, 1 reattached by id" in stdout
     assert_done_exactly_once(oxen_emulator, out, ("ox one", "ox two"))

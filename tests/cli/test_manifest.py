@@ -62,10 +62,11 @@ def test_prompt_line_key_changes_with_content_and_model() -> None:
     assert line.key != PromptLine(1, {"prompt": "an ox"}, "other-model").key
 
 
-def test_manifest_appends_one_whole_line_per_event_and_fsyncs(
+def test_manifest_writes_one_whole_line_per_event_and_fsyncs_them_as_a_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each event is one ``os.write`` of one complete JSON line, followed by ``os.fsync``."""
+    """Each event is one ``os.write`` of one complete JSON line, at once; one ``os.fsync``
+    makes the group durable (here, at close)."""
     calls: list[tuple[str, bytes | None]] = []
     real_write, real_fsync = os.write, os.fsync
 
@@ -85,8 +86,8 @@ def test_manifest_appends_one_whole_line_per_event_and_fsyncs(
     manifest.append(line, generation_id="g-1", status="succeeded", file="out/g-1.png")
     manifest.close()
 
-    assert [kind for kind, _ in calls] == ["write", "fsync", "write", "fsync"]
-    for _, data in calls[::2]:
+    assert [kind for kind, _ in calls] == ["write", "write", "fsync"]
+    for _, data in calls[:2]:
         assert data is not None
         assert data.endswith(b"\n")
         assert data.count(b"\n") == 1
@@ -260,19 +261,21 @@ def test_a_line_torn_inside_a_character_is_dropped_with_a_warning(tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "reason"),
+    ("field", "value", "reason", "kept"),
     [
-        ("file", 3, '"file" must be a string or null, not an integer'),
-        ("generation_id", 42, '"generation_id" must be a string or null, not an integer'),
-        ("generation_id", "../../x", '"generation_id" is not an id a server makes'),
-        ("status", 7, '"status" is missing or not a string'),
+        ("file", 3, '"file" must be a string or null, not an integer', True),
+        ("generation_id", 42, '"generation_id" must be a string or null, not an integer', False),
+        ("generation_id", "../../x", '"generation_id" is not an id a server makes', False),
+        ("status", 7, '"status" is missing or not a string', True),
     ],
 )
 def test_a_hand_edited_line_of_the_wrong_shape_is_skipped_and_named(
-    tmp_path: Path, field: str, value: Any, reason: str
+    tmp_path: Path, field: str, value: Any, reason: str, kept: bool
 ) -> None:
     """A line edited by hand into the wrong shape is skipped with a warning naming its line
-    and field; the request's earlier valid entry stands (here: enqueued, to reattach)."""
+    and field. When it still names its request and a plausible generation id, that much is
+    kept (the request counts as enqueued with that id: reattached, never sent again); else
+    the request's earlier valid entry stands (here: enqueued, to reattach)."""
     path = tmp_path / "manifest.jsonl"
     expected = _valid_manifest(path, [(1, "queued", None)])
     (key,) = expected
@@ -280,9 +283,13 @@ def test_a_hand_edited_line_of_the_wrong_shape_is_skipped_and_named(
         file.write(json.dumps({**expected[key], "status": "succeeded", field: value}) + "\n")
 
     read = read_manifest(path)
-    assert read.latest == expected
     assert len(read.warnings) == 1
     assert read.warnings[0].startswith(f"{path}:2: skipped: {reason}")
+    if kept:
+        assert read.latest == {key: {"key": key, "generation_id": IDS[1], "status": "queued"}}
+        assert read.warnings[0].endswith("its generation id is kept, to reattach")
+    else:
+        assert read.latest == expected
 
 
 def test_a_manifest_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:

@@ -4,9 +4,10 @@ pick it up."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 
@@ -27,29 +28,62 @@ def requests(emulator: Emulator) -> dict[str, int]:
     return dict(emulator.stats()["requests"])
 
 
-def estimate_of(stdout: str, line: int) -> str:
-    """The estimate column of a dry run's row for a prompts-file line."""
-    match = re.search(rf"^\s*{line} │.*│\s*(\S+)\s*$", stdout, re.MULTILINE)
-    assert match, stdout
-    return match.group(1)
+def dry_rows(stdout: str) -> dict[int, dict[str, Any]]:
+    """The per-request detail of ``--dry-run --json``, by line."""
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    return {row["line"]: row for row in rows}
 
 
-def test_a_dry_run_prints_each_estimate_and_the_total_and_sends_nothing(
+def summary_rows(stdout: str) -> list[list[str]]:
+    """The cells of the dry run's summary table, header row apart."""
+    return [re.split(r"\s*│\s*", row.strip()) for row in stdout.splitlines() if "│" in row]
+
+
+def test_a_dry_run_prints_a_summary_per_parameter_set_and_the_total_and_sends_nothing(
     oxen_emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    prompts = write_prompts(tmp_path, *MIXED)
+    prompts = write_prompts(tmp_path, *MIXED, "Another ox")
     out = tmp_path / "out"
     status, stdout, stderr = run(["batch", str(prompts), "--out", str(out), "--dry-run"], capsys)
     assert status == 0, stdout + stderr
-    # Line 1 at gpt-image-2's defaults (high, 1920x1080); line 2 its own quality and size;
-    # line 3 the default quality (high) at 4K; line 4 ten seconds of video with audio.
-    assert [estimate_of(stdout, n) for n in (1, 2, 3, 4)] == ["0.28", "0.02", "1.47", "1.40"]
-    assert "estimated total: 3.17 for 4 requests" in stdout
+    # One row per model and parameter set: lines 1 and 5 at gpt-image-2's defaults (high,
+    # 1920x1080); line 2 its own quality and size; line 3 the default quality (high) at 4K;
+    # line 4 ten seconds of video with audio.
+    assert summary_rows(stdout) == [
+        ["gpt-image-2", "-", "2", "0.28", "0.56"],
+        ["gpt-image-2", "quality=low resolution=1024x1024", "1", "0.02", "0.02"],
+        ["gpt-image-2", "resolution=3840x2160", "1", "1.47", "1.47"],
+        [KLING, "duration=10 generate_audio=true", "1", "1.40", "1.40"],
+    ]
+    assert "oxen-queue batch --dry-run · 5 requests to send" in stdout
+    assert "estimated total: 3.45 for 5 requests" in stdout
     assert "dry run: nothing was sent" in stdout
     # One model fetch per model (its prices and schema), and nothing else: no enqueue, no
     # event stream, no file.
     assert requests(oxen_emulator) == {"GET /api/ai/models/{id}": 2}
     assert not out.exists()
+
+
+def test_a_dry_run_in_json_gives_each_request_to_a_machine(
+    oxen_emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--json``: one JSON object per request on stdout (its line, model, parameters,
+    estimate, and whether the budget covers it); the summary on stderr."""
+    prompts = write_prompts(tmp_path, *MIXED, '{"prompt": "bad size", "resolution": "999x999"}')
+    argv = ["batch", str(prompts), "--dry-run", "--json", "--max-spend", "1.5"]
+    status, stdout, stderr = run([*argv, "--out", str(tmp_path / "out")], capsys)
+    assert status == 2, stderr  # a request with bad parameters: a run would have it refused
+    rows = dry_rows(stdout)
+    assert [rows[n]["estimate"] for n in (1, 2, 3, 4, 5)] == ["0.28", "0.02", "1.47", "1.40", None]
+    assert [rows[n]["within_budget"] for n in (1, 2, 3, 4, 5)] == [True, True, False, False, False]
+    assert rows[4]["model"] == KLING
+    assert rows[2]["params"] == {
+        "prompt": "a square ox",
+        "resolution": "1024x1024",
+        "quality": "low",
+    }
+    assert "resolution='999x999' is not allowed" in rows[5]["problem"]
+    assert "estimated total: 3.17 for 4 requests; 1 request without an estimate" in stderr
 
 
 def test_a_dry_run_says_where_a_budget_would_stop_and_what_has_no_price(
@@ -66,7 +100,7 @@ def test_a_dry_run_says_where_a_budget_would_stop_and_what_has_no_price(
         "--max-spend 1.5 covers 2 requests (0.30): #3 (line 3) would pass it, so the run stops "
         "there and 4 would be left unsent"
     ) in stdout
-    assert estimate_of(stdout, 5) == "unknown"
+    assert ["gpt-image-2", "resolution=999x999", "1", "unknown", "0"] in summary_rows(stdout)
     assert "#5 (line 5): resolution='999x999' is not allowed for gpt-image-2" in stdout
     assert "estimated total: 3.45 for 5 requests; 1 request without an estimate" in stdout
     assert oxen_emulator.stats()["jobs_created"] == 0

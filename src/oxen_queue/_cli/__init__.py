@@ -18,8 +18,10 @@ on stderr; -v adds a traceback only to an error of a kind no code path expects.
 
 Everything it shows that it did not write itself (prompts, file names, the server's
 messages, statuses, ids and rows) is data, never markup or terminal control: see
-``_shown.py``. The files it reads and writes (prompts files, ``--out``, the manifest) are
-judged in ``_prompts.py``, ``_files.py`` and ``_manifest.py``.
+``_shown.py``. The files it reads and writes (prompts files, ``--out``, the manifest, the
+dataset) are judged in ``_prompts.py``, ``_files.py``, ``_manifest.py`` and ``_dataset.py``.
+A batch is read and run as a stream (``_scan.py``, ``_run.py``), holding a compact index of
+its requests (``_index.py``) and pricing each kind of request once (``_cost.py``).
 
 Its display needs ``rich``, which is the ``cli`` extra (``pip install 'oxen-queue[cli]'``): a
 library imported by an app should not bring a terminal UI along. This module imports nothing

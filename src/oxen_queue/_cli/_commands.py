@@ -17,15 +17,17 @@ request was refused or could not be made as given. Per command:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 from rich.table import Table
@@ -42,13 +44,15 @@ from .._exceptions import (
 from .._ids import check_id
 from .._models import TERMINAL_STATUSES
 from ._connection import connect_failure
-from ._cost import Estimate, Row, dry_run_report, estimate, money
+from ._cost import BudgetCursor, DryRun, Pricer, money, parameter_set
 from ._display import failure_message, plural
-from ._files import WriteFailedError, failed_write, prepare_out
+from ._files import OutDirectoryError, WriteFailedError, describe, failed_write, prepare_out
+from ._index import RequestIndex
 from ._interrupt import Interrupted, Interrupts
-from ._manifest import Manifest, read_manifest
-from ._prompts import PromptLine, PromptsFileError, read_prompts
-from ._run import into, plan, run_generate, run_prompts
+from ._manifest import EntryReader, Manifest, load_index
+from ._prompts import PromptsFileError, PromptsReader
+from ._run import into, run_generate, run_prompts
+from ._scan import requests
 from ._shown import assemble, error_line, json_line, shown, warning_line
 
 if TYPE_CHECKING:
@@ -202,7 +206,7 @@ async def download(context: Context) -> int:
 async def _prompts_command(
     context: Context,
     *,
-    prompts: Path,
+    prompts: str,
     model: str,
     defaults: dict[str, Any],
     retry_failed: bool,
@@ -211,109 +215,189 @@ async def _prompts_command(
     args, console = context.args, context.console
     if args.concurrency < 1:
         raise CommandError("--concurrency must be at least 1")
-    try:
-        lines = read_prompts(prompts)
-    except PromptsFileError as exc:
-        raise CommandError(str(exc)) from None
-    if not lines:
-        raise CommandError(f"{prompts} holds no prompts")
-    max_spend = getattr(args, "max_spend", None)
+    reader = PromptsReader(prompts, prompts_format=getattr(args, "input_format", None))
     if getattr(args, "dry_run", False):
         return await _dry_run(
-            context, lines=lines, model=model, defaults=defaults, retry_failed=retry_failed
+            context, reader=reader, model=model, defaults=defaults, retry_failed=retry_failed
         )
-    await anyio.to_thread.run_sync(prepare_out, args.out)
-    manifest = Manifest(args.out / "manifest.jsonl")
-    for warning in manifest.warnings:
-        context.errors.print(warning_line(warning))
-    # The ledger lives beside the manifest: a run killed between sending a request and writing
-    # its manifest line leaves the request there, and the next run picks its job up.
-    ledger = args.ledger or f"sqlite:///{args.out.resolve()}/ledger.db"
-    stopped: WriteFailedError | None = None
-    try:
-        options = {**context.options, "ledger": ledger, "timeout": args.timeout}
-        async with AsyncClient(**options, max_spend=max_spend) as client:
-            try:
-                outcome = await run_prompts(
-                    client,
-                    model=model,
-                    lines=lines,
-                    defaults=defaults,
-                    out=args.out,
-                    manifest=manifest,
-                    concurrency=args.concurrency,
-                    retry_failed=retry_failed,
-                    console=console,
-                    interrupts=context.interrupts,
-                    title=f"oxen-queue {label} · {model} · {len(lines)} prompts → {args.out}/",
-                    max_spend=max_spend,
-                )
-            except Exception as exc:
-                stopped = failed_write(exc)
-                raise
-    except Exception:
-        # Closing the client may fail in the wake of the stop (its ledger is on the same
-        # full disk): the stop is what to report, with how to resume.
-        if stopped is not None:
-            raise stopped from None
-        raise
-    finally:
-        manifest.close()
-    saved = len(outcome.files)
-    console.print(f"{saved} of {len(lines)} saved in {args.out}/, manifest {manifest.path}")
+    out: Path = args.out
+    manifest_path = out / "manifest.jsonl"
+    max_spend = getattr(args, "max_spend", None)
+    index = RequestIndex()
+    read = await anyio.to_thread.run_sync(load_index, manifest_path, index)
+    with contextlib.ExitStack() as stack:
+        spool: IO[bytes] | None = None
+        if reader.is_stdin:  # read twice: the first pass keeps a copy beside the results
+            await anyio.to_thread.run_sync(prepare_out, out)
+            spool = stack.enter_context(_spool(out))
+        judged = await _judge(reader, index, manifest_path, retry_failed=retry_failed, tee=spool)
+        if spool is not None:
+            spool.seek(0)
+            reader = reader.replay(spool)
+        await anyio.to_thread.run_sync(prepare_out, out)
+        manifest = Manifest(manifest_path, index, read=read)
+        stack.callback(manifest.close)
+        for warning in manifest.warnings:
+            context.errors.print(warning_line(warning))
+        if judged.settled or judged.reattached:
+            console.print(
+                f"Resuming: {judged.settled} already settled, {judged.reattached} reattached by id."
+            )
+        # The ledger lives beside the manifest: a run killed between sending a request and
+        # writing its manifest line leaves the request there, and the next run picks its
+        # job up.
+        ledger = args.ledger or f"sqlite:///{await anyio.Path(out).resolve()}/ledger.db"
+        stopped: WriteFailedError | None = None
+        total = judged.requests
+        try:
+            options = {**context.options, "ledger": ledger, "timeout": args.timeout}
+            async with AsyncClient(**options, max_spend=max_spend) as client:
+                try:
+                    outcome = await run_prompts(
+                        client,
+                        model=model,
+                        reader=reader,
+                        defaults=defaults,
+                        out=out,
+                        manifest=manifest,
+                        concurrency=args.concurrency,
+                        retry_failed=retry_failed,
+                        console=console,
+                        interrupts=context.interrupts,
+                        title=f"oxen-queue {label} · {model} · {total} prompts → {out}/",
+                        to_run=total - judged.settled,
+                        max_spend=max_spend,
+                    )
+                except Exception as exc:
+                    stopped = failed_write(exc)
+                    raise
+        except Exception:
+            # Closing the client may fail in the wake of the stop (its ledger is on the same
+            # full disk): the stop is what to report, with how to resume.
+            if stopped is not None:
+                raise stopped from None
+            raise
+    console.print(f"{outcome.saved} of {total} saved in {out}/, manifest {manifest.path}")
     if outcome.unsent:
         console.print(
             f"budget reached (--max-spend {money(Decimal(max_spend or 0))}): "
             f"{plural(outcome.unsent, 'request')} left unsent. Run again with the same --out "
             "(and a larger --max-spend) to send them."
         )
-    return 0 if outcome.all_succeeded else 1
+    return 0 if outcome.saved == total else 1
+
+
+@contextlib.contextmanager
+def _spool(out: Path) -> Iterator[IO[bytes]]:
+    """A file beside the results holding standard input's bytes, gone when closed."""
+    try:
+        spool = tempfile.TemporaryFile(dir=out, prefix=".stdin-")  # noqa: SIM115 - below
+    except OSError as exc:
+        raise OutDirectoryError(f"--out {out}: cannot write in it: {describe(exc)}") from None
+    with spool:
+        yield spool
+
+
+@dataclass(slots=True)
+class _Judged:
+    requests: int = 0
+    settled: int = 0
+    reattached: int = 0
+
+
+async def _judge(
+    reader: PromptsReader,
+    index: RequestIndex,
+    manifest_path: Path,
+    *,
+    retry_failed: bool,
+    tee: IO[bytes] | None,
+) -> _Judged:
+    """The first pass: every line judged before anything is made or sent, and counted.
+
+    Raises:
+        CommandError: A line is refused, or the file holds no request.
+    """
+    judged = _Judged()
+    entries = EntryReader(manifest_path)
+    try:
+        async for planned in requests(
+            reader, index, entries.at, retry_failed=retry_failed, tee=tee
+        ):
+            judged.requests += 1
+            if planned.action == "skip":
+                judged.settled += 1
+            elif planned.action == "reattach":
+                judged.reattached += 1
+    except PromptsFileError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        entries.close()
+    if not judged.requests:
+        raise CommandError(f"{reader.name} holds no prompts")
+    return judged
 
 
 async def _dry_run(
     context: Context,
     *,
-    lines: list[PromptLine],
+    reader: PromptsReader,
     model: str,
     defaults: dict[str, Any],
     retry_failed: bool,
 ) -> int:
-    """Print what each request a run would send would cost, and the total; send nothing.
+    """Price what a run would send, and summarise it; send nothing.
 
     Requests the manifest shows settled or enqueued are not counted (a run would not send
     them). The only requests made are one ``GET /api/ai/models/{id}`` per model (its prices
-    and schema): no enqueue, no event stream, and no manifest written.
+    and schema): no enqueue, no event stream, and no manifest written. With ``--json``, one
+    JSON object per request goes to stdout, and the summary to stderr.
     """
     args = context.args
-    read = read_manifest(args.out / "manifest.jsonl")
+    manifest_path = args.out / "manifest.jsonl"
+    index = RequestIndex()
+    read = await anyio.to_thread.run_sync(load_index, manifest_path, index)
     for warning in read.warnings:
         context.errors.print(warning_line(warning))
-    latest = read.latest
-    rows: list[Row] = []
-    not_sent = 0
-    # "poll": nothing is waited for, so nothing (not even the event stream) is opened.
-    async with AsyncClient(**context.options, completion="poll") as client:
-        for index, line in enumerate(lines, start=1):
-            if await plan(latest.get(line.key), retry_failed=retry_failed) != "send":
-                not_sent += 1
-                continue
-            params = {**defaults, **line.params}
-            line_model = line.model or model
-            one = await estimate(client, line_model, params)
-            rows.append(((index, line.number), line_model, params, one))
-    context.console.print(f"oxen-queue batch --dry-run · {plural(len(rows), 'request')} to send")
-    dry_run_report(
-        context.console, rows, not_sent=not_sent, max_spend=getattr(args, "max_spend", None)
-    )
-    return _dry_run_status([one for *_, one in rows])
-
-
-def _dry_run_status(estimates: list[Estimate]) -> int:
-    """2 when a request has bad parameters (a run would have it refused), 1 when an estimate
-    is missing for another reason (a price unknown), else 0."""
-    if any(one.invalid for one in estimates):
-        return 2
-    return 1 if any(one.amount is None for one in estimates) else 0
+    max_spend = getattr(args, "max_spend", None)
+    tally = DryRun(budget=None if max_spend is None else BudgetCursor(max_spend))
+    as_json = getattr(args, "json", False)
+    out = context.console.file
+    entries = EntryReader(manifest_path)
+    try:
+        # "poll": nothing is waited for, so nothing (not even the event stream) is opened.
+        async with AsyncClient(**context.options, completion="poll") as client:
+            pricer = Pricer(client)
+            async for planned in requests(reader, index, entries.at, retry_failed=retry_failed):
+                line = planned.line
+                params = {**defaults, **line.params}
+                line_model = line.model or model
+                row: dict[str, Any] = {"line": line.number, "model": line_model, "params": params}
+                if planned.action != "send":
+                    tally.not_sent += 1
+                    if as_json:
+                        out.write(json_line({**row, "action": planned.action}) + "\n")
+                    continue
+                rest = parameter_set(params)
+                one = await pricer.price(line_model, params, rest)
+                fits = tally.add(number=line.number, model=line_model, rest=rest, one=one)
+                if as_json:
+                    row.update(
+                        action="send",
+                        estimate=None if one.amount is None else money(one.amount),
+                        problem=one.problem,
+                        within_budget=fits,
+                    )
+                    out.write(json_line(row) + "\n")
+    except PromptsFileError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        entries.close()
+    if not tally.requests and not tally.not_sent:
+        raise CommandError(f"{reader.name} holds no prompts")
+    report = context.errors if as_json else context.console
+    report.print(f"oxen-queue batch --dry-run · {plural(tally.requests, 'request')} to send")
+    return tally.report(report)
 
 
 async def batch(context: Context) -> int:
@@ -328,12 +412,12 @@ async def batch(context: Context) -> int:
     )
 
 
-def bundled_prompts() -> Path:
+def bundled_prompts() -> str:
     """The demo's prompts: ``examples/prompts.txt``, which the wheel carries as package data."""
     packaged = resources.files("oxen_queue._cli").joinpath("prompts.txt")
     if packaged.is_file():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[3] / "examples" / "prompts.txt"
+        return str(packaged)
+    return str(Path(__file__).resolve().parents[3] / "examples" / "prompts.txt")
 
 
 async def demo(context: Context) -> int:

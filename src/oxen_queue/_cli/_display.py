@@ -1,4 +1,5 @@
-"""The live progress display of ``generate``, ``batch`` and ``demo`` (rich), and the summary.
+"""The live progress display of ``generate``, ``batch`` and ``demo`` (rich), and the summary
+of how a batch's requests ended.
 
 Prompts, statuses, messages and file names in them are data: shown by :func:`._shown.shown`.
 """
@@ -7,9 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from rich.console import Group
 from rich.progress_bar import ProgressBar
@@ -20,21 +19,23 @@ from ._files import describe
 from ._shown import assemble, shown
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    from rich.console import Console, RenderableType
 
     from .._batch import BatchItem
 
 __all__ = [
+    "NOT_SENT",
     "BatchView",
+    "Tally",
     "failure_message",
     "failure_status",
     "plural",
-    "summary_table",
     "unsent",
 ]
 
 _FAILED = frozenset({"failed", "cancelled", "error"})
-_NOT_SENT = "not sent: over the budget (--max-spend)"
+NOT_SENT: Final = "not sent: over the budget (--max-spend)"
+_LISTED: Final = 20  # requests without a file listed in the summary
 
 
 def bucket(item: BatchItem, active: dict[str, str]) -> str:
@@ -49,21 +50,48 @@ def bucket(item: BatchItem, active: dict[str, str]) -> str:
 
 
 class BatchView:
-    """A renderable that recounts the items every time rich refreshes it."""
+    """The live display's state, kept as counters: it never walks the requests (a batch may
+    have a million); only the generations in flight are looked at, each refresh.
 
-    def __init__(self, title: str, items: Sequence[BatchItem]) -> None:
+    Args:
+        title: The first line.
+        total: Requests this view counts to (``generate``: its generations; ``batch``: the
+            requests this run sends or reattaches).
+    """
+
+    def __init__(self, title: str, total: int) -> None:
         self.title = title
-        self.items = items
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self.running: set[BatchItem] = set()
+        """The items in flight (enqueued or reattached, not finished)."""
         self.active: dict[str, str] = {}
         """Id -> status of the active rows, refreshed by the caller from the queue's list."""
         self.started = time.monotonic()
 
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+    def finish(self, *, succeeded: bool) -> int:
+        """Count a finished request; its number, one more than the last one's."""
+        if succeeded:
+            self.done += 1
+        else:
+            self.failed += 1
+        return self.finished
+
     def counts(self) -> Counter[str]:
-        return Counter(bucket(item, self.active) for item in self.items)
+        counts = Counter(bucket(item, self.active) for item in list(self.running))
+        counts["done"] = self.done
+        counts["failed"] += self.failed
+        counts["waiting"] = max(0, self.total - self.finished - len(self.running))
+        return counts
 
     def __rich__(self) -> RenderableType:
         counts = self.counts()
-        total = len(self.items)
+        total = self.total
         finished = counts["done"] + counts["failed"]
         elapsed = time.monotonic() - self.started
         rate = counts["done"] / elapsed if elapsed > 0 else 0.0
@@ -92,36 +120,49 @@ def _clock(seconds: float) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
-def summary_table(items: Sequence[BatchItem], files: dict[int, Path], *, width: int) -> Table:
-    """One row per request: what it asked for, how it ended, which file holds it.
+class Tally:
+    """How each request of a batch ended, counted, with the first few that made no file
+    (the rest are in ``not_generated.jsonl``)."""
 
-    The file name matters more than the prompt: the prompt gets what the console's ``width``
-    leaves (rich never narrows a column that does not wrap).
-    """
-    table = Table(title="Summary", title_justify="left", show_edge=False, header_style="bold")
-    table.add_column("#", justify="right", no_wrap=True)
-    widest_file = max((len(path.name) for path in files.values()), default=12)
-    others = len(str(len(items))) + 9 + 9 + widest_file + 13  #  #, size, status, file, rules
-    prompt_width = max(8, min(34, width - others))
-    table.add_column("prompt", no_wrap=True, overflow="ellipsis", width=prompt_width)
-    table.add_column("size", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("file / error", overflow="fold", min_width=widest_file)
-    for index, item in enumerate(items):
-        status = "succeeded" if index in files else failure_status(item)
-        path = files.get(index)
-        table.add_row(
-            str(index + 1),
-            shown(item.params.get("prompt", "")),
-            shown(item.params.get("resolution", "default")),
-            shown(status, "green" if path else "red"),
-            shown(
-                path.name
-                if path
-                else (failure_message(item.error) or _NOT_SENT * unsent(item))[:200]
-            ),
+    def __init__(self) -> None:
+        self.statuses: Counter[str] = Counter()
+        self.earlier = 0
+        """Requests settled in an earlier run (counted in ``statuses`` too)."""
+        self.listed: list[RenderableType] = []
+        self._more = 0
+
+    def add(self, status: str, *, number: int, prompt: str, detail: str | None) -> None:
+        """A request's end (``number``: its line; ``detail``: why it made no file)."""
+        self.statuses[status] += 1
+        if status == "succeeded":
+            return
+        if len(self.listed) < _LISTED:
+            self.listed.append(
+                assemble(
+                    f"  line {number} ",
+                    (repr(prompt[:40]), "dim"),
+                    " ",
+                    (status, "red"),
+                    f": {detail[:200]}" if detail else "",
+                )
+            )
+        else:
+            self._more += 1
+
+    def print(self, console: Console, *, total: int) -> None:
+        order = ["succeeded", "failed", "cancelled", "error", "ambiguous", "unsent"]
+        order += sorted(set(self.statuses) - set(order))
+        parts = [f"{self.statuses[s]:,} {s}" for s in order if self.statuses[s]]
+        earlier = f" ({self.earlier:,} settled in an earlier run)" if self.earlier else ""
+        console.print(
+            assemble(
+                ("Summary", "bold"), f": {plural(total, 'request')}: ", ", ".join(parts), earlier
+            )
         )
-    return table
+        for line in self.listed:
+            console.print(line)
+        if self._more:
+            console.print(f"  ... and {self._more:,} more (listed in not_generated.jsonl)")
 
 
 def unsent(item: BatchItem) -> bool:
@@ -147,12 +188,12 @@ def failure_message(error: BaseException | None) -> str | None:
     if error is None:
         return None
     if isinstance(error, BudgetExceededError):
-        return _NOT_SENT
+        return NOT_SENT
     if isinstance(error, DownloadError) and isinstance(error.__cause__, OSError):
         return f"could not save it: {describe(error.__cause__, named=False)}"
     return getattr(error, "error_message", None) or str(error)
 
 
 def plural(count: int, noun: str) -> str:
-    """``1 generation``, ``2 generations``."""
-    return f"{count} {noun}{'s' * (count != 1)}"
+    """``1 generation``, ``2 generations``, ``1,000,000 requests``."""
+    return f"{count:,} {noun}{'s' * (count != 1)}"

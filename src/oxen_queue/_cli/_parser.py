@@ -25,6 +25,7 @@ from typing import Any, Final, NoReturn
 
 from .._money import AmountError, amount
 from .._version import __version__
+from ._prompts import FORMATS
 
 __all__ = ["EXIT_STATUSES", "UsageError", "parse"]
 
@@ -267,15 +268,27 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     batch = command(
         "batch",
         "run a prompts file; resumable with the same --out",
-        "Run a prompts file (one prompt per line, or JSON objects of parameters), saving the "
-        "results and OUT/manifest.jsonl. Ctrl-C leaves the enqueued generations running "
-        "upstream: run the same command again with the same --out to resume, reattaching "
-        "them by id without enqueueing anything twice. --dry-run prints what each request "
-        "would cost, from the models' published prices, and sends nothing; --max-spend stops "
-        "enqueueing before the run's estimated cost passes the amount, and a later run with "
-        "the same --out sends what was left.",
+        "Run a prompts file (one prompt per line or JSON objects of parameters; JSON Lines; "
+        "CSV with a prompt column; - for standard input), read as a stream, saving the "
+        "results, OUT/manifest.jsonl, and the dataset: OUT/metadata.jsonl (Hugging Face "
+        "ImageFolder) and OUT/not_generated.jsonl. Ctrl-C leaves the enqueued generations "
+        "running upstream: run the same command again with the same --out to resume, "
+        "reattaching them by id without enqueueing anything twice. --dry-run prints what the "
+        "run would cost, per model and parameter set, from the models' published prices, and "
+        "sends nothing; --max-spend stops enqueueing before the run's estimated cost passes "
+        "the amount, and a later run with the same --out sends what was left.",
     )
-    batch.add_argument("prompts", type=Path, help="one prompt per line, or JSON objects")
+    batch.add_argument(
+        "prompts",
+        help="the prompts file: one prompt per line, JSON objects, JSON Lines or CSV; "
+        "- reads standard input",
+    )
+    batch.add_argument(
+        "--input-format",
+        choices=FORMATS,
+        help="how to read the prompts file (default: csv for .csv, jsonl for .jsonl and "
+        ".ndjson, else text: plain prompts, JSON objects and # comments)",
+    )
     _request_options(batch)
     batch.add_argument("--concurrency", type=int, default=16, help="generations in flight")
     batch.add_argument("--out", type=Path, default=Path("oxen-output"), help="output directory")
@@ -286,7 +299,13 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     batch.add_argument(
         "--dry-run",
         action="store_true",
-        help="print each request's estimated cost and the total; send nothing",
+        help="print what the run would cost, per model and parameter set, and the total; "
+        "send nothing",
+    )
+    batch.add_argument(
+        "--json",
+        action="store_true",
+        help="with --dry-run: one JSON object per request on stdout (the summary on stderr)",
     )
     batch.add_argument(
         "--max-spend",
@@ -325,7 +344,7 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     )
     demo.add_argument("--out", type=Path, default=Path("oxen-demo"), help="output directory")
     demo.add_argument("--concurrency", type=int, default=16, help="generations in flight")
-    demo.add_argument("--prompts", type=Path, help="a prompts file (default: the bundled one)")
+    demo.add_argument("--prompts", help="a prompts file (default: the bundled one)")
     _ledger_option(demo, "OUT/ledger.db, beside the manifest")
 
     recover = command(
@@ -385,6 +404,8 @@ def _refusal(args: argparse.Namespace) -> str | None:
         return "--base-url and --emulator exclude each other"
     if args.time_scale is not None and not args.emulator and args.command not in _EMULATOR_COMMANDS:
         return "--time-scale applies only to an emulator: add --emulator"
+    if args.command == "batch" and args.json and not args.dry_run:
+        return "--json applies only to --dry-run"
     return None
 
 

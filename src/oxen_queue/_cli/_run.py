@@ -1,35 +1,36 @@
-"""The work behind ``generate``, ``batch`` and ``demo``: run, show progress, save, record."""
+"""The work behind ``generate``, ``batch`` and ``demo``: run, show progress, save, record.
+
+A batch is run as a stream (:func:`run_prompts`): the prompts file is read a second time,
+request by request, and fed to ``--concurrency`` workers through a buffer of as many; a
+request is held in memory only while it is in flight. What the run learns goes to the
+manifest (and its index) as it happens, and the display counts, never walks, the requests.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 from rich.live import Live
 
-from .._batch import BatchItem, as_completed, run_batch
+from .._batch import BatchItem, as_completed
 from .._exceptions import AmbiguousEnqueueError, BudgetExceededError, DownloadError, OxenError
 from .._ledger import LedgerError
-from .._models import GenerationRecord
 from .._money import total
-from ._cost import charged_costs, estimate, money, plan_budget, totals
-from ._display import (
-    BatchView,
-    failure_message,
-    failure_status,
-    plural,
-    summary_table,
-    unsent,
-)
+from ._cost import BudgetCursor, Estimate, Pricer, charged_costs, money, parameter_set
+from ._dataset import LEFT_OUT, METADATA, DatasetWriter
+from ._display import NOT_SENT, BatchView, Tally, failure_message, failure_status, plural
 from ._files import RESUME_HINT, WriteFailedError, describe
 from ._interrupt import Interrupted
+from ._manifest import COMMIT_INTERVAL
+from ._scan import requests
 from ._shown import assemble
 
 if TYPE_CHECKING:
@@ -39,34 +40,44 @@ if TYPE_CHECKING:
     from .._generation import Generation
     from ._interrupt import Interrupts
     from ._manifest import Manifest
-    from ._prompts import PromptLine
+    from ._prompts import PromptLine, PromptsReader
+    from ._scan import Planned
 
-__all__ = ["BatchOutcome", "into", "plan", "run_generate", "run_prompts"]
+__all__ = ["BatchOutcome", "into", "run_generate", "run_prompts"]
 
 logger = logging.getLogger("oxen_queue")
 
 _ACTIVE_LIST_LIMIT = 2000  # above this many pending, the display does not poll the list
+_CHARGED_IDS: Final = 20_000  # generations whose charge the summary looks up, at most
+_OVER_BUDGET: Final = "over the budget (--max-spend)"
 
 
+@dataclass(slots=True)
 class BatchOutcome:
-    """What a run produced: the items, the files saved, and whether all succeeded."""
+    """What a run produced.
 
-    def __init__(self, items: list[BatchItem]) -> None:
-        self.items = items
-        self.files: dict[int, Path] = {}
-        self.unsent = 0
-        """Requests the budget (``--max-spend``) left unsent."""
+    Attributes:
+        total: Requests (or generations) asked for.
+        saved: Those whose result file is saved (in this run or an earlier one).
+        unsent: Requests the budget (``--max-spend``) left unsent.
+        files: The files saved, in order (``generate`` only).
+    """
+
+    total: int
+    saved: int = 0
+    unsent: int = 0
+    files: list[Path] = field(default_factory=list)
 
     @property
     def all_succeeded(self) -> bool:
-        return all(i in self.files for i in range(len(self.items)))
+        return self.saved == self.total
 
 
 async def _refresh_active(client: AsyncClient, view: BatchView) -> None:
     """Keep the display's queued/processing split fresh: one list request per 1.5 s."""
     while True:
         await anyio.sleep(1.5)
-        pending = sum(1 for i in view.items if i.generation is not None and not i.finished)
+        pending = len(view.running)
         if not pending or pending > _ACTIVE_LIST_LIMIT:
             view.active = {}
             continue
@@ -117,42 +128,13 @@ def _stopping(item: BatchItem, out: Path) -> WriteFailedError | None:
     return stopped
 
 
-Plan = Literal["send", "skip", "reattach"]
+def request_key(model: str, params: dict[str, Any]) -> str:
+    """A request as the ledger's recovered jobs are matched: its model and parameters."""
+    return json.dumps([model, params], sort_keys=True, default=str)
 
 
-async def plan(previous: dict[str, Any] | None, *, retry_failed: bool) -> Plan:
-    """What a run does with a request, given the manifest's latest entry for it: send it,
-    skip it (settled in an earlier run), or reattach to its generation by id."""
-    if previous is None:
-        return "send"
-    status, file, generation_id = (
-        previous.get("status"),
-        previous.get("file"),
-        previous.get("generation_id"),
-    )
-    if status == "succeeded" and isinstance(file, str) and await _exists(file):
-        return "skip"
-    if status in ("failed", "cancelled", "error", "ambiguous") and not retry_failed:
-        return "skip"
-    # Enqueued in an earlier run (or succeeded without its file): reattach by id, never
-    # enqueue again. Failed ones are enqueued anew only with --retry-failed.
-    if isinstance(generation_id, str) and status not in ("failed", "cancelled"):
-        return "reattach"
-    return "send"
-
-
-async def _exists(file: str) -> bool:
-    """Whether a file a manifest names is there (a name no file system takes is not)."""
-    try:
-        return await anyio.Path(file).exists()
-    except (OSError, ValueError):
-        return False
-
-
-async def _adopt_recovered(
-    client: AsyncClient, model: str, to_run: list[BatchItem], manifest: Manifest
-) -> None:
-    """Reattach requests an interrupted run sent but never wrote in the manifest.
+async def _recovered(client: AsyncClient) -> dict[str, list[str]]:
+    """Requests an interrupted run sent but never wrote in the manifest, by request.
 
     The ledger has them (the request was recorded before it left): ``recover()`` hands back
     their jobs with the parameters that made them, and each goes to one line asking for
@@ -161,28 +143,57 @@ async def _adopt_recovered(
     recovered: dict[str, list[str]] = {}
     for generation in await client.recover():
         if generation.model is not None:
-            recovered.setdefault(_request_key(generation.model, generation.params), []).append(
-                generation.id
-            )
-    for item in to_run:
-        if item.generation_id is not None:
-            continue
-        ids = recovered.get(_request_key(item.model or model, item.params))
-        if ids:
-            item.generation_id = ids.pop(0)
-            _, line = item.tag
-            manifest.append(line, generation_id=item.generation_id, status="queued")
+            key = request_key(generation.model, generation.params)
+            recovered.setdefault(key, []).append(generation.id)
+    return recovered
 
 
-def _request_key(model: str, params: Mapping[str, Any]) -> str:
-    return json.dumps([model, params], sort_keys=True, default=str)
+@dataclass(slots=True)
+class _Work:
+    """What a worker needs of a request besides its :class:`BatchItem`."""
+
+    line: PromptLine
+    model: str
+    estimate: Estimate | None
+
+
+@dataclass(slots=True)
+class _Costs:
+    """The estimated cost of the generations a batch made, and their ids (the first
+    :data:`_CHARGED_IDS`, whose charges the summary looks up)."""
+
+    amounts: list[Decimal] = field(default_factory=list)
+    unknown: int = 0
+    made: int = 0
+    ids: set[str] = field(default_factory=set)
+    models: set[str] = field(default_factory=set)
+
+    def add(self, generation_id: object, model: str, one: Estimate | None) -> None:
+        self.made += 1
+        if one is None or one.amount is None:
+            self.unknown += 1
+        else:
+            if len(self.amounts) > 1000:  # summed now and then: exact, and bounded
+                self.amounts = [total(self.amounts)]
+            self.amounts.append(one.amount)
+        if isinstance(generation_id, str) and len(self.ids) < _CHARGED_IDS:
+            self.ids.add(generation_id)
+            self.models.add(model)
+
+
+async def _commit_every(manifest: Manifest) -> None:
+    """The manifest's group commit: one fsync of what was written, every
+    :data:`COMMIT_INTERVAL` seconds at most."""
+    while True:
+        await anyio.sleep(COMMIT_INTERVAL)
+        await anyio.to_thread.run_sync(manifest.sync)
 
 
 async def run_prompts(
     client: AsyncClient,
     *,
     model: str,
-    lines: list[PromptLine],
+    reader: PromptsReader,
     defaults: dict[str, Any],
     out: Path,
     manifest: Manifest,
@@ -191,145 +202,230 @@ async def run_prompts(
     console: Console,
     interrupts: Interrupts,
     title: str,
+    to_run: int,
     max_spend: Decimal | None = None,
 ) -> BatchOutcome:
-    """Run a prompts file through ``run_batch``, resuming from the manifest.
+    """Run a prompts file, resuming from the manifest, and write the dataset.
 
-    With ``max_spend``, requests are sent in file order while their estimates fit it (see
-    ``plan_budget``): the first that does not stops the run, and it and those after it are
-    left unsent, with no manifest line, for a later run. The client's own budget (the same
-    amount) backs this up: it refuses, before sending, whatever would pass it.
+    With ``max_spend``, new requests are sent in file order while their estimates fit it
+    (:class:`~._cost.BudgetCursor`): the first that does not stops the run, and it and those
+    after it are left unsent, with no manifest line, for a later run. The client's own
+    budget (the same amount) backs this up: it refuses, before sending, whatever would pass
+    it.
 
-    Every finished request is recorded, and printed as one plain line when the output is not a
-    terminal. Ctrl-C leaves the generations in flight running upstream, recorded as enqueued:
-    a rerun with the same manifest reattaches them.
+    Every finished request is recorded, and printed as one plain line when the output is
+    not a terminal, numbered from 1 to ``to_run`` (the requests this run sends or
+    reattaches), one more each line. Ctrl-C leaves the generations in flight running
+    upstream, recorded as enqueued: a rerun with the same manifest reattaches them. A run
+    that ends (not interrupted) compacts the manifest and writes ``metadata.jsonl`` and
+    ``not_generated.jsonl`` (:mod:`._dataset`).
 
     Raises:
         Interrupted: Ctrl-C, with the line that says how to resume.
+        WriteFailedError: A file of the run could not be written; the run stopped.
     """
-    items: list[BatchItem] = []
-    to_run: list[BatchItem] = []
-    outcome = BatchOutcome(items)
-    for index, line in enumerate(lines):
-        item = BatchItem(params={**defaults, **line.params}, model=line.model, tag=(index, line))
-        items.append(item)
-        previous = manifest.latest.get(line.key)
-        action = await plan(previous, retry_failed=retry_failed)
-        if action == "send":
-            to_run.append(item)
-            continue
-        assert previous is not None
-        status, generation_id = previous.get("status"), previous.get("generation_id")
-        if action == "reattach":
-            item.generation_id = generation_id
-            to_run.append(item)
-        elif status == "succeeded":
-            item.finished = True
-            item.generation_id = generation_id
-            item.record = GenerationRecord(generation_id=str(generation_id), status="succeeded")
-            outcome.files[index] = Path(str(previous.get("file")))
+    view = BatchView(title, to_run)
+    tally = Tally()
+    costs = _Costs()
+    outcome = BatchOutcome(0)
+    pricer = Pricer(client)
+    cursor = BudgetCursor(max_spend) if max_spend is not None else None
+    recovered = await _recovered(client)
+    adopted = 0
+    over_budget = False
+    dataset = DatasetWriter(out, manifest.index, model=model)
+    send, receive = anyio.create_memory_object_stream[BatchItem](concurrency)
+
+    def not_generated(line: PromptLine, line_model: str, params: dict[str, Any]) -> None:
+        outcome.unsent += 1
+        tally.add("unsent", number=line.number, prompt=line.prompt, detail=_OVER_BUDGET)
+        request = dataset.request(line_model, params)
+        dataset.not_generated(line=line.number, request=request, status="unsent", error=NOT_SENT)
+
+    async def settled(planned: Planned, line_model: str, params: dict[str, Any]) -> None:
+        """A request settled in an earlier run: counted, nothing sent."""
+        line, entry = planned.line, planned.entry
+        status = str(planned.status)
+        tally.earlier += 1
+        if status == "succeeded":
+            outcome.saved += 1
+            tally.add(status, number=line.number, prompt=line.prompt, detail=None)
         else:
-            item.finished = True
-            item.generation_id = generation_id
-            item.error = OxenError(f"{status} in an earlier run: {previous.get('error')}")
-    await _adopt_recovered(client, model, to_run, manifest)
-    resumed = sum(1 for i in to_run if i.generation_id)
-    if resumed or len(to_run) < len(items):
-        console.print(
-            f"Resuming: {len(items) - len(to_run)} already settled, {resumed} reattached by id."
-        )
-    if max_spend is not None:
-        to_run = await _within_budget(client, model, to_run, max_spend)
+            entry = entry or manifest.entry(planned.key)
+            error = entry.get("error") if entry else None
+            detail = f"in an earlier run: {error}" if error else "in an earlier run"
+            tally.add(status, number=line.number, prompt=line.prompt, detail=detail)
+        generation_id = entry.get("generation_id") if entry else None
+        if generation_id is not None:
+            rest = parameter_set(params)
+            costs.add(generation_id, line_model, await pricer.price(line_model, params, rest))
 
-    def on_enqueued(item: BatchItem) -> None:
-        _, line = item.tag
-        assert item.generation is not None
-        manifest.append(line, generation_id=item.generation.id, status="queued")
+    async def produce() -> None:
+        nonlocal adopted
+        async with send:
+            async for planned in requests(
+                reader, manifest.index, manifest.entry_at, retry_failed=retry_failed
+            ):
+                line = planned.line
+                params = {**defaults, **line.params}
+                line_model = line.model or model
+                if planned.action == "skip":
+                    await settled(planned, line_model, params)
+                    continue
+                item = BatchItem(params=params, model=line.model)
+                one: Estimate | None = None
+                if planned.action == "reattach":
+                    assert planned.entry is not None
+                    item.generation_id = planned.entry.get("generation_id")
+                else:
+                    ids = recovered.get(request_key(line_model, params)) if recovered else None
+                    if ids:
+                        item.generation_id = ids.pop(0)
+                        adopted += 1
+                        manifest.append(
+                            line,
+                            generation_id=item.generation_id,
+                            status="queued",
+                            model=line_model,
+                            params=params,
+                        )
+                    else:
+                        one = await pricer.price(line_model, params, parameter_set(params))
+                        fits = cursor is None or cursor.take(one, line=line.number)
+                        if over_budget or not fits:
+                            not_generated(line, line_model, params)
+                            continue
+                item.tag = _Work(line, line_model, one)
+                await send.send(item)
 
-    async def on_finished(item: BatchItem) -> None:
-        index, line = item.tag
+    async def finished(item: BatchItem) -> None:
+        nonlocal over_budget
+        work: _Work = item.tag
+        line = work.line
         if isinstance(item.error, BudgetExceededError):
             # Not sent: no manifest line, so a later run sends it.
-            _plain_progress(console, view, item, "unsent: the budget (--max-spend) is reached")
+            over_budget = True
+            not_generated(line, work.model, item.params)
             return
         path = await _save(client, item, out)
         stopped = _stopping(item, out)
         if stopped is not None:  # no line: the manifest (or the ledger) keeps it as enqueued
             raise stopped
+        if item.generation_id is not None:
+            one = work.estimate
+            if one is None:  # reattached: priced now
+                one = await pricer.price(work.model, item.params, parameter_set(item.params))
+            costs.add(item.generation_id, work.model, one)
+        common = {"generation_id": item.generation_id, "model": work.model, "params": item.params}
         if path is not None:
-            outcome.files[index] = path
+            outcome.saved += 1
+            cost = work.estimate.amount if work.estimate is not None else None
             manifest.append(
-                line, generation_id=item.generation_id, status="succeeded", file=str(path)
+                line,
+                **common,
+                status="succeeded",
+                file=str(path),
+                cost=None if cost is None else money(cost),
             )
-            _plain_progress(console, view, item, f"saved {path}")
+            tally.add("succeeded", number=line.number, prompt=line.prompt, detail=None)
+            _plain_progress(console, view, line.prompt, f"saved {path}", succeeded=True)
             return
         ambiguous = isinstance(item.error, AmbiguousEnqueueError)
         status = "ambiguous" if ambiguous else failure_status(item)
-        manifest.append(
-            line, generation_id=item.generation_id, status=status, error=failure_message(item.error)
-        )
-        _plain_progress(console, view, item, f"{status}: {failure_message(item.error)}")
+        message = failure_message(item.error)
+        manifest.append(line, **common, status=status, error=message)
+        tally.add(status, number=line.number, prompt=line.prompt, detail=message)
+        _plain_progress(console, view, line.prompt, f"{status}: {message}", succeeded=False)
 
-    view = BatchView(title, items)
+    async def one(item: BatchItem) -> None:
+        work: _Work = item.tag
+        if item.generation_id is None and over_budget:  # the client refused one before it
+            not_generated(work.line, work.model, item.params)
+            return
+        view.running.add(item)
+        try:
+            if item.generation_id is not None:
+                item.generation = client.generation(item.generation_id)
+            else:
+                item.generation = await client.enqueue(work.model, **item.params)
+                item.generation_id = item.generation.id
+                manifest.append(
+                    work.line,
+                    generation_id=item.generation_id,
+                    status="queued",
+                    model=work.model,
+                    params=item.params,
+                )
+            item.record = await item.generation
+        except OxenError as exc:
+            item.error = exc
+        item.finished = True
+        await finished(item)
+        view.running.discard(item)
+
+    async def worker() -> None:
+        async for item in receive:
+            await one(item)
+
     if not console.is_terminal:
         console.print(title)
-    with _live(view, console, transient=False), interrupts.scope() as work:
-        async with anyio.create_task_group() as task_group:
-            task_group.start_soon(_refresh_active, client, view)
-            await run_batch(
-                client,
-                model,
-                to_run,
-                concurrency=concurrency,
-                on_enqueued=on_enqueued,
-                on_finished=on_finished,
+    try:
+        with _live(view, console, transient=False), interrupts.scope() as work:
+            async with anyio.create_task_group() as task_group:
+                if console.is_terminal:  # the queued/processing split is the display's only
+                    task_group.start_soon(_refresh_active, client, view)
+                task_group.start_soon(_commit_every, manifest)
+                with receive:  # closed once every worker is done with it
+                    async with anyio.create_task_group() as workers:
+                        for _ in range(concurrency):
+                            workers.start_soon(worker)
+                        await produce()
+                task_group.cancel_scope.cancel()
+        if work.cancelled_caught:
+            running = sum(1 for item in view.running if item.generation is not None)
+            raise Interrupted(
+                f"interrupted: {plural(running, 'generation')} left running upstream. It "
+                "resumes where it stopped: run it again with the same --out."
             )
-            task_group.cancel_scope.cancel()
-    if work.cancelled_caught:
-        running = sum(1 for i in items if i.generation is not None and not i.finished)
-        raise Interrupted(
-            f"interrupted: {plural(running, 'generation')} left running upstream. It resumes "
-            "where it stopped: run it again with the same --out."
-        )
+        manifest.compact(dataset.entry)
+        dataset.commit()
+    finally:
+        dataset.discard()
+    outcome.total = outcome.saved + sum(
+        count for status, count in tally.statuses.items() if status != "succeeded"
+    )
     console.print()
-    console.print(summary_table(items, outcome.files, width=console.width))
-    outcome.unsent = sum(1 for item in items if unsent(item))
-    await _print_costs(client, model, items, console)
+    tally.print(console, total=outcome.total)
+    if adopted:
+        console.print(
+            f"{plural(adopted, 'request')} an interrupted run had sent were found in the "
+            "ledger and reattached"
+        )
+    console.print(
+        f"dataset: {out / METADATA} ({plural(dataset.rows, 'row')}); "
+        f"not generated: {out / LEFT_OUT} ({plural(dataset.left_out, 'line')})"
+    )
+    await _print_costs(client, costs, console)
     return outcome
 
 
-async def _within_budget(
-    client: AsyncClient, model: str, to_run: list[BatchItem], max_spend: Decimal
-) -> list[BatchItem]:
-    """The requests to run under the budget: reattached ones all, and new ones in file
-    order until the first that does not fit (as ``--dry-run`` says)."""
-    fresh = [item for item in to_run if item.generation_id is None]
-    estimates = [await estimate(client, item.model or model, item.params) for item in fresh]
-    sent = dict(zip(map(id, fresh), plan_budget(estimates, max_spend).sent, strict=True))
-    return [item for item in to_run if sent.get(id(item), True)]
-
-
-async def _print_costs(
-    client: AsyncClient, model: str, items: list[BatchItem], console: Console
-) -> None:
+async def _print_costs(client: AsyncClient, costs: _Costs, console: Console) -> None:
     """The run's estimated cost (its models' published prices) and what its rows say it was
-    charged."""
-    made = [item for item in items if item.generation_id is not None]
-    if not made:
+    charged (looked up for the first 20,000 generations)."""
+    if not costs.made:
         return
-    estimates = [await estimate(client, item.model or model, item.params) for item in made]
-    estimated, unknown = totals(estimates)
-    ids = {str(item.generation_id) for item in made}
-    charged = await charged_costs(client, ids, {item.model or model for item in made})
-    known = [cost for cost in charged.values() if cost is not None]
     line = (
-        f"cost of {plural(len(made), 'generation')}: estimated {money(estimated)}"
-        f"{f' (+{unknown} unknown)' if unknown else ''}, charged "
-        f"{money(total(known))}"
+        f"cost of {plural(costs.made, 'generation')}: estimated {money(total(costs.amounts))}"
+        f"{f' (+{costs.unknown} unknown)' if costs.unknown else ''}, charged "
     )
-    pending = len(ids) - len(known)
+    charged = await charged_costs(client, costs.ids, costs.models)
+    known = [cost for cost in charged.values() if cost is not None]
+    line += money(total(known))
+    pending = len(costs.ids) - len(known)
     if pending:
         line += f" ({pending} not charged yet or not found)"
+    if costs.made > len(costs.ids):
+        line += f" (of the first {len(costs.ids):,} only)"
     console.print(line)
 
 
@@ -350,9 +446,8 @@ async def run_generate(
         Interrupted: Ctrl-C; the generations not finished were cancelled upstream, since
             nobody will collect them.
     """
-    items: list[BatchItem] = []
-    outcome = BatchOutcome(items)
-    view = BatchView(f"{model} · {plural(count, 'generation')}", items)
+    outcome = BatchOutcome(count)
+    view = BatchView(f"{model} · {plural(count, 'generation')}", count)
     with interrupts.scope() as work:
         # A Ctrl-C while the request is in flight waits for its answer: the jobs it made are
         # then known, and cancelled with the others (a second Ctrl-C stops waiting).
@@ -361,21 +456,25 @@ async def run_generate(
                 generations: list[Generation] = [await client.enqueue(model, **params)]
             else:
                 generations = await client.enqueue_many(model, count, **params)
-        items += [BatchItem(params=params, generation=g, generation_id=g.id) for g in generations]
-        by_id = {item.generation_id: (index, item) for index, item in enumerate(items)}
+        items = [BatchItem(params=params, generation=g, generation_id=g.id) for g in generations]
+        by_id = {item.generation_id: item for item in items}
+        view.running.update(items)
         with _live(view, console, transient=True):
             async with anyio.create_task_group() as task_group:
                 task_group.start_soon(_refresh_active, client, view)
                 async for generation in as_completed(generations):
-                    index, item = by_id[generation.id]
+                    item = by_id[generation.id]
                     try:
                         item.record = generation.result()
                     except OxenError as exc:
                         item.error = exc
                     path = await _save(client, item, out)
                     item.finished = True
+                    view.running.discard(item)
+                    view.finish(succeeded=path is not None)
                     if path is not None:
-                        outcome.files[index] = path
+                        outcome.saved += 1
+                        outcome.files.append(path)
                     _report(console, item, path)
                 task_group.cancel_scope.cancel()
     if work.cancelled_caught:
@@ -448,9 +547,13 @@ def _live(view: BatchView, console: Console, *, transient: bool) -> AbstractCont
     return nullcontext()
 
 
-def _plain_progress(console: Console, view: BatchView, item: BatchItem, detail: str) -> None:
-    if console.is_terminal:
-        return
-    finished = sum(1 for i in view.items if i.finished)
-    prompt = str(item.params.get("prompt", ""))
-    console.print(f"[{finished}/{len(view.items)}] {prompt[:40]!r} {detail}", soft_wrap=True)
+def _plain_progress(
+    console: Console, view: BatchView, prompt: str, detail: str, *, succeeded: bool
+) -> None:
+    """Count a finished request; when the output is not a terminal, print its line, whose
+    number is one more than the last one's (counted and printed in one step: no await
+    between them, so concurrent requests cannot print the same number)."""
+    number = view.finish(succeeded=succeeded)
+    if not console.is_terminal:
+        line = f"[{number}/{view.total}] {prompt[:40]!r} {detail}"
+        console.print(line, soft_wrap=True)

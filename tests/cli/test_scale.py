@@ -1,0 +1,649 @@
+"""``oxen-queue batch`` at dataset scale (issue 17): prompts read as a stream in every format
+(text, JSON Lines, CSV, standard input), the compact index, the dry run's summary, the
+manifest's group commit and compaction, and the output loaded as a Hugging Face dataset."""
+
+from __future__ import annotations
+
+import codecs
+import io
+import json
+import os
+import signal
+import subprocess
+import time
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from oxen_queue._cli._files import WriteFailedError
+from oxen_queue._cli._index import RequestIndex, key_number
+from oxen_queue._cli._manifest import Manifest
+from oxen_queue._cli._prompts import (
+    FORMATS,
+    PromptLine,
+    PromptsFileError,
+    PromptsFormat,
+    PromptsReader,
+    _decoded_lines,
+    decode_prompts,
+)
+from oxen_queue.testing import Emulator, EmulatorConfig, _media
+
+from .support import (
+    CLI,
+    SECRET_KEY,
+    finish,
+    latest_by_line,
+    manifest_entries,
+    posix_only,
+    run,
+    spawn,
+    write_prompts,
+)
+
+KLING: Final = "kling-video-v2-6-pro-text-to-video"
+
+
+def dry_json(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def requests_of(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(row["model"], row["params"]) for row in rows]
+
+
+# --- formats -------------------------------------------------------------------------------
+
+
+def test_text_jsonl_csv_and_stdin_give_the_same_requests(
+    oxen_emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same three requests as a text file, JSON Lines, CSV (a ``prompt`` column, a
+    ``model`` column, parameter columns: empty cells left out, numbers and booleans typed)
+    and on standard input: the dry run prices the same requests, in the same order."""
+    text = write_prompts(
+        tmp_path,
+        "an ox",
+        '{"prompt": "a square ox", "resolution": "1024x1024"}',
+        f'{{"prompt": "a river, \\"calm\\"", "model": "{KLING}", "duration": 10, '
+        '"generate_audio": true}',
+    )
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text(
+        '{"prompt": "an ox"}\n\n{"prompt": "a square ox", "resolution": "1024x1024"}\n'
+        f'{{"prompt": "a river, \\"calm\\"", "model": "{KLING}", "duration": 10, '
+        '"generate_audio": true}\n',
+        encoding="utf-8",
+    )
+    table = tmp_path / "prompts.csv"
+    table.write_text(
+        "prompt,model,resolution,duration,generate_audio\r\n"
+        "an ox,,,,\r\n"
+        "a square ox,,1024x1024,,\r\n"
+        f'"a river, ""calm""",{KLING},,10,true\r\n',
+        encoding="utf-8",
+    )
+    seen = []
+    for path in (text, jsonl, table):
+        status, stdout, stderr = run(["batch", str(path), "--dry-run", "--json"], capsys)
+        assert status == 0, stderr
+        seen.append(requests_of(dry_json(stdout)))
+    piped = subprocess.run(
+        [*CLI, "batch", "-", "--dry-run", "--json"],
+        input=text.read_bytes(),
+        capture_output=True,
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    seen.append(requests_of(dry_json(piped.stdout.decode())))
+    assert seen[0] == [
+        ("gpt-image-2", {"prompt": "an ox"}),
+        ("gpt-image-2", {"prompt": "a square ox", "resolution": "1024x1024"}),
+        (KLING, {"prompt": 'a river, "calm"', "duration": 10, "generate_audio": True}),
+    ]
+    assert seen[1:] == [seen[0]] * 3
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("p.csv", "text,model\nan ox,\n", 'p.csv:1: the header has no "prompt" column'),
+        ("p.csv", "prompt,,x\nan ox,,\n", "p.csv:1: the header has an empty or repeated"),
+        ("p.csv", "prompt,quality\nan ox\nb,low\n", "p.csv:2: 1 cells where the header has 2"),
+        ("p.csv", 'prompt\n"an ox\n', "p.csv:2: not CSV"),
+        ("p.csv", "", "p.csv: empty: a CSV file needs a header row"),
+        ("p.jsonl", '{"prompt": "ox"}\nan ox\n', "p.jsonl:2: not a JSON object"),
+        ("p.jsonl", '{"prompt": "ox"}\n# a comment\n', "p.jsonl:2: not a JSON object"),
+        ("p.csv", "prompt\nan \x00ox\n", "p.csv:2: holds a NUL character"),
+    ],
+)
+def test_a_csv_or_json_lines_file_that_is_not_one_is_refused_naming_the_line(
+    oxen_emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    content: str,
+    message: str,
+) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    status, _, stderr = run(["batch", str(path), "--out", str(tmp_path / "out")], capsys)
+    assert status == 2
+    assert message in stderr
+    assert "\n" not in stderr.strip()
+    assert oxen_emulator.stats()["jobs_created"] == 0
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()
+
+
+def test_the_input_format_option_overrides_the_file_name(tmp_path: Path) -> None:
+    """``--input-format text`` reads a ``.jsonl`` file's plain lines and comments; a CSV cell
+    that is a number stays one, text stays text (even digits with a leading zero)."""
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('# mine\nan ox\n{"prompt": "a square ox"}\n', encoding="utf-8")
+    lines = list(PromptsReader(str(path), prompts_format="text").requests())
+    assert [line.prompt for line in lines] == ["an ox", "a square ox"]
+    table = tmp_path / "cells.txt"
+    table.write_text("prompt,seed,cfg_scale,tag,flag\nox,007,0.5,1024x1024,false\n")
+    (line,) = PromptsReader(str(table), prompts_format="csv").requests()
+    assert line.params == {
+        "prompt": "ox",
+        "seed": "007",
+        "cfg_scale": 0.5,
+        "tag": "1024x1024",
+        "flag": False,
+    }
+    assert line.number == 2
+
+
+@settings(max_examples=200)
+@given(
+    st.text(
+        alphabet=st.sampled_from(["a", "\n", "\r", "{", "é", "\u2028", "#", " ", "\ufeff"]),
+        max_size=40,
+    ),
+    st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-32"]),
+    st.lists(st.integers(1, 7), min_size=1, max_size=20),
+)
+def test_a_file_read_in_blocks_of_any_size_reads_as_a_whole(
+    text: str, encoding: str, cuts: list[int]
+) -> None:
+    """The stream decoder gets the file in blocks that may split a character, a byte order
+    mark or a line anywhere: it reads the same lines as the whole file in one block."""
+    data = text.encode(encoding)
+    blocks = []
+    at = 0
+    for cut in cuts * (len(data) // max(sum(cuts), 1) + 1):
+        if at >= len(data):
+            break
+        blocks.append(data[at : at + cut])
+        at += cut
+    blocks.append(data[at:])
+    assert list(_decoded_lines(iter(blocks), "p")) == list(_decoded_lines(iter([data]), "p"))
+
+
+def test_a_utf16_file_in_big_endian_names_the_line_of_its_bad_bytes() -> None:
+    data = codecs.BOM_UTF16_BE + "an ox\nok\n".encode("utf-16-be") + b"\xd8\x00\x00a"
+    with pytest.raises(PromptsFileError) as caught:
+        decode_prompts(data, name="p")
+    assert str(caught.value).startswith("p:3: not UTF-16 text")
+
+
+# --- the index -----------------------------------------------------------------------------
+
+
+def test_the_index_counts_identical_requests_and_keeps_the_manifests_word() -> None:
+    index = RequestIndex()
+    line = PromptLine(1, {"prompt": "an ox"})
+    index.record(key_number(line.key), "succeeded", 120)
+    index.record(key_number("hand-made key"), "queued", 0)
+    assert [index.occurrence(line.digest) for _ in range(3)] == [0, 1, 2]
+    assert index.state(line.digest) == ("succeeded", 120)
+    assert index.state(line.digest | 1 << 64) == (None, -1)
+    index.record(line.digest | 2 << 64, "flux-capacitating", 7)
+    assert index.state(line.digest | 2 << 64) == ("other", 7)
+    index.new_pass()
+    assert index.occurrence(line.digest) == 0  # counted afresh
+    assert index.offsets() == [0, 7, 120]
+    assert key_number(f"{line.digest:016x}#5") == line.digest | 5 << 64
+
+
+def test_the_index_holds_about_100_bytes_a_request() -> None:
+    """What the index allocates for 200,000 distinct requests read from a prompts file
+    (tracemalloc: Python's own count, the same on every machine)."""
+    digests = [PromptLine(1, {"prompt": f"ox {n}"}).digest for n in range(2000)]
+    digests = [(d * 2654435761 + n) % 2**64 for n in range(100) for d in digests]
+    index = RequestIndex()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for digest in digests:
+            index.occurrence(digest)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(index) == len(set(digests))
+    assert held / len(index) < 130  # the dict's slot and the 64-bit int key
+
+
+# --- the manifest: group commit, compaction ------------------------------------------------
+
+
+def test_appends_are_written_at_once_and_synced_once_per_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event is in the file (the OS's) as soon as it is appended; ``sync`` makes every
+    event since the last one durable with one fsync, and costs nothing when none is new."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "manifest.jsonl"
+    manifest = Manifest(path)
+    for number in range(1, 101):
+        manifest.append(PromptLine(number, {"prompt": f"ox {number}"}), status="queued")
+    assert len(path.read_bytes().splitlines()) == 100
+    assert synced == []
+    manifest.sync()
+    manifest.sync()
+    manifest.append(PromptLine(1, {"prompt": "ox 1"}), status="failed", error="no")
+    manifest.close()
+    assert len(synced) == 2
+
+
+def test_compaction_keeps_each_requests_latest_entry_and_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.jsonl"
+    manifest = Manifest(path)
+    lines = [PromptLine(n, {"prompt": f"ox {n}"}) for n in range(1, 4)]
+    for line in lines:
+        manifest.append(line, generation_id=f"g-{line.number}", status="queued")
+    manifest.append(lines[0], generation_id="g-1", status="succeeded", file="x.png")
+    manifest.close()
+    with path.open("ab") as file:
+        file.write(b"not json\n")
+    manifest = Manifest(path)
+    assert manifest.warnings == [f"{path}:5: skipped: not JSON (Expecting value)"]
+    visited: list[str] = []
+    manifest.compact(lambda entry: visited.append(entry["status"]))
+    manifest.append(lines[1], generation_id="g-2", status="succeeded", file="y.png")
+    manifest.close()
+    entries = [json.loads(raw) for raw in path.read_bytes().splitlines()]
+    assert [(e["line"], e["status"]) for e in entries] == [
+        (2, "queued"),
+        (3, "queued"),
+        (1, "succeeded"),
+        (2, "succeeded"),
+    ]
+    assert visited == ["queued", "queued", "succeeded"]
+    assert not list(tmp_path.glob(".*compacting"))
+    assert {entry["line"] for entry in Manifest(path).latest.values()} == {1, 2, 3}
+
+
+def test_a_compaction_that_cannot_write_leaves_the_manifest_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "manifest.jsonl"
+    manifest = Manifest(path)
+    line = PromptLine(1, {"prompt": "an ox"})
+    manifest.append(line, generation_id="g-1", status="queued")
+    manifest.append(line, generation_id="g-1", status="succeeded", file="x.png")
+    before = path.read_bytes()
+
+    def full(*_: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(WriteFailedError, match=r"cannot compact .*No space left on device"):
+        manifest.compact()
+    assert path.read_bytes() == before
+    assert not list(tmp_path.glob(".*compacting"))
+
+
+# --- runs: the counter, the dataset --------------------------------------------------------
+
+
+def test_piped_progress_numbers_each_finished_request_once_in_order(
+    oxen_emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Many requests finishing at once, piped: one line each, numbered 1, 2, 3... (never a
+    number twice, none skipped), out of the requests this run handles."""
+    prompts = write_prompts(tmp_path, *(f"ox {n}" for n in range(30)))
+    out = tmp_path / "out"
+    argv = ["batch", str(prompts), "--out", str(out), "--concurrency", "12"]
+    status, stdout, stderr = run(argv, capsys)
+    assert status == 0, stderr
+    numbers = [line.split("]")[0] for line in stdout.splitlines() if line.startswith("[")]
+    assert numbers == [f"[{n}/30" for n in range(1, 31)]
+
+
+def test_a_batchs_output_loads_with_datasets_as_an_imagefolder(
+    oxen_emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``datasets.load_dataset("imagefolder", data_dir=OUT)`` (offline) loads one row per
+    saved image, with its prompt, model, parameters, id, status and cost; a line that failed
+    and a line the budget left unsent are not rows, but are listed in not_generated.jsonl."""
+    prompts = write_prompts(
+        tmp_path,
+        "an ox at dawn",
+        '{"prompt": "a square ox", "resolution": "1024x1024", "quality": "low"}',
+        '{"prompt": "an impossible ox", "resolution": "999x999"}',
+        "an ox at dusk",
+        "one ox too many",
+    )
+    out = tmp_path / "out"
+    argv = ["batch", str(prompts), "--out", str(out), "--concurrency", "1", "--max-spend", "0.6"]
+    status, stdout, stderr = run(argv, capsys)
+    assert status == 1, stdout + stderr
+    assert "dataset: " in stdout and "(3 rows)" in stdout and "(2 lines)" in stdout
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    import datasets
+
+    loaded = datasets.load_dataset(
+        "imagefolder", data_dir=str(out), split="train", cache_dir=str(tmp_path / "cache")
+    )
+    rows = sorted(loaded, key=lambda row: row["line"])
+    assert [row["prompt"] for row in rows] == ["an ox at dawn", "a square ox", "an ox at dusk"]
+    assert {row["model"] for row in rows} == {"gpt-image-2"}
+    assert [row["status"] for row in rows] == ["succeeded"] * 3
+    assert [row["cost"] for row in rows] == [0.28, 0.02, 0.28]
+    assert rows[1]["resolution"] == "1024x1024" and rows[1]["quality"] == "low"
+    assert rows[0]["resolution"] is None  # the model's default: not a parameter of the line
+    for row in rows:
+        assert isinstance(row["image"], Image.Image)
+        assert row["generation_id"] in oxen_emulator.state.jobs
+    assert rows[1]["image"].size == (1024, 1024)
+    left = [json.loads(raw) for raw in (out / "not_generated.jsonl").read_text().splitlines()]
+    assert [(row["line"], row["status"]) for row in left] == [(5, "unsent"), (3, "error")] or [
+        (row["line"], row["status"]) for row in left
+    ] == [(3, "error"), (5, "unsent")]
+    assert {row["prompt"] for row in left} == {"an impossible ox", "one ox too many"}
+
+
+def test_a_rerun_rewrites_the_dataset_with_what_it_added(
+    oxen_emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A budget-stopped run, then a run that sends the rest: the dataset has every line, the
+    not-generated list is empty, and the manifest holds one entry per line."""
+    prompts = write_prompts(tmp_path, "ox one", "ox two", "ox three")
+    out = tmp_path / "out"
+    argv = ["batch", str(prompts), "--out", str(out), "--concurrency", "1"]
+    assert run([*argv, "--max-spend", "0.3"], capsys)[0] == 1
+    assert len((out / "metadata.jsonl").read_text().splitlines()) == 1
+    assert len((out / "not_generated.jsonl").read_text().splitlines()) == 2
+    assert run(argv, capsys)[0] == 0
+    rows = [json.loads(raw) for raw in (out / "metadata.jsonl").read_text().splitlines()]
+    assert sorted(row["prompt"] for row in rows) == ["ox one", "ox three", "ox two"]
+    assert (out / "not_generated.jsonl").read_text() == ""
+    assert len(manifest_entries(out)) == 3
+    assert {entry["status"] for entry in latest_by_line(out).values()} == {"succeeded"}
+
+
+def test_a_batch_from_standard_input_runs_and_resumes(
+    oxen_emulator: Emulator, tmp_path: Path
+) -> None:
+    """``batch -`` reads the prompts from standard input (twice: it keeps a copy beside the
+    results for its second pass, and leaves none behind); run again with the same input and
+    --out, it settles everything from the manifest and sends nothing."""
+    out = tmp_path / "out"
+    data = b'ox one\n{"prompt": "ox two", "quality": "low"}\nox one\n'
+    for _ in range(2):
+        done = subprocess.run(
+            [*CLI, "batch", "-", "--out", str(out)], input=data, capture_output=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert b"3 of 3 saved" in done.stdout
+    assert oxen_emulator.stats()["jobs_by_prompt"] == {"ox one": 2, "ox two": 1}
+    assert not [path for path in out.iterdir() if path.name.startswith(".stdin")]
+    assert b"Resuming: 3 already settled" in done.stdout
+
+
+def test_an_empty_standard_input_is_refused(oxen_emulator: Emulator, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*CLI, "batch", "-", "--out", str(tmp_path / "out")],
+        input=b"# nothing\n",
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.decode().strip() == "error: <stdin> holds no prompts"
+
+
+def test_a_dry_run_of_many_parameter_sets_lists_the_largest_and_sums_the_rest(
+    oxen_emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sizes = ("1024x768", "1024x1024", "1024x1536", "1920x1080", "2560x1440", "3840x2160")
+    qualities = ("low", "medium", "high", "auto")
+    lines = [
+        json.dumps({"prompt": f"ox {n}", "resolution": size, "quality": quality})
+        for n, (size, quality) in enumerate(
+            (size, quality) for size in sizes for quality in qualities
+        )
+    ]
+    prompts = write_prompts(tmp_path, *lines, *lines[:3])
+    status, stdout, stderr = run(["batch", str(prompts), "--dry-run"], capsys)
+    assert status in (0, 1), stderr
+    rows = [row for row in stdout.splitlines() if "│" in row]
+    assert len(rows) == 20 + 1  # twenty sets, the others in one row
+    assert "... 4 more sets" in rows[-1]
+    assert rows[-1].split("│")[2].strip() == "4"
+    assert rows[0].split("│")[2].strip() == "2"  # the sets seen twice come first
+
+
+def test_the_lines_stream_with_their_bytes_copied_for_a_second_pass() -> None:
+    copy = io.BytesIO()
+    reader = PromptsReader("-", prompts_format="text", stream=io.BytesIO(b"ox\n\nox two\n"))
+    assert [line.prompt for line in reader.requests(tee=copy)] == ["ox", "ox two"]
+    assert copy.getvalue() == b"ox\n\nox two\n"
+
+
+# --- a large batch killed mid-run ------------------------------------------------------------
+
+_TINY_PNG: Final = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
+    b"\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xcf\xc0\x00\x00\x03\x01\x01\x00\xc9\xfe\x92\xef"
+    b"\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+
+
+@posix_only
+@pytest.mark.timeout(600)
+def test_a_10000_line_batch_killed_mid_run_resumes_with_exactly_one_job_per_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL a 10,000-line batch (plain and JSON lines, some identical) once about a
+    fifth of it is recorded, with requests in flight: the rerun reattaches what the manifest
+    or the ledger knows, sends the rest, and ends with exactly one job per line, every line
+    saved once in the compacted manifest and in the dataset."""
+    # The results are 1x1 images: what is tested is the bookkeeping, not rendering 10,000.
+    monkeypatch.setattr(_media, "render_artifact", lambda *_, **__: _TINY_PNG)
+    lines = [
+        json.dumps({"prompt": f"ox {n}", "quality": "low"}) if n % 3 else f"ox {n}"
+        for n in range(9_900)
+    ]
+    lines += [f"ox {n}" for n in range(0, 300, 3)]  # 100 lines identical to earlier ones
+    prompts = write_prompts(tmp_path, *lines)
+    out = tmp_path / "out"
+    config = EmulatorConfig(seed=11, time_scale=0.001, unrelated_event_rate=0)
+    with Emulator(config=config) as hub:
+        monkeypatch.setenv("OXEN_BASE_URL", hub.base_url)
+        monkeypatch.setenv("OXEN_API_KEY", SECRET_KEY)
+        monkeypatch.delenv("OXEN_LEDGER", raising=False)
+        argv = ("batch", str(prompts), "--out", str(out), "--concurrency", "64")
+        # Its output unread (a pipe nobody reads would block it once full).
+        process = subprocess.Popen([*CLI, *argv], stdout=subprocess.DEVNULL)
+        manifest = out / "manifest.jsonl"
+        try:
+            deadline = time.monotonic() + 300
+            while not (manifest.exists() and manifest.read_bytes().count(b"\n") >= 2_000):
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "the batch never got a fifth of the way"
+                time.sleep(0.2)
+        finally:
+            os.kill(process.pid, signal.SIGKILL)
+            process.communicate(timeout=10)
+        made = hub.stats()["jobs_created"]
+        assert 1_000 <= made < len(lines)
+
+        status, stdout, stderr = finish(spawn(*argv), timeout=500)
+        assert status == 0, stderr[-2000:]
+        stats = hub.stats()
+    assert stats["jobs_created"] == len(lines)
+    expected = Counter(
+        json.loads(line)["prompt"] if line.startswith("{") else line for line in lines
+    )
+    assert stats["jobs_by_prompt"] == expected
+    entries = manifest_entries(out)
+    assert len(entries) == len(lines)
+    assert {entry["status"] for entry in entries} == {"succeeded"}
+    assert len({entry["generation_id"] for entry in entries}) == len(lines)
+    assert len((out / "metadata.jsonl").read_text().splitlines()) == len(lines)
+    assert f"{len(lines)} of {len(lines)} saved" in stdout
+
+
+# --- pricing each kind of request once ------------------------------------------------------
+
+_KINDS: Final[list[tuple[str, dict[str, Any]]]] = [
+    ("gpt-image-2", {"prompt": "an ox"}),
+    ("gpt-image-2", {"prompt": "an ox, again"}),
+    ("gpt-image-2", {"prompt": "   "}),  # blank: refused, whatever its length
+    ("gpt-image-2", {"prompt": ""}),
+    ("gpt-image-2", {"prompt": "ox", "resolution": "1024x1024", "quality": "low"}),
+    ("gpt-image-2", {"prompt": "xo", "resolution": "1024x1024", "quality": "low"}),
+    ("gpt-image-2", {"prompt": "ox", "resolution": "999x999"}),
+    ("gpt-image-2", {"prompt": "ox", "qualty": "low"}),
+    (KLING, {"prompt": "a river", "duration": 10, "generate_audio": True}),
+    (KLING, {"prompt": "a river", "duration": 7}),
+    ("no-such-model", {"prompt": "an ox"}),
+]
+
+
+@pytest.mark.anyio
+async def test_pricing_each_kind_once_answers_as_pricing_each_request(
+    oxen_emulator: Emulator,
+) -> None:
+    """The dry run's :class:`Pricer` (one estimate per model, other parameters, prompt length
+    and blankness) gives every request the answer ``estimate_cost`` gives it alone: the same
+    amount, or the same refusal."""
+    from oxen_queue import AsyncClient
+    from oxen_queue._cli._cost import Pricer, estimate, parameter_set
+
+    async with AsyncClient(completion="poll") as client:
+        pricer = Pricer(client)
+        for _ in range(2):  # the second time, from what it remembers
+            for model, params in _KINDS:
+                alone = await estimate(client, model, params)
+                assert await pricer.price(model, params, parameter_set(params)) == alone
+
+
+# --- any bytes, in every format -------------------------------------------------------------
+
+_PIECES: Final = st.one_of(
+    st.sampled_from(
+        [
+            "\n",
+            "\r\n",
+            "\r",
+            ",",
+            '"',
+            '""',
+            "prompt",
+            "model",
+            "quality",
+            "#",
+            "{",
+            "}",
+            " ",
+            "\x00",
+            "\ufeff",
+            "\u2028",
+            '{"prompt": "ox"}',
+            '{"prompt": 3}',
+            "10",
+            "true",
+            "1e999",
+            "-",
+            "9" * 5000,
+        ]
+    ),
+    st.text(max_size=5),
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(_PIECES, max_size=14).map("".join),
+    st.sampled_from(FORMATS),
+    st.booleans(),
+)
+def test_any_prompts_file_in_any_format_is_read_or_refused_naming_a_line(
+    text: str, prompts_format: PromptsFormat, garble: bool
+) -> None:
+    """Whatever the bytes, a reader of any format yields requests (each with a string
+    prompt, numbered within the file) or raises ``PromptsFileError`` naming the file, and a
+    line of it when one is to blame; never another error."""
+    data = text.encode("utf-8", errors="surrogatepass")
+    if garble:
+        data = data[: len(data) // 2] + b"\xff" + data[len(data) // 2 :]
+    reader = PromptsReader("p", prompts_format=prompts_format, stream=io.BytesIO(data))
+    lines = data.count(b"\n") + 1
+    try:
+        found = list(reader.requests())
+    except PromptsFileError as exc:
+        message = str(exc)
+        assert message.startswith("p:")
+        head = message.split(":")[1]
+        assert head.startswith(" ") or 1 <= int(head) <= lines
+        assert "\n" not in message
+        return
+    for line in found:
+        assert isinstance(line.prompt, str)
+        assert isinstance(line.params["prompt"], str)
+        assert 1 <= line.number <= lines
+        assert "\x00" not in json.dumps(line.params, ensure_ascii=False)
+
+
+def test_a_manifest_that_cannot_be_synced_stops_the_run_in_one_line(
+    oxen_emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A disk that refuses the group commit (EIO on fsync): exit 1, one line naming the
+    manifest and saying how to resume; no dataset is written from a manifest not on disk."""
+    prompts, out = write_prompts(tmp_path, "ox one", "ox two"), tmp_path / "out"
+
+    def failing(fd: int) -> None:
+        raise OSError(5, os.strerror(5))
+
+    monkeypatch.setattr(os, "fsync", failing)
+    status, _, stderr = run(["batch", str(prompts), "--out", str(out)], capsys)
+    assert status == 1
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot write {out / 'manifest.jsonl'}: Input/output error")
+    assert line.endswith("run the same command again with the same --out to resume")
+    assert not (out / "metadata.jsonl").exists()
+    assert not list(out.glob(".*.writing"))
+
+
+def test_json_without_dry_run_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = write_prompts(tmp_path, "ox")
+    status, _, stderr = run(["batch", str(prompts), "--json"], capsys)
+    assert status == 2
+    assert "--json applies only to --dry-run" in stderr
