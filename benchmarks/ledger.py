@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the cluster help
 
 from tests.ledger.pgcluster import start_cluster
 
-from oxen_queue._ledger import SqlLedger, open_ledger
+from oxen_queue._ledger import open_ledger
+from oxen_queue._ledger._sqlledger import SqlLedger
 
 PARAMS = {
     "prompt": "A lighthouse on a basalt cliff at dusk, waves breaking, long exposure, 35 mm",

@@ -20,7 +20,8 @@ from oxen_queue import (
     NotFoundError,
     PollPolicy,
 )
-from oxen_queue._ledger import LedgerError, SqlLedger
+from oxen_queue._ledger import LedgerError
+from oxen_queue._ledger._sqlledger import SqlLedger
 
 from .fakes import API, FakeAPI
 from .helpers import fake_client
@@ -213,13 +214,12 @@ async def test_generate_images_uses_the_blocking_endpoint() -> None:
     }
 
 
-async def test_a_client_must_be_opened_and_only_once() -> None:
+async def test_a_client_is_entered_only_once() -> None:
+    """``async with`` opens a client once; used without it, see tests/test_lazy_open.py."""
     client = fake_client(FakeAPI())
-    with pytest.raises(ClientClosedError, match="async with"):
-        await client.enqueue("gpt-image-2", prompt="ox")
     async with client:
         pass
-    with pytest.raises(ClientClosedError):
+    with pytest.raises(ClientClosedError, match="only once"):
         async with client:
             pass
 

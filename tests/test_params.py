@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, get_args
 
 import pytest
 
 from oxen_queue import AsyncClient, GptImage2Params, InvalidParamsError, Resolution
-from oxen_queue._params import check_against_schema, validate_params
+from oxen_queue._params import check_against_schema, refuse_request_options, validate_params
 
 from .fakes import FLUX_MODEL, FakeAPI
 from .helpers import fake_client
@@ -164,3 +165,85 @@ def test_a_missing_key_is_refused_locally(monkeypatch: pytest.MonkeyPatch) -> No
     assert info.value.field == "api_key"
     with pytest.raises(InvalidParamsError):
         AsyncClient(api_key="   ")
+
+
+# -- habits from openai-python (issue 16) ---------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_timeout_given_to_a_call_is_refused_naming_deadline_and_with_options() -> None:
+    """openai's per-call ``timeout=`` is refused before anything is sent, checks on or off,
+    naming the knob for each meaning: ``deadline=`` to wait for the result,
+    ``client.with_options(timeout=)`` for each HTTP request."""
+    api = FakeAPI()
+    expected = "deadline=5; for each HTTP request: client.with_options(timeout=5)"
+    async with fake_client(api) as client:
+        for call in (
+            lambda: client.generate("gpt-image-2", prompt="ox", timeout=5),
+            lambda: client.enqueue("gpt-image-2", prompt="ox", timeout=5),
+            lambda: client.enqueue("gpt-image-2", prompt="ox", timeout=5, validate=False),
+            lambda: client.enqueue_many("gpt-image-2", 2, prompt="ox", timeout=5),
+            lambda: client.enqueue("flux-test", prompt="ox", timeout=5),
+        ):
+            with pytest.raises(InvalidParamsError, match=re.escape(expected)) as info:
+                await call()
+            assert info.value.field == "timeout"
+            assert "extra_params" not in str(info.value)
+        # Nothing is waited for by an estimate: only the HTTP knob is named.
+        with pytest.raises(InvalidParamsError, match="with_options") as info:
+            await client.estimate_cost("gpt-image-2", timeout=5)
+        assert "deadline" not in str(info.value)
+    assert api.requests == []
+
+
+@pytest.mark.anyio
+async def test_a_model_that_takes_a_timeout_gets_it_through_extra_params() -> None:
+    api = FakeAPI()
+    async with fake_client(api) as client:
+        await client.enqueue("gpt-image-2", prompt="ox", extra_params={"timeout": 5})
+    (post,) = [r for r in api.requests if r.method == "POST"]
+    assert json.loads(post.content)["timeout"] == 5
+
+
+@pytest.mark.parametrize(
+    ("key", "fragment"),
+    [
+        ("extra_body", "extra_params={...}"),
+        ("extra_headers", "api_key"),
+        ("extra_query", "no query parameters"),
+    ],
+)
+def test_openai_request_options_are_refused_naming_what_does_that_here(
+    key: str, fragment: str
+) -> None:
+    with pytest.raises(InvalidParamsError, match=re.escape(fragment)) as info:
+        refuse_request_options({"prompt": "ox", key: {}})
+    assert info.value.field == key
+    assert "openai-python" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("n", 2, "client.enqueue_many(model, n, ...), which sends num_generations"),
+        ("size", "1024x1024", "did you mean 'resolution'?"),
+        ("response_format", "b64_json", "client.read(record)"),
+    ],
+)
+def test_openai_image_api_names_get_a_hint_and_keep_field_and_allowed(
+    key: str, value: object, fragment: str
+) -> None:
+    with pytest.raises(InvalidParamsError, match=re.escape(fragment)) as info:
+        validate_params("gpt-image-2", {"prompt": "ox", key: value})
+    assert info.value.field == key
+    assert info.value.allowed is not None
+    assert "resolution" in info.value.allowed
+
+
+def test_an_openai_name_a_model_does_take_is_not_refused() -> None:
+    """The hints apply only to names the model does not know: a model whose schema lists
+    ``n`` (or ``size``) takes it as any other parameter."""
+    schema = {"properties": {"prompt": {"type": "string"}, "n": {"type": "integer"}}}
+    check_against_schema("m", schema, {"prompt": "ox", "n": 2})
+    with pytest.raises(InvalidParamsError, match="did you mean 'prompt'"):
+        check_against_schema("m", schema, {"prompt": "ox", "promt": "x"})

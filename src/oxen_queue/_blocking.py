@@ -79,7 +79,7 @@ class Blocking:
         """A blocking endpoint's call: checked, its estimate held against the budget (kept
         unless the server refused: no row will tell its charge), then sent."""
         core = self._core
-        core.require_open()
+        await core.opened()
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise InvalidParamsError(f"n must be a positive integer, not {n!r}", field="n")
         body = await core.params.check(model, params, self._options.validating(validate))

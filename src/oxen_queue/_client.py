@@ -52,6 +52,21 @@ class AsyncClient:
             generation = await client.enqueue("gpt-image-2", prompt="An ox at sunset")
             record = await generation
 
+    Or, as an httpx or openai client, without one (in a notebook, a REPL): it opens on its
+    first awaited call, and ``aclose()`` ends it::
+
+        client = AsyncClient()
+        record = await client.generate("gpt-image-2", prompt="An ox at sunset")
+        await client.aclose()
+
+    Opened that way, its background work (the watcher, the enqueue workers, the deadlines)
+    runs in a task the event loop owns (an asyncio task; a trio system task) rather than in
+    the block's task group, with the same guarantees: no cancellation of a caller reaches
+    it, and concurrent first calls share one open. A client never closed is closed when its
+    event loop ends (``asyncio.run()``, ``trio.run()`` returning), without warnings; it is
+    then closed for good. The one call that cannot open a client is :meth:`generation`,
+    which is not async: make another call first.
+
     Args:
         api_key: The Oxen API key. Defaults to ``$OXEN_API_KEY``. It is sent only to the API's
             own origin, never shown in ``repr``, logs or errors.
@@ -230,6 +245,9 @@ class AsyncClient:
     async def aclose(self) -> None:
         """Stop watching, close the connections. Jobs on the server carry on.
 
+        Ends the client however it was opened (``async with``, or a first call), or never
+        was; a closed client cannot be opened again.
+
         Enqueues not yet sent are withdrawn; those in flight get a few seconds to land, so
         their jobs are known (their callers get :class:`ClientClosedError` naming them), as do
         the upstream cancellations of abandoned ``generate()`` jobs. Generations still pending
@@ -325,12 +343,15 @@ class AsyncClient:
         Args:
             model: The model id, e.g. ``"gpt-image-2"``.
             deadline: Seconds until waiting on it gives up with ``GenerationTimeoutError``;
-                ``DEFAULT`` takes the poll policy's deadline; ``None`` means no limit.
+                ``DEFAULT`` takes the poll policy's deadline; ``None`` means no limit. (There
+                is no per-call ``timeout=``: it is refused, naming this and, for each HTTP
+                request, ``client.with_options(timeout=...)``.)
             validate: Override the client's ``validate`` for this call.
             extra_params: Keys sent as given, unchecked: for a parameter the model's schema
                 does not list (yet). ``None``: none.
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
-                (``target_namespace``, ``target_repo``, ``target_directory``).
+                (``target_namespace``, ``target_repo``, ``target_directory``). Several
+                generations of one request: :meth:`enqueue_many` (not ``n=``).
 
         Raises:
             InvalidParamsError: Bad parameters, found before anything was sent.
@@ -466,7 +487,7 @@ class AsyncClient:
 
         See :func:`oxen_queue.run_batch`.
         """
-        self._core.require_open()
+        await self._core.opened()
         return await run_batch(
             self,
             model,
@@ -489,6 +510,8 @@ class AsyncClient:
         Raises:
             InvalidParamsError: The id is not a plausible generation id (1 to 128 letters,
                 digits and ``-_.~``, not dots alone), so it could not be asked about.
+            ClientClosedError: The client is closed; an ``AsyncClient`` also when it is not
+                open yet (this call is not async, so it cannot open it: make another first).
         """
         return self._rows.generation(generation_id, deadline=deadline)
 
@@ -858,7 +881,7 @@ class AsyncClient:
             InvalidParamsError: Bad parameters, an unknown model, or ``num_generations``
                 below 1 or above 1,000,000.
         """
-        self._core.require_open()
+        await self._core.opened()
         return await self._core.spend.estimate_request(
             model,
             params,

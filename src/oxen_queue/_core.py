@@ -26,6 +26,7 @@ import httpx
 
 from ._api import QueueEndpoints
 from ._budget import Budget
+from ._detached import spawn_detached
 from ._download import FileFetcher
 from ._enqueue import Enqueuer
 from ._exceptions import APIResponseValidationError, ClientClosedError, InvalidParamsError
@@ -65,7 +66,15 @@ logger = logging.getLogger("oxen_queue")
 CLOSE_GRACE: Final = 5.0
 """Seconds ``aclose()`` gives requests in flight (enqueues, upstream cancels) to land."""
 
-_NOT_OPEN: Final = "the client is not open: use it inside `async with AsyncClient() as client:`"
+_NOT_OPEN: Final = (
+    "the client is not open yet, and this call cannot open it (it is not async): make an "
+    "awaited call first (any one: `await client.get_generation(id)`), or open it with "
+    "`async with AsyncClient() as client:`"
+)
+_CLOSED: Final = (
+    "the client is closed (by aclose(), the end of its `async with` block, or the end of "
+    "the event loop it ran on); make a new one"
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -214,11 +223,16 @@ class ClientCore:
         self.pending: dict[str, Generation] = {}
         self.deadlines = _Deadlines(self.pending)
         self.closed = False
-        self._stack: AsyncExitStack | None = None
+        self._stack: AsyncExitStack | None = None  # the outer group of an `async with`
+        self._opening: anyio.Event | None = None  # set once an open is over (or failed)
+        self._host_handle: object = None  # a detached host's task (asyncio holds it weakly)
         self._task_group: TaskGroup | None = None  # the background work's, in a host task
         self._background = 0  # upstream cancels of abandoned jobs still running
         self._idle: anyio.Event | None = None
-        self._stopped: anyio.Event | None = None  # set when the background work has unwound
+        # Made when opening (an event needs a running event loop): set once the background
+        # work has started, and once it has unwound.
+        self._started: anyio.Event | None = None
+        self._stopped: anyio.Event | None = None
         # This process's memory needs no outcomes: it is this client's own watching.
         self._outcomes = (
             None if isinstance(enqueue_ledger, MemoryLedger) else _OutcomeWriter(enqueue_ledger)
@@ -229,6 +243,12 @@ class ClientCore:
         return "closed" if self.closed else "open" if self._task_group else "not opened"
 
     # -- lifecycle ----------------------------------------------------------------------
+    #
+    # Two ways to open, one background task group. ``async with`` (``open``/``exit``) hosts
+    # it in a task of a task group the block holds: structured, nothing outlives the block.
+    # A client used without it opens on its first awaited call (``opened``), and hosts it
+    # in a task the event loop owns (``_detached``). Either way no cancellation of a caller
+    # reaches it, and ``close()`` ends it.
 
     async def open(self) -> None:
         """Start the background work: call from ``__aenter__``, with :meth:`exit` to match.
@@ -236,34 +256,150 @@ class ClientCore:
         The work runs in a task group of its own, hosted by one task of the outer group the
         caller's ``async with`` holds. So stopping it (``aclose()``, from anywhere) never
         cancels the caller's block, and only the caller's exit leaves the outer group.
+
+        Raises:
+            ClientClosedError: The client was opened (or used) already, or closed.
         """
-        if self.closed or self._stack is not None:
-            raise ClientClosedError("an AsyncClient can be opened only once; make a new one")
+        if self.closed or self._stack is not None or self._opening is not None:
+            raise ClientClosedError(
+                "an AsyncClient can be opened only once, and `async with` must come before "
+                "its first call; make a new one"
+            )
+        self._opening = opening = anyio.Event()
+        try:
+            await self._prepare()
+            stack = AsyncExitStack()
+            outer = await stack.enter_async_context(anyio.create_task_group())
+            await outer.start(self._host)
+            self._stack = stack
+        except BaseException:
+            self._opening = None  # nothing was opened: `async with` may be tried again
+            raise
+        finally:
+            opening.set()
+
+    async def opened(self) -> TaskGroup:
+        """The background task group, the client opened first if it never was.
+
+        Called by every awaited entry point. The first call on a client never entered opens
+        it: the ledger, then the background work in a task of the event loop's own (see
+        :mod:`._detached`). That open is shielded, so a caller cancelled meanwhile cannot
+        leave it half done; callers arriving meanwhile wait for it, and only one happens. An
+        open that fails raises in the caller that made it, and the next call tries again.
+
+        Raises:
+            ClientClosedError: The client is closed.
+            LedgerError: The ledger could not be opened.
+        """
+        while True:
+            task_group = self._task_group
+            if task_group is not None and not self.closed:
+                return task_group
+            if self.closed:
+                raise ClientClosedError(_CLOSED)
+            opening = self._opening
+            if opening is None:
+                await self._open_detached()
+                continue
+            await opening.wait()  # another caller's open, or an `async with`'s
+            if self._task_group is None and self._opening is opening and not self.closed:
+                raise ClientClosedError("the client's background work could not be started")
+
+    async def _open_detached(self) -> None:
+        self._opening = opening = anyio.Event()
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._prepare()
+                self._host_handle = spawn_detached(self._detached, name="oxen-queue client")
+                assert self._started is not None
+                await self._started.wait()
+        except BaseException:
+            self._opening = None  # the next call tries again
+            raise
+        finally:
+            opening.set()
+
+    async def _prepare(self) -> None:
+        """What both ways of opening do first: the transport, the ledger, the events."""
         self.session.open()  # before the ledger: it may refuse, and leave nothing open
         await self.enqueuer.ledger.open()
         self._stopped = anyio.Event()
-        stack = AsyncExitStack()
-        outer = await stack.enter_async_context(anyio.create_task_group())
-        self._task_group = await outer.start(self._host)
-        self._stack = stack
-        self.watcher.start(self._task_group)
-        self.enqueuer.start(self._task_group)
-        self._task_group.start_soon(supervised("deadlines", self.deadlines.run, restart=True))
+        self._started = anyio.Event()
+
+    def _start_work(self, task_group: TaskGroup) -> None:
+        """Start the background work in ``task_group`` (the host's)."""
+        self._task_group = task_group
+        self.watcher.start(task_group)
+        self.enqueuer.start(task_group)
+        task_group.start_soon(supervised("deadlines", self.deadlines.run, restart=True))
         if self._outcomes is not None:
             # Supervised as the other loops are: a ledger of the user's own that raises
             # something unexpected must not take the client's task group down.
-            self._task_group.start_soon(
-                supervised("ledger outcomes", self._outcomes.run, restart=True)
-            )
+            task_group.start_soon(supervised("ledger outcomes", self._outcomes.run, restart=True))
+        assert self._started is not None
+        self._started.set()
 
     async def _host(self, *, task_status: anyio.abc.TaskStatus[TaskGroup]) -> None:
+        """The host of the background work, in the outer group of an ``async with``."""
         try:
             async with anyio.create_task_group() as task_group:
+                self._start_work(task_group)
                 task_status.started(task_group)
                 await anyio.sleep_forever()  # until close() cancels the group
         finally:
             assert self._stopped is not None
             self._stopped.set()
+
+    async def _detached(self) -> None:
+        """The host of the background work of a client used without ``async with``: a task
+        of the event loop's own, ended by ``close()`` or by the end of the event loop.
+
+        Nothing escapes it but the loop's own cancellation: an asyncio task's exception would
+        be reported when it is collected, and a trio system task's would end the run.
+        """
+        try:
+            async with anyio.create_task_group() as task_group:
+                self._start_work(task_group)
+                await anyio.sleep_forever()  # until close() cancels the group
+        except Exception as exc:  # pragma: no cover - every background task is supervised
+            logger.error("oxen_queue: the client's background work failed", exc_info=exc)
+        finally:
+            assert self._started is not None
+            assert self._stopped is not None
+            self._started.set()  # for an open waiting on a host that failed to start
+            self._stopped.set()
+            if not self.closed:
+                # Not close(): the event loop is ending (asyncio.run's or trio.run's main
+                # coroutine returned with the client still open). Let go of the connections
+                # now, while the loop still runs, so that nothing is left to warn about.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_GRACE):
+                    await self._abandon()
+
+    async def _abandon(self) -> None:
+        """Close a client whose event loop is ending: fail what is pending, close the pools
+        and the ledger; whatever fails is logged, nothing raised."""
+        self.closed = True
+        self._fail_pending("the event loop the client ran on ended")
+        for close in (
+            self.session.http.aclose,
+            self.files.aclose,
+            self.enqueuer.ledger.aclose,
+        ):
+            try:
+                await close()
+            except Exception as exc:
+                logger.debug("closing an abandoned client: %s", exc)
+
+    def _fail_pending(self, why: str) -> None:
+        for generation in list(self.pending.values()):
+            fail(
+                generation,
+                ClientClosedError(
+                    f"{why} before generation {generation.id} finished; reattach with "
+                    "client.generation(id)",
+                    generation_ids=[generation.id],
+                ),
+            )
 
     async def exit(self) -> None:
         """Close, then leave the outer task group (from ``__aexit__`` only), even when
@@ -281,6 +417,11 @@ class ClientCore:
         stop the background work and close the connections. Callable from anywhere."""
         if self.closed:
             return
+        if self._opening is not None and not self._opening.is_set():
+            with anyio.CancelScope(shield=True):
+                await self._opening.wait()  # an open under way: closed once it is done
+            await self.close()  # (unless another close came first meanwhile)
+            return
         self.closed = True
         if self._task_group is not None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_GRACE):
@@ -290,15 +431,7 @@ class ClientCore:
                     await self._idle.wait()
                 if self._outcomes is not None:
                     await self._outcomes.drain()
-        for generation in list(self.pending.values()):
-            fail(
-                generation,
-                ClientClosedError(
-                    f"the client closed before generation {generation.id} finished; "
-                    "reattach with client.generation(id)",
-                    generation_ids=[generation.id],
-                ),
-            )
+        self._fail_pending("the client closed")
         with anyio.CancelScope(shield=True):
             if self._task_group is not None and self._stopped is not None:
                 # Every task unwinds (the event stream closes its response) before the pools
@@ -307,12 +440,26 @@ class ClientCore:
                 with anyio.move_on_after(CLOSE_GRACE):
                     await self._stopped.wait()
             await self.session.http.aclose()
-            await self.files.http.aclose()
+            await self.files.aclose()
             await self.enqueuer.ledger.aclose()
 
+    def check_not_closed(self) -> None:
+        """For what is made now and opens the client later (``iter_generations``).
+
+        Raises:
+            ClientClosedError: The client is closed.
+        """
+        if self.closed:
+            raise ClientClosedError(_CLOSED)
+
     def require_open(self) -> TaskGroup:
+        """The background task group, for what cannot wait for an open (not async).
+
+        Raises:
+            ClientClosedError: The client is closed, or not open yet.
+        """
         if self._task_group is None or self.closed:
-            raise ClientClosedError(_NOT_OPEN)
+            raise ClientClosedError(_CLOSED if self.closed else _NOT_OPEN)
         return self._task_group
 
     # -- generations --------------------------------------------------------------------

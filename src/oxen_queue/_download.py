@@ -23,12 +23,12 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import anyio
 import httpx
 
-from ._exceptions import DownloadError
+from ._exceptions import ClientClosedError, DownloadError
 from ._filenames import safe_name
 from ._http import consume
 from ._media import EXTENSIONS, HEAD_BYTES, MediaKind, accept_body, expected_kind, sniff
@@ -220,17 +220,39 @@ class FileFetcher:
         self._max_bytes = max_bytes
         self._max_downloads = max_downloads
         self._limiter: anyio.CapacityLimiter | None = None
-        self.http = httpx.AsyncClient(
-            auth=auth,
-            follow_redirects=True,
-            timeout=httpx.Timeout(stall_timeout, connect=connect_timeout),
-            limits=httpx.Limits(
+        self._verify = verify
+        self._options: dict[str, Any] = {
+            "auth": auth,
+            "follow_redirects": True,
+            "timeout": httpx.Timeout(stall_timeout, connect=connect_timeout),
+            "limits": httpx.Limits(
                 max_connections=max_downloads, max_keepalive_connections=max_downloads
             ),
-            transport=transport,
-            verify=ssl_context(verify),
-            headers=headers,
-        )
+            "transport": transport,
+            "headers": headers,
+        }
+        self._http: httpx.AsyncClient | None = None
+        self._closed = False
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The pool of downloads, made on the first one: most clients never download (a
+        result's URL is often all that is kept), and a client is made for every cold start.
+
+        Raises:
+            ClientClosedError: :meth:`aclose` came first.
+        """
+        if self._http is None:
+            if self._closed:
+                raise ClientClosedError("the client is closed; make a new one")
+            self._http = httpx.AsyncClient(verify=ssl_context(self._verify), **self._options)
+        return self._http
+
+    async def aclose(self) -> None:
+        """Close the pool, if one was made; no download is made afterwards."""
+        self._closed = True
+        if self._http is not None:
+            await self._http.aclose()
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:

@@ -146,7 +146,7 @@ class Jobs:
         created: list[Generation] | None = None,
     ) -> list[Generation]:
         core = self._core
-        core.require_open()
+        await core.opened()
         if not isinstance(model, str) or not model.strip():
             raise InvalidParamsError("model must be a non-empty model id", field="model")
         if "num_generations" in params:

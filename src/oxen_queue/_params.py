@@ -10,6 +10,11 @@ parameters (:class:`GptImage2Params`, :class:`GptImage2EditParams`,
 checked against the JSON Schema the server publishes for it (``GET /api/ai/models/{id}``), with
 :func:`check_against_schema`.
 
+Habits from openai-python are answered here too: its per-call request options (``timeout=``,
+``extra_body=``, ...) are refused whether checks are on or not, naming what does that here
+(``deadline=``, ``client.with_options(timeout=)``, ``extra_params``), and its image API's names
+(``n``, ``size``, ``response_format``) get a hint when the model does not take them.
+
 Each typed model is declared here once, as its ``*Params`` class registered in ``_TYPED``. What
 repeats it is generated from this source by ``.ci/codegen.py``: the ``*Options`` TypedDicts
 (``_options.py``), the ``enqueue``/``generate`` overloads of both clients, and the blocking
@@ -46,6 +51,7 @@ __all__ = [
     "check_against_schema",
     "check_count",
     "merge_extra",
+    "refuse_request_options",
     "typed_defaults",
     "validate_params",
 ]
@@ -229,8 +235,11 @@ class ParamChecker:
                 prompt).
 
         Raises:
-            InvalidParamsError: A bad parameter, or a model the API does not know.
+            InvalidParamsError: A bad parameter, or a model the API does not know; whatever
+                ``validate`` says, one of openai-python's per-call request options
+                (:func:`refuse_request_options`).
         """
+        refuse_request_options(params, waits=not partial)
         if not (self._enabled if validate is None else validate):
             return dict(params)
         schema = None if model in _TYPED else await self._schema(model)
@@ -337,12 +346,78 @@ def _check_typed(
         ) from None
 
 
+# openai-python's per-call request options: habits of its users, never a model's parameter.
+# Each is refused with what does that here, whether checks are on or not (sent, it would
+# reach the model, and a job that fails when it runs is billed). A model that truly takes
+# one of these names gets it through extra_params.
+_REQUEST_OPTIONS: Final = {
+    "timeout": "{name} is not a parameter of a generation. For how long to wait for the "
+    "result: deadline={value!r}; for each HTTP request: client.with_options(timeout={value!r})",
+    "extra_body": "{name} is openai-python's: here, keys sent as given, unchecked, go in "
+    "extra_params={{...}}",
+    "extra_headers": "{name} is openai-python's: this client sends no headers of the call's "
+    "own (the key is the client's api_key)",
+    "extra_query": "{name} is openai-python's: the queue's requests take no query parameters",
+}
+# The same message where nothing is waited for (estimate_cost): only the HTTP knob applies.
+_NO_WAIT_TIMEOUT: Final = (
+    "timeout is not a parameter of a request. For each HTTP request: "
+    "client.with_options(timeout={value!r})"
+)
+
+# Near misses from openai-python's image API, named when the model does not know them.
+_NEAR_MISSES: Final = {
+    "n": "for several generations of one request, use client.enqueue_many(model, n, ...), "
+    "which sends num_generations and returns every generation",
+    "response_format": "results are files at record.result_url: read them with "
+    "client.read(record) or save them with client.download(record)",
+}
+# Renamed parameters: openai's name -> this model's, suggested when the model has it.
+_RENAMED: Final = {"size": "resolution"}
+
+
+def refuse_request_options(params: Mapping[str, Any], *, waits: bool = True) -> None:
+    """Refuse an openai-python request option given as a model parameter (``timeout=``,
+    ``extra_body=``, ``extra_headers=``, ``extra_query=``), naming what does that here:
+    ``deadline=`` and ``client.with_options(timeout=)`` for a timeout, ``extra_params`` for
+    keys sent as given.
+
+    Four lookups per request: this runs on every enqueue, checks on or off.
+
+    Args:
+        params: The parameters of a call.
+        waits: Whether the call waits for a result (so ``deadline=`` is the knob to name).
+
+    Raises:
+        InvalidParamsError: Naming the option as the field.
+    """
+    for name, message in _REQUEST_OPTIONS.items():
+        if name in params:
+            if name == "timeout" and not waits:
+                message = _NO_WAIT_TIMEOUT
+            value = params[name]
+            raise InvalidParamsError(message.format(name=name, value=value), field=name)
+
+
 def _unknown(model: str, name: str, known: Iterable[str]) -> InvalidParamsError:
+    """The error of a parameter the model does not take, with the likeliest hint: openai's
+    name of one of its parameters, an openai habit this client meets otherwise, else the
+    closest known name."""
     known = list(known)
-    close = difflib.get_close_matches(name, known, n=1)
+    listed = ", ".join(known)
+    habit = _NEAR_MISSES.get(name)
+    if habit is not None:
+        # Not a key to send anyway: no word of extra_params.
+        return InvalidParamsError(
+            f"{model} has no parameter {name!r}: {habit}. Its parameters are: {listed}",
+            field=name,
+            allowed=known,
+        )
+    renamed = _RENAMED.get(name)
+    close = [renamed] if renamed in known else difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return InvalidParamsError(
-        f"{model} has no parameter {name!r}{hint}; its parameters are: {', '.join(known)}. "
+        f"{model} has no parameter {name!r}{hint}; its parameters are: {listed}. "
         "To send a key its schema does not list, pass extra_params={...}",
         field=name,
         allowed=known,

@@ -32,19 +32,10 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_before_delay,
-    wait_random_exponential,
-)
-from tenacity.stop import stop_base
 
 from ._exceptions import (
     APIConnectionError,
@@ -54,6 +45,10 @@ from ._exceptions import (
     APITimeoutError,
     RateLimitError,
 )
+
+if TYPE_CHECKING:
+    from tenacity import AsyncRetrying, RetryCallState
+    from tenacity.stop import stop_base
 
 __all__ = [
     "RetryPolicy",
@@ -232,6 +227,46 @@ async def retrying_call(
             return False
         return True
 
+    deadline = math.inf if policy.deadline is None else policy.deadline
+    with anyio.move_on_after(deadline) as scope:
+        # The first attempt goes without tenacity: most calls succeed at once, and neither
+        # tenacity's import nor setting up its iteration (a twentieth of an enqueue's CPU)
+        # is then paid. A failure is handed to it as the first attempt's outcome, so what
+        # follows is decided exactly as before.
+        try:
+            return await call()
+        except Exception as exc:
+            first = exc
+        retrying = _retrying(policy, should_retry, on_retry, what)
+        failed: list[Exception] = [first]
+        async for attempt in retrying:
+            with attempt:
+                if failed:
+                    raise failed.pop()
+                return await call()
+    if scope.cancelled_caught:
+        logger.debug("%s: gave up after its %.1f s deadline", what, deadline)
+        raise APITimeoutError(f"{what}: no answer within the {deadline:g} s retry deadline")
+    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+
+def _retrying(
+    policy: RetryPolicy,
+    should_retry: Callable[[BaseException], bool],
+    on_retry: Callable[[], None] | None,
+    what: str,
+) -> AsyncRetrying:
+    """tenacity's iteration over the attempts after a first one failed."""
+    # Imported here, not with the module: only a call that failed needs it (see above), and
+    # a cold start (a CLI command, a serverless function) should not pay for its import.
+    from tenacity import (
+        AsyncRetrying,
+        retry_if_exception,
+        stop_after_attempt,
+        stop_before_delay,
+        wait_random_exponential,
+    )
+
     backoff = wait_random_exponential(multiplier=policy.initial_delay, max=policy.max_delay)
 
     def wait(state: RetryCallState) -> float:
@@ -257,7 +292,7 @@ async def retrying_call(
     stop: stop_base = stop_after_attempt(policy.attempts)
     if policy.deadline is not None:
         stop = stop | stop_before_delay(policy.deadline)
-    retrying = AsyncRetrying(
+    return AsyncRetrying(
         stop=stop,
         wait=wait,
         retry=retry_if_exception(should_retry),
@@ -265,25 +300,6 @@ async def retrying_call(
         before_sleep=log_retry,
         reraise=True,
     )
-    deadline = math.inf if policy.deadline is None else policy.deadline
-    with anyio.move_on_after(deadline) as scope:
-        # The first attempt goes without tenacity: most calls succeed at once, and setting up
-        # its iteration cost a twentieth of an enqueue's CPU. A failure is handed to it as the
-        # first attempt's outcome, so what follows is decided exactly as before.
-        failed: list[Exception] = []
-        try:
-            return await call()
-        except Exception as exc:
-            failed.append(exc)
-        async for attempt in retrying:
-            with attempt:
-                if failed:
-                    raise failed.pop()
-                return await call()
-    if scope.cancelled_caught:
-        logger.debug("%s: gave up after its %.1f s deadline", what, deadline)
-        raise APITimeoutError(f"{what}: no answer within the {deadline:g} s retry deadline")
-    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
 
 def _describe(exc: BaseException | None) -> str:

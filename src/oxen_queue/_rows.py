@@ -62,7 +62,7 @@ class Rows:
     async def recover(self, *, wait: float | None) -> list[Generation]:
         """The ledger's unfinished jobs, taken over and watched, with this client's own."""
         core = self._core
-        core.require_open()
+        await core.opened()
         recovered = await recover_ids(core.enqueuer.ledger, core.enqueuer.reconciler, wait=wait)
         for job in recovered:
             core.enqueuer.own(job.generation_id)
@@ -81,7 +81,7 @@ class Rows:
         Raises:
             GenerationError: It did not succeed.
         """
-        self._core.require_open()
+        await self._core.opened()
         if isinstance(source, str):
             source = self.generation(source, deadline=self._options.deadline)
         return await source if isinstance(source, Generation) else source
@@ -90,12 +90,12 @@ class Rows:
 
     async def get_generation(self, generation_id: str) -> GenerationRecord:
         """``GET /api/ai/queue/{id}``; the row also settles the client's handle, if any."""
-        self._core.require_open()
+        await self._core.opened()
         return self._noted(await self._api.get_generation(generation_id))
 
     async def get_generation_details(self, generation_id: str) -> GenerationRecord:
         """``GET /api/ai/generations/{id}``; its cost also settles the budget."""
-        self._core.require_open()
+        await self._core.opened()
         record = await self._api.get_generation_details(generation_id)
         self._core.spend.observe([record])
         return self._noted(record)
@@ -103,7 +103,7 @@ class Rows:
     async def cancel(self, generation: Generation | str) -> None:
         """``DELETE /api/ai/queue/{id}``, then the row, which settles the handle (no event
         announces a cancellation)."""
-        self._core.require_open()
+        await self._core.opened()
         generation_id = generation.id if isinstance(generation, Generation) else generation
         await self._api.cancel(generation_id)
         await self.get_generation(generation_id)
@@ -118,14 +118,14 @@ class Rows:
 
     async def list_queue(self, **filters: str | None) -> list[GenerationRecord]:
         """``GET /api/ai/queue`` with the filters given (``None`` leaves one out)."""
-        self._core.require_open()
+        await self._core.opened()
         return await self._api.list_queue(**filters)
 
     async def list_generations(
         self, *, page: int, page_size: int, **filters: str | None
     ) -> GenerationPage:
         """One page of ``GET /api/ai/generations``; its costs also settle the budget."""
-        self._core.require_open()
+        await self._core.opened()
         listed = await self._api.list_generations(page=page, page_size=page_size, **filters)
         self._core.spend.observe(listed.generations)
         return listed
@@ -135,8 +135,9 @@ class Rows:
 
         Raises:
             InvalidParamsError: ``page_size`` is not an integer from 1 to 1000.
+            ClientClosedError: The client is closed (one not open yet opens on the first page).
         """
-        self._core.require_open()
+        self._core.check_not_closed()
         if isinstance(page_size, bool) or not isinstance(page_size, int):
             raise InvalidParamsError("page_size must be an integer", field="page_size")
         if not 1 <= page_size <= _MAX_PAGE_SIZE:
@@ -145,7 +146,7 @@ class Rows:
             )
 
         async def fetch(page: int) -> GenerationPage:
-            self._core.require_open()
+            await self._core.opened()
             return await self._api.list_generations(page=page, page_size=page_size, **filters)
 
         return GenerationHistory(fetch, observe=self._core.spend.observe)
@@ -153,9 +154,9 @@ class Rows:
     # -- models ---------------------------------------------------------------------------
 
     async def get_model(self, model_id: str) -> Model:
-        self._core.require_open()
+        await self._core.opened()
         return await self._api.get_model(model_id)
 
     async def list_models(self) -> list[Model]:
-        self._core.require_open()
+        await self._core.opened()
         return await self._api.list_models()

@@ -10,13 +10,16 @@ falls back to ``anyio.Event``, made on the first wait.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
 
 from ._transport import current_async_library
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Signal"]
 
@@ -60,6 +63,10 @@ class Signal:
         if waiters is None and current_async_library() != "asyncio":
             event = self._waiters = anyio.Event()
             return event.wait()
+        # asyncio runs, so it is imported already: this is a lookup. (Not imported with the
+        # module: a program on trio would load asyncio for nothing.)
+        import asyncio
+
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if waiters is None:
             self._waiters = [waiter]

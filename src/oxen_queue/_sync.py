@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from anyio.from_thread import BlockingPortal
 
 from ._client import AsyncClient
 from ._exceptions import ClientClosedError
@@ -36,6 +35,8 @@ from ._generation import Generation
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from decimal import Decimal
+
+    from anyio.from_thread import BlockingPortal
 
     from ._history import GenerationHistory
     from ._models import GenerationRecord
@@ -76,6 +77,10 @@ class _LoopThread:
             self._ready.set()
 
     async def _serve(self) -> None:
+        # Imported here: only the blocking Client needs it, and importing oxen_queue should
+        # not cost an AsyncClient's users (a cold start) for it.
+        from anyio.from_thread import BlockingPortal
+
         async with BlockingPortal() as portal:
             self._portal = portal
             self._ready.set()

@@ -324,12 +324,15 @@ class Client:
         Args:
             model: The model id, e.g. ``"gpt-image-2"``.
             deadline: Seconds until waiting on it gives up with ``GenerationTimeoutError``;
-                ``DEFAULT`` takes the poll policy's deadline; ``None`` means no limit.
+                ``DEFAULT`` takes the poll policy's deadline; ``None`` means no limit. (There
+                is no per-call ``timeout=``: it is refused, naming this and, for each HTTP
+                request, ``client.with_options(timeout=...)``.)
             validate: Override the client's ``validate`` for this call.
             extra_params: Keys sent as given, unchecked: for a parameter the model's schema
                 does not list (yet). ``None``: none.
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
-                (``target_namespace``, ``target_repo``, ``target_directory``).
+                (``target_namespace``, ``target_repo``, ``target_directory``). Several
+                generations of one request: :meth:`enqueue_many` (not ``n=``).
 
         Raises:
             InvalidParamsError: Bad parameters, found before anything was sent.
@@ -486,6 +489,8 @@ class Client:
         Raises:
             InvalidParamsError: The id is not a plausible generation id (1 to 128 letters,
                 digits and ``-_.~``, not dots alone), so it could not be asked about.
+            ClientClosedError: The client is closed; an ``AsyncClient`` also when it is not
+                open yet (this call is not async, so it cannot open it: make another first).
         """
         return SyncGeneration(
             self._bridge,

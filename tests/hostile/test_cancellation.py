@@ -11,7 +11,8 @@ slowly, so none can finish before the client could cancel it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import pytest
@@ -181,3 +182,86 @@ async def test_enqueue_cancelled_mid_post_by_a_cancel_scope_still_registers_its_
             await client.enqueue("gpt-image-2", prompt=PROMPT)
 
     await _enqueue_cancelled_mid_post(server, cancel)
+
+
+# -- the same guarantees for a client used without `async with` (issue 16) -------------------
+#
+# Its first calls open it (one of them does; the others wait), and its background work runs
+# in a task the event loop owns: cancelling the callers must reach neither.
+
+
+@contextlib.asynccontextmanager
+async def never_entered(server: HostileServer) -> AsyncIterator[AsyncClient]:
+    client = make_client(server)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@ASYNCIO
+async def test_asyncio_wait_for_on_the_first_calls_of_a_client_never_entered_orphans_no_job(
+    server: HostileServer,
+) -> None:
+    slow_enqueues(server)
+    async with never_entered(server) as client:
+        outcomes = await asyncio.gather(
+            *(asyncio.wait_for(generate(client, i), CANCEL_AFTER) for i in range(10)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(outcome, TimeoutError) for outcome in outcomes)
+        assert await orphans(server) == []
+        assert "open" in repr(client)  # the callers' cancellation did not close it
+    assert len(server.jobs) == 10
+
+
+@ASYNCIO
+async def test_task_cancel_of_the_first_generates_of_a_client_never_entered_orphans_no_job(
+    server: HostileServer,
+) -> None:
+    slow_enqueues(server)
+    async with never_entered(server) as client:
+        tasks = [asyncio.create_task(generate(client, i)) for i in range(20)]
+        assert await wait_until(lambda: server.count("POST", "/api/ai/queue") >= 1, within=5)
+        for task in tasks:
+            task.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
+        assert await orphans(server) == []
+        await generate(client, 20)  # still open, and its background work still runs
+
+
+async def test_anyio_move_on_after_on_a_client_never_entered_orphans_no_job(
+    server: HostileServer,
+) -> None:
+    slow_enqueues(server)
+
+    async def within_scope(client: AsyncClient, i: int) -> None:
+        with anyio.move_on_after(CANCEL_AFTER):
+            await generate(client, i)
+
+    async with never_entered(server) as client:
+        async with anyio.create_task_group() as group:
+            for i in range(10):
+                group.start_soon(within_scope, client, i)
+        assert await orphans(server) == []
+    # A call whose timer fires before its POST leaves (the open comes first) makes no job,
+    # which is no orphan either; most were in flight.
+    assert len(server.jobs) >= 1
+
+
+@TRIO
+async def test_a_cancelled_trio_nursery_of_first_generates_of_a_client_never_entered_orphans_no_job(
+    server: HostileServer,
+) -> None:
+    slow_enqueues(server)
+    async with never_entered(server) as client:
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(generate, client, i)
+            # Every POST in flight (the first call opened the client meanwhile), then cancel.
+            assert await wait_until(lambda: server.count("POST", "/api/ai/queue") == 10, within=5)
+            nursery.cancel_scope.cancel()
+        assert await orphans(server) == []
+        assert "open" in repr(client)
+    assert len(server.jobs) == 10

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from oxen_queue._ledger import SqlLedger, open_ledger
+from oxen_queue._ledger import open_ledger
+from oxen_queue._ledger._sqlledger import SqlLedger
 
 from .pgcluster import PostgresCluster, find_pg_bin, start_cluster
 

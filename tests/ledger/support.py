@@ -7,7 +7,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from oxen_queue._ledger import Owner, SqlLedger, open_ledger
+from oxen_queue._ledger import Owner, open_ledger
+from oxen_queue._ledger._sqlledger import SqlLedger
 
 MODEL = "gpt-image-2"
 PARAMS: Mapping[str, Any] = {"prompt": "An ox at sunset", "resolution": "1920x1080"}

@@ -11,10 +11,10 @@ import pytest
 from oxen_queue._ledger import (
     InFlightError,
     LedgerError,
-    SqlLedger,
     fingerprint,
 )
 from oxen_queue._ledger._schema import LATEST_VERSION
+from oxen_queue._ledger._sqlledger import SqlLedger
 
 from .support import MODEL, PARAMS, forged_owner, ledger_for, new_intent
 

@@ -36,7 +36,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from oxen_queue._ledger import InFlightError, Owner, SqlLedger, fingerprint, open_ledger
+from oxen_queue._ledger import InFlightError, Owner, fingerprint, open_ledger
+from oxen_queue._ledger._sqlledger import SqlLedger
 
 MODEL = "gpt-image-2"
 

@@ -8,6 +8,7 @@ makes one from a URL.
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ._base import InFlightError as InFlightError
@@ -18,9 +19,13 @@ from ._base import LedgerError as LedgerError
 from ._base import Settlement as Settlement
 from ._base import canonical_params as canonical_params
 from ._base import fingerprint as fingerprint
+from ._liveness import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_RETENTION
 from ._liveness import Owner as Owner
-from ._sqlledger import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_RETENTION, SqlLedger
-from ._store import SqlStore
+
+if TYPE_CHECKING:
+    # Imported when a ledger URL is opened (see open_ledger): a client without one (the
+    # default, and every cold start) never needs the SQL machinery.
+    from ._sqlledger import SqlLedger
 
 __all__ = [
     "InFlightError",
@@ -30,7 +35,6 @@ __all__ = [
     "LedgerError",
     "Owner",
     "Settlement",
-    "SqlLedger",
     "canonical_params",
     "fingerprint",
     "open_ledger",
@@ -78,6 +82,9 @@ def open_ledger(
     except ValueError:  # an unparsable host part, say
         scheme = ""
     owner = owner or Owner.current(client_id)
+    from ._sqlledger import SqlLedger
+    from ._store import SqlStore
+
     if scheme == "sqlite":
         import sqlite3
 

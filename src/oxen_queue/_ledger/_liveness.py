@@ -22,8 +22,25 @@ import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
-__all__ = ["Owner", "judge_alive"]
+__all__ = [
+    "DEFAULT_LEASE_TTL",
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_RETENTION",
+    "Owner",
+    "judge_alive",
+]
+
+# The shared ledgers' defaults (see SqlLedger): here, with the lease they are about, so that
+# open_ledger can name them without importing the SQL machinery a client without a ledger
+# URL never needs.
+DEFAULT_LEASE_TTL: Final = 30.0
+"""Seconds a crashed client on another host still counts as alive."""
+DEFAULT_POLL_INTERVAL: Final = 0.05
+"""Seconds between looks at the ledger while waiting on other processes."""
+DEFAULT_RETENTION: Final = 7 * 24 * 3600.0
+"""Seconds finished intents are kept."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

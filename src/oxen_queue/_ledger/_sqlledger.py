@@ -31,7 +31,7 @@ from ._base import (
     canonical_params,
     fingerprint_of,
 )
-from ._liveness import Owner
+from ._liveness import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_RETENTION, Owner
 from ._session import new_intent_id
 from ._store import SqlStore
 
@@ -41,9 +41,6 @@ logger = logging.getLogger("oxen_queue")
 
 T = TypeVar("T")
 
-DEFAULT_LEASE_TTL: Final = 30.0
-DEFAULT_POLL_INTERVAL: Final = 0.05
-DEFAULT_RETENTION: Final = 7 * 24 * 3600.0
 _CHECKPOINT_EVERY: Final = 1.0  # seconds; bounds the write-ahead log to a second of writes
 
 
