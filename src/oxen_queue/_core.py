@@ -192,6 +192,7 @@ class ClientCore:
             max_downloads=max_downloads,
             max_bytes=max_download_bytes,
             transport=transport,
+            http_backend=http_backend,
             verify=verify,
             headers={"User-Agent": USER_AGENT},
         )

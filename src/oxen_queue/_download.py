@@ -30,9 +30,9 @@ import httpx
 
 from ._exceptions import ClientClosedError, DownloadError
 from ._filenames import safe_name
-from ._http import consume
+from ._http import consume, route_through
 from ._media import EXTENSIONS, HEAD_BYTES, MediaKind, accept_body, expected_kind, sniff
-from ._transport import ssl_context
+from ._transport import api_transport, ssl_context
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -197,7 +197,10 @@ class FileFetcher:
             :data:`MIN_DOWNLOAD_RATE` per second over a window this long, fails.
         max_downloads: Downloads at once; more wait their turn.
         max_bytes: Largest file accepted; ``None`` means no limit.
-        transport: An httpx transport, for tests.
+        transport: An httpx transport, used as it is (tests); ``None``: the one
+            ``http_backend`` names, as for the API's requests (its pool's CPU per request),
+            behind httpx's client, which keeps the environment's proxies.
+        http_backend: ``"httpx"`` or ``"aiohttp"`` (the client's choice).
         verify: TLS verification.
         headers: Headers for every request (the user agent).
     """
@@ -211,6 +214,7 @@ class FileFetcher:
         max_downloads: int,
         max_bytes: int | None,
         transport: httpx.AsyncBaseTransport | None,
+        http_backend: str = "httpx",
         verify: bool,
         headers: dict[str, str],
     ) -> None:
@@ -221,6 +225,7 @@ class FileFetcher:
         self._max_downloads = max_downloads
         self._limiter: anyio.CapacityLimiter | None = None
         self._verify = verify
+        self._backend = http_backend
         self._options: dict[str, Any] = {
             "auth": auth,
             "follow_redirects": True,
@@ -245,7 +250,15 @@ class FileFetcher:
         if self._http is None:
             if self._closed:
                 raise ClientClosedError("the client is closed; make a new one")
-            self._http = httpx.AsyncClient(verify=ssl_context(self._verify), **self._options)
+            mounts = {}
+            if self._options["transport"] is None:
+                carrier = api_transport(
+                    self._backend, connections=self._max_downloads, verify=self._verify
+                )
+                mounts = route_through(carrier)
+            self._http = httpx.AsyncClient(
+                verify=ssl_context(self._verify), mounts=mounts, **self._options
+            )
         return self._http
 
     async def aclose(self) -> None:
