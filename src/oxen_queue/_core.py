@@ -222,6 +222,8 @@ class ClientCore:
         self.rows = Rows(self, api, self.defaults)
         """The row operations with the client's defaults (what its generations delegate to)."""
         self.pending: dict[str, Generation] = {}
+        # One bound method for every generation's done callback, not one made per generation.
+        self._on_done = self._finished
         self.deadlines = _Deadlines(self.pending)
         self.closed = False
         self._stack: AsyncExitStack | None = None  # the outer group of an `async with`
@@ -498,7 +500,7 @@ class ClientCore:
         self.pending[generation_id] = generation
         if deadline is not None:
             self.deadlines.add(due(generation), generation_id)
-        generation.add_done_callback(self._finished)
+        generation.add_done_callback(self._on_done)
         self.watcher.track(generation, fresh=fresh)
         return generation
 
