@@ -165,6 +165,7 @@ def test_client_disconnected_error_is_an_oxen_error_that_pickles() -> None:
     assert again.args == error.args
 
 
+@pytest.mark.slow
 def test_the_module_needs_no_starlette() -> None:
     """Typed with a Protocol: importing it loads no web framework."""
     code = "import sys, oxen_queue.asgi; print(sorted({'starlette', 'fastapi'} & set(sys.modules)))"

@@ -349,6 +349,7 @@ def test_http_backend_aiohttp_without_the_extra_says_what_to_install(
     assert caught.value.field == "http_backend"
 
 
+@pytest.mark.slow
 def test_the_library_and_its_default_client_never_import_aiohttp() -> None:
     code = (
         "import sys, oxen_queue\n"

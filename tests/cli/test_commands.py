@@ -36,6 +36,7 @@ from .support import (
 # --- demo ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the shared emulator: a process of its own
 def test_demo_saves_every_bundled_prompt_as_the_image_it_asks_for(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,6 +136,7 @@ def test_generate_passes_its_options_to_the_request(
     assert job.params["quality"] == "low"
 
 
+@pytest.mark.slow  # the shared emulator: a process of its own
 def test_generate_with_an_embedded_emulator_needs_no_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -289,6 +291,7 @@ def test_models_of_an_unknown_model_exits_2(
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow  # the shared emulator: a process of its own
 def test_any_command_runs_on_an_embedded_emulator(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -355,6 +358,7 @@ def test_verbose_logs_never_show_the_key_in_process(
     _assert_key_absent(caplog.text)
 
 
+@pytest.mark.slow
 def test_verbose_logs_never_show_the_key_in_a_real_process(
     oxen_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -390,6 +394,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 @posix_only
 def test_emulator_command_serves_until_ctrl_c_then_exits_cleanly() -> None:
     """``oxen-queue emulator --port P --api-key K`` answers the models endpoint with that key

@@ -52,6 +52,7 @@ def test_another_host_is_judged_by_its_lease_on_the_ledger_clock() -> None:
     assert not alive(replace(other, host_key=""), lease_until=None)
 
 
+@pytest.mark.slow
 @linux_only
 def test_a_real_child_is_alive_until_it_exits() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
