@@ -71,11 +71,13 @@ async def test_the_result_is_returned_and_the_watching_stops() -> None:
     request = FakeRequest()
 
     async def work() -> int:
-        await anyio.sleep(10 * TICK)
+        await anyio.sleep(10 * TICK)  # the behaviour: work that lasts some checks
         return 42
 
     assert await cancel_on_disconnect(request, work(), poll_interval=TICK) == 42
     checks = request.checks
+    # Twenty check intervals: a watcher left behind would check in them (on a slow machine
+    # fewer pass, and the check only weakens).
     await anyio.sleep(20 * TICK)
     assert request.checks == checks  # no watcher left behind
 

@@ -37,6 +37,8 @@ from oxen_queue._http import ApiSession, transport_error
 from oxen_queue._transport import AiohttpTransport, ShardedTransport, map_aiohttp_error
 from oxen_queue.testing import Emulator, EmulatorConfig
 
+from .helpers import eventually
+
 pytestmark = pytest.mark.anyio
 
 # Every stack the client can run on: (async library, http_backend).
@@ -469,9 +471,7 @@ async def test_sharded_pools_are_made_as_needed_and_one_freed_last_is_used_first
             async with anyio.create_task_group() as group:
                 for _ in range(6):
                     group.start_soon(hold)
-                with anyio.fail_after(10):
-                    while answered < 6:
-                        await anyio.sleep(0.01)
+                await eventually(lambda: answered >= 6)
                 assert transport.pools == 6  # one per request in flight
                 held.set()
             for _ in range(5):

@@ -131,7 +131,7 @@ def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str] | N
             pytest.fail(f"the process exited early ({process.returncode})\n{out}\n{err}")
         if time.monotonic() > deadline:
             pytest.fail("the condition never held")
-        time.sleep(0.01)
+        time.sleep(0.01)  # polling: files and processes announce nothing
 
 
 def manifest_entries(out: Path) -> list[dict[str, Any]]:
@@ -162,7 +162,7 @@ def wait_for_queued(process: subprocess.Popen[str], out: Path, count: int) -> No
             queued = [e for e in manifest_entries(out) if e.get("status") == "queued"]
             if len(queued) >= count:
                 return
-        time.sleep(0.02)
+        time.sleep(0.02)  # polling: the manifest is a file another process writes
     process.kill()
     out_text, err_text = process.communicate()
     pytest.fail(f"the manifest never recorded {count} queued generations\n{out_text}\n{err_text}")

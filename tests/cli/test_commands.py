@@ -412,7 +412,7 @@ def test_emulator_command_serves_until_ctrl_c_then_exits_cleanly() -> None:
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "the emulator never answered"
-                time.sleep(0.05)
+                time.sleep(0.05)  # polling: nothing tells when another process listens
         assert response.status_code == 200
         assert "gpt-image-2" in response.text
         wrong = httpx.get(url, headers={"Authorization": "Bearer another-key"})

@@ -163,7 +163,7 @@ def test_concurrent_claims_across_processes_take_each_id_once(
 async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
     with anyio.fail_after(timeout):
         while not await predicate():
-            await anyio.sleep(0.02)
+            await anyio.sleep(0.02)  # polling: the ledger announces nothing to a judge
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ def _wait_done(client: httpx.Client, generation_id: str) -> dict[str, object]:
         row: dict[str, object] = client.get(f"/api/ai/queue/{generation_id}").json()
         if row["status"] in ("succeeded", "failed", "cancelled"):
             return row
-        time.sleep(0.01)
+        time.sleep(0.01)  # polling, as a client without the stream does
     raise AssertionError(f"{generation_id} never finished")
 
 
