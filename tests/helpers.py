@@ -8,10 +8,16 @@ from typing import Any
 import anyio
 
 from oxen_queue import AsyncClient, Generation, GenerationRecord, PollPolicy, RetryPolicy
+from oxen_queue._transport import ssl_context
 
 from .fakes import API, FakeAPI
 
 FAST_POLL = PollPolicy(initial=0.0, max_interval=0.0, jitter=0.0)
+
+TLS = ssl_context(True)
+"""The TLS context for the tests' own httpx clients (``verify=TLS``), the library's shared
+one: each client made without it loads the CA bundle anew, about 25 ms of CPU, which a few
+hundred ``httpx.post`` calls turn into seconds of the suite (even for http:// URLs)."""
 
 WITHIN = 10.0
 """Seconds a condition may take before the test fails: a guard against a hang, never a

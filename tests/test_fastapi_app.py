@@ -20,7 +20,7 @@ from oxen_queue import Resolution
 from oxen_queue.testing import Emulator, EmulatorConfig
 from oxen_queue.testing._jobs import Job
 
-from .helpers import WITHIN, eventually
+from .helpers import TLS, WITHIN, eventually
 from .servers import ServerThread
 
 ENQUEUE = "POST /api/ai/queue"
@@ -122,7 +122,7 @@ async def test_invalid_params_answer_422_naming_the_field_and_enqueue_nothing(
     emulator: Emulator, app_url: str
 ) -> None:
     before = counters(emulator)
-    async with httpx.AsyncClient(base_url=app_url) as http:
+    async with httpx.AsyncClient(base_url=app_url, verify=TLS) as http:
         bad_resolution = await http.post("/images", json={"prompt": "ox", "resolution": "999x999"})
         empty_prompt = await http.post("/images", json={"prompt": ""})
         bad_job = await http.post("/jobs", json={"prompt": "ox", "quality": "ultra"})
@@ -143,7 +143,7 @@ async def test_invalid_params_answer_422_naming_the_field_and_enqueue_nothing(
 async def test_failed_generation_answers_502_with_the_servers_error_message(
     failing_emulator: Emulator, failing_app_url: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=failing_app_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=failing_app_url, timeout=30, verify=TLS) as http:
         answer = await http.post("/images", json={"prompt": "an ox with no credits"})
 
     assert answer.status_code == 502
@@ -157,7 +157,7 @@ async def test_caller_hanging_up_cancels_the_job_upstream(emulator: Emulator, ap
     prompt = f"an ox nobody waits for ({time.monotonic_ns()})"
     _, _, cancels = counters(emulator)
     with time_scale(emulator, 20.0):  # the job would take 50-140 s
-        async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=app_url, timeout=30, verify=TLS) as http:
 
             async def wait_for_image() -> None:
                 await http.post("/images", json={"prompt": prompt})
@@ -177,7 +177,7 @@ async def test_caller_hanging_up_cancels_the_job_upstream(emulator: Emulator, ap
 async def test_jobs_api_enqueues_reads_and_streams_status_until_succeeded(
     emulator: Emulator, app_url: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=app_url, timeout=30, verify=TLS) as http:
         with time_scale(emulator, 0.2):  # queued 0.1-0.4 s, then processing 0.4-1 s
             created = await http.post("/jobs", json={"prompt": "an ox, step by step"})
         assert created.status_code == 202
@@ -253,7 +253,7 @@ async def test_one_stream_follows_every_job_of_a_page_to_its_end(
 ) -> None:
     """``GET /events?id=...``: each job's statuses in order, each once; a cancelled one; an
     unknown id as ``lost`` (not a 404 for the whole stream); then ``end``."""
-    async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=app_url, timeout=30, verify=TLS) as http:
         with time_scale(emulator, 0.2):
             quick = (await http.post("/jobs", json={"prompt": "a quick ox"})).json()
         with time_scale(emulator, 5.0):  # queued 2.5-10 s: cancelled before it starts
@@ -297,7 +297,7 @@ async def test_leaving_a_stream_unsubscribes_and_the_watchers_extra_polls_stop(
     def lists() -> int:
         return int(emulator.stats()["requests"].get("GET /api/ai/queue", 0))
 
-    async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=app_url, timeout=30, verify=TLS) as http:
         with time_scale(emulator, 50.0):  # queued for 25-100 s: still queued at the end
             job = (await http.post("/jobs", json={"prompt": "an ox being watched"})).json()
         before = lists()
@@ -330,7 +330,7 @@ async def test_leaving_a_stream_unsubscribes_and_the_watchers_extra_polls_stop(
 
 @pytest.mark.anyio
 async def test_the_page_its_choices_and_its_estimate(emulator: Emulator, app_url: str) -> None:
-    async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=app_url, timeout=30, verify=TLS) as http:
         page = await http.get("/")
         choices = (await http.get("/options")).json()
         default = await http.get("/estimate")

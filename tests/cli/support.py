@@ -23,6 +23,8 @@ from PIL import Image
 from oxen_queue._cli import main
 from oxen_queue.testing import Emulator, ManualClock
 
+from ..helpers import TLS
+
 posix_only = pytest.mark.skipif(os.name != "posix", reason="sends SIGINT to a child process")
 
 EXAMPLE_PROMPTS: Final = Path(__file__).resolve().parents[2] / "examples" / "prompts.txt"
@@ -192,6 +194,7 @@ def enqueue_directly(emulator: Emulator, prompt: str) -> str:
         f"{emulator.base_url}/api/ai/queue",
         json={"model": "gpt-image-2", "prompt": prompt},
         headers={"Authorization": f"Bearer {SECRET_KEY}"},
+        verify=TLS,
     )
     response.raise_for_status()
     return str(response.json()["generations"][0]["generation_id"])

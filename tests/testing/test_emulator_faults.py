@@ -13,6 +13,7 @@ import pytest
 
 from oxen_queue.testing import Emulator, EmulatorConfig, Faults
 
+from ..helpers import TLS
 from ._support import PROMPT, SSEParser, auth
 
 ENQUEUE = {"model": "gpt-image-2", "prompt": PROMPT}
@@ -33,7 +34,7 @@ def emu(server: Emulator) -> Emulator:
 
 @pytest.fixture
 def client(emu: Emulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emu.base_url, headers=auth(), timeout=5.0) as client:
+    with httpx.Client(base_url=emu.base_url, headers=auth(), timeout=5.0, verify=TLS) as client:
         yield client
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from oxen_queue.testing import Emulator, EmulatorConfig, ManualClock
 
+from ..helpers import TLS
 from ._support import (
     OTHER_KEY,
     PROMPT,
@@ -30,7 +31,7 @@ FAILURE_KEYS = {"generation_id", "status", "media_type", "error"}
 
 
 def _client(emu: Emulator, key: str = "test-key-alice") -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=emu.base_url, headers=auth(key), timeout=5.0)
+    return httpx.AsyncClient(base_url=emu.base_url, headers=auth(key), timeout=5.0, verify=TLS)
 
 
 async def _enqueue(client: httpx.AsyncClient, **body: object) -> str:
