@@ -13,7 +13,7 @@ import threading
 import time
 import typing
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +343,17 @@ def test_work_refused_by_a_closed_client_leaves_no_coroutine_unawaited() -> None
         client.iter_generations()
 
 
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """Python's own SIGINT handler (KeyboardInterrupt), as in a terminal: a process started
+    in the background by a shell without job control (a CI runner's, say) inherits SIGINT
+    ignored, and ``uv run`` hands that on, so Ctrl-C would do nothing at all."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_ctrl_c_interrupts_generate_and_cancels_the_job_upstream() -> None:
     api = FakeAPI(lifecycle=["queued"] * 100_000)
     with sync_client(api) as client:
