@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,12 +98,17 @@ async def run_chaos(
     drop_every: float,
     client_options: dict[str, Any] | None = None,
     deadline: float = 120.0,
+    enqueued: Callable[[], object] | None = None,
 ) -> ChaosReport:
     """Enqueue ``count`` generations under every fault at once and audit the outcome.
 
     A tenth are sent with a bad parameter unchecked (they fail when they run, as on the real
     API) and a twentieth are cancelled by the client right after enqueueing, so all three
     final states are exercised.
+
+    ``enqueued`` is called once every enqueue (and cancel) has returned: a test whose
+    emulator's clock stands still until then (a :class:`~oxen_queue.testing.ManualClock`)
+    starts it there, so each cancel finds its job still queued however slow the machine.
     """
     emulator.faults.update(chaos_faults(retry_after=retry_after, drop_every=drop_every))
     report = ChaosReport(generations=count)
@@ -144,6 +150,8 @@ async def run_chaos(
             async with anyio.create_task_group() as task_group:
                 for i in range(count):
                     task_group.start_soon(one, i)
+            if enqueued is not None:
+                enqueued()
             with anyio.move_on_after(deadline):
                 for generation in generations:
                     with contextlib.suppress(OxenError):  # outcomes are audited below

@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import anyio
+
 from oxen_queue import AsyncClient, Generation, GenerationRecord, PollPolicy, RetryPolicy
+from oxen_queue._transport import ssl_context
 
 from .fakes import API, FakeAPI
 
 FAST_POLL = PollPolicy(initial=0.0, max_interval=0.0, jitter=0.0)
+
+TLS = ssl_context(True)
+"""The TLS context for the tests' own httpx clients (``verify=TLS``), the library's shared
+one: each client made without it loads the CA bundle anew, about 25 ms of CPU, which a few
+hundred ``httpx.post`` calls turn into seconds of the suite (even for http:// URLs)."""
+
+WITHIN = 10.0
+"""Seconds a condition may take before the test fails: a guard against a hang, never a
+verdict on speed (what holds within milliseconds on a quiet machine may take seconds on one
+at its limit)."""
+
+
+async def eventually(condition: Callable[[], object], *, within: float = WITHIN) -> None:
+    """Return once ``condition()`` is true; fail the test if it is not after ``within`` s.
+
+    For state that no event announces (a counter, a status, a list that grows): it is read
+    every 5 ms, a poll interval short beside what the tests wait for and long enough that
+    the polling costs nothing.
+    """
+    with anyio.fail_after(within):
+        while not condition():
+            await anyio.sleep(0.005)  # polling (see above)
 
 
 def fake_options(api: FakeAPI, **overrides: Any) -> dict[str, Any]:

@@ -71,11 +71,13 @@ async def test_the_result_is_returned_and_the_watching_stops() -> None:
     request = FakeRequest()
 
     async def work() -> int:
-        await anyio.sleep(10 * TICK)
+        await anyio.sleep(10 * TICK)  # the behaviour: work that lasts some checks
         return 42
 
     assert await cancel_on_disconnect(request, work(), poll_interval=TICK) == 42
     checks = request.checks
+    # Twenty check intervals: a watcher left behind would check in them (on a slow machine
+    # fewer pass, and the check only weakens).
     await anyio.sleep(20 * TICK)
     assert request.checks == checks  # no watcher left behind
 
@@ -165,6 +167,7 @@ def test_client_disconnected_error_is_an_oxen_error_that_pickles() -> None:
     assert again.args == error.args
 
 
+@pytest.mark.slow
 def test_the_module_needs_no_starlette() -> None:
     """Typed with a Protocol: importing it loads no web framework."""
     code = "import sys, oxen_queue.asgi; print(sorted({'starlette', 'fastapi'} & set(sys.modules)))"

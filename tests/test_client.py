@@ -282,7 +282,7 @@ async def test_generate_images_waits_past_the_retry_deadline() -> None:
 
     class Slow(httpx.AsyncBaseTransport):
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            await anyio.sleep(0.3)
+            await anyio.sleep(0.3)  # the behaviour: an answer slower than the retry deadline
             answer = api.handle(request)
             return httpx.Response(answer.status_code, content=answer.content)
 
@@ -335,7 +335,7 @@ async def test_with_options_is_a_view_with_other_defaults() -> None:
     class Slow(httpx.AsyncBaseTransport):
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             if request.url.path.startswith("/api/ai/models"):
-                await anyio.sleep(1.0)  # only this read is slow
+                await anyio.sleep(1.0)  # the behaviour: only this read is slow
             return api.handle(request)
 
     async with fake_client(api, transport=Slow()) as client:

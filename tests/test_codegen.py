@@ -30,6 +30,7 @@ def codegen(*args: str, root: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_the_generated_code_is_current() -> None:
     """Drift fails the suite as it fails CI: run `uv run python .ci/codegen.py` to mend it."""
     result = codegen("--check")
@@ -50,6 +51,7 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+@pytest.mark.slow
 def test_check_reports_stale_code_writes_nothing_and_a_run_mends_it(tree: Path) -> None:
     """A new field of a typed model and a new AsyncClient method: both are stale to --check
     (with a diff, nothing written); a run writes them; --check then passes."""
@@ -89,6 +91,7 @@ def test_check_reports_stale_code_writes_nothing_and_a_run_mends_it(tree: Path) 
     assert codegen("--check", root=tree).returncode == 0
 
 
+@pytest.mark.slow
 def test_a_return_type_without_a_blocking_form_is_refused_by_name(tree: Path) -> None:
     """The script stops rather than guess how a Generation inside another type is blocked."""
     edit(

@@ -151,6 +151,7 @@ def test_the_first_line_counts_the_quotes_before_it() -> None:
     assert len(second) + 3 <= docstrings.LINE_LENGTH
 
 
+@pytest.mark.slow
 def test_check_lists_what_is_left_and_passes_once_converted(tmp_path: Path) -> None:
     """``--check`` names each docstring holding a role or a literal block, exits 1, writes
     nothing; converted with an inventory, the tree is clean."""

@@ -51,11 +51,14 @@ def example(oxen_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterato
     clients.close()
 
 
+# Jobs queued 0.1-0.4 s, then processing 0.4-1 s: the view answers long before the job ends.
+@pytest.mark.oxen_emulator(time_scale=0.2)
 def test_a_view_starts_a_job_and_a_retried_task_saves_it_without_a_second_job(
     example: ModuleType, oxen_emulator: Emulator, tmp_path: Path
 ) -> None:
     started = example.start_image("An ox", quality="low")
-    assert started["status"] == "queued"
+    # As the client knows it: its watcher (another thread) may already have seen it start.
+    assert started["status"] in ("queued", "processing")
     first = example.save_image(started["id"], tmp_path, timeout=60)
     again = example.save_image(started["id"], tmp_path, timeout=60)
     assert first == again == tmp_path / f"{started['id']}.png"

@@ -25,7 +25,7 @@ from oxen_queue._retry import RetryPolicy
 from oxen_queue._watch._events import EventWatcher
 
 from .fakes import API
-from .helpers import StubOwner
+from .helpers import WITHIN, StubOwner, eventually
 
 IDS = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(4)]
 
@@ -137,10 +137,9 @@ def test_any_event_stream_resolves_exactly_what_it_announces(
             generations = [Generation(i, owner=owner, model="gpt-image-2") for i in IDS]
             for generation in generations:
                 watcher.track(generation, fresh=True)
-            with anyio.fail_after(5):
+            with anyio.fail_after(WITHIN):
                 await watcher.ready()
-                while watcher.state != "down":  # the whole body has been read
-                    await anyio.sleep(0.001)
+            await eventually(lambda: watcher.state == "down")  # the whole body has been read
             task_group.cancel_scope.cancel()
         seen: dict[str, str] = {}
         for generation in generations:

@@ -39,7 +39,7 @@ from oxen_queue._retry import RetryPolicy
 from oxen_queue._watch._events import EventWatcher
 
 from .fakes import API, FakeAPI
-from .helpers import StubOwner, fake_client, fake_options
+from .helpers import WITHIN, StubOwner, eventually, fake_client, fake_options
 
 ALLOWED: Final = frozenset(string.ascii_letters + string.digits + "-_.~")
 HOSTILE: Final = [
@@ -447,10 +447,9 @@ async def test_events_with_implausible_ids_are_skipped_and_never_crowd_out_an_ea
     caplog.set_level(logging.DEBUG, logger="oxen_queue")
     async with anyio.create_task_group() as task_group:
         watcher.start(task_group)
-        with anyio.fail_after(5):
+        with anyio.fail_after(WITHIN):
             await watcher.ready()
-            while watcher.state != "down":  # the whole body has been read
-                await anyio.sleep(0.001)
+        await eventually(lambda: watcher.state == "down")  # the whole body has been read
         generation = Generation(early, owner=StubOwner(), model="gpt-image-2")
         watcher.track(generation, fresh=True)
         task_group.cancel_scope.cancel()

@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "modules",
     [
@@ -45,6 +46,7 @@ def test_importing_the_package_is_silent_with_warnings_as_errors(modules: str) -
 # --- the emulator extra ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("missing", ["uvicorn", "PIL", "av"])
 def test_importing_the_emulator_without_its_extra_raises_the_install_line(missing: str) -> None:
     """Without one of the emulator extra's modules, ``from oxen_queue.testing import
@@ -102,6 +104,7 @@ def _checkout_copy(destination: Path) -> None:
             shutil.copy2(source, destination / name)
 
 
+@pytest.mark.slow
 def test_the_sdist_holds_the_project_and_nothing_a_demo_left_behind(tmp_path: Path) -> None:
     """The README in order (``oxen-queue demo``, then ``uv build``), in a copy of the
     checkout: the sdist holds the sources, tests, examples and docs, and none of what runs

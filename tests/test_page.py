@@ -104,7 +104,7 @@ def emulator_set(emulator: Emulator, prompt: str, **changes: Any) -> Iterator[No
         deadline = time.monotonic() + 10
         while emulator.stats()["jobs_by_prompt"].get(prompt, 0) == 0:
             assert time.monotonic() < deadline, f"no job for {prompt!r}"
-            time.sleep(0.01)
+            time.sleep(0.01)  # polling: the emulator's counters announce nothing
     finally:
         state.config, state.time_scale = saved_config, saved_scale
 

@@ -179,6 +179,7 @@ def test_public_classes_pickle_by_their_public_name() -> None:
     assert b"oxen_queue._" not in pickle.dumps(policy)
 
 
+@pytest.mark.slow
 def test_importing_the_sdk_or_the_plugin_loads_no_emulator_dependency() -> None:
     """The emulator's dependencies are an extra: the SDK (and the pytest plugin every test
     run loads) must work without them."""

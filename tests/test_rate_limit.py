@@ -111,13 +111,20 @@ async def _enqueue(client: AsyncClient, prompt: str) -> None:
 
 def misses(burst: Burst) -> list[str]:
     """What ``burst`` fails of the test's checks (nothing: it passes)."""
+    attempts = burst.before_cut + burst.after_cut
+    refused = burst.refused_before_cut + burst.refused_after_cut
     checks = {
         "every job created, each once": burst.created == COUNT and burst.once,
         # The first refusals cut the rate, and a good part of the batch (and the retries of
         # what was refused) is paced after it: the verdict below is on more than a tail.
-        "a cut, then a quarter of the batch or more": (
+        # Unless the machine itself was too slow to outrun the limit (seen with a core kept
+        # busy and eight test workers on the other: 207 sent before a cut, 19 of them
+        # refused): then there was no overshoot to settle from, and the whole batch is held
+        # to the settled phase's bound instead.
+        "a cut, then a quarter of the batch or more (or no hammering at all)": (
             burst.refused_before_cut >= 1 and burst.after_cut >= COUNT / 4
-        ),
+        )
+        or refused <= SETTLED_REFUSALS * attempts,
         # Settled: a tenth refused at most, what the pacer itself treats as noise.
         f"at most {SETTLED_REFUSALS:.0%} refused after the cut": (
             burst.refused_after_cut <= SETTLED_REFUSALS * burst.after_cut

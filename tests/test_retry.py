@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 
-import anyio
 import httpx
 import pytest
 
@@ -79,7 +78,8 @@ async def test_retry_after_is_honoured() -> None:
         started = time.monotonic()
         await client.get_model("flux-test")
         waited = time.monotonic() - started
-    assert 0.18 <= waited < 2.0
+    # 0.2 s waited (read as milliseconds it would be none, as minutes 12 s).
+    assert 0.18 <= waited < 10.0
 
 
 async def test_retry_after_past_the_cap_raises_rate_limit_at_once() -> None:
@@ -89,17 +89,13 @@ async def test_retry_after_past_the_cap_raises_rate_limit_at_once() -> None:
         started = time.monotonic()
         with pytest.raises(RateLimitError) as info:
             await client.get_model("flux-test")
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 60  # not the 120 s cap, nor the hour announced
     assert info.value.retry_after == 3600.0
     assert api.calls["GET /api/ai/models/flux-test"] == 1
 
 
 async def test_the_overall_deadline_bounds_slow_retries() -> None:
     api = FakeAPI()
-
-    async def slow(request: httpx.Request) -> httpx.Response:
-        await anyio.sleep(10)
-        return httpx.Response(200)
 
     def hook(request: httpx.Request) -> httpx.Response | None:
         raise httpx.ReadTimeout("slow", request=request)
@@ -110,7 +106,7 @@ async def test_the_overall_deadline_bounds_slow_retries() -> None:
         started = time.monotonic()
         with pytest.raises(APITimeoutError):
             await client.get_model("flux-test")
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 10  # the 0.3 s deadline, not 1,000 attempts (50 s+)
 
 
 async def test_every_retry_decision_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:

@@ -31,6 +31,8 @@ from oxen_queue._spend import Hold
 from oxen_queue.testing import Emulator, EmulatorConfig, ManualClock, create_app
 from oxen_queue.testing._app import EmulatorApp
 
+from .helpers import eventually
+
 pytestmark = pytest.mark.anyio
 
 D = Decimal
@@ -74,7 +76,7 @@ async def settled(client: AsyncClient) -> SpendSummary:
             assert summary is not None
             if not summary.unsettled:
                 return summary
-            await anyio.sleep(0.01)
+            await anyio.sleep(0.01)  # polling: the settling reads announce nothing
 
 
 async def test_an_enqueue_past_the_budget_is_refused_before_anything_is_sent(
@@ -300,14 +302,16 @@ async def test_bad_budgets_are_refused() -> None:
 
 
 class SlowEnqueues(httpx.AsyncBaseTransport):
-    """The app, answering enqueues only after a while."""
+    """The app, answering enqueues only after a while (``sent`` is set as one arrives)."""
 
     def __init__(self, app: EmulatorApp) -> None:
         self._inner = httpx.ASGITransport(app=app)
+        self.sent = anyio.Event()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method == "POST" and request.url.path == "/api/ai/queue":
-            await anyio.sleep(0.2)
+            self.sent.set()
+            await anyio.sleep(0.2)  # the behaviour: an answer still on its way
         return await self._inner.handle_async_request(request)
 
 
@@ -316,12 +320,18 @@ async def test_a_job_whose_caller_gave_up_in_flight_is_counted_when_it_lands(
 ) -> None:
     """The caller's cancellation gives the reservation back; the job made anyway is counted
     the moment its answer arrives, so the budget then refuses what no longer fits."""
-    async with in_process(app, max_spend=HIGH, transport=SlowEnqueues(app)) as client:
-        with anyio.move_on_after(0.05):
+    slow = SlowEnqueues(app)
+    async with in_process(app, max_spend=HIGH, transport=slow) as client:
+        async with anyio.create_task_group() as caller:
+
+            async def give_up() -> None:
+                await slow.sent.wait()  # the enqueue is sent, its answer not back yet
+                caller.cancel_scope.cancel()
+
+            caller.start_soon(give_up)
             await client.enqueue("gpt-image-2", prompt="abandoned")
-        with anyio.fail_after(5):
-            while not client.pending:
-                await anyio.sleep(0.01)
+            pytest.fail("the enqueue was answered before the caller gave up")
+        await eventually(lambda: client.pending)
         summary = client.spend
         with pytest.raises(BudgetExceededError):
             await client.enqueue("gpt-image-2", prompt="no room")
@@ -341,7 +351,7 @@ async def test_a_lost_answer_keeps_its_estimate_and_a_refusal_gives_it_back() ->
     with anyio.CancelScope() as scope:
         scope.cancel()
         try:
-            await anyio.sleep(1)
+            await anyio.sleep(1)  # cancelled at once: it raises, never waits
         except anyio.get_cancelled_exc_class() as exc:
             cancelled.release_after(exc)  # withdrawn, or confirmed later if it was sent
             raise
@@ -363,7 +373,7 @@ def test_the_blocking_client_keeps_a_budget_too(blocking_hub: Emulator) -> None:
         deadline = time.monotonic() + 5
         while (summary := client.spend) is not None and summary.unsettled:
             assert time.monotonic() < deadline, "never settled"
-            time.sleep(0.01)
+            time.sleep(0.01)  # polling, as above
     assert summary is not None
     assert summary.charged == HIGH
     assert blocking_hub.stats()["requests"]["POST /api/ai/queue"] == 1

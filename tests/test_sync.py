@@ -13,7 +13,7 @@ import threading
 import time
 import typing
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from oxen_queue import (
 )
 
 from .fakes import FakeAPI
-from .helpers import fake_options
+from .helpers import WITHIN, fake_options
 
 SLOW = PollPolicy(initial=0.01, max_interval=0.01, jitter=0.0)
 
@@ -343,19 +343,36 @@ def test_work_refused_by_a_closed_client_leaves_no_coroutine_unawaited() -> None
         client.iter_generations()
 
 
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """Python's own SIGINT handler (KeyboardInterrupt), as in a terminal: a process started
+    in the background by a shell without job control (a CI runner's, say) inherits SIGINT
+    ignored, and ``uv run`` hands that on, so Ctrl-C would do nothing at all."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_ctrl_c_interrupts_generate_and_cancels_the_job_upstream() -> None:
     api = FakeAPI(lifecycle=["queued"] * 100_000)
     with sync_client(api) as client:
-        # A real SIGINT, as Ctrl-C sends: it interrupts the blocked wait in this thread.
-        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
-        timer.start()
-        started = time.monotonic()
+        # A real SIGINT, as Ctrl-C sends, once the job exists and the call waits on it: it
+        # interrupts the blocked wait in this thread.
+        def interrupt() -> None:
+            deadline = time.monotonic() + WITHIN
+            while time.monotonic() < deadline and not any(
+                key.startswith("GET /api/ai/queue/") for key in tuple(api.calls)
+            ):
+                time.sleep(0.005)  # polling: the fake announces no request
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=interrupt, daemon=True).start()
         with pytest.raises(KeyboardInterrupt):
             client.generate("gpt-image-2", prompt="interrupted")
-        assert time.monotonic() - started < 5
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + WITHIN
         while not api.calls.get("DELETE /api/ai/queue/" + next(iter(api.jobs), "?")):
             assert time.monotonic() < deadline, "the job was not cancelled upstream"
-            time.sleep(0.01)
+            time.sleep(0.005)  # polling, as above
     (job,) = api.jobs.values()
     assert job.status == "cancelled"

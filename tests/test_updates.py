@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -33,7 +33,7 @@ from oxen_queue._generation import due, fail, note_status, observe
 from oxen_queue.testing import Emulator, EmulatorConfig, ManualClock
 
 from .fakes import FakeAPI
-from .helpers import StubOwner, fake_client
+from .helpers import StubOwner, eventually, fake_client
 
 pytestmark = pytest.mark.anyio
 
@@ -274,12 +274,6 @@ def stepped() -> Iterator[tuple[Emulator, ManualClock]]:
         yield emulator, clock
 
 
-async def _until(condition: Callable[[], bool]) -> None:
-    with anyio.fail_after(10):
-        while not condition():
-            await anyio.sleep(0.01)
-
-
 async def _run(
     stepped: tuple[Emulator, ManualClock], mode: CompletionMode, subscribers: int
 ) -> dict[str, Any]:
@@ -293,10 +287,10 @@ async def _run(
         async with anyio.create_task_group() as task_group:
             for statuses in seen:
                 task_group.start_soon(_collect, generation, statuses)
-            await _until(lambda: all(len(statuses) >= 1 for statuses in seen))
+            await eventually(lambda: all(len(statuses) >= 1 for statuses in seen))
             clock.advance(1.0)  # processing
             if mode != "events":  # (which announces final states only)
-                await _until(lambda: all(len(statuses) >= 2 for statuses in seen))
+                await eventually(lambda: all(len(statuses) >= 2 for statuses in seen))
             clock.advance(1.0)  # succeeded
         await generation
         polls = client.stats.polls
@@ -337,21 +331,28 @@ async def test_in_auto_mode_subscribers_make_the_watcher_tick_and_leaving_stops_
     interval, so ``processing`` shows, and when the last one leaves they stop."""
     with_time = emu.state
     async with client_for(emu, "auto") as client:
-        with_time.time_scale = 2.0  # 1-4 s queued: long enough to watch the ticks
+        with_time.time_scale = 20.0  # 10-40 s queued: still queued when cancelled below
         try:
             generation = await client.enqueue("gpt-image-2", prompt="an ox, polled on demand")
         finally:
             with_time.time_scale = FAST.time_scale
-        await anyio.sleep(0.1)
-        unwatched = client.stats.polls  # (the poller's first look, when the job was tracked)
+        await eventually(lambda: client.stats.polls >= 1)  # the look when it was tracked
+        unwatched = client.stats.polls
+        # Six shared intervals with no subscriber: a tick in them would be a wrong one (on a
+        # slow machine fewer intervals pass, and the check only weakens).
         await anyio.sleep(0.3)
         assert client.stats.polls == unwatched  # unwatched: the stream alone
-        with anyio.move_on_after(0.3):
+
+        async def watch() -> None:
             async for _ in generation.updates():
                 pass
+
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(watch)
+            await eventually(lambda: client.stats.polls >= unwatched + 3)  # one per 50 ms
+            task_group.cancel_scope.cancel()
         ticks = client.stats.polls
-        assert ticks >= unwatched + 3  # about one per 50 ms while watched
-        await anyio.sleep(0.3)
+        await anyio.sleep(0.3)  # six intervals again, no subscriber left
         assert client.stats.polls <= ticks + 1  # (one may have been under way)
         await client.cancel(generation)
         assert generation.status == "cancelled"
@@ -377,7 +378,7 @@ async def test_closing_the_client_raises_client_closed_error_in_subscribers(
 ) -> None:
     seen: list[str] = []
     async with client_for(emu, "auto") as client:
-        emu.state.time_scale = 5.0
+        emu.state.time_scale = 20.0  # 10-40 s queued: still queued when the client closes
         try:
             generation = await client.enqueue("gpt-image-2", prompt="an ox, never finished")
         finally:
@@ -389,7 +390,7 @@ async def test_closing_the_client_raises_client_closed_error_in_subscribers(
 
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(follow)
-            await anyio.sleep(0.1)
+            await eventually(lambda: seen == ["queued"])  # following it
             await client.aclose()
     assert seen == ["queued"]
 

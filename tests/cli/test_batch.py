@@ -244,6 +244,7 @@ def _resume_and_finish(
         assert emulator.state.jobs[entry["generation_id"]].status == "succeeded"
 
 
+@pytest.mark.slow
 @posix_only
 def test_batch_interrupted_by_ctrl_c_resumes_without_enqueueing_twice(
     manual_hub: tuple[Emulator, ManualClock], tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -271,6 +272,7 @@ def test_batch_interrupted_by_ctrl_c_resumes_without_enqueueing_twice(
     _resume_and_finish(emulator, clock, prompts, out, capsys, reattached=2)
 
 
+@pytest.mark.slow
 def test_batch_killed_mid_write_resumes_without_enqueueing_twice(
     manual_hub: tuple[Emulator, ManualClock], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -36,6 +36,7 @@ from .support import (
 # --- demo ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the shared emulator: a process of its own
 def test_demo_saves_every_bundled_prompt_as_the_image_it_asks_for(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -136,6 +137,7 @@ def test_generate_passes_its_options_to_the_request(
     assert job.params["quality"] == "low"
 
 
+@pytest.mark.slow  # the shared emulator: a process of its own
 def test_generate_with_an_embedded_emulator_needs_no_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -290,6 +292,7 @@ def test_models_of_an_unknown_model_exits_2(
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow  # the shared emulator: a process of its own
 def test_any_command_runs_on_an_embedded_emulator(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -356,6 +359,7 @@ def test_verbose_logs_never_show_the_key_in_process(
     _assert_key_absent(caplog.text)
 
 
+@pytest.mark.slow
 def test_verbose_logs_never_show_the_key_in_a_real_process(
     oxen_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -391,6 +395,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 @posix_only
 def test_emulator_command_serves_until_ctrl_c_then_exits_cleanly() -> None:
     """``oxen-queue emulator --port P --api-key K`` answers the models endpoint with that key
@@ -408,7 +413,7 @@ def test_emulator_command_serves_until_ctrl_c_then_exits_cleanly() -> None:
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "the emulator never answered"
-                time.sleep(0.05)
+                time.sleep(0.05)  # polling: nothing tells when another process listens
         assert response.status_code == 200
         assert "gpt-image-2" in response.text
         wrong = httpx.get(url, headers={"Authorization": "Bearer another-key"})

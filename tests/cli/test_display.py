@@ -80,7 +80,9 @@ def test_a_batch_of_hostile_prompts_completes_and_shows_them_escaped(
     """Prompts made of markup, ANSI and OSC sequences, bidi overrides and Unicode line
     breaks: the batch sends each as written (one job each), prints its summary, exits 0,
     and its output holds no raw control, format or separator character."""
-    tag = f"ox {next(_runs)} "  # this example's jobs, among the module emulator's
+    # This example's jobs, among the module emulator's: "|" ends the number, so that ox 9's
+    # prompts are not ox 90's, and the prefix survives the strip of a prompt with no text.
+    tag = f"ox {next(_runs)}| "
     prompts = [tag + text for text in texts]
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "prompts.txt"
@@ -93,7 +95,8 @@ def test_a_batch_of_hostile_prompts_completes_and_shows_them_escaped(
         assert f"{len(prompts)} of {len(prompts)} saved" in stdout
         assert not raw_invisible(stdout)
         assert not raw_invisible(stderr)
-        sent = {p: n for p, n in hub.stats()["jobs_by_prompt"].items() if p.startswith(tag)}
+        mine = tag.rstrip()
+        sent = {p: n for p, n in hub.stats()["jobs_by_prompt"].items() if p.startswith(mine)}
         assert sent == dict.fromkeys((p.strip() for p in prompts), 1)
         recorded = {entry["prompt"] for entry in manifest_entries(out)}
         assert recorded == {p.strip() for p in prompts}

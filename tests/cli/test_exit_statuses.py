@@ -15,6 +15,7 @@ import pytest
 
 from oxen_queue.testing import Emulator, EmulatorConfig, ManualClock
 
+from ..helpers import TLS
 from .support import SECRET_KEY, enqueue_directly, run, write_prompts
 
 UNKNOWN = "3f2a0000-0000-4000-8000-00000000dead"
@@ -39,6 +40,7 @@ def hub(manual_hub: tuple[Emulator, ManualClock]) -> Hub:
     response = httpx.delete(
         f"{emulator.base_url}/api/ai/queue/{cancelled}",
         headers={"Authorization": f"Bearer {SECRET_KEY}"},
+        verify=TLS,
     )
     response.raise_for_status()
     jobs = emulator.state.jobs

@@ -112,7 +112,11 @@ def test_batch_refuses_a_prompts_file_that_is_not_text_in_one_line(
 # --- --out ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["batch", "demo", "generate", "download"])
+@pytest.mark.parametrize(
+    "command",
+    # demo runs on the shared emulator, a process of its own: slow
+    ["batch", pytest.param("demo", marks=pytest.mark.slow), "generate", "download"],
+)
 def test_an_out_that_is_an_existing_file_is_refused_before_anything_is_sent(
     oxen_emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
@@ -298,6 +302,7 @@ _LIMITED: Final = (
 )
 
 
+@pytest.mark.slow
 @posix_only
 def test_a_real_file_size_limit_stops_the_process_in_one_line_and_a_rerun_completes(
     manual_hub: tuple[Emulator, ManualClock], tmp_path: Path
@@ -372,6 +377,7 @@ def test_a_hand_edited_manifest_line_is_skipped_with_a_warning_and_the_request_r
     assert_done_exactly_once(oxen_emulator, out, ("ox one", "ox two"))
 
 
+@pytest.mark.slow
 @posix_only
 def test_a_batch_whose_only_manifest_lines_are_damaged_resumes_from_the_ledger(
     manual_hub: tuple[Emulator, ManualClock], tmp_path: Path, capsys: pytest.CaptureFixture[str]

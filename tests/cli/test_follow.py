@@ -103,6 +103,7 @@ def test_wait_for_an_unknown_id_exits_2(
     assert lines[known].startswith(f"{known} succeeded")
 
 
+@pytest.mark.slow
 def test_wait_prints_each_line_as_its_generation_finishes(
     fixed_hub: tuple[Emulator, ManualClock],
 ) -> None:
@@ -215,6 +216,7 @@ def test_cancel_of_several_ids_cancels_each(
 # --- piped output, as it happens ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_piped_batch_prints_each_finished_request_as_it_finishes(
     fixed_hub: tuple[Emulator, ManualClock], tmp_path: Path
 ) -> None:

@@ -70,6 +70,7 @@ def test_one_bad_id_among_good_ones_stops_the_command_before_anything_is_sent(
     assert emulator.state.jobs[good].status == "queued"  # not cancelled
 
 
+@pytest.mark.slow
 def test_a_real_process_refuses_a_dot_segment_id_with_one_line_and_status_2(
     manual_hub: tuple[Emulator, ManualClock],
 ) -> None:

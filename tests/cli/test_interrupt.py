@@ -10,6 +10,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
 from oxen_queue.testing import Emulator, ManualClock
 
 from .support import LineReader, enqueue_directly, posix_only, spawn, wait_until
@@ -28,6 +30,7 @@ def _deletes(emulator: Emulator) -> int:
     return sum(count for name, count in requests.items() if name.startswith("DELETE "))
 
 
+@pytest.mark.slow
 @posix_only
 def test_ctrl_c_during_generate_cancels_its_generations_upstream(
     manual_hub: tuple[Emulator, ManualClock], tmp_path: Path
@@ -48,6 +51,7 @@ def test_ctrl_c_during_generate_cancels_its_generations_upstream(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @posix_only
 def test_ctrl_c_while_the_enqueue_answer_is_in_flight_still_cancels_its_jobs(
     manual_hub: tuple[Emulator, ManualClock], tmp_path: Path
@@ -69,6 +73,7 @@ def test_ctrl_c_while_the_enqueue_answer_is_in_flight_still_cancels_its_jobs(
     assert stdout == ""
 
 
+@pytest.mark.slow
 @posix_only
 def test_a_second_ctrl_c_cuts_the_cleanup_short_quietly(
     manual_hub: tuple[Emulator, ManualClock], tmp_path: Path
@@ -92,6 +97,7 @@ def test_a_second_ctrl_c_cuts_the_cleanup_short_quietly(
     assert all(generation_id in line for generation_id in emulator.state.jobs)
 
 
+@pytest.mark.slow
 @posix_only
 def test_ctrl_c_during_wait_stops_waiting_and_leaves_the_generations_running(
     manual_hub: tuple[Emulator, ManualClock],

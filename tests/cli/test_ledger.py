@@ -57,6 +57,7 @@ def _kill_mid_flight(hub: Emulator, prompts: Path, out: Path) -> None:
     assert set(hub.state.jobs) - recorded  # jobs the manifest never heard of
 
 
+@pytest.mark.slow
 @posix_only
 def test_a_batch_killed_mid_flight_resumes_without_making_a_job_twice(
     hub: Emulator, tmp_path: Path
@@ -70,6 +71,7 @@ def test_a_batch_killed_mid_flight_resumes_without_making_a_job_twice(
     assert f"{len(PROMPTS)} of {len(PROMPTS)} saved" in stdout
 
 
+@pytest.mark.slow
 @posix_only
 def test_recover_prints_every_job_a_killed_run_left(hub: Emulator, tmp_path: Path) -> None:
     prompts, out = write_prompts(tmp_path, *PROMPTS), tmp_path / "out"
@@ -86,6 +88,7 @@ def test_recover_prints_every_job_a_killed_run_left(hub: Emulator, tmp_path: Pat
     assert set(printed.values()) <= {"queued", "processing", "succeeded"}
 
 
+@pytest.mark.slow
 def test_recover_without_a_ledger_says_how_to_name_one(hub: Emulator) -> None:
     status, _, stderr = finish(spawn("recover"))
     assert status == 2

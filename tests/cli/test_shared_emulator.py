@@ -41,7 +41,8 @@ from .support import (
     write_prompts,
 )
 
-pytestmark = posix_only  # detached servers, signals and pids
+# Detached servers, signals and pids: every one a process of its own (the suite's slow tier).
+pytestmark = [posix_only, pytest.mark.slow]
 
 
 def _record(state_dir: Path) -> Record:

@@ -106,6 +106,7 @@ def test_a_dry_run_says_where_a_budget_would_stop_and_what_has_no_price(
     assert oxen_emulator.stats()["jobs_created"] == 0
 
 
+@pytest.mark.slow
 def test_a_dry_run_as_a_real_process(oxen_emulator: Emulator, tmp_path: Path) -> None:
     prompts = write_prompts(tmp_path, "ox one", "ox two")
     status, stdout, stderr = finish(spawn("batch", str(prompts), "--dry-run"))

@@ -183,6 +183,7 @@ def test_the_command_carries_its_requests_on_aiohttp_when_the_extra_brings_it(
 # --- the cli extra ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_command_line_without_rich_says_to_install_the_cli_extra() -> None:
     """Without rich, ``oxen-queue`` (any command, even --help) exits 2 with the install line,
     and no traceback."""
@@ -200,6 +201,7 @@ def test_the_command_line_without_rich_says_to_install_the_cli_extra() -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_the_library_imports_without_rich() -> None:
     """rich is the CLI's extra: ``import oxen_queue`` and ``oxen_queue.testing`` work where it
     cannot be imported."""
@@ -210,6 +212,7 @@ def test_the_library_imports_without_rich() -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_importing_the_library_loads_no_rich() -> None:
     """``import oxen_queue`` (and its testing module) never loads rich itself.
 
@@ -347,6 +350,7 @@ def _run_without(names: tuple[str, ...], code: str, **env: str) -> subprocess.Co
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv",
     [

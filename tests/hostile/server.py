@@ -184,7 +184,7 @@ class Exchange:
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
                 return
-            await anyio.sleep(min(remaining, _SLICE))
+            await anyio.sleep(min(remaining, _SLICE))  # the behaviour: a slow answer
 
     @contextlib.asynccontextmanager
     async def watching(self) -> AsyncIterator[None]:

@@ -36,6 +36,6 @@ async def wait_until(condition: Callable[[], bool], *, within: float) -> bool:
     """Poll ``condition`` every 20 ms for up to ``within`` seconds; whether it came true."""
     with anyio.move_on_after(within):
         while not condition():
-            await anyio.sleep(0.02)
+            await anyio.sleep(0.02)  # polling: the server's state announces nothing
         return True
     return condition()

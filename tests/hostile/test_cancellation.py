@@ -3,15 +3,17 @@
 However the caller is cancelled (asyncio's ``task.cancel()``, ``asyncio.wait_for``,
 ``asyncio.timeout``, anyio scopes, trio's scopes and nurseries), a job whose enqueue was in
 flight ends cancelled upstream when ``generate()`` owned it, and registered with the client
-(``client.pending``) when plain ``enqueue()`` made it. The enqueue answer is held back a while
-(the job is created at once), so every cancellation lands while a POST is in flight; jobs run
-slowly, so none can finish before the client could cancel it.
+(``client.pending``) when plain ``enqueue()`` made it. The enqueue answer is held back until
+the callers have been cancelled (the job is created at once), so every cancellation lands while
+a POST is in flight, however slow the machine; jobs run slowly, so none can finish before the
+client could cancel it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -20,34 +22,52 @@ import trio
 
 from oxen_queue import AsyncClient
 
-from .actions import delayed
-from .server import HostileServer
+from ..helpers import WITHIN
+from .server import Exchange, HostileServer
 from .support import PROMPT, make_client, wait_until
 
 pytestmark = pytest.mark.anyio
 
-ANSWER_DELAY = 0.6  # seconds the enqueue answer is held back (the job exists at once)
-CANCEL_AFTER = 0.25  # seconds before the caller is cancelled: its POST is in flight
-SETTLE = ANSWER_DELAY + 1.0  # time for the late answers to land and the jobs to be cancelled
+# Seconds before a caller is cancelled by a timeout or a scope: its POSTs are sent in
+# milliseconds, and their answers held back until released, so this only has to be longer
+# than sending them takes on a machine at its limit.
+CANCEL_AFTER = 1.0
 ASYNCIO = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 TRIO = pytest.mark.parametrize("anyio_backend", ["trio"])
 SHIELD_BYPASSED = "asyncio's native cancellation goes through the enqueue's shield"
 
 
-def slow_enqueues(server: HostileServer) -> None:
-    server.state.time_scale = 5.0  # jobs take 12 s or more: only a cancel ends them in time
-    server.on("POST", "/api/ai/queue", delayed(ANSWER_DELAY))
+def slow_enqueues(server: HostileServer) -> threading.Event:
+    """Each enqueue creates its job at once and is answered once the event returned is set
+    (:func:`orphans` sets it); jobs take two minutes or more, so only a cancel ends them."""
+    server.state.time_scale = 50.0
+    released = threading.Event()
+
+    async def held(ex: Exchange) -> None:
+        captured = await ex.emulator()
+        async with ex.watching():
+            while not released.is_set() and not ex.over():
+                await ex.hold(0.01)  # polling: a threading.Event has nothing to await
+        if not ex.over():
+            await ex.start(captured.status, captured.headers, len(captured.body))
+            await ex.body(captured.body, more=False)
+
+    server.on("POST", "/api/ai/queue", held)
+    return released
 
 
-async def orphans(server: HostileServer) -> list[str]:
-    """After the late answers have landed: the jobs not cancelled upstream (none due)."""
-    await wait_until(
+async def orphans(server: HostileServer, answers: threading.Event) -> list[str]:
+    """Once the held answers have been let go and have landed: the jobs not cancelled
+    upstream (none due)."""
+    answers.set()
+    settled = await wait_until(
         lambda: (
             not server.active_jobs()
             and all(entry.ended is not None for entry in server.requests("POST", "/api/ai/queue"))
         ),
-        within=SETTLE,
+        within=WITHIN,
     )
+    assert settled, "the late answers did not land, or the jobs were not cancelled"
     return [job.generation_id for job in server.jobs.values() if job.status != "cancelled"]
 
 
@@ -57,20 +77,20 @@ async def generate(client: AsyncClient, i: int) -> None:
 
 @ASYNCIO
 async def test_asyncio_wait_for_on_generate_orphans_no_job(server: HostileServer) -> None:
-    slow_enqueues(server)
+    answers = slow_enqueues(server)
     async with make_client(server) as client:
         outcomes = await asyncio.gather(
             *(asyncio.wait_for(generate(client, i), CANCEL_AFTER) for i in range(10)),
             return_exceptions=True,
         )
         assert all(isinstance(outcome, TimeoutError) for outcome in outcomes)
-        assert await orphans(server) == []
+        assert await orphans(server, answers) == []
     assert len(server.jobs) == 10
 
 
 @ASYNCIO
 async def test_asyncio_timeout_on_generate_orphans_no_job(server: HostileServer) -> None:
-    slow_enqueues(server)
+    answers = slow_enqueues(server)
 
     async def within_timeout(client: AsyncClient, i: int) -> None:
         async with asyncio.timeout(CANCEL_AFTER):
@@ -81,7 +101,7 @@ async def test_asyncio_timeout_on_generate_orphans_no_job(server: HostileServer)
             *(within_timeout(client, i) for i in range(10)), return_exceptions=True
         )
         assert all(isinstance(outcome, TimeoutError) for outcome in outcomes)
-        assert await orphans(server) == []
+        assert await orphans(server, answers) == []
     assert len(server.jobs) == 10
 
 
@@ -89,20 +109,20 @@ async def test_asyncio_timeout_on_generate_orphans_no_job(server: HostileServer)
 async def test_task_cancel_of_100_generates_mid_post_orphans_no_job(
     server: HostileServer,
 ) -> None:
-    slow_enqueues(server)
+    answers = slow_enqueues(server)
     async with make_client(server, max_concurrency=32) as client:
         tasks = [asyncio.create_task(generate(client, i)) for i in range(100)]
-        assert await wait_until(lambda: server.count("POST", "/api/ai/queue") >= 32, within=5)
+        assert await wait_until(lambda: server.count("POST", "/api/ai/queue") >= 32, within=WITHIN)
         for task in tasks:
             task.cancel()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
-        assert await orphans(server) == []
+        assert await orphans(server, answers) == []
     assert len(server.jobs) >= 32  # every POST in flight had created its job
 
 
 async def test_anyio_move_on_after_on_generate_orphans_no_job(server: HostileServer) -> None:
-    slow_enqueues(server)
+    answers = slow_enqueues(server)
 
     async def within_scope(client: AsyncClient, i: int) -> None:
         with anyio.move_on_after(CANCEL_AFTER):
@@ -112,13 +132,13 @@ async def test_anyio_move_on_after_on_generate_orphans_no_job(server: HostileSer
         async with anyio.create_task_group() as group:
             for i in range(10):
                 group.start_soon(within_scope, client, i)
-        assert await orphans(server) == []
+        assert await orphans(server, answers) == []
     assert len(server.jobs) == 10
 
 
 @TRIO
 async def test_trio_move_on_after_on_generate_orphans_no_job(server: HostileServer) -> None:
-    slow_enqueues(server)
+    answers = slow_enqueues(server)
 
     async def within_scope(client: AsyncClient, i: int) -> None:
         with trio.move_on_after(CANCEL_AFTER):
@@ -128,7 +148,7 @@ async def test_trio_move_on_after_on_generate_orphans_no_job(server: HostileServ
         async with trio.open_nursery() as nursery:
             for i in range(10):
                 nursery.start_soon(within_scope, client, i)
-        assert await orphans(server) == []
+        assert await orphans(server, answers) == []
     assert len(server.jobs) == 10
 
 
@@ -136,27 +156,28 @@ async def test_trio_move_on_after_on_generate_orphans_no_job(server: HostileServ
 async def test_a_cancelled_trio_nursery_of_generates_orphans_no_job(
     server: HostileServer,
 ) -> None:
-    slow_enqueues(server)
+    answers = slow_enqueues(server)
     async with make_client(server) as client:
         async with trio.open_nursery() as nursery:
             for i in range(10):
                 nursery.start_soon(generate, client, i)
-            await trio.sleep(CANCEL_AFTER)
+            await wait_until(lambda: server.count("POST", "/api/ai/queue") == 10, within=WITHIN)
             nursery.cancel_scope.cancel()
-        assert await orphans(server) == []
+        assert await orphans(server, answers) == []
     assert len(server.jobs) == 10
 
 
 async def _enqueue_cancelled_mid_post(
     server: HostileServer, cancel: Callable[[AsyncClient], Awaitable[None]]
 ) -> None:
-    slow_enqueues(server)
+    answers = slow_enqueues(server)
     async with make_client(server) as client:
         await cancel(client)
-        assert await wait_until(lambda: len(server.jobs) == 1, within=2)
+        assert await wait_until(lambda: len(server.jobs) == 1, within=WITHIN)
         (job_id,) = server.jobs
+        answers.set()
         # Registered with the client, not orphaned: watched, and reattachable by id.
-        registered = await wait_until(lambda: job_id in client.pending, within=SETTLE)
+        registered = await wait_until(lambda: job_id in client.pending, within=WITHIN)
         assert registered, f"job {job_id} was created but the client does not know it"
 
 
@@ -166,7 +187,7 @@ async def test_enqueue_cancelled_mid_post_by_task_cancel_still_registers_its_job
 ) -> None:
     async def cancel(client: AsyncClient) -> None:
         task = asyncio.create_task(client.enqueue("gpt-image-2", prompt=PROMPT))
-        assert await wait_until(lambda: server.count("POST", "/api/ai/queue") == 1, within=2)
+        assert await wait_until(lambda: server.count("POST", "/api/ai/queue") == 1, within=WITHIN)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

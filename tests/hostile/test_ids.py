@@ -98,7 +98,7 @@ def answered_when(released: threading.Event, body: bytes) -> Action:
     async def action(ex: Exchange) -> None:
         await ex.emulator()
         while not released.is_set() and not ex.over():
-            await anyio.sleep(0.01)
+            await anyio.sleep(0.01)  # polling: a threading.Event has nothing to await
         if not ex.over():
             await ex.start(200, [(b"content-type", b"application/json")], len(body))
             await ex.body(body, more=False)

@@ -209,6 +209,7 @@ def test_a_budgeted_run_against_a_hostile_price_sends_nothing_and_says_so_in_a_l
     assert hub.count("POST", "/api/ai/queue") == 0
 
 
+@pytest.mark.slow
 def test_a_dry_run_as_a_real_process_against_a_price_of_1e1000000(
     hub: HostileServer, tmp_path: Path
 ) -> None:

@@ -82,7 +82,7 @@ async def batch(args: argparse.Namespace) -> None:
                     emit({"enqueued": generation.id})
 
                 group.start_soon(one)
-                await anyio.sleep(args.pace)
+                await anyio.sleep(args.pace)  # the behaviour: a batch's pace
         emit({"done": True})
         await anyio.sleep_forever()
 

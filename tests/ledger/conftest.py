@@ -16,7 +16,8 @@ from oxen_queue._ledger._sqlledger import SqlLedger
 
 from .pgcluster import PostgresCluster, find_pg_bin, start_cluster
 
-BACKENDS = ["sqlite", "postgresql"]
+# PostgreSQL is slow by the suite's rule (a database server): `-m "not slow"` keeps SQLite.
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +40,9 @@ def backend_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) ->
     """A URL to a fresh, empty ledger on ``backend``."""
     if backend == "sqlite":
         return f"sqlite://{tmp_path}/ledger.db"
+    if request.node.get_closest_marker("slow") is None:
+        # A test that builds its own parameters must mark PostgreSQL's as BACKENDS does.
+        pytest.fail("a test on PostgreSQL must be marked slow (see BACKENDS)", pytrace=False)
     cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
     return cluster.url(schema=cluster.new_schema())
 

@@ -63,6 +63,7 @@ def emulator() -> Iterator[Emulator]:
         yield emu
 
 
+@pytest.mark.slow
 def test_processes_with_identical_requests_each_get_their_own_job(
     emulator: Emulator, ledger_url: str
 ) -> None:
@@ -96,10 +97,14 @@ def test_processes_with_identical_requests_each_get_their_own_job(
     assert sum(s["resent"] for s in stats) == 0
 
 
+@pytest.mark.slow
 def test_a_killed_process_leaves_its_billed_jobs_to_recover(ledger_url: str) -> None:
     """SIGKILL mid-batch, some answers still on their way: ``recover()`` in the next
     process returns every job the killed one made (they are all still running)."""
-    with Emulator(config=EmulatorConfig(time_scale=5, unrelated_event_rate=0)) as emulator:
+    # Jobs queued 50-200 s, then processing 200-500 s: none can finish within the test's
+    # 120 s timeout, however slow the machine (at time_scale 5, one did in a 23 s run).
+    config = EmulatorConfig(time_scale=100, unrelated_event_rate=0)
+    with Emulator(config=config) as emulator:
         _kill_and_recover(emulator, ledger_url)
 
 

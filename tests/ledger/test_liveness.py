@@ -52,8 +52,10 @@ def test_another_host_is_judged_by_its_lease_on_the_ledger_clock() -> None:
     assert not alive(replace(other, host_key=""), lease_until=None)
 
 
+@pytest.mark.slow
 @linux_only
 def test_a_real_child_is_alive_until_it_exits() -> None:
+    # A child that lives until killed (60 s only bounds it if the test dies first).
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         token = process_start_token(child.pid)

@@ -153,13 +153,13 @@ async def run_claim(args: argparse.Namespace) -> None:
         emit({"ready": True})
         go = Path(args.go)
         while not await anyio.to_thread.run_sync(go.exists):
-            await anyio.sleep(0.002)
+            await anyio.sleep(0.002)  # polling: the start signal is a file
         while True:
             try:
                 held = await ledger.claim(intent_id, args.candidates.split(","))
                 break
             except InFlightError:  # another worker not yet marked lost: cannot happen here
-                await anyio.sleep(0.01)
+                await anyio.sleep(0.01)  # (a retry, never reached)
         emit({"held": held})
 
 
@@ -174,7 +174,7 @@ async def run_hold(args: argparse.Namespace) -> None:
         if args.ids:
             await ledger.record_ids(intent_id, args.ids.split(","))
         emit({"intent_id": intent_id, "client_id": ledger.owner.client_id})
-        await anyio.sleep(args.exit_after)
+        await anyio.sleep(args.exit_after)  # the behaviour: alive this long, then gone
 
 
 def main() -> None:

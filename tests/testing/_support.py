@@ -119,7 +119,7 @@ async def wait_for_status(
             row: dict[str, Any] = (await client.get(f"/api/ai/queue/{generation_id}")).json()
             if row["status"] in statuses:
                 return row
-            await anyio.sleep(0.01)
+            await anyio.sleep(0.01)  # polling, as a client without the stream does
 
 
 @contextlib.asynccontextmanager

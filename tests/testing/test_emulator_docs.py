@@ -93,6 +93,7 @@ def test_the_page_has_the_six_python_snippets() -> None:
     }
 
 
+@pytest.mark.slow
 @needs_requests
 def test_the_sync_and_polling_snippets_run_unmodified(instant: Emulator) -> None:
     snippets = _snippets()
@@ -108,6 +109,7 @@ def test_the_sync_and_polling_snippets_run_unmodified(instant: Emulator) -> None
     assert stats["jobs_by_status"] == {"succeeded": 2}
 
 
+@pytest.mark.slow
 @needs_requests
 def test_the_sse_snippets_see_their_event_though_they_subscribe_after_enqueueing(
     realistic: Emulator,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 
 from oxen_queue.testing import Emulator, EmulatorConfig, Faults
 
+from ..helpers import TLS
 from ._support import PROMPT, SSEParser, auth
 
 ENQUEUE = {"model": "gpt-image-2", "prompt": PROMPT}
@@ -32,7 +34,7 @@ def emu(server: Emulator) -> Emulator:
 
 @pytest.fixture
 def client(emu: Emulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emu.base_url, headers=auth(), timeout=5.0) as client:
+    with httpx.Client(base_url=emu.base_url, headers=auth(), timeout=5.0, verify=TLS) as client:
         yield client
 
 
@@ -42,7 +44,7 @@ def _wait_done(client: httpx.Client, generation_id: str) -> dict[str, object]:
         row: dict[str, object] = client.get(f"/api/ai/queue/{generation_id}").json()
         if row["status"] in ("succeeded", "failed", "cancelled"):
             return row
-        time.sleep(0.01)
+        time.sleep(0.01)  # polling, as a client without the stream does
     raise AssertionError(f"{generation_id} never finished")
 
 
@@ -78,26 +80,35 @@ def _stream_until_done(client: httpx.Client, count: int) -> tuple[list[str], set
     return lines, ids
 
 
+def _two_seconds_after(value: str, sent: float, answered: float) -> bool:
+    """An HTTP date 2 s after the server's clock read, which fell between ``sent`` and
+    ``answered``: in whole seconds, so between their floors (however slow the machine)."""
+    date = parsedate_to_datetime(value).timestamp()
+    return math.floor(sent) + 2 <= date <= math.floor(answered) + 2
+
+
 @pytest.mark.parametrize(
     ("form", "header", "check"),
     [
-        ("seconds", "retry-after", lambda value: value == "2"),
-        ("ms", "retry-after-ms", lambda value: value == "2000"),
-        (
-            "http-date",
-            "retry-after",
-            lambda value: parsedate_to_datetime(value).timestamp() >= time.time() + 1,
-        ),
+        ("seconds", "retry-after", lambda value, *_: value == "2"),
+        ("ms", "retry-after-ms", lambda value, *_: value == "2000"),
+        ("http-date", "retry-after", _two_seconds_after),
     ],
 )
 def test_enqueue_429_refuses_before_creating_and_says_when_to_retry(
-    emu: Emulator, client: httpx.Client, form: str, header: str, check: object
+    emu: Emulator,
+    client: httpx.Client,
+    form: str,
+    header: str,
+    check: Callable[[str, float, float], bool],
 ) -> None:
     emu.faults.update({"enqueue_429": 1.0, "retry_after": 2, "retry_after_form": form})
+    sent = time.time()
     response = client.post("/api/ai/queue", json=ENQUEUE)
+    answered = time.time()
     assert response.status_code == 429
     assert response.json() == {"error": {"message": "Rate limit exceeded"}}
-    assert callable(check) and check(response.headers[header])
+    assert check(response.headers[header], sent, answered)
     assert emu.stats()["jobs_created"] == 0
     assert emu.stats()["faults"] == {"enqueue_429": 1}
 

@@ -42,6 +42,7 @@ async def test_the_fixture_serves_async_tests_too(oxen_emulator: Emulator) -> No
         assert (await client.get("/api/ai/queue")).json() == {"count": 0, "generations": []}
 
 
+@pytest.mark.slow
 def test_the_plugin_is_registered_by_the_entry_point(tmp_path: Path) -> None:
     test_file = tmp_path / "test_user_suite.py"
     test_file.write_text(
@@ -100,6 +101,7 @@ def test_the_plugin_is_registered_by_the_entry_point(tmp_path: Path) -> None:
     assert "2 passed" in result.stdout
 
 
+@pytest.mark.slow
 def test_pytest_runs_without_the_emulator_extra_and_the_fixture_says_what_to_install(
     tmp_path: Path,
 ) -> None:
@@ -137,6 +139,7 @@ def test_pytest_runs_without_the_emulator_extra_and_the_fixture_says_what_to_ins
     assert "pip install 'oxen-queue[emulator]'" in result.stdout
 
 
+@pytest.mark.slow
 def test_loading_the_plugin_imports_no_server_or_media_library() -> None:
     # Not h11: it is also the HTTP/1.1 engine of httpx's own transport (httpx 0.27, the lowest
     # version accepted, imports it with httpx), so its presence says nothing about the server.
@@ -150,6 +153,7 @@ def test_loading_the_plugin_imports_no_server_or_media_library() -> None:
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_run_server_serves_until_ctrl_c_and_never_logs_the_key() -> None:
     code = "from oxen_queue.testing import run_server; run_server(port=0, api_key='cli-secret-k')"
     process = subprocess.Popen(

@@ -12,6 +12,7 @@ import pytest
 
 from oxen_queue.testing import Emulator, EmulatorConfig, ManualClock
 
+from ..helpers import TLS
 from ._support import (
     OTHER_KEY,
     PROMPT,
@@ -30,7 +31,7 @@ FAILURE_KEYS = {"generation_id", "status", "media_type", "error"}
 
 
 def _client(emu: Emulator, key: str = "test-key-alice") -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=emu.base_url, headers=auth(key), timeout=5.0)
+    return httpx.AsyncClient(base_url=emu.base_url, headers=auth(key), timeout=5.0, verify=TLS)
 
 
 async def _enqueue(client: httpx.AsyncClient, **body: object) -> str:
@@ -171,6 +172,8 @@ async def test_streams_see_only_their_users_events() -> None:
         with anyio.fail_after(5.0):
             event = await next_completion(alice_lines)
         assert event["generation_id"] == gid
+        # A moment in which a wrong delivery to bob would be counted (on a slow machine it
+        # may not have been yet, and the check only weakens: never a false failure).
         await anyio.sleep(0.05)
         stats = emu.stats()
         assert stats["sse_open"] == 2
@@ -219,7 +222,7 @@ async def test_a_manual_clock_moved_from_the_test_drives_events() -> None:
     async with Emulator(config=FAST, clock=clock) as emu, _client(emu) as client:
         async with event_lines(client) as lines:
             gid = await _enqueue(client)
-            await anyio.sleep(0.05)
+            await anyio.sleep(0.05)  # real time passes (a moment: the check only weakens)
             assert emu.state.jobs[gid].status == "queued"  # time stands still
             clock.advance(1.0)  # no request follows: the server's scheduler applies it
             with anyio.fail_after(5.0):

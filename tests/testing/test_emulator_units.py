@@ -16,6 +16,7 @@ from oxen_queue.testing._state import EmulatorState
 from oxen_queue.testing._validation import check_params
 from oxen_queue.testing._wakeup import Signal
 
+from ..helpers import eventually
 from ._support import asgi_client, enqueue
 
 
@@ -152,10 +153,7 @@ async def test_the_scheduler_task_applies_transitions_on_time() -> None:
     async with anyio.create_task_group() as group:
         group.start_soon(state.run_scheduler)
         [job] = state.enqueue(user, MODELS["gpt-image-2"], {"prompt": "x"})
-        for _ in range(400):
-            if job.status == "succeeded":
-                break
-            await anyio.sleep(0.005)
+        await eventually(lambda: job.status == "succeeded")
         group.cancel_scope.cancel()
     assert job.completed_at is not None and job.started_at is not None
     assert job.completed_at - job.started_at == pytest.approx(0.02, abs=0.01)

@@ -288,7 +288,7 @@ class EmulatorApp:
         return (1 - tokens) / rate
 
     def _roll(self, kind: str, rate: float) -> bool:
-        if self.faults.roll(rate):
+        if self.faults.roll(rate, kind=kind):
             self.state.count_fault(kind)
             return True
         return False

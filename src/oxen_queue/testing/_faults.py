@@ -1,9 +1,10 @@
 """Fault injection: switches a test flips to make the emulator misbehave like a real network.
 
 Every switch is off by default. Rates are probabilities (0..1) drawn per request (or per
-event for ``event_loss`` and ``sse_garbage``) from the faults' own random generator, so a
-``seed`` makes a run reproducible. The emulator counts every fault it injects, by kind
-(``stats()["faults"]``).
+event for ``event_loss`` and ``sse_garbage``) from the faults' own random generators, one per
+kind of fault, so a ``seed`` makes a run reproducible: the n-th enqueue meets the same faults
+however the reads, events and other clients' requests of a concurrent run interleave with it.
+The emulator counts every fault it injects, by kind (``stats()["faults"]``).
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class Faults:
         sse_garbage: Fraction of completion events preceded on a stream by garbage: a
             non-JSON ``data:`` line, a data-only event, ``id:``/``retry:`` fields, or a copy of
             the event with unknown fields.
-        seed: Seed of the faults' random generator; ``None`` seeds from the system.
+        seed: Seed of the faults' random generators (one per kind of fault, each drawn only
+            for its own kind); ``None`` seeds from the system.
     """
 
     enqueue_429: float = 0.0
@@ -110,16 +112,21 @@ class Faults:
     sse_garbage: float = 0.0
     seed: int | None = None
     _rng: random.Random = field(init=False, repr=False, compare=False)
+    _streams: dict[str, random.Random] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_rng", random.Random(self.seed))
+        self._reseed(self.seed)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if not name.startswith("_"):
             value = _checked(name, value)
             if name == "seed":
-                object.__setattr__(self, "_rng", random.Random(value))
+                self._reseed(value)
         object.__setattr__(self, name, value)
+
+    def _reseed(self, seed: int | None) -> None:
+        object.__setattr__(self, "_rng", random.Random(seed))
+        object.__setattr__(self, "_streams", {})
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Set several switches at once (all checked before any is set).
@@ -136,7 +143,7 @@ class Faults:
         for spec in dataclasses.fields(self):
             if spec.init and spec.name != "seed":
                 setattr(self, spec.name, spec.default)
-        object.__setattr__(self, "_rng", random.Random(self.seed))
+        self._reseed(self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         """The switches as a plain JSON-ready dict."""
@@ -144,9 +151,30 @@ class Faults:
             spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self) if spec.init
         }
 
-    def roll(self, rate: float) -> bool:
-        """Draw once: true with probability ``rate``."""
-        return rate > 0 and (rate >= 1 or self._rng.random() < rate)
+    def roll(self, rate: float, *, kind: str | None = None) -> bool:
+        """Draw once: true with probability ``rate``.
+
+        Args:
+            rate: The probability.
+            kind: The fault drawn for (``"enqueue_cut"``, say): from that kind's own
+                generator, so how often other kinds are drawn meanwhile changes nothing.
+                ``None``: from the shared one.
+        """
+        if rate <= 0:
+            return False
+        if rate >= 1:
+            return True
+        return self._stream(kind).random() < rate
+
+    def _stream(self, kind: str | None) -> random.Random:
+        if kind is None:
+            return self._rng
+        stream = self._streams.get(kind)
+        if stream is None:
+            # A string seed is hashed the same way in every process (unlike hash()).
+            seed = None if self.seed is None else f"{self.seed}/{kind}"
+            stream = self._streams[kind] = random.Random(seed)
+        return stream
 
     def pick(self, count: int) -> int:
         """Draw one of ``range(count)``."""

@@ -67,7 +67,7 @@ async def _pump(send: Send, state: EmulatorState, subscriber: Subscriber) -> Non
             return
         for event in subscriber.drain():
             chunk = event.encode()
-            if event.is_completion and faults.roll(faults.sse_garbage):
+            if event.is_completion and faults.roll(faults.sse_garbage, kind="sse_garbage"):
                 state.count_fault("sse_garbage")
                 chunk = _garbage(event, faults.pick(4)) + chunk
             # Counted first: a client may act on the event before this task resumes.

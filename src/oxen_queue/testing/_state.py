@@ -470,7 +470,7 @@ class EmulatorState:
         self.stats.events_published += 1
         unrelated = self._event_rng.random() < self.config.unrelated_event_rate
         multiline = self._event_rng.random() < 0.5
-        if self.faults.roll(self.faults.event_loss):
+        if self.faults.roll(self.faults.event_loss, kind="event_loss"):
             self.stats.events_dropped += 1
             self.stats.faults["event_loss"] += 1
             return
