@@ -18,10 +18,23 @@ Measured per mode:
 
 Then 10,000 concurrent generations in one process with the default mode: all must resolve.
 
+With ``--otel ROUNDS``, the cost of the OpenTelemetry instrumentation (issue 18) instead, in
+three variants of the ``auto`` mode: the API installed and imported by nothing (``auto``: the
+client leaves it unimported), imported by the application with no SDK configured
+(``auto-otel-api``: the instrumentation's no-op path), and an SDK recording every span and
+metric into exporters that drop them (``auto-otel-sdk``: what turning it on costs). CPU is
+measured in one process, in ``ROUNDS`` pairs of runs per variant: a client with the no-op
+telemetry of an environment without the extra, and one with the instrumentation, their order
+alternating, so that the machine's load falls on both alike; the table gives the median of
+the pairs' ratios (target: at most 1.02 without an SDK) and their middle half. Memory per
+pending generation is measured in fresh processes, ``opentelemetry`` blocked
+(``auto-no-otel``) or not. The hooks' own cost, timed alone in a loop, is printed after it.
+
 Run::
 
     uv run python benchmarks/completion.py              # 1,000 generations per mode
     uv run python benchmarks/completion.py -n 200       # quicker
+    uv run python benchmarks/completion.py --otel 7     # the instrumentation's cost
 """
 
 from __future__ import annotations
@@ -44,6 +57,12 @@ from typing import Any
 import httpx
 
 OURS = ("auto", "events", "shared")
+# The instrumentation's variants of "auto" (--otel): opentelemetry blocked, and an SDK on.
+NO_OTEL = "-no-otel"
+OTEL_API = "-otel-api"
+OTEL_SDK = "-otel-sdk"
+OTEL_MODES = (f"auto{NO_OTEL}", "auto", f"auto{OTEL_API}", f"auto{OTEL_SDK}")
+PAIRS = "otel-pairs:"  # the child mode of --otel's CPU runs, with the number of rounds
 BASELINES = {"poll-5s": 5.0, "poll-1s": 1.0, "poll-0.5s": 0.5, "poll-0.1s": 0.1}
 # The same 5 s loop with at most 16 requests in flight (as our client bounds itself): what
 # polling costs without httpx's pool contention, which dominates the plain baselines.
@@ -162,8 +181,44 @@ async def run_baseline(
     return {"resolved": resolved, "cpu": cpu, "started": started}
 
 
+def configure_sdk() -> None:
+    """An OpenTelemetry SDK that records every span and metric, and drops them at export:
+    the instrumentation's whole cost, none of an exporter's."""
+    from collections.abc import Sequence
+
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
 def child(mode: str, base_url: str, count: int, memory: bool) -> None:
     """Run one mode; CPU is counted from the first enqueue to the last completion."""
+    if mode.startswith(PAIRS):
+        rounds = int(mode.removeprefix(PAIRS))
+        print(json.dumps(asyncio.run(run_pairs(base_url, count, rounds))))
+        return
+    if mode.endswith(NO_OTEL):  # as if the otel extra were not installed
+        sys.modules["opentelemetry"] = None  # type: ignore[assignment]
+        mode = mode.removesuffix(NO_OTEL)
+    elif mode.endswith(OTEL_API):  # an application that imports the API, configures no SDK
+        import opentelemetry.metrics
+        import opentelemetry.trace  # noqa: F401
+
+        mode = mode.removesuffix(OTEL_API)
+    elif mode.endswith(OTEL_SDK):
+        configure_sdk()
+        mode = mode.removesuffix(OTEL_SDK)
     import oxen_queue  # noqa: F401  (imports happen once per process, not per generation)
 
     baselines: dict[str, Any] = {**BASELINES, **BOUNDED}
@@ -213,10 +268,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def measure(mode: str, base_url: str, count: int, http: httpx.Client) -> Row:
-    admin(http, "/_emulator/reset", {})
-    admin(http, "/_emulator/clock", {"time_scale": 1000.0})  # nothing finishes: all pending
-    memory = run_child(mode, base_url, min(count, 1000), memory=True)["bytes_per_pending"]
+def measure(
+    mode: str, base_url: str, count: int, http: httpx.Client, *, memory_run: bool = True
+) -> Row:
+    memory = math.nan
+    if memory_run:
+        admin(http, "/_emulator/reset", {})
+        admin(http, "/_emulator/clock", {"time_scale": 1000.0})  # nothing finishes: all pending
+        memory = run_child(mode, base_url, min(count, 1000), memory=True)["bytes_per_pending"]
     admin(http, "/_emulator/reset", {})
     admin(http, "/_emulator/clock", {"time_scale": 1.0})
     result = run_child(mode, base_url, count, memory=False)
@@ -312,6 +371,119 @@ def scale_run(base_url: str, count: int, http: httpx.Client) -> str:
     )
 
 
+def otel_cost(base_url: str, count: int, rounds: int, http: httpx.Client) -> str:
+    """The instrumentation's cost (see the module docstring): memory in fresh processes, CPU
+    in pairs of runs in one process."""
+    memory: dict[str, float] = {}
+    for mode in OTEL_MODES:
+        admin(http, "/_emulator/reset", {})
+        admin(http, "/_emulator/clock", {"time_scale": 1000.0})  # nothing finishes: all pending
+        held = run_child(mode, base_url, min(count, 1000), memory=True)["bytes_per_pending"]
+        memory[mode] = held / 1024
+    admin(http, "/_emulator/clock", {"time_scale": 1.0})
+    before = os.getloadavg()
+    pairs = run_child(f"{PAIRS}{rounds}", base_url, count, memory=False)
+    after = os.getloadavg()
+    lines = [
+        f"{count} generations of 2-6 s each per run, {rounds} pairs of runs per variant, "
+        f"{os.cpu_count()} CPUs, load average {before[0]:.2f} at the start, {after[0]:.2f} "
+        f"at the end ({after[1]:.2f} over 5 min, {after[2]:.2f} over 15)",
+        "",
+        "| variant | client CPU/gen, median | its pair without (median) | ratio, median "
+        "| ratio, middle half | memory/pending |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| auto-no-otel (blocked) | | | | | {memory[OTEL_MODES[0]]:.2f} KB |",
+    ]
+    verdicts: list[str] = []
+    for mode, runs in zip(OTEL_MODES[1:], pairs.values(), strict=True):
+        ratios = sorted(with_ / without for without, with_ in runs)
+        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        median = statistics.median(ratios)
+        lines.append(
+            f"| {mode} | {statistics.median(w for _, w in runs):.3f} ms "
+            f"| {statistics.median(b for b, _ in runs):.3f} ms | {median:.3f}x "
+            f"| {quartiles[0]:.3f}-{quartiles[2]:.3f}x | {memory[mode]:.2f} KB |"
+        )
+        if not mode.endswith(OTEL_SDK):
+            verdict = "PASS" if median <= 1.02 else "FAIL"
+            verdicts.append(f"{verdict}  {mode}: CPU {median:.3f}x of its pair without (<= 1.02x)")
+    return "\n".join([*lines, "", *verdicts, "", hooks_cost()])
+
+
+async def run_pairs(base_url: str, count: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
+    """In this process, ``rounds`` pairs of runs for each variant: one client without the
+    instrumentation (as without the extra: the no-op telemetry), one with it, in alternating
+    order; CPU ms per generation of each. The variants come in turn, each adding to the
+    last: OpenTelemetry installed and unused, then imported, then an SDK configured."""
+    import oxen_queue._otel as otel
+
+    def import_api() -> None:
+        import opentelemetry.metrics
+        import opentelemetry.trace  # noqa: F401
+
+    results: dict[str, list[tuple[float, float]]] = {}
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+
+        async def one(instrumented: bool) -> float:
+            admin(http, "/_emulator/reset", {})
+            otel._installed = instrumented  # False: the client gets the no-op telemetry
+            try:
+                result = await run_ours("auto", base_url, count, False)
+            finally:
+                otel._installed = True
+            return float(result["cpu"]) * 1000 / count
+
+        for mode, setup in zip(OTEL_MODES[1:], (None, import_api, configure_sdk), strict=True):
+            if setup is not None:
+                setup()
+            await one(True)  # a warm-up, not counted: what a process pays once
+            runs: list[tuple[float, float]] = []
+            for number in range(rounds):
+                # Which of the pair goes first alternates, so that neither always follows the
+                # other's garbage.
+                order = (False, True) if number % 2 == 0 else (True, False)
+                cpu: dict[bool, float] = {}
+                for instrumented in order:
+                    cpu[instrumented] = await one(instrumented)
+                runs.append((cpu[False], cpu[True]))
+                print(f"  {mode}: pair {number + 1} of {rounds}", file=sys.stderr, flush=True)
+            results[mode] = runs
+    return results
+
+
+def hooks_cost(repeat: int = 200_000) -> str:
+    """The per-generation calls the client makes to the instrumentation, timed alone, without
+    an SDK: what an enqueue of one generation adds, in nanoseconds, with the API unimported
+    (in a fresh process) and imported."""
+    command = [sys.executable, __file__, "--hooks", str(repeat)]
+    unimported = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return (
+        "the hooks of one enqueue (request, attach/detach in the caller and the worker, the "
+        f"budget's event), timed alone, no SDK: {float(unimported):.0f} ns per generation with "
+        f"the API unimported, {hooks_ns(repeat, imported=True):.0f} ns with it imported"
+    )
+
+
+def hooks_ns(repeat: int, *, imported: bool) -> float:
+    import oxen_queue._otel as otel
+
+    if imported:
+        import opentelemetry.metrics
+        import opentelemetry.trace  # noqa: F401
+    telemetry = otel.client_telemetry(base_url=httpx.URL("https://hub.oxen.ai"), secret=KEY)
+    params = {"prompt": "An ox", "quality": "low"}
+    telemetry.request("gpt-image-2", params, 1)  # the instruments are made once per process
+    started = time.perf_counter()
+    for _ in range(repeat):
+        trace = telemetry.request("gpt-image-2", params, 1)
+        token = trace.attach()
+        trace.budget_reserved(None)
+        token_worker = trace.attach()
+        trace.detach(token_worker)
+        trace.detach(token)
+    return (time.perf_counter() - started) / repeat * 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -323,10 +495,21 @@ def main() -> None:
     parser.add_argument(
         "--modes", default=",".join([*OURS, *BASELINES, *BOUNDED]), help="comma-separated"
     )
+    parser.add_argument(
+        "--otel",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="measure the OpenTelemetry instrumentation's cost instead (see above)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--hooks", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.hooks:
+        print(hooks_ns(args.hooks, imported=False))
+        return
     if args.child:
         child(args.child, args.base_url, args.n, args.memory)
         return
@@ -341,6 +524,9 @@ def main() -> None:
                     break
                 except httpx.TransportError:
                     time.sleep(0.1)
+            if args.otel:
+                print(otel_cost(base_url, args.n, args.otel, http))
+                return
             rows = []
             for mode in args.modes.split(","):
                 rows.append(measure(mode, base_url, args.n, http))

@@ -62,6 +62,7 @@ __all__ = [
     "parse_enqueue_answer",
     "parse_event",
     "row_params",
+    "url_template",
 ]
 
 logger = logging.getLogger("oxen_queue")
@@ -76,6 +77,15 @@ IMAGES: Final = "api/ai/images/generate"
 EDITS: Final = "api/ai/images/edit"
 VIDEOS: Final = "api/ai/videos/generate"
 COMPLETED_EVENT: Final = "media_generation_completed"
+
+_TEMPLATES: Final = {
+    path: f"/{path}" for path in (QUEUE, HISTORY, MODELS, EVENTS, IMAGES, EDITS, VIDEOS)
+}
+_ID_TEMPLATES: Final = {
+    QUEUE: f"/{QUEUE}/{{generation_id}}",
+    HISTORY: f"/{HISTORY}/{{generation_id}}",
+    MODELS: f"/{MODELS}/{{model}}",
+}
 
 ROW_FIELDS: Final = frozenset(GenerationRecord.model_fields)
 """The fields a row declares; every other key of a row is a request parameter merged in."""
@@ -96,6 +106,16 @@ def id_path(collection: str, value: str, *, field: str = "generation_id") -> str
         InvalidParamsError: An implausible id, before anything is sent.
     """
     return f"{collection}/{segment(check_id(value, field=field))}"
+
+
+def url_template(path: str) -> str:
+    """The template of one of the API's paths, ids replaced by their names
+    (``/api/ai/queue/{generation_id}``): for metrics, where an id must never be an attribute.
+    A path none of the endpoints here builds is ``"_OTHER"``."""
+    template = _TEMPLATES.get(path)
+    if template is None:
+        template = _ID_TEMPLATES.get(path.rpartition("/")[0], "_OTHER")
+    return template
 
 
 def parse(model: type[M], data: object, *, what: str) -> M:

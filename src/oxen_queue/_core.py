@@ -13,6 +13,7 @@ forgets it and tells the watcher and the ledger.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import logging
 import math
@@ -24,7 +25,7 @@ import anyio
 import anyio.abc
 import httpx
 
-from ._api import QueueEndpoints
+from ._api import QUEUE, QueueEndpoints
 from ._budget import Budget
 from ._detached import spawn_detached
 from ._download import FileFetcher
@@ -37,6 +38,7 @@ from ._ledger import Ledger, LedgerError, open_ledger
 from ._ledger._memory import MemoryLedger
 from ._models import TERMINAL_STATUSES
 from ._money import AmountError, amount
+from ._otel import client_telemetry
 from ._params import ParamChecker
 from ._poll import PollPolicy
 from ._retry import RetryPolicy
@@ -174,6 +176,8 @@ class ClientCore:
         except ValueError as exc:
             raise InvalidParamsError(str(exc), field="ledger") from None
         self.completion: CompletionMode = completion
+        # OpenTelemetry (the otel extra): a no-op without it; imported at the first call.
+        self.telemetry = telemetry = client_telemetry(base_url=url, secret=key.strip())
         self.session = session = ApiSession(
             base_url=url,
             api_key=key.strip(),
@@ -183,6 +187,7 @@ class ClientCore:
             transport=transport,
             http_backend=http_backend,
             verify=verify,
+            telemetry=telemetry,
         )
         self.api = api = QueueEndpoints(session)
         self.files = FileFetcher(
@@ -204,7 +209,7 @@ class ClientCore:
             retry=retry,
             attempt_deadline=attempt_deadline(http_timeout),
             workers=lambda: admission.bound,
-            on_retry=session.note_retry,
+            on_retry=functools.partial(session.note_retry, "POST", QUEUE),
         )
         self.params = ParamChecker(api.get_model, enabled=True)
         self.watcher = make_watcher(
@@ -216,7 +221,11 @@ class ClientCore:
             stall_timeout=stall_timeout,
         )
         self.spend = SpendControl(
-            params=self.params, endpoints=api, task_group=self.require_open, budget=budget
+            params=self.params,
+            endpoints=api,
+            task_group=self.require_open,
+            budget=budget,
+            telemetry=telemetry,
         )
         self.defaults = CallOptions(timeout=None, validate=validate, deadline=poll_policy.deadline)
         self.rows = Rows(self, api, self.defaults)
@@ -225,6 +234,9 @@ class ClientCore:
         # One bound method for every generation's done callback, not one made per generation.
         self._on_done = self._finished
         self.deadlines = _Deadlines(self.pending)
+        telemetry.watch(
+            pending=self.pending, admission=admission, will_settle=self.spend.will_settle
+        )
         self.closed = False
         self._stack: AsyncExitStack | None = None  # the outer group of an `async with`
         self._opening: anyio.Event | None = None  # set once an open is over (or failed)
@@ -383,6 +395,7 @@ class ClientCore:
         and the ledger; whatever fails is logged, nothing raised."""
         self.closed = True
         self._fail_pending("the event loop the client ran on ended")
+        self.telemetry.close()
         for close in (
             self.session.http.aclose,
             self.files.aclose,
@@ -445,6 +458,7 @@ class ClientCore:
             await self.session.http.aclose()
             await self.files.aclose()
             await self.enqueuer.ledger.aclose()
+        self.telemetry.close()
 
     def check_not_closed(self) -> None:
         """For what is made now and opens the client later (``iter_generations``).

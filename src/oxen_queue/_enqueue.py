@@ -77,6 +77,7 @@ from ._exceptions import (
     OxenError,
 )
 from ._ledger import LedgerError
+from ._otel import NO_TRACE, RequestTrace
 from ._reconcile import Reconciler
 from ._retry import RetryPolicy, certainly_created, is_ambiguous, is_refused, retrying_call
 from ._signal import Signal
@@ -106,7 +107,7 @@ class _Op:
     """One enqueue handed to the workers, and its outcome."""
 
     __slots__ = ("abandoned", "api", "count", "done", "ids", "model", "on_abandoned",
-                 "on_created", "on_failed", "outcome", "params", "state")  # fmt: skip
+                 "on_created", "on_failed", "outcome", "params", "state", "trace")  # fmt: skip
 
     def __init__(
         self,
@@ -117,8 +118,10 @@ class _Op:
         on_abandoned: IdsCallback | None,
         on_failed: FailedCallback | None,
         api: QueueEndpoints | None,
+        trace: RequestTrace,
     ) -> None:
         self.api = api
+        self.trace = trace
         self.on_failed = on_failed
         self.model = model
         self.params = params
@@ -148,6 +151,7 @@ class _Request:
     count: int
     intent: str
     sent: float
+    trace: RequestTrace = NO_TRACE
 
 
 class Enqueuer:
@@ -162,7 +166,7 @@ class Enqueuer:
             again for the server, it bounds how long a request may be in flight.
         workers: How many enqueues may run at once (read each time a worker may start or
             take its next enqueue: it follows the adaptive bound).
-        on_retry: Told of each refused attempt that is sent again (a counter).
+        on_retry: Told of each refused attempt that is sent again, with its error (a counter).
         settle_delay: Seconds between the two looks that conclude no job was made.
     """
 
@@ -175,7 +179,7 @@ class Enqueuer:
         retry: RetryPolicy,
         attempt_deadline: float | None,
         workers: Callable[[], int],
-        on_retry: Callable[[], None] | None = None,
+        on_retry: Callable[[BaseException | None], None] | None = None,
         settle_delay: float = 1.0,
     ) -> None:
         self._api = api
@@ -234,6 +238,7 @@ class Enqueuer:
         on_abandoned: IdsCallback | None = None,
         on_failed: FailedCallback | None = None,
         api: QueueEndpoints | None = None,
+        trace: RequestTrace = NO_TRACE,
     ) -> list[str]:
         """Create ``count`` generations; return their ids, each created exactly once.
 
@@ -250,6 +255,8 @@ class Enqueuer:
                 worker's outcome is known, not when a caller cancelled mid-request gives up.
             api: The endpoints to send it through: a view's, with its timeouts; ``None``:
                 the client's own.
+            trace: The request's telemetry: its context is current while the worker sends
+                it, and it is told of retries, a lost answer, a reconciliation, a resend.
 
         Raises:
             AmbiguousEnqueueError: The job's existence could not be settled (its
@@ -262,8 +269,11 @@ class Enqueuer:
                 refused (429, 503) past the retry policy.
         """
         if self._closed or self._task_group is None:
-            raise ClientClosedError("the client is closed")
-        op = _Op(model, params, count, on_created, on_abandoned, on_failed, api)
+            error = ClientClosedError("the client is closed")
+            if on_failed is not None:
+                on_failed(error, False)  # nothing was sent: whatever was reserved goes back
+            raise error
+        op = _Op(model, params, count, on_created, on_abandoned, on_failed, api, trace)
         self._queue.append(op)
         self._top_up()
         try:
@@ -339,8 +349,11 @@ class Enqueuer:
             if op.abandoned and op.on_abandoned is not None:
                 op.on_abandoned(ids)
 
+        token = op.trace.attach()  # the caller's context (and span), not this worker's
         try:
-            ids = await self._create(op.model, op.params, op.count, claim, op.api or self._api)
+            ids = await self._create(
+                op.model, op.params, op.count, claim, op.api or self._api, op.trace
+            )
         except OxenError as exc:
             op.finish(exc)
         except Exception as exc:
@@ -360,6 +373,8 @@ class Enqueuer:
             raise
         else:
             op.finish(ids)
+        finally:
+            op.trace.detach(token)
 
     # -- sending and reconciling --------------------------------------------------------
 
@@ -370,6 +385,7 @@ class Enqueuer:
         count: int,
         claim: IdsCallback,
         api: QueueEndpoints,
+        trace: RequestTrace,
     ) -> list[str]:
         body: dict[str, Any] = {"model": model, **params}
         if count != 1:
@@ -406,6 +422,11 @@ class Enqueuer:
                 ) from exc
             return answer, time.time()
 
+        def retried(error: BaseException | None, delay: float) -> None:
+            if self._on_retry is not None:
+                self._on_retry(error)
+            trace.retried(error, delay)
+
         for _ in range(_SENDS):
             try:
                 answer, received = await retrying_call(
@@ -413,7 +434,7 @@ class Enqueuer:
                     policy=self._retry,
                     retryable=is_refused,
                     what="POST /api/ai/queue",
-                    on_retry=self._on_retry,
+                    on_retry=retried,
                 )
             except OxenError as exc:
                 if not is_ambiguous(exc) or not last:
@@ -421,20 +442,23 @@ class Enqueuer:
                 cause = exc
             else:
                 ((intent, sent),) = last
-                request = _Request(model, params, count, intent, sent)
+                request = _Request(model, params, count, intent, sent, trace)
                 return await self._answered(request, answer, received, claim)
             ((intent, sent),) = last
             logger.debug("enqueue of %s: answer lost (%s); reconciling", model, cause)
+            trace.answer_lost(cause)
             found = await self._reconcile(
-                _Request(model, params, count, intent, sent),
+                _Request(model, params, count, intent, sent, trace),
                 cause=cause,
                 created=certainly_created(cause),
             )
             if found is not None:
                 self.reconciled += 1
+                trace.reconciled(len(found))
                 claim(found)
                 return found
             self.resent += 1
+            trace.resent()
             logger.debug("enqueue of %s: no job was created; sending it again", model)
         raise AmbiguousEnqueueError(
             f"enqueue of {model} kept losing its answer; gave up after {_SENDS} sends, "
@@ -536,6 +560,7 @@ class Enqueuer:
                 ) from exc
             assert found is not None  # created=True: never "nothing was made"
             self.reconciled += 1
+            request.trace.reconciled(len(found))
             adopted = found
             claim(adopted)
         ids = [*fresh, *adopted]
@@ -572,7 +597,7 @@ class Enqueuer:
                 model=request.model,
                 params=request.params,
             ) from exc
-        return _Request(request.model, request.params, missing, intent, request.sent)
+        return _Request(request.model, request.params, missing, intent, request.sent, request.trace)
 
     async def _reconcile(
         self, request: _Request, *, cause: OxenError | None, created: bool

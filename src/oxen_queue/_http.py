@@ -40,6 +40,7 @@ from ._exceptions import (
     RateLimitError,
     ServerError,
 )
+from ._otel import NO_TELEMETRY, Telemetry
 from ._retry import RetryPolicy, is_refused, is_retryable, parse_retry_after, retrying_call
 from ._transport import api_transport, check_backend, check_backend_name, ssl_context
 from ._version import __version__
@@ -260,6 +261,7 @@ class ApiSession:
         http_backend: ``"httpx"`` or ``"aiohttp"`` (the extra; asyncio only). With a
             ``transport``, it chooses nothing (as httpx's own options do not).
         verify: TLS verification.
+        telemetry: Told of retries and refusals (``_otel``).
 
     Raises:
         InvalidParamsError: An unknown ``http_backend``, or ``"aiohttp"`` (to be used)
@@ -277,8 +279,10 @@ class ApiSession:
         transport: httpx.AsyncBaseTransport | None = None,
         http_backend: str = "httpx",
         verify: bool = True,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.base_url = base_url
+        self.telemetry = telemetry
         self.retry = retry
         self.admission = AdmissionControl(max_concurrency=max_concurrency)
         self._deadline = attempt_deadline(timeout)
@@ -390,7 +394,10 @@ class ApiSession:
                     request_sent=True,
                     status_code=status,
                 )
-            slot.observe(response.status_code)
+            status = response.status_code
+            slot.observe(status)
+            if status in (429, 503):
+                self.telemetry.refused(method, path, status)
         return _decode(response, body, what)
 
     async def _exchange(
@@ -450,7 +457,7 @@ class ApiSession:
             policy=dataclasses.replace(self.retry, deadline=None),
             retryable=is_refused,
             what=f"POST /{path}",
-            on_retry=self.note_retry,
+            on_retry=lambda error, _: self.note_retry("POST", path, error),
         )
 
     async def call(
@@ -467,12 +474,13 @@ class ApiSession:
             policy=self.retry,
             retryable=is_retryable,
             what=f"{method} /{path}",
-            on_retry=self.note_retry,
+            on_retry=lambda error, _: self.note_retry(method, path, error),
         )
 
-    def note_retry(self) -> None:
-        """Count one retried attempt."""
+    def note_retry(self, method: str, path: str, error: BaseException | None) -> None:
+        """Count one retried attempt of ``method path``, which failed with ``error``."""
         self.retries += 1
+        self.telemetry.retried(method, path, error)
 
     @asynccontextmanager
     async def stream(self, method: str, path: str) -> AsyncIterator[httpx.Response]:

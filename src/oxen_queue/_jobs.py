@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ._core import CallOptions, ClientCore
     from ._generation import Generation
     from ._models import GenerationRecord
+    from ._otel import RequestTrace
     from ._spend import Hold
     from ._types import Default
 
@@ -146,45 +147,65 @@ class Jobs:
         created: list[Generation] | None = None,
     ) -> list[Generation]:
         core = self._core
-        await core.opened()
-        if not isinstance(model, str) or not model.strip():
-            raise InvalidParamsError("model must be a non-empty model id", field="model")
-        if "num_generations" in params:
-            raise InvalidParamsError(
-                "pass num_generations to enqueue_many(), which returns every generation",
-                field="num_generations",
-            )
-        checked = await core.params.check(model, params, self._options.validating(validate))
-        body = merge_extra(checked, extra_params)
-        # The budget (max_spend): the estimate is reserved before anything is sent, the
-        # event stream included; BudgetExceededError (or CostUnknownError) otherwise.
-        hold = await core.spend.reserve(model, body, count)
-        track = _Track(core, model, body, self._options.deadline_or(deadline), created, hold)
+        # The request's spans start now, under the caller's span (OpenTelemetry, when an SDK
+        # records); its context stays current here while the request is prepared.
+        trace = core.telemetry.request(model, params, count)
+        token = trace.attach()
         try:
-            await core.watcher.ready()
-        except BaseException as exc:
-            hold.release_after(exc, sent=False)
-            raise
-        # The estimate is given back, or kept, once the enqueue's outcome is known: a caller
-        # cancelled mid-request leaves it to the worker, whose job may exist.
-        ids = await core.enqueuer.enqueue(
-            model,
-            body,
-            count,
-            track,
-            # A generate() owns its job: answered after its caller was cancelled, it is
-            # cancelled.
-            on_abandoned=core.cancel_upstream if created is not None else None,
-            on_failed=hold.release_after,
-            api=self._api,
-        )
-        if core.closed:
-            raise ClientClosedError(
-                f"the client closed while enqueueing; the job(s) {', '.join(ids)} exist: "
-                "reattach with client.generation(id)",
-                generation_ids=ids,
+            try:
+                await core.opened()
+                if not isinstance(model, str) or not model.strip():
+                    raise InvalidParamsError("model must be a non-empty model id", field="model")
+                if "num_generations" in params:
+                    raise InvalidParamsError(
+                        "pass num_generations to enqueue_many(), which returns every generation",
+                        field="num_generations",
+                    )
+                checked = await core.params.check(model, params, self._options.validating(validate))
+                body = merge_extra(checked, extra_params)
+                # The budget (max_spend): the estimate is reserved before anything is sent, the
+                # event stream included; BudgetExceededError (or CostUnknownError) otherwise.
+                try:
+                    hold = await core.spend.reserve(model, body, count)
+                except BaseException as exc:
+                    trace.budget_refused(exc)
+                    raise
+                trace.budget_reserved(hold.estimate)
+                track = _Track(
+                    core, model, body, self._options.deadline_or(deadline), created, hold, trace
+                )
+                try:
+                    await core.watcher.ready()
+                except BaseException as exc:
+                    hold.release_after(exc, sent=False)
+                    raise
+            except BaseException as exc:
+                trace.failed(exc)  # before the request was handed over: ended here
+                raise
+            # The estimate is given back, or kept, once the enqueue's outcome is known: a caller
+            # cancelled mid-request leaves it to the worker, whose job may exist. So are the
+            # request's spans (track.failed).
+            ids = await core.enqueuer.enqueue(
+                model,
+                body,
+                count,
+                track,
+                # A generate() owns its job: answered after its caller was cancelled, it is
+                # cancelled.
+                on_abandoned=core.cancel_upstream if created is not None else None,
+                on_failed=track.failed,
+                api=self._api,
+                trace=trace,
             )
-        return track.generations
+            if core.closed:
+                raise ClientClosedError(
+                    f"the client closed while enqueueing; the job(s) {', '.join(ids)} exist: "
+                    "reattach with client.generation(id)",
+                    generation_ids=ids,
+                )
+            return track.generations
+        finally:
+            trace.detach(token)
 
 
 class _Track:
@@ -194,7 +215,7 @@ class _Track:
     than a closure: thousands wait at once, and a closure's cells cost several times more.
     """
 
-    __slots__ = ("core", "created", "deadline", "generations", "hold", "model", "params")
+    __slots__ = ("core", "created", "deadline", "generations", "hold", "model", "params", "trace")
 
     def __init__(
         self,
@@ -204,9 +225,11 @@ class _Track:
         deadline: float | None,
         created: list[Generation] | None,
         hold: Hold,
+        trace: RequestTrace,
     ) -> None:
         self.core = core
         self.hold = hold
+        self.trace = trace
         self.model = model
         self.params = params
         self.deadline = deadline
@@ -223,9 +246,17 @@ class _Track:
                 fresh=True,
             )
             self.hold.confirm(generation)  # counted at its estimate until its charge is known
+            # After the budget: a generation already done (its completion event came before
+            # its id) ends its span at once, and the span must see that a charge will come.
+            self.trace.created(generation)
             self.generations.append(generation)
             if self.created is not None:
                 self.created.append(generation)
+
+    def failed(self, error: BaseException, sent: bool = True) -> None:
+        """The enqueue ended without (all its) jobs: the reservation and the spans are told."""
+        self.hold.release_after(error, sent)
+        self.trace.failed(error)
 
 
 def _timed_out(generation: Generation) -> bool:

@@ -195,7 +195,7 @@ async def retrying_call(
     policy: RetryPolicy,
     retryable: Callable[[BaseException], bool],
     what: str,
-    on_retry: Callable[[], None] | None = None,
+    on_retry: Callable[[BaseException | None, float], None] | None = None,
 ) -> T:
     """Run ``call`` until it succeeds, a failure is not retryable, or the policy gives up.
 
@@ -204,7 +204,8 @@ async def retrying_call(
         policy: How many attempts, how long to wait, the overall deadline.
         retryable: Which failures are worth another attempt.
         what: A short description for the debug log (method and path; never a key).
-        on_retry: Told of each attempt that is tried again (a counter).
+        on_retry: Told of each attempt that is tried again: its error, and the seconds until
+            the next (counters, telemetry).
 
     Raises:
         The last attempt's error; ``RateLimitError`` at once when ``Retry-After`` exceeds the
@@ -253,7 +254,7 @@ async def retrying_call(
 def _retrying(
     policy: RetryPolicy,
     should_retry: Callable[[BaseException], bool],
-    on_retry: Callable[[], None] | None,
+    on_retry: Callable[[BaseException | None, float], None] | None,
     what: str,
 ) -> AsyncRetrying:
     """tenacity's iteration over the attempts after a first one failed."""
@@ -277,10 +278,10 @@ def _retrying(
         return server_wait if server_wait is not None else backoff(state)
 
     def log_retry(state: RetryCallState) -> None:
-        if on_retry is not None:
-            on_retry()
         exc = state.outcome.exception() if state.outcome else None
         sleep = state.next_action.sleep if state.next_action else 0.0
+        if on_retry is not None:
+            on_retry(exc, sleep)
         logger.debug(
             "%s: attempt %d failed (%s); retrying in %.2f s",
             what,

@@ -36,6 +36,7 @@ from ._exceptions import (
     OxenError,
 )
 from ._models import TERMINAL_STATUSES
+from ._otel import NO_TELEMETRY, Telemetry
 from ._params import check_count, typed_defaults
 from ._retry import is_ambiguous
 
@@ -62,6 +63,11 @@ class Hold:
     def __init__(self, control: SpendControl | None, reservation: Reservation | None) -> None:
         self._control = control
         self._reservation = reservation
+
+    @property
+    def estimate(self) -> Decimal | None:
+        """One generation's reserved estimate (``None`` without a budget)."""
+        return None if self._reservation is None else self._reservation.estimate
 
     def confirm(self, generation: Generation) -> None:
         """A job was created: count it, and settle it at its charge when it finishes."""
@@ -112,6 +118,8 @@ class SpendControl:
         endpoints: The API.
         task_group: The client's background task group (raises once the client is closed).
         budget: The ``max_spend`` accounts; ``None`` for no budget.
+        telemetry: Told of each charge the budget settles (once per job), and of a job whose
+            charge it will not learn after all (:meth:`will_settle` said it would).
     """
 
     def __init__(
@@ -121,11 +129,13 @@ class SpendControl:
         endpoints: QueueEndpoints,
         task_group: Callable[[], TaskGroup],
         budget: Budget | None,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._params = params
         self._endpoints = endpoints
         self._task_group = task_group
         self.budget = budget
+        self._telemetry = telemetry
 
     async def estimate(self, model: str, params: Mapping[str, Any], count: int = 1) -> Decimal:
         """The cost of ``count`` generations of a request (its pricing fetched once).
@@ -177,6 +187,16 @@ class SpendControl:
 
     # -- settling -----------------------------------------------------------------------
 
+    def will_settle(self, generation: Generation) -> bool:
+        """Whether :meth:`finished` will settle this finished generation at its charge (the
+        budget awaits it, and its status is final), reading its row if need be."""
+        budget = self.budget
+        return (
+            budget is not None
+            and generation.status in TERMINAL_STATUSES
+            and budget.awaits(generation.id)
+        )
+
     def finished(self, generation: Generation) -> None:
         """A confirmed job is done: settle it from its row's cost, reading the row if need be.
 
@@ -186,34 +206,53 @@ class SpendControl:
             self._finished(generation)
         except Exception:  # a done callback: nothing may escape into whoever resolved it
             logger.warning("could not settle the charge of %.100r", generation.id, exc_info=True)
+            self._telemetry.charge_unknown(generation.id)
 
     def _finished(self, generation: Generation) -> None:
-        budget = self.budget
-        if budget is None or not budget.awaits(generation.id):
-            return
-        if generation.status not in TERMINAL_STATUSES:
+        if not self.will_settle(generation):
             return  # timed out or closed: it may still run, and be billed
         record = generation.record
         if record is not None and record.cost is not None:
-            budget.settle(generation.id, record.cost)
+            self._settle(generation.id, generation.model, record.cost)
             return
         try:
             task_group = self._task_group()
         except ClientClosedError:
+            self._telemetry.charge_unknown(generation.id)
             return
         task_group.start_soon(self._read_charge, generation.id)
 
     async def _read_charge(self, generation_id: str) -> None:
-        # A background task of the client's task group: nothing may escape it.
+        # A background task of the client's task group: nothing may escape it. It reads under
+        # the generation's span, which waits for the charge (it has by now: the done callbacks
+        # ran before this task), so that an HTTP instrumentation's span of the read shows
+        # whose charge it is.
+        token = self._telemetry.attach_charge(generation_id)
         try:
-            record = await self._endpoints.get_generation_details(generation_id)
-        except Exception as exc:
-            logger.debug("could not read the charge of %s: %s", generation_id, exc)
-            return
-        try:
-            self.observe([record])
-        except Exception:
-            logger.warning("could not settle the charge of %.100r", generation_id, exc_info=True)
+            try:
+                record = await self._endpoints.get_generation_details(generation_id)
+            except Exception as exc:
+                logger.debug("could not read the charge of %s: %s", generation_id, exc)
+                return
+            try:
+                self.observe([record])
+            except Exception:
+                logger.warning(
+                    "could not settle the charge of %.100r", generation_id, exc_info=True
+                )
+        finally:
+            # Settled (and told) by now, or never by this read (failed, or cancelled as the
+            # client closes): its span, if it waits, ends either way.
+            self._telemetry.charge_unknown(generation_id)
+            self._telemetry.detach(token)
+
+    def _settle(self, generation_id: str, model: str | None, cost: Decimal) -> None:
+        """Settle one job at its charge; the telemetry counts it if it was settled now."""
+        assert self.budget is not None
+        if self.budget.settle(generation_id, cost):
+            self._telemetry.charged(generation_id, model, cost)
+        else:
+            self._telemetry.charge_unknown(generation_id)
 
     def observe(self, records: Iterable[GenerationRecord]) -> None:
         """Settle jobs from rows that show their charge (details, history pages).
@@ -226,4 +265,4 @@ class SpendControl:
             return
         for record in records:
             if record.cost is not None and record.is_terminal:
-                budget.settle(record.generation_id, record.cost)
+                self._settle(record.generation_id, record.model_name, record.cost)

@@ -224,14 +224,14 @@ async def never_entered(server: HostileServer) -> AsyncIterator[AsyncClient]:
 async def test_asyncio_wait_for_on_the_first_calls_of_a_client_never_entered_orphans_no_job(
     server: HostileServer,
 ) -> None:
-    slow_enqueues(server)
+    answers = slow_enqueues(server)
     async with never_entered(server) as client:
         outcomes = await asyncio.gather(
             *(asyncio.wait_for(generate(client, i), CANCEL_AFTER) for i in range(10)),
             return_exceptions=True,
         )
         assert all(isinstance(outcome, TimeoutError) for outcome in outcomes)
-        assert await orphans(server) == []
+        assert await orphans(server, answers) == []
         assert "open" in repr(client)  # the callers' cancellation did not close it
     assert len(server.jobs) == 10
 
@@ -240,7 +240,7 @@ async def test_asyncio_wait_for_on_the_first_calls_of_a_client_never_entered_orp
 async def test_task_cancel_of_the_first_generates_of_a_client_never_entered_orphans_no_job(
     server: HostileServer,
 ) -> None:
-    slow_enqueues(server)
+    answers = slow_enqueues(server)
     async with never_entered(server) as client:
         tasks = [asyncio.create_task(generate(client, i)) for i in range(20)]
         assert await wait_until(lambda: server.count("POST", "/api/ai/queue") >= 1, within=5)
@@ -248,14 +248,15 @@ async def test_task_cancel_of_the_first_generates_of_a_client_never_entered_orph
             task.cancel()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
-        assert await orphans(server) == []
+        assert await orphans(server, answers) == []
+        server.state.time_scale = 0.01  # a job of a second or so, no longer minutes
         await generate(client, 20)  # still open, and its background work still runs
 
 
 async def test_anyio_move_on_after_on_a_client_never_entered_orphans_no_job(
     server: HostileServer,
 ) -> None:
-    slow_enqueues(server)
+    answers = slow_enqueues(server)
 
     async def within_scope(client: AsyncClient, i: int) -> None:
         with anyio.move_on_after(CANCEL_AFTER):
@@ -265,7 +266,7 @@ async def test_anyio_move_on_after_on_a_client_never_entered_orphans_no_job(
         async with anyio.create_task_group() as group:
             for i in range(10):
                 group.start_soon(within_scope, client, i)
-        assert await orphans(server) == []
+        assert await orphans(server, answers) == []
     # A call whose timer fires before its POST leaves (the open comes first) makes no job,
     # which is no orphan either; most were in flight.
     assert len(server.jobs) >= 1
@@ -275,14 +276,15 @@ async def test_anyio_move_on_after_on_a_client_never_entered_orphans_no_job(
 async def test_a_cancelled_trio_nursery_of_first_generates_of_a_client_never_entered_orphans_no_job(
     server: HostileServer,
 ) -> None:
-    slow_enqueues(server)
+    answers = slow_enqueues(server)
     async with never_entered(server) as client:
         async with trio.open_nursery() as nursery:
             for i in range(10):
                 nursery.start_soon(generate, client, i)
-            # Every POST in flight (the first call opened the client meanwhile), then cancel.
-            assert await wait_until(lambda: server.count("POST", "/api/ai/queue") == 10, within=5)
+            # POSTs in flight (the first call opened the client meanwhile), then cancel. Their
+            # answers are held, so the enqueuer's opening bound decides how many leave at once.
+            assert await wait_until(lambda: server.count("POST", "/api/ai/queue") >= 1, within=5)
             nursery.cancel_scope.cancel()
-        assert await orphans(server) == []
+        assert await orphans(server, answers) == []
         assert "open" in repr(client)
-    assert len(server.jobs) == 10
+    assert len(server.jobs) == server.count("POST", "/api/ai/queue")

@@ -44,6 +44,7 @@ from .._exceptions import OxenError
 from .._generation import fail, observe
 from .._http import consume
 from .._ids import plausible_id
+from .._otel import unparented
 from .._retry import is_unavailable
 from ._base import supervised
 from ._shared import SharedPollWatcher
@@ -148,7 +149,10 @@ class EventWatcher:
             assert self._task_group is not None, "start() comes first"
             self._settled = anyio.Event()
             self.state = "connecting"
-            self._task_group.start_soon(supervised("event stream", self._run, restart=True))
+            # Started by the first caller's task, it serves every generation: not that
+            # caller's trace (an HTTP instrumentation would draw the stream under its span).
+            with unparented():
+                self._task_group.start_soon(supervised("event stream", self._run, restart=True))
         return self._settled
 
     async def ready(self) -> None:
