@@ -11,13 +11,13 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-import anyio
 import pytest
 
+from oxen_queue import _download
 from oxen_queue._cli._commands import COMMANDS
 from oxen_queue.testing import Emulator, ManualClock
 
@@ -229,33 +229,39 @@ class _FullDiskFile:
     def __init__(self, file: Any) -> None:
         self._file = file
 
-    async def write(self, data: bytes) -> int:
+    def write(self, data: bytes) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    async def aclose(self) -> None:
-        await self._file.aclose()
+    def close(self) -> None:
+        self._file.close()
+
+
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Result files (opened "xb" by the download's spool) fail their writes with ENOSPC until
+    the function returned is called (space freed)."""
+
+    def opener(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        opened = open(file, mode, *args, **kwargs)  # noqa: SIM115 (closed through the wrapper)
+        return _FullDiskFile(opened) if mode == "xb" else opened
+
+    monkeypatch.setattr(_download, "open", opener, raising=False)
+    return lambda: monkeypatch.delattr(_download, "open")
 
 
 def test_a_full_disk_on_saving_a_result_stops_the_run_and_a_rerun_completes_exactly(
     oxen_emulator: Emulator,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    full_disk: Callable[[], None],
 ) -> None:
     """ENOSPC writing a result file: exit 1, one line naming the generation, the directory
     and the reason; the generation is not recorded as failed. Space freed, the same command
     saves every result, each prompt having made exactly one job."""
     prompts, out = write_prompts(tmp_path, *PROMPTS), tmp_path / "out"
     argv = ["batch", str(prompts), "--out", str(out), "--concurrency", "2", "--timeout", "1"]
-    real_open: Callable[..., Awaitable[Any]] = anyio.open_file
-
-    async def full_disk(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        opened = await real_open(file, mode, *args, **kwargs)
-        return _FullDiskFile(opened) if mode == "xb" else opened
-
-    monkeypatch.setattr(anyio, "open_file", full_disk)
     status, _, stderr = run(argv, capsys)
-    monkeypatch.setattr(anyio, "open_file", real_open)
+    full_disk()  # space freed
 
     assert status == 1
     line = one_error_line(stderr)
@@ -273,17 +279,10 @@ def test_generate_on_a_full_disk_says_which_generation_could_not_be_saved(
     oxen_emulator: Emulator,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    full_disk: Callable[[], None],
 ) -> None:
     """``generate`` whose result cannot be written: its line says so in words (no errno, no
     temporary file name), exit 1, and the id is there to download it later."""
-    real_open: Callable[..., Awaitable[Any]] = anyio.open_file
-
-    async def full_disk(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        opened = await real_open(file, mode, *args, **kwargs)
-        return _FullDiskFile(opened) if mode == "xb" else opened
-
-    monkeypatch.setattr(anyio, "open_file", full_disk)
     status, stdout, stderr = run(["generate", "an ox", "--out", str(tmp_path)], capsys)
 
     assert status == 1, stderr

@@ -17,6 +17,7 @@ from .support import (
     finish,
     latest_by_line,
     posix_only,
+    run,
     spawn,
     wait_for_queued,
     wait_until,
@@ -86,6 +87,29 @@ def test_recover_prints_every_job_a_killed_run_left(hub: Emulator, tmp_path: Pat
     assert printed.keys() | finished == set(hub.state.jobs)  # every job the killed run made
     assert not printed.keys() & finished
     assert set(printed.values()) <= {"queued", "processing", "succeeded"}
+
+
+def test_a_job_the_ledger_still_lists_is_never_adopted_by_an_identical_line_the_manifest_lacks(
+    hub: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed before its ledger heard how its jobs ended leaves them listed as pending,
+    though the manifest has them saved. An identical line added further on has no manifest
+    entry: it gets a job of its own, not the earlier line's (seen at 10,000 lines: a
+    duplicate line adopted a finished job, and two lines shared one generation)."""
+    prompts, out = write_prompts(tmp_path, "an ox", "a cow"), tmp_path / "out"
+    status, _, stderr = run(["batch", str(prompts), "--out", str(out)], capsys)
+    assert status == 0, stderr
+    with sqlite3.connect(out / "ledger.db") as db:  # as if killed before the ends were heard
+        db.execute("UPDATE oxen_ledger_generations SET finished = 0, status = NULL")
+        db.execute("UPDATE oxen_ledger_intents SET state = 'answered'")
+    prompts.write_text("an ox\na cow\nan ox\n")
+
+    status, stdout, stderr = run(["batch", str(prompts), "--out", str(out)], capsys)
+    assert status == 0, stderr
+    assert hub.stats()["jobs_by_prompt"] == {"an ox": 2, "a cow": 1}
+    latest = latest_by_line(out)
+    assert len({entry["generation_id"] for entry in latest.values()}) == 3
+    assert "3 of 3 saved" in stdout
 
 
 @pytest.mark.slow

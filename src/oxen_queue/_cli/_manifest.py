@@ -374,6 +374,30 @@ class Manifest:
         self._unsynced += 1
         self.index.record(key_number(entry["key"]), str(entry["status"]), offset)
 
+    def naming(self, ids: set[str]) -> set[str]:
+        """Which of ``ids`` some entry of the manifest (superseded ones included) names as its
+        generation: read as a stream, one pass.
+
+        Raises:
+            OutDirectoryError: It cannot be read.
+        """
+        named: set[str] = set()
+        if not ids:
+            return named
+
+        def found(_: int, entry: dict[str, Any]) -> None:
+            if entry.get("generation_id") in ids:
+                named.add(entry["generation_id"])
+
+        try:
+            with _open_for_reading(self.path) as stream:
+                scan_manifest(stream, name=str(self.path), found=found)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise OutDirectoryError(f"cannot read the manifest {describe(exc)}") from None
+        return named
+
     def entry(self, key: int) -> dict[str, Any] | None:
         """The latest entry of a request (by its index key), or ``None``."""
         status, offset = self.index.state(key)

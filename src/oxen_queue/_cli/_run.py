@@ -133,17 +133,24 @@ def request_key(model: str, params: dict[str, Any]) -> str:
     return json.dumps([model, params], sort_keys=True, default=str)
 
 
-async def _recovered(client: AsyncClient) -> dict[str, list[str]]:
+async def _recovered(client: AsyncClient, manifest: Manifest) -> dict[str, list[str]]:
     """Requests an interrupted run sent but never wrote in the manifest, by request.
 
     The ledger has them (the request was recorded before it left): ``recover()`` hands back
     their jobs with the parameters that made them, and each goes to one line asking for
-    exactly those, instead of being enqueued again.
+    exactly those, instead of being enqueued again. A job the manifest already names is its
+    line's (reattached by id), never another's: the ledger may still list it when the
+    run was killed before the ledger heard how it ended, and an identical line further on
+    must get a job of its own.
     """
+    generations = [g for g in await client.recover() if g.model is not None]
+    if not generations:
+        return {}
+    named = await anyio.to_thread.run_sync(manifest.naming, {g.id for g in generations})
     recovered: dict[str, list[str]] = {}
-    for generation in await client.recover():
-        if generation.model is not None:
-            key = request_key(generation.model, generation.params)
+    for generation in generations:
+        if generation.id not in named:
+            key = request_key(str(generation.model), generation.params)
             recovered.setdefault(key, []).append(generation.id)
     return recovered
 
@@ -230,7 +237,7 @@ async def run_prompts(
     outcome = BatchOutcome(0)
     pricer = Pricer(client)
     cursor = BudgetCursor(max_spend) if max_spend is not None else None
-    recovered = await _recovered(client)
+    recovered = await _recovered(client, manifest)
     adopted = 0
     over_budget = False
     dataset = DatasetWriter(out, manifest.index, model=model)
