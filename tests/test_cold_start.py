@@ -12,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 DEFERRED = (
     "tenacity",  # only a request that failed once is retried
     "anyio.from_thread",  # only the blocking Client
@@ -33,6 +35,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_importing_and_making_a_client_loads_nothing_a_first_request_does_not_need() -> None:
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(COLD_START % (DEFERRED,))],

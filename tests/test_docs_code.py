@@ -231,7 +231,16 @@ async def _check_statement(
         assert not expected.strip(), f"{block.where}: {statement} raised nothing"
 
 
-@pytest.mark.parametrize("block", SYNC_BLOCKS, ids=_ids)
+def _tiered(blocks: list[Block]) -> list[Any]:
+    """The blocks as parameters, one that starts a process (``subprocess``) marked slow."""
+    slow = pytest.mark.slow
+    return [
+        pytest.param(b, marks=slow) if "subprocess" in "".join(p.source for p in b.chain) else b
+        for b in blocks
+    ]
+
+
+@pytest.mark.parametrize("block", _tiered(SYNC_BLOCKS), ids=_ids)
 def test_docs_block_runs(block: Block, docs_env: Path) -> None:
     """A synchronous block of a page runs to completion against the emulator."""
     if block.skip_reason:
@@ -242,7 +251,7 @@ def test_docs_block_runs(block: Block, docs_env: Path) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("block", ASYNC_BLOCKS, ids=_ids)
+@pytest.mark.parametrize("block", _tiered(ASYNC_BLOCKS), ids=_ids)
 async def test_docs_async_block_runs(block: Block, docs_env: Path) -> None:
     """A block with top-level await runs to completion against the emulator, on asyncio and
     on trio."""

@@ -193,6 +193,7 @@ async def test_a_caller_hanging_up_cancels_the_job_and_logs_nothing_at_error_lev
     assert errors_logged() == []
 
 
+@pytest.mark.slow
 def test_the_pages_code_is_clean_under_mypy_strict(tmp_path: Path) -> None:
     """The block, saved as a user would save it, passes ``mypy --strict`` (with the project's
     mypy configuration and cache: a few seconds when the cache is warm, as CI has it)."""

@@ -211,6 +211,7 @@ print("exited", flush=True)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("library", "backend"), [("asyncio", "httpx"), ("trio", "httpx"), ("asyncio", "aiohttp")]
 )

@@ -61,6 +61,7 @@ def requests_of(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
 # --- formats -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_text_jsonl_csv_and_stdin_give_the_same_requests(
     oxen_emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -393,6 +394,7 @@ def test_a_rerun_rewrites_the_dataset_with_what_it_added(
     assert {entry["status"] for entry in latest_by_line(out).values()} == {"succeeded"}
 
 
+@pytest.mark.slow
 def test_a_batch_from_standard_input_runs_and_resumes(
     oxen_emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -412,6 +414,7 @@ def test_a_batch_from_standard_input_runs_and_resumes(
     assert b"Resuming: 3 already settled" in done.stdout
 
 
+@pytest.mark.slow
 def test_an_empty_standard_input_is_refused(oxen_emulator: Emulator, tmp_path: Path) -> None:
     done = subprocess.run(
         [*CLI, "batch", "-", "--out", str(tmp_path / "out")],
@@ -460,6 +463,7 @@ _TINY_PNG: Final = (
 )
 
 
+@pytest.mark.slow
 @posix_only
 @pytest.mark.timeout(600)
 def test_a_10000_line_batch_killed_mid_run_resumes_with_exactly_one_job_per_line(
