@@ -111,19 +111,21 @@ BLOCKING_NOTES: Final = {
 CLIENT_DOC: Final = """\
 A blocking client for Oxen.ai's generation queue.
 
-It runs an :class:`AsyncClient` on an event loop of its own, in a daemon thread, and takes
-the same arguments, with the same defaults. Use it as a context manager, or keep it open (a
-notebook) and call :meth:`close` when done::
+It runs an [`AsyncClient`][oxen_queue.AsyncClient] on an event loop of its own, in a daemon
+thread, and takes the same arguments, with the same defaults. Use it as a context manager, or
+keep it open (a notebook) and call [`close`][oxen_queue.Client.close] when done:
 
-    with Client() as client:
-        record = client.generate("gpt-image-2", prompt="An ox at sunset")
-        client.download(record, "ox.png")
+```python
+with Client() as client:
+    record = client.generate("gpt-image-2", prompt="An ox at sunset")
+    client.download(record, "ox.png")
+```
 
 Its methods are AsyncClient's without ``await``, with the same parameters; a generation is
-a :class:`SyncGeneration`, the history a :class:`SyncGenerationHistory`. It works from a
-thread whose own event loop is running (a notebook cell), since that loop is never used.
-Ctrl-C interrupts a wait: the waiting task is cancelled and ``KeyboardInterrupt``
-propagates."""
+a [`SyncGeneration`][oxen_queue.SyncGeneration], the history a
+[`SyncGenerationHistory`][oxen_queue.SyncGenerationHistory]. It works from a thread whose own
+event loop is running (a notebook cell), since that loop is never used. Ctrl-C interrupts a
+wait: the waiting task is cancelled and ``KeyboardInterrupt`` propagates."""
 
 SECTION: Final = re.compile(
     r"^(Args|Arguments|Attributes|Example|Examples|Note|Notes|Raises|Returns|See Also|Warning"

@@ -5,11 +5,11 @@ documents no rate limit, and no header that would announce one):
 
 * A bound on the requests in flight, so a burst of 10,000 ``enqueue()`` calls waits here,
   in order, rather than failing with pool timeouts inside httpx. By default it adapts
-  (:class:`InflightLimit`, after TCP Vegas), so a distant hub gets as many requests in
+  (`InflightLimit`, after TCP Vegas), so a distant hub gets as many requests in
   flight as its round trip needs and no more than the client's CPU or the server can turn
   around; ``max_concurrency=N`` fixes it instead.
 * An adaptive enqueue rate, additive increase and multiplicative decrease
-  (:class:`EnqueueRate`): unlimited until the server refuses a real share of enqueues with
+  (`EnqueueRate`): unlimited until the server refuses a real share of enqueues with
   429, then cut below what it accepted, raised again while refusals stay low, and lifted
   once far above what the server took. A large batch settles at what the server accepts
   instead of hammering it, and a stray 429 does not slow it.
@@ -408,7 +408,7 @@ class InflightLimit:
 class Slot:
     """One request's hold on the bound, from ``async with`` to its end.
 
-    Made by :meth:`AdmissionControl.slot`. Entering waits for the request's turn (and, for a
+    Made by `AdmissionControl.slot`. Entering waits for the request's turn (and, for a
     paced one, the enqueue rate); leaving gives the slot back and, for an answer that was
     neither a failure nor a refusal, feeds its latency to the adaptive bound.
     """
@@ -442,7 +442,7 @@ class Slot:
         self._control._release(self, answered=exc_type is None)
 
     def observe(self, status_code: int) -> None:
-        """The answer's status, while the slot is held: see :meth:`AdmissionControl.observe`."""
+        """The answer's status, while the slot is held: see `AdmissionControl.observe`."""
         self._control.observe(status_code, slot=self)
 
 
@@ -451,12 +451,12 @@ class AdmissionControl:
 
     Args:
         max_concurrency: Requests in flight allowed, fixed; ``None``: an adaptive bound,
-            ``inflight`` or a default :class:`InflightLimit`. Ignored when ``inflight`` is
+            ``inflight`` or a default `InflightLimit`. Ignored when ``inflight`` is
             given.
         inflight: An adaptive bound to follow. Every slot held and released without an
             exception, and sampled, is a latency sample; every 429 or 503 seen by
-            :meth:`observe` is a refusal; the limiter's capacity follows
-            :attr:`InflightLimit.limit` after each.
+            `observe` is a refusal; the limiter's capacity follows
+            `InflightLimit.limit` after each.
         clock: Seconds on a monotonic clock (tests pass their own). ``time.monotonic``, not
             anyio's: asking anyio which event loop runs costs more than the clock itself,
             and this is read a few times per request.

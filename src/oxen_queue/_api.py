@@ -1,6 +1,6 @@
 """The API's endpoints as typed calls: the one module that knows paths and response shapes.
 
-Bodies arrive decoded (bounded, by :mod:`._json` through the session); here they become models.
+Bodies arrive decoded (bounded, by `_json` through the session); here they become models.
 A body of the wrong shape fails its one request with ``APIResponseValidationError``, and so does
 a row fetched for one id that is about another (``GET /api/ai/queue/A`` answering id ``B``
 settles neither). Where one bad row must not blind a caller to the others (a poller's list),
@@ -9,17 +9,17 @@ the exception: a row it cannot read might be the very job it looks for, so it ge
 as they came and judges each itself (``_reconcile``).
 
 The answer to ``POST /api/ai/queue`` is never refused whole: jobs it names exist, and are
-billed. :func:`parse_enqueue_answer` (see :class:`EnqueueAnswer`) keeps every id it names and
+billed. `parse_enqueue_answer` (see `EnqueueAnswer`) keeps every id it names and
 says what else is wrong with it; the enqueuer decides what that means.
 
 Ids in answers are data until they reach a path. The poller's statuses skip a row whose id is
-not plausible (:mod:`._ids`: no generation of the client's can have it). Reconciliation's rows
+not plausible (`_ids`: no generation of the client's can have it). Reconciliation's rows
 keep such a row: it is evidence that a request made a job, and hiding it could turn a lost
 answer into a second request; a job adopted with such an id is never watched (see
 ``ClientCore.track``).
 
-Paths are built, never pasted together: a path with an id in it comes from :func:`id_path`
-alone, which judges the id (:func:`._ids.check_id`) and encodes it as one segment.
+Paths are built, never pasted together: a path with an id in it comes from `id_path`
+alone, which judges the id (`_ids.check_id`) and encodes it as one segment.
 """
 
 from __future__ import annotations
@@ -94,11 +94,11 @@ ROW_FIELDS: Final = frozenset(GenerationRecord.model_fields)
 def id_path(collection: str, value: str, *, field: str = "generation_id") -> str:
     """``{collection}/{id}``: the one way an id becomes part of a path.
 
-    The id must be plausible (:func:`._ids.check_id`: so ``..``, ``/``, ``?``, ``#``, CR LF or
+    The id must be plausible (`_ids.check_id`: so ``..``, ``/``, ``?``, ``#``, CR LF or
     NUL never reach a URL), and is then percent-encoded whole, as one segment.
 
     Args:
-        collection: One of the fixed paths (:data:`QUEUE`, :data:`HISTORY`, :data:`MODELS`).
+        collection: One of the fixed paths (`QUEUE`, `HISTORY`, `MODELS`).
         value: The id.
         field: The parameter named when the id is refused.
 
@@ -279,7 +279,7 @@ class QueueEndpoints:
         """One attempt at ``POST /api/ai/queue``; what its successful answer named.
 
         A decoded success is never an error here, whatever its shape: see
-        :func:`parse_enqueue_answer`.
+        `parse_enqueue_answer`.
 
         Raises:
             APIResponseValidationError: A success whose body could not be decoded (the jobs
@@ -320,7 +320,7 @@ class QueueEndpoints:
 
         Rows that are not even a mapping with a string id and status are skipped (and logged):
         one bad row must not blind the poller to every other generation. So is a row whose id
-        is not plausible (:mod:`._ids`): no generation of the client's can have it.
+        is not plausible (`_ids`): no generation of the client's can have it.
         """
         params = {"model": model} if model else None
         data = await self._call("GET", QUEUE, params)

@@ -55,13 +55,14 @@ def as_completed(generations: Iterable[Generation]) -> AsyncIterator[Generation]
     or raises its error without waiting. Costs no request: it listens to the same watcher
     that resolves ``await generation``.
 
-    Example::
-
+    Example:
+        ```python
         async for generation in as_completed(generations):
             try:
                 print(generation.result().result_url)
             except GenerationError as exc:
                 print("failed:", exc)
+        ```
     """
     return _AsCompleted(generations)
 
@@ -126,15 +127,15 @@ async def run_batch(
     enqueued again, which is how an interrupted batch resumes.
 
     A client with a ``max_spend`` stops the batch at its budget: once an enqueue is refused
-    with :class:`BudgetExceededError` (that item's ``error``), no further item is enqueued.
-    Those left are not sent: their ``status`` stays ``pending``, with no error, so they can be
-    run later. Generations already in flight, and reattached items, carry on.
+    with [`BudgetExceededError`][oxen_queue.BudgetExceededError] (that item's ``error``), no further
+    item is enqueued. Those left are not sent: their ``status`` stays ``pending``, with no error, so
+    they can be run later. Generations already in flight, and reattached items, carry on.
 
     Args:
         client: An open client.
         model: The model of every request.
-        requests: Parameter mappings, or :class:`BatchItem` objects (to resume, or to keep
-            references for a live display).
+        requests: Parameter mappings, or [`BatchItem`][oxen_queue.BatchItem] objects (to resume, or
+            to keep references for a live display).
         concurrency: Generations in flight at once (enqueued and not finished).
         on_enqueued: Called once an item has its generation (e.g. to write a manifest line).
         on_finished: Called once an item is done (e.g. to save its file); awaited inside the

@@ -2,7 +2,7 @@
 
 They hold the request open until the media exist and bill like an enqueue, so a request is
 sent again only when it was refused and, with a budget, its estimate is reserved first and kept
-unless the server refused (no row will tell its charge). :class:`Blocking` serves one view of a
+unless the server refused (no row will tell its charge). `Blocking` serves one view of a
 client: its ``validate`` and its timeouts (with the call's own read timeout).
 """
 

@@ -2,26 +2,26 @@
 
 Committed spend is what this client's work may cost:
 
-- an enqueue in flight, at its estimate (:meth:`Budget.reserve`, before it is sent);
-- each job it created, at its estimate (:meth:`Reservation.confirm`), until
-- the job's charged ``cost`` is known (:meth:`Budget.settle`): from then on, that.
+- an enqueue in flight, at its estimate (`Budget.reserve`, before it is sent);
+- each job it created, at its estimate (`Reservation.confirm`), until
+- the job's charged ``cost`` is known (`Budget.settle`): from then on, that.
 
-A reservation whose request was refused is given back (:meth:`Reservation.release`); one
+A reservation whose request was refused is given back (`Reservation.release`); one
 whose request may or may not have made a job stays committed at its estimate
-(:meth:`Reservation.commit`), since it may have been billed. A job cancelled while queued, or
+(`Reservation.commit`), since it may have been billed. A job cancelled while queued, or
 failed for want of credits, is charged ``0`` and so gives back its whole estimate; one that
 ran keeps its charge.
 
-:meth:`Budget.reserve` checks and reserves in one step, with no await in between: in one
+`Budget.reserve` checks and reserves in one step, with no await in between: in one
 event loop, concurrent enqueues are served one after the other here, so together they never
 pass the budget. The client's task is to call these at the right moments.
 
 The budget never moves backwards: committed spend decreases only when a reservation whose
 request made no job is released, or when a job is settled at a charge below its estimate.
-Amounts are checked on the way in (:func:`._money.is_amount`) and summed in
-:data:`._money.MONEY`, exactly, so committed spend is never below zero and never drifts. A
+Amounts are checked on the way in (`_money.is_amount`) and summed in
+`_money.MONEY`, exactly, so committed spend is never below zero and never drifts. A
 charge that is not an amount (negative, ``NaN``, above 10**12...) settles nothing: the job
-stays counted at its estimate, with a logged warning. :meth:`Budget.settle` runs in done
+stays counted at its estimate, with a logged warning. `Budget.settle` runs in done
 callbacks, so it never raises; the methods a caller uses before sending raise ``ValueError``
 for amounts no caller in the SDK passes.
 """
@@ -72,7 +72,7 @@ class Budget:
     """The committed spend of one client against its limit.
 
     Args:
-        limit: The most this client may commit: an amount (:func:`._money.amount`).
+        limit: The most this client may commit: an amount (`_money.amount`).
 
     Raises:
         ValueError: A limit that is not an amount (negative, above 10**12, ...).
@@ -99,8 +99,8 @@ class Budget:
 
         Raises:
             BudgetExceededError: The reservation would take committed spend past the limit.
-            ValueError: An estimate that is not an amount up to :data:`._money.MAX_ESTIMATE`
-                (negative, ...), or a count outside 1 to :data:`._money.MAX_COUNT`.
+            ValueError: An estimate that is not an amount up to `_money.MAX_ESTIMATE`
+                (negative, ...), or a count outside 1 to `_money.MAX_COUNT`.
         """
         if not is_amount(estimate, maximum=MAX_ESTIMATE) or not 1 <= count <= MAX_COUNT:
             raise ValueError(f"cannot reserve {count} x {brief(estimate)}")
@@ -162,8 +162,8 @@ class Budget:
 class Reservation:
     """The estimate of one enqueue, reserved before it was sent.
 
-    Each job the enqueue creates takes one generation's estimate from it (:meth:`confirm`);
-    what is left is given back (:meth:`release`) or kept (:meth:`commit`).
+    Each job the enqueue creates takes one generation's estimate from it (`confirm`);
+    what is left is given back (`release`) or kept (`commit`).
     """
 
     __slots__ = ("_budget", "_left", "_open", "estimate")
@@ -182,7 +182,7 @@ class Reservation:
     def confirm(self, generation_id: str) -> None:
         """A job was created: count it at one generation's estimate until it is settled.
 
-        Also after :meth:`release`: a job whose answer arrived after its caller gave up
+        Also after `release`: a job whose answer arrived after its caller gave up
         exists, and counts, even if that takes committed spend past the limit.
         """
         budget = self._budget

@@ -1,9 +1,9 @@
 """``AsyncClient``: the facade. Signatures, docstrings, and one-line delegations.
 
-Each method hands its work to one part (see ``_core``): the enqueue calls to :class:`~._jobs.Jobs`,
-the rows, history and models to :class:`~._rows.Rows`, result files to the
-:class:`~._download.FileFetcher`, the blocking endpoints to :class:`~._blocking.Blocking`, costs
-to the :class:`~._spend.SpendControl`; the generations it returns are watched by the core's
+Each method hands its work to one part (see ``_core``): the enqueue calls to `Jobs`,
+the rows, history and models to `Rows`, result files to the
+`FileFetcher`, the blocking endpoints to `Blocking`, costs
+to the `SpendControl`; the generations it returns are watched by the core's
 watcher. A view (``with_options``) has parts of its own over the same core.
 """
 
@@ -46,26 +46,30 @@ __all__ = ["AsyncClient"]
 class AsyncClient:
     """An asyncio (and trio) client for Oxen.ai's generation queue.
 
-    Use it as an async context manager; one client serves a whole application::
+    Use it as an async context manager; one client serves a whole application:
 
-        async with AsyncClient() as client:
-            generation = await client.enqueue("gpt-image-2", prompt="An ox at sunset")
-            record = await generation
+    ```python
+    async with AsyncClient() as client:
+        generation = await client.enqueue("gpt-image-2", prompt="An ox at sunset")
+        record = await generation
+    ```
 
     Or, as an httpx or openai client, without one (in a notebook, a REPL): it opens on its
-    first awaited call, and ``aclose()`` ends it::
+    first awaited call, and ``aclose()`` ends it:
 
-        client = AsyncClient()
-        record = await client.generate("gpt-image-2", prompt="An ox at sunset")
-        await client.aclose()
+    ```python
+    client = AsyncClient()
+    record = await client.generate("gpt-image-2", prompt="An ox at sunset")
+    await client.aclose()
+    ```
 
     Opened that way, its background work (the watcher, the enqueue workers, the deadlines)
     runs in a task the event loop owns (an asyncio task; a trio system task) rather than in
     the block's task group, with the same guarantees: no cancellation of a caller reaches
     it, and concurrent first calls share one open. A client never closed is closed when its
     event loop ends (``asyncio.run()``, ``trio.run()`` returning), without warnings; it is
-    then closed for good. The one call that cannot open a client is :meth:`generation`,
-    which is not async: make another call first.
+    then closed for good. The one call that cannot open a client is
+    [`generation`][oxen_queue.AsyncClient.generation], which is not async: make another call first.
 
     Args:
         api_key: The Oxen API key. Defaults to ``$OXEN_API_KEY``. It is sent only to the API's
@@ -122,10 +126,10 @@ class AsyncClient:
             Downloads use httpx's own pool.
         max_spend: The most this client may commit, in the API's currency. An enqueue (or a
             blocking generation) whose estimated cost would take the committed spend past it
-            raises :class:`BudgetExceededError` before anything is sent. Committed spend counts
-            each job at its estimate (from the model's published pricing) until its charged
-            cost is known, then at that; a job cancelled before it ran gives its estimate
-            back. Costs one ``GET /api/ai/generations/{id}`` per finished job. ``None``
+            raises [`BudgetExceededError`][oxen_queue.BudgetExceededError] before anything is sent.
+            Committed spend counts each job at its estimate (from the model's published pricing)
+            until its charged cost is known, then at that; a job cancelled before it ran gives its
+            estimate back. Costs one ``GET /api/ai/generations/{id}`` per finished job. ``None``
             means no limit, and no accounting. From 0 to 10**12, with at most 18 decimal
             places; anything else is ``InvalidParamsError``.
 
@@ -204,9 +208,11 @@ class AsyncClient:
         """A view of this client with other defaults for the calls made through it.
 
         It shares everything else: the connections, the watcher, the pending generations and
-        the lifecycle (closing either closes both). Costs nothing; make one per call site::
+        the lifecycle (closing either closes both). Costs nothing; make one per call site:
 
-            record = await client.with_options(timeout=5, validate=False).generate(...)
+        ```python
+        record = await client.with_options(timeout=5, validate=False).generate(...)
+        ```
 
         Args:
             timeout: Seconds for each request attempt made through the view (as the client's
@@ -249,10 +255,10 @@ class AsyncClient:
         was; a closed client cannot be opened again.
 
         Enqueues not yet sent are withdrawn; those in flight get a few seconds to land, so
-        their jobs are known (their callers get :class:`ClientClosedError` naming them), as do
-        the upstream cancellations of abandoned ``generate()`` jobs. Generations still pending
-        end with :class:`ClientClosedError`; reattach to them from another client with
-        ``client.generation(id)``.
+        their jobs are known (their callers get [`ClientClosedError`][oxen_queue.ClientClosedError]
+        naming them), as do the upstream cancellations of abandoned ``generate()`` jobs. Generations
+        still pending end with [`ClientClosedError`][oxen_queue.ClientClosedError]; reattach to them
+        from another client with ``client.generation(id)``.
         """
         await self._core.close()
 
@@ -263,7 +269,8 @@ class AsyncClient:
 
     @property
     def stats(self) -> ClientStats:
-        """A snapshot of the client's counters and current limits (see :class:`ClientStats`)."""
+        """A snapshot of the client's counters and current limits (see
+        [`ClientStats`][oxen_queue.ClientStats])."""
         return self._core.stats()
 
     @property
@@ -351,7 +358,8 @@ class AsyncClient:
                 does not list (yet). ``None``: none.
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
                 (``target_namespace``, ``target_repo``, ``target_directory``). Several
-                generations of one request: :meth:`enqueue_many` (not ``n=``).
+                generations of one request: [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many]
+                (not ``n=``).
 
         Raises:
             InvalidParamsError: Bad parameters, found before anything was sent.
@@ -377,9 +385,9 @@ class AsyncClient:
 
         The docs allow 1-4 generations per request ("Call the endpoint multiple times to queue
         more"), so more are split into requests of at most 4, sent together, each with the
-        guarantees of :meth:`enqueue`. If one of them fails, its error is raised once the
-        others have settled; the generations they did create stay registered with the client
-        (``client.pending``) and are named in a note on the error.
+        guarantees of [`enqueue`][oxen_queue.AsyncClient.enqueue]. If one of them fails, its error
+        is raised once the others have settled; the generations they did create stay registered with
+        the client (``client.pending``) and are named in a note on the error.
 
         Raises:
             InvalidParamsError: ``num_generations`` is not a positive integer, or bad
@@ -485,7 +493,7 @@ class AsyncClient:
     ) -> list[BatchItem]:
         """Run many requests with at most ``concurrency`` generations in flight.
 
-        See :func:`oxen_queue.run_batch`.
+        See [`oxen_queue.run_batch`][oxen_queue.run_batch].
         """
         await self._core.opened()
         return await run_batch(
@@ -545,8 +553,8 @@ class AsyncClient:
         """A generation's full history row, with what it was charged
         (``GET /api/ai/generations/{id}``, the docs' "Get generation details").
 
-        Unlike :meth:`get_generation` (the queue's lean row), this row carries ``cost``
-        (``None`` while queued), and who made the generation.
+        Unlike [`get_generation`][oxen_queue.AsyncClient.get_generation] (the queue's lean row),
+        this row carries ``cost`` (``None`` while queued), and who made the generation.
 
         Raises:
             InvalidParamsError: Not a plausible generation id (nothing was sent).
@@ -611,9 +619,10 @@ class AsyncClient:
     ) -> GenerationPage:
         """One page of history with costs (``GET /api/ai/generations``; page_size <= 1000).
 
-        Takes the filters of :meth:`list_queue` (``status`` is one status; ``None`` is
-        every row, finished or not). The page's ``total_cost`` covers the whole filtered
-        set. :meth:`iter_generations` pages through it all.
+        Takes the filters of [`list_queue`][oxen_queue.AsyncClient.list_queue] (``status`` is one
+        status; ``None`` is every row, finished or not). The page's ``total_cost`` covers the whole
+        filtered set. [`iter_generations`][oxen_queue.AsyncClient.iter_generations] pages through it
+        all.
         """
         return await self._rows.list_generations(
             page=page,
@@ -637,18 +646,20 @@ class AsyncClient:
         folder: str | None = None,
         page_size: int = 100,
     ) -> GenerationHistory:
-        """Every row of the history that matches the filters, page after page::
+        """Every row of the history that matches the filters, page after page:
 
-            history = client.iter_generations(model="gpt-image-2", status="succeeded")
-            async for record in history:
-                print(record.generation_id, record.cost)
-            print(history.total_entries, history.total_cost)
+        ```python
+        history = client.iter_generations(model="gpt-image-2", status="succeeded")
+        async for record in history:
+            print(record.generation_id, record.cost)
+        print(history.total_entries, history.total_cost)
+        ```
 
         Pages (``GET /api/ai/generations``) are fetched as the rows are consumed. Once the
         first page is read, ``total_cost`` and ``total_entries`` describe the whole set.
 
-        The filters are those of :meth:`list_queue`; ``None`` leaves one out (``status=None``
-        lists every row, finished or not).
+        The filters are those of [`list_queue`][oxen_queue.AsyncClient.list_queue]; ``None`` leaves
+        one out (``status=None`` lists every row, finished or not).
 
         Args:
             model: Only this model's rows.
@@ -715,10 +726,10 @@ class AsyncClient:
 
     async def read(self, source: Generation | GenerationRecord | str) -> bytes:
         """A generation's result file, in memory, within the same bounds and by the same rule
-        (the media the generation asked for) as :meth:`download`.
+        (the media the generation asked for) as [`download`][oxen_queue.AsyncClient.download].
 
         Raises:
-            DownloadError: As for :meth:`download`.
+            DownloadError: As for [`download`][oxen_queue.AsyncClient.download].
             GenerationError: The generation did not succeed (when given one to wait for).
         """
         return await self._core.files.read(await self._rows.finished(source))
@@ -740,8 +751,9 @@ class AsyncClient:
         """Generate images with the blocking endpoint (``POST /api/ai/images/generate``).
 
         The server holds the request open until the images exist (5-30 s), so nothing is
-        polled; prefer :meth:`enqueue` for many images. The request is resent only if the
-        server refused it; a lost answer is raised, since the images may have been billed.
+        polled; prefer [`enqueue`][oxen_queue.AsyncClient.enqueue] for many images. The request is
+        resent only if the server refused it; a lost answer is raised, since the images may have
+        been billed.
 
         Args:
             model: The model id.
@@ -776,9 +788,9 @@ class AsyncClient:
     ) -> ImagesResponse:
         """Edit images with the blocking endpoint (``POST /api/ai/images/edit``).
 
-        As :meth:`generate_images`: nothing is polled, and the request is resent only if the
-        server refused it. The provider downloads the input images, so their URLs must be
-        publicly reachable (a result's ``result_url`` is).
+        As [`generate_images`][oxen_queue.AsyncClient.generate_images]: nothing is polled, and the
+        request is resent only if the server refused it. The provider downloads the input images, so
+        their URLs must be publicly reachable (a result's ``result_url`` is).
 
         Args:
             model: The model id, e.g. ``"gpt-image-2-edit"``.
@@ -819,9 +831,10 @@ class AsyncClient:
         """Generate videos with the blocking endpoint (``POST /api/ai/videos/generate``).
 
         The server holds the request open until the videos exist: "1-10+ min", so the
-        default ``timeout`` is 30 minutes. The docs recommend the queue (:meth:`enqueue`)
-        instead; this call is here for parity. The request is resent only if the server
-        refused it: a lost answer is raised, since the video may have been billed.
+        default ``timeout`` is 30 minutes. The docs recommend the queue
+        ([`enqueue`][oxen_queue.AsyncClient.enqueue]) instead; this call is here for parity. The
+        request is resent only if the server refused it: a lost answer is raised, since the video
+        may have been billed.
 
         Args:
             model: The model id, e.g. ``"kling-video-v2-6-pro-text-to-video"``.
@@ -866,9 +879,11 @@ class AsyncClient:
 
         Args:
             model: The model id.
-            num_generations: Generations of the request (as :meth:`enqueue_many` makes).
+            num_generations: Generations of the request (as
+                [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many] makes).
             validate: Override the client's ``validate``: bad parameters raise first.
-            **params: The request's parameters, as :meth:`enqueue` takes them.
+            **params: The request's parameters, as [`enqueue`][oxen_queue.AsyncClient.enqueue] takes
+                them.
 
         Returns:
             The estimated cost, exact (a ``Decimal``), in the API's currency.

@@ -18,25 +18,25 @@ intersect into a narrow interval. If samples stop agreeing (a clock was stepped)
 estimate starts again from the newest sample.
 
 **What is evidence.** A server time is a *plausible* sample when it is a finite number no
-earlier than :data:`EARLIEST` (2020-01-01) and within :data:`MAX_SKEW` (a day) of our clock
+earlier than `EARLIEST` (2020-01-01) and within `MAX_SKEW` (a day) of our clock
 when it was written; a row's stamp must also be an ``int`` (not a float, a string, a bool or
 null). Anything else is no evidence, and it casts *doubt*: a ``Date`` header decades off (or in
 year 9999), or a row of our own job stamped null, negative or in year 9999, says the server's
-clock cannot be relied on, for the next :data:`_DOUBT` samples of that kind. (An unparseable
+clock cannot be relied on, for the next `_DOUBT` samples of that kind. (An unparseable
 ``Date`` header is only ignored: it is a broken header, not a broken clock.)
 
-**Windows** (:meth:`ServerClock.window`). A request's rows may show in two ranges of server
+**Windows** (`ServerClock.window`). A request's rows may show in two ranges of server
 seconds:
 
 * the *narrow* window, where its rows are expected by the best estimate (our own jobs' stamps,
-  else ``Date`` headers, else our clock give or take :data:`_FALLBACK`). Rows there are its
+  else ``Date`` headers, else our clock give or take `_FALLBACK`). Rows there are its
   candidates (and may be adopted when they can be told apart).
 * the *reach*, where its rows could be if the estimate were wrong: the narrow window, and our
-  own clock's window, widened by :data:`TOLERANCE` when the estimate is *verified* (two or more
-  of our own jobs' stamps agree, none doubtful), by :data:`MAX_SKEW` when it rests on
+  own clock's window, widened by `TOLERANCE` when the estimate is *verified* (two or more
+  of our own jobs' stamps agree, none doubtful), by `MAX_SKEW` when it rests on
   ``Date`` headers or a single stamp, and without end when there is no evidence at all or
   there is doubt. A matching row in the reach forbids concluding that the request made
-  nothing: it is never sent again on such a look (see :mod:`._reconcile`).
+  nothing: it is never sent again on such a look (see `_reconcile`).
 
 A server whose ``Date`` and ``enqueued_at`` agree with each other, even hours off ours, gets an
 exact narrow window from either. One whose ``Date`` is off while its rows are true (or the
@@ -74,8 +74,8 @@ _DOUBT: Final = 64  # samples of a kind an implausible one casts doubt over
 def row_stamp(value: object, *, now: float) -> int | None:
     """A row's ``enqueued_at`` as a server time that can be believed, or ``None``.
 
-    Believed: an ``int`` (the spec's "integer (Unix seconds)"), not before :data:`EARLIEST`
-    and not more than :data:`MAX_SKEW` after ``now`` (our clock). A row may be old, so there is
+    Believed: an ``int`` (the spec's "integer (Unix seconds)"), not before `EARLIEST`
+    and not more than `MAX_SKEW` after ``now`` (our clock). A row may be old, so there is
     no bound on how far behind ``now`` it is.
     """
     if type(value) is int and EARLIEST <= value <= now + MAX_SKEW:

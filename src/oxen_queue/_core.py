@@ -1,13 +1,13 @@
 """What an ``AsyncClient`` and its option views share: the connections, the watcher, the
 generations being watched, and the lifecycle that holds them together.
 
-``client.with_options(...)`` returns another ``AsyncClient`` over the same :class:`ClientCore`,
-with :class:`CallOptions` of its own, so a view costs a few small objects, and opening or
+``client.with_options(...)`` returns another ``AsyncClient`` over the same `ClientCore`,
+with `CallOptions` of its own, so a view costs a few small objects, and opening or
 closing any of them opens or closes them all.
 
-The core is the owner of every :class:`Generation` it tracks: a generation's ``cancel()``,
-``refresh()`` and ``download()`` come here, and its end is told here by a done callback, which
-forgets it and tells the watcher and the ledger.
+The core is the owner of every [`Generation`][oxen_queue.Generation] it tracks: a generation's
+``cancel()``, ``refresh()`` and ``download()`` come here, and its end is told here by a done
+callback, which forgets it and tells the watcher and the ledger.
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ class ClientCore:
     # reaches it, and ``close()`` ends it.
 
     async def open(self) -> None:
-        """Start the background work: call from ``__aenter__``, with :meth:`exit` to match.
+        """Start the background work: call from ``__aenter__``, with `exit` to match.
 
         The work runs in a task group of its own, hosted by one task of the outer group the
         caller's ``async with`` holds. So stopping it (``aclose()``, from anywhere) never
@@ -298,7 +298,7 @@ class ClientCore:
 
         Called by every awaited entry point. The first call on a client never entered opens
         it: the ledger, then the background work in a task of the event loop's own (see
-        :mod:`._detached`). That open is shielded, so a caller cancelled meanwhile cannot
+        `_detached`). That open is shielded, so a caller cancelled meanwhile cannot
         leave it half done; callers arriving meanwhile wait for it, and only one happens. An
         open that fails raises in the caller that made it, and the next call tries again.
 
@@ -493,7 +493,7 @@ class ClientCore:
         """The handle of a generation, made and watched if it is not watched already.
 
         The one door to watching, and so to the URLs watching asks: an id that is not
-        plausible (:mod:`._ids`), which only the server or the ledger can have given (callers'
+        plausible (`_ids`), which only the server or the ledger can have given (callers'
         ids are refused before), gets a handle that has already failed with
         ``APIResponseValidationError``, and is never watched.
         """
@@ -608,7 +608,7 @@ class ClientCore:
 
 
 def _budget(max_spend: object) -> Budget:
-    """The budget of a ``max_spend``: an amount as :func:`._money.amount` reads it."""
+    """The budget of a ``max_spend``: an amount as `_money.amount` reads it."""
     try:
         limit = amount(max_spend)
     except AmountError as exc:
@@ -676,7 +676,7 @@ class _OutcomeWriter:
     """Records each generation's final status in a shared ledger, from one background task.
 
     ``note`` is a done callback (synchronous); writes are blocking I/O done in turn by
-    :meth:`run`, so watchers never wait on the ledger.
+    `run`, so watchers never wait on the ledger.
     """
 
     def __init__(self, ledger: Ledger) -> None:

@@ -2,7 +2,7 @@
 
 A model's details (``GET /api/ai/models/{id}``) carry ``pricing`` in the spec's shape:
 ``method`` (``per_image``, ``per_video_output_second``, ``token``, ``time``) and the amounts
-that method uses. :func:`estimate_cost` applies it to a request's parameters:
+that method uses. `estimate_cost` applies it to a request's parameters:
 
 - ``per_image`` with a ``cost_per_image_grid``: the grid's cell for the request's
   ``quality``, then its ``resolution`` ("Cost per image keyed by quality then resolution
@@ -15,14 +15,14 @@ that method uses. :func:`estimate_cost` applies it to a request's parameters:
 
 A parameter the request leaves out counts at its default (the model's typed parameters, else
 the ``default`` of its published schema), since that is what the server applies and bills.
-Whatever cannot be resolved raises :class:`CostUnknownError` naming what is missing: an
-estimate is never a guess, and never zero for want of a price. A price the model publishes
-but the client refused (negative, ``NaN``, out of range: see :mod:`._money`) is missing too,
+Whatever cannot be resolved raises [`CostUnknownError`][oxen_queue.CostUnknownError] naming what is
+missing: an estimate is never a guess, and never zero for want of a price. A price the model
+publishes but the client refused (negative, ``NaN``, out of range: see `_money`) is missing too,
 named as ``ModelPricing.refused`` names it; the model's other prices still work.
 
-Arithmetic is done in :data:`._money.MONEY`, exactly: a price times seconds is rounded up to
+Arithmetic is done in `_money.MONEY`, exactly: a price times seconds is rounded up to
 18 places (no realistic estimate has more), then times the number of generations, at most
-:data:`._money.MAX_COUNT` (more is ``InvalidParamsError``, naming ``num_generations``).
+`_money.MAX_COUNT` (more is ``InvalidParamsError``, naming ``num_generations``).
 """
 
 from __future__ import annotations
@@ -71,14 +71,14 @@ def estimate_cost(
 
     Raises:
         CostUnknownError: The price cannot be worked out; ``.missing`` says what is missing.
-        InvalidParamsError: ``count`` is above :data:`._money.MAX_COUNT`.
+        InvalidParamsError: ``count`` is above `_money.MAX_COUNT`.
     """
     check_priced_count(count)
     return MONEY.multiply(_unit_price(model, pricing, params, defaults or {}), count)
 
 
 def check_priced_count(count: int) -> None:
-    """Refuse to price more generations at once than :data:`._money.MAX_COUNT` (a million):
+    """Refuse to price more generations at once than `_money.MAX_COUNT` (a million):
     the bound that keeps every estimate, and so the budget's sums, exact.
 
     Raises:
@@ -224,7 +224,7 @@ def _seconds(model: str, params: Mapping[str, Any], defaults: Mapping[str, Any])
 
 
 def _amount(model: str, value: object, name: str) -> Decimal:
-    """A number of seconds: an amount (:func:`._money.amount`) above zero."""
+    """A number of seconds: an amount (`_money.amount`) above zero."""
     try:
         seconds = amount(value)
     except AmountError:

@@ -6,13 +6,13 @@ the slots that API requests need. The key goes only to the API's own origin (som
 live there), never to a file host, not even through a redirect.
 
 Every byte is untrusted: the URL must be ``http(s)`` with a host (a malformed one is a
-:class:`DownloadError`, never a request to the API); the body must be the media the
-generation asked for, by :func:`~oxen_queue._media.accept_body` (not empty, not an error page,
+[`DownloadError`][oxen_queue.DownloadError], never a request to the API); the body must be the media
+the generation asked for, by `accept_body` (not empty, not an error page,
 not a video for an image), judged on its first bytes before any is kept; the file's name comes
-from the caller's path or from the generation id by :func:`~oxen_queue._filenames.safe_name`
+from the caller's path or from the generation id by `safe_name`
 (one name per id, safe on every OS), never from the server; its extension from the bytes or a
 short list of media types; the body is bounded in size, and a transfer slower than
-:data:`MIN_DOWNLOAD_RATE` over a whole ``stall_timeout`` window is abandoned. It is streamed to
+`MIN_DOWNLOAD_RATE` over a whole ``stall_timeout`` window is abandoned. It is streamed to
 a temporary file beside the target, then renamed over it, so an interrupted or refused
 download never leaves a file, whole or half.
 """
@@ -107,11 +107,11 @@ _PIECE: Final = 1 << 20  # bytes written to a spilled file at a time
 class _Spool:
     """A download's body on its way to its file, with as few trips to a worker thread as can be.
 
-    A result that fits in :data:`_IN_MEMORY` (an image, usually) is held in memory and written
-    by :meth:`keep` in one trip: the directory made, a temporary file beside the target
+    A result that fits in `_IN_MEMORY` (an image, usually) is held in memory and written
+    by `keep` in one trip: the directory made, a temporary file beside the target
     created ("x": nothing existing is followed or clobbered), written, closed and renamed over
     the target (atomic, in one directory). A larger one is spilled to that temporary file as it
-    arrives, a :data:`_PIECE` at a time. Refused bodies never reach it: the fetch judges the
+    arrives, a `_PIECE` at a time. Refused bodies never reach it: the fetch judges the
     first bytes before passing any on. Downloads are bounded (``max_downloads``), and so is
     what they hold in memory. Its file operations run in a worker thread, one call each.
     """
@@ -194,7 +194,7 @@ class FileFetcher:
             needs the key; no other host ever gets it).
         connect_timeout: Seconds to connect.
         stall_timeout: Seconds: a download that receives nothing for this long, or less than
-            :data:`MIN_DOWNLOAD_RATE` per second over a window this long, fails.
+            `MIN_DOWNLOAD_RATE` per second over a window this long, fails.
         max_downloads: Downloads at once; more wait their turn.
         max_bytes: Largest file accepted; ``None`` means no limit.
         transport: An httpx transport, used as it is (tests); ``None``: the one
@@ -245,7 +245,7 @@ class FileFetcher:
         result's URL is often all that is kept), and a client is made for every cold start.
 
         Raises:
-            ClientClosedError: :meth:`aclose` came first.
+            ClientClosedError: `aclose` came first.
         """
         if self._http is None:
             if self._closed:
@@ -280,9 +280,9 @@ class FileFetcher:
         Args:
             record: The record: its ``result_url`` is fetched, its ``generation_id`` names
                 the file when ``path`` is ``None`` or a directory
-                (:func:`~oxen_queue._filenames.safe_name`; the extension then follows the
+                (`safe_name`; the extension then follows the
                 bytes received: PNG, JPEG, WebP, MP4, ...), and the body must be the media its
-                ``media_type`` says (see :mod:`oxen_queue._media`; ``None``: either kind).
+                ``media_type`` says (see `oxen_queue._media`; ``None``: either kind).
             path: A file path, a directory (or a path ending with ``/``, created if need
                 be), or ``None`` for the current directory. A file path whose extension
                 disagrees with the bytes is kept, and the mismatch is logged as a warning.
@@ -308,10 +308,10 @@ class FileFetcher:
 
     async def read(self, record: GenerationRecord) -> bytes:
         """A finished record's result, in memory, within the same bounds and by the same
-        rule as :meth:`save`.
+        rule as `save`.
 
         Raises:
-            DownloadError: As for :meth:`save`.
+            DownloadError: As for `save`.
         """
         url, generation_id, expected = _source(record)
         body = bytearray()
@@ -333,7 +333,7 @@ class FileFetcher:
 
         Raises:
             DownloadError: A bad URL, a refusal, a failed or stalled transfer, a body too
-                big, or one that is not the media asked for (:func:`accept_body`).
+                big, or one that is not the media asked for (`accept_body`).
         """
         request_url = _vet(url, generation_id)
         async with self.limiter:
@@ -420,7 +420,7 @@ class FileFetcher:
     ) -> tuple[str, bytes]:
         """Feed the body to ``sink``, enforcing the size cap and the stall rule.
 
-        The first :data:`HEAD_BYTES` (the whole body, when shorter) are held back until
+        The first `HEAD_BYTES` (the whole body, when shorter) are held back until
         ``judge`` has accepted them, so ``sink`` never receives a body that is refused.
 
         Returns:

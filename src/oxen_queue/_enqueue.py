@@ -9,7 +9,7 @@ job is registered with the client, and a ``generate()`` that owned it has it can
 upstream.
 
 **Written ahead.** Before each ``POST /api/ai/queue`` the request is recorded in the enqueue
-ledger (:mod:`._ledger`: this process's memory by default, or SQLite or PostgreSQL shared by
+ledger (`_ledger`: this process's memory by default, or SQLite or PostgreSQL shared by
 every process on the key), and its ids are recorded when the answer arrives, so no billed job
 is ever unknown to the ledger, whatever happens to the process.
 
@@ -18,9 +18,9 @@ server certainly did not process it (429, 503, a connection never established; s
 ``_retry``), or when a reconciliation proved it made nothing. When the answer is lost after
 the request left (a read timeout, a connection cut mid-body, a 502 or 504 from a proxy, a
 200 whose body is garbled), the job may exist and be billed: the request is *reconciled*
-(:mod:`._reconcile`) against the server's rows and the ledger, never blindly resent. Its jobs
-are adopted when they can be told apart; :class:`AmbiguousEnqueueError` (naming the
-candidates) is raised when they cannot, or when the look outlasts the retry policy's
+(`_reconcile`) against the server's rows and the ledger, never blindly resent. Its jobs
+are adopted when they can be told apart; [`AmbiguousEnqueueError`][oxen_queue.AmbiguousEnqueueError]
+(naming the candidates) is raised when they cannot, or when the look outlasts the retry policy's
 deadline. The request is sent again only after two looks a moment apart that *could see*
 and found nothing: no row of its model and parameters that nothing else holds, none whose
 ``enqueued_at`` or id cannot be believed, none within the reach of its window, and the
@@ -28,11 +28,11 @@ history read back to the start of that reach. How far a server time is believed,
 the reach extends, is ``_clock``'s: an absurd ``Date`` header or ``enqueued_at`` (null,
 negative, before 2020, a float or a string, year 9999) is no evidence and makes the reach
 endless, so such a server makes an enqueue ambiguous, never sent twice. An enqueue is sent at
-most :data:`_SENDS` times, each after the last was shown to have made nothing (a bound of its
+most `_SENDS` times, each after the last was shown to have made nothing (a bound of its
 own: the retry policy's attempts count refusals, within each send).
 
 **Every job a 2xx answer names** is accounted for (owners: ``_api.parse_enqueue_answer``, and
-:meth:`Enqueuer._answered` here). A successful answer proves the request was processed: it is
+`Enqueuer._answered` here). A successful answer proves the request was processed: it is
 never sent again, whatever its shape. Each id it names that can be watched (a plausible id,
 ``_ids``) is taken by this request at once (before any await, so of two answers naming one id
 the first takes it), recorded in the ledger (``record_ids``: never "refused"), watched by the
@@ -47,13 +47,13 @@ client, and found again by ``recover()``. Then, if the answer was not exactly as
   id named twice, a colliding id; as many as were asked and not named, or as there are
   entries without an id if more) may exist: they are looked for as a lost answer's are, under
   an intent of their own, with "nothing was made" ruled out. Adopted, they join the others;
-  not settled, the enqueue raises :class:`AmbiguousEnqueueError` (its ``generation_ids`` the
-  jobs it did make, its ``candidate_ids`` what may be the rest);
+  not settled, the enqueue raises [`AmbiguousEnqueueError`][oxen_queue.AmbiguousEnqueueError] (its
+  ``generation_ids`` the jobs it did make, its ``candidate_ids`` what may be the rest);
 * more jobs than asked are all watched, and named on the error.
 
 An answer made good entirely (the missing jobs adopted) returns its ids, with a warning in the
-log; otherwise :class:`APIResponseValidationError` names, in ``generation_ids``, every job
-the request holds.
+log; otherwise [`APIResponseValidationError`][oxen_queue.APIResponseValidationError] names, in
+``generation_ids``, every job the request holds.
 """
 
 from __future__ import annotations

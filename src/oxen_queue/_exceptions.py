@@ -1,44 +1,48 @@
 """Every error oxen-queue raises, under one base class.
 
-The tree::
+The tree:
 
-    OxenError
-    ├── APIError                        the API could not be used as asked
-    │   ├── APIStatusError              the API answered with an HTTP error status
-    │   │   ├── BadRequestError         400 (and 422): the request itself was refused
-    │   │   ├── AuthenticationError     401, 403: missing, wrong or unauthorised key
-    │   │   ├── NotFoundError           404: no such generation or model
-    │   │   ├── RateLimitError          429: slow down; ``.retry_after`` seconds, if known
-    │   │   └── ServerError             5xx: the server (or a proxy in front of it) failed
-    │   ├── APIConnectionError          no usable answer: connection refused, reset or cut
-    │   │   └── APITimeoutError         no answer in time (also a ``TimeoutError``)
-    │   └── APIResponseValidationError  an answer that does not have the documented shape
-    │                                   (``.generation_ids``: jobs an enqueue answer named)
-    ├── GenerationError                 a generation ended without a result
-    │   ├── GenerationFailedError       status ``failed``; ``.error_message`` is the server's text
-    │   └── GenerationCancelledError    status ``cancelled``
-    ├── GenerationTimeoutError          the generation's deadline passed (also a TimeoutError)
-    ├── InvalidParamsError              bad input caught before any request (also a ValueError)
-    ├── CostUnknownError                no price can be worked out for a request (what is missing)
-    ├── BudgetExceededError             an enqueue's estimate would pass the client's max_spend
-    ├── AmbiguousEnqueueError           an enqueue may have created a job that was not found
-    │                                   (``.candidate_ids``; ``.generation_ids``: jobs it did)
-    ├── LedgerError                     the enqueue ledger could not be read or written
-    │   └── InFlightError               (internal) a claim met a request still in flight
-    ├── DownloadError                   a result file could not be fetched or was refused
-    ├── ClientClosedError               the client is not open (use ``async with``)
-    └── ClientDisconnectedError         a web request's caller hung up (``oxen_queue.asgi``)
+```text
+OxenError
+├── APIError                        the API could not be used as asked
+│   ├── APIStatusError              the API answered with an HTTP error status
+│   │   ├── BadRequestError         400 (and 422): the request itself was refused
+│   │   ├── AuthenticationError     401, 403: missing, wrong or unauthorised key
+│   │   ├── NotFoundError           404: no such generation or model
+│   │   ├── RateLimitError          429: slow down; ``.retry_after`` seconds, if known
+│   │   └── ServerError             5xx: the server (or a proxy in front of it) failed
+│   ├── APIConnectionError          no usable answer: connection refused, reset or cut
+│   │   └── APITimeoutError         no answer in time (also a ``TimeoutError``)
+│   └── APIResponseValidationError  an answer that does not have the documented shape
+│                                   (``.generation_ids``: jobs an enqueue answer named)
+├── GenerationError                 a generation ended without a result
+│   ├── GenerationFailedError       status ``failed``; ``.error_message`` is the server's text
+│   └── GenerationCancelledError    status ``cancelled``
+├── GenerationTimeoutError          the generation's deadline passed (also a TimeoutError)
+├── InvalidParamsError              bad input caught before any request (also a ValueError)
+├── CostUnknownError                no price can be worked out for a request (what is missing)
+├── BudgetExceededError             an enqueue's estimate would pass the client's max_spend
+├── AmbiguousEnqueueError           an enqueue may have created a job that was not found
+│                                   (``.candidate_ids``; ``.generation_ids``: jobs it did)
+├── LedgerError                     the enqueue ledger could not be read or written
+│   └── InFlightError               (internal) a claim met a request still in flight
+├── DownloadError                   a result file could not be fetched or was refused
+├── ClientClosedError               the client is not open (use ``async with``)
+└── ClientDisconnectedError         a web request's caller hung up (``oxen_queue.asgi``)
+```
 
 Every error that follows a request the server processed names the jobs it proves exist
 (``generation_ids``): an enqueue whose answer was malformed, ambiguous or interrupted by the
 client closing. Those with a plausible id are watched by the client (``client.pending``).
 
-Both error bodies the API documents are parsed into attributes of :class:`APIStatusError`:
-the envelope ``{"error": {"type", "title", "detail"}, "status": "error", "status_message"}``
-and the simple ``{"error": {"message": "..."}}``.
+Both error bodies the API documents are parsed into attributes of
+[`APIStatusError`][oxen_queue.APIStatusError]: the envelope
+``{"error": {"type", "title", "detail"}, "status": "error", "status_message"}`` and the simple
+``{"error": {"message": "..."}}``.
 
-``PollTimeoutError`` is the deprecated former name of :class:`GenerationTimeoutError` (an
-alias: the same class). Every error pickles, with its attributes (a traceback does not).
+``PollTimeoutError`` is the deprecated former name of
+[`GenerationTimeoutError`][oxen_queue.GenerationTimeoutError] (an alias: the same class). Every
+error pickles, with its attributes (a traceback does not).
 """
 
 from __future__ import annotations
@@ -273,7 +277,8 @@ class GenerationTimeoutError(OxenError, TimeoutError):
 
 
 PollTimeoutError = GenerationTimeoutError
-"""Deprecated: the former name of :class:`GenerationTimeoutError` (the same class)."""
+"""Deprecated: the former name of [`GenerationTimeoutError`][oxen_queue.GenerationTimeoutError]
+(the same class)."""
 
 
 class InvalidParamsError(OxenError, ValueError):

@@ -1,20 +1,20 @@
 """The names we give result files: one per generation, safe on every operating system.
 
 A file saved without a name from the caller is named after its generation id, and an id is
-untrusted text (from the server, a manifest, a caller's record). :func:`safe_name` turns any
+untrusted text (from the server, a manifest, a caller's record). `safe_name` turns any
 id into a file name stem that is
 
-* **safe everywhere**: 1 to :data:`MAX_STEM` ASCII characters among letters, digits, ``-``,
+* **safe everywhere**: 1 to `MAX_STEM` ASCII characters among letters, digits, ``-``,
   ``_`` and ``~``; no dot, space or separator, so never a trailing dot or space, and never a
   path; never a Windows device name (``CON``, ``PRN``, ``AUX``, ``NUL``, ``COM0``-``COM9``,
   ``LPT0``-``LPT9``, their superscript-digit forms, ``CONIN$``, ``CONOUT$``; in any case,
   with any extension after it); never a leading ``-`` (read as an option by every command
   line tool);
 * **distinct per id, also where case is folded** (Windows, macOS): a *clean* id (lowercase
-  letters, digits, ``-`` and ``_``, not starting with ``-``, at most :data:`MAX_STEM`
+  letters, digits, ``-`` and ``_``, not starting with ``-``, at most `MAX_STEM`
   characters, not a device name) is its own name, so a UUID ``<uuid>`` is saved as
   ``<uuid>.png``; any other id is named ``<prefix>~<hash>``: its safe characters (up to
-  :data:`MAX_STEM` - 17), then ``~`` and 16 hex digits of the SHA-256 of the whole id. ``~``
+  `MAX_STEM` - 17), then ``~`` and 16 hex digits of the SHA-256 of the whole id. ``~``
   appears in no clean name, and the hash tells apart any two ids that clean alike (``a/b`` and
   ``ab``, ``CON`` and ``con``, ``ABC`` and ``abc``), so two generations never share a file
   (short of a 64-bit hash collision).

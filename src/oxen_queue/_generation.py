@@ -1,8 +1,8 @@
 """The awaitable handle of one generation: a small state machine that does no HTTP.
 
-A :class:`Generation` is resolved by the client's completion watcher (polling, shared polling or
-the event stream, see ``_watch``) and awaited by any number of tasks. Awaiting it only waits
-for that resolution, so awaiting twice, or from many tasks at once, costs no request; and
+A [`Generation`][oxen_queue.Generation] is resolved by the client's completion watcher (polling,
+shared polling or the event stream, see ``_watch``) and awaited by any number of tasks. Awaiting it
+only waits for that resolution, so awaiting twice, or from many tasks at once, costs no request; and
 abandoning a wait (``asyncio.wait_for`` timing out, a task cancelled) leaves the generation
 and its watcher untouched.
 
@@ -66,12 +66,12 @@ class GenerationOwner(Protocol):
 class Generation:
     """One generation on the queue: await it for its final record.
 
-    ``await generation`` returns the :class:`GenerationRecord` once the status is
-    ``succeeded``, and raises :class:`GenerationFailedError` (``failed``),
-    :class:`GenerationCancelledError` (``cancelled``) or :class:`GenerationTimeoutError` (its
-    deadline passed). Generations work with ``asyncio.gather``, ``asyncio.wait_for``, task
-    groups and trio. Get them from ``AsyncClient.enqueue`` or reattach with
-    ``AsyncClient.generation(id)``.
+    ``await generation`` returns the [`GenerationRecord`][oxen_queue.GenerationRecord] once the
+    status is ``succeeded``, and raises [`GenerationFailedError`][oxen_queue.GenerationFailedError]
+    (``failed``), [`GenerationCancelledError`][oxen_queue.GenerationCancelledError] (``cancelled``)
+    or [`GenerationTimeoutError`][oxen_queue.GenerationTimeoutError] (its deadline passed).
+    Generations work with ``asyncio.gather``, ``asyncio.wait_for``, task groups and trio. Get them
+    from ``AsyncClient.enqueue`` or reattach with ``AsyncClient.generation(id)``.
 
     Attributes:
         id: The generation id, as the server gave it.
@@ -79,7 +79,7 @@ class Generation:
         params: The parameters this client sent (empty for a reattached generation). The
             generations of one request share the dict: read it, do not change it.
         deadline: Seconds after creation of this handle before waits give up with
-            :class:`GenerationTimeoutError`; ``None`` means no limit.
+            [`GenerationTimeoutError`][oxen_queue.GenerationTimeoutError]; ``None`` means no limit.
     """
 
     __slots__ = (
@@ -198,8 +198,9 @@ class Generation:
         """Cancel the job on the server (``DELETE /api/ai/queue/{id}``).
 
         A job already finished is left as it is ("cancelling a generation that has already
-        reached a terminal state has no effect"). Waiters see :class:`GenerationCancelledError`
-        once the cancellation is confirmed.
+        reached a terminal state has no effect"). Waiters see
+        [`GenerationCancelledError`][oxen_queue.GenerationCancelledError] once the cancellation is
+        confirmed.
         """
         await self._owner.cancel(self)
 
@@ -233,10 +234,10 @@ class Generation:
     async def updates(self) -> AsyncGenerator[GenerationRecord, None]:
         """Each status change, as a record, until the final one.
 
-        ::
-
-            async for record in generation.updates():
-                print(record.status)  # queued, processing, then succeeded (or failed, ...)
+        ```python
+        async for record in generation.updates():
+            print(record.status)  # queued, processing, then succeeded (or failed, ...)
+        ```
 
         The first record is the current state (for a reattached generation, once its row is
         read). Then each change is yielded once, in order, and the final record (``succeeded``,

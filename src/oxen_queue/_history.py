@@ -16,9 +16,9 @@ __all__ = ["GenerationHistory"]
 class GenerationHistory:
     """The rows of the history, page after page: ``async for record in history``.
 
-    Made by :meth:`AsyncClient.iter_generations`. Each page is fetched when the rows before
-    it have been consumed, so breaking out early costs no further request. A row seen on an
-    earlier page (rows shift while new ones arrive) is not yielded twice.
+    Made by [`AsyncClient.iter_generations`][oxen_queue.AsyncClient.iter_generations]. Each page is
+    fetched when the rows before it have been consumed, so breaking out early costs no further
+    request. A row seen on an earlier page (rows shift while new ones arrive) is not yielded twice.
 
     Attributes:
         total_cost: What the whole filtered set was charged, as the last page read says

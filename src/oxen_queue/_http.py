@@ -1,12 +1,12 @@
 """The HTTP layer: one connection pool, the key sent only to the API, every failure mapped.
 
-Every API request of the client goes through :class:`ApiSession`. It bounds how many requests
+Every API request of the client goes through `ApiSession`. It bounds how many requests
 are in flight (so 10,000 concurrent ``enqueue()`` calls queue here instead of timing out in
 httpx's pool), bounds each attempt as a whole (httpx's timeouts are per network operation, so
 a server sending a byte a second would otherwise hold a request open forever), reads at most
-:data:`~._json.MAX_BODY_BYTES` of any body, and maps every failure onto the ``OxenError``
-tree. It retries what :mod:`._retry` says may be retried. It decodes bodies with :mod:`._json`
-and knows nothing of their shapes, which :mod:`._api` owns.
+`MAX_BODY_BYTES` of any body, and maps every failure onto the ``OxenError``
+tree. It retries what `_retry` says may be retried. It decodes bodies with `_json`
+and knows nothing of their shapes, which `_api` owns.
 """
 
 from __future__ import annotations
@@ -249,15 +249,15 @@ class ApiSession:
     """The client's API session: pool, auth, admission control, bounds, error mapping, retries.
 
     Args:
-        base_url: The API's origin (from :func:`check_base_url`).
+        base_url: The API's origin (from `check_base_url`).
         api_key: Sent as a bearer token to that origin only.
         timeout: httpx's per-operation timeouts; the largest also bounds each whole attempt.
         max_concurrency: Requests in flight at once; ``None``: an adaptive bound
-            (:class:`~._admission.InflightLimit`).
+            (`InflightLimit`).
         retry: How idempotent requests are retried.
         transport: An httpx transport, used as it is for every request (tests); ``None``:
-            the one ``http_backend`` names (:func:`~._transport.api_transport`), behind
-            httpx's client, which keeps the environment's proxies (:func:`route_through`).
+            the one ``http_backend`` names (`api_transport`), behind
+            httpx's client, which keeps the environment's proxies (`route_through`).
         http_backend: ``"httpx"`` or ``"aiohttp"`` (the extra; asyncio only). With a
             ``transport``, it chooses nothing (as httpx's own options do not).
         verify: TLS verification.
@@ -345,7 +345,7 @@ class ApiSession:
         """One attempt: send, read at most the body cap, map errors, decode JSON.
 
         Nothing is retried here. The attempt as a whole, connect to last byte, is bounded by
-        the largest of its phase timeouts (see :func:`attempt_deadline`).
+        the largest of its phase timeouts (see `attempt_deadline`).
 
         Args:
             method: The HTTP method.
@@ -357,7 +357,7 @@ class ApiSession:
                 enqueue writes its intent to the ledger there, with the true send time).
             paced: It creates jobs (an enqueue): it waits for the enqueue pacer, and its
                 answer (accepted or refused with 429) sets the pace
-                (:class:`~._admission.EnqueueRate`).
+                (`EnqueueRate`).
             sample: Its latency tells how loaded the path is (for the adaptive bound); not
                 for an answer that takes as long as the work (the blocking endpoints).
 

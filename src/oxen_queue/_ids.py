@@ -6,7 +6,7 @@ answer, a row, an event), from a file (a batch manifest) or from a web route of 
 Pasted in as it came, ``..`` would climb out of the queue (``DELETE /api/ai``) and ``?``, ``#``,
 CR LF or NUL would end or split the path. So every id that may reach a URL is judged here first.
 
-**What is accepted** (a *plausible* id): a string of 1 to :data:`MAX_ID_LENGTH` characters, each
+**What is accepted** (a *plausible* id): a string of 1 to `MAX_ID_LENGTH` characters, each
 an ASCII letter, a digit, or one of ``-``, ``_``, ``.``, ``~`` (RFC 3986's unreserved
 characters, which no URL encoding changes), and not made of dots alone (``.``, ``..``: dot
 segments, which URL resolution removes). The API's generation ids are UUIDs and its model ids
@@ -17,7 +17,7 @@ names such as ``gpt-image-2`` or ``flux-1.1-pro``; both fit with room to spare.
 (``APIResponseValidationError`` for an answer, a skipped line or event otherwise).
 
 **Where it is applied.** Every API path that carries an id is built by ``_api.id_path``, which
-checks the id here and encodes it with :func:`segment`: no other code puts an id into a URL.
+checks the id here and encodes it with `segment`: no other code puts an id into a URL.
 Before that, each way in judges its ids where they come in, so the refusal says what happened:
 
 * A caller's id fails at once with ``InvalidParamsError`` naming its field: ``generation_id``
@@ -43,7 +43,7 @@ judges it; so an enqueue with ``validate=False`` and no ``max_spend`` (nothing f
 its model as given, while one that needs the model's schema or price refuses an implausible
 model before the fetch.
 
-Paths are still built with every segment percent-encoded (:func:`segment`), so the rule and the
+Paths are still built with every segment percent-encoded (`segment`), so the rule and the
 encoding each suffice alone.
 """
 

@@ -1,11 +1,11 @@
 """From a call to watched generations: ``enqueue``, ``enqueue_many`` and ``generate``.
 
-:class:`Jobs` serves one view of a client. For each request it checks the parameters (the
+`Jobs` serves one view of a client. For each request it checks the parameters (the
 view's ``validate``), reserves the estimate against the budget, waits until enqueueing is safe
 (an event stream open, in ``events`` mode), and hands the request to the client's
-:class:`~._enqueue.Enqueuer`, which sends it through the view's endpoints and reconciles a lost
+`Enqueuer`, which sends it through the view's endpoints and reconciles a lost
 answer. Every id the request creates is tracked the moment it is known, whether or not its
-caller still waits (:class:`_Track`).
+caller still waits (`_Track`).
 """
 
 from __future__ import annotations

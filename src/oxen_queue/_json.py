@@ -5,13 +5,13 @@ on a body nested a few thousand levels deep and ``ValueError`` on an integer of 
 digits, and it accepts ``NaN`` and ``Infinity``, which are not JSON. This module is the one
 place where a body becomes Python values, within limits no documented body comes near:
 
-* a body is at most :data:`MAX_BODY_BYTES` (the largest, a history page of 1,000 rows, is
+* a body is at most `MAX_BODY_BYTES` (the largest, a history page of 1,000 rows, is
   about 1 MB);
-* containers nest at most :data:`MAX_DEPTH` levels (documented bodies nest three or four);
-* an integer has at most :data:`MAX_INT_DIGITS` digits (timestamps have ten);
+* containers nest at most `MAX_DEPTH` levels (documented bodies nest three or four);
+* an integer has at most `MAX_INT_DIGITS` digits (timestamps have ten);
 * ``NaN``, ``Infinity`` and ``-Infinity`` are refused.
 
-Any breach, and any malformed body, raises :class:`BodyError` (a ``ValueError``), which the
+Any breach, and any malformed body, raises `BodyError` (a ``ValueError``), which the
 HTTP layer turns into ``APIResponseValidationError`` for the one request concerned.
 """
 

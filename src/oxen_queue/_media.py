@@ -2,14 +2,14 @@
 
 A result file comes from a host that can answer anything: an empty body, a CDN's HTML error
 page with ``200 OK``, a JSON error, a video where an image was asked for. Saved as it came,
-each is a ``.png`` that opens as nothing. :func:`accept_body` judges every body before it is
+each is a ``.png`` that opens as nothing. `accept_body` judges every body before it is
 kept, from two facts:
 
 **What was asked**: the generation's ``media_type`` (``"image"`` or ``"video"``, from its
 record; anything else, or ``None`` for a record made by hand, means either).
 
 **What arrived**: the declared ``Content-Type`` (its media type, parameters dropped) and the
-first bytes (:data:`HEAD_BYTES`), which :func:`sniff` reads as
+first bytes (`HEAD_BYTES`), which `sniff` reads as
 
 * a known image (PNG, JPEG, GIF, WebP, AVIF, HEIC) or video (MP4, QuickTime, WebM/Matroska)
   signature;
@@ -17,7 +17,7 @@ first bytes (:data:`HEAD_BYTES`), which :func:`sniff` reads as
   JSON, XML, SVG, a plain ``Forbidden``); no media the queue makes reads so;
 * or unknown bytes.
 
-**Refused** (:class:`DownloadError`; nothing is kept):
+**Refused** ([`DownloadError`][oxen_queue.DownloadError]; nothing is kept):
 
 * an empty body;
 * text, whatever its label;
@@ -38,7 +38,7 @@ The request's ``output_format`` is not part of the rule: a JPEG for ``output_for
 still the image asked for, and a file we name is named by its bytes (``.jpg``).
 
 The extension of a file we name: the signature's; for unknown bytes, the label's from a short
-list (:data:`EXTENSIONS`), else ``.bin``. Never from the URL, which the server chooses.
+list (`EXTENSIONS`), else ``.bin``. Never from the URL, which the server chooses.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ logger = logging.getLogger("oxen_queue")
 MediaKind = Literal["image", "video"]
 
 HEAD_BYTES: Final = 64
-"""How many first bytes of a body :func:`accept_body` needs to judge it (fewer: the whole)."""
+"""How many first bytes of a body `accept_body` needs to judge it (fewer: the whole)."""
 
 EXTENSIONS: Final = {
     "image/png": ".png",
@@ -160,10 +160,10 @@ def accept_body(
     """Judge a result body by the rule of this module; the extension for a file we name.
 
     Args:
-        head: The body's first :data:`HEAD_BYTES` bytes (the whole body when shorter, so
+        head: The body's first `HEAD_BYTES` bytes (the whole body when shorter, so
             ``b""`` is an empty body).
         content_type: The ``Content-Type`` header as received (``None`` when absent).
-        expected: What the generation asked for (:func:`expected_kind`); ``None``: either.
+        expected: What the generation asked for (`expected_kind`); ``None``: either.
         generation_id: For messages.
 
     Returns:

@@ -5,12 +5,12 @@ in at the top level ("Any additional parameters from the original enqueue reques
 included"), and unknown status strings, because the API has renamed statuses before
 (``processing`` became ``queued`` in enqueue responses in May 2026).
 
-Money is :class:`~decimal.Decimal`, never a float, read by :func:`._money.amount` (which
+Money is `Decimal`, never a float, read by `_money.amount` (which
 says what it accepts). Rows carry ``cost`` as a decimal string ("Charged amount for this row
 (decimal as string)"); ``pricing`` amounts are JSON numbers, read through their shortest
 spelling (``0.07`` is ``Decimal("0.07")``, not the binary fraction nearest to it), which is
 what the server wrote. A refused charge is ``None`` (with a warning); a refused price is
-``None`` and listed in :attr:`ModelPricing.refused`.
+``None`` and listed in `ModelPricing.refused`.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _lenient_charge(value: object, info: ValidationInfo) -> Decimal | None:
 
 Charge = Annotated[Decimal | None, BeforeValidator(_lenient_charge)]
 """A charged amount (decimal string); ``None`` when absent, null or refused (a warning is
-logged): see :func:`._money.charge`."""
+logged): see `_money.charge`."""
 
 
 class _Response(BaseModel):
@@ -84,11 +84,11 @@ class GenerationRecord(_Response):
     """One generation's row, as ``GET /api/ai/queue/{id}`` returns it.
 
     The request's own parameters (``prompt``, ``resolution``, ...) are kept as extra fields;
-    :attr:`params` collects them.
+    [`params`][oxen_queue.GenerationRecord.params] collects them.
 
     When completion was learned from the event stream, the record is built from the event
-    (``url`` mapped to :attr:`result_url`, ``error`` to :attr:`error_message`, ``model`` to
-    :attr:`model_name`) and the parameters this client sent; the timestamps are then ``None``.
+    (``url`` mapped to `result_url`, ``error`` to `error_message`, ``model`` to
+    `model_name`) and the parameters this client sent; the timestamps are then ``None``.
     ``await generation.refresh()`` fetches the full row.
     """
 
@@ -154,7 +154,7 @@ class ModelPricing(_Response):
 
     Each amount is checked as it is read: a price that is refused (negative, ``NaN``, above
     10**12, finer than 18 places, not a number) is unknown: ``None`` (or left out of its
-    table), and listed in :attr:`refused`. The model's other prices still work; an estimate
+    table), and listed in `refused`. The model's other prices still work; an estimate
     that needs a refused one raises ``CostUnknownError`` naming it.
 
     Attributes:
@@ -269,7 +269,7 @@ class Model(_Response):
 
     The docs disagree on the name of the parameter schema (``request_schema`` in the spec and
     the models reference, ``json_request_schema`` on the per-model pages), so both are read;
-    :attr:`parameter_schema` is whichever is present.
+    [`parameter_schema`][oxen_queue.Model.parameter_schema] is whichever is present.
     """
 
     id: str

@@ -1,31 +1,31 @@
 """Money: the one place an amount becomes a ``Decimal``, and the context sums are made in.
 
-Every amount the SDK reads goes through :func:`amount`: a model's published prices
+Every amount the SDK reads goes through `amount`: a model's published prices
 (``pricing``), a row's charged ``cost``, a history page's ``total_cost``, the seconds a video
 is priced by, a user's ``max_spend`` and the console script's ``--max-spend``. It accepts:
 
 - an ``int`` (not a ``bool``), a ``Decimal``, a finite ``float`` (read by its shortest
   spelling, ``repr``: the digits the server wrote, ``0.07`` is ``Decimal("0.07")``), or a
-  ``str`` that is a plain ASCII decimal literal of at most :data:`MAX_TEXT` characters,
+  ``str`` that is a plain ASCII decimal literal of at most `MAX_TEXT` characters,
   surrounding whitespace ignored (``"0.28"``, ``"5"``, ``"+1"``, ``"2.8e-1"``);
-- whose value is from 0 to :data:`MAX_AMOUNT` (10**12), inclusive;
-- with at most :data:`MAX_PLACES` (18) decimal places, trailing zeros not counted.
+- whose value is from 0 to `MAX_AMOUNT` (10**12), inclusive;
+- with at most `MAX_PLACES` (18) decimal places, trailing zeros not counted.
 
 It returns that value exactly (``-0`` as ``0``), and refuses everything else with
-:class:`AmountError` (a ``ValueError``) saying why: ``NaN`` and infinities in any spelling,
+`AmountError` (a ``ValueError``) saying why: ``NaN`` and infinities in any spelling,
 ``None``, booleans, containers, strings that are not such a literal (``""``, ``"1_000"``,
 ``"0x10"``, non-ASCII digits), negative values, values above 10**12 (``1e1000000``) and
 values finer than 18 places (``1e-1000000``). No amount the API documents comes near these
 bounds (prices have a few places, token prices about eight).
 
 The bounds are what make arithmetic on money safe. An estimate is a price times seconds
-(both accepted here), rounded up to 18 places (:func:`round_up`), times at most
-:data:`MAX_COUNT` generations: at most 10**30, 49 digits. :data:`MONEY` has 60 digits of
+(both accepted here), rounded up to 18 places (`round_up`), times at most
+`MAX_COUNT` generations: at most 10**30, 49 digits. `MONEY` has 60 digits of
 precision, so every sum below 10**42 of such amounts is exact (a billion of the largest
 estimates; the budget holds amounts of at most 10**12 each): committed spend never drifts,
 never below zero. Its exponent limit, 99, is one no sum a program can hold reaches: no
 ``decimal.Overflow`` and no ``InvalidOperation`` can arise from a value the server sends.
-The SDK computes money in :data:`MONEY` explicitly (``MONEY.add``, ``MONEY.multiply``),
+The SDK computes money in `MONEY` explicitly (``MONEY.add``, ``MONEY.multiply``),
 never in the thread's current context, so a program that sets ``getcontext().prec = 3`` or
 traps ``Inexact`` does not change its accounting either.
 
@@ -35,7 +35,7 @@ What a refused amount becomes depends on where it came from (each owner says so)
   ``ModelPricing.refused``, with a logged warning); an estimate that needs it raises
   ``CostUnknownError`` naming it, the model's other prices still work;
 - a row's ``cost``, a page's ``total_cost``: ``None``, with a logged warning
-  (:func:`charge`); a job keeps counting at its estimate;
+  (`charge`); a job keeps counting at its estimate;
 - ``max_spend``: ``InvalidParamsError`` naming it; ``--max-spend``: a usage error;
 - a duration: ``CostUnknownError``, the request has no number of seconds to price.
 """
@@ -106,7 +106,7 @@ _LITERAL: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?
 
 
 class AmountError(ValueError):
-    """An amount :func:`amount` refuses; the message says why. Never leaves the SDK: each
+    """An amount `amount` refuses; the message says why. Never leaves the SDK: each
     caller turns it into what its place calls for (see the module docstring)."""
 
 
@@ -198,7 +198,7 @@ def charge(value: object, *, what: str = "charged amount") -> Decimal | None:
         what: What it is, for the warning (``"cost of <id>"``, ``"total_cost"``).
 
     Returns:
-        The amount; ``None`` when absent or null, and when :func:`amount` refuses it (with
+        The amount; ``None`` when absent or null, and when `amount` refuses it (with
         a logged warning): a charge is information, not structure, so a garbled one never
         makes its row unreadable, and a job whose charge is unknown keeps counting at its
         estimate.
@@ -213,7 +213,7 @@ def charge(value: object, *, what: str = "charged amount") -> Decimal | None:
 
 
 def is_amount(value: object, *, maximum: Decimal = MAX_AMOUNT) -> bool:
-    """Whether ``value`` is a ``Decimal`` :func:`amount` could return, with ``maximum`` for
+    """Whether ``value`` is a ``Decimal`` `amount` could return, with ``maximum`` for
     its upper bound: the budget's defensive check of what it is handed."""
     if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
         return False
@@ -221,7 +221,7 @@ def is_amount(value: object, *, maximum: Decimal = MAX_AMOUNT) -> bool:
 
 
 def round_up(value: Decimal) -> Decimal:
-    """``value`` rounded up to :data:`MAX_PLACES` places (unchanged when it has no more):
+    """``value`` rounded up to `MAX_PLACES` places (unchanged when it has no more):
     an estimate is never below what it estimates, and sums of estimates stay exact."""
     if value.is_finite() and _exponent(value) < -MAX_PLACES:
         return value.quantize(_QUANTUM, rounding=ROUND_CEILING, context=MONEY)
@@ -229,7 +229,7 @@ def round_up(value: Decimal) -> Decimal:
 
 
 def total(values: Iterable[Decimal]) -> Decimal:
-    """The sum of amounts, in :data:`MONEY`."""
+    """The sum of amounts, in `MONEY`."""
     result = _ZERO
     for value in values:
         result = MONEY.add(result, value)

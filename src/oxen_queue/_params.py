@@ -5,10 +5,11 @@ the job runs: "model-specific params ... are validated at run time" (async queue
 and a job that fails then is billed. So every check that can be made here is made here.
 
 ``gpt-image-2``, ``gpt-image-2-edit`` and ``kling-video-v2-6-pro-text-to-video`` have typed
-parameters (:class:`GptImage2Params`, :class:`GptImage2EditParams`,
-:class:`KlingV26ProTextToVideoParams`, with their pages' enums and defaults). Any other model is
-checked against the JSON Schema the server publishes for it (``GET /api/ai/models/{id}``), with
-:func:`check_against_schema`.
+parameters ([`GptImage2Params`][oxen_queue.GptImage2Params],
+[`GptImage2EditParams`][oxen_queue.GptImage2EditParams],
+[`KlingV26ProTextToVideoParams`][oxen_queue.KlingV26ProTextToVideoParams], with their pages' enums
+and defaults). Any other model is checked against the JSON Schema the server publishes for it
+(``GET /api/ai/models/{id}``), with `check_against_schema`.
 
 Habits from openai-python are answered here too: its per-call request options (``timeout=``,
 ``extra_body=``, ...) are refused whether checks are on or not, naming what does that here
@@ -237,7 +238,7 @@ class ParamChecker:
         Raises:
             InvalidParamsError: A bad parameter, or a model the API does not know; whatever
                 ``validate`` says, one of openai-python's per-call request options
-                (:func:`refuse_request_options`).
+                (`refuse_request_options`).
         """
         refuse_request_options(params, waits=not partial)
         if not (self._enabled if validate is None else validate):
@@ -254,7 +255,7 @@ class ParamChecker:
 
         Raises:
             InvalidParamsError: A model the API does not know, or a model id that cannot
-                be a path segment (:mod:`._ids`), refused before the fetch.
+                be a path segment (`_ids`), refused before the fetch.
         """
         described = self._models.get(model)
         if described is not None:

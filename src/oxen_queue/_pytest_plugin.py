@@ -6,16 +6,16 @@ fixture. It lives outside ``oxen_queue.testing`` so that pytest starts where the
 ``emulator`` extra is missing; a test that asks for the fixture there fails with the line to
 install it.
 
-::
+```python
+def test_my_code(oxen_emulator):  # sync or async (asyncio or trio)
+    # OXEN_BASE_URL and OXEN_API_KEY point at the emulator for this test.
+    ...
+    assert oxen_emulator.stats()["jobs_created"] == 1
 
-    def test_my_code(oxen_emulator):  # sync or async (asyncio or trio)
-        # OXEN_BASE_URL and OXEN_API_KEY point at the emulator for this test.
-        ...
-        assert oxen_emulator.stats()["jobs_created"] == 1
 
-
-    @pytest.mark.oxen_emulator(failure_rate=1.0)  # any EmulatorConfig field
-    def test_failures(oxen_emulator): ...
+@pytest.mark.oxen_emulator(failure_rate=1.0)  # any EmulatorConfig field
+def test_failures(oxen_emulator): ...
+```
 
 By default jobs run 100 times faster than in real time (``time_scale=0.01``: an image takes
 25-70 ms). Override the ``oxen_emulator_config`` fixture to change the defaults of a module or
@@ -56,7 +56,7 @@ def oxen_emulator(
     monkeypatch: pytest.MonkeyPatch,
     oxen_emulator_config: EmulatorConfig,
 ) -> Iterator[Emulator]:
-    """A running :class:`~oxen_queue.testing.Emulator`, with ``OXEN_BASE_URL`` and
+    """A running [`Emulator`][oxen_queue.testing.Emulator], with ``OXEN_BASE_URL`` and
     ``OXEN_API_KEY`` set to reach it, stopped after the test.
 
     A ``@pytest.mark.oxen_emulator(**fields)`` marker overrides fields of

@@ -2,8 +2,8 @@
 
 The API has no idempotency key, so a job is recognised by its model and exact parameters
 (rows carry exactly the submitted ones), made within the request's window on the *server's*
-clock (:mod:`._clock`). What tells two identical requests apart is the enqueue ledger
-(:mod:`._ledger`), shared by every client that may enqueue with the same key:
+clock (`_clock`). What tells two identical requests apart is the enqueue ledger
+(`_ledger`), shared by every client that may enqueue with the same key:
 
 a. wait until no other request with the same fingerprint is in flight, in any process
    sharing the ledger (its answer would name some of the same rows);
@@ -12,13 +12,14 @@ b. look at the active rows, then the history back to the window, and judge every
 c. claim the candidates, atomically (two claimers never get the same row), when they can be
    told apart: as many as this request and the other lost ones with the same fingerprint
    await. More than that means rows made by clients outside the ledger (the Oxen web UI,
-   another key's scripts): the outcome is **ambiguous** and :class:`AmbiguousEnqueueError`
-   names the candidates. Too few on two looks a moment apart: ambiguous as well.
+   another key's scripts): the outcome is **ambiguous** and
+   [`AmbiguousEnqueueError`][oxen_queue.AmbiguousEnqueueError] names the candidates. Too few on two
+   looks a moment apart: ambiguous as well.
 d. No candidate on two looks a moment apart, each of which *could see*: the request created
    nothing, and the caller may send it again (unless a 2xx answer had begun, which proves a
    job exists: ambiguous).
 
-**How a row is judged** (:meth:`Reconciler._judge`). A row of another model, or with other
+**How a row is judged** (`Reconciler._judge`). A row of another model, or with other
 parameters, is another request's. A row of this model and these parameters is:
 
 * a *candidate*, when its ``enqueued_at`` can be believed (``_clock.row_stamp``: an integer
@@ -108,7 +109,7 @@ class _History:
     """One model's history, read page by page, newest first whatever order the server uses.
 
     The order is not documented, so it is read from the first page and reversed at most once
-    (the newest rows are then on the last page). At most :data:`_MAX_HISTORY_PAGES` are read.
+    (the newest rows are then on the last page). At most `_MAX_HISTORY_PAGES` are read.
     """
 
     def __init__(self, api: QueueEndpoints, model: str) -> None:
@@ -127,7 +128,7 @@ class _History:
         return self._next is None or self._oldest < bound
 
     async def read_until(self, bound: float) -> bool:
-        """Read on until :meth:`reached`; ``False`` if the page limit came first."""
+        """Read on until `reached`; ``False`` if the page limit came first."""
         while not self.reached(bound):
             if self.pages >= _MAX_HISTORY_PAGES:
                 return False

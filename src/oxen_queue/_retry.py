@@ -2,24 +2,24 @@
 
 The decisions, each a small predicate on an ``OxenError``:
 
-* :func:`is_retryable`: an **idempotent** request (``GET``, ``DELETE``) may be sent again after
+* `is_retryable`: an **idempotent** request (``GET``, ``DELETE``) may be sent again after
   connection errors, timeouts, and the statuses 408, 429, 500, 502, 503 and 504.
-* :func:`is_refused`: a **create** (``POST /api/ai/queue``) may be sent again only when the
+* `is_refused`: a **create** (``POST /api/ai/queue``) may be sent again only when the
   server certainly did not process it: 429, 503, or a connection never established. The API
   has no idempotency key.
-* :func:`is_ambiguous`: any other failure after a create left (a read timeout, a connection cut
+* `is_ambiguous`: any other failure after a create left (a read timeout, a connection cut
   mid-body, a 500, 502 or 504 from a proxy, a garbled 200) may have created the job, so the
-  client reconciles it (``_enqueue.py``) rather than resend it; :func:`certainly_created`
+  client reconciles it (``_enqueue.py``) rather than resend it; `certainly_created`
   tells the cases where an answer of 2xx began, so the job does exist.
-* :func:`is_transient`: a watcher's look that failed this way may succeed later, so the
+* `is_transient`: a watcher's look that failed this way may succeed later, so the
   generation must not fail of it (a connection failure, a timeout, a malformed answer, 5xx).
-* :func:`is_unavailable`: the event stream refused for good (401, 403, 404, 405, 501); asking
+* `is_unavailable`: the event stream refused for good (401, 403, 404, 405, 501); asking
   again will not help, so the watcher falls back or fails.
 
 Waits are capped exponential backoff with full jitter, unless the server said how long to wait
 (``Retry-After`` in seconds or as an HTTP date, or ``retry-after-ms``), which is honoured up to
-:attr:`RetryPolicy.max_retry_after`; past that cap the ``RateLimitError`` is raised at once,
-carrying ``.retry_after``. An overall :attr:`RetryPolicy.deadline` bounds each call, attempts
+`RetryPolicy.max_retry_after`; past that cap the ``RateLimitError`` is raised at once,
+carrying ``.retry_after``. An overall `RetryPolicy.deadline` bounds each call, attempts
 and waits together, so a per-request timeout times the number of retries never silently
 becomes minutes.
 """

@@ -1,6 +1,6 @@
 """Reading the queue: reattaching, recovering, rows, history, cancellations, models, results.
 
-:class:`Rows` serves one view of a client (``AsyncClient`` or a ``with_options`` view of it):
+`Rows` serves one view of a client (``AsyncClient`` or a ``with_options`` view of it):
 its requests go through the view's endpoints, with the view's timeouts, and a reattached
 generation gets the view's default deadline. The facade documents each operation; here is how
 it is done.

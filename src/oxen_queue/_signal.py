@@ -25,7 +25,7 @@ __all__ = ["Signal"]
 
 
 class Signal:
-    """Set once; :meth:`wait` returns once it is set (at once if it already is)."""
+    """Set once; `wait` returns once it is set (at once if it already is)."""
 
     __slots__ = ("_is_set", "_waiters")
 

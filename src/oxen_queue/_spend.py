@@ -1,8 +1,8 @@
 """The client's side of cost: estimates from the published pricing, and the budget's moments.
 
-:class:`SpendControl` prices requests (the model's ``pricing``, fetched once per client with the
+`SpendControl` prices requests (the model's ``pricing``, fetched once per client with the
 schema the parameter checks already fetch) and, when the client has a ``max_spend``, drives
-its :class:`~._budget.Budget`:
+its `Budget`:
 
 - ``reserve`` before an enqueue is handed over to be sent (refused: ``BudgetExceededError``,
   nothing sent);
@@ -56,7 +56,7 @@ logger = logging.getLogger("oxen_queue")
 
 
 class Hold:
-    """An enqueue's reserved estimate (a no-op without a budget: :data:`NO_HOLD`)."""
+    """An enqueue's reserved estimate (a no-op without a budget: `NO_HOLD`)."""
 
     __slots__ = ("_control", "_reservation")
 
@@ -119,7 +119,7 @@ class SpendControl:
         task_group: The client's background task group (raises once the client is closed).
         budget: The ``max_spend`` accounts; ``None`` for no budget.
         telemetry: Told of each charge the budget settles (once per job), and of a job whose
-            charge it will not learn after all (:meth:`will_settle` said it would).
+            charge it will not learn after all (`will_settle` said it would).
     """
 
     def __init__(
@@ -188,7 +188,7 @@ class SpendControl:
     # -- settling -----------------------------------------------------------------------
 
     def will_settle(self, generation: Generation) -> bool:
-        """Whether :meth:`finished` will settle this finished generation at its charge (the
+        """Whether `finished` will settle this finished generation at its charge (the
         budget awaits it, and its status is final), reading its row if need be."""
         budget = self.budget
         return (
@@ -258,7 +258,7 @@ class SpendControl:
         """Settle jobs from rows that show their charge (details, history pages).
 
         Never raises: a row's ``cost`` is an amount or ``None`` (refused values are read as
-        ``None``), and :meth:`Budget.settle` leaves a job at its estimate rather than raise.
+        ``None``), and `Budget.settle` leaves a job at its estimate rather than raise.
         """
         budget = self.budget
         if budget is None:

@@ -1,19 +1,21 @@
 """What the blocking ``Client`` runs on: an event loop in a thread, and the blocking handles.
 
-:class:`Client` (generated from :class:`AsyncClient` into ``_sync_client.py`` by
-``.ci/codegen.py``) runs one :class:`AsyncClient` on an event loop of its own, in a daemon
-thread, and calls into it through anyio's blocking portal: there is no second copy of the logic.
-It works from plain scripts and from a thread whose own event loop is running (a notebook cell),
-since that loop is never used. Ctrl-C interrupts a wait cleanly: the waiting task is cancelled
-(a ``generate()`` then cancels its job upstream) and ``KeyboardInterrupt`` propagates.
+[`Client`][oxen_queue.Client] (generated from [`AsyncClient`][oxen_queue.AsyncClient] into
+``_sync_client.py`` by ``.ci/codegen.py``) runs one [`AsyncClient`][oxen_queue.AsyncClient] on an
+event loop of its own, in a daemon thread, and calls into it through anyio's blocking portal: there
+is no second copy of the logic. It works from plain scripts and from a thread whose own event loop
+is running (a notebook cell), since that loop is never used. Ctrl-C interrupts a wait cleanly: the
+waiting task is cancelled (a ``generate()`` then cancels its job upstream) and ``KeyboardInterrupt``
+propagates.
 
 This module is the hand-written part the generated code delegates to:
 
-- :class:`Bridge`: the loop thread and the open ``AsyncClient`` a client and its views share;
+- `Bridge`: the loop thread and the open ``AsyncClient`` a client and its views share;
   ``run`` waits for a coroutine on the loop, ``call`` calls a plain function there;
-- the blocking handles: :class:`SyncGeneration`, :class:`SyncGenerationHistory`, and
-  :class:`SyncGenerationMap` (``Client.pending``);
-- :func:`unwrap`: a blocking handle given as an argument, as the ``Generation`` it wraps.
+- the blocking handles: [`SyncGeneration`][oxen_queue.SyncGeneration],
+  [`SyncGenerationHistory`][oxen_queue.SyncGenerationHistory], and `SyncGenerationMap`
+  (``Client.pending``);
+- `unwrap`: a blocking handle given as an argument, as the ``Generation`` it wraps.
 """
 
 from __future__ import annotations
@@ -93,11 +95,11 @@ class _LoopThread:
 
 
 class Bridge:
-    """The event loop thread of a :class:`Client` (and its views) and the open
-    :class:`AsyncClient` they share.
+    """The event loop thread of a [`Client`][oxen_queue.Client] (and its views) and the open
+    [`AsyncClient`][oxen_queue.AsyncClient] they share.
 
     Every call from the client's thread into the ``AsyncClient`` goes through it: coroutines
-    with :meth:`run`, plain functions and properties with :meth:`call`, so that the client's
+    with `run`, plain functions and properties with `call`, so that the client's
     state is only ever touched on its own loop.
     """
 
@@ -128,7 +130,7 @@ class Bridge:
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`close` was called (the loop may still be winding down)."""
+        """Whether `close` was called (the loop may still be winding down)."""
         return self._context is None
 
     def run(self, awaitable: Awaitable[T]) -> T:
@@ -175,8 +177,9 @@ class Bridge:
 class SyncGenerationHistory:
     """The rows of the history, page after page: ``for record in history``.
 
-    Made by :meth:`Client.iter_generations`; the blocking form of :class:`GenerationHistory`
-    (each page is fetched when the rows before it have been consumed).
+    Made by [`Client.iter_generations`][oxen_queue.Client.iter_generations]; the blocking form of
+    [`GenerationHistory`][oxen_queue.GenerationHistory] (each page is fetched when the rows before
+    it have been consumed).
     """
 
     __slots__ = ("_bridge", "_history")
@@ -225,7 +228,7 @@ class SyncGenerationHistory:
 
 
 class SyncGeneration:
-    """The blocking handle of a generation, from :class:`Client`.
+    """The blocking handle of a generation, from [`Client`][oxen_queue.Client].
 
     Attributes:
         id: The generation id.
@@ -271,9 +274,9 @@ class SyncGeneration:
     def updates(self) -> Iterator[GenerationRecord]:
         """Each status change, as a record, until the final one; blocks between them.
 
-        As :meth:`Generation.updates`: the final record (``succeeded``, ``failed``,
-        ``cancelled``) is the last item; a deadline or a closed client raises. Ctrl-C ends
-        the subscription and the generation carries on, as does leaving the loop early once
+        As [`Generation.updates`][oxen_queue.Generation.updates]: the final record (``succeeded``,
+        ``failed``, ``cancelled``) is the last item; a deadline or a closed client raises. Ctrl-C
+        ends the subscription and the generation carries on, as does leaving the loop early once
         the iterator is closed (``break`` from a ``for`` closes it when it is collected).
         """
         updates = self._generation.updates()
@@ -295,7 +298,8 @@ class SyncGeneration:
 
 class SyncGenerationMap(Mapping[str, SyncGeneration]):
     """A read-only view of generations by id (``Client.pending``), read on the client's loop:
-    each lookup sees the current state, each item is a :class:`SyncGeneration`."""
+    each lookup sees the current state, each item is a
+    [`SyncGeneration`][oxen_queue.SyncGeneration]."""
 
     __slots__ = ("_bridge", "_generations")
 

@@ -42,19 +42,21 @@ __all__ = ["Client"]
 class Client:
     """A blocking client for Oxen.ai's generation queue.
 
-    It runs an :class:`AsyncClient` on an event loop of its own, in a daemon thread, and takes
-    the same arguments, with the same defaults. Use it as a context manager, or keep it open (a
-    notebook) and call :meth:`close` when done::
+    It runs an [`AsyncClient`][oxen_queue.AsyncClient] on an event loop of its own, in a daemon
+    thread, and takes the same arguments, with the same defaults. Use it as a context manager, or
+    keep it open (a notebook) and call [`close`][oxen_queue.Client.close] when done:
 
-        with Client() as client:
-            record = client.generate("gpt-image-2", prompt="An ox at sunset")
-            client.download(record, "ox.png")
+    ```python
+    with Client() as client:
+        record = client.generate("gpt-image-2", prompt="An ox at sunset")
+        client.download(record, "ox.png")
+    ```
 
     Its methods are AsyncClient's without ``await``, with the same parameters; a generation is
-    a :class:`SyncGeneration`, the history a :class:`SyncGenerationHistory`. It works from a
-    thread whose own event loop is running (a notebook cell), since that loop is never used.
-    Ctrl-C interrupts a wait: the waiting task is cancelled and ``KeyboardInterrupt``
-    propagates.
+    a [`SyncGeneration`][oxen_queue.SyncGeneration], the history a
+    [`SyncGenerationHistory`][oxen_queue.SyncGenerationHistory]. It works from a thread whose own
+    event loop is running (a notebook cell), since that loop is never used. Ctrl-C interrupts a
+    wait: the waiting task is cancelled and ``KeyboardInterrupt`` propagates.
 
     Args:
         api_key: The Oxen API key. Defaults to ``$OXEN_API_KEY``. It is sent only to the API's
@@ -111,10 +113,10 @@ class Client:
             Downloads use httpx's own pool.
         max_spend: The most this client may commit, in the API's currency. An enqueue (or a
             blocking generation) whose estimated cost would take the committed spend past it
-            raises :class:`BudgetExceededError` before anything is sent. Committed spend counts
-            each job at its estimate (from the model's published pricing) until its charged
-            cost is known, then at that; a job cancelled before it ran gives its estimate
-            back. Costs one ``GET /api/ai/generations/{id}`` per finished job. ``None``
+            raises [`BudgetExceededError`][oxen_queue.BudgetExceededError] before anything is sent.
+            Committed spend counts each job at its estimate (from the model's published pricing)
+            until its charged cost is known, then at that; a job cancelled before it ran gives its
+            estimate back. Costs one ``GET /api/ai/generations/{id}`` per finished job. ``None``
             means no limit, and no accounting. From 0 to 10**12, with at most 18 decimal
             places; anything else is ``InvalidParamsError``.
 
@@ -238,7 +240,8 @@ class Client:
 
     @property
     def stats(self) -> ClientStats:
-        """A snapshot of the client's counters and current limits (see :class:`ClientStats`).
+        """A snapshot of the client's counters and current limits (see
+        [`ClientStats`][oxen_queue.ClientStats]).
 
         The blocking form of [`AsyncClient.stats`][oxen_queue.AsyncClient.stats] (see there for
         more).
@@ -332,7 +335,8 @@ class Client:
                 does not list (yet). ``None``: none.
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
                 (``target_namespace``, ``target_repo``, ``target_directory``). Several
-                generations of one request: :meth:`enqueue_many` (not ``n=``).
+                generations of one request: [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many]
+                (not ``n=``).
 
         Raises:
             InvalidParamsError: Bad parameters, found before anything was sent.
@@ -716,13 +720,13 @@ class Client:
 
     def read(self, source: SyncGeneration | GenerationRecord | str) -> bytes:
         """A generation's result file, in memory, within the same bounds and by the same rule (the
-        media the generation asked for) as :meth:`download`.
+        media the generation asked for) as [`download`][oxen_queue.AsyncClient.download].
 
         The blocking form of [`AsyncClient.read`][oxen_queue.AsyncClient.read] (see there for
         more).
 
         Raises:
-            DownloadError: As for :meth:`download`.
+            DownloadError: As for [`download`][oxen_queue.AsyncClient.download].
             GenerationError: The generation did not succeed (when given one to wait for).
         """
         return self._bridge.run(self._async.read(source=unwrap(source)))
@@ -874,9 +878,11 @@ class Client:
 
         Args:
             model: The model id.
-            num_generations: Generations of the request (as :meth:`enqueue_many` makes).
+            num_generations: Generations of the request (as
+                [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many] makes).
             validate: Override the client's ``validate``: bad parameters raise first.
-            **params: The request's parameters, as :meth:`enqueue` takes them.
+            **params: The request's parameters, as [`enqueue`][oxen_queue.AsyncClient.enqueue] takes
+                them.
 
         Returns:
             The estimated cost, exact (a ``Decimal``), in the API's currency.

@@ -1,9 +1,9 @@
 """The connection pools that carry the API's requests: httpx's own, or aiohttp's when asked.
 
-:func:`api_transport` is the one place that turns ``AsyncClient(http_backend=...)`` into a
+`api_transport` is the one place that turns ``AsyncClient(http_backend=...)`` into a
 transport:
 
-* ``"httpx"`` (the default, on asyncio and trio): :class:`ShardedTransport`, httpx's own
+* ``"httpx"`` (the default, on asyncio and trio): `ShardedTransport`, httpx's own
   HTTP/1.1 transport with one connection per pool. httpcore's pool (1.0) hands a connection
   that falls idle to *every* request waiting in the pool in one pass, and to a request that
   arrives before the last one assigned to it has started; all but one of them then find it
@@ -13,9 +13,9 @@ transport:
   through ``benchmarks/wan.py``'s proxy, 256 in flight, 80 ms away: one pool of 256, 13 ms
   of CPU per request (75/s); pools of 16, 2.0-2.1 ms; pools of 4, 0.8-0.9 ms; pools of
   one, 0.77-0.84 ms (750-1,200/s, as busy as the machine was).
-* ``"aiohttp"`` (the ``aiohttp`` extra, asyncio only): :class:`AiohttpTransport`,
+* ``"aiohttp"`` (the ``aiohttp`` extra, asyncio only): `AiohttpTransport`,
   aiohttp's pool through ``httpx-aiohttp`` (0.41-0.44 ms per request, the same way), with
-  its errors mapped by :func:`map_aiohttp_error` so that "never sent" means what it says.
+  its errors mapped by `map_aiohttp_error` so that "never sent" means what it says.
 
 Either keeps httpx's client above it (auth, timeouts, the proxies of the environment, which
 ``_http`` routes around it). A transport given by the user (``AsyncClient(transport=...)``)
@@ -66,7 +66,7 @@ _AIOHTTP_HELP: Final = (
 
 
 def check_backend_name(http_backend: object) -> None:
-    """Refuse a name :func:`api_transport` does not know, whether or not it is used.
+    """Refuse a name `api_transport` does not know, whether or not it is used.
 
     Raises:
         InvalidParamsError: Not ``"httpx"`` or ``"aiohttp"`` (field ``http_backend``, with
@@ -86,9 +86,9 @@ def api_transport(
 ) -> httpx.AsyncBaseTransport:
     """The transport for the API's requests, as ``AsyncClient(http_backend=...)`` asks.
 
-    Accepts ``"httpx"`` (:class:`ShardedTransport`, any async library httpx supports) and
-    ``"aiohttp"`` (:class:`AiohttpTransport`, asyncio only: checked when the client opens,
-    by :func:`check_backend`). Nothing is connected here.
+    Accepts ``"httpx"`` (`ShardedTransport`, any async library httpx supports) and
+    ``"aiohttp"`` (`AiohttpTransport`, asyncio only: checked when the client opens,
+    by `check_backend`). Nothing is connected here.
 
     Args:
         http_backend: ``"httpx"`` or ``"aiohttp"``.
@@ -96,7 +96,7 @@ def api_transport(
         verify: TLS verification, or an SSL context.
 
     Raises:
-        InvalidParamsError: Another name (see :func:`check_backend_name`), or ``"aiohttp"``
+        InvalidParamsError: Another name (see `check_backend_name`), or ``"aiohttp"``
             without the ``aiohttp`` extra installed (``aiohttp`` and ``httpx-aiohttp``;
             field ``http_backend``, the message says what to install).
     """
@@ -319,7 +319,7 @@ def _cause(exc: BaseException) -> BaseException:
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """httpx-aiohttp's transport (asyncio only), its errors mapped by :func:`map_aiohttp_error`.
+    """httpx-aiohttp's transport (asyncio only), its errors mapped by `map_aiohttp_error`.
 
     Its aiohttp session is made on the first request (inside the running loop), keeps no
     cookies (httpx's client keeps them, once) and reads no proxy variables (httpx routes
@@ -364,7 +364,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 class _MappedStream(httpx.AsyncByteStream):
-    """A response body whose errors are mapped by :func:`map_aiohttp_error` too."""
+    """A response body whose errors are mapped by `map_aiohttp_error` too."""
 
     def __init__(
         self,
@@ -390,7 +390,7 @@ class _MappedStream(httpx.AsyncByteStream):
 
 
 class _MappedChunks:
-    """The chunks of an aiohttp body, with :func:`map_aiohttp_error` applied to failures."""
+    """The chunks of an aiohttp body, with `map_aiohttp_error` applied to failures."""
 
     __slots__ = ("_chunks", "_errors")
 

@@ -16,6 +16,7 @@ class _DefaultType(enum.Enum):
 
 
 Default = Literal[_DefaultType.DEFAULT]
-"""The type of :data:`DEFAULT`: "use the client's setting" (where ``None`` means no limit)."""
+"""The type of [`DEFAULT`][oxen_queue.DEFAULT]: "use the client's setting" (where ``None`` means
+no limit)."""
 
 DEFAULT: Final = _DefaultType.DEFAULT

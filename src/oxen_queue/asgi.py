@@ -3,24 +3,26 @@
 Starlette (and so FastAPI) does not cancel a request handler whose HTTP client has gone: it
 notices only when it next reads the request or writes the response. A handler waiting 5-30 s
 for ``client.generate()`` would wait on, and the job would be billed, after the browser tab was
-closed. :func:`cancel_on_disconnect` awaits the work and watches the request meanwhile; on a
-disconnect it cancels the work (``generate()`` then cancels its job upstream) and raises
-:class:`ClientDisconnectedError`::
+closed. [`cancel_on_disconnect`][oxen_queue.asgi.cancel_on_disconnect] awaits the work and watches
+the request meanwhile; on a disconnect it cancels the work (``generate()`` then cancels its job
+upstream) and raises [`ClientDisconnectedError`][oxen_queue.asgi.ClientDisconnectedError]:
 
-    from fastapi import FastAPI, Request, Response
-    from oxen_queue.asgi import ClientDisconnectedError, cancel_on_disconnect
-
-
-    @app.post("/images")
-    async def create_image(prompt: str, request: Request) -> dict[str, str | None]:
-        work = client.generate("gpt-image-2", prompt=prompt)
-        record = await cancel_on_disconnect(request, work)
-        return {"result_url": record.result_url}
+```python
+from fastapi import FastAPI, Request, Response
+from oxen_queue.asgi import ClientDisconnectedError, cancel_on_disconnect
 
 
-    @app.exception_handler(ClientDisconnectedError)
-    async def client_disconnected(request: Request, exc: ClientDisconnectedError) -> Response:
-        return Response(status_code=499)  # nobody reads it; it ends the request quietly
+@app.post("/images")
+async def create_image(prompt: str, request: Request) -> dict[str, str | None]:
+    work = client.generate("gpt-image-2", prompt=prompt)
+    record = await cancel_on_disconnect(request, work)
+    return {"result_url": record.result_url}
+
+
+@app.exception_handler(ClientDisconnectedError)
+async def client_disconnected(request: Request, exc: ClientDisconnectedError) -> Response:
+    return Response(status_code=499)  # nobody reads it; it ends the request quietly
+```
 
 It works with any object that has an async ``is_disconnected()`` (Starlette's ``Request``, and
 so FastAPI's), on asyncio and trio. Starlette is not a dependency of this package.
@@ -66,7 +68,8 @@ async def cancel_on_disconnect(
     disconnect cancels it as any anyio cancellation would; cancelled, ``client.generate()``
     cancels its job upstream. Whatever ends the work reaches the caller as itself, never
     wrapped in an ``ExceptionGroup``: its result, its own exception, or
-    :class:`ClientDisconnectedError` when the cancellation stopped it.
+    [`ClientDisconnectedError`][oxen_queue.asgi.ClientDisconnectedError] when the cancellation
+    stopped it.
 
     Args:
         request: The request (Starlette's or FastAPI's ``Request``, or any object with an

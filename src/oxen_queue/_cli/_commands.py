@@ -1,4 +1,4 @@
-"""The commands of the console script. Each takes the :class:`Context` of the run and returns
+"""The commands of the console script. Each takes the `Context` of the run and returns
 the exit status, by the rule the help states (``_parser.EXIT_STATUSES``): 0 everything asked
 for succeeded, 1 a generation did not succeed (or the API or this machine failed), 2 a
 request was refused or could not be made as given. Per command:

@@ -1,9 +1,9 @@
 """A connection that could not be made, in the CLI's words, whatever the transport.
 
-The error (:class:`~oxen_queue.APIConnectionError` with ``request_sent`` false) carries the
-transport's own text: aiohttp's ``Cannot connect to host 127.0.0.1:9 ssl:default [Connect
-call failed ...]`` (``ssl:default`` even for ``http://``), httpx's ``All connection attempts
-failed``. :func:`connect_failure` says instead ``cannot connect to http://127.0.0.1:9:
+The error ([`APIConnectionError`][oxen_queue.APIConnectionError] with ``request_sent`` false)
+carries the transport's own text: aiohttp's ``Cannot connect to host 127.0.0.1:9 ssl:default
+[Connect call failed ...]`` (``ssl:default`` even for ``http://``), httpx's ``All connection
+attempts failed``. :func:`connect_failure` says instead ``cannot connect to http://127.0.0.1:9:
 connection refused``: the origin from the request, the reason from the chain of causes both
 transports keep (the socket's ``OSError``, the resolver's ``gaierror``, the TLS layer's
 ``SSLError``, a timeout). A failure after the request left (``request_sent`` true) is not a

@@ -2,9 +2,9 @@
 order, the dry run's summary, and the run's estimated and charged totals (charged as the
 history rows say).
 
-Every amount here came through :func:`oxen_queue._money.amount` (prices, charges,
-``--max-spend``) or is an SDK estimate: sums are made in :data:`oxen_queue._money.MONEY`,
-exactly, and :func:`money` prints any of them."""
+Every amount here came through `oxen_queue._money.amount` (prices, charges,
+``--max-spend``) or is an SDK estimate: sums are made in `oxen_queue._money.MONEY`,
+exactly, and `money` prints any of them."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ class Pricer:
     empty, not blank, a schema's ``minLength``/``maxLength``). So requests alike in model,
     other parameters, prompt length and blankness get the same answer, and a million lines
     of a few kinds cost a few hundred estimates. What is remembered is bounded
-    (:data:`_PRICES_KEPT` kinds; past that, forgotten and learnt again).
+    (`_PRICES_KEPT` kinds; past that, forgotten and learnt again).
     """
 
     def __init__(self, client: AsyncClient) -> None:
@@ -89,7 +89,7 @@ class Pricer:
         self._known: dict[tuple[str, str, int, bool], Estimate] = {}
 
     async def price(self, model: str, params: dict[str, Any], rest: str) -> Estimate:
-        """The estimate of a request (``rest``: its :func:`parameter_set`)."""
+        """The estimate of a request (``rest``: its `parameter_set`)."""
         prompt = params.get("prompt")
         text = prompt if isinstance(prompt, str) else ""
         kind = (model, rest, len(text), not text.strip())
@@ -160,7 +160,7 @@ class BudgetCursor:
 
 @dataclass(frozen=True, slots=True)
 class BudgetPlan:
-    """Which requests fit a budget (:class:`BudgetCursor`, all at once).
+    """Which requests fit a budget (`BudgetCursor`, all at once).
 
     Attributes:
         sent: For each request, whether the run sends it.
@@ -174,7 +174,7 @@ class BudgetPlan:
 
 
 def plan_budget(estimates: Sequence[Estimate], max_spend: Decimal) -> BudgetPlan:
-    """Which requests fit ``max_spend``, in order (see :class:`BudgetCursor`)."""
+    """Which requests fit ``max_spend``, in order (see `BudgetCursor`)."""
     cursor = BudgetCursor(max_spend)
     sent = [cursor.take(one, index=index) for index, one in enumerate(estimates)]
     stopped = cursor.stopped_by

@@ -1,7 +1,7 @@
 """The shared emulator's server process: ``python -m oxen_queue._cli._daemon``.
 
-Started by :func:`._shared.attach` (never by hand), it serves an :class:`Emulator` on two
-loopback ports, writes its :class:`._shared.Record` once it accepts connections, and runs
+Started by `_shared.attach` (never by hand), it serves an [`Emulator`][oxen_queue.testing.Emulator]
+on two loopback ports, writes its `_shared.Record` once it accepts connections, and runs
 until one of:
 
 - its record is gone or names another server (``oxen-queue emulator --stop``; a newer server

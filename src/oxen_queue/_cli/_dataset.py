@@ -18,7 +18,7 @@ The lines that made no file (failed, cancelled, error, ambiguous, or left unsent
 
 Both are written when a run ends (not when it is interrupted), from the manifest in the
 same pass that compacts it, each to a temporary file renamed over the last: a reader never
-sees half a file. :class:`DatasetWriter` writes them.
+sees half a file. `DatasetWriter` writes them.
 """
 
 from __future__ import annotations

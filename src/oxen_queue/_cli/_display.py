@@ -1,7 +1,7 @@
 """The live progress display of ``generate``, ``batch`` and ``demo`` (rich), and the summary
 of how a batch's requests ended.
 
-Prompts, statuses, messages and file names in them are data: shown by :func:`._shown.shown`.
+Prompts, statuses, messages and file names in them are data: shown by `_shown.shown`.
 """
 
 from __future__ import annotations

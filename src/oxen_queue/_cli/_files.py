@@ -1,14 +1,14 @@
 """The directories and files the CLI writes: what ``--out`` must be, and what a failed write
 does to a run.
 
-**``--out``** (:func:`prepare_out`) must be a directory this process can create files in. It
+**``--out``** (`prepare_out`) must be a directory this process can create files in. It
 is created (with its parents) when missing. Refused, before anything is sent, with
-:class:`OutDirectoryError` (exit status 2): an existing path that is not a directory, a
+`OutDirectoryError` (exit status 2): an existing path that is not a directory, a
 directory that cannot be created, or one in which a file cannot be created (a read-only file
 system, no permission, no space or inodes left).
 
 **A write that fails mid-run** (the manifest, a result file, the ledger: ``EROFS``,
-``ENOSPC``, ``EACCES``, ``EIO``...) stops the run with :class:`WriteFailedError` (exit status
+``ENOSPC``, ``EACCES``, ``EIO``...) stops the run with `WriteFailedError` (exit status
 1): one line naming the file and the reason. Nothing is sent twice because of it: every
 request sent is in the ledger before it leaves, and the manifest records a request as settled
 only once its file is saved, so the same command run again once the disk is mended reattaches
@@ -36,7 +36,7 @@ class WriteFailedError(Exception):
 
 
 def failed_write(error: BaseException) -> WriteFailedError | None:
-    """The :class:`WriteFailedError` in ``error`` (itself, or in a task group's group)."""
+    """The `WriteFailedError` in ``error`` (itself, or in a task group's group)."""
     if isinstance(error, WriteFailedError):
         return error
     if isinstance(error, BaseExceptionGroup):

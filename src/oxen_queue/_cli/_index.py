@@ -43,8 +43,8 @@ class RequestIndex:
     """Request key -> the manifest's latest word on it, and whether this pass saw it.
 
     Each value packs ``(offset + 1) << 4 | status code << 1 | seen``; status code 0 means
-    "no manifest entry". :meth:`occurrence` counts identical requests as a
-    pass over the prompts file meets them; :meth:`new_pass` starts counting again.
+    "no manifest entry". `occurrence` counts identical requests as a
+    pass over the prompts file meets them; `new_pass` starts counting again.
     """
 
     __slots__ = ("_dupes", "_slots")

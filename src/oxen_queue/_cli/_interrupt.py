@@ -6,10 +6,10 @@ into a ``KeyboardInterrupt`` in the middle of the event loop: a chained tracebac
 (cancelling a job upstream) cut short. Instead, while a command runs, SIGINT is received as an
 event: each one cancels the innermost scope a command has registered (the work first, then the
 cleanup), or the whole command when it registered none. The command raises
-:class:`Interrupted` with the one line to print.
+`Interrupted` with the one line to print.
 
 Work that must land once started (an enqueue: once its request has left, its jobs may exist)
-runs in a :meth:`Interrupts.landing` scope: a Ctrl-C takes effect when it is done, so the
+runs in a `Interrupts.landing` scope: a Ctrl-C takes effect when it is done, so the
 command knows the jobs it made and can cancel them; a second Ctrl-C cuts it short.
 """
 

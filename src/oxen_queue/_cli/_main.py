@@ -1,6 +1,6 @@
 """Running a parsed command line: the consoles, the emulator, Ctrl-C, and the exit status.
 
-Whatever goes wrong ends in one line on stderr and an exit status (:func:`exit_status`):
+Whatever goes wrong ends in one line on stderr and an exit status (`exit_status`):
 bad input, a bad server and a failing file system alike, never a traceback. Only an error
 no code path expects (a bug) may print its traceback, and only with ``-v``; without it, the
 line names the error and says ``-v`` shows more.
@@ -75,8 +75,8 @@ that could not be bound, the shared emulator that could not be started): exit st
 
 
 def exit_status(error: BaseException) -> int:
-    """2 for bad usage, configuration or a refused request (:data:`REFUSED`), 1 for anything
-    else that went wrong (:data:`FAILED`, and errors of no expected kind)."""
+    """2 for bad usage, configuration or a refused request (`REFUSED`), 1 for anything
+    else that went wrong (`FAILED`, and errors of no expected kind)."""
     return 2 if isinstance(error, REFUSED) else 1
 
 

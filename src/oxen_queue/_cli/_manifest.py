@@ -6,21 +6,21 @@ rerun what to do: reattach by id, skip, or enqueue.
 **Writes, and what a crash loses.** Each event is written when it happens, in one ``write``
 of one whole line: once written, the operating system holds it, and a process that dies
 (killed, crashed, out of memory) loses nothing of it. It is made durable on disk (fsync) in
-groups: :meth:`Manifest.sync` runs at most every :data:`COMMIT_INTERVAL` seconds while a
+groups: `Manifest.sync` runs at most every `COMMIT_INTERVAL` seconds while a
 run writes, and when it ends, so a million requests cost a few thousand fsyncs, not two
 million. A machine that loses power can lose the last group (under a second of events):
 the ledger beside the manifest covers what that group held. Every request is in the ledger
 before it is sent; a rerun reattaches those still running (``recover()``) and never sends
 them again. (The ledger keeps SQLite's ``synchronous=NORMAL``: the same bargain.)
 
-**Compaction.** When a run ends, :meth:`Manifest.compact` rewrites the manifest with only the
+**Compaction.** When a run ends, `Manifest.compact` rewrites the manifest with only the
 latest entry of each request (in the order they were written), to a temporary file renamed
 over it: the manifest never holds less than what it held.
 
-:func:`scan_manifest` is the one reader, and tolerant: a manifest is a file people and
+`scan_manifest` is the one reader, and tolerant: a manifest is a file people and
 crashes touch. Its docstring says what it takes and what it skips; what it skips is named in
-a warning, never fatal. :class:`Manifest` writes it; a write that fails stops the run with
-:class:`~._files.WriteFailedError`.
+a warning, never fatal. `Manifest` writes it; a write that fails stops the run with
+`WriteFailedError`.
 """
 
 from __future__ import annotations
@@ -114,11 +114,11 @@ class ManifestScan:
 
 @dataclass(slots=True)
 class ManifestRead:
-    """What a (small) manifest says, whole: see :func:`parse_manifest`.
+    """What a (small) manifest says, whole: see `parse_manifest`.
 
     Attributes:
         latest: The latest valid entry of each request, by key.
-        warnings: As :attr:`ManifestScan.warnings`.
+        warnings: As `ManifestScan.warnings`.
         ends_torn: The file does not end with a newline.
     """
 
@@ -136,7 +136,7 @@ def scan_manifest(
     string ``key``, a string ``status`` (``queued``, ``succeeded``, ``failed``, ``cancelled``,
     ``error``, ``ambiguous``, or a status the server made up, which a rerun reattaches by
     id), and, when present, ``generation_id``
-    a plausible id (:func:`oxen_queue._ids.plausible_id`) or null, ``file`` a string without
+    a plausible id (`oxen_queue._ids.plausible_id`) or null, ``file`` a string without
     NUL or null, ``error`` and ``cost`` a string or null, ``line`` an integer, ``prompt`` a
     string, ``model`` a string or null, ``params`` an object, ``at`` a number. The latest
     taken line of a request wins.
@@ -178,7 +178,7 @@ def scan_manifest(
 
 
 def read_manifest(path: Path) -> ManifestRead:
-    """Read a (small) manifest whole (none: an empty answer); see :func:`parse_manifest`.
+    """Read a (small) manifest whole (none: an empty answer); see `parse_manifest`.
 
     Raises:
         OutDirectoryError: It exists but is not a regular file, or cannot be read.
@@ -216,7 +216,7 @@ def _open_for_reading(path: Path) -> IO[bytes]:
 
 def parse_manifest(data: bytes, *, name: str) -> ManifestRead:
     """What a manifest's bytes say, the latest entry of each request by key; never raises.
-    What is taken and skipped: :func:`scan_manifest`."""
+    What is taken and skipped: `scan_manifest`."""
     read = ManifestRead()
 
     def found(_: int, entry: dict[str, Any]) -> None:
@@ -228,7 +228,7 @@ def parse_manifest(data: bytes, *, name: str) -> ManifestRead:
 
 
 def load_index(path: Path, index: RequestIndex) -> ManifestScan:
-    """Read the manifest at ``path`` (if any) into ``index``; see :func:`scan_manifest`.
+    """Read the manifest at ``path`` (if any) into ``index``; see `scan_manifest`.
 
     Raises:
         OutDirectoryError: It exists but is not a regular file, or cannot be read.
@@ -314,7 +314,7 @@ class Manifest:
         Args:
             path: The manifest.
             index: The index its entries go to; a new one when ``None``.
-            read: What :func:`load_index` found reading it into ``index``; ``None`` reads it
+            read: What `load_index` found reading it into ``index``; ``None`` reads it
                 now.
 
         Raises:
@@ -350,7 +350,7 @@ class Manifest:
 
     def append(self, line: PromptLine, **fields: Any) -> None:
         """Record an event of a request: one ``write`` of one whole line (made durable by
-        the next :meth:`sync`). ``fields`` may override ``model`` and ``params`` (with the
+        the next `sync`). ``fields`` may override ``model`` and ``params`` (with the
         command line's defaults applied).
 
         Raises:

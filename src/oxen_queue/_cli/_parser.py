@@ -4,12 +4,12 @@ The global options (``-v``, ``--base-url``, ``--emulator``, ``--time-scale``) ar
 before or after the command: the main parser holds their defaults, and each command's parser
 repeats them with ``SUPPRESS`` defaults, so a value given after the command overrides one given
 before it and an absent one overrides nothing. Options a command would ignore are refused
-(:func:`parse`), never silently dropped.
+(`parse`), never silently dropped.
 
 A command or option that does not exist is refused in one line, with the nearest one that
 does when there is one (``unknown option --verbse; did you mean --verbose?``): difflib over
 the command names and the option strings of the command's parser, which each parser
-remembers as they are added (:class:`_Parser`).
+remembers as they are added (`_Parser`).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class _Quiet(argparse.ArgumentParser):
     """A parser that raises instead of printing and exiting (for a first look only)."""
 
     def error(self, message: str) -> NoReturn:
-        """Raise :class:`_Unparsable`."""
+        """Raise `_Unparsable`."""
         raise _Unparsable(message)
 
 
@@ -141,7 +141,7 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 
 def _amount(text: str) -> Decimal:
-    """An amount of money on the command line, as :func:`oxen_queue._money.amount` reads it:
+    """An amount of money on the command line, as `oxen_queue._money.amount` reads it:
     a plain decimal from 0 to 10**12 with at most 18 decimal places (argparse makes a refusal
     a one-line usage error, exit status 2)."""
     try:

@@ -8,11 +8,11 @@ Three formats, one request per record:
 - ``jsonl`` (JSON Lines; a ``.jsonl`` or ``.ndjson`` file): every non-blank line is such a
   JSON object.
 - ``csv`` (a ``.csv`` file): a header row naming a ``prompt`` column, then one request per
-  row (see :func:`_csv_requests`).
+  row (see `_csv_requests`).
 
 A file is read as a stream, in blocks: memory does not grow with its length. Standard input
-(``-``) is read the same way. :class:`PromptsReader` is the one reader; :meth:`decode_text`
-and :func:`_csv_requests` say exactly what each format accepts and refuses.
+(``-``) is read the same way. `PromptsReader` is the one reader; `decode_text`
+and `_csv_requests` say exactly what each format accepts and refuses.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ Occurrences = Callable[[int], int]
 
 
 def counter() -> Occurrences:
-    """An :data:`Occurrences` that keeps one small count per distinct request."""
+    """An `Occurrences` that keeps one small count per distinct request."""
     seen: dict[int, int] = {}
 
     def occurrence(digest: int) -> int:
@@ -158,13 +158,13 @@ class PromptsReader:
     **Refused**, naming the line (``name:LINE: why``): bytes that are not text in the file's
     encoding; a NUL character in a line (also as ``\\u0000`` in a JSON value), or an unpaired
     surrogate in a JSON line's strings (no text, nothing an API can take); and what each
-    format refuses (:meth:`decode_text`, :func:`_csv_requests`). A refusal is raised when
+    format refuses (`decode_text`, `_csv_requests`). A refusal is raised when
     the reader reaches the line: a run reads the whole file once before it sends anything.
 
     Args:
         name: A path, or ``-`` for standard input.
         prompts_format: ``text``, ``jsonl`` or ``csv``; ``None`` for what the name says
-            (:func:`detect_format`).
+            (`detect_format`).
     """
 
     def __init__(
@@ -195,7 +195,7 @@ class PromptsReader:
         """Each request, in order, with its occurrence set.
 
         Args:
-            occurrences: Counts identical requests (a fresh :func:`counter` when ``None``).
+            occurrences: Counts identical requests (a fresh `counter` when ``None``).
             tee: A file that gets a copy of every byte read (to read standard input again).
 
         Raises:
@@ -454,7 +454,7 @@ def _cell(text: str) -> Any:
 
 
 def read_prompts(path: Path) -> list[PromptLine]:
-    """Every request of a (small) prompts file, as a list; see :class:`PromptsReader`.
+    """Every request of a (small) prompts file, as a list; see `PromptsReader`.
 
     Raises:
         PromptsFileError: The file cannot be read, or a line is refused.
@@ -463,7 +463,7 @@ def read_prompts(path: Path) -> list[PromptLine]:
 
 
 def decode_prompts(data: bytes, *, name: str) -> list[PromptLine]:
-    """The requests of a ``text`` prompts file's bytes; see :class:`PromptsReader`.
+    """The requests of a ``text`` prompts file's bytes; see `PromptsReader`.
 
     Raises:
         PromptsFileError: A line is refused.

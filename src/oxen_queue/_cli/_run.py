@@ -1,6 +1,6 @@
 """The work behind ``generate``, ``batch`` and ``demo``: run, show progress, save, record.
 
-A batch is run as a stream (:func:`run_prompts`): the prompts file is read a second time,
+A batch is run as a stream (`run_prompts`): the prompts file is read a second time,
 request by request, and fed to ``--concurrency`` workers through a buffer of as many; a
 request is held in memory only while it is in flight. What the run learns goes to the
 manifest (and its index) as it happens, and the display counts, never walks, the requests.
@@ -157,7 +157,7 @@ async def _recovered(client: AsyncClient, manifest: Manifest) -> dict[str, list[
 
 @dataclass(slots=True)
 class _Work:
-    """What a worker needs of a request besides its :class:`BatchItem`."""
+    """What a worker needs of a request besides its [`BatchItem`][oxen_queue.BatchItem]."""
 
     line: PromptLine
     model: str
@@ -167,7 +167,7 @@ class _Work:
 @dataclass(slots=True)
 class _Costs:
     """The estimated cost of the generations a batch made, and their ids (the first
-    :data:`_CHARGED_IDS`, whose charges the summary looks up)."""
+    `_CHARGED_IDS`, whose charges the summary looks up)."""
 
     amounts: list[Decimal] = field(default_factory=list)
     unknown: int = 0
@@ -190,7 +190,7 @@ class _Costs:
 
 async def _commit_every(manifest: Manifest) -> None:
     """The manifest's group commit: one fsync of what was written, every
-    :data:`COMMIT_INTERVAL` seconds at most."""
+    `COMMIT_INTERVAL` seconds at most."""
     while True:
         await anyio.sleep(COMMIT_INTERVAL)
         await anyio.to_thread.run_sync(manifest.sync)
@@ -215,7 +215,7 @@ async def run_prompts(
     """Run a prompts file, resuming from the manifest, and write the dataset.
 
     With ``max_spend``, new requests are sent in file order while their estimates fit it
-    (:class:`~._cost.BudgetCursor`): the first that does not stops the run, and it and those
+    (`BudgetCursor`): the first that does not stops the run, and it and those
     after it are left unsent, with no manifest line, for a later run. The client's own
     budget (the same amount) backs this up: it refuses, before sending, whatever would pass
     it.
@@ -225,7 +225,7 @@ async def run_prompts(
     reattaches), one more each line. Ctrl-C leaves the generations in flight running
     upstream, recorded as enqueued: a rerun with the same manifest reattaches them. A run
     that ends (not interrupted) compacts the manifest and writes ``metadata.jsonl`` and
-    ``not_generated.jsonl`` (:mod:`._dataset`).
+    ``not_generated.jsonl`` (`_dataset`).
 
     Raises:
         Interrupted: Ctrl-C, with the line that says how to resume.

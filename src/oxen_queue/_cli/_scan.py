@@ -3,9 +3,9 @@
 A run reads its prompts file twice, as a stream both times: once whole before anything is
 sent (every line is judged, so a bad line 900,000 stops the run before the first request,
 and the run knows how many there are), then again to send. The dry run reads it once.
-:func:`requests` is that pass: the reader's requests, each placed in the
-:class:`~._index.RequestIndex` (its occurrence counted) and planned from the manifest's
-latest entry for it (:func:`plan`).
+`requests` is that pass: the reader's requests, each placed in the
+`RequestIndex` (its occurrence counted) and planned from the manifest's
+latest entry for it (`plan`).
 """
 
 from __future__ import annotations

@@ -4,15 +4,15 @@ command and ``demo``, so that what one command enqueues the next one finds.
 Decisions, each with its reason:
 
 - **One server per state directory.** ``$OXEN_QUEUE_STATE_DIR``, else
-  ``$XDG_STATE_HOME/oxen-queue``, else ``~/.local/state/oxen-queue`` (:func:`state_dir`). It
-  holds ``emulator.json`` (the server's pid, address and a token: :class:`Record`),
+  ``$XDG_STATE_HOME/oxen-queue``, else ``~/.local/state/oxen-queue`` (`state_dir`). It
+  holds ``emulator.json`` (the server's pid, address and a token: `Record`),
   ``emulator.lock`` and ``emulator.log`` (the server's output).
-- **The first command starts it, later ones reuse it** (:func:`attach`), under the lock, so
+- **The first command starts it, later ones reuse it** (`attach`), under the lock, so
   commands started at once end up on one server. A record whose server does not answer is
   stale: a new server replaces it.
-- **It stops itself** after :data:`IDLE_TIMEOUT` seconds (15 minutes) without a request (an
+- **It stops itself** after `IDLE_TIMEOUT` seconds (15 minutes) without a request (an
   open event stream counts as one going on), and when its record is removed or names
-  another server: ``oxen-queue emulator --stop`` (:func:`stop`) removes it and waits for the
+  another server: ``oxen-queue emulator --stop`` (`stop`) removes it and waits for the
   server to exit. Its jobs and files go with it; a command that starts a new one says so.
   No signal is sent to a pid read from a file, which may by then be another program's.
 - **``--time-scale`` given to a command that reuses the server** sets the scale of the jobs
@@ -25,7 +25,7 @@ Decisions, each with its reason:
   no process is left for the command to reap.
 
 The server's side is ``_daemon.py``. This module needs only the standard library and httpx,
-and the ``emulator`` extra only to start a server (:func:`require_emulator_extra`).
+and the ``emulator`` extra only to start a server (`require_emulator_extra`).
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class Paths:
 
     @property
     def record(self) -> Path:
-        """``emulator.json``: the running server's :class:`Record`."""
+        """``emulator.json``: the running server's `Record`."""
         return self.directory / "emulator.json"
 
     @property
@@ -260,7 +260,7 @@ def _take_note(paths: Paths) -> str | None:
 def remove_record(paths: Paths, token: str | None = None) -> bool:
     """Remove the record (only if it holds ``token``, when one is given); whether it did.
 
-    The caller holds the lock (:func:`locked`): a record is never removed under a command
+    The caller holds the lock (`locked`): a record is never removed under a command
     that is reading it.
     """
     if token is not None:
@@ -407,7 +407,7 @@ def attach(
     Args:
         time_scale: The scale of the jobs enqueued from now on; ``None`` keeps the running
             server's (a new one runs at 1.0).
-        directory: The state directory (default: :func:`state_dir`).
+        directory: The state directory (default: `state_dir`).
         idle_timeout: Seconds without a request after which a server started now stops.
 
     Raises:

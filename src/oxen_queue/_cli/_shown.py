@@ -1,9 +1,9 @@
 """What the command line shows is data: the one owner of how outside text reaches the terminal.
 
 Everything the CLI prints that it did not write itself (a prompt, a file name, a server's
-message, status, URL, id or row field, an exception's text) is shown by :func:`shown`, and
-the consoles the CLI prints through (:class:`DataConsole`, the ``-v`` log handler
-:class:`DataLogHandler`) send every string they are given through it too, so a call site
+message, status, URL, id or row field, an exception's text) is shown by `shown`, and
+the consoles the CLI prints through (`DataConsole`, the ``-v`` log handler
+`DataLogHandler`) send every string they are given through it too, so a call site
 that forgets cannot reintroduce the problem.
 
 **What is shown as it is**: every printable character, rich markup included (``[bold]``,
@@ -23,7 +23,7 @@ a bidi override can never reorder what follows it (Trojan Source, CVE-2021-42574
 Only ``newlines=True`` keeps ``\\n`` as a line break, for multi-line text shown as a block (a
 model's description, a traceback with ``-v``).
 
-JSON output (``status --json``) is made safe in JSON's own syntax by :func:`json_line`: ASCII
+JSON output (``status --json``) is made safe in JSON's own syntax by `json_line`: ASCII
 only, every other character as a ``\\u`` escape, so it stays valid JSON with the same meaning.
 """
 
@@ -92,7 +92,7 @@ def _escape(match: re.Match[str]) -> str:
 def shown(value: object, style: StyleType = "", *, newlines: bool = False) -> Text:
     """``value`` as text to show: ``str(value)`` with the invisible characters escaped.
 
-    The result is a rich :class:`~rich.text.Text`, which rich never parses as markup. See the
+    The result is a rich `Text`, which rich never parses as markup. See the
     module for what is escaped.
 
     Args:
@@ -106,9 +106,9 @@ def shown(value: object, style: StyleType = "", *, newlines: bool = False) -> Te
 
 
 def assemble(*parts: object) -> Text:
-    """One line assembled from parts, each shown by :func:`shown`: a value, or a ``(value,
-    style)`` pair styled with ``style`` (ours); a :class:`~rich.text.Text` is taken as it is,
-    having been made by :func:`shown` already."""
+    """One line assembled from parts, each shown by `shown`: a value, or a ``(value,
+    style)`` pair styled with ``style`` (ours); a `Text` is taken as it is,
+    having been made by `shown` already."""
     result = Text()
     for part in parts:
         if isinstance(part, Text):
@@ -141,9 +141,9 @@ class DataConsole(Console):
     """A rich console for which every string is data.
 
     Whatever a string reaches rich by (``print``, ``out``, a table cell or title, a live
-    display), it is made a :class:`~rich.text.Text` by :func:`shown`: no markup, no emoji
+    display), it is made a `Text` by `shown`: no markup, no emoji
     codes, no highlighting, no raw control or format characters. Styles are ours only, given
-    as ``style=`` or in :func:`assemble` pairs. Objects that are neither strings nor renderables
+    as ``style=`` or in `assemble` pairs. Objects that are neither strings nor renderables
     (a path, a number) are shown as their ``str()``.
     """
 
@@ -175,7 +175,7 @@ def _renderable(value: object) -> object:
 
 
 class DataLogHandler(RichHandler):
-    """The ``-v`` log handler: a record's message is shown by :func:`shown` (a server's text
+    """The ``-v`` log handler: a record's message is shown by `shown` (a server's text
     in a log line is data too); the traceback text a record may carry keeps its lines."""
 
     def render_message(self, record: logging.LogRecord, message: str) -> ConsoleRenderable:

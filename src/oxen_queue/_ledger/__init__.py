@@ -1,7 +1,7 @@
 """The enqueue ledger: what makes a lost enqueue answer reconcilable across processes.
 
-One protocol (:class:`Ledger`, in ``_base``), two backends on the same SQL (``_store``):
-SQLite for the processes of one host, PostgreSQL for several hosts. :func:`open_ledger`
+One protocol (`Ledger`, in ``_base``), two backends on the same SQL (``_store``):
+SQLite for the processes of one host, PostgreSQL for several hosts. `open_ledger`
 makes one from a URL.
 """
 

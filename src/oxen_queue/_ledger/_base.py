@@ -5,34 +5,36 @@ be recognised by its model and parameters, and any client enqueueing the same on
 claim it. The ledger is written ahead, and shared by every client that may enqueue with the
 same key (processes on one host through SQLite, several hosts through PostgreSQL):
 
-1. Before the request is sent, :meth:`Ledger.record_intent` records an *intent* (state
+1. Before the request is sent, `Ledger.record_intent` records an *intent* (state
    ``in_flight``). Its id is the request's, for the rest of its life.
-2. When the answer arrives, :meth:`Ledger.record_ids` records the ids it created
-   (``answered``). When it is lost, :meth:`Ledger.mark_lost` (``lost``) starts
+2. When the answer arrives, `Ledger.record_ids` records the ids it created
+   (``answered``). When it is lost, `Ledger.mark_lost` (``lost``) starts
    reconciliation:
 
-   a. :meth:`Ledger.wait_idle` until no other live intent with the same fingerprint is in
+   a. `Ledger.wait_idle` until no other live intent with the same fingerprint is in
       flight (its answer would claim the same rows);
-   b. list the matching rows on the server, drop :meth:`Ledger.claimed_ids`;
-   c. :meth:`Ledger.claim` what remains. The claim is atomic, refuses ids another intent
+   b. list the matching rows on the server, drop `Ledger.claimed_ids`;
+   c. `Ledger.claim` what remains. The claim is atomic, refuses ids another intent
       holds (a unique key on the generation id), and refuses to run while another live intent
-      with the fingerprint is in flight (:class:`InFlightError`: back to a.). Two clients
+      with the fingerprint is in flight (`InFlightError`: back to a.). Two clients
       therefore never hold the same job.
-   d. Or :meth:`Ledger.mark_settled`: ``resent`` (none was created, the caller sends
+   d. Or `Ledger.mark_settled`: ``resent`` (none was created, the caller sends
       again under a new intent), ``ambiguous`` (raised to the caller), ``refused``.
 
-3. :meth:`Ledger.record_outcome` as each generation ends; :meth:`Ledger.unfinished` lists
+3. `Ledger.record_outcome` as each generation ends; `Ledger.unfinished` lists
    what is enqueued and not finished, and intents without an answer, for ``recover()``.
-4. An intent past its deadline whose owner is gone (:mod:`._liveness`) is *stale*: any client
-   may :meth:`Ledger.take_over` it and settle it against the server.
+4. An intent past its deadline whose owner is gone (`_liveness`) is *stale*: any client
+   may `Ledger.take_over` it and settle it against the server.
 
-State machine of an intent::
+State machine of an intent:
 
-    in_flight ──record_ids──▶ answered
-        │  └──mark_settled──▶ settled (refused, never_created, ...)
-        ├──mark_lost / take_over──▶ lost ──claim (complete)──▶ settled (adopted)
-        │                             └──mark_settled──▶ settled (resent, ambiguous, ...)
-        └ (any state but answered) ──record_ids──▶ answered   (an answer is the truth)
+```text
+in_flight ──record_ids──▶ answered
+    │  └──mark_settled──▶ settled (refused, never_created, ...)
+    ├──mark_lost / take_over──▶ lost ──claim (complete)──▶ settled (adopted)
+    │                             └──mark_settled──▶ settled (resent, ambiguous, ...)
+    └ (any state but answered) ──record_ids──▶ answered   (an answer is the truth)
+```
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class InFlightError(LedgerError):
     """A claim was refused: another live intent with the same fingerprint is in flight.
 
     Its answer may name rows that the claim would take, so the claimer waits
-    (:meth:`Ledger.wait_idle`), looks at the server again and claims again.
+    (`Ledger.wait_idle`), looks at the server again and claims again.
 
     Attributes:
         intents: The intents in flight when the claim was refused.
@@ -99,7 +101,7 @@ class Intent:
         owner: The client answering for it (the one that sent it, or took it over).
         owner_alive: Whether the owner could still record an answer, judged when read.
         model: The model id.
-        fingerprint: :func:`fingerprint` of the model and parameters.
+        fingerprint: `fingerprint` of the model and parameters.
         params: The exact parameters sent (without ``model``).
         count: How many generations the request asked for.
         sent_at: When it was sent, in seconds since the epoch, on the sender's clock.
@@ -107,8 +109,8 @@ class Intent:
         deadline: After this time (seconds since the epoch, the sender's clock) the request
             can no longer be in flight, so its outcome can be judged from the server.
         expired: Whether the deadline had passed when read, judged on the ledger's clock
-            (see :meth:`Ledger.stale_intents`).
-        state: See :data:`IntentState`.
+            (see `Ledger.stale_intents`).
+        state: See `IntentState`.
         how: How it was settled, or ``None`` unless ``state`` is ``settled``.
         ids: The generation ids it holds, in the order recorded (empty when not read).
         pending: Those of ``ids`` with no terminal outcome recorded.
@@ -149,7 +151,7 @@ def fingerprint(model: str, params: Mapping[str, Any]) -> str:
 
 
 def fingerprint_of(model: str, params_json: str) -> str:
-    """:func:`fingerprint` from the parameters' :func:`canonical_params` text."""
+    """`fingerprint` from the parameters' `canonical_params` text."""
     # Both halves are JSON, which escapes every newline: the pair reads back one way only.
     return hashlib.sha256(f"{json.dumps(model)}\n{params_json}".encode()).hexdigest()
 
@@ -219,7 +221,7 @@ class Ledger(Protocol):
 
     async def record_outcome(self, generation_id: str, status: str) -> bool:
         """Record a generation's status; a terminal one (``succeeded``, ``failed``,
-        ``cancelled``) takes it off :meth:`unfinished`.
+        ``cancelled``) takes it off `unfinished`.
 
         Returns:
             Whether it was recorded: ``False`` when the id is not in the ledger or was
@@ -232,7 +234,7 @@ class Ledger(Protocol):
 
         Raises:
             LedgerError: Unknown intent, already ``answered`` or ``settled``, or taken over
-                by another client (see :meth:`take_over`).
+                by another client (see `take_over`).
         """
         ...
 

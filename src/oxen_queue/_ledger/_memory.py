@@ -3,8 +3,8 @@
 It follows the same protocol as the SQL ledgers, so the enqueue path has one code path, and
 it is exact for the requests of this process. It remembers only what reconciliation needs:
 requests without an answer, and the ids this process holds (the newest
-:data:`_HELD_LIMIT`), never a history. Nothing outlives the process, so
-:meth:`MemoryLedger.stale_intents` is always empty: a crash loses what a real ledger keeps.
+`_HELD_LIMIT`), never a history. Nothing outlives the process, so
+`MemoryLedger.stale_intents` is always empty: a crash loses what a real ledger keeps.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _HELD_LIMIT: Final = 200_000  # ids remembered: far more than can be in one look
 class _Open:
     """A request without an answer yet (``in_flight`` or ``lost``).
 
-    Its intent's fingerprint is worked out when first asked for (:meth:`key`): only
+    Its intent's fingerprint is worked out when first asked for (`key`): only
     reconciliation asks, and hashing every request's parameters up front was a fiftieth
     of an enqueue's CPU.
     """

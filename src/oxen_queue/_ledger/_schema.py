@@ -5,7 +5,7 @@ PostgreSQL database. Times are float seconds since the epoch (``DOUBLE PRECISION
 PostgreSQL: its ``REAL`` would round them to minutes). Flags are integers 0/1 on both.
 
 Every index costs a page written per commit on the enqueue path, so there are few:
-``intents(fingerprint)`` for :meth:`claimed_ids`; a partial index of the open intents (in
+``intents(fingerprint)`` for `claimed_ids`; a partial index of the open intents (in
 flight or lost, a handful at any time) for waiting, claiming and finding stale ones; and
 ``generations(intent_id)``. Intent ids start with their time (hex microseconds), so the
 primary key also orders them for pruning and new rows land on the B-tree's last page.

@@ -1,9 +1,9 @@
 """Connections to a ledger's database: sessions, the pool that lends them, SQL dialects.
 
-A :class:`Session` is one connection in autocommit mode, used by one thread at a time; the
-:class:`SessionPool` lends them to the worker threads of :class:`~._sqlledger.SqlLedger` and
-runs read-modify-write bodies in transactions (again after a deadlock). A :class:`Dialect`
-says how the shared SQL of :mod:`._store` reads in one database.
+A `Session` is one connection in autocommit mode, used by one thread at a time; the
+`SessionPool` lends them to the worker threads of `SqlLedger` and
+runs read-modify-write bodies in transactions (again after a deadlock). A `Dialect`
+says how the shared SQL of `_store` reads in one database.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The :class:`~._base.Ledger` protocol on a SQL database (SQLite or PostgreSQL).
+"""The `Ledger` protocol on a SQL database (SQLite or PostgreSQL).
 
-The blocking store (:mod:`._store`) runs in anyio worker threads, at most ``pool_size``
+The blocking store (`_store`) runs in anyio worker threads, at most ``pool_size``
 operations at once (one connection each), so the event loop never blocks and asyncio and trio
 are served alike. A worker thread is never abandoned on cancellation: a write that started
 commits or fails before its caller sees the cancellation, so the ledger never disagrees with
@@ -45,14 +45,14 @@ _CHECKPOINT_EVERY: Final = 1.0  # seconds; bounds the write-ahead log to a secon
 
 
 class SqlLedger:
-    """An enqueue ledger in SQLite or PostgreSQL; see :class:`~._base.Ledger`.
+    """An enqueue ledger in SQLite or PostgreSQL; see `Ledger`.
 
-    Made by :func:`~oxen_queue._ledger.open_ledger`; open it with ``async with``.
+    Made by `open_ledger`; open it with ``async with``.
 
     Args:
         store: The database operations.
         display: The ledger's URL without credentials, for ``repr`` and messages.
-        errors: The driver's exception types, reported as :class:`LedgerError`.
+        errors: The driver's exception types, reported as [`LedgerError`][oxen_queue.LedgerError].
         scrub: Removes credentials from a driver's message.
         pool_size: Operations (and connections) at once.
         lease_ttl: Seconds an owner stays alive in the ledger without renewing its lease

@@ -1,8 +1,8 @@
 """The ledger's operations in SQL, shared by SQLite and PostgreSQL.
 
-Everything here blocks: :class:`~._sqlledger.SqlLedger` calls it from worker threads. Each
+Everything here blocks: `SqlLedger` calls it from worker threads. Each
 method runs in its own transaction and returns after the commit. The SQL is written once,
-with ``?`` placeholders and two tokens a :class:`~._session.Dialect` fills in: ``{now}`` (the
+with ``?`` placeholders and two tokens a `Dialect` fills in: ``{now}`` (the
 ledger's clock: this host's for SQLite, the database server's for PostgreSQL, so leases and
 deadlines are judged on one clock whatever the skew between hosts) and ``{lock}`` (``FOR
 UPDATE OF i`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already locks the whole database).

@@ -2,13 +2,13 @@
 
 **Optional, and free when unused.** ``opentelemetry-api`` is the ``otel`` extra. Whether it is
 installed is looked up once (``importlib.util.find_spec``, nothing imported); without it every
-hook is a no-op of :class:`Telemetry` and no ``opentelemetry`` module is ever imported. With it,
+hook is a no-op of `Telemetry` and no ``opentelemetry`` module is ever imported. With it,
 this module imports it only once something else in the process has (configuring an SDK does):
 until then no SDK can be configured, so an installed but unused API costs a dictionary look-up
 a call, not its import. Nothing is recorded until the application configures an SDK: whether
 the tracer and meter providers are still the API's own (its proxy or no-op ones) is read at
 most once a second, a provider once set staying set, and until then an enqueue costs a clock
-read and gets the shared no-op :data:`NO_TRACE`. No code of the user's is needed beyond
+read and gets the shared no-op `NO_TRACE`. No code of the user's is needed beyond
 configuring OpenTelemetry as usual (``trace.set_tracer_provider``,
 ``metrics.set_meter_provider``), before or after the client is made.
 
@@ -48,14 +48,14 @@ gauge: the adaptive bound, summed over the process's clients).
 **Redaction.** Prompts are not recorded unless
 ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` is ``true`` (read when a client is
 made), as the conventions' instrumentations do; then ``gen_ai.input.messages`` holds them,
-1,000 characters at most in all. Every text that reaches a span passes :class:`._text.Redactor`:
+1,000 characters at most in all. Every text that reaches a span passes `_text.Redactor`:
 the API key never does, nor (without capture) the request's prompts, and an
 ``InvalidParamsError``, whose message may quote the caller's values, is described by its
 field alone.
 
-The parts: :mod:`._base` (the no-op surface the SDK calls), :mod:`._spans` (what records),
-:mod:`._signals` (the tracer and the instruments), :mod:`._text` (what text is recorded).
-Only :mod:`._signals` imports OpenTelemetry, and only when it is first needed.
+The parts: `_base` (the no-op surface the SDK calls), `_spans` (what records),
+`_signals` (the tracer and the instruments), `_text` (what text is recorded).
+Only `_signals` imports OpenTelemetry, and only when it is first needed.
 """
 
 from __future__ import annotations
@@ -118,12 +118,12 @@ def unparented() -> Iterator[None]:
 
 
 def client_telemetry(*, base_url: Any, secret: str) -> Telemetry:
-    """A client's telemetry: :data:`NO_TELEMETRY` without OpenTelemetry, else one that imports
+    """A client's telemetry: `NO_TELEMETRY` without OpenTelemetry, else one that imports
     it when it is first needed (see the module docstring).
 
     Args:
         base_url: The API's origin (an ``httpx.URL``): ``server.address`` and ``server.port``.
-        secret: The API key, which :class:`._text.Redactor` keeps out of every recorded text.
+        secret: The API key, which `_text.Redactor` keeps out of every recorded text.
     """
     if not installed():
         return NO_TELEMETRY

@@ -1,7 +1,7 @@
 """The instrumentation's surface, as the rest of the SDK calls it: each class a no-op.
 
-Without OpenTelemetry every client has :data:`NO_TELEMETRY` and every enqueue :data:`NO_TRACE`;
-with it, :mod:`._spans` overrides what records.
+Without OpenTelemetry every client has `NO_TELEMETRY` and every enqueue `NO_TRACE`;
+with it, `_spans` overrides what records.
 """
 
 from __future__ import annotations
@@ -22,22 +22,22 @@ WillSettle = Callable[["Generation"], bool]
 
 
 class RequestTrace:
-    """One enqueue's telemetry, as the SDK sees it; this base does nothing (:data:`NO_TRACE`).
+    """One enqueue's telemetry, as the SDK sees it; this base does nothing (`NO_TRACE`).
 
     Called by the caller's task (``_jobs``) and the enqueue's worker (``_enqueue``): attach the
     request's context while working on it, tell its moments, hand over each generation as its
-    id arrives (:meth:`created`, before anything else registers on it), and end the rest with
-    the error if it fails (:meth:`failed`, idempotent).
+    id arrives (`created`, before anything else registers on it), and end the rest with
+    the error if it fails (`failed`, idempotent).
     """
 
     __slots__ = ()
 
     def attach(self) -> object:
-        """Make the request's context current in this task; a token for :meth:`detach`."""
+        """Make the request's context current in this task; a token for `detach`."""
         return None
 
     def detach(self, token: object) -> None:
-        """Undo :meth:`attach` (same task)."""
+        """Undo `attach` (same task)."""
 
     def budget_reserved(self, estimate: Decimal | None) -> None:
         """The budget let the request go, reserving ``estimate`` per generation (``None``: no
@@ -69,7 +69,7 @@ NO_TRACE: Final = RequestTrace()
 
 
 class Telemetry:
-    """A client's telemetry; this base does nothing (:data:`NO_TELEMETRY`: OpenTelemetry absent)."""
+    """A client's telemetry; this base does nothing (`NO_TELEMETRY`: OpenTelemetry absent)."""
 
     __slots__ = ()
 
@@ -101,12 +101,12 @@ class Telemetry:
 
     def attach_charge(self, generation_id: str) -> object:
         """Make the span of a finished generation whose charge is being read current in this
-        task, the one reading it (a token for :meth:`detach`), so that the read's HTTP span
+        task, the one reading it (a token for `detach`), so that the read's HTTP span
         falls under it."""
         return None
 
     def detach(self, token: object) -> None:
-        """Undo :meth:`attach_charge` (same task)."""
+        """Undo `attach_charge` (same task)."""
 
     def close(self) -> None:
         """The client closed: end what waits, stop being observed."""

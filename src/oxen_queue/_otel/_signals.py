@@ -1,7 +1,7 @@
 """The tracer and the instruments, made once per pair of providers, and whether an SDK records.
 
-Made when OpenTelemetry is first needed (:func:`global_signals`), which imports it; tests hand
-providers of their own to the clients they make (:func:`use_providers`), since a process's
+Made when OpenTelemetry is first needed (`global_signals`), which imports it; tests hand
+providers of their own to the clients they make (`use_providers`), since a process's
 global providers can be set only once.
 """
 
@@ -142,7 +142,7 @@ _override: Signals | None = None
 
 
 def override() -> Signals | None:
-    """The providers of :func:`use_providers`, while it is in force (``None``: the global ones)."""
+    """The providers of `use_providers`, while it is in force (``None``: the global ones)."""
     return _override
 
 

@@ -1,9 +1,9 @@
 """What text reaches a span, and in what form: the redaction's one owner.
 
-:class:`Redactor` is the door every recorded text passes (an error's description, a prompt when
+`Redactor` is the door every recorded text passes (an error's description, a prompt when
 captured): the API key never goes through it, nor, unless prompts are captured, the request's
 prompts; an ``InvalidParamsError``, whose message may quote the caller's values, is described
-by its field alone. :func:`input_messages` builds ``gen_ai.input.messages`` when capture is on.
+by its field alone. `input_messages` builds ``gen_ai.input.messages`` when capture is on.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ _SCRUBBED_PROMPT_MIN: Final = 8  # shorter prompts are too common as words to ta
 
 
 def capture_enabled(value: str | None) -> bool:
-    """Whether the environment's :data:`CAPTURE_ENV` turns capture on: ``true`` (as the
+    """Whether the environment's `CAPTURE_ENV` turns capture on: ``true`` (as the
     conventions' instrumentations read it; ``SPAN_ONLY`` and ``SPAN_AND_EVENT``, the newer
     values, too). Anything else, or nothing, leaves it off."""
     return value is not None and value.strip().lower() in _CAPTURE_VALUES
@@ -110,7 +110,7 @@ def _prompts(params: Mapping[str, Any]) -> tuple[str, ...]:
 
 def input_messages(params: Mapping[str, Any], redactor: Redactor) -> str | None:
     """``gen_ai.input.messages`` (a JSON string, as the conventions allow on spans): one user
-    message whose text parts are the prompts, at most :data:`PROMPT_LIMIT` characters in all."""
+    message whose text parts are the prompts, at most `PROMPT_LIMIT` characters in all."""
     left = PROMPT_LIMIT
     parts: list[dict[str, str]] = []
     for prompt in _prompts(params):

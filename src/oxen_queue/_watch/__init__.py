@@ -1,10 +1,10 @@
 """How completion is learned: the strategies behind ``Generation``.
 
-* ``poll``: each generation polled on its own backoff timer (:mod:`._polling`).
-* ``shared``: one list request per tick for every pending generation (:mod:`._shared`).
-* ``events``: the ``/api/events`` stream, reconciled after every reconnect (:mod:`._events`).
+* ``poll``: each generation polled on its own backoff timer (`_polling`).
+* ``shared``: one list request per tick for every pending generation (`_shared`).
+* ``events``: the ``/api/events`` stream, reconciled after every reconnect (`_events`).
 * ``auto``: events, with shared polling as a slow backstop, and polling alone when the stream
-  cannot be opened (:mod:`._auto`).
+  cannot be opened (`_auto`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Watchers run in the client's task group, which the user's ``async with AsyncClient()`` block
 (a FastAPI app's lifespan, say) encloses: an exception escaping one of their tasks would cancel
-that block. So every task they start is **supervised** (:func:`supervised`): an unexpected
+that block. So every task they start is **supervised** (`supervised`): an unexpected
 exception is logged, the generation it concerned fails with an ``OxenError``, and a loop that
 serves every generation (the shared poller, the event stream) starts again after a pause.
 """

@@ -7,15 +7,15 @@ unseen; in ``auto`` mode it does not wait (against a distant hub that is three r
 and the reconciliation that follows every opening learns what finished before it, with
 polling meanwhile. ``media_generation_completed`` events are dispatched by ``generation_id`` to the
 waiting generations; other event types, comments and keep-alives are ignored, and a malformed
-event, or one whose id is not plausible (:mod:`.._ids`), is skipped, never fatal. Lines are
-bounded (:mod:`._sse`).
+event, or one whose id is not plausible (`_ids`), is skipped, never fatal. Lines are
+bounded (`_sse`).
 
 A stream can die without closing. The API sends "``: keep-alive`` ... every 15 seconds" when
 idle, so the **stall rule** reopens a stream after ``stall_timeout`` seconds (45 by default:
 three keep-alives) without a byte, and also one that, with generations pending, delivers no
 completion event for that long (a stream kept alive but no longer delivering).
 
-What the stream cannot tell is left to the shared poller (:mod:`._shared`):
+What the stream cannot tell is left to the shared poller (`_shared`):
 
 * whenever the stream opens with generations pending, one reconciliation tick (events may have
   fired while it was away);
@@ -258,7 +258,7 @@ class EventWatcher:
         return deadline
 
     async def _watch_stall(self, stream: anyio.CancelScope, watchdog: anyio.CancelScope) -> None:
-        """Cancel ``stream`` (its read) once :meth:`_stall_deadline` has passed.
+        """Cancel ``stream`` (its read) once `_stall_deadline` has passed.
 
         A task that wakes at the deadline and looks again, rather than the read's own scope
         with its deadline moved at every chunk: moving it reschedules a timer each time,

@@ -1,10 +1,10 @@
 """Per-generation backoff polling: ``GET /api/ai/queue/{id}`` on each job's own timer.
 
 The simplest strategy and the fallback of the others. Each generation gets a small supervised
-task that polls with :class:`PollPolicy`'s backoff until the status is final. Transient
-failures (already retried by the session, or a malformed answer) never fail the generation:
-the next poll simply comes later. Only an answer that will not change by asking again (404,
-401/403) ends it with that error.
+task that polls with [`PollPolicy`][oxen_queue.PollPolicy]'s backoff until the status is final.
+Transient failures (already retried by the session, or a malformed answer) never fail the
+generation: the next poll simply comes later. Only an answer that will not change by asking again
+(404, 401/403) ends it with that error.
 """
 
 from __future__ import annotations

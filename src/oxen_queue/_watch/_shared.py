@@ -44,7 +44,7 @@ class SharedPollWatcher:
         api: The requests it may make.
         interval: Seconds between ticks, or a function giving them (re-read every tick, so a
             caller can switch between a slow backstop and fast polling). ``math.inf`` pauses
-            the periodic ticks; :meth:`tick` can still be called.
+            the periodic ticks; `tick` can still be called.
     """
 
     def __init__(self, api: QueueAPI, *, interval: float | Callable[[], float] = 1.0) -> None:
@@ -145,7 +145,7 @@ class SharedPollWatcher:
             await self._look_all(finished)
 
     async def _look_all(self, generations: list[Generation]) -> None:
-        """One look at each generation that left the active list, :data:`_LOOKS` at a time.
+        """One look at each generation that left the active list, `_LOOKS` at a time.
 
         Thousands can finish between two ticks; a task each would hold thousands of requests'
         state at once (most of them waiting for a slot), when the event stream is likely to

@@ -7,7 +7,7 @@ ignored if any are present" (the specification): one, at the very start of the s
 when its three bytes arrive in different chunks; one anywhere else is data.
 
 Unlike a reader that collects whole lines first, it never holds more than
-:data:`MAX_LINE_BYTES` of one line: a longer line is dropped as it streams past, and the event
+`MAX_LINE_BYTES` of one line: a longer line is dropped as it streams past, and the event
 it belonged to is dropped with it. So a server sending one endless line costs a bounded amount
 of memory, and the stream goes on with the next event.
 """
@@ -35,7 +35,7 @@ class ServerSentEvent:
 
 
 class SSEDecoder:
-    """Turns the bytes of a stream into events, within :data:`MAX_LINE_BYTES` per line.
+    """Turns the bytes of a stream into events, within `MAX_LINE_BYTES` per line.
 
     Attributes:
         dropped: How many lines (and with them, events) were dropped for being too long.

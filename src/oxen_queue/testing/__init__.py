@@ -9,20 +9,22 @@ never downloads anything from another host. Jobs move through
 ``queued -> processing -> succeeded | failed | cancelled`` on a configurable clock, and faults
 (429s, cut connections, dropped streams, lost events...) can be switched on at runtime.
 
-Four ways to run it::
+Four ways to run it:
 
-    # 1. A real server in a background thread (sync code, asyncio or trio).
-    with Emulator(config=EmulatorConfig(time_scale=0.01)) as emu:
-        ...  # point a client at emu.base_url; read emu.stats(); set emu.faults.read_500 = 0.1
+```python
+# 1. A real server in a background thread (sync code, asyncio or trio).
+with Emulator(config=EmulatorConfig(time_scale=0.01)) as emu:
+    ...  # point a client at emu.base_url; read emu.stats(); set emu.faults.read_500 = 0.1
 
-    # 2. In-process, through httpx.ASGITransport (no event stream: it needs a real server).
-    app = create_app(clock=ManualClock())
+# 2. In-process, through httpx.ASGITransport (no event stream: it needs a real server).
+app = create_app(clock=ManualClock())
 
-    # 3. From the command line (blocking): run_server(port=8000)
+# 3. From the command line (blocking): run_server(port=8000)
 
-    # 4. For code that reads OXEN_BASE_URL / OXEN_API_KEY (examples, demos).
-    with use_emulator():
-        ...
+# 4. For code that reads OXEN_BASE_URL / OXEN_API_KEY (examples, demos).
+with use_emulator():
+    ...
+```
 
 and a pytest fixture, ``oxen_emulator``, from the plugin this package registers (it sets
 ``OXEN_API_KEY`` to ``DUMMY_API_KEY`` and runs jobs at ``TEST_TIME_SCALE``).
@@ -30,7 +32,7 @@ and a pytest fixture, ``oxen_emulator``, from the plugin this package registers 
 It imports nothing from the SDK (``oxen_queue._*``): the SDK is tested against it.
 
 It needs the ``emulator`` extra (uvicorn, Pillow, PyAV): without it, importing this package
-raises :class:`ModuleNotFoundError` whose message is the line to install it,
+raises `ModuleNotFoundError` whose message is the line to install it,
 ``pip install 'oxen-queue[emulator]'``.
 """
 

@@ -1,7 +1,7 @@
 """The API's endpoints, as the fact sheet and the OpenAPI spec (0.243.1) describe them.
 
 Each handler takes the request, the authenticated user and the path parameters, and returns
-a complete :class:`Response`. Faults, authentication and counting happen around them, in
+a complete `Response`. Faults, authentication and counting happen around them, in
 ``_app``.
 """
 
@@ -201,7 +201,7 @@ class Api:
         return await self._generate(request, user, "image")
 
     async def edit_images(self, request: Request, user: User, path: Mapping[str, str]) -> Response:
-        """Synchronous image edit: as :meth:`generate_images`, composed from input images.
+        """Synchronous image edit: as `generate_images`, composed from input images.
 
         The docs' request names the images ``input_image`` ("a URL string or an array of
         URLs"); the spec's ``ImageEditRequest`` names it ``image``. Either is accepted, not

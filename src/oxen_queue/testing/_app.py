@@ -83,8 +83,8 @@ def _route(
 class EmulatorApp:
     """The Oxen API emulator as an ASGI 3 application.
 
-    Make one with :func:`create_app`. Attributes: ``state`` (jobs and counters), ``faults``,
-    ``config``.
+    Make one with [`create_app`][oxen_queue.testing.create_app]. Attributes: ``state`` (jobs and
+    counters), ``faults``, ``config``.
     """
 
     def __init__(
@@ -379,22 +379,25 @@ def create_app(
     """The emulator as an ASGI app, for ``httpx.ASGITransport`` or any ASGI server.
 
     Result URLs point to ``config.files_origin`` (``http://files.oxen.test`` by default),
-    which the same app serves when the request's ``Host`` is that origin's::
+    which the same app serves when the request's ``Host`` is that origin's:
 
-        app = create_app(config=EmulatorConfig(time_scale=0.01))
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as c:
-            ...
-        app.state.stats.jobs_created
+    ```python
+    app = create_app(config=EmulatorConfig(time_scale=0.01))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as c:
+        ...
+    app.state.stats.jobs_created
+    ```
 
     ``httpx.ASGITransport`` runs no lifespan: each request applies the transitions that fell
     due, so polling works; it also buffers whole responses, so ``/api/events`` (which never
-    ends) needs a real server: use :class:`Emulator`.
+    ends) needs a real server: use [`Emulator`][oxen_queue.testing.Emulator].
 
     Args:
         config: Timings and limits.
         faults: Fault switches (all off by default).
-        clock: Defaults to real time; a :class:`ManualClock` for deterministic tests.
+        clock: Defaults to real time; a [`ManualClock`][oxen_queue.testing.ManualClock] for
+            deterministic tests.
     """
     state = EmulatorState(config=config, faults=faults, clock=clock)
     return EmulatorApp(state)

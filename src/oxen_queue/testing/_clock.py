@@ -2,7 +2,8 @@
 
 The scheduler works on a monotonic scale (``now()``) and reports Unix wall-clock times
 (``to_wall()``), so that a benchmark in another process can compare completion times with
-its own ``time.time()``. :class:`ManualClock` moves only when a test tells it to.
+its own ``time.time()``. [`ManualClock`][oxen_queue.testing.ManualClock] moves only when a test
+tells it to.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class Clock(Protocol):
         ...
 
     def to_wall(self, instant: float) -> float:
-        """The Unix time of ``instant`` (a value returned by :meth:`now`)."""
+        """The Unix time of ``instant`` (a value returned by
+        [`now`][oxen_queue.testing.Clock.now])."""
         ...
 
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
@@ -65,21 +67,23 @@ class MonotonicClock:
 class ManualClock:
     """A clock that moves only when told to, for deterministic tests.
 
-    Pass it to the emulator, then move time and apply what fell due::
+    Pass it to the emulator, then move time and apply what fell due:
 
-        clock = ManualClock()
-        app = create_app(config=EmulatorConfig(seed=1), clock=clock)
-        ...  # enqueue
-        clock.advance(10.0)
-        app.state.advance()  # jobs due by now have started or finished
+    ```python
+    clock = ManualClock()
+    app = create_app(config=EmulatorConfig(seed=1), clock=clock)
+    ...  # enqueue
+    clock.advance(10.0)
+    app.state.advance()  # jobs due by now have started or finished
+    ```
 
-    Any HTTP request also applies due transitions first. On a running :class:`Emulator`,
-    ``advance`` also wakes the server's scheduler, so completion events are sent without an
-    explicit ``state.advance()``. The synchronous endpoints (``/api/ai/images/generate``)
-    answer at once under a manual clock.
+    Any HTTP request also applies due transitions first. On a running
+    [`Emulator`][oxen_queue.testing.Emulator], ``advance`` also wakes the server's scheduler, so
+    completion events are sent without an explicit ``state.advance()``. The synchronous endpoints
+    (``/api/ai/images/generate``) answer at once under a manual clock.
 
     Args:
-        start: The initial value of :meth:`now`.
+        start: The initial value of [`now`][oxen_queue.testing.ManualClock.now].
         wall_start: The Unix time that ``start`` stands for. Defaults to ``time.time()``.
     """
 
@@ -92,7 +96,8 @@ class ManualClock:
 
     @property
     def realtime(self) -> bool:
-        """Always false: this clock moves only through :meth:`advance`."""
+        """Always false: this clock moves only through
+        [`advance`][oxen_queue.testing.ManualClock.advance]."""
         return False
 
     def now(self) -> float:
@@ -121,7 +126,8 @@ class ManualClock:
             listener()
 
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call ``listener`` after every :meth:`advance`; returns the unsubscribe function."""
+        """Call ``listener`` after every [`advance`][oxen_queue.testing.ManualClock.advance];
+        returns the unsubscribe function."""
         with self._lock:
             self._listeners.append(listener)
 

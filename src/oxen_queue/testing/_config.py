@@ -20,7 +20,8 @@ TEST_TIME_SCALE: Final = 0.01
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EmulatorConfig:
-    """Settings of an emulator, fixed for its life (see :class:`Faults` for runtime switches).
+    """Settings of an emulator, fixed for its life (see [`Faults`][oxen_queue.testing.Faults] for
+    runtime switches).
 
     Durations are float seconds, drawn uniformly from a ``(low, high)`` range and then
     multiplied by ``time_scale``. The defaults are realistic enough for the documentation's
@@ -48,7 +49,8 @@ class EmulatorConfig:
             types (e.g. deployment events)").
         url_ttl: Seconds for which a result URL's signature stays valid.
         files_origin: Origin of result URLs for an in-process app (``create_app``); a running
-            :class:`Emulator` serves files from a second port of its own instead.
+            [`Emulator`][oxen_queue.testing.Emulator] serves files from a second port of its own
+            instead.
         clock_offset: Seconds by which the server's clock is ahead of the real one (negative:
             behind), as rows' timestamps and ``Date`` headers show it: a client must not
             assume the two clocks agree.

@@ -21,10 +21,12 @@ def use_emulator(
     """Run an emulator and point the environment at it for the duration of the block.
 
     Sets ``OXEN_BASE_URL`` to the emulator and ``OXEN_API_KEY`` to a dummy key, and restores
-    both afterwards, so code that builds ``AsyncClient()`` from the environment runs offline::
+    both afterwards, so code that builds ``AsyncClient()`` from the environment runs offline:
 
-        with use_emulator():
-            anyio.run(main)
+    ```python
+    with use_emulator():
+        anyio.run(main)
+    ```
 
     Args:
         config: The emulator's settings (real-time defaults).

@@ -16,7 +16,7 @@ __all__ = ["SSEEvent", "Stats", "Subscriber", "unrelated_event"]
 
 @dataclass(slots=True)
 class Stats:
-    """Counters a test can read. :meth:`EmulatorState.snapshot` gives a JSON-ready copy.
+    """Counters a test can read. `EmulatorState.snapshot` gives a JSON-ready copy.
 
     Attributes:
         requests: Requests by ``(method, route template)``, e.g.

@@ -4,7 +4,7 @@ imported.
 The emulator serves with uvicorn and renders its result files with Pillow (images) and PyAV
 (videos): pyproject's ``emulator`` extra. Without them ``import oxen_queue.testing`` (and so
 ``Emulator``, ``use_emulator()``, ``run_server``, the CLI's ``--emulator``, ``demo`` and
-``emulator``) raises :class:`ModuleNotFoundError` at once, its message the line to install
+``emulator``) raises `ModuleNotFoundError` at once, its message the line to install
 them, rather than a bare ``No module named 'uvicorn'`` from deep inside a server thread.
 
 The check finds the modules without importing them (``importlib.util.find_spec``), so the

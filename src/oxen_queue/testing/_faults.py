@@ -46,10 +46,10 @@ _SECONDS: Final = frozenset({"retry_after", "latency", "slow_seconds"})
 class Faults:
     """Runtime fault switches of an emulator. Assign attributes at any time; values are checked.
 
-    ::
-
-        emu.faults.enqueue_429 = 0.05  # 5 % of enqueues refused with 429
-        emu.faults.update({"read_cut": 0.1, "latency": 0.02})
+    ```python
+    emu.faults.enqueue_429 = 0.05  # 5 % of enqueues refused with 429
+    emu.faults.update({"read_cut": 0.1, "latency": 0.02})
+    ```
 
     Over HTTP: ``POST /_emulator/faults`` with a JSON object of the same fields.
 

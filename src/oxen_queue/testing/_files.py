@@ -28,7 +28,7 @@ _MAX_URL_IN_MESSAGE: Final = 500
 
 
 class FileStore(Protocol):
-    """What looking a file up needs (an :class:`EmulatorState` is one)."""
+    """What looking a file up needs (an `EmulatorState` is one)."""
 
     @property
     def files_origin(self) -> str:

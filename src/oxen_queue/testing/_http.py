@@ -122,7 +122,7 @@ class Response:
         content_type: The ``Content-Type``.
         headers: More headers, lower-case names.
         cut_at: If set, send the full ``Content-Length`` but only this many bytes of the body,
-            then abort (see :meth:`send`).
+            then abort (see `send`).
         head: Send the headers only (a ``HEAD`` request).
     """
 
@@ -137,7 +137,7 @@ class Response:
         """Write the response.
 
         A cut response sends its start and part of its body, then raises
-        :class:`DeliberateCut` so the server aborts the connection (uvicorn closes the socket:
+        `DeliberateCut` so the server aborts the connection (uvicorn closes the socket:
         the client sees a body shorter than its ``Content-Length``). With
         ``abort_on_cut=False`` (in-process, where there is no connection) the response ends
         there instead, truncated.

@@ -80,7 +80,7 @@ _NO_INPUTS: Final = Inputs()
 
 @dataclass(frozen=True, slots=True)
 class Artifact:
-    """A result file, served by the file origin at :attr:`path` behind a signature.
+    """A result file, served by the file origin at `path` behind a signature.
 
     Attributes:
         generation_id: The generation (or synchronous result) it belongs to.
@@ -107,7 +107,7 @@ class Artifact:
 
     @property
     def quoted_path(self) -> str:
-        """:attr:`path` as it appears in a URL."""
+        """`path` as it appears in a URL."""
         return (
             f"/files/{quote(self.namespace, safe='')}/{self.generation_id}.{self.output.extension}"
         )
@@ -194,7 +194,7 @@ class Job:
         return row
 
     def history_row(self) -> dict[str, Any]:
-        """The row of ``/api/ai/generations``: :meth:`row` plus cost and user."""
+        """The row of ``/api/ai/generations``: `row` plus cost and user."""
         row = self.row()
         row.update(
             cost=None if self.cost is None else money(self.cost),
@@ -205,13 +205,13 @@ class Job:
         return row
 
     def queue_json(self) -> bytes:
-        """:meth:`row` as JSON, cached until the next change."""
+        """`row` as JSON, cached until the next change."""
         if self._queue_json is None:
             self._queue_json = dump_json(self.row())
         return self._queue_json
 
     def history_json(self) -> bytes:
-        """:meth:`history_row` as JSON, cached until the next change."""
+        """`history_row` as JSON, cached until the next change."""
         if self._history_json is None:
             self._history_json = dump_json(self.history_row())
         return self._history_json

@@ -1,5 +1,5 @@
-"""Running the emulator on real sockets: :class:`Emulator` (a background thread) and
-:func:`run_server` (blocking, for the command line).
+"""Running the emulator on real sockets: [`Emulator`][oxen_queue.testing.Emulator] (a background
+thread) and [`run_server`][oxen_queue.testing.run_server] (blocking, for the command line).
 
 A running emulator listens on two loopback ports: the API, and a second origin for result
 files, as the real API's presigned URLs live on another host.
@@ -36,18 +36,21 @@ class Emulator:
     """The Oxen API emulator on a real loopback server, in a background thread.
 
     The server runs uvicorn with its own asyncio loop in a dedicated thread, so it serves sync
-    code, asyncio and trio tests alike::
+    code, asyncio and trio tests alike:
 
-        with Emulator(config=EmulatorConfig(time_scale=0.01)) as emu:
-            httpx.post(f"{emu.base_url}/api/ai/queue", ...)
+    ```python
+    with Emulator(config=EmulatorConfig(time_scale=0.01)) as emu:
+        httpx.post(f"{emu.base_url}/api/ai/queue", ...)
 
-        async with Emulator() as emu:  # start and stop without blocking the event loop
-            ...
+    async with Emulator() as emu:  # start and stop without blocking the event loop
+        ...
+    ```
 
     Args:
         config: Timings and limits.
         faults: Fault switches (all off by default); also ``emu.faults`` once made.
-        clock: Defaults to real time; a :class:`ManualClock` for deterministic tests.
+        clock: Defaults to real time; a [`ManualClock`][oxen_queue.testing.ManualClock] for
+            deterministic tests.
         host: The address to listen on.
         port: The API port; 0 picks a free one.
         files_port: The file origin's port; 0 picks a free one.

@@ -1,7 +1,7 @@
-"""What a model of the catalog is made of: :class:`ModelSpec`, :class:`Output`, and helpers
+"""What a model of the catalog is made of: `ModelSpec`, `Output`, and helpers
 to write parameter schemas and prices.
 
-Money is :class:`decimal.Decimal` throughout, never a float. It becomes a JSON number only in
+Money is `decimal.Decimal` throughout, never a float. It becomes a JSON number only in
 the published ``pricing`` object (the spec types those fields ``number``) and a decimal string
 in history rows (the spec's ``cost``: "Charged amount for this row (decimal as string).").
 """

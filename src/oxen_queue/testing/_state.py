@@ -1,9 +1,9 @@
 """The emulator's state: jobs, their lifecycle, users, result files, events and counters.
 
 No HTTP here. One scheduler drives every job: a heap of ``(due, seq, generation_id,
-transition)``. :meth:`EmulatorState.advance` pops what fell due and applies it, so the state is
+transition)``. `EmulatorState.advance` pops what fell due and applies it, so the state is
 right whenever anyone looks (each HTTP request calls it first); a background task
-(:meth:`EmulatorState.run_scheduler`, started by the app's lifespan) sleeps until the next due
+(`EmulatorState.run_scheduler`, started by the app's lifespan) sleeps until the next due
 instant so that completion events go out on time. Cancelled jobs leave stale heap entries,
 skipped when popped.
 
@@ -82,7 +82,8 @@ class EmulatorState:
     Args:
         config: Timings and limits; defaults to ``EmulatorConfig()``.
         faults: Fault switches; defaults to all off.
-        clock: Defaults to real time; pass a :class:`ManualClock` for deterministic tests.
+        clock: Defaults to real time; pass a [`ManualClock`][oxen_queue.testing.ManualClock] for
+            deterministic tests.
         files_origin: Origin of result URLs; defaults to ``config.files_origin``.
     """
 
@@ -301,7 +302,7 @@ class EmulatorState:
 
     @property
     def jobs(self) -> Mapping[str, Job]:
-        """Every generation ever created (until :meth:`reset`), by id. Read-only."""
+        """Every generation ever created (until `reset`), by id. Read-only."""
         return MappingProxyType(self._jobs)
 
     def job(self, user: User, generation_id: str) -> Job | None:

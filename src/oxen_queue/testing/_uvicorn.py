@@ -58,7 +58,7 @@ class EmulatorServer(uvicorn.Server):
         self.ready.set()
 
     async def main_loop(self) -> None:
-        """uvicorn's loop, but woken at once by :meth:`request_stop` instead of polling."""
+        """uvicorn's loop, but woken at once by `request_stop` instead of polling."""
         assert self._wake is not None
         counter = 0
         should_exit = await self.on_tick(counter)
