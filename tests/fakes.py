@@ -199,3 +199,35 @@ def not_found() -> httpx.Response:
             "status_message": "resource_not_found",
         },
     )
+
+
+def on_enqueue(api: FakeAPI, answers: list[str]) -> None:
+    """Script the next enqueues' answers, one word each: 'ok', '429', '503', 'refused' (never
+    connected), 'lost' (a read timeout before the server made anything); or ambiguous ones
+    that create the job first: 'cut' (the connection cut), 'timeout', 'garbled', '502',
+    '504'. Past the list, the fake answers as usual."""
+
+    def hook(request: httpx.Request) -> httpx.Response | None:
+        if request.method != "POST" or request.url.path != "/api/ai/queue" or not answers:
+            return None
+        kind = answers.pop(0)
+        if kind == "429":
+            return httpx.Response(429, headers={"Retry-After": "0"}, json={})
+        if kind == "503":
+            return httpx.Response(503, text="unavailable")
+        if kind == "refused":
+            raise httpx.ConnectError("refused", request=request)
+        if kind == "lost":
+            raise httpx.ReadTimeout("timed out before the server acted", request=request)
+        if kind == "ok":
+            return None
+        created = api.create(json.loads(request.content))  # the job now exists
+        if kind == "cut":
+            raise httpx.RemoteProtocolError("peer closed connection", request=request)
+        if kind == "timeout":
+            raise httpx.ReadTimeout("read timed out", request=request)
+        if kind == "garbled":
+            return httpx.Response(200, content=created.content[:20])
+        return httpx.Response(int(kind), text="<html>gateway</html>")
+
+    api.before.append(hook)

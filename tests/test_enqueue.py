@@ -16,38 +16,10 @@ from oxen_queue import (
     RetryPolicy,
 )
 
-from .fakes import FakeAPI
+from .fakes import FakeAPI, on_enqueue
 from .helpers import fake_client
 
 pytestmark = pytest.mark.anyio
-
-
-def on_enqueue(api: FakeAPI, answers: list[str]) -> None:
-    """Script the next enqueues: 'ok', '429', '503', 'refused' (never connected), or ambiguous
-    ones that create the job first: 'cut', '502', '504', 'garbled'."""
-
-    def hook(request: httpx.Request) -> httpx.Response | None:
-        if request.method != "POST" or request.url.path != "/api/ai/queue" or not answers:
-            return None
-        kind = answers.pop(0)
-        if kind == "429":
-            return httpx.Response(429, headers={"Retry-After": "0"}, json={})
-        if kind == "503":
-            return httpx.Response(503, text="unavailable")
-        if kind == "refused":
-            raise httpx.ConnectError("refused", request=request)
-        if kind == "ok":
-            return None
-        created = api.create(json.loads(request.content))  # the job now exists
-        if kind == "cut":
-            raise httpx.RemoteProtocolError("peer closed connection", request=request)
-        if kind == "timeout":
-            raise httpx.ReadTimeout("read timed out", request=request)
-        if kind == "garbled":
-            return httpx.Response(200, content=created.content[:20])
-        return httpx.Response(int(kind), text="<html>gateway</html>")
-
-    api.before.append(hook)
 
 
 @pytest.mark.parametrize("refusal", ["429", "503", "refused"])

@@ -7,7 +7,6 @@ On the scripted fake (``tests/fakes.py``): each answer is the test's choice.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 
 from oxen_queue import BadRequestError
 
-from .fakes import FakeAPI
+from .fakes import FakeAPI, on_enqueue
 from .helpers import fake_client
 from .otel_support import Recorded, attributes, event_names, recording
 
@@ -33,33 +32,11 @@ def otel() -> Iterator[Recorded]:
         yield recorded
 
 
-def script(api: FakeAPI, answers: list[str]) -> None:
-    """The next enqueues' answers: '429', '503', 'ok', 'cut' (made, then the connection cut),
-    'lost' (a read timeout before the server made anything)."""
-
-    def hook(request: httpx.Request) -> httpx.Response | None:
-        if request.method != "POST" or request.url.path != "/api/ai/queue" or not answers:
-            return None
-        kind = answers.pop(0)
-        if kind == "429":
-            return httpx.Response(429, headers={"Retry-After": "0"}, json={})
-        if kind == "503":
-            return httpx.Response(503, text="unavailable")
-        if kind == "lost":
-            raise httpx.ReadTimeout("timed out before the server acted", request=request)
-        if kind == "cut":
-            api.create(json.loads(request.content))
-            raise httpx.RemoteProtocolError("peer closed connection", request=request)
-        return None
-
-    api.before.append(hook)
-
-
 async def test_refused_attempts_are_retry_events_and_are_counted_by_endpoint(
     otel: Recorded,
 ) -> None:
     api = FakeAPI()
-    script(api, ["429", "503", "ok"])
+    on_enqueue(api, ["429", "503", "ok"])
     async with fake_client(api) as client:
         generation = await client.enqueue(MODEL, prompt=PROMPT)
         await generation
@@ -82,7 +59,7 @@ async def test_a_lost_answer_whose_job_is_found_is_reconciled_on_the_span(
     otel: Recorded,
 ) -> None:
     api = FakeAPI()
-    script(api, ["cut"])
+    on_enqueue(api, ["cut"])
     async with fake_client(api) as client:
         generation = await client.enqueue(MODEL, prompt=PROMPT)
         await generation
@@ -101,7 +78,7 @@ async def test_a_lost_answer_whose_job_is_found_is_reconciled_on_the_span(
 
 async def test_a_lost_answer_that_made_nothing_is_resent_on_the_span(otel: Recorded) -> None:
     api = FakeAPI()
-    script(api, ["lost"])
+    on_enqueue(api, ["lost"])
     async with fake_client(api) as client:
         client._core.enqueuer.reconciler._settle_delay = 0.0  # the second look at once
         generation = await client.enqueue(MODEL, prompt=PROMPT)
