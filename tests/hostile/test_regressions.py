@@ -138,16 +138,15 @@ async def test_a_server_restarted_without_its_jobs_fails_a_pending_generation_at
             generation = await client.enqueue("gpt-image-2", prompt=PROMPT)
             await anyio.to_thread.run_sync(first.stop)
             await anyio.to_thread.run_sync(second.start)
-            restarted = anyio.current_time()
-            with anyio.fail_after(5), pytest.raises(NotFoundError):
+            # 0.1-0.9 s measured (the issue saw 0.3 s): the reconnection, after a jittered
+            # backoff of up to 0.5 s, reconciles at once. The wrong behaviour waits for the
+            # generation's deadline (an hour by default): a guard of 20 s tells them apart on any
+            # machine.
+            with anyio.fail_after(20), pytest.raises(NotFoundError):
                 await generation
-            elapsed = anyio.current_time() - restarted
     finally:
         await anyio.to_thread.run_sync(first.stop)
         await anyio.to_thread.run_sync(second.stop)
-    # 0.1-0.9 s measured (the issue saw 0.3 s): the reconnection, after a jittered backoff
-    # of up to 0.5 s, reconciles at once; never the generation's deadline.
-    assert elapsed < 1.5
 
 
 async def test_aclose_with_a_thousand_pending_is_immediate(server: HostileServer) -> None:
@@ -165,10 +164,13 @@ async def test_aclose_with_a_thousand_pending_is_immediate(server: HostileServer
                 for i in range(250):
                     group.start_soon(enqueue, i)
         assert len(client.pending) == 1000
-        started = anyio.current_time()
-        await client.aclose()
-        elapsed = anyio.current_time() - started
-    assert elapsed < 0.2  # 0.002-0.006 s measured; generous for a loaded CI machine
+        before = len(server.requests())
+        # 0.002-0.006 s measured. What a slow close would do is wait for the jobs (12 s and
+        # more at this time scale) or talk to the server per generation: the guard is far
+        # below the one and the request count rules out the other, on any machine.
+        with anyio.fail_after(10):
+            await client.aclose()
+        assert len(server.requests()) == before  # nothing sent to close
     for generation in generations:
         with pytest.raises(ClientClosedError):
             generation.result()
