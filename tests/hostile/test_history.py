@@ -50,7 +50,7 @@ async def test_a_lost_answer_is_adopted_from_an_oldest_first_history_in_few_page
         assert mine == [generation.id]  # adopted
     assert server.count("GET", "/api/ai/generations") < 20
     assert server.count("POST", "/api/ai/queue") == 1  # never resent
-    assert elapsed < DEADLINE + 1
+    assert elapsed < DEADLINE + 5  # a thousand rows, paged from the oldest: seconds at least
 
 
 async def test_a_lost_answer_whose_lookups_keep_failing_is_ambiguous_within_the_deadline(
@@ -69,4 +69,4 @@ async def test_a_lost_answer_whose_lookups_keep_failing_is_ambiguous_within_the_
         elapsed = anyio.current_time() - started
     assert len(server.jobs) == 1
     assert server.count("POST", "/api/ai/queue") == 1  # never resent
-    assert elapsed < DEADLINE + 1
+    assert elapsed < DEADLINE + 5  # not the 10,000 attempts' minutes

@@ -61,7 +61,8 @@ async def test_a_file_sent_at_one_byte_per_second_fails_after_the_stall_timeout(
     body = PNG_HEAD + b"\x00" * 1000
     server.on("GET", "/files/{ns}/{name}", trickle(1.0, body=body, for_at_most=30), origin="files")
     async with make_client(server, stall_timeout=STALL) as client:
-        with anyio.fail_after(STALL + 1.5), pytest.raises(DownloadError):
+        # The trickle lasts 30 s: a download that outlived the stall timeout would see it out.
+        with anyio.fail_after(STALL + 15), pytest.raises(DownloadError):
             await client.download(result(server), tmp_path)
     assert list(tmp_path.iterdir()) == []  # no partial file
 
@@ -71,13 +72,14 @@ async def test_an_enqueue_answer_sent_at_one_byte_per_second_is_cut_off_then_rec
 ) -> None:
     """The whole attempt is bounded by ``timeout``; the job it created is adopted."""
     timeout = 1.2  # longer than the gap between two bytes: only a whole-attempt bound helps
-    server.on("POST", "/api/ai/queue", trickle(1.0, for_at_most=2.5), times=1)
+    # The answer would take 30 s: a bound per read (not per attempt) lets it run that long.
+    server.on("POST", "/api/ai/queue", trickle(1.0, for_at_most=30), times=1)
     async with make_client(server, timeout=timeout) as client:
         started = anyio.current_time()
-        with anyio.fail_after(timeout + 5):
+        with anyio.fail_after(timeout + 20):
             generation = await client.enqueue("gpt-image-2", prompt=PROMPT)
         elapsed = anyio.current_time() - started
-        assert elapsed < timeout + 1.0
+        assert elapsed < timeout + 10
         assert list(server.jobs) == [generation.id]
         assert (client.stats.reconciled, client.stats.resent) == (1, 0)
     assert server.count("POST", "/api/ai/queue") == 1
@@ -86,7 +88,7 @@ async def test_an_enqueue_answer_sent_at_one_byte_per_second_is_cut_off_then_rec
 async def test_slow_downloads_leave_the_request_slots_to_api_calls(
     server: HostileServer, tmp_path: Path
 ) -> None:
-    slow_files(server, size=20_000, seconds=2.0)
+    slow_files(server, size=20_000, seconds=30.0)  # cancelled once the enqueue is through
 
     def files() -> list[Logged]:
         return server.requests("GET", "/files/{ns}/{name}", origin="files")
@@ -98,13 +100,13 @@ async def test_slow_downloads_leave_the_request_slots_to_api_calls(
             group.start_soon(client.download, result(server, name), tmp_path / name)
         assert await wait_until(lambda: len(files()) == 2, within=2)
         started = anyio.current_time()
-        with anyio.fail_after(5):
+        with anyio.fail_after(25):
             await client.enqueue("gpt-image-2", prompt=PROMPT)
         elapsed = anyio.current_time() - started
         in_progress = [entry for entry in files() if entry.ended is None]
         group.cancel_scope.cancel()
     assert len(in_progress) == 2  # both downloads were still running
-    assert elapsed < 1.0
+    assert elapsed < 15  # not after a download's 30 s
 
 
 @pytest.mark.parametrize(

@@ -127,8 +127,9 @@ async def test_in_flight_lists_unanswered_requests_of_one_fingerprint(ledger: Sq
 
 async def test_wait_idle_returns_at_once_when_nothing_is_in_flight(ledger: SqlLedger) -> None:
     mine = await new_intent(ledger)
-    with anyio.fail_after(1):
-        assert await ledger.wait_idle(FP, exclude_intent=mine, timeout=5) == []
+    # A wait that did not return at once would take its timeout: 60 s, far past the guard.
+    with anyio.fail_after(20):
+        assert await ledger.wait_idle(FP, exclude_intent=mine, timeout=60) == []
 
 
 async def test_wait_idle_wakes_when_another_request_is_answered(ledger: SqlLedger) -> None:
@@ -184,8 +185,9 @@ async def test_wait_idle_ignores_requests_of_dead_owners(ledger_url: str) -> Non
         await new_intent(dead)
         mine = await new_intent(me)
         assert [i.owner_alive for i in await me.in_flight(FP, exclude_intent=mine)] == [False]
-        with anyio.fail_after(1):
-            assert await me.wait_idle(FP, exclude_intent=mine, timeout=5) == []
+        # Waiting on the dead owner's request would take the timeout: 60 s, past the guard.
+        with anyio.fail_after(20):
+            assert await me.wait_idle(FP, exclude_intent=mine, timeout=60) == []
 
 
 async def test_claimed_ids_covers_every_intent_of_the_fingerprint(ledger: SqlLedger) -> None:

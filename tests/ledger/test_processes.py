@@ -249,7 +249,8 @@ async def test_a_killed_client_on_another_host_is_gone_when_its_lease_runs_out(
                 return bool(await judge.stale_intents())
 
             await wait_for(gone)
-            assert time.monotonic() - killed_at < 3.0
+            # Its 1 s lease, not the default 30 s one: 10 s tells them apart on a busy machine.
+            assert time.monotonic() - killed_at < 10.0
     finally:
         if worker.process.poll() is None:
             worker.kill()

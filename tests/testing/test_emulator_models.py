@@ -253,7 +253,8 @@ async def test_videos_generate_validates_synchronously_with_the_docs_messages(
 
 
 async def test_sync_generation_waits_its_scaled_duration_on_a_real_clock() -> None:
-    config = EmulatorConfig(image_duration=(0.2, 0.2), time_scale=0.5)
+    # 10 s scaled to 0.1 s: the unscaled duration and no wait at all are both far outside.
+    config = EmulatorConfig(image_duration=(10.0, 10.0), time_scale=0.01)
     async with asgi_client(create_app(config=config)) as client:
         started = time.perf_counter()
         response = await client.post(
@@ -261,4 +262,4 @@ async def test_sync_generation_waits_its_scaled_duration_on_a_real_clock() -> No
         )
         elapsed = time.perf_counter() - started
     assert response.status_code == 200
-    assert 0.09 <= elapsed < 1.0
+    assert 0.09 <= elapsed < 5.0
