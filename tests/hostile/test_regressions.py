@@ -170,7 +170,11 @@ async def test_aclose_with_a_thousand_pending_is_immediate(server: HostileServer
         # below the one and the request count rules out the other, on any machine.
         with anyio.fail_after(10):
             await client.aclose()
-        assert len(server.requests()) == before  # nothing sent to close
+        # Nothing is sent to close: no cancellation, no request per generation. A watcher's
+        # request already under way when close began may still be logged (CI saw one).
+        during = server.requests()[before:]
+        assert [r for r in during if r.method == "DELETE"] == []
+        assert len(during) <= 2, during
     for generation in generations:
         with pytest.raises(ClientClosedError):
             generation.result()
