@@ -53,6 +53,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    # The longest tests start first: pytest-xdist's worksteal hands each worker a contiguous
+    # share of this order, so a test that runs for a minute overlaps the rest of the suite
+    # instead of being its tail.
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -77,7 +77,7 @@ class _Response(BaseModel):
 
     # protected_namespaces=(): the API's own fields are named model_name and model_type, and
     # pydantic before 2.10 warns about the "model_" prefix on import.
-    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=(), defer_build=True)
 
 
 class GenerationRecord(_Response):

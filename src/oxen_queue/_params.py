@@ -85,7 +85,7 @@ class GptImage2Params(BaseModel):
     Only the fields you set are sent; the server applies the same defaults.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     prompt: str = Field(min_length=1, description="Text description of the image to generate.")
     resolution: Resolution = "1920x1080"
@@ -110,7 +110,7 @@ class GptImage2EditParams(BaseModel):
     runs. Only the fields you set are sent; the server applies the same defaults.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     prompt: str = Field(min_length=1, description="Text instruction for the edit.")
     input_image: str | list[str] = Field(
@@ -153,7 +153,7 @@ class KlingV26ProTextToVideoParams(BaseModel):
     Only the fields you set are sent; the server applies the same defaults.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     prompt: str = Field(min_length=1, description="Text description of the video to generate.")
     negative_prompt: str | None = Field(default=None, description="What the video should not show.")

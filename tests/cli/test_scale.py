@@ -464,6 +464,7 @@ _TINY_PNG: Final = (
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @posix_only
 @pytest.mark.timeout(600)
 def test_a_10000_line_batch_killed_mid_run_resumes_with_exactly_one_job_per_line(

@@ -69,9 +69,31 @@ class EmulatorServer(uvicorn.Server):
             should_exit = await self.on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """End every event stream first: uvicorn waits for open responses to finish."""
+        """uvicorn's graceful shutdown, without its fixed pauses: event streams end first,
+        then the connections are asked to close, and the server waits for them (checking
+        every few milliseconds, not every 0.1 s) for at most ``timeout_graceful_shutdown``.
+
+        A test suite stops an emulator hundreds of times: uvicorn's own shutdown sleeps
+        0.1 s whatever is open, which made each stop take a tenth of a second.
+        """
         self.app.state.close_streams()
-        await super().shutdown(sockets)
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.config.timeout_graceful_shutdown or 0)
+        state = self.server_state
+        # Polling: uvicorn announces neither a connection's end nor a task's.
+        while (state.connections or state.tasks) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        for task in list(state.tasks):
+            task.cancel(msg="the emulator stopped")
+        for server in self.servers:
+            await server.wait_closed()
+        await self.lifespan.shutdown()
 
     def request_stop(self) -> None:
         """Ask the server to stop; callable from any thread."""
