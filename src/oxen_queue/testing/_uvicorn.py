@@ -87,13 +87,17 @@ class EmulatorServer(uvicorn.Server):
         deadline = loop.time() + (self.config.timeout_graceful_shutdown or 0)
         state = self.server_state
         # Polling: uvicorn announces neither a connection's end nor a task's.
-        while (state.connections or state.tasks) and loop.time() < deadline:  # noqa: ASYNC110
+        # A second Ctrl-C (force_exit) stops the wait, as in uvicorn.
+        while (state.connections or state.tasks) and not self.force_exit:
+            if loop.time() >= deadline:
+                break
             await asyncio.sleep(0.005)
         for task in list(state.tasks):
             task.cancel(msg="the emulator stopped")
         for server in self.servers:
             await server.wait_closed()
-        await self.lifespan.shutdown()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
 
     def request_stop(self) -> None:
         """Ask the server to stop; callable from any thread."""
