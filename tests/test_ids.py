@@ -244,6 +244,46 @@ def test_every_entry_point_refuses_an_implausible_id_unsent_or_sends_it_as_one_s
             assert request.headers["authorization"] == "Bearer test-key"
 
 
+not_strings = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.binary(max_size=40),
+    st.lists(st.text(max_size=5), max_size=3),
+)
+
+
+async def _non_string_outcomes(values: list[object]) -> list[tuple[str, BaseException | None]]:
+    api = FakeAPI()
+    results = []
+    async with fake_client(api) as client:
+        for value in values:
+            for name, (call, _, _) in ENTRY_POINTS.items():
+                error: BaseException | None = None
+                try:
+                    with anyio.fail_after(5):
+                        await call(client, value)  # type: ignore[arg-type]  # the point
+                except Exception as exc:
+                    error = exc
+                results.append((name, error))
+    assert api.requests == []
+    return results
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@settings(max_examples=20)
+@given(st.lists(not_strings, min_size=1, max_size=4))
+def test_every_entry_point_refuses_an_id_that_is_not_a_string_unsent(
+    backend: str, values: list[object]
+) -> None:
+    """None, bytes, numbers or lists where an id (or a model) belongs: a documented refusal
+    naming the argument, never an ``AttributeError`` from deeper in, and nothing sent."""
+    for name, error in anyio.run(_non_string_outcomes, values, backend=backend):
+        assert isinstance(error, InvalidParamsError), (name, error)
+        assert error.field == ENTRY_POINTS[name][1], (name, error)
+
+
 @pytest.mark.parametrize("value", ["..", ".", "%2e%2e", "a/b", "x?y", "a\r\nb", "a\x00b"])
 def test_the_blocking_client_refuses_the_same_ids_the_same_way(value: str) -> None:
     api = FakeAPI()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import email.utils
+import math
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from oxen_queue import PollPolicy, RetryPolicy
 from oxen_queue._retry import parse_retry_after
@@ -72,3 +75,24 @@ def test_retry_after_in_seconds_milliseconds_and_http_dates() -> None:
 def test_unusable_retry_after_is_ignored(value: str) -> None:
     assert parse_retry_after(httpx.Headers({"Retry-After": value})) is None
     assert parse_retry_after(httpx.Headers({"retry-after-ms": value})) is None
+
+
+header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+dates = st.builds(
+    lambda day, year, clock: f"Mon, {day:02d} Jan {year} {clock} GMT",
+    st.integers(0, 99),
+    st.integers(-(10**25), 10**25),
+    st.sampled_from(["00:00:00", "25:61:61", "1:2:3"]),
+)
+
+
+@given(st.one_of(header_text, dates), st.one_of(st.none(), header_text))
+@example("Mon, 01 Jan 99999999999999999999 00:00:00 GMT", None)  # OverflowError before
+@example("Fri, 31 Dec 9999 23:59:59 GMT", "1e400")
+def test_any_retry_after_is_a_finite_wait_or_none(header: str, millis: str | None) -> None:
+    """Whatever the server writes, the wait is seconds the client can sleep, or absent."""
+    headers = {"Retry-After": header}
+    if millis is not None:
+        headers["retry-after-ms"] = millis
+    wait = parse_retry_after(httpx.Headers(headers), now=1_000_000.0)
+    assert wait is None or (math.isfinite(wait) and wait >= 0)

@@ -29,10 +29,18 @@ from ._api import QUEUE, QueueEndpoints
 from ._budget import Budget
 from ._detached import spawn_detached
 from ._download import FileFetcher
+from ._durations import optional_seconds, seconds, timeout_of
 from ._enqueue import Enqueuer
 from ._exceptions import APIResponseValidationError, ClientClosedError, InvalidParamsError
 from ._generation import Generation, due, expire_if_due, fail, observe
-from ._http import DEFAULT_BASE_URL, USER_AGENT, ApiSession, attempt_deadline, check_base_url
+from ._http import (
+    DEFAULT_BASE_URL,
+    USER_AGENT,
+    ApiSession,
+    attempt_deadline,
+    check_api_key,
+    check_base_url,
+)
 from ._ids import MAX_ID_LENGTH, plausible_id
 from ._ledger import Ledger, LedgerError, open_ledger
 from ._ledger._memory import MemoryLedger
@@ -98,8 +106,14 @@ class CallOptions:
         return self.validate if validate is None else validate
 
     def deadline_or(self, deadline: float | Default | None) -> float | None:
-        """A call's ``deadline``, or these defaults' when it gives ``DEFAULT``."""
-        return self.deadline if deadline is DEFAULT else deadline
+        """A call's ``deadline``, or these defaults' when it gives ``DEFAULT``.
+
+        Raises:
+            InvalidParamsError: Neither ``None`` nor a finite number of seconds above zero.
+        """
+        return (
+            self.deadline if deadline is DEFAULT else optional_seconds(deadline, field="deadline")
+        )
 
     def replace(
         self,
@@ -110,22 +124,19 @@ class CallOptions:
     ) -> CallOptions:
         """These defaults with the ones given (``DEFAULT`` keeps one)."""
         return CallOptions(
-            timeout=self.timeout if timeout is DEFAULT else _timeout(timeout),
+            timeout=self.timeout if timeout is DEFAULT else timeout_of(timeout),
             validate=self.validate if validate is DEFAULT else validate,
             deadline=self.deadline_or(deadline),
         )
-
-
-def _timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
-    return timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
 
 
 class ClientCore:
     """The shared state of a client, made from its settings (``AsyncClient``'s arguments).
 
     Raises:
-        InvalidParamsError: No API key, an unusable base URL, ledger or ``max_spend``.
-        ValueError: A non-positive interval.
+        InvalidParamsError: No API key or an unusable one, an unusable base URL, ledger or
+            ``max_spend``, or a timeout or interval that is not a finite number of seconds
+            above zero.
     """
 
     def __init__(
@@ -151,25 +162,18 @@ class ClientCore:
         http_backend: HttpBackend,
         max_spend: Decimal | int | None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("OXEN_API_KEY", "")
-        if not key.strip():
-            raise InvalidParamsError(
-                "no API key: pass api_key=... or set the OXEN_API_KEY environment variable "
-                "(create a key at https://www.oxen.ai under your profile's API keys)",
-                field="api_key",
-            )
+        key = check_api_key(api_key)
         url = check_base_url(
             base_url or os.environ.get("OXEN_BASE_URL") or DEFAULT_BASE_URL,
             allow_insecure_http=allow_insecure_http,
         )
-        if shared_poll_interval <= 0 or backstop_interval <= 0 or stall_timeout <= 0:
-            raise ValueError(
-                "shared_poll_interval, backstop_interval and stall_timeout must be positive"
-            )
+        shared_poll_interval = seconds(shared_poll_interval, field="shared_poll_interval")
+        backstop_interval = seconds(backstop_interval, field="backstop_interval")
+        stall_timeout = seconds(stall_timeout, field="stall_timeout")
         budget = None if max_spend is None else _budget(max_spend)
         retry = retry or RetryPolicy()
         poll_policy = poll_policy or PollPolicy()
-        http_timeout = _timeout(timeout)
+        http_timeout = timeout_of(timeout)
         ledger_url = ledger if ledger is not None else os.environ.get("OXEN_LEDGER") or None
         try:
             enqueue_ledger: Ledger = open_ledger(ledger_url) or MemoryLedger()
@@ -177,10 +181,10 @@ class ClientCore:
             raise InvalidParamsError(str(exc), field="ledger") from None
         self.completion: CompletionMode = completion
         # OpenTelemetry (the otel extra): a no-op without it; imported at the first call.
-        self.telemetry = telemetry = client_telemetry(base_url=url, secret=key.strip())
+        self.telemetry = telemetry = client_telemetry(base_url=url, secret=key)
         self.session = session = ApiSession(
             base_url=url,
-            api_key=key.strip(),
+            api_key=key,
             timeout=http_timeout,
             max_concurrency=max_concurrency,
             retry=retry,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
 
+from ._durations import optional_seconds
 from ._exceptions import (
     GenerationCancelledError,
     GenerationFailedError,
@@ -181,16 +182,20 @@ class Generation:
             GenerationCancelledError: The status became ``cancelled``.
             GenerationTimeoutError: The generation's deadline passed first.
             TimeoutError: ``timeout`` expired first.
+            InvalidParamsError: ``timeout`` is neither ``None`` nor a finite number of seconds
+                above zero.
             OxenError: The status could not be learned (the id is unknown, the key refused).
         """
+        timeout = optional_seconds(timeout, field="timeout")
         if self._outcome is None:
             if self._signal is None:
                 self._signal = Signal()
             with anyio.move_on_after(math.inf if timeout is None else timeout):
                 await self._signal.wait()
             if self._outcome is None:
+                # The status is the server's word: repr() shows any control character escaped.
                 raise TimeoutError(
-                    f"generation {self.id} is still {self._status} after {timeout:g} s"
+                    f"generation {self.id} is still {self._status!r:.40} after {timeout:g} s"
                 )
         return self.result()
 

@@ -15,6 +15,8 @@ import dataclasses
 import ipaddress
 import logging
 import math
+import os
+import re
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
@@ -66,6 +68,46 @@ _CLOSED: Final = "the client is closed: use it inside `async with AsyncClient() 
 _FIXED_PATHS: Final = frozenset(
     {_api.QUEUE, _api.HISTORY, _api.MODELS, _api.IMAGES, _api.EDITS, _api.VIDEOS}
 )
+
+
+_KEY: Final = re.compile(r"[\x21-\x7e]+\Z")
+"""A key as it may travel in a header: visible ASCII, no space or control character."""
+
+
+def check_api_key(api_key: str | None) -> str:
+    """The API key: ``api_key``, else ``$OXEN_API_KEY``, without surrounding whitespace (a
+    newline read from a file with it).
+
+    It must then be visible ASCII (``!`` to ``~``): it travels in the ``Authorization``
+    header, where a control character, a space or a non-ASCII letter would be refused by the
+    HTTP library with a message quoting the header, key included. The messages here never
+    repeat the key; they say where the first character that is not allowed stands.
+
+    Raises:
+        InvalidParamsError: No key, a key that is not a string, or one holding a character
+            outside visible ASCII (field ``api_key``).
+    """
+    key = api_key if api_key is not None else os.environ.get("OXEN_API_KEY", "")
+    if not isinstance(key, str):
+        raise InvalidParamsError(
+            f"api_key must be a string, not {type(key).__name__}", field="api_key"
+        )
+    key = key.strip()
+    if not key:
+        raise InvalidParamsError(
+            "no API key: pass api_key=... or set the OXEN_API_KEY environment variable "
+            "(create a key at https://www.oxen.ai under your profile's API keys)",
+            field="api_key",
+        )
+    if _KEY.match(key) is None:
+        where = next(i for i, c in enumerate(key) if not _KEY.match(c))
+        raise InvalidParamsError(
+            f"api_key holds a character that is not visible ASCII at position {where + 1} of "
+            f"{len(key)} (a space, a control character or a non-ASCII letter; the key is "
+            "not shown): copy the key again",
+            field="api_key",
+        )
+    return key
 
 
 def check_base_url(base_url: str, *, allow_insecure_http: bool) -> httpx.URL:

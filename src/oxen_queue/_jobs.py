@@ -154,13 +154,12 @@ class Jobs:
         try:
             try:
                 await core.opened()
-                if not isinstance(model, str) or not model.strip():
-                    raise InvalidParamsError("model must be a non-empty model id", field="model")
                 if "num_generations" in params:
                     raise InvalidParamsError(
                         "pass num_generations to enqueue_many(), which returns every generation",
                         field="num_generations",
                     )
+                seconds = self._options.deadline_or(deadline)  # refused before any request
                 checked = await core.params.check(model, params, self._options.validating(validate))
                 body = merge_extra(checked, extra_params)
                 # The budget (max_spend): the estimate is reserved before anything is sent, the
@@ -171,9 +170,7 @@ class Jobs:
                     trace.budget_refused(exc)
                     raise
                 trace.budget_reserved(hold.estimate)
-                track = _Track(
-                    core, model, body, self._options.deadline_or(deadline), created, hold, trace
-                )
+                track = _Track(core, model, body, seconds, created, hold, trace)
                 try:
                     await core.watcher.ready()
                 except BaseException as exc:

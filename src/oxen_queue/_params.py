@@ -237,9 +237,11 @@ class ParamChecker:
 
         Raises:
             InvalidParamsError: A bad parameter, or a model the API does not know; whatever
-                ``validate`` says, one of openai-python's per-call request options
-                (`refuse_request_options`).
+                ``validate`` says, a model that is not a non-empty string or one of
+                openai-python's per-call request options (`refuse_request_options`).
         """
+        if not isinstance(model, str) or not model.strip():  # a list is no dictionary key
+            raise InvalidParamsError("model must be a non-empty model id", field="model")
         refuse_request_options(params, waits=not partial)
         if not (self._enabled if validate is None else validate):
             return dict(params)
@@ -257,10 +259,10 @@ class ParamChecker:
             InvalidParamsError: A model the API does not know, or a model id that cannot
                 be a path segment (`_ids`), refused before the fetch.
         """
+        check_id(model, field="model")  # before the cache is asked, and a lock made for it
         described = self._models.get(model)
         if described is not None:
             return described
-        check_id(model, field="model")  # before a lock is made for it, too
         lock = self._fetching.setdefault(model, anyio.Lock())
         async with lock:
             described = self._models.get(model)

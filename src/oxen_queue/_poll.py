@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from ._durations import optional_seconds, seconds
 
 __all__ = ["PollPolicy"]
 
@@ -37,14 +40,13 @@ class PollPolicy:
     deadline: float | None = 3600.0
 
     def __post_init__(self) -> None:
-        if self.initial < 0 or self.max_interval < 0 or self.slow_max_interval < 0:
-            raise ValueError("poll intervals must not be negative")
-        if self.multiplier < 1:
-            raise ValueError("multiplier must be at least 1")
+        for field in ("initial", "max_interval", "slow_after", "slow_max_interval"):
+            seconds(getattr(self, field), field=field, zero=True)
+        if not 1 <= self.multiplier < math.inf:
+            raise ValueError("multiplier must be a finite number, at least 1")
         if not 0 <= self.jitter < 1:
             raise ValueError("jitter must be in [0, 1)")
-        if self.deadline is not None and self.deadline <= 0:
-            raise ValueError("deadline must be positive, or None for no limit")
+        optional_seconds(self.deadline, field="deadline")
 
     def delay(self, attempt: int, *, elapsed: float = 0.0, rand: float = 0.5) -> float:
         """Seconds to wait before poll number ``attempt`` (0 is the first).

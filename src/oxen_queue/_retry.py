@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import anyio
 import httpx
 
+from ._durations import optional_seconds, seconds
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -97,10 +98,9 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError("attempts must be at least 1")
-        if self.initial_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
-            raise ValueError("delays must not be negative")
-        if self.deadline is not None and self.deadline <= 0:
-            raise ValueError("deadline must be positive, or None for no limit")
+        for field in ("initial_delay", "max_delay", "max_retry_after"):
+            seconds(getattr(self, field), field=field, zero=True)
+        optional_seconds(self.deadline, field="deadline")
 
     @classmethod
     def no_wait(cls, *, attempts: int = 6) -> RetryPolicy:
@@ -130,7 +130,7 @@ def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> fl
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(header)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):  # a year past 9999, too
             return None
         value = when.timestamp() - (time.time() if now is None else now)
         return max(value, 0.0)

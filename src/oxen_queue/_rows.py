@@ -14,12 +14,13 @@ from ._exceptions import InvalidParamsError
 from ._generation import Generation, observe
 from ._history import GenerationHistory
 from ._ids import check_id
+from ._models import GenerationRecord
 from ._recover import recover_ids
 
 if TYPE_CHECKING:
     from ._api import QueueEndpoints
     from ._core import CallOptions, ClientCore
-    from ._models import GenerationPage, GenerationRecord, Model
+    from ._models import GenerationPage, Model
     from ._types import Default
 
 __all__ = ["Rows"]
@@ -81,6 +82,8 @@ class Rows:
         Raises:
             GenerationError: It did not succeed.
         """
+        if not isinstance(source, Generation | GenerationRecord):
+            check_id(source)  # refused before the client opens
         await self._core.opened()
         if isinstance(source, str):
             source = self.generation(source, deadline=self._options.deadline)

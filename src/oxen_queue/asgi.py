@@ -36,6 +36,7 @@ from typing import Protocol, TypeVar
 
 import anyio
 
+from ._durations import seconds
 from ._exceptions import OxenError
 
 __all__ = ["ClientDisconnectedError", "DisconnectAware", "cancel_on_disconnect"]
@@ -85,12 +86,11 @@ async def cancel_on_disconnect(
 
     Raises:
         ClientDisconnectedError: The client hung up; the work was cancelled (or not begun).
-        ValueError: ``poll_interval`` is not positive.
+        InvalidParamsError: ``poll_interval`` is not a finite number of seconds above zero.
         Exception: Whatever ``work`` or ``request.is_disconnected()`` raised, as it is.
     """
     try:
-        if poll_interval <= 0:
-            raise ValueError("poll_interval must be positive")
+        seconds(poll_interval, field="poll_interval")
         gone = await request.is_disconnected()
     except BaseException:
         _discard(work)

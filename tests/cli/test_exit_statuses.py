@@ -133,6 +133,31 @@ def test_commands_without_generations_exit_as_the_rule_says(
     assert status == expected, stderr
 
 
+@pytest.mark.parametrize("timeout", ["inf", "nan", "0", "-1", "1e999", "soon"])
+@pytest.mark.parametrize("command", [["submit", "an ox"], ["generate", "an ox"]])
+def test_a_timeout_that_is_not_a_finite_number_of_seconds_is_a_usage_error(
+    hub: Hub, capsys: pytest.CaptureFixture[str], command: list[str], timeout: str
+) -> None:
+    """Before: ``--timeout inf`` ended in "unexpected OverflowError" (aiohttp's), NaN in
+    anyio's ``ValueError``, and 0 or -1 in every line "ambiguous", never sent."""
+    requests = hub.emulator.stats()["requests"]
+    status, _, stderr = run([*command, "--timeout", timeout], capsys)
+    assert status == 2, stderr
+    assert "--timeout" in stderr and "finite number of seconds" in stderr
+    assert "Traceback" not in stderr
+    assert hub.emulator.stats()["requests"] == requests
+
+
+def test_an_empty_out_is_a_usage_error(
+    hub: Hub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out ""`` was taken as the current directory: the run's files landed there."""
+    prompts = write_prompts(tmp_path, "an ox")
+    status, _, stderr = run(["batch", str(prompts), "--out", ""], capsys)
+    assert status == 2, stderr
+    assert "--out" in stderr
+
+
 @pytest.mark.parametrize(
     ("lines", "expected"),
     [

@@ -23,6 +23,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
+from .._durations import seconds
+from .._exceptions import InvalidParamsError
 from .._money import AmountError, amount
 from .._version import __version__
 from ._prompts import FORMATS
@@ -163,6 +165,23 @@ def _scale(text: str) -> float:
     return scale
 
 
+def _seconds(text: str) -> float:
+    """A timeout on the command line: a finite number of seconds above zero."""
+    try:
+        return seconds(float(text), field="--timeout")
+    except (ValueError, InvalidParamsError):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds above zero: {text!r}"
+        ) from None
+
+
+def _directory(text: str) -> Path:
+    """An output directory on the command line: any path but an empty one."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a directory (. for this one)")
+    return Path(text)
+
+
 def _port(text: str) -> int:
     """A TCP port on the command line: 0 (any free one) to 65535."""
     try:
@@ -193,7 +212,7 @@ def _ledger_option(parser: argparse.ArgumentParser, default: str) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=30.0,
         metavar="SECONDS",
         help="seconds for each request, connect to last byte",
@@ -234,7 +253,9 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     generate.add_argument("prompt")
     _request_options(generate)
     generate.add_argument("-n", type=int, default=1, help="generations (num_generations)")
-    generate.add_argument("--out", type=Path, default=Path("."), help="directory for the files")
+    generate.add_argument(
+        "--out", type=_directory, default=Path("."), help="directory for the files"
+    )
     _ledger_option(generate, "$OXEN_LEDGER, else this process's memory")
 
     submit = command(
@@ -263,7 +284,9 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
         "Save the result of each finished generation in --out, named after its id.",
     )
     download.add_argument("generation_ids", nargs="+", metavar="ID")
-    download.add_argument("--out", type=Path, default=Path("."), help="directory for the files")
+    download.add_argument(
+        "--out", type=_directory, default=Path("."), help="directory for the files"
+    )
 
     batch = command(
         "batch",
@@ -291,7 +314,9 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     )
     _request_options(batch)
     batch.add_argument("--concurrency", type=int, default=16, help="generations in flight")
-    batch.add_argument("--out", type=Path, default=Path("oxen-output"), help="output directory")
+    batch.add_argument(
+        "--out", type=_directory, default=Path("oxen-output"), help="output directory"
+    )
     _ledger_option(batch, "OUT/ledger.db, beside the manifest")
     batch.add_argument(
         "--retry-failed", action="store_true", help="enqueue anew what failed in an earlier run"
@@ -342,7 +367,7 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
         "Run a prompts file through `batch` on the shared local emulator (the one --emulator "
         "commands use, started if none runs): no key, no hub. Resumable like `batch`.",
     )
-    demo.add_argument("--out", type=Path, default=Path("oxen-demo"), help="output directory")
+    demo.add_argument("--out", type=_directory, default=Path("oxen-demo"), help="output directory")
     demo.add_argument("--concurrency", type=int, default=16, help="generations in flight")
     demo.add_argument("--prompts", help="a prompts file (default: the bundled one)")
     _ledger_option(demo, "OUT/ledger.db, beside the manifest")

@@ -1,0 +1,53 @@
+"""Durations from the caller: every timeout, deadline and interval given in seconds.
+
+The one owner of what a caller may give as seconds. A NaN, an infinity, a bool or a string is
+refused where it enters, naming the argument, instead of surfacing later and elsewhere:
+anyio's ``ValueError: deadline must not be NaN``, aiohttp's ``OverflowError`` for an infinite
+timeout, or a request sent with a timeout that has already passed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+
+from ._exceptions import InvalidParamsError
+
+__all__ = ["optional_seconds", "seconds", "timeout_of"]
+
+
+def seconds(value: object, *, field: str, zero: bool = False) -> float:
+    """``value`` as a float, if it is a finite number of seconds above zero (or zero too, when
+    ``zero``); else refuse it, naming ``field``.
+
+    Raises:
+        InvalidParamsError: A bool or anything not an int or a float, NaN, an infinity, or a
+            number below the bound.
+    """
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if number is not None and math.isfinite(number) and (number > 0 or (zero and number == 0)):
+        return float(number)
+    bound = "zero or more" if zero else "above zero"
+    raise InvalidParamsError(
+        f"{field} must be a finite number of seconds, {bound}, not {value!r:.40}", field=field
+    )
+
+
+def optional_seconds(value: object, *, field: str) -> float | None:
+    """`seconds`, or ``None`` (no limit) as it is."""
+    return None if value is None else seconds(value, field=field)
+
+
+def timeout_of(value: object, *, field: str = "timeout") -> httpx.Timeout:
+    """An ``httpx.Timeout`` from seconds, from ``None`` (no limit, as httpx has it), or from an
+    ``httpx.Timeout`` whose every phase is seconds or ``None``.
+
+    Raises:
+        InvalidParamsError: As `seconds`, for the value or any phase of it.
+    """
+    if isinstance(value, httpx.Timeout):
+        for phase in ("connect", "read", "write", "pool"):
+            optional_seconds(getattr(value, phase), field=f"{field}.{phase}")
+        return value
+    return httpx.Timeout(optional_seconds(value, field=field))
