@@ -7,6 +7,8 @@ import re
 from typing import Any, get_args
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from oxen_queue import AsyncClient, GptImage2Params, InvalidParamsError, Resolution
 from oxen_queue._params import check_against_schema, refuse_request_options, validate_params
@@ -247,3 +249,27 @@ def test_an_openai_name_a_model_does_take_is_not_refused() -> None:
     check_against_schema("m", schema, {"prompt": "ox", "n": 2})
     with pytest.raises(InvalidParamsError, match="did you mean 'prompt'"):
         check_against_schema("m", schema, {"prompt": "ox", "promt": "x"})
+
+
+_LITERALS = st.sampled_from(["quality", "resolution", "output_format"])
+_STRINGS = st.sampled_from(["quality", "resolution", "output_format", "prompt", "target_repo"])
+
+
+@given(
+    st.one_of(
+        st.tuples(_LITERALS, st.text(min_size=200, max_size=5_000)),
+        st.tuples(_STRINGS, st.binary(min_size=200, max_size=2_000)),
+        st.tuples(_STRINGS, st.lists(st.integers(), min_size=100, max_size=300)),
+    )
+)
+def test_a_refusal_quotes_a_value_in_one_short_line_whatever_its_size(
+    case: tuple[str, Any],
+) -> None:
+    field, value = case
+    """A 100 kB value was quoted whole in the message (and in the example app's 422)."""
+    with pytest.raises(InvalidParamsError) as info:
+        validate_params("gpt-image-2", {"prompt": "an ox", field: value}, schema=None)
+    assert info.value.field == field
+    message = str(info.value)
+    assert len(message) < 400
+    assert "\n" not in message

@@ -113,6 +113,39 @@ def test_a_closed_client_refuses_work_and_its_thread_is_gone() -> None:
     assert {t.name for t in threading.enumerate()} == before
 
 
+def test_reads_from_other_threads_while_one_closes_get_a_value_or_client_closed() -> None:
+    """Before: while another thread closed the client, ``stats``, ``pending`` and
+    ``generation(id)`` raised anyio's ``RuntimeError: This portal is not running``."""
+    client = sync_client(api := FakeAPI())
+    generation_id = client.enqueue("gpt-image-2", prompt="ox").id
+    unexpected: list[BaseException] = []
+    started = threading.Event()
+
+    def read() -> None:
+        while True:
+            started.set()
+            try:
+                client.stats  # noqa: B018 (a read is the call under test)
+                client.pending  # noqa: B018
+                client.generation(generation_id)
+            except ClientClosedError:
+                return  # the documented answer once it is closed
+            except BaseException as exc:  # anything else is the bug
+                unexpected.append(exc)
+                return
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for reader in readers:
+        reader.start()
+    assert started.wait(WITHIN)
+    client.close()
+    for reader in readers:
+        reader.join(WITHIN)
+    assert unexpected == []
+    assert not any(reader.is_alive() for reader in readers)
+    assert api.calls  # the client did work before it closed
+
+
 def test_bad_options_surface_from_the_constructor() -> None:
     with pytest.raises(ValueError, match="completion"):
         Client(api_key="k", completion="never")  # type: ignore[arg-type]

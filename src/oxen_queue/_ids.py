@@ -55,7 +55,7 @@ from urllib.parse import quote
 
 from ._exceptions import InvalidParamsError
 
-__all__ = ["MAX_ID_LENGTH", "check_id", "plausible_id", "segment"]
+__all__ = ["MAX_ID_LENGTH", "check_id", "plausible_id", "segment", "shown"]
 
 MAX_ID_LENGTH: Final = 128
 """The longest id accepted, in characters (a UUID has 36)."""
@@ -86,18 +86,20 @@ def check_id(value: object, *, field: str = "generation_id") -> str:
     elif not value:
         problem = "must not be empty"
     elif len(value) > MAX_ID_LENGTH:
-        problem = f"must be at most {MAX_ID_LENGTH} characters, not {len(value)} ({_shown(value)})"
+        problem = f"must be at most {MAX_ID_LENGTH} characters, not {len(value)} ({shown(value)})"
     elif value.strip(".") == "":
         problem = f"cannot be {value!r} (a dot segment of a path)"
     else:
         bad = next(c for c in value if not _CHARACTER.match(c))
-        problem = f"cannot contain {bad!r}: only letters, digits and - _ . ~ ({_shown(value)})"
+        problem = f"cannot contain {bad!r}: only letters, digits and - _ . ~ ({shown(value)})"
     raise InvalidParamsError(f"{field} {problem}", field=field)
 
 
-def _shown(value: str) -> str:
-    # repr() escapes line breaks and control characters, so the message stays one line.
-    return repr(value) if len(value) <= 80 else f"{value[:80]!r}..."
+def shown(value: object) -> str:
+    """A caller's value as an error message quotes it: its ``repr()`` (line breaks and control
+    characters escaped, so the message stays one line), cut after 80 characters."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:80]}..."
 
 
 def segment(value: str) -> str:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ._models import Model
 
 from ._exceptions import InvalidParamsError, NotFoundError
-from ._ids import check_id
+from ._ids import check_id, shown
 
 __all__ = [
     "QUEUE_FIELDS",
@@ -306,7 +306,7 @@ def validate_params(
     for key in QUEUE_FIELDS & params.keys():
         value = params[key]
         if value is not None and not isinstance(value, str):
-            raise InvalidParamsError(f"{key} must be a string, not {value!r}", field=key)
+            raise InvalidParamsError(f"{key} must be a string, not {shown(value)}", field=key)
     prompt = model_params.get("prompt")
     if isinstance(prompt, str) and not prompt.strip():
         raise InvalidParamsError("prompt must not be empty", field="prompt")
@@ -345,7 +345,7 @@ def _check_typed(
             message = str(error["msg"]).removeprefix("Value error, ")
             raise InvalidParamsError(message, field=field) from None
         raise InvalidParamsError(
-            f"{field}: {error['msg']} (got {error.get('input')!r})", field=field
+            f"{field}: {error['msg']} (got {shown(error.get('input'))})", field=field
         ) from None
 
 
@@ -467,7 +467,7 @@ def _not_allowed(
 ) -> InvalidParamsError:
     listed = ", ".join(str(a) for a in allowed)
     return InvalidParamsError(
-        f"{field}={value!r} is not allowed for {model}; allowed values: {listed}",
+        f"{field}={shown(value)} is not allowed for {model}; allowed values: {listed}",
         field=field,
         allowed=allowed,
     )

@@ -156,13 +156,18 @@ class Bridge:
         """Call a plain function on the loop's thread and return what it returns (an awaitable
         is returned as it is, not awaited).
 
-        Once the loop has stopped, nothing else touches the client's state: the function is
-        called in the caller's thread, and the client's own checks answer (a closed client
-        refuses work with ``ClientClosedError``, its ``stats`` are still read).
+        Once the client is closing (another thread may be closing it now, the portal
+        already stopped) or the loop has stopped, the function is called in the caller's
+        thread, and the client's own checks answer (a closed client refuses work with
+        ``ClientClosedError``, its ``stats`` are still read).
         """
-        if self._loop.stopped:
-            return function()
-        return self._loop.portal.call(_returning, function)
+        if not self._loop.stopped:
+            try:
+                return self._loop.portal.call(_returning, function)
+            except RuntimeError:
+                if self._context is not None and not self._loop.stopped:
+                    raise  # the function's own, the client open
+        return function()
 
     def close(self) -> None:
         """Close the ``AsyncClient`` and stop the loop thread; idempotent."""

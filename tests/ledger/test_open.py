@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 import traceback
 from pathlib import Path
+from urllib.parse import unquote, unquote_plus
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from oxen_queue._ledger import Ledger, LedgerError, fingerprint, open_ledger, redact_url
+from oxen_queue._ledger._postgres import Redactor
 from oxen_queue._ledger._sqlite import parse_sqlite_url
 
 from .pgcluster import PASSWORD, PostgresCluster
@@ -57,6 +61,42 @@ def test_an_unsupported_url_names_the_accepted_forms_and_hides_the_password(url:
 def test_bad_sqlite_urls_are_refused(url: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         open_ledger(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///tmp/a%00b.db",
+        "sqlite:///tmp/l.db?busy_timeout=inf",
+        "sqlite:///tmp/l.db?busy_timeout=nan",
+        "sqlite:///tmp/l.db?busy_timeout=-5",
+    ],
+)
+def test_a_sqlite_url_the_driver_would_choke_on_is_refused_first(url: str) -> None:
+    """Before: ``ValueError: embedded null byte`` and ``OverflowError`` from the sqlite3
+    module when the client opened, naming nothing."""
+    with pytest.raises(ValueError, match=r"NUL|busy_timeout must be seconds"):
+        open_ledger(url)
+
+
+# What a query string may hold of a password written by hand: % and + included.
+written = st.text(
+    alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="&;#"),
+    min_size=4,
+    max_size=20,
+)
+
+
+@given(written)
+@example("100%+sure")
+@example("S3cret%2BPW%zz")
+def test_a_query_password_is_hidden_as_written_and_as_any_reader_decodes_it(raw: str) -> None:
+    """libpq quotes back what it could not decode as it was written (``100%+sure``), others
+    decode it with or without ``+`` as a space: every form is hidden."""
+    redact = Redactor(f"postgresql://me@127.0.0.1:1/db?password={raw}&sslmode=disable")
+    assert raw not in redact.display
+    for form in {raw, unquote(raw), unquote_plus(raw)}:
+        assert form not in redact(f'invalid percent-encoded token: "{form}"'), form
 
 
 def test_sqlite_urls_name_absolute_and_relative_files() -> None:

@@ -271,6 +271,7 @@ def test_faults_are_set_over_http_and_counted(emu: Emulator, client: httpx.Clien
         assert admin.get("/_emulator/stats").json()["faults"] == {"read_500": 1}
         assert admin.post("/_emulator/faults", json={"read_500": 2}).status_code == 400
         assert admin.post("/_emulator/faults", json={"nonsense": 1}).status_code == 400
+        assert admin.post("/_emulator/faults", content=b"[" * 100_000).status_code == 400
         assert admin.post("/_emulator/faults", json={"reset": True}).json()["read_500"] == 0.0
         assert client.get("/api/ai/queue").status_code == 200
 

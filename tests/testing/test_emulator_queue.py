@@ -149,6 +149,18 @@ async def test_enqueue_error_bodies_are_the_documented_ones(client: httpx.AsyncC
     assert bad_json.json()["status_message"] == "invalid_params"
 
 
+@pytest.mark.parametrize(
+    "path", ["/api/ai/queue", "/api/ai/images/generate", "/api/ai/videos/generate"]
+)
+async def test_a_body_nested_past_the_recursion_limit_is_an_invalid_params_answer(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    """100,000 ``[``: ``json`` raises ``RecursionError``, which answered 500 with a traceback."""
+    response = await client.post(path, content=b"[" * 100_000)
+    assert response.status_code == 400
+    assert response.json()["status_message"] == "invalid_params"
+
+
 async def test_the_generations_limit_is_configurable(clock: ManualClock) -> None:
     app = create_app(config=EmulatorConfig(max_generations_per_request=12), clock=clock)
     async with asgi_client(app) as client:

@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlsplit, urlunsplit
 
 from ._base import LedgerError
 from ._session import Dialect, Session
@@ -78,6 +78,12 @@ class Redactor:
             userinfo, _, hostinfo = netloc.rpartition("@")
             user = userinfo.partition(":")[0]
             netloc = f"{user}:***@{hostinfo}"
+        # The password as written, and as each reader may decode it (libpq quotes back what
+        # it could not decode, raw: ``100%+sure``), is hidden in any form.
+        for raw in re.split(r"[&;]", parts.query):
+            key, _, value = raw.partition("=")
+            if unquote_plus(key) == "password" and value:
+                secrets |= {value, unquote(value), unquote_plus(value)}
         query = []
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key == "password" and value:

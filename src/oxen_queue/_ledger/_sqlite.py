@@ -23,6 +23,7 @@ Settings, and why:
 
 from __future__ import annotations
 
+import math
 import random
 import sqlite3
 import time
@@ -54,6 +55,10 @@ _WAL_LIMIT: Final = 64 * 1024 * 1024  # bytes of write-ahead log kept after a ch
 def parse_sqlite_url(url: str) -> tuple[Path, str, float]:
     """``(path, synchronous, busy_timeout)`` of a ``sqlite:`` URL.
 
+    The path names a file (percent-decoded; no NUL, which no file system takes); the options
+    are ``synchronous=normal|full`` and ``busy_timeout=SECONDS`` (a finite number, zero or
+    more).
+
     Raises:
         ValueError: Not a usable SQLite ledger URL.
     """
@@ -66,6 +71,8 @@ def parse_sqlite_url(url: str) -> tuple[Path, str, float]:
     path = unquote(parts.path)
     if not path or path == ":memory:" or path.endswith("/"):
         raise ValueError("a sqlite ledger URL must name a file, as in sqlite:///path/ledger.db")
+    if "\x00" in path:
+        raise ValueError("a sqlite ledger URL's path cannot hold a NUL character (%00)")
     synchronous, busy_timeout = "normal", 10.0
     for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
         if key == "synchronous" and value.lower() in _SYNCHRONOUS:
@@ -74,7 +81,12 @@ def parse_sqlite_url(url: str) -> tuple[Path, str, float]:
             try:
                 busy_timeout = float(value)
             except ValueError:
-                raise ValueError(f"busy_timeout must be seconds, not {value!r}") from None
+                busy_timeout = math.nan
+            if not 0 <= busy_timeout < math.inf:
+                raise ValueError(
+                    f"busy_timeout must be seconds (a finite number, zero or more), "
+                    f"not {value!r:.40}"
+                )
         else:
             raise ValueError(
                 f"unknown sqlite ledger option {key}={value!r}; known: "

@@ -14,11 +14,10 @@ They need no authentication (the emulator listens on loopback by default) and li
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ._clock import ManualClock
-from ._http import Request, Response, json_response, simple_error
+from ._http import Request, Response, json_response, parse_json, simple_error
 from ._media import MediaCache
 from ._state import EmulatorState
 
@@ -102,7 +101,7 @@ async def _object(request: Request) -> tuple[dict[str, Any], Response | None]:
     if not raw.strip():
         return {}, None  # an empty POST is an empty object
     try:
-        body = json.loads(raw)
+        body = parse_json(raw)
     except ValueError:
         return {}, simple_error(400, "the body must be a JSON object")
     if not isinstance(body, dict):

@@ -102,14 +102,27 @@ class Request:
         return b"".join(chunks)
 
     async def json(self) -> Any:
-        """The body parsed as JSON.
+        """The body parsed as JSON (see `parse_json`).
 
         Raises:
-            ValueError: Not JSON (``json.JSONDecodeError`` and ``UnicodeDecodeError`` are both
-                ``ValueError``).
+            ValueError: Not JSON, or nested too deeply.
             BodyTooLargeError: Over 16 MiB.
         """
-        return json.loads(await self.body())
+        return parse_json(await self.body())
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body parsed as JSON: the emulator's one reader of what clients send.
+
+    Raises:
+        ValueError: Not JSON (``json.JSONDecodeError`` and ``UnicodeDecodeError`` are both
+            ``ValueError``), or nested deeper than Python's recursion limit (a body of
+            100,000 ``[``, which ``json`` refuses with ``RecursionError``).
+    """
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
 
 
 @dataclass(slots=True)
