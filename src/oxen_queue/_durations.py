@@ -22,11 +22,15 @@ def seconds(value: object, *, field: str, zero: bool = False) -> float:
     ``zero``); else refuse it, naming ``field``.
 
     Raises:
-        InvalidParamsError: A bool or anything not an int or a float, NaN, an infinity, or a
-            number below the bound.
+        InvalidParamsError: A bool or anything not an int or a float, NaN, an infinity, an
+            int too large for a float, or a number below the bound.
     """
     number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
-    if number is not None and math.isfinite(number) and (number > 0 or (zero and number == 0)):
+    try:
+        finite = number is not None and math.isfinite(number)  # an int past 1e308: Overflow
+    except OverflowError:
+        finite = False
+    if finite and number is not None and (number > 0 or (zero and number == 0)):
         return float(number)
     bound = "zero or more" if zero else "above zero"
     raise InvalidParamsError(
