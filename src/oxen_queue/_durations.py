@@ -25,13 +25,13 @@ def seconds(value: object, *, field: str, zero: bool = False) -> float:
         InvalidParamsError: A bool or anything not an int or a float, NaN, an infinity, an
             int too large for a float, or a number below the bound.
     """
-    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
-    try:
-        finite = number is not None and math.isfinite(number)  # an int past 1e308: Overflow
-    except OverflowError:
-        finite = False
-    if finite and number is not None and (number > 0 or (zero and number == 0)):
-        return float(number)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an int past 1e308
+            number = math.nan
+        if math.isfinite(number) and (number > 0 or (zero and number == 0)):
+            return number
     bound = "zero or more" if zero else "above zero"
     raise InvalidParamsError(
         f"{field} must be a finite number of seconds, {bound}, not {value!r:.40}", field=field

@@ -159,7 +159,7 @@ class Jobs:
                         "pass num_generations to enqueue_many(), which returns every generation",
                         field="num_generations",
                     )
-                seconds = self._options.deadline_or(deadline)  # refused before any request
+                lasts = self._options.deadline_or(deadline)  # refused before any request
                 checked = await core.params.check(model, params, self._options.validating(validate))
                 body = merge_extra(checked, extra_params)
                 # The budget (max_spend): the estimate is reserved before anything is sent, the
@@ -170,7 +170,7 @@ class Jobs:
                     trace.budget_refused(exc)
                     raise
                 trace.budget_reserved(hold.estimate)
-                track = _Track(core, model, body, seconds, created, hold, trace)
+                track = _Track(core, model, body, lasts, created, hold, trace)
                 try:
                     await core.watcher.ready()
                 except BaseException as exc:

@@ -23,7 +23,6 @@ Settings, and why:
 
 from __future__ import annotations
 
-import math
 import random
 import sqlite3
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .._durations import seconds
 from ._session import Dialect, Session
 
 __all__ = ["DIALECT", "SQLiteSession", "parse_sqlite_url"]
@@ -79,14 +79,12 @@ def parse_sqlite_url(url: str) -> tuple[Path, str, float]:
             synchronous = value.lower()
         elif key == "busy_timeout":
             try:
-                busy_timeout = float(value)
-            except ValueError:
-                busy_timeout = math.nan
-            if not 0 <= busy_timeout < math.inf:
+                busy_timeout = seconds(float(value), field="busy_timeout", zero=True)
+            except ValueError:  # InvalidParamsError is one
                 raise ValueError(
                     f"busy_timeout must be seconds (a finite number, zero or more), "
                     f"not {value!r:.40}"
-                )
+                ) from None
         else:
             raise ValueError(
                 f"unknown sqlite ledger option {key}={value!r}; known: "
