@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -70,10 +71,11 @@ async def recover_ids(
             found[generation_id] = Recovered(generation_id, intent.model, intent.params)
 
     give_up = anyio.current_time() + (math.inf if wait is None else wait)
+    told = False
     while True:
         orphans = await ledger.unfinished(orphaned_only=True)
         stale = {intent.intent_id for intent in await ledger.stale_intents()}
-        waiting = 0
+        waiting: list[Intent] = []
         for intent in orphans:
             if intent.state in ("answered", "settled"):  # jobs known, still running
                 taken = await ledger.take_over(intent.intent_id)
@@ -84,15 +86,25 @@ async def recover_ids(
                 if taken is not None:
                     add(taken, await _settle(ledger, reconciler, taken))
             else:
-                waiting += 1  # sent by a gone client, and possibly still landing
+                waiting.append(intent)  # sent by a gone client, and possibly still landing
         if not waiting or anyio.current_time() >= give_up:
             if waiting:
                 logger.warning(
                     "recover(): %d request(s) of gone clients are still within their deadline; "
                     "call recover() again later to settle them",
-                    waiting,
+                    len(waiting),
                 )
             return list(found.values())
+        if not told:  # a wait of up to twice the request timeout deserves a word
+            told = True
+            # The deadlines are on their senders' clocks: on this host, most likely.
+            last = max(intent.deadline for intent in waiting) - time.time()
+            logger.warning(
+                "recover(): %d request(s) a gone client sent may still reach the server; "
+                "waiting up to %.0f s, until they cannot, to settle them",
+                len(waiting),
+                max(0.0, min(last, give_up - anyio.current_time())),
+            )
         await anyio.sleep(min(1.0, give_up - anyio.current_time()))
 
 

@@ -488,7 +488,10 @@ def test_a_10000_line_batch_killed_mid_run_resumes_with_exactly_one_job_per_line
         monkeypatch.setenv("OXEN_BASE_URL", hub.base_url)
         monkeypatch.setenv("OXEN_API_KEY", SECRET_KEY)
         monkeypatch.delenv("OXEN_LEDGER", raising=False)
-        argv = ("batch", str(prompts), "--out", str(out), "--concurrency", "64")
+        # The emulator answers in milliseconds; a request may be in flight for twice its
+        # timeout, so the rerun waits that long (at most) for the killed run's requests to
+        # land: with 5 s, at most 10 s (30 s by default: a minute).
+        argv = ("batch", str(prompts), "--out", str(out), "--concurrency", "64", "--timeout", "5")
         # Its output unread (a pipe nobody reads would block it once full).
         process = subprocess.Popen([*CLI, *argv], stdout=subprocess.DEVNULL)
         manifest = out / "manifest.jsonl"
@@ -506,6 +509,7 @@ def test_a_10000_line_batch_killed_mid_run_resumes_with_exactly_one_job_per_line
 
         status, stdout, stderr = finish(spawn(*argv), timeout=500)
         assert status == 0, stderr[-2000:]
+        assert "may still reach the server; waiting up to" in stderr  # said, not a silent wait
         stats = hub.stats()
     assert stats["jobs_created"] == len(lines)
     expected = Counter(
