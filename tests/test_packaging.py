@@ -9,12 +9,24 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """``python -W error -c code`` in a fresh interpreter, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.mark.slow
@@ -31,13 +43,7 @@ def test_importing_the_package_is_silent_with_warnings_as_errors(modules: str) -
     """``python -W error -c "import ..."`` succeeds and prints nothing: no DeprecationWarning,
     no pydantic warning about the ``model_`` namespace (pydantic 2.7 warns for ``model_name``
     unless the models say otherwise)."""
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-c", f"import {modules}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _python(f"import {modules}")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout == ""
@@ -61,18 +67,36 @@ def test_importing_the_emulator_without_its_extra_raises_the_install_line(missin
         "except ModuleNotFoundError as exc:\n"
         "    print(json.dumps({'message': str(exc), 'name': exc.name}))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
     error = json.loads(result.stdout)
     assert error["name"] == missing
     assert "\n" not in error["message"]
     assert error["message"].startswith("the emulator needs the 'emulator' extra (")
     assert "pip install 'oxen-queue[emulator]'" in error["message"]
+
+
+# --- the parquet extra ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_pyarrow_is_the_parquet_extras_alone_and_the_command_line_does_not_import_it() -> None:
+    """pyarrow comes with the ``parquet`` extra, never as a core dependency, and importing
+    the command line (its parser, its commands, the dataset writer) loads none of it: only
+    ``batch --metadata parquet`` does."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert [name.split(">")[0] for name in project["optional-dependencies"]["parquet"]] == [
+        "pyarrow"
+    ]
+    assert not [name for name in project["dependencies"] if name.startswith("pyarrow")]
+    code = (
+        "import sys\n"
+        "import oxen_queue._cli._main, oxen_queue._cli._dataset\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'pyarrow'))"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 # --- the source distribution -----------------------------------------------------------------

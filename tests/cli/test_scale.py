@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import tracemalloc
 from collections import Counter
@@ -21,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from oxen_queue._cli._dataset import DatasetWriter, MetadataFormat
 from oxen_queue._cli._files import WriteFailedError
 from oxen_queue._cli._index import RequestIndex, key_number
 from oxen_queue._cli._manifest import Manifest
@@ -326,6 +328,22 @@ def test_piped_progress_numbers_each_finished_request_once_in_order(
     assert numbers == [f"[{n}/30" for n in range(1, 31)]
 
 
+def load_imagefolder(
+    out: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[dict[str, Any]]:
+    """``datasets.load_dataset("imagefolder", data_dir=out)``, offline (nothing downloaded,
+    the cache in ``cache``): its rows in the order of their lines."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(cache.parent / "hf"))
+    monkeypatch.setenv("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    import datasets
+
+    loaded = datasets.load_dataset(
+        "imagefolder", data_dir=str(out), split="train", cache_dir=str(cache)
+    )
+    return sorted(loaded, key=lambda row: row["line"])
+
+
 def test_a_batchs_output_loads_with_datasets_as_an_imagefolder(
     oxen_emulator: Emulator,
     tmp_path: Path,
@@ -349,15 +367,7 @@ def test_a_batchs_output_loads_with_datasets_as_an_imagefolder(
     assert status == 1, stdout + stderr
     assert "dataset: " in stdout and "(3 rows)" in stdout and "(2 lines)" in stdout
 
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    import datasets
-
-    loaded = datasets.load_dataset(
-        "imagefolder", data_dir=str(out), split="train", cache_dir=str(tmp_path / "cache")
-    )
-    rows = sorted(loaded, key=lambda row: row["line"])
+    rows = load_imagefolder(out, tmp_path / "cache", monkeypatch)
     assert [row["prompt"] for row in rows] == ["an ox at dawn", "a square ox", "an ox at dusk"]
     assert {row["model"] for row in rows} == {"gpt-image-2"}
     assert [row["status"] for row in rows] == ["succeeded"] * 3
@@ -392,6 +402,153 @@ def test_a_rerun_rewrites_the_dataset_with_what_it_added(
     assert (out / "not_generated.jsonl").read_text() == ""
     assert len(manifest_entries(out)) == 3
     assert {entry["status"] for entry in latest_by_line(out).values()} == {"succeeded"}
+
+
+# A prompt that is data, not markup or terminal control, whatever it holds.
+HOSTILE_PROMPT: Final = "[bold red]an ox[/] \x1b[31m\x07\t<b>&amp;</b> \u2028 🐂 \\N{OX}"
+
+
+@pytest.mark.slow
+def test_parquet_metadata_loads_with_datasets_and_a_switch_back_leaves_one_metadata_file(
+    oxen_emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--metadata parquet`` writes ``metadata.parquet`` instead of ``metadata.jsonl``:
+    ``datasets.load_dataset("imagefolder")`` loads it, rows, prompts (markup and control
+    characters as they were), parameters and images. Run again without it, the dataset is
+    ``metadata.jsonl`` alone (``datasets`` refuses a folder with metadata of two kinds)."""
+    prompts = write_prompts(
+        tmp_path,
+        "an ox at dawn",
+        '{"prompt": "a square ox", "resolution": "1024x1024", "quality": "low"}',
+        json.dumps({"prompt": HOSTILE_PROMPT}),
+    )
+    out = tmp_path / "out"
+    argv = ["batch", str(prompts), "--out", str(out), "--concurrency", "1"]
+    status, stdout, stderr = run([*argv, "--metadata", "parquet"], capsys)
+    assert status == 0, stdout + stderr
+    assert f"dataset: {out / 'metadata.parquet'} (3 rows)" in stdout
+    assert sorted(path.name for path in out.glob("metadata.*")) == ["metadata.parquet"]
+    import pyarrow.parquet
+
+    schema = pyarrow.parquet.read_schema(out / "metadata.parquet")
+    assert (str(schema.field("cost").type), str(schema.field("line").type)) == ("double", "int64")
+
+    rows = load_imagefolder(out, tmp_path / "cache", monkeypatch)
+    assert [row["prompt"] for row in rows] == ["an ox at dawn", "a square ox", HOSTILE_PROMPT]
+    assert [row["cost"] for row in rows] == [0.28, 0.02, 0.28]
+    assert [row["resolution"] for row in rows] == [None, "1024x1024", None]
+    for row in rows:
+        assert isinstance(row["image"], Image.Image)
+        assert row["generation_id"] in oxen_emulator.state.jobs
+    assert rows[1]["image"].size == (1024, 1024)
+    assert (out / "not_generated.jsonl").read_text() == ""
+
+    status, stdout, stderr = run(argv, capsys)
+    assert status == 0, stdout + stderr
+    assert sorted(path.name for path in out.glob("metadata.*")) == ["metadata.jsonl"]
+    again = load_imagefolder(out, tmp_path / "cache-jsonl", monkeypatch)
+    assert [row["prompt"] for row in again] == [row["prompt"] for row in rows]
+    assert oxen_emulator.stats()["jobs_created"] == 3  # the rerun sent nothing
+
+
+def test_parquet_metadata_holds_the_json_lines_rows_typed_in_row_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same rows as ``metadata.jsonl``, the union of their columns (a parameter a row
+    lacks is null), typed by what each column holds: integers, numbers, booleans and
+    strings as such; lists, objects, integers past 64 bits and mixed columns as JSON text;
+    ``cost`` a double and ``line`` an integer even when no row has a value. Written a row
+    group at a time."""
+    import pyarrow.parquet
+
+    monkeypatch.setattr("oxen_queue._cli._dataset.ROW_GROUP", 2)
+    params: list[dict[str, Any]] = [
+        {"prompt": HOSTILE_PROMPT, "steps": 10, "n": 1, "flag": True, "tags": ["a"], "mix": 1},
+        {"prompt": "ox two", "steps": 2.5, "n": 2, "mix": "one", "none": None},
+        {"prompt": "ox three", "big": 2**70},
+        {"prompt": "ox four", "style": {"warm": True}},
+        {"prompt": "ox five"},
+    ]
+    entries = []
+    for number, request in enumerate(params, start=1):
+        (tmp_path / f"{number}.png").write_bytes(b"png")
+        entries.append(
+            {
+                "key": f"{number:016x}#0",
+                "line": number,
+                "model": "gpt-image-2",
+                "params": request,
+                "generation_id": f"id-{number}",
+                "status": "succeeded",
+                "file": str(tmp_path / f"{number}.png"),
+            }
+        )
+    written: dict[str, bytes] = {}
+    formats: tuple[MetadataFormat, ...] = ("jsonl", "parquet")
+    for metadata in formats:
+        writer = DatasetWriter(tmp_path, RequestIndex(), model="gpt-image-2", metadata=metadata)
+        for entry in entries:
+            writer.entry(entry)
+        writer.commit()
+        assert writer.rows == 5
+        if metadata == "jsonl":
+            written["jsonl"] = (tmp_path / "metadata.jsonl").read_bytes()
+
+    assert not (tmp_path / "metadata.jsonl").exists()
+    assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".")]
+    parquet = pyarrow.parquet.ParquetFile(tmp_path / "metadata.parquet")
+    assert parquet.metadata.num_row_groups == 3
+    types = {field.name: str(field.type) for field in parquet.schema_arrow}
+    assert types == {
+        "file_name": "string",
+        "prompt": "string",
+        "model": "string",
+        "steps": "double",
+        "n": "int64",
+        "flag": "bool",
+        "tags": "string",
+        "mix": "string",
+        "generation_id": "string",
+        "status": "string",
+        "cost": "double",
+        "line": "int64",
+        "none": "null",
+        "big": "string",
+        "style": "string",
+    }
+    rows = parquet.read().to_pylist()
+    as_json = [json.loads(line) for line in written["jsonl"].splitlines()]  # not at U+2028
+    text = {"tags", "mix", "big", "style"}
+    for row, line in zip(rows, as_json, strict=True):
+        assert {column: value for column, value in row.items() if value is not None} == {
+            column: json.dumps(value) if column in text else value
+            for column, value in line.items()
+            if value is not None
+        }
+    assert rows[0]["prompt"] == HOSTILE_PROMPT
+    assert (rows[0]["tags"], rows[0]["mix"], rows[1]["mix"]) == ('["a"]', "1", '"one"')
+    assert rows[2]["big"] == str(2**70) and rows[3]["style"] == '{"warm": true}'
+    assert [row["steps"] for row in rows] == [10.0, 2.5, None, None, None]
+
+
+def test_a_dry_run_with_parquet_metadata_needs_no_pyarrow(
+    oxen_emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--dry-run`` writes no dataset: ``--metadata parquet`` with it runs where pyarrow
+    cannot be imported."""
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    prompts = write_prompts(tmp_path, "an ox")
+    argv = ["batch", str(prompts), "--out", str(tmp_path / "out"), "--metadata", "parquet"]
+    status, stdout, stderr = run([*argv, "--dry-run"], capsys)
+    assert status == 0, stdout + stderr
+    assert "nothing was sent" in stdout + stderr
+    assert oxen_emulator.stats()["jobs_created"] == 0
 
 
 @pytest.mark.slow

@@ -377,3 +377,36 @@ def test_emulator_commands_without_the_emulator_extra_say_what_to_install(
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
     assert not (state_dir / "emulator.json").exists()
+
+
+# --- a missing parquet extra -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_parquet_metadata_without_pyarrow_is_refused_before_anything_is_sent(
+    oxen_emulator: Emulator, tmp_path: Path
+) -> None:
+    """``batch --metadata parquet`` where pyarrow cannot be imported exits 2 with one line
+    naming the option and the install command, no traceback, before anything is read, made
+    or sent. The default (``metadata.jsonl``) runs there as it always did: pyarrow is
+    imported for ``--metadata parquet`` only."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("an ox\n", encoding="utf-8")
+    out = tmp_path / "out"
+    argv = ["batch", str(prompts), "--out", str(out)]
+    code = "from oxen_queue._cli import main\nraise SystemExit(main({argv!r}))"
+    result = _run_without(("pyarrow",), code.format(argv=[*argv, "--metadata", "parquet"]))
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "error: --metadata parquet needs the 'parquet' extra (pyarrow): "
+        "pip install 'oxen-queue[parquet]'  (or: uv add 'oxen-queue[parquet]')\n"
+    )
+    assert result.stdout == ""
+    assert oxen_emulator.stats()["jobs_created"] == 0
+    assert not out.exists()
+
+    result = _run_without(("pyarrow",), code.format(argv=argv))
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in out.glob("metadata.*")) == ["metadata.jsonl"]
+    assert oxen_emulator.stats()["jobs_created"] == 1

@@ -45,6 +45,7 @@ from .._ids import check_id
 from .._models import TERMINAL_STATUSES
 from ._connection import connect_failure
 from ._cost import BudgetCursor, DryRun, Pricer, money, parameter_set
+from ._dataset import MetadataFormat, import_pyarrow
 from ._display import failure_message, plural
 from ._files import OutDirectoryError, WriteFailedError, describe, failed_write, prepare_out
 from ._index import RequestIndex
@@ -220,6 +221,9 @@ async def _prompts_command(
         return await _dry_run(
             context, reader=reader, model=model, defaults=defaults, retry_failed=retry_failed
         )
+    metadata: MetadataFormat = getattr(args, "metadata", "jsonl")
+    if metadata == "parquet":  # its extra missing: said before anything is read or sent
+        await anyio.to_thread.run_sync(import_pyarrow)
     out: Path = args.out
     manifest_path = out / "manifest.jsonl"
     max_spend = getattr(args, "max_spend", None)
@@ -267,6 +271,7 @@ async def _prompts_command(
                         title=f"oxen-queue {label} · {model} · {total} prompts → {out}/",
                         to_run=total - judged.settled,
                         max_spend=max_spend,
+                        metadata=metadata,
                     )
                 except Exception as exc:
                     stopped = failed_write(exc)

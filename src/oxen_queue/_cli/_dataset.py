@@ -1,4 +1,5 @@
-"""A batch's output as a dataset: ``OUT/metadata.jsonl`` and ``OUT/not_generated.jsonl``.
+"""A batch's output as a dataset: ``OUT/metadata.jsonl`` (or ``OUT/metadata.parquet``) and
+``OUT/not_generated.jsonl``.
 
 ``OUT/metadata.jsonl`` follows the Hugging Face ImageFolder / VideoFolder layout, so
 ``datasets.load_dataset("imagefolder", data_dir=OUT)`` loads the images with their prompts.
@@ -19,51 +20,96 @@ The lines that made no file (failed, cancelled, error, ambiguous, or left unsent
 Both are written when a run ends (not when it is interrupted), from the manifest in the
 same pass that compacts it, each to a temporary file renamed over the last: a reader never
 sees half a file. `DatasetWriter` writes them.
+
+With ``--metadata parquet`` the rows go to ``OUT/metadata.parquet`` instead: the same rows
+and columns, typed by what each holds (`_schema`), written with pyarrow (the ``parquet``
+extra, imported only then: `import_pyarrow`). A folder with
+metadata files of two kinds is refused by ``datasets``, so the run that writes one kind
+removes the other kind's file (after the new one is in place).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO, Any, Final
+from types import ModuleType
+from typing import IO, Any, Final, Literal
 
 from ._files import WriteFailedError, describe
 from ._index import RequestIndex, key_number
+from ._shared import MissingExtraError
 
-__all__ = ["LEFT_OUT", "METADATA", "DatasetWriter"]
+__all__ = [
+    "LEFT_OUT",
+    "METADATA",
+    "METADATA_FORMATS",
+    "PARQUET_EXTRA_HINT",
+    "DatasetWriter",
+    "MetadataFormat",
+    "import_pyarrow",
+]
 
+MetadataFormat = Literal["jsonl", "parquet"]
+METADATA_FORMATS: Final[tuple[MetadataFormat, ...]] = ("jsonl", "parquet")
 METADATA: Final = "metadata.jsonl"
 LEFT_OUT: Final = "not_generated.jsonl"
+_METADATA_FILES: Final[dict[MetadataFormat, str]] = {
+    "jsonl": METADATA,
+    "parquet": "metadata.parquet",
+}
+_TYPED: Final = {"cost": "float64", "line": "int64"}
+"""The pyarrow types of ``metadata.parquet``'s columns that keep theirs when null in every row."""
+PARQUET_EXTRA_HINT: Final = "pip install 'oxen-queue[parquet]'"
+ROW_GROUP: Final = 4096
+"""Rows per row group of ``metadata.parquet``: what the conversion holds in memory at once."""
 _COLUMNS: Final = frozenset(
     {"file_name", "prompt", "model", "generation_id", "status", "cost", "line", "error"}
 )
 
 
 class DatasetWriter:
-    """Writes ``metadata.jsonl`` and ``not_generated.jsonl`` into ``out`` (see the module).
+    """Writes the metadata file and ``not_generated.jsonl`` into ``out`` (see the module).
+
+    The rows are written as JSON lines, to a temporary file, in either format. For
+    ``metadata="parquet"`` that file is converted when the run commits: a Parquet file
+    states its schema before its rows, and the columns (the union of every row's
+    parameters) and their types are known only once the last row is written. So the rows
+    are streamed out as JSON lines, their columns' kinds noted as they go, then read back
+    `ROW_GROUP` at a time, each batch a row group of the Parquet file: memory stays bounded
+    as it is for JSON lines (the disk holds the rows twice during the conversion).
 
     Args:
         out: The output directory.
         index: The run's index: a failed entry is listed only if its request is in the
             prompts file this run read (one removed from it since is no line of it).
         model: The batch's model, for entries written before they named their own.
+        metadata: The metadata file's format: ``jsonl`` or ``parquet``.
 
     Raises:
         WriteFailedError: A file could not be written.
+        MissingExtraError: ``parquet`` where pyarrow cannot be imported.
     """
 
-    def __init__(self, out: Path, index: RequestIndex, *, model: str) -> None:
+    def __init__(
+        self, out: Path, index: RequestIndex, *, model: str, metadata: MetadataFormat = "jsonl"
+    ) -> None:
         self.out = out
         self.index = index
         self.model = model
+        self.metadata = out / _METADATA_FILES[metadata]
+        """The metadata file: ``metadata.jsonl`` or ``metadata.parquet``."""
         self.rows = 0
         """Rows of the dataset written."""
         self.left_out = 0
         """Lines listed in ``not_generated.jsonl``."""
         self._root = os.path.realpath(out)
+        self._arrow = import_pyarrow() if metadata == "parquet" else None
+        self._kinds: dict[str, set[type]] = {}
+        """Each column's kinds of value so far (``metadata.parquet``'s schema)."""
         self._files: dict[str, tuple[Path, IO[bytes]]] = {}
         for name in (METADATA, LEFT_OUT):
             temporary = out / f".{name}.writing"
@@ -149,19 +195,61 @@ class DatasetWriter:
             file.write(json.dumps(row, ensure_ascii=False, default=str).encode("utf-8") + b"\n")
         except OSError as exc:
             raise self._failed(exc) from exc
+        if name == METADATA and self._arrow is not None:
+            for column, value in row.items():
+                self._kinds.setdefault(column, set()).add(_kind(value))
 
     def commit(self) -> None:
-        """Make both files durable and put them in place (each renamed over the last)."""
+        """Make both files durable and put them in place (each renamed over the last), then
+        remove the metadata file of the other format if an earlier run left one."""
         try:
             for name, (temporary, file) in self._files.items():
                 file.flush()
-                os.fsync(file.fileno())
-                file.close()
-                os.replace(temporary, self.out / name)
+                target = self.out / name
+                if name == METADATA and self._arrow is not None:
+                    file.close()  # rows to convert: they need not outlive a crash
+                    temporary, target = self._to_parquet(temporary), self.metadata
+                else:
+                    os.fsync(file.fileno())
+                    file.close()
+                os.replace(temporary, target)
+            for other in _METADATA_FILES.values():
+                if other != self.metadata.name:
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.out / other).unlink()
         except OSError as exc:
             self.discard()
             raise self._failed(exc) from exc
         self._files.clear()
+
+    def _to_parquet(self, source: Path) -> Path:
+        """The rows of ``source`` (JSON lines, removed once converted) in a temporary
+        Parquet file, synced, one row group per `ROW_GROUP` rows; return that file.
+
+        Each column's type follows the kinds of value it held (`_schema`): a column of
+        several kinds, or of lists or objects, holds each value's JSON text.
+        """
+        assert self._arrow is not None
+        pa, parquet = self._arrow
+        schema, as_text = _schema(pa, self._kinds)
+        target = self.out / f".{self.metadata.name}.writing"
+        try:
+            with source.open("rb") as lines, target.open("wb") as sink:
+                with parquet.ParquetWriter(sink, schema) as writer:
+                    while rows := [json.loads(line) for line in itertools.islice(lines, ROW_GROUP)]:
+                        for row in rows:
+                            for column in as_text:
+                                if row.get(column) is not None:
+                                    row[column] = json.dumps(row[column], ensure_ascii=False)
+                        writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                sink.flush()
+                os.fsync(sink.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                target.unlink()
+            raise
+        source.unlink()
+        return target
 
     def discard(self) -> None:
         """Drop what was written (an interrupted run leaves the last files as they were)."""
@@ -184,3 +272,59 @@ def _number(cost: object) -> float | None:
         return float(Decimal(cost))
     except (InvalidOperation, ValueError):
         return None
+
+
+def import_pyarrow() -> tuple[ModuleType, ModuleType]:
+    """``pyarrow`` and ``pyarrow.parquet``, imported now: only ``--metadata parquet`` needs
+    them (the ``parquet`` extra).
+
+    Raises:
+        MissingExtraError: They cannot be imported: one line naming the option and what to
+            install (exit status 2).
+    """
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise MissingExtraError(
+            f"--metadata parquet needs the 'parquet' extra (pyarrow): {PARQUET_EXTRA_HINT}  "
+            "(or: uv add 'oxen-queue[parquet]')"
+        ) from None
+    return pyarrow, pyarrow.parquet
+
+
+def _kind(value: object) -> type:
+    """What decides a value's column type in ``metadata.parquet``: its type, but an integer
+    past 64 bits counts as an object (JSON text)."""
+    if type(value) is int and not -(2**63) <= value < 2**63:
+        return object
+    return type(value)
+
+
+def _schema(pa: Any, kinds: dict[str, set[type]]) -> tuple[Any, list[str]]:
+    """``metadata.parquet``'s schema from its columns' kinds of value, and the columns that
+    hold JSON text.
+
+    Booleans, integers (``int64``), numbers (``float64``: integers and floats mixed) and
+    strings are typed; a column of lists, of objects, or of several kinds holds each value's
+    JSON text. A column null in every row is of the null type, but `_TYPED`'s (a run whose
+    costs are all unknown still has a ``float64`` cost).
+    """
+    fields, as_text = [], []
+    for column, seen in kinds.items():
+        seen = seen - {type(None)}
+        if not seen:
+            typed = getattr(pa, _TYPED.get(column, "null"))()
+        elif seen == {int}:
+            typed = pa.int64()
+        elif seen <= {int, float}:
+            typed = pa.float64()
+        elif seen == {bool}:
+            typed = pa.bool_()
+        elif seen == {str}:
+            typed = pa.string()
+        else:
+            typed = pa.string()
+            as_text.append(column)
+        fields.append((column, typed))
+    return pa.schema(fields), as_text

@@ -58,7 +58,7 @@ _KEY_HELP = (
 
 REFUSED: tuple[type[Exception], ...] = (
     CommandError,
-    MissingExtraError,  # the emulator extra: configuration
+    MissingExtraError,  # the emulator extra, or parquet's: configuration
     PromptsFileError,
     OutDirectoryError,
     InvalidParamsError,

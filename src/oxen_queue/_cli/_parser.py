@@ -27,6 +27,7 @@ from .._durations import seconds
 from .._exceptions import InvalidParamsError
 from .._money import AmountError, amount
 from .._version import __version__
+from ._dataset import METADATA_FORMATS, PARQUET_EXTRA_HINT
 from ._prompts import FORMATS
 
 __all__ = ["EXIT_STATUSES", "UsageError", "parse"]
@@ -292,14 +293,15 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
         "batch",
         "run a prompts file; resumable with the same --out",
         "Run a prompts file (one prompt per line or JSON objects of parameters; JSON Lines; "
-        "CSV with a prompt column; - for standard input), read as a stream, saving the "
-        "results, OUT/manifest.jsonl, and the dataset: OUT/metadata.jsonl (Hugging Face "
-        "ImageFolder) and OUT/not_generated.jsonl. Ctrl-C leaves the enqueued generations "
-        "running upstream: run the same command again with the same --out to resume, "
-        "reattaching them by id without enqueueing anything twice. --dry-run prints what the "
-        "run would cost, per model and parameter set, from the models' published prices, and "
-        "sends nothing; --max-spend stops enqueueing before the run's estimated cost passes "
-        "the amount, and a later run with the same --out sends what was left.",
+        "CSV with a prompt column; - for standard input), read as a stream, saving the results, "
+        "OUT/manifest.jsonl, and the dataset: OUT/metadata.jsonl (Hugging Face ImageFolder; "
+        "metadata.parquet with --metadata parquet) and OUT/not_generated.jsonl. Ctrl-C leaves "
+        "the enqueued generations running upstream: run the same command again with the same "
+        "--out to resume, reattaching them by id without enqueueing anything twice. --dry-run "
+        "prints what the run would cost, per model and parameter set, from the models' "
+        "published prices, and sends nothing; --max-spend stops enqueueing before the run's "
+        "estimated cost passes the amount, and a later run with the same --out sends what was "
+        "left.",
     )
     batch.add_argument(
         "prompts",
@@ -316,6 +318,13 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     batch.add_argument("--concurrency", type=int, default=16, help="generations in flight")
     batch.add_argument(
         "--out", type=_directory, default=Path("oxen-output"), help="output directory"
+    )
+    batch.add_argument(
+        "--metadata",
+        choices=METADATA_FORMATS,
+        default="jsonl",
+        help="the dataset's metadata file: OUT/metadata.jsonl, or OUT/metadata.parquet "
+        f"(needs pyarrow: {PARQUET_EXTRA_HINT})",
     )
     _ledger_option(batch, "OUT/ledger.db, beside the manifest")
     batch.add_argument(

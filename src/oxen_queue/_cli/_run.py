@@ -25,7 +25,7 @@ from .._exceptions import AmbiguousEnqueueError, BudgetExceededError, DownloadEr
 from .._ledger import LedgerError
 from .._money import total
 from ._cost import BudgetCursor, Estimate, Pricer, charged_costs, money, parameter_set
-from ._dataset import LEFT_OUT, METADATA, DatasetWriter
+from ._dataset import LEFT_OUT, DatasetWriter, MetadataFormat
 from ._display import NOT_SENT, BatchView, Tally, failure_message, failure_status, plural
 from ._files import RESUME_HINT, WriteFailedError, describe
 from ._interrupt import Interrupted
@@ -211,6 +211,7 @@ async def run_prompts(
     title: str,
     to_run: int,
     max_spend: Decimal | None = None,
+    metadata: MetadataFormat = "jsonl",
 ) -> BatchOutcome:
     """Run a prompts file, resuming from the manifest, and write the dataset.
 
@@ -224,8 +225,8 @@ async def run_prompts(
     not a terminal, numbered from 1 to ``to_run`` (the requests this run sends or
     reattaches), one more each line. Ctrl-C leaves the generations in flight running
     upstream, recorded as enqueued: a rerun with the same manifest reattaches them. A run
-    that ends (not interrupted) compacts the manifest and writes ``metadata.jsonl`` and
-    ``not_generated.jsonl`` (`_dataset`).
+    that ends (not interrupted) compacts the manifest and writes ``metadata.jsonl`` (or
+    ``metadata.parquet``, as ``metadata`` says) and ``not_generated.jsonl`` (`_dataset`).
 
     Raises:
         Interrupted: Ctrl-C, with the line that says how to resume.
@@ -240,7 +241,7 @@ async def run_prompts(
     recovered = await _recovered(client, manifest)
     adopted = 0
     over_budget = False
-    dataset = DatasetWriter(out, manifest.index, model=model)
+    dataset = DatasetWriter(out, manifest.index, model=model, metadata=metadata)
     send, receive = anyio.create_memory_object_stream[BatchItem](concurrency)
 
     def not_generated(line: PromptLine, line_model: str, params: dict[str, Any]) -> None:
@@ -409,7 +410,7 @@ async def run_prompts(
             "ledger and reattached"
         )
     console.print(
-        f"dataset: {out / METADATA} ({plural(dataset.rows, 'row')}); "
+        f"dataset: {dataset.metadata} ({plural(dataset.rows, 'row')}); "
         f"not generated: {out / LEFT_OUT} ({plural(dataset.left_out, 'line')})"
     )
     await _print_costs(client, costs, console)

@@ -98,7 +98,8 @@ class SharedEmulatorError(Exception):
 
 
 class MissingExtraError(Exception):
-    """The ``emulator`` extra is not installed; the message says how to (exit status 2)."""
+    """An extra the command needs is not installed (the ``emulator`` extra, or ``parquet`` for
+    ``batch --metadata parquet``); the message says how to install it (exit status 2)."""
 
 
 def require_emulator_extra() -> None:
