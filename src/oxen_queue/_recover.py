@@ -87,7 +87,10 @@ async def recover_ids(
                     add(taken, await _settle(ledger, reconciler, taken))
             else:
                 waiting.append(intent)  # sent by a gone client, and possibly still landing
-        if not waiting or anyio.current_time() >= give_up:
+        # One reading of the clock per pass: the sleep below is then never negative (anyio
+        # refuses one), however long saying the wait takes (a log handler may be slow).
+        now = anyio.current_time()
+        if not waiting or now >= give_up:
             if waiting:
                 logger.warning(
                     "recover(): %d request(s) of gone clients are still within their deadline; "
@@ -103,9 +106,9 @@ async def recover_ids(
                 "recover(): %d request(s) a gone client sent may still reach the server; "
                 "waiting up to %.0f s, until they cannot, to settle them",
                 len(waiting),
-                max(0.0, min(last, give_up - anyio.current_time())),
+                max(0.0, min(last, give_up - now)),
             )
-        await anyio.sleep(min(1.0, give_up - anyio.current_time()))
+        await anyio.sleep(min(1.0, give_up - now))
 
 
 async def _settle(ledger: Ledger, reconciler: Reconciler, intent: Intent) -> list[str]:

@@ -7,13 +7,16 @@ from __future__ import annotations
 import codecs
 import io
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections import Counter
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
@@ -532,6 +535,207 @@ def test_parquet_metadata_holds_the_json_lines_rows_typed_in_row_groups(
     assert (rows[0]["tags"], rows[0]["mix"], rows[1]["mix"]) == ('["a"]', "1", '"one"')
     assert rows[2]["big"] == str(2**70) and rows[3]["style"] == '{"warm": true}'
     assert [row["steps"] for row in rows] == [10.0, 2.5, None, None, None]
+
+
+# A parameter's values: what JSON carries. The prompts readers take NaN and Infinity in a
+# JSON line, and 1e999 (infinity) or -Infinity in a CSV cell; they refuse NUL and unpaired
+# surrogates, NUL given here all the same (a manifest edited by hand may hold one).
+_DATASET_TEXT: Final = st.text(st.characters(codec="utf-8"), max_size=8) | st.sampled_from(
+    [HOSTILE_PROMPT, "", "\x00\x1f\x7f", '"[/]', "\u2028\u202e", "🐂x" * 30_000]
+)
+_DATASET_NUMBERS: Final = st.one_of(
+    st.integers(),
+    st.sampled_from([2**53 + 1, -(2**53) - 2, 2**63 - 1, -(2**63), 2**63, 10**4299]),
+    st.floats(),
+    st.sampled_from([-0.0, 5e-324, 1.7976931348623157e308, math.inf, -math.inf, math.nan]),
+)
+_DATASET_SCALARS: Final = (st.none(), st.booleans(), _DATASET_NUMBERS, _DATASET_TEXT)
+_DATASET_SCALAR: Final = st.one_of(_DATASET_SCALARS)
+_ABSENT: Final = object()
+"""A parameter a row leaves out."""
+_DATASET_KINDS: Final = (
+    st.just(_ABSENT),
+    *_DATASET_SCALARS,
+    st.lists(_DATASET_SCALAR, max_size=2)
+    | st.dictionaries(_DATASET_TEXT, _DATASET_SCALAR | st.lists(_DATASET_SCALAR), max_size=2),
+)
+# Parameter names: the dataset's own columns (listed as param_NAME), names like that, others.
+_DATASET_NAMES: Final = st.sampled_from(
+    [
+        *("file_name", "model", "generation_id", "status", "cost", "line", "error"),
+        *("param_cost", "param_param_cost", "param_", "resolution", "", "a.b", "🐂"),
+    ]
+) | st.text(st.characters(codec="utf-8"), max_size=4)
+_DatasetLine = tuple[str, str, str | None, dict[str, Any], int | None, str | None]
+
+
+@st.composite
+def _dataset_lines(draw: st.DrawFn) -> list[_DatasetLine]:
+    """Lines as a run hands them to the dataset: a status, a prompt, a model of its own or
+    none, parameters, its line and cost in the manifest. Each parameter name takes values
+    of one to three kinds (or is left out), so that a column's kinds vary across rows."""
+    names = draw(st.lists(_DATASET_NAMES, min_size=1, max_size=3, unique=True))
+    kinds = st.lists(st.sampled_from(_DATASET_KINDS), min_size=1, max_size=3).map(st.one_of)
+    params = st.fixed_dictionaries({name: draw(kinds) for name in names}).map(
+        lambda drawn: {name: value for name, value in drawn.items() if value is not _ABSENT}
+    )
+    line = st.tuples(
+        st.sampled_from(["succeeded", "succeeded", "succeeded", "failed", "queued", "unsent"]),
+        _DATASET_TEXT,  # the prompt
+        st.none() | st.sampled_from(["gpt-image-2", "", HOSTILE_PROMPT]),  # its model
+        params,
+        st.none() | st.integers(),  # the manifest's line
+        st.none() | st.sampled_from(["0.28", "0", "-0", "1E+999", "1e-999", "NaN", "ox"]),
+    )
+    return draw(st.lists(line, min_size=1, max_size=6))
+
+
+def _json_text(value: object) -> str:
+    """A value exactly as JSON (1 and 1.0, True and 1, -0.0 and 0.0, NaN all told apart)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _dataset_row(params: dict[str, Any], model: str, **columns: Any) -> dict[str, Any]:
+    """A row of ``metadata.jsonl`` as the module documents its columns: ``file_name``,
+    ``prompt``, ``model``, each parameter (``param_NAME`` for a name of the dataset's own
+    columns or one like it), then the others."""
+    own = {"file_name", "model", "generation_id", "status", "cost", "line", "error"}
+    row = {"file_name": columns.pop("file_name"), "prompt": params["prompt"], "model": model}
+    for name, value in params.items():
+        renamed = f"param_{name}" if name in own or name.startswith("param_") else name
+        if name != "prompt":
+            assert renamed not in row, f"{name!r} took another column"
+            row[renamed] = value
+    return {**row, **columns}
+
+
+def _parquet_type(column: str, values: list[Any]) -> str:
+    """A column's type in ``metadata.parquet`` as `_schema` documents it, from the values
+    it holds (``json``: a string column of each value's JSON text)."""
+    kinds = set()
+    for value in values:
+        if type(value) is int and abs(value) > 2**53:
+            kinds.add("wide" if -(2**63) <= value < 2**63 else "json")
+        elif type(value) in (bool, int, float, str):
+            kinds.add(type(value).__name__)
+        elif value is not None:
+            kinds.add("json")  # a list or an object
+    if not kinds:
+        return {"cost": "double", "line": "int64"}.get(column, "null")
+    if kinds <= {"int", "wide"}:
+        return "int64"
+    if kinds <= {"int", "float"}:
+        return "double"
+    typed = {frozenset({"bool"}): "bool", frozenset({"str"}): "string"}
+    return typed.get(frozenset(kinds), "json")  # of several kinds, lists, objects
+
+
+@settings(max_examples=100)
+@given(_dataset_lines(), st.integers(1, 4), st.sampled_from([None, None, None, 1, 2]))
+def test_parquet_metadata_holds_any_rows_as_the_json_lines_do(
+    lines: list[_DatasetLine],
+    group: int,
+    fail_at: int | None,
+) -> None:
+    """Whatever the rows (parameters of any JSON value, of kinds varying within a column,
+    named like the dataset's own columns), written as the run writes them (``entry`` for a
+    manifest's entry, ``not_generated`` for a line left unsent): ``metadata.jsonl`` holds
+    each row's columns as the module documents them, ``metadata.parquet`` the same rows in
+    order, in row groups of `ROW_GROUP`, each value typed as `_schema` says or as its JSON
+    text, and ``not_generated.jsonl`` the same bytes. No file is left over: not the other
+    format's, not a temporary one, also when the disk fails (only ``WriteFailedError``)."""
+    with tempfile.TemporaryDirectory() as directory, pytest.MonkeyPatch.context() as patch:
+        out = Path(directory)
+        (out / "ox.png").write_bytes(b"png")
+        patch.setattr("oxen_queue._cli._dataset.ROW_GROUP", group)
+        patch.setattr(os, "fsync", lambda fd: None)  # durability is not in question here
+        index = RequestIndex()
+        entries: list[dict[str, Any]] = []
+        expected: list[dict[str, Any]] = []
+        for number, (status, prompt, model, params, line, cost) in enumerate(lines, start=1):
+            entry: dict[str, Any] = {"key": f"{number:016x}#0", "status": status}
+            index.occurrence(number)  # read from this run's prompts file
+            entry.update(params={**params, "prompt": prompt}, line=line, cost=cost)
+            entry.update(generation_id=f"gen-{number}", file=str(out / "ox.png"))
+            entry.update({"model": model} if model is not None else {})
+            entries.append(entry)
+            if status == "succeeded":
+                try:
+                    number_cost: float | None = float(Decimal(cost)) if cost else None
+                except InvalidOperation:
+                    number_cost = None
+                expected.append(
+                    _dataset_row(
+                        entry["params"],
+                        "gpt-image-2" if model is None else model,
+                        file_name="ox.png",
+                        generation_id=f"gen-{number}",
+                        status="succeeded",
+                        cost=number_cost,
+                        line=line,
+                    )
+                )
+
+        left_out: dict[str, bytes] = {}
+        formats: tuple[MetadataFormat, ...] = ("jsonl", "parquet")
+        for metadata in formats:
+            writer = DatasetWriter(out, index, model="gpt-image-2", metadata=metadata)
+            for entry in entries:
+                if entry["status"] == "unsent":
+                    request = writer.request(entry.get("model", "gpt-image-2"), entry["params"])
+                    writer.not_generated(
+                        line=entry["line"], request=request, status="unsent", error="not sent"
+                    )
+                else:
+                    writer.entry(entry)
+            if metadata == "parquet" and fail_at is not None:
+                calls = iter(range(1, 3))  # the Parquet file's, then not_generated.jsonl's
+
+                def failing(fd: int, calls: Any = calls) -> None:
+                    if next(calls) == fail_at:
+                        raise OSError(28, os.strerror(28))
+
+                patch.setattr(os, "fsync", failing)
+                with pytest.raises(WriteFailedError):
+                    writer.commit()
+                assert not [path for path in out.iterdir() if path.name.startswith(".")]
+                return
+            writer.commit()
+            left = sum(entry["status"] in ("failed", "unsent") for entry in entries)
+            assert (writer.rows, writer.left_out) == (len(expected), left)
+            left_out[metadata] = (out / "not_generated.jsonl").read_bytes()
+            if metadata == "jsonl":
+                stored = [
+                    json.loads(raw) for raw in (out / "metadata.jsonl").read_bytes().splitlines()
+                ]
+                assert list(map(_json_text, stored)) == list(map(_json_text, expected))
+
+        assert sorted(path.name for path in out.iterdir()) == [
+            "metadata.parquet",
+            "not_generated.jsonl",
+            "ox.png",
+        ]
+        assert left_out["parquet"] == left_out["jsonl"]
+        import pyarrow.parquet
+
+        parquet = pyarrow.parquet.ParquetFile(out / "metadata.parquet")
+        assert parquet.metadata.num_row_groups == -(-len(expected) // group)
+        table = parquet.read()
+        columns = list(dict.fromkeys(column for row in expected for column in row))
+        assert table.column_names == columns
+        for field in table.schema:
+            held = [row.get(field.name) for row in expected]
+            kind = _parquet_type(field.name, held)
+            assert str(field.type) == ("string" if kind == "json" else kind), field.name
+            for value, want in zip(table.column(field.name).to_pylist(), held, strict=True):
+                if want is None:
+                    assert value is None
+                elif kind == "json":
+                    assert value == _json_text(want)
+                elif kind == "double":
+                    assert _json_text(value) == _json_text(float(want))
+                else:
+                    assert _json_text(value) == _json_text(want)
 
 
 def test_a_dry_run_with_parquet_metadata_needs_no_pyarrow(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -15,6 +16,8 @@ from oxen_queue._ledger import (
 )
 from oxen_queue._ledger._schema import LATEST_VERSION
 from oxen_queue._ledger._sqlledger import SqlLedger
+from oxen_queue._reconcile import Reconciler
+from oxen_queue._recover import recover_ids
 
 from .support import MODEL, PARAMS, forged_owner, ledger_for, new_intent
 
@@ -351,6 +354,44 @@ async def test_unfinished_lists_what_recover_needs(ledger_url: str) -> None:
         assert everything[2].pending == ("g2",)
         orphans = await me.unfinished(orphaned_only=True)
         assert [i.intent_id for i in orphans] == [flying, lost, pending]
+
+
+class _NoReconciler:
+    """A reconciler never asked: nothing in these tests is stale."""
+
+    async def settle(self, *args: Any, **kwargs: Any) -> list[str] | None:
+        raise AssertionError("nothing to settle")
+
+
+async def test_recover_keeps_to_its_wait_however_long_saying_it_takes(ledger_url: str) -> None:
+    """A gone client's request due in a minute, and recover() told to wait 0.1 s: it says
+    once that it waits, returns once the 0.1 s are over, and says what is left to settle,
+    even when a log handler takes longer than the wait to say it (the sleep that followed
+    was computed from a second reading of the clock, past the end of the wait: negative,
+    which anyio refuses with a ValueError)."""
+    said: list[str] = []
+
+    class Slow(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+            time.sleep(0.15)  # a slow terminal, a log shipped over the network
+
+    handler = Slow()
+    logger = logging.getLogger("oxen_queue")
+    async with ledger_for(ledger_url) as me:
+        async with ledger_for(ledger_url, owner=forged_owner(me.owner, dead=True)) as dead:
+            await new_intent(dead, deadline_in=60)
+        logger.addHandler(handler)
+        try:
+            reconciler = cast("Reconciler", _NoReconciler())
+            assert await recover_ids(me, reconciler, wait=0.1) == []
+        finally:
+            logger.removeHandler(handler)
+    first, last = said
+    assert first.startswith("recover(): 1 request(s) a gone client sent may still reach")
+    stated = first.split("waiting up to ")[1].split(" s,")[0]
+    assert float(stated) <= 0.1  # the wait asked for, not the minute to the deadline
+    assert last.startswith("recover(): 1 request(s) of gone clients are still within")
 
 
 async def test_prune_forgets_old_finished_intents_only(ledger: SqlLedger) -> None:

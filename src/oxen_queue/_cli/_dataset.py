@@ -7,8 +7,8 @@ One row per result file in ``OUT``, with the columns:
 
 - ``file_name``: the file, relative to ``OUT``;
 - ``prompt``, ``model``, and each parameter of the request as a column of its own
-  (``resolution``, ``quality``...; a parameter named like one of these columns is listed as
-  ``param_NAME``);
+  (``resolution``, ``quality``...; a parameter named like one of these columns, or whose
+  name starts with ``param_``, is listed as ``param_NAME``: no two share a column);
 - ``generation_id``, ``status`` (``succeeded``), ``cost`` (the estimate from the model's
   published price, a number; ``null`` when unknown), ``line`` (its line in the prompts
   file, when the row was written).
@@ -160,11 +160,14 @@ class DatasetWriter:
         self.left_out += 1
 
     def request(self, model: str, params: dict[str, Any]) -> dict[str, Any]:
-        """A request's columns: ``prompt``, ``model``, then its parameters."""
+        """A request's columns: ``prompt``, ``model``, then its parameters (``param_NAME``
+        for a name of the dataset's columns or one starting with ``param_``, so that
+        ``cost`` and ``param_cost`` are two columns)."""
         row: dict[str, Any] = {"prompt": params.get("prompt"), "model": model}
         for name, value in params.items():
             if name != "prompt":
-                row[f"param_{name}" if name in _COLUMNS else name] = value
+                renamed = name in _COLUMNS or name.startswith("param_")
+                row[f"param_{name}" if renamed else name] = value
         return row
 
     def _request(self, entry: dict[str, Any]) -> dict[str, Any]:
@@ -293,11 +296,16 @@ def import_pyarrow() -> tuple[ModuleType, ModuleType]:
     return pyarrow, pyarrow.parquet
 
 
+class _Wide:
+    """The kind of an integer past 2**53 (within 64 bits): an ``int64``, but not a number a
+    ``float64`` holds exactly (pyarrow refuses to round it)."""
+
+
 def _kind(value: object) -> type:
     """What decides a value's column type in ``metadata.parquet``: its type, but an integer
-    past 64 bits counts as an object (JSON text)."""
-    if type(value) is int and not -(2**63) <= value < 2**63:
-        return object
+    past 64 bits counts as an object (JSON text), and one past 2**53 as `_Wide`."""
+    if type(value) is int and not -(2**53) <= value <= 2**53:
+        return _Wide if -(2**63) <= value < 2**63 else object
     return type(value)
 
 
@@ -305,17 +313,18 @@ def _schema(pa: Any, kinds: dict[str, set[type]]) -> tuple[Any, list[str]]:
     """``metadata.parquet``'s schema from its columns' kinds of value, and the columns that
     hold JSON text.
 
-    Booleans, integers (``int64``), numbers (``float64``: integers and floats mixed) and
-    strings are typed; a column of lists, of objects, or of several kinds holds each value's
-    JSON text. A column null in every row is of the null type, but `_TYPED`'s (a run whose
-    costs are all unknown still has a ``float64`` cost).
+    Booleans, integers (``int64``), numbers (``float64``: integers and floats mixed, but no
+    integer past 2**53, which a ``float64`` would round) and strings are typed; a column of
+    lists, of objects, or of several kinds holds each value's JSON text. A column null in
+    every row is of the null type, but `_TYPED`'s (a run whose costs are all unknown still
+    has a ``float64`` cost).
     """
     fields, as_text = [], []
     for column, seen in kinds.items():
         seen = seen - {type(None)}
         if not seen:
             typed = getattr(pa, _TYPED.get(column, "null"))()
-        elif seen == {int}:
+        elif seen <= {int, _Wide}:
             typed = pa.int64()
         elif seen <= {int, float}:
             typed = pa.float64()
