@@ -219,3 +219,23 @@ async def test_every_call_refuses_a_bad_timeout_or_deadline_before_sending(value
             generation = await client.enqueue("gpt-image-2", prompt="an ox")
             with pytest.raises(InvalidParamsError, match="timeout"):
                 await generation.wait(timeout=value)
+
+
+@pytest.mark.anyio
+@settings(max_examples=30)
+@given(value=st.one_of(st.sampled_from([*BAD, 0, 0.0, -0.0, None]), anything))
+async def test_recover_waits_zero_or_more_seconds_or_refuses_the_wait_naming_it(
+    value: Any,
+) -> None:
+    """Before: ``recover(wait=nan)`` or ``inf`` waited as ``None`` does (for ever), a negative
+    wait as zero, and ``"30"`` raised a bare ``TypeError``."""
+    api = FakeAPI()
+    async with fake_client(api) as client:
+        try:
+            recovered = await client.recover(wait=value)
+        except InvalidParamsError as exc:
+            assert exc.field == "wait"
+            assert value is not None and not expected_seconds(value, zero=True)
+        else:
+            assert value is None or expected_seconds(value, zero=True)
+            assert recovered == []

@@ -534,10 +534,14 @@ class AsyncClient:
 
         Args:
             wait: Seconds to wait at most for gone clients' requests still within their
-                deadline (they may yet land); ``None`` waits as long as it takes.
+                deadline (they may yet land), zero or more; ``None`` waits as long as it takes.
 
         Returns:
             The generations, with the model and parameters of the request that made each.
+
+        Raises:
+            InvalidParamsError: ``wait`` is not ``None`` nor a finite number of seconds, zero
+                or more (nothing was read).
         """
         return await self._rows.recover(wait=wait)
 

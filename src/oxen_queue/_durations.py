@@ -38,9 +38,9 @@ def seconds(value: object, *, field: str, zero: bool = False) -> float:
     )
 
 
-def optional_seconds(value: object, *, field: str) -> float | None:
+def optional_seconds(value: object, *, field: str, zero: bool = False) -> float | None:
     """`seconds`, or ``None`` (no limit) as it is."""
-    return None if value is None else seconds(value, field=field)
+    return None if value is None else seconds(value, field=field, zero=zero)
 
 
 def timeout_of(value: object, *, field: str = "timeout") -> httpx.Timeout:

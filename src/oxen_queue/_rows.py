@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from ._durations import optional_seconds
 from ._exceptions import InvalidParamsError
 from ._generation import Generation, observe
 from ._history import GenerationHistory
@@ -63,6 +64,7 @@ class Rows:
     async def recover(self, *, wait: float | None) -> list[Generation]:
         """The ledger's unfinished jobs, taken over and watched, with this client's own."""
         core = self._core
+        wait = optional_seconds(wait, field="wait", zero=True)
         await core.opened()
         recovered = await recover_ids(core.enqueuer.ledger, core.enqueuer.reconciler, wait=wait)
         for job in recovered:

@@ -199,3 +199,15 @@ def test_generate_exits_1_when_a_generation_fails_and_0_when_all_succeed(
         monkeypatch.setenv("OXEN_API_KEY", SECRET_KEY)
         status, _, stderr = run(["generate", "an ox", "--out", str(tmp_path)], capsys)
     assert status == (1 if failed else 0), stderr
+
+
+@pytest.mark.parametrize("wait", ["inf", "nan", "-1", "1e999", "soon"])
+def test_a_recover_wait_that_is_not_seconds_zero_or_more_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, wait: str
+) -> None:
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    status, _, stderr = run(["recover", "--ledger", ledger, "--wait", wait], capsys)
+    assert status == 2, stderr
+    assert "--wait" in stderr and "finite number of seconds, zero or more" in stderr
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "ledger.db").exists()  # refused before the ledger was opened

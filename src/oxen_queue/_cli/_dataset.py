@@ -203,8 +203,9 @@ class DatasetWriter:
                 self._kinds.setdefault(column, set()).add(_kind(value))
 
     def commit(self) -> None:
-        """Make both files durable and put them in place (each renamed over the last), then
-        remove the metadata file of the other format if an earlier run left one."""
+        """Make both files durable and put them in place (each renamed over the last). The
+        metadata file of the other format, if an earlier run left one, is removed as soon as
+        this one is in place: a folder is never left with two (``datasets`` refuses it)."""
         try:
             for name, (temporary, file) in self._files.items():
                 file.flush()
@@ -216,10 +217,11 @@ class DatasetWriter:
                     os.fsync(file.fileno())
                     file.close()
                 os.replace(temporary, target)
-            for other in _METADATA_FILES.values():
-                if other != self.metadata.name:
-                    with contextlib.suppress(FileNotFoundError):
-                        (self.out / other).unlink()
+                if target == self.metadata:
+                    for other in _METADATA_FILES.values():
+                        if other != target.name:
+                            with contextlib.suppress(FileNotFoundError):
+                                (self.out / other).unlink()
         except OSError as exc:
             self.discard()
             raise self._failed(exc) from exc

@@ -176,6 +176,16 @@ def _seconds(text: str) -> float:
         ) from None
 
 
+def _wait(text: str) -> float:
+    """A wait on the command line: a finite number of seconds, zero (no wait) or more."""
+    try:
+        return seconds(float(text), field="--wait", zero=True)
+    except (ValueError, InvalidParamsError):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds, zero or more: {text!r}"
+        ) from None
+
+
 def _directory(text: str) -> Path:
     """An output directory on the command line: any path but an empty one."""
     if not text.strip():
@@ -392,7 +402,7 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     _ledger_option(recover, "$OXEN_LEDGER")
     recover.add_argument(
         "--wait",
-        type=float,
+        type=_wait,
         default=120.0,
         metavar="SECONDS",
         help="how long to wait for requests of gone clients that may still land",
