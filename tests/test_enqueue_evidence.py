@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import anyio
 import httpx
@@ -36,7 +36,7 @@ from oxen_queue import (
 from oxen_queue._api import parse_enqueue_answer
 from oxen_queue._clock import EARLIEST, MAX_SKEW, TOLERANCE, ServerClock, Span
 from oxen_queue._ids import plausible_id
-from oxen_queue._ledger import LedgerError, fingerprint
+from oxen_queue._ledger import Ledger, LedgerError, fingerprint
 
 from .fakes import FakeAPI, FakeJob
 from .helpers import fake_client
@@ -770,3 +770,73 @@ def test_an_enqueue_answer_without_a_generations_list_names_nothing_and_says_so(
     for data in bodies:
         answer = parse_enqueue_answer(data, 1)
         assert answer.ids == () and answer.problems
+
+
+# -- a sibling whose answer is cut while a look is judged --------------------------------------
+
+
+class _SiblingCutMidLook:
+    """The ledger as a reconciliation sees it while a sibling (an identical request of another
+    client) is sent after the reconciliation's wait, makes its job before the look reads the
+    rows, and has its answer cut just after: at the first read of the ledger that follows."""
+
+    def __init__(self, ledger: Any, api: FakeAPI) -> None:
+        self._ledger = ledger
+        self._api = api
+        self.sibling: str | None = None
+        self._cut = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    async def wait_idle(self, *args: Any, **kwargs: Any) -> None:
+        await self._ledger.wait_idle(*args, **kwargs)
+        if self.sibling is None:  # sent now: in flight, its job made
+            self.sibling = await self._ledger.record_intent(
+                model=MODEL, params={"prompt": "same"}, count=1, deadline=time.time() + 60
+            )
+            created(self._api, "same")
+
+    async def _first_read_then_cut(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        found = await getattr(self._ledger, name)(*args, **kwargs)
+        if not self._cut and self.sibling is not None:
+            self._cut = True
+            await self._ledger.mark_lost(self.sibling)
+        return found
+
+    async def lost(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._first_read_then_cut("lost", *args, **kwargs)
+
+    async def in_flight(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._first_read_then_cut("in_flight", *args, **kwargs)
+
+
+@pytest.mark.anyio
+async def test_a_sibling_cut_between_the_ledgers_reads_is_awaited_not_ambiguous() -> None:
+    """Before: the lost ones were read before the check for requests in flight, so a sibling
+    whose answer was cut between the two was neither: its job was one too many, and the
+    enqueue ambiguous. Each request now gets one of the two jobs."""
+    api = FakeAPI(lifecycle=["queued"] * 1000)
+    mine = created(api, "same")
+    async with fake_client(api, poll_policy=QUIET) as client:
+        reconciler = client._core.enqueuer.reconciler
+        ledger = client._core.enqueuer.ledger
+        intent = await ledger.record_intent(
+            model=MODEL, params={"prompt": "same"}, count=1, deadline=time.time() + 60
+        )
+        await ledger.mark_lost(intent)
+        sibling = _SiblingCutMidLook(ledger, api)
+        reconciler._ledger = cast("Ledger", sibling)  # the real one, but for one cut
+        reconciler._settle_delay = 0.0
+        with anyio.fail_after(10):
+            found = await reconciler.settle(
+                intent,
+                model=MODEL,
+                params={"prompt": "same"},
+                count=1,
+                span=Span(time.time() - 1, time.time() + 1),
+                created=True,
+            )
+    assert sibling.sibling is not None and sibling._cut
+    assert len(found or []) == 1 and set(found or []) <= set(api.jobs)
+    assert len(api.jobs) == 2 and mine in api.jobs

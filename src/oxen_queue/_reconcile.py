@@ -263,15 +263,19 @@ class Reconciler:
         while True:
             # a. Requests with this fingerprint still in flight would claim the same rows.
             await self._ledger.wait_idle(key, exclude_intent=intent_id, timeout=None)
-            # b. The order of these reads makes them one consistent picture: a request sent
-            # after the wait whose job is among the rows is still in flight, or its ids are
-            # held, by the time they are read; a sibling claiming meanwhile is counted among
-            # the lost ones and its ids among the held ones (it is over-awaited, never missed).
+            # b. The order of these reads makes them one consistent picture. A request whose
+            # job is among the rows was in flight when they were read; by the check that
+            # follows, it is still in flight (look again), or it left flight: answered (its
+            # ids are held by the last read) or lost (counted by the read of the lost ones,
+            # made after the check: read before it, a sibling whose answer was cut between
+            # the two reads was neither awaited nor busy, and its job made the look
+            # ambiguous). A sibling claiming meanwhile is counted among the lost ones and its
+            # ids among the held ones (it is over-awaited, never missed).
             look = await self._look(model, params, match, span)
             window = look.window
-            others = await self._ledger.lost(key, exclude_intent=intent_id)
             if await self._busy(key, intent_id):
                 continue
+            others = await self._ledger.lost(key, exclude_intent=intent_id)
             look.drop(await self._ledger.claimed_ids(key))
             if not (look.candidates or look.nearby or look.blind or look.anonymous):
                 # Nothing here: before concluding, read back to the start of the reach (rows
