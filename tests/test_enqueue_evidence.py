@@ -36,7 +36,7 @@ from oxen_queue import (
 from oxen_queue._api import parse_enqueue_answer
 from oxen_queue._clock import EARLIEST, MAX_SKEW, TOLERANCE, ServerClock, Span
 from oxen_queue._ids import plausible_id
-from oxen_queue._ledger import Ledger, LedgerError, fingerprint
+from oxen_queue._ledger import Ledger, LedgerError, fingerprint, open_ledger
 
 from .fakes import FakeAPI, FakeJob
 from .helpers import fake_client
@@ -840,3 +840,98 @@ async def test_a_sibling_cut_between_the_ledgers_reads_is_awaited_not_ambiguous(
     assert sibling.sibling is not None and sibling._cut
     assert len(found or []) == 1 and set(found or []) <= set(api.jobs)
     assert len(api.jobs) == 2 and mine in api.jobs
+
+
+# -- a sibling claiming first, a sibling whose owner is gone ----------------------------------
+
+
+class _SiblingClaimsFirst:
+    """The ledger as a reconciliation sees it while a sibling (a lost identical request of
+    another client, which made nothing) claims from the same rows just before its claim."""
+
+    def __init__(self, ledger: Any, sibling: str) -> None:
+        self._ledger = ledger
+        self._sibling = sibling
+        self.sibling_took: list[str] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    async def claim(self, intent_id: str, candidate_ids: list[str]) -> list[str]:
+        if self.sibling_took is None:
+            self.sibling_took = await self._ledger.claim(self._sibling, candidate_ids)
+        return cast("list[str]", await self._ledger.claim(intent_id, candidate_ids))
+
+
+@pytest.mark.anyio
+async def test_a_partial_claim_is_never_followed_by_nothing_was_made() -> None:
+    """A request of two whose sibling took one of its jobs just before its own claim holds the
+    other. Before: the next looks dropped the job it held with the others held, found nothing,
+    and concluded that nothing was made, so its caller sent it again and the held job was
+    nobody's. Now the job it holds stays a candidate of the look: one of two, ambiguous, and
+    named."""
+    api = FakeAPI(lifecycle=["queued"] * 1000)
+    made = [created(api, "same"), created(api, "same")]  # the request's two jobs
+    async with fake_client(api, poll_policy=QUIET) as client:
+        reconciler = client._core.enqueuer.reconciler
+        ledger = client._core.enqueuer.ledger
+        intents = []
+        for count in (2, 1):  # this request, then its sibling (which made nothing)
+            intent = await ledger.record_intent(
+                model=MODEL, params={"prompt": "same"}, count=count, deadline=time.time() + 60
+            )
+            await ledger.mark_lost(intent)
+            intents.append(intent)
+        mine, sibling = intents
+        wrapper = _SiblingClaimsFirst(ledger, sibling)
+        reconciler._ledger = cast("Ledger", wrapper)
+        reconciler._settle_delay = 0.0
+        try:
+            with anyio.fail_after(10):
+                found = await reconciler.settle(
+                    mine,
+                    model=MODEL,
+                    params={"prompt": "same"},
+                    count=2,
+                    span=Span(time.time() - 1, time.time() + 1),
+                    created=False,
+                )
+        except AmbiguousEnqueueError as exc:
+            error = exc
+        else:
+            pytest.fail(f"settled as {found!r} holding {await ledger.intent(mine)}")
+    assert wrapper.sibling_took is not None and len(wrapper.sibling_took) == 1
+    (kept,) = set(made) - set(wrapper.sibling_took)
+    assert list(error.candidate_ids) == [kept]
+    assert len(api.jobs) == 2
+
+
+@pytest.mark.anyio
+async def test_identical_requests_of_a_crashed_client_are_each_recovered(tmp_path: Path) -> None:
+    """A crashed client's two identical requests, each with its job made and no answer:
+    recover() settles them one after the other. Before: settling the first, the second (in
+    flight, its owner gone) was neither busy nor lost, so its job was one too many ("made
+    by a client outside the ledger") and both ended ambiguous, their jobs recovered by
+    nobody. A gone owner's request in flight now awaits its rows as a lost one does."""
+    url = f"sqlite://{tmp_path}/ledger.db"
+    api = FakeAPI(lifecycle=["queued"] * 1000)
+    crashed = open_ledger(url)
+    assert crashed is not None
+    async with crashed:
+        sent = time.time() - 1
+        for _ in range(2):
+            await crashed.record_intent(
+                model=MODEL,
+                params={"prompt": "same"},
+                count=1,
+                deadline=time.time() + 0.2,
+                sent_at=sent,
+            )
+        made = {created(api, "same"), created(api, "same")}
+    await anyio.sleep(0.3)  # past the deadlines: the requests can no longer land
+    async with fake_client(api, poll_policy=QUIET, ledger=url) as successor:
+        successor._core.enqueuer.reconciler._settle_delay = 0.0
+        with anyio.fail_after(10):
+            recovered = {g.id for g in await successor.recover(wait=0)}
+    assert recovered == made
+    assert len(api.jobs) == 2

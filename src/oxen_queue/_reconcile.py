@@ -6,13 +6,16 @@ clock (`_clock`). What tells two identical requests apart is the enqueue ledger
 (`_ledger`), shared by every client that may enqueue with the same key:
 
 a. wait until no other request with the same fingerprint is in flight, in any process
-   sharing the ledger (its answer would name some of the same rows);
+   sharing the ledger (its answer would name some of the same rows), unless its owner is gone
+   (its answer can never be recorded);
 b. look at the active rows, then the history back to the window, and judge every row that
-   nothing already holds (this client's jobs, ids any request of the ledger holds);
+   nothing else already holds (this client's jobs, ids any other request of the ledger holds;
+   the ids this request holds, from a claim that fell short, stay candidates);
 c. claim the candidates, atomically (two claimers never get the same row), when they can be
-   told apart: as many as this request and the other lost ones with the same fingerprint
-   await. More than that means rows made by clients outside the ledger (the Oxen web UI,
-   another key's scripts): the outcome is **ambiguous** and
+   told apart: as many as this request and the other ones with the same fingerprint
+   await (lost, or in flight with their owner gone). More than that means rows made by
+   clients outside the ledger (the Oxen web UI, another key's scripts): the outcome is
+   **ambiguous** and
    [`AmbiguousEnqueueError`][oxen_queue.AmbiguousEnqueueError] names the candidates. Too few on two
    looks a moment apart: ambiguous as well.
 d. No candidate on two looks a moment apart, each of which *could see*: the request created
@@ -260,23 +263,34 @@ class Reconciler:
         key = fingerprint(model, params)
         match = _Matcher(params)
         empty = unsure = 0
+        # The ids this request holds already (a claim that fell short: a sibling took some of
+        # the candidates first; or one made before its owner was gone, for a taken-over
+        # intent). They stay candidates of every look: dropped with the others held, a look
+        # found too few or none, and "nothing was made" had the request sent again while
+        # they were held, nobody's.
+        known = await self._ledger.intent(intent_id)
+        mine = set() if known is None else set(known.ids)
         while True:
             # a. Requests with this fingerprint still in flight would claim the same rows.
             await self._ledger.wait_idle(key, exclude_intent=intent_id, timeout=None)
             # b. The order of these reads makes them one consistent picture. A request whose
             # job is among the rows was in flight when they were read; by the check that
-            # follows, it is still in flight (look again), or it left flight: answered (its
-            # ids are held by the last read) or lost (counted by the read of the lost ones,
-            # made after the check: read before it, a sibling whose answer was cut between
-            # the two reads was neither awaited nor busy, and its job made the look
-            # ambiguous). A sibling claiming meanwhile is counted among the lost ones and its
-            # ids among the held ones (it is over-awaited, never missed).
+            # follows, it is still in flight (look again, if its owner is alive; if gone, its
+            # answer can never be recorded, and it awaits its rows as a lost one does), or it
+            # left flight: answered (its ids are held by the last read) or lost (counted by
+            # the read of the lost ones, made after the check: read before it, a sibling
+            # whose answer was cut between the two reads was neither awaited nor busy, and
+            # its job made the look ambiguous). A sibling claiming or taken over meanwhile is
+            # counted among the lost ones and its ids among the held ones (it is
+            # over-awaited, never missed).
             look = await self._look(model, params, match, span)
             window = look.window
-            if await self._busy(key, intent_id):
+            flying = await self._ledger.in_flight(key, exclude_intent=intent_id)
+            if any(intent.owner_alive for intent in flying):
                 continue
-            others = await self._ledger.lost(key, exclude_intent=intent_id)
-            look.drop(await self._ledger.claimed_ids(key))
+            lost = await self._ledger.lost(key, exclude_intent=intent_id)
+            others = {i.intent_id: i for i in [*flying, *lost]}.values()
+            look.drop(await self._ledger.claimed_ids(key) - mine)
             if not (look.candidates or look.nearby or look.blind or look.anonymous):
                 # Nothing here: before concluding, read back to the start of the reach (rows
                 # there are older, so no request of the ledger's started meanwhile made one).
@@ -286,7 +300,7 @@ class Reconciler:
                         f"(the window rests on {window.basis})"
                     )
                     raise self._ambiguous(model, params, [], why)
-                look.drop(await self._ledger.claimed_ids(key))
+                look.drop(await self._ledger.claimed_ids(key) - mine)
             unseen = self._unseen(look, window, count)
             if unseen is not None:
                 empty = 0
@@ -320,6 +334,7 @@ class Reconciler:
             if len(claimed) >= count:
                 logger.debug("enqueue of %s: adopted %s after a lost answer", model, claimed)
                 return claimed[:count]
+            mine.update(claimed)
 
     @staticmethod
     def _unseen(look: _Look, window: Window, count: int) -> str | None:
@@ -339,11 +354,6 @@ class Reconciler:
                 "be wrong"
             )
         return None
-
-    async def _busy(self, key: str, intent_id: str) -> bool:
-        """Whether a request with this fingerprint is in flight now (with a live owner)."""
-        found = await self._ledger.in_flight(key, exclude_intent=intent_id)
-        return any(intent.owner_alive for intent in found)
 
     def _ambiguous(
         self, model: str, params: Mapping[str, Any], candidates: list[str], why: str
