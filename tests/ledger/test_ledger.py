@@ -488,3 +488,24 @@ async def test_an_intent_taken_over_is_settled_by_its_new_owner_only(ledger_url:
 
 def _expire_leases(session: Any) -> int:
     return int(session.run("UPDATE oxen_ledger_clients SET lease_until = 0"))
+
+
+@pytest.mark.parametrize("kind", ["memory", "sql"])
+async def test_a_part_claimed_request_settled_keeps_holding_what_it_claimed(
+    ledger: SqlLedger, kind: str
+) -> None:
+    """Both ledgers alike: the job a claim that fell short took stays held when the request is
+    settled (ambiguous), so no later request adopts the job an error named. Before, the
+    memory ledger forgot it."""
+    from oxen_queue._ledger._memory import MemoryLedger
+
+    chosen: Any = ledger if kind == "sql" else MemoryLedger()
+    if kind == "memory":
+        await chosen.open()
+    intent = await new_intent(chosen, count=2)
+    await chosen.mark_lost(intent)
+    assert await chosen.claim(intent, ["g1"]) == ["g1"]  # one of two: it stays lost
+    assert await chosen.mark_settled(intent, "ambiguous") == []  # as the enqueue settles it
+    assert "g1" in await chosen.claimed_ids(fingerprint(MODEL, PARAMS))
+    if kind == "memory":
+        await chosen.aclose()

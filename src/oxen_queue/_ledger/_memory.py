@@ -122,9 +122,13 @@ class MemoryLedger:
         entry = self._open.pop(intent_id, None)
         if entry is None:
             raise LedgerError(f"intent {intent_id!r} is not open")
-        taken = self._hold(ids)
+        # What a claim that fell short took stays held, as the SQL ledger keeps it: an
+        # ambiguous request's named job is never adopted by a later one.
+        self._hold(entry.ids)
+        fresh = [i for i in dict.fromkeys(ids) if i not in entry.ids]
+        taken = self._hold(fresh)
         self._changed_now(entry)
-        return [i for i in ids if i not in taken]
+        return [i for i in fresh if i not in taken]
 
     async def record_outcome(self, generation_id: str, status: str) -> bool:
         return False  # this process's generations are watched by its client, not kept here
@@ -140,9 +144,13 @@ class MemoryLedger:
         entry = self._open.pop(intent_id, None)
         if entry is None:
             raise LedgerError(f"intent {intent_id!r} is not open")
-        taken = self._hold(ids)
+        # What a claim that fell short took stays held, as the SQL ledger keeps it: an
+        # ambiguous request's named job is never adopted by a later one.
+        self._hold(entry.ids)
+        fresh = [i for i in dict.fromkeys(ids) if i not in entry.ids]
+        taken = self._hold(fresh)
         self._changed_now(entry)
-        return [i for i in ids if i not in taken]
+        return [i for i in fresh if i not in taken]
 
     # -- reconciliation -------------------------------------------------------------------
 
