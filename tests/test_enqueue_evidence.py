@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from oxen_queue import (
     AmbiguousEnqueueError,
     APIResponseValidationError,
+    AsyncClient,
     Generation,
     OxenError,
     PollPolicy,
@@ -775,6 +776,25 @@ def test_an_enqueue_answer_without_a_generations_list_names_nothing_and_says_so(
 # -- a sibling whose answer is cut while a look is judged --------------------------------------
 
 
+async def settle_through(
+    client: AsyncClient, ledger: object, intent: str, *, count: int, created: bool
+) -> list[str] | None:
+    """Settle a lost request for ``{"prompt": "same"}`` with the client's reconciler reading
+    ``ledger`` (the client's own, wrapped to change a sibling's state at a precise read)."""
+    reconciler = client._core.enqueuer.reconciler
+    reconciler._ledger = cast("Ledger", ledger)
+    reconciler._settle_delay = 0.0
+    with anyio.fail_after(10):
+        return await reconciler.settle(
+            intent,
+            model=MODEL,
+            params={"prompt": "same"},
+            count=count,
+            span=Span(time.time() - 1, time.time() + 1),
+            created=created,
+        )
+
+
 class _SiblingCutMidLook:
     """The ledger as a reconciliation sees it while a sibling (an identical request of another
     client) is sent after the reconciliation's wait, makes its job before the look reads the
@@ -819,24 +839,13 @@ async def test_a_sibling_cut_between_the_ledgers_reads_is_awaited_not_ambiguous(
     api = FakeAPI(lifecycle=["queued"] * 1000)
     mine = created(api, "same")
     async with fake_client(api, poll_policy=QUIET) as client:
-        reconciler = client._core.enqueuer.reconciler
         ledger = client._core.enqueuer.ledger
         intent = await ledger.record_intent(
             model=MODEL, params={"prompt": "same"}, count=1, deadline=time.time() + 60
         )
         await ledger.mark_lost(intent)
         sibling = _SiblingCutMidLook(ledger, api)
-        reconciler._ledger = cast("Ledger", sibling)  # the real one, but for one cut
-        reconciler._settle_delay = 0.0
-        with anyio.fail_after(10):
-            found = await reconciler.settle(
-                intent,
-                model=MODEL,
-                params={"prompt": "same"},
-                count=1,
-                span=Span(time.time() - 1, time.time() + 1),
-                created=True,
-            )
+        found = await settle_through(client, sibling, intent, count=1, created=True)
     assert sibling.sibling is not None and sibling._cut
     assert len(found or []) == 1 and set(found or []) <= set(api.jobs)
     assert len(api.jobs) == 2 and mine in api.jobs
@@ -873,7 +882,6 @@ async def test_a_partial_claim_is_never_followed_by_nothing_was_made() -> None:
     api = FakeAPI(lifecycle=["queued"] * 1000)
     made = [created(api, "same"), created(api, "same")]  # the request's two jobs
     async with fake_client(api, poll_policy=QUIET) as client:
-        reconciler = client._core.enqueuer.reconciler
         ledger = client._core.enqueuer.ledger
         intents = []
         for count in (2, 1):  # this request, then its sibling (which made nothing)
@@ -884,18 +892,8 @@ async def test_a_partial_claim_is_never_followed_by_nothing_was_made() -> None:
             intents.append(intent)
         mine, sibling = intents
         wrapper = _SiblingClaimsFirst(ledger, sibling)
-        reconciler._ledger = cast("Ledger", wrapper)
-        reconciler._settle_delay = 0.0
         try:
-            with anyio.fail_after(10):
-                found = await reconciler.settle(
-                    mine,
-                    model=MODEL,
-                    params={"prompt": "same"},
-                    count=2,
-                    span=Span(time.time() - 1, time.time() + 1),
-                    created=False,
-                )
+            found = await settle_through(client, wrapper, mine, count=2, created=False)
         except AmbiguousEnqueueError as exc:
             error = exc
         else:

@@ -18,7 +18,7 @@ import argparse
 import difflib
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -166,24 +166,20 @@ def _scale(text: str) -> float:
     return scale
 
 
-def _seconds(text: str) -> float:
-    """A timeout on the command line: a finite number of seconds above zero."""
-    try:
-        return seconds(float(text), field="--timeout")
-    except (ValueError, InvalidParamsError):
-        raise argparse.ArgumentTypeError(
-            f"must be a finite number of seconds above zero: {text!r}"
-        ) from None
+def _seconds(field: str, *, zero: bool = False) -> Callable[[str], float]:
+    """The argparse type of a duration option: a finite number of seconds above zero (or zero
+    too, when ``zero``), judged by the duration owner."""
+    bound = ", zero or more" if zero else " above zero"
 
+    def parse(text: str) -> float:
+        try:
+            return seconds(float(text), field=field, zero=zero)
+        except (ValueError, InvalidParamsError):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number of seconds{bound}: {text!r}"
+            ) from None
 
-def _wait(text: str) -> float:
-    """A wait on the command line: a finite number of seconds, zero (no wait) or more."""
-    try:
-        return seconds(float(text), field="--wait", zero=True)
-    except (ValueError, InvalidParamsError):
-        raise argparse.ArgumentTypeError(
-            f"must be a finite number of seconds, zero or more: {text!r}"
-        ) from None
+    return parse
 
 
 def _directory(text: str) -> Path:
@@ -223,7 +219,7 @@ def _ledger_option(parser: argparse.ArgumentParser, default: str) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=_seconds,
+        type=_seconds("--timeout"),
         default=30.0,
         metavar="SECONDS",
         help="seconds for each request, connect to last byte",
@@ -402,7 +398,7 @@ def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     _ledger_option(recover, "$OXEN_LEDGER")
     recover.add_argument(
         "--wait",
-        type=_wait,
+        type=_seconds("--wait", zero=True),
         default=120.0,
         metavar="SECONDS",
         help="how long to wait for requests of gone clients that may still land",

@@ -119,16 +119,7 @@ class MemoryLedger:
         return intent_id
 
     async def record_ids(self, intent_id: str, ids: Sequence[str]) -> list[str]:
-        entry = self._open.pop(intent_id, None)
-        if entry is None:
-            raise LedgerError(f"intent {intent_id!r} is not open")
-        # What a claim that fell short took stays held, as the SQL ledger keeps it: an
-        # ambiguous request's named job is never adopted by a later one.
-        self._hold(entry.ids)
-        fresh = [i for i in dict.fromkeys(ids) if i not in entry.ids]
-        taken = self._hold(fresh)
-        self._changed_now(entry)
-        return [i for i in fresh if i not in taken]
+        return self._close(intent_id, ids)
 
     async def record_outcome(self, generation_id: str, status: str) -> bool:
         return False  # this process's generations are watched by its client, not kept here
@@ -141,16 +132,7 @@ class MemoryLedger:
     async def mark_settled(
         self, intent_id: str, how: Settlement, ids: Sequence[str] = ()
     ) -> list[str]:
-        entry = self._open.pop(intent_id, None)
-        if entry is None:
-            raise LedgerError(f"intent {intent_id!r} is not open")
-        # What a claim that fell short took stays held, as the SQL ledger keeps it: an
-        # ambiguous request's named job is never adopted by a later one.
-        self._hold(entry.ids)
-        fresh = [i for i in dict.fromkeys(ids) if i not in entry.ids]
-        taken = self._hold(fresh)
-        self._changed_now(entry)
-        return [i for i in fresh if i not in taken]
+        return self._close(intent_id, ids)
 
     # -- reconciliation -------------------------------------------------------------------
 
@@ -237,6 +219,22 @@ class MemoryLedger:
             for key, e in self._open.items()
             if key != exclude and e.intent.state == state and e.key() == fingerprint
         ]
+
+    def _close(self, intent_id: str, ids: Sequence[str]) -> list[str]:
+        """Close an open intent (answered or settled), holding what it claimed and ``ids``;
+        return those of ``ids`` another intent held.
+
+        What a claim that fell short took stays held, as the SQL ledger keeps it: an
+        ambiguous request's named job is never adopted by a later one.
+        """
+        entry = self._open.pop(intent_id, None)
+        if entry is None:
+            raise LedgerError(f"intent {intent_id!r} is not open")
+        self._hold(entry.ids)
+        fresh = [i for i in dict.fromkeys(ids) if i not in entry.ids]
+        taken = self._hold(fresh)
+        self._changed_now(entry)
+        return [i for i in fresh if i not in taken]
 
     def _hold(self, ids: Sequence[str]) -> set[str]:
         """Hold ``ids``; return those newly held (not held before)."""
