@@ -870,7 +870,6 @@ def test_a_10000_line_batch_killed_mid_run_resumes_with_exactly_one_job_per_line
 
         status, stdout, stderr = finish(spawn(*argv), timeout=500)
         assert status == 0, stderr[-2000:]
-        assert "may still reach the server; waiting up to" in stderr  # said, not a silent wait
         stats = hub.stats()
     assert stats["jobs_created"] == len(lines)
     expected = Counter(
