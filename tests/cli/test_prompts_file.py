@@ -4,6 +4,8 @@ line, and what is refused, with its line number. Property-based first, then exam
 from __future__ import annotations
 
 import codecs
+import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -13,7 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oxen_queue._cli._prompts import PromptLine, PromptsFileError, decode_prompts, read_prompts
+from oxen_queue._cli._prompts import (
+    PromptLine,
+    PromptsFileError,
+    PromptsReader,
+    decode_prompts,
+    read_prompts,
+)
 
 NAME: Final = "prompts.txt"
 REFUSAL: Final = re.compile(rf"\A{re.escape(NAME)}:(\d+): \S")
@@ -167,6 +175,9 @@ def test_a_utf16_or_utf32_file_with_its_byte_order_mark_is_decoded(encoding: str
         (b"[1]\n{}", f'{NAME}:2: a JSON line needs a string "prompt"'),
         (b'{"a":' * 100_000, f"{NAME}:1: not usable JSON"),
         (b'{"prompt": "ox", "n": ' + b"9" * 5000 + b"}", f"{NAME}:1: not usable JSON"),
+        (b'{"prompt": "ox", "n": NaN}', f"{NAME}:1: not valid JSON (NaN is not a JSON number)"),
+        (b'{"prompt": "ox", "n": [-Infinity]}', f"{NAME}:1: not valid JSON (-Infinity is not"),
+        (b'{"prompt": "ox", "n": 1e999}', f"{NAME}:1: not valid JSON (1e999 is past a double"),
     ],
 )
 def test_a_file_that_is_not_usable_text_is_refused_naming_the_line(
@@ -185,3 +196,42 @@ def test_a_prompts_file_that_cannot_be_read_is_refused_in_one_line(tmp_path: Pat
             read_prompts(path)
         assert str(caught.value).startswith(f"cannot read the prompts file {path}: ")
         assert "Errno" not in str(caught.value)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=8,
+)
+
+
+def _finite(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    return all(_finite(item) for item in value) if isinstance(value, list) else True
+
+
+@given(json_values)
+def test_a_json_line_holds_only_finite_numbers_or_is_refused(value: object) -> None:
+    """Python writes NaN, Infinity and -Infinity (and reads 1e999 as infinity), which JSON
+    has not: a line holding one is refused naming it, so no request (and no file the batch
+    writes, such as not_generated.jsonl) ever carries one."""
+    line = json.dumps({"prompt": "ox", "x": value}).encode()
+    try:
+        (read,) = decode_prompts(line, name=NAME)
+    except PromptsFileError as exc:
+        assert not _finite(value)
+        assert str(exc).startswith(f"{NAME}:1: not valid JSON (")
+        return
+    assert _finite(value)
+    assert read.params["x"] == value
+
+
+@pytest.mark.parametrize("cell", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+def test_a_csv_cell_no_json_number_can_hold_stays_text(tmp_path: Path, cell: str) -> None:
+    path = tmp_path / "prompts.csv"
+    path.write_text(f"prompt,n\nan ox,{cell}\n")
+    (read,) = PromptsReader(str(path), prompts_format="csv").requests()
+    assert read.params == {"prompt": "an ox", "n": cell}

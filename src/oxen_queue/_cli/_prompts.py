@@ -22,6 +22,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -333,11 +334,33 @@ def _not_text(
     return PromptsFileError(f"{name}:{number}: not {shown} text ({exc.reason})")
 
 
+class _NotJsonError(ValueError):
+    """A number JSON cannot carry: ``NaN``, ``Infinity`` or ``-Infinity`` (Python's
+    extensions, not JSON: RFC 8259), or one past a double's range (``1e999``)."""
+
+
+def _constant(text: str) -> Any:
+    raise _NotJsonError(f"{text} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJsonError(f"{text} is past a double's range")
+    return value
+
+
+def _loads(text: str) -> Any:
+    """Strict JSON: no number that is not finite (see `_NotJsonError`)."""
+    return json.loads(text, parse_constant=_constant, parse_float=_finite)
+
+
 def _json_line(text: str, number: int, name: str) -> PromptLine:
     try:
-        params = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PromptsFileError(f"{name}:{number}: not valid JSON ({exc.msg})") from None
+        params = _loads(text)
+    except (json.JSONDecodeError, _NotJsonError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else exc
+        raise PromptsFileError(f"{name}:{number}: not valid JSON ({reason})") from None
     except (ValueError, RecursionError) as exc:  # a number past int's limit, deep nesting
         raise PromptsFileError(f"{name}:{number}: not usable JSON ({exc})") from None
     if not isinstance(params, dict) or not isinstance(params.get("prompt"), str):
@@ -445,10 +468,10 @@ def _cell(text: str) -> Any:
     first = text[0]
     if first.isdigit() or (first == "-" and len(text) > 1):
         try:
-            value = json.loads(text)
+            value = _loads(text)
         except ValueError:
             return text
-        if isinstance(value, int | float) and value == value:  # not NaN
+        if isinstance(value, int | float):
             return value
     return text
 
