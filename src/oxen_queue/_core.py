@@ -1,13 +1,7 @@
-"""What an ``AsyncClient`` and its option views share: the connections, the watcher, the
-generations being watched, and the lifecycle that holds them together.
-
-``client.with_options(...)`` returns another ``AsyncClient`` over the same `ClientCore`,
-with `CallOptions` of its own, so a view costs a few small objects, and opening or
-closing any of them opens or closes them all.
-
-The core is the owner of every [`Generation`][oxen_queue.Generation] it tracks: a generation's
-``cancel()``, ``refresh()`` and ``download()`` come here, and its end is told here by a done
-callback, which forgets it and tells the watcher and the ledger.
+"""What an ``AsyncClient`` and its ``with_options`` views share: the connections, the watcher,
+the generations being watched, and the lifecycle. Opening or closing any view opens or closes
+them all. The core owns every `Generation` it tracks: their ``cancel()``, ``refresh()`` and
+``download()`` come here, and a done callback forgets each and tells the watcher and the ledger.
 """
 
 from __future__ import annotations
@@ -89,7 +83,7 @@ _CLOSED: Final = (
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CallOptions:
-    """The defaults of the calls made through a client or one of its views (``with_options``).
+    """The defaults of the calls made through a client or one of its ``with_options`` views.
 
     Attributes:
         timeout: Each request's timeouts (``None``: the client's).
@@ -220,7 +214,7 @@ class ClientCore:
             completion,
             api,
             poll_policy,
-            shared_interval=shared_poll_interval,
+            shared_poll_interval=shared_poll_interval,
             backstop_interval=backstop_interval,
             stall_timeout=stall_timeout,
         )
@@ -232,10 +226,9 @@ class ClientCore:
             telemetry=telemetry,
         )
         self.defaults = CallOptions(timeout=None, validate=validate, deadline=poll_policy.deadline)
-        self.rows = Rows(self, api, self.defaults)
-        """The row operations with the client's defaults (what its generations delegate to)."""
+        self.rows = Rows(self, api, self.defaults)  # what generations delegate to
         self.pending: dict[str, Generation] = {}
-        # One bound method for every generation's done callback, not one made per generation.
+        # One bound method for every generation's done callback, not one each.
         self._on_done = self._finished
         self.deadlines = _Deadlines(self.pending)
         telemetry.watch(
@@ -247,12 +240,12 @@ class ClientCore:
         self._host_handle: object = None  # a detached host's task (asyncio holds it weakly)
         self._task_group: TaskGroup | None = None  # the background work's, in a host task
         self._background = 0  # upstream cancels of abandoned jobs still running
-        self._idle: anyio.Event | None = None
-        # Made when opening (an event needs a running event loop): set once the background
-        # work has started, and once it has unwound.
+        self._idle: anyio.Event | None = None  # set when _background drops to 0 on close
+        # Made when opening (an event needs a running loop): the background work has started,
+        # and has unwound.
         self._started: anyio.Event | None = None
         self._stopped: anyio.Event | None = None
-        # This process's memory needs no outcomes: it is this client's own watching.
+        # A memory ledger needs no outcomes: it is this client's own watching.
         self._outcomes = (
             None if isinstance(enqueue_ledger, MemoryLedger) else _OutcomeWriter(enqueue_ledger)
         )
@@ -264,17 +257,13 @@ class ClientCore:
     # -- lifecycle ----------------------------------------------------------------------
     #
     # Two ways to open, one background task group. ``async with`` (``open``/``exit``) hosts
-    # it in a task of a task group the block holds: structured, nothing outlives the block.
-    # A client used without it opens on its first awaited call (``opened``), and hosts it
-    # in a task the event loop owns (``_detached``). Either way no cancellation of a caller
-    # reaches it, and ``close()`` ends it.
+    # it in a task of an outer task group the block holds: structured, and stopping it never
+    # cancels the block. A client used without it opens on its first awaited call
+    # (``opened``), and hosts it in a task the event loop owns (``_detached``). Either way no
+    # cancellation of a caller reaches it, and ``close()`` ends it.
 
     async def open(self) -> None:
         """Start the background work: call from ``__aenter__``, with `exit` to match.
-
-        The work runs in a task group of its own, hosted by one task of the outer group the
-        caller's ``async with`` holds. So stopping it (``aclose()``, from anywhere) never
-        cancels the caller's block, and only the caller's exit leaves the outer group.
 
         Raises:
             ClientClosedError: The client was opened (or used) already, or closed.
@@ -284,27 +273,14 @@ class ClientCore:
                 "an AsyncClient can be opened only once, and `async with` must come before "
                 "its first call; make a new one"
             )
-        self._opening = opening = anyio.Event()
-        try:
-            await self._prepare()
-            stack = AsyncExitStack()
-            outer = await stack.enter_async_context(anyio.create_task_group())
-            await outer.start(self._host)
-            self._stack = stack
-        except BaseException:
-            self._opening = None  # nothing was opened: `async with` may be tried again
-            raise
-        finally:
-            opening.set()
+        await self._open(detached=False)
 
     async def opened(self) -> TaskGroup:
         """The background task group, the client opened first if it never was.
 
-        Called by every awaited entry point. The first call on a client never entered opens
-        it: the ledger, then the background work in a task of the event loop's own (see
-        `_detached`). That open is shielded, so a caller cancelled meanwhile cannot
-        leave it half done; callers arriving meanwhile wait for it, and only one happens. An
-        open that fails raises in the caller that made it, and the next call tries again.
+        Called by every awaited entry point. The open is shielded, so a caller cancelled
+        meanwhile cannot leave it half done; callers arriving meanwhile wait for it. An open
+        that fails raises in the caller that made it, and the next call tries again.
 
         Raises:
             ClientClosedError: The client is closed.
@@ -318,32 +294,34 @@ class ClientCore:
                 raise ClientClosedError(_CLOSED)
             opening = self._opening
             if opening is None:
-                await self._open_detached()
+                with anyio.CancelScope(shield=True):
+                    await self._open(detached=True)
                 continue
             await opening.wait()  # another caller's open, or an `async with`'s
             if self._task_group is None and self._opening is opening and not self.closed:
                 raise ClientClosedError("the client's background work could not be started")
 
-    async def _open_detached(self) -> None:
+    async def _open(self, *, detached: bool) -> None:
+        """The transport, the ledger, then the host of the background work (see above)."""
         self._opening = opening = anyio.Event()
         try:
-            with anyio.CancelScope(shield=True):
-                await self._prepare()
+            self.session.open()  # before the ledger: it may refuse, and leave nothing open
+            await self.enqueuer.ledger.open()
+            self._stopped = anyio.Event()
+            self._started = started = anyio.Event()
+            if detached:
                 self._host_handle = spawn_detached(self._detached, name="oxen-queue client")
-                assert self._started is not None
-                await self._started.wait()
+                await started.wait()
+            else:
+                stack = AsyncExitStack()
+                outer = await stack.enter_async_context(anyio.create_task_group())
+                await outer.start(self._host)
+                self._stack = stack
         except BaseException:
-            self._opening = None  # the next call tries again
+            self._opening = None  # nothing was opened: the next call or `async with` may retry
             raise
         finally:
             opening.set()
-
-    async def _prepare(self) -> None:
-        """What both ways of opening do first: the transport, the ledger, the events."""
-        self.session.open()  # before the ledger: it may refuse, and leave nothing open
-        await self.enqueuer.ledger.open()
-        self._stopped = anyio.Event()
-        self._started = anyio.Event()
 
     def _start_work(self, task_group: TaskGroup) -> None:
         """Start the background work in ``task_group`` (the host's)."""
@@ -370,12 +348,9 @@ class ClientCore:
             self._stopped.set()
 
     async def _detached(self) -> None:
-        """The host of the background work of a client used without ``async with``: a task
-        of the event loop's own, ended by ``close()`` or by the end of the event loop.
-
-        Nothing escapes it but the loop's own cancellation: an asyncio task's exception would
-        be reported when it is collected, and a trio system task's would end the run.
-        """
+        """The host of a client used without ``async with``, ended by ``close()`` or by the
+        end of the event loop. Nothing escapes it but the loop's own cancellation (see
+        `spawn_detached`)."""
         try:
             async with anyio.create_task_group() as task_group:
                 self._start_work(task_group)
@@ -388,26 +363,22 @@ class ClientCore:
             self._started.set()  # for an open waiting on a host that failed to start
             self._stopped.set()
             if not self.closed:
-                # Not close(): the event loop is ending (asyncio.run's or trio.run's main
-                # coroutine returned with the client still open). Let go of the connections
-                # now, while the loop still runs, so that nothing is left to warn about.
+                # The event loop is ending (asyncio.run's or trio.run's main coroutine
+                # returned with the client open): let go of the connections while it still
+                # runs, so that nothing is left to warn about; log what fails, raise nothing.
                 with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_GRACE):
-                    await self._abandon()
+                    self.closed = True
+                    self._fail_pending("the event loop the client ran on ended")
+                    self.telemetry.close()
+                    await self._close_pools(quiet=True)
 
-    async def _abandon(self) -> None:
-        """Close a client whose event loop is ending: fail what is pending, close the pools
-        and the ledger; whatever fails is logged, nothing raised."""
-        self.closed = True
-        self._fail_pending("the event loop the client ran on ended")
-        self.telemetry.close()
-        for close in (
-            self.session.http.aclose,
-            self.files.aclose,
-            self.enqueuer.ledger.aclose,
-        ):
+    async def _close_pools(self, *, quiet: bool) -> None:
+        for close in (self.session.http.aclose, self.files.aclose, self.enqueuer.ledger.aclose):
             try:
                 await close()
             except Exception as exc:
+                if not quiet:
+                    raise
                 logger.debug("closing an abandoned client: %s", exc)
 
     def _fail_pending(self, why: str) -> None:
@@ -423,8 +394,8 @@ class ClientCore:
 
     async def exit(self) -> None:
         """Close, then leave the outer task group (from ``__aexit__`` only), even when
-        closing failed (a ledger that cannot be written on a full disk): a group left open
-        would leave its cancel scope on the caller's task, and break the caller's own."""
+        closing failed (a full disk under the ledger): a group left open would leave its
+        cancel scope on the caller's task."""
         try:
             await self.close()
         finally:
@@ -459,9 +430,7 @@ class ClientCore:
                 self._task_group.cancel_scope.cancel()
                 with anyio.move_on_after(CLOSE_GRACE):
                     await self._stopped.wait()
-            await self.session.http.aclose()
-            await self.files.aclose()
-            await self.enqueuer.ledger.aclose()
+            await self._close_pools(quiet=False)
         self.telemetry.close()
 
     def check_not_closed(self) -> None:
@@ -496,10 +465,8 @@ class ClientCore:
     ) -> Generation:
         """The handle of a generation, made and watched if it is not watched already.
 
-        The one door to watching, and so to the URLs watching asks: an id that is not
-        plausible (`_ids`), which only the server or the ledger can have given (callers'
-        ids are refused before), gets a handle that has already failed with
-        ``APIResponseValidationError``, and is never watched.
+        The one door to watching: an implausible id (`_ids`; only the server or the ledger
+        can give one) gets a handle failed with ``APIResponseValidationError``, never watched.
         """
         existing = self.pending.get(generation_id)
         if existing is not None:
@@ -544,16 +511,14 @@ class ClientCore:
         return await self.files.save(await self.rows.finished(source), path)
 
     def cancel_upstream(self, generation_ids: list[str]) -> anyio.Event | None:
-        """Cancel abandoned jobs on the server, from the client's own tasks (best effort).
-
-        No cancellation of the caller reaches these tasks (asyncio's own included).
+        """Cancel abandoned jobs on the server, from the client's own tasks (best effort),
+        which no cancellation of the caller reaches.
 
         Returns:
             An event set once done, or ``None`` when there was nothing to do.
         """
         # An implausible id can come only from the server: it must never become a DELETE.
-        skipped = [i for i in generation_ids if not plausible_id(i)]
-        if skipped:
+        if skipped := [i for i in generation_ids if not plausible_id(i)]:
             logger.debug(
                 "not cancelling abandoned generations with implausible ids: %s",
                 ", ".join(repr(i)[:80] for i in skipped),
@@ -638,13 +603,12 @@ def _unwatchable(generation: Generation) -> None:
 
 
 class _Deadlines:
-    """Ends every pending generation at its deadline: one task and one heap for them all.
+    """Ends every pending generation at its deadline: one task and one heap for them all, so
+    a generation needs no timer of its own.
 
-    So a generation awaited without a timeout needs no timer (and no cancel scope) of its own:
-    with 10,000 awaited at once, those were most of what each one cost. An entry is the due
-    time and the id (the generation is looked up in ``pending`` when due, so a finished one is
-    not kept alive); entries of finished generations are dropped when due, or all at once when
-    they come to outnumber the pending generations.
+    An entry is the due time and the id (looked up in ``pending`` when due, so a finished
+    generation is not kept alive); stale entries go when due, or all at once when they come
+    to outnumber the pending generations.
     """
 
     def __init__(self, pending: dict[str, Generation]) -> None:
@@ -677,11 +641,8 @@ class _Deadlines:
 
 
 class _OutcomeWriter:
-    """Records each generation's final status in a shared ledger, from one background task.
-
-    ``note`` is a done callback (synchronous); writes are blocking I/O done in turn by
-    `run`, so watchers never wait on the ledger.
-    """
+    """Records each generation's final status in a shared ledger: ``note`` is a done callback,
+    and `run` writes in turn from one background task, so watchers never wait on the ledger."""
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger

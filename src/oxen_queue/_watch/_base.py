@@ -1,14 +1,14 @@
-"""What every completion watcher is, what it may ask of the API, and how its tasks are kept.
+"""What every completion watcher is, what it may ask of the API, how its tasks are kept, and
+the simplest watcher (`PollingWatcher`).
 
 Watchers run in the client's task group, which the user's ``async with AsyncClient()`` block
-(a FastAPI app's lifespan, say) encloses: an exception escaping one of their tasks would cancel
-that block. So every task they start is **supervised** (`supervised`): an unexpected
-exception is logged, the generation it concerned fails with an ``OxenError``, and a loop that
-serves every generation (the shared poller, the event stream) starts again after a pause.
+encloses: an exception escaping their tasks would cancel that block. So every task they start
+is `supervised`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine
@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
     from .._generation import Generation
     from .._models import GenerationRecord
+    from .._poll import PollPolicy
 
-__all__ = ["QueueAPI", "Watcher", "look", "supervised", "unexpected"]
+__all__ = ["PollingWatcher", "QueueAPI", "Watcher", "look", "supervised", "unexpected"]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -38,15 +39,12 @@ class QueueAPI(Protocol):
 
     async def get_generation(self, generation_id: str) -> GenerationRecord:
         """``GET /api/ai/queue/{id}``: one full row."""
-        ...
 
     async def active_statuses(self, model: str | None) -> dict[str, str]:
         """``GET /api/ai/queue[?model=]``: id -> status of every active row, parsed leanly."""
-        ...
 
     def event_stream(self) -> AbstractAsyncContextManager[httpx.Response]:
         """``GET /api/events``: the open response, ready to be read as it arrives."""
-        ...
 
 
 class Watcher(Protocol):
@@ -54,25 +52,16 @@ class Watcher(Protocol):
 
     def start(self, task_group: TaskGroup) -> None:
         """Start the background work, if any, in the client's task group."""
-        ...
 
     async def ready(self) -> None:
         """Return once enqueueing is safe: an event stream must be open before the first job."""
-        ...
 
     def track(self, generation: Generation, *, fresh: bool) -> None:
-        """Watch a generation until it is done.
-
-        Args:
-            generation: The generation.
-            fresh: ``True`` when it was enqueued a moment ago by this client; ``False`` when
-                it was reattached by id and may have finished long ago.
-        """
-        ...
+        """Watch a generation until it is done; ``fresh``: enqueued a moment ago by this
+        client (``False``: reattached by id, and may have finished long ago)."""
 
     def forget(self, generation: Generation) -> None:
         """Stop watching a generation that is done (told by the client, once)."""
-        ...
 
 
 def unexpected(name: str, exc: Exception) -> OxenError:
@@ -90,15 +79,10 @@ def supervised(
     on_error: Callable[[OxenError], None] | None = None,
     restart: bool = False,
 ) -> Callable[[], Coroutine[Any, Any, None]]:
-    """Wrap a background task so that no exception escapes it into the client's task group.
-
-    Args:
-        name: What the task does, for the log.
-        task: The task.
-        on_error: Told of an unexpected exception (as an ``OxenError``): fail what it concerned.
-        restart: Run the task again after an unexpected exception, after a pause that grows
-            from 1 s to 30 s (a loop that serves every generation must not stop for good).
-    """
+    """``task``, wrapped so that no exception escapes it into the client's task group: an
+    unexpected one is logged as ``name``'s and told to ``on_error`` (to fail what it concerned);
+    with ``restart``, the task runs again after a pause growing from 1 s to 30 s (a loop that
+    serves every generation must not stop for good)."""
 
     async def run() -> None:
         pause = 1.0
@@ -119,11 +103,8 @@ def supervised(
 
 
 async def look(api: QueueAPI, generation: Generation) -> None:
-    """Fetch one generation's row and settle it with what it says.
-
-    A transient failure leaves the generation for the next look; a final one (404, a refused
-    key) fails it. Nothing else escapes: an unexpected exception fails that generation alone.
-    """
+    """Fetch one generation's row and settle it with what it says. A transient failure leaves
+    it for the next look; a final one (404, a refused key) or an unexpected one fails it."""
     try:
         record = await api.get_generation(generation.id)
     except OxenError as exc:
@@ -136,3 +117,45 @@ async def look(api: QueueAPI, generation: Generation) -> None:
         fail(generation, unexpected(f"watching generation {generation.id}", exc))
         return
     observe(generation, record)
+
+
+class PollingWatcher:
+    """Polls each generation (``GET /api/ai/queue/{id}``) in a task of its own, with
+    [`PollPolicy`][oxen_queue.PollPolicy]'s backoff, until it is done."""
+
+    def __init__(self, api: QueueAPI, policy: PollPolicy) -> None:
+        self._api = api
+        self._policy = policy
+        self._task_group: TaskGroup | None = None
+
+    def start(self, task_group: TaskGroup) -> None:
+        self._task_group = task_group
+
+    async def ready(self) -> None:
+        return None
+
+    def forget(self, generation: Generation) -> None:
+        return None  # its task sees it done at its next look
+
+    def track(self, generation: Generation, *, fresh: bool) -> None:
+        assert self._task_group is not None, "start() comes first"
+        self._task_group.start_soon(
+            supervised(
+                f"polling generation {generation.id}",
+                functools.partial(self._poll, generation, fresh),
+                on_error=functools.partial(fail, generation),
+            )
+        )
+
+    async def _poll(self, generation: Generation, fresh: bool) -> None:
+        started = anyio.current_time()
+        attempt = 0 if fresh else -1  # a reattached generation is asked about at once
+        while not generation.done():
+            if attempt >= 0:
+                elapsed = anyio.current_time() - started
+                await anyio.sleep(
+                    self._policy.delay(attempt, elapsed=elapsed, rand=random.random())
+                )
+            attempt += 1
+            if not generation.done():
+                await look(self._api, generation)

@@ -1,12 +1,8 @@
 """Shared polling: one ``GET /api/ai/queue`` per tick for every pending generation at once.
 
-The queue's list endpoint returns the active (``queued``/``processing``) rows by default, so one
-request tells the state of every pending generation. A generation that has left the active list
-has finished: its final row is fetched once. Requests per tick do not grow with the number of
-pending generations (one per model filter; more models than a few means one unfiltered list).
-
-This module also serves the event-stream watcher: as its reconciliation after a reconnect, as
-its slow backstop, and as its fallback when the stream cannot be had.
+The list returns the active (``queued``/``processing``) rows by default, so one request (one
+per model filter) tells the state of every pending generation; one that has left it has
+finished, and its final row is fetched once. The event watcher uses it too (`_events`).
 """
 
 from __future__ import annotations
@@ -51,14 +47,12 @@ class SharedPollWatcher:
         self._api = api
         self._interval = interval if callable(interval) else (lambda: interval)
         self.pending: dict[str, Generation] = {}
+        self.watched: set[str] = set()  # ids of those someone follows with updates()
+        self.ticks = 0
         # One bound method for every generation, not one per generation.
         self._on_subscribers = self._subscribers_changed
         self._task_group: TaskGroup | None = None
         self._wake: anyio.Event | None = None
-        self.ticks = 0
-        """How many ticks ran (each costs one list request per model filter)."""
-        self.watched: set[str] = set()
-        """Ids of pending generations that someone follows with ``updates()``."""
 
     def start(self, task_group: TaskGroup) -> None:
         self._task_group = task_group
@@ -111,9 +105,7 @@ class SharedPollWatcher:
 
     async def tick(self) -> None:
         """Learn the state of every pending generation: one list, then one fetch per finisher.
-
-        Never raises: a failed tick is logged, and the next one tells.
-        """
+        Never raises: a failed tick is logged, and the next one tells."""
         if not self.pending:
             return
         # Only generations known before the list is asked for can be judged by its absence.
@@ -132,25 +124,17 @@ class SharedPollWatcher:
         except Exception as exc:
             unexpected("shared poll", exc)
             return
-        finished: list[Generation] = []
         for generation in snapshot:
-            if generation.done():
-                continue
-            status = active.get(generation.id)
-            if status is None:
-                finished.append(generation)
-            else:
-                note_status(generation, status)
+            if generation.id in active:
+                note_status(generation, active[generation.id])
+        finished = [g for g in snapshot if not g.done() and g.id not in active]
         if finished:
             await self._look_all(finished)
 
     async def _look_all(self, generations: list[Generation]) -> None:
-        """One look at each generation that left the active list, `_LOOKS` at a time.
-
-        Thousands can finish between two ticks; a task each would hold thousands of requests'
-        state at once (most of them waiting for a slot), when the event stream is likely to
-        settle them first. So a few workers take them in turn, and skip those already done.
-        """
+        """One look at each generation that left the active list, by `_LOOKS` workers that
+        skip those done meanwhile: thousands can finish between two ticks, and the event
+        stream is likely to settle them first."""
         remaining = iter(generations)
 
         async def worker() -> None:
