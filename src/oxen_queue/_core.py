@@ -12,6 +12,7 @@ import heapq
 import logging
 import math
 import os
+from collections import deque
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Final
 
@@ -164,7 +165,14 @@ class ClientCore:
         shared_poll_interval = seconds(shared_poll_interval, field="shared_poll_interval")
         backstop_interval = seconds(backstop_interval, field="backstop_interval")
         stall_timeout = seconds(stall_timeout, field="stall_timeout")
-        budget = None if max_spend is None else _budget(max_spend)
+        try:
+            budget = None if max_spend is None else Budget(amount(max_spend))
+        except AmountError as exc:
+            raise InvalidParamsError(
+                f"max_spend must be an amount from 0 to 10**12 with at most 18 decimal places "
+                f"(a Decimal or an int): {exc}",
+                field="max_spend",
+            ) from None
         retry = retry or RetryPolicy()
         poll_policy = poll_policy or PollPolicy()
         http_timeout = timeout_of(timeout)
@@ -259,7 +267,7 @@ class ClientCore:
     # Two ways to open, one background task group. ``async with`` (``open``/``exit``) hosts
     # it in a task of an outer task group the block holds: structured, and stopping it never
     # cancels the block. A client used without it opens on its first awaited call
-    # (``opened``), and hosts it in a task the event loop owns (``_detached``). Either way no
+    # (``opened``), and hosts it in a task the event loop owns (detached). Either way no
     # cancellation of a caller reaches it, and ``close()`` ends it.
 
     async def open(self) -> None:
@@ -287,11 +295,10 @@ class ClientCore:
             LedgerError: The ledger could not be opened.
         """
         while True:
-            task_group = self._task_group
-            if task_group is not None and not self.closed:
-                return task_group
             if self.closed:
                 raise ClientClosedError(_CLOSED)
+            if self._task_group is not None:
+                return self._task_group
             opening = self._opening
             if opening is None:
                 with anyio.CancelScope(shield=True):
@@ -310,7 +317,7 @@ class ClientCore:
             self._stopped = anyio.Event()
             self._started = started = anyio.Event()
             if detached:
-                self._host_handle = spawn_detached(self._detached, name="oxen-queue client")
+                self._host_handle = spawn_detached(self._host, name="oxen-queue client")
                 await started.wait()
             else:
                 stack = AsyncExitStack()
@@ -323,37 +330,23 @@ class ClientCore:
         finally:
             opening.set()
 
-    def _start_work(self, task_group: TaskGroup) -> None:
-        """Start the background work in ``task_group`` (the host's)."""
-        self._task_group = task_group
-        self.watcher.start(task_group)
-        self.enqueuer.start(task_group)
-        task_group.start_soon(supervised("deadlines", self.deadlines.run, restart=True))
-        if self._outcomes is not None:
-            # Supervised as the other loops are: a ledger of the user's own that raises
-            # something unexpected must not take the client's task group down.
-            task_group.start_soon(supervised("ledger outcomes", self._outcomes.run, restart=True))
-        assert self._started is not None
-        self._started.set()
-
-    async def _host(self, *, task_status: anyio.abc.TaskStatus[TaskGroup]) -> None:
-        """The host of the background work, in the outer group of an ``async with``."""
+    async def _host(
+        self, *, task_status: anyio.abc.TaskStatus[TaskGroup] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The host of the background work, ended by ``close()`` or by the end of the event
+        loop. Nothing escapes it but cancellation (a detached host: see `spawn_detached`)."""
         try:
             async with anyio.create_task_group() as task_group:
-                self._start_work(task_group)
+                self._task_group = task_group
+                self.watcher.start(task_group)
+                self.enqueuer.start(task_group)
+                task_group.start_soon(supervised("deadlines", self.deadlines.run, restart=True))
+                if self._outcomes is not None:  # a ledger of the user's own may raise anything
+                    run = supervised("ledger outcomes", self._outcomes.run, restart=True)
+                    task_group.start_soon(run)
                 task_status.started(task_group)
-                await anyio.sleep_forever()  # until close() cancels the group
-        finally:
-            assert self._stopped is not None
-            self._stopped.set()
-
-    async def _detached(self) -> None:
-        """The host of a client used without ``async with``, ended by ``close()`` or by the
-        end of the event loop. Nothing escapes it but the loop's own cancellation (see
-        `spawn_detached`)."""
-        try:
-            async with anyio.create_task_group() as task_group:
-                self._start_work(task_group)
+                assert self._started is not None
+                self._started.set()
                 await anyio.sleep_forever()  # until close() cancels the group
         except Exception as exc:  # pragma: no cover - every background task is supervised
             logger.error("oxen_queue: the client's background work failed", exc_info=exc)
@@ -362,10 +355,10 @@ class ClientCore:
             assert self._stopped is not None
             self._started.set()  # for an open waiting on a host that failed to start
             self._stopped.set()
-            if not self.closed:
-                # The event loop is ending (asyncio.run's or trio.run's main coroutine
-                # returned with the client open): let go of the connections while it still
-                # runs, so that nothing is left to warn about; log what fails, raise nothing.
+            if not self.closed and self._stack is None:
+                # Detached, and the event loop is ending (asyncio.run's or trio.run's main
+                # coroutine returned with the client open): let go of the connections while
+                # it still runs, so that nothing is left to warn about; raise nothing.
                 with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_GRACE):
                     self.closed = True
                     self._fail_pending("the event loop the client ran on ended")
@@ -480,7 +473,14 @@ class ClientCore:
             status="queued" if fresh else "unknown",
         )
         if not plausible_id(generation_id):
-            _unwatchable(generation)
+            shown = repr(generation_id)[:80]
+            logger.warning("server's generation id %s cannot be watched: not a plausible id", shown)
+            error = APIResponseValidationError(
+                f"the server gave the generation id {shown}, which cannot be watched: an id is 1 "
+                f"to {MAX_ID_LENGTH} letters, digits and - _ . ~, not dots alone. Its job may "
+                "exist: look for it with client.list_generations()"
+            )
+            fail(generation, error)
             return generation
         self.pending[generation_id] = generation
         if deadline is not None:
@@ -491,8 +491,7 @@ class ClientCore:
 
     def _finished(self, generation: Generation) -> None:
         """A tracked generation is done: forget it, and tell the watcher and the ledger."""
-        if self.pending.get(generation.id) is generation:
-            del self.pending[generation.id]
+        self.pending.pop(generation.id, None)  # (only a tracked generation calls this)
         self.watcher.forget(generation)
         if self._outcomes is not None:
             self._outcomes.note(generation)
@@ -557,9 +556,8 @@ class ClientCore:
     # -- stats ----------------------------------------------------------------------------
 
     def stats(self) -> ClientStats:
-        watcher = self.watcher
-        stream = watcher if isinstance(watcher, EventWatcher) else None
-        poller = stream.poller if stream is not None else watcher
+        stream = self.watcher if isinstance(self.watcher, EventWatcher) else None
+        poller = stream.poller if stream is not None else self.watcher
         admission = self.session.admission
         return ClientStats(
             pending=len(self.pending),
@@ -574,32 +572,6 @@ class ClientCore:
             enqueue_rate=admission.enqueue_rate.rate,
             max_concurrency=admission.bound,
         )
-
-
-def _budget(max_spend: object) -> Budget:
-    """The budget of a ``max_spend``: an amount as `_money.amount` reads it."""
-    try:
-        limit = amount(max_spend)
-    except AmountError as exc:
-        raise InvalidParamsError(
-            f"max_spend must be an amount from 0 to 10**12 with at most 18 decimal places (a "
-            f"Decimal or an int): {exc}",
-            field="max_spend",
-        ) from None
-    return Budget(limit)
-
-
-def _unwatchable(generation: Generation) -> None:
-    shown = repr(generation.id)[:80]
-    logger.warning("generation id %s from the server cannot be watched: not a plausible id", shown)
-    fail(
-        generation,
-        APIResponseValidationError(
-            f"the server gave the generation id {shown}, which cannot be watched: an id is 1 to "
-            f"{MAX_ID_LENGTH} letters, digits and - _ . ~, not dots alone. Its job may exist: "
-            "look for it with client.list_generations()"
-        ),
-    )
 
 
 class _Deadlines:
@@ -646,7 +618,7 @@ class _OutcomeWriter:
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
-        self._queue: list[tuple[str, str]] = []
+        self._queue: deque[tuple[str, str]] = deque()
         # Events need a running event loop: made on first use, not with the client.
         self._wake: anyio.Event | None = None
         self._idle: anyio.Event | None = None
@@ -662,20 +634,16 @@ class _OutcomeWriter:
 
     async def run(self) -> None:
         while True:
-            if not self._queue:
-                self._wake = anyio.Event()
-                await self._wake.wait()
             while self._queue:
-                batch, self._queue = self._queue, []
-                for generation_id, status in batch:
-                    try:
-                        await self._ledger.record_outcome(generation_id, status)
-                    except LedgerError as exc:
-                        logger.warning(
-                            "the ledger did not take %s's outcome: %s", generation_id, exc
-                        )
+                generation_id, status = self._queue.popleft()
+                try:
+                    await self._ledger.record_outcome(generation_id, status)
+                except LedgerError as exc:
+                    logger.warning("the ledger did not take %s's outcome: %s", generation_id, exc)
             if self._idle is not None:
                 self._idle.set()
+            self._wake = anyio.Event()
+            await self._wake.wait()
 
     async def drain(self) -> None:
         """Wait until every noted outcome is written."""

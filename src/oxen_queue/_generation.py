@@ -257,7 +257,10 @@ class Generation:
         subscription = _Subscription()
         if self._outcome is None:
             subscription.latest = self._current()
-            self._subscribe(subscription)
+            if self._subscribers is None:
+                self._subscribers = set()
+                self._tell_watcher(watched=True)
+            self._subscribers.add(subscription)
         last: str | None = None
         try:
             while True:
@@ -272,7 +275,11 @@ class Generation:
                     subscription.wakeup = Signal()
                     await subscription.wakeup.wait()
         finally:
-            self._unsubscribe(subscription)
+            if self._subscribers and subscription in self._subscribers:
+                self._subscribers.remove(subscription)
+                if not self._subscribers:
+                    self._subscribers = None
+                    self._tell_watcher(watched=False)
         outcome = self._outcome
         if isinstance(outcome, GenerationFailedError | GenerationCancelledError) and outcome.record:
             outcome = outcome.record
@@ -323,21 +330,6 @@ class Generation:
         for subscription in self._subscribers or ():
             subscription.latest = record  # coalesced: a slow consumer gets the latest
             subscription.wake()
-
-    def _subscribe(self, subscription: _Subscription) -> None:
-        if self._subscribers is None:
-            self._subscribers = {subscription}
-            self._tell_watcher(watched=True)
-        else:
-            self._subscribers.add(subscription)
-
-    def _unsubscribe(self, subscription: _Subscription) -> None:
-        subscribers = self._subscribers
-        if subscribers is not None and subscription in subscribers:
-            subscribers.discard(subscription)
-            if not subscribers:
-                self._subscribers = None
-                self._tell_watcher(watched=False)
 
     def _tell_watcher(self, *, watched: bool) -> None:
         if self._watch_listener is not None:

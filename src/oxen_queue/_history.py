@@ -28,18 +28,6 @@ class GenerationHistory:
         pages_read: Pages fetched so far.
     """
 
-    __slots__ = (
-        "_done",
-        "_fetch",
-        "_observe",
-        "_rows",
-        "_seen",
-        "pages_read",
-        "total_cost",
-        "total_entries",
-        "total_pages",
-    )
-
     def __init__(
         self,
         fetch: Callable[[int], Awaitable[GenerationPage]],

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from ._base import PollingWatcher
 from ._events import EventWatcher
@@ -17,11 +17,12 @@ from ._shared import SharedPollWatcher
 
 if TYPE_CHECKING:
     from .._poll import PollPolicy
-    from ._base import QueueAPI, Watcher
+    from ._base import QueueAPI
 
-__all__ = ["CompletionMode", "make_watcher"]
+__all__ = ["CompletionMode", "Watcher", "make_watcher"]
 
 CompletionMode = Literal["auto", "events", "shared", "poll"]
+Watcher: TypeAlias = EventWatcher | SharedPollWatcher | PollingWatcher
 
 
 def make_watcher(
@@ -41,8 +42,6 @@ def make_watcher(
             backstop=backstop_interval,
             fallback=True,
             poll_interval=shared_poll_interval,
-            # Someone follows updates(): learn `processing` within a tick, not a backstop's.
-            watch_interval=shared_poll_interval,
             connect_wait=None,  # enqueues go at once; the opening's reconciliation covers them
             stall_timeout=stall_timeout,
         )

@@ -1,9 +1,10 @@
-"""What every completion watcher is, what it may ask of the API, how its tasks are kept, and
-the simplest watcher (`PollingWatcher`).
+"""What a completion watcher may ask of the API, how its tasks are kept, and the simplest one.
 
-Watchers run in the client's task group, which the user's ``async with AsyncClient()`` block
-encloses: an exception escaping their tasks would cancel that block. So every task they start
-is `supervised`.
+A watcher has ``start(task_group)`` (the client's), ``ready()`` (returns once enqueueing is
+safe), ``track(generation, fresh=)`` (``fresh``: enqueued a moment ago by this client, not
+reattached) and ``forget(generation)`` (the client's word that it is done). Watchers run in the
+task group the user's ``async with AsyncClient()`` block encloses, where an exception would
+cancel that block: so every task they start is `supervised`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from .._models import GenerationRecord
     from .._poll import PollPolicy
 
-__all__ = ["PollingWatcher", "QueueAPI", "Watcher", "look", "supervised", "unexpected"]
+__all__ = ["PollingWatcher", "QueueAPI", "look", "supervised", "unexpected"]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -45,23 +46,6 @@ class QueueAPI(Protocol):
 
     def event_stream(self) -> AbstractAsyncContextManager[httpx.Response]:
         """``GET /api/events``: the open response, ready to be read as it arrives."""
-
-
-class Watcher(Protocol):
-    """A way of learning when generations finish. One per client, living in its task group."""
-
-    def start(self, task_group: TaskGroup) -> None:
-        """Start the background work, if any, in the client's task group."""
-
-    async def ready(self) -> None:
-        """Return once enqueueing is safe: an event stream must be open before the first job."""
-
-    def track(self, generation: Generation, *, fresh: bool) -> None:
-        """Watch a generation until it is done; ``fresh``: enqueued a moment ago by this
-        client (``False``: reattached by id, and may have finished long ago)."""
-
-    def forget(self, generation: Generation) -> None:
-        """Stop watching a generation that is done (told by the client, once)."""
 
 
 def unexpected(name: str, exc: Exception) -> OxenError:

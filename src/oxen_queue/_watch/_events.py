@@ -12,10 +12,9 @@ The API sends "``: keep-alive`` ... every 15 seconds" when idle, so a stream sil
 reopened (it can die without closing).
 
 What the stream cannot tell is left to the shared poller (`_shared`): what finished while it
-was away (one tick whenever it opens), cancellations and ``processing`` (no event for them;
-ticks every ``watch_interval`` while someone follows ``updates()``), and in ``auto`` a slow
-backstop for lost events, and fast polling while the stream is not open, or for good when it
-cannot be opened (404, 401/403).
+was away (one tick whenever it opens) and cancellations; in ``auto``, also ``processing`` (fast
+ticks while someone follows ``updates()``), events lost in transit (a slow backstop), and
+everything while the stream is not open, or for good when it cannot be (404, 401/403).
 """
 
 from __future__ import annotations
@@ -67,11 +66,11 @@ class EventWatcher:
     Args:
         api: The requests it may make.
         backstop: Seconds between shared-poll ticks while the stream is open (``None``: none).
-        fallback: Poll every ``poll_interval`` while the stream is not open, and for good when
-            it is unavailable. Without it, an unavailable stream fails the waiting generations.
+        fallback: Poll every ``poll_interval`` while the stream is not open (for good when it
+            is unavailable), and while a pending generation has subscribers of ``updates()``
+            (to learn ``processing``). Without it, an unavailable stream fails the waiting
+            generations.
         poll_interval: Seconds between ticks when falling back.
-        watch_interval: Seconds between ticks while the stream is open and a pending
-            generation has subscribers of ``updates()`` (``None``: the backstop's).
         connect_wait: Seconds the first enqueue waits for the stream to open (``None``: none).
         stall_timeout: Seconds without a byte, or (with generations pending) without a
             completion event, after which the stream is reopened.
@@ -84,7 +83,6 @@ class EventWatcher:
         backstop: float | None,
         fallback: bool,
         poll_interval: float = 1.0,
-        watch_interval: float | None = None,
         connect_wait: float | None = 10.0,
         stall_timeout: float = 45.0,
     ) -> None:
@@ -92,7 +90,6 @@ class EventWatcher:
         self._backstop = backstop
         self._fallback = fallback
         self._poll_interval = poll_interval
-        self._watch_interval = watch_interval
         self._connect_wait = connect_wait
         self._stall = stall_timeout
         self.poller = SharedPollWatcher(api, interval=self._interval)
@@ -107,12 +104,11 @@ class EventWatcher:
         self.stalls = 0  # times a stalled stream was reopened
 
     def _interval(self) -> float:
-        if self.state == "open":
-            backstop = math.inf if self._backstop is None else self._backstop
-            if self._watch_interval is not None and self.poller.watched:
-                return min(backstop, self._watch_interval)
-            return backstop
-        return self._poll_interval if self._fallback else math.inf
+        if self.state != "open":
+            return self._poll_interval if self._fallback else math.inf
+        backstop = math.inf if self._backstop is None else self._backstop
+        watched = self._fallback and self.poller.watched
+        return min(backstop, self._poll_interval) if watched else backstop
 
     # -- Watcher ------------------------------------------------------------------------
 
