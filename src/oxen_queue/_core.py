@@ -101,11 +101,8 @@ class CallOptions:
         return self.validate if validate is None else validate
 
     def deadline_or(self, deadline: float | Default | None) -> float | None:
-        """A call's ``deadline``, or these defaults' when it gives ``DEFAULT``.
-
-        Raises:
-            InvalidParamsError: Neither ``None`` nor a finite number of seconds above zero.
-        """
+        """A call's ``deadline`` (checked by `optional_seconds`), or the default's for
+        ``DEFAULT``."""
         return (
             self.deadline if deadline is DEFAULT else optional_seconds(deadline, field="deadline")
         )
@@ -271,11 +268,8 @@ class ClientCore:
     # cancellation of a caller reaches it, and ``close()`` ends it.
 
     async def open(self) -> None:
-        """Start the background work: call from ``__aenter__``, with `exit` to match.
-
-        Raises:
-            ClientClosedError: The client was opened (or used) already, or closed.
-        """
+        """Start the background work, from ``__aenter__`` (`exit` matches it); only once,
+        before any call."""
         if self.closed or self._stack is not None or self._opening is not None:
             raise ClientClosedError(
                 "an AsyncClient can be opened only once, and `async with` must come before "
@@ -284,16 +278,10 @@ class ClientCore:
         await self._open(detached=False)
 
     async def opened(self) -> TaskGroup:
-        """The background task group, the client opened first if it never was.
-
-        Called by every awaited entry point. The open is shielded, so a caller cancelled
-        meanwhile cannot leave it half done; callers arriving meanwhile wait for it. An open
-        that fails raises in the caller that made it, and the next call tries again.
-
-        Raises:
-            ClientClosedError: The client is closed.
-            LedgerError: The ledger could not be opened.
-        """
+        """The background task group, the client opened first if it never was (by every
+        awaited entry point). The open is shielded, so a caller cancelled meanwhile cannot
+        leave it half done; others wait for it; one that fails (``LedgerError``) raises in
+        its caller, and the next call tries again. ``ClientClosedError`` once closed."""
         while True:
             if self.closed:
                 raise ClientClosedError(_CLOSED)
@@ -427,20 +415,13 @@ class ClientCore:
         self.telemetry.close()
 
     def check_not_closed(self) -> None:
-        """For what is made now and opens the client later (``iter_generations``).
-
-        Raises:
-            ClientClosedError: The client is closed.
-        """
+        """Raise ``ClientClosedError`` if closed: for what opens the client later."""
         if self.closed:
             raise ClientClosedError(_CLOSED)
 
     def require_open(self) -> TaskGroup:
-        """The background task group, for what cannot wait for an open (not async).
-
-        Raises:
-            ClientClosedError: The client is closed, or not open yet.
-        """
+        """The background task group, for what cannot open the client (not async); else
+        ``ClientClosedError``."""
         if self._task_group is None or self.closed:
             raise ClientClosedError(_CLOSED if self.closed else _NOT_OPEN)
         return self._task_group

@@ -231,22 +231,18 @@ class Generation:
         ```
 
         The first record is the current state (for a reattached generation, once its row is
-        read). Then each change is yielded once, in order, and the final record (``succeeded``,
-        ``failed`` with its ``error_message``, or ``cancelled``) is the last item: iteration
-        ends after it, without raising. The client's one watcher drives every subscriber, so
-        any number of them costs no request. A consumer slower than the changes is never
-        waited for: it gets the latest non-final status it missed (``queued`` may be skipped
-        for ``processing``), and always the final one.
+        read); then each change, once, in order. The final record (``succeeded``, ``failed``
+        with its ``error_message``, or ``cancelled``) is the last: iteration ends after it,
+        without raising. The client's one watcher drives every subscriber, at no request
+        each, and never waits for a slow one: it gets the latest non-final status it missed
+        (``queued`` may be skipped for ``processing``), and always the final one.
 
-        What the watcher sees depends on ``completion``: in ``"auto"``, a generation that has
-        subscribers is polled with the others every ``shared_poll_interval`` (one list request
-        per tick for all of them, rather than every ``backstop_interval``); ``"events"``
-        learns only final states, so it yields the current status, then the final one.
+        In ``"auto"`` completion, a generation with subscribers is polled with the others every
+        ``shared_poll_interval``; ``"events"`` learns only final states.
 
-        Cancelling the consumer (a timeout, a task cancelled) or closing the iterator ends the
-        subscription; the generation carries on. Breaking out of the loop leaves the
-        subscription until the iterator is closed or garbage collected, and it ends in any
-        case with the generation (wrap it in ``contextlib.aclosing`` to end it at once).
+        Cancelling the consumer or closing the iterator ends the subscription; the generation
+        carries on. After a ``break``, the subscription lasts until the iterator is closed or
+        collected, or the generation ends (``contextlib.aclosing`` ends it at once).
 
         Raises:
             GenerationTimeoutError: The generation's deadline passed, after the records seen
@@ -406,13 +402,11 @@ def due(generation: Generation) -> float:
 
 
 def expire_if_due(generation: Generation) -> None:
-    """End the generation with ``GenerationTimeoutError`` if its deadline has passed: the one
-    place a deadline ends a generation (the client's deadline task calls it)."""
-    if generation.deadline is not None and due(generation) <= anyio.current_time():
-        fail(
-            generation,
-            GenerationTimeoutError(generation_id=generation.id, deadline=generation.deadline),
-        )
+    """End the generation with ``GenerationTimeoutError`` once its deadline has passed: the
+    one place a deadline ends a generation (the client's deadline task calls it)."""
+    deadline = generation.deadline
+    if deadline is not None and due(generation) <= anyio.current_time():
+        fail(generation, GenerationTimeoutError(generation_id=generation.id, deadline=deadline))
 
 
 def watch_subscriptions(

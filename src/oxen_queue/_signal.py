@@ -50,11 +50,10 @@ class Signal:
         if self._is_set:
             return anyio.lowlevel.checkpoint()
         waiters = self._waiters
+        if waiters is None and current_async_library() != "asyncio":
+            waiters = self._waiters = anyio.Event()
         if isinstance(waiters, anyio.Event):
             return waiters.wait()
-        if waiters is None and current_async_library() != "asyncio":
-            event = self._waiters = anyio.Event()
-            return event.wait()
         import asyncio  # not at the top: a program on trio would load it for nothing
 
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -57,9 +57,6 @@ _MAX_FAILURES: Final = 3  # failures to connect before the first enqueue stops w
 State = Literal["idle", "connecting", "open", "down", "unavailable"]
 
 
-class _NotAStreamError(Exception): ...
-
-
 class EventWatcher:
     """Learns completions from the event stream; polls only for what the stream cannot tell.
 
@@ -128,9 +125,7 @@ class EventWatcher:
 
     async def ready(self) -> None:
         settled = self._ensure_started()
-        if self._connect_wait is None:
-            return
-        if not settled.is_set():
+        if self._connect_wait is not None and not settled.is_set():
             with anyio.move_on_after(self._connect_wait):
                 await settled.wait()
             if not settled.is_set():
@@ -169,7 +164,7 @@ class EventWatcher:
                     self._unavailable(exc)
                     return
                 logger.debug("event stream failed (%s); retrying", exc)
-            except (httpx.HTTPError, _NotAStreamError) as exc:
+            except httpx.HTTPError as exc:
                 logger.debug("event stream failed (%s: %s); retrying", type(exc).__name__, exc)
             # A stream that stayed open a while was healthy: reconnect at once. One that keeps
             # failing, or dropping as soon as it opens, backs off (full jitter, capped).
@@ -197,10 +192,17 @@ class EventWatcher:
                 async with self._api.event_stream() as response:
                     kind = response.headers.get("content-type", "")
                     if "text/event-stream" not in kind:
-                        raise _NotAStreamError(f"expected an event stream, got {kind!r}")
+                        raise httpx.DecodingError(f"expected an event stream, got {kind!r}")
                     opened_at = self._last_byte = anyio.current_time()
                     self._opened()
-                    await self._read(response)
+                    decoder = SSEDecoder()
+
+                    async def take(chunk: bytes) -> None:
+                        self._last_byte = anyio.current_time()
+                        for event in decoder.feed(chunk):
+                            self._dispatch(event)
+
+                    await consume(response, take)
                 logger.debug("event stream closed by the server; reconnecting")
             finally:
                 watchdog.cancel()
@@ -209,30 +211,16 @@ class EventWatcher:
             logger.debug("event stream stalled for %.1f s; reopening", self._stall)
         return opened_at
 
-    async def _read(self, response: httpx.Response) -> None:
-        decoder = SSEDecoder()
-
-        async def take(chunk: bytes) -> None:
-            self._last_byte = anyio.current_time()
-            for event in decoder.feed(chunk):
-                self._dispatch(event)
-
-        await consume(response, take)
-
-    def _stall_deadline(self) -> float:
-        """The last sign of life plus ``stall_timeout``: a byte, or (with generations
-        pending, on an open stream) a completion event."""
-        deadline = self._last_byte + self._stall
-        if self.poller.pending and self.state == "open":
-            deadline = min(deadline, self._last_event + self._stall)
-        return deadline
-
     async def _watch_stall(self, stream: anyio.CancelScope, watchdog: anyio.CancelScope) -> None:
-        """Cancel ``stream`` (its read) once `_stall_deadline` has passed. (Not a deadline on
-        the read's scope moved at every chunk: that reschedules a timer each time.)"""
+        """Cancel ``stream`` (its read) ``stall_timeout`` after the last sign of life: a byte,
+        or (with generations pending, on an open stream) a completion event. (Not a deadline
+        on the read's scope moved at every chunk: that reschedules a timer each time.)"""
         with watchdog:
             while True:
-                delay = self._stall_deadline() - anyio.current_time()
+                last = self._last_byte
+                if self.poller.pending and self.state == "open":
+                    last = min(last, self._last_event)
+                delay = last + self._stall - anyio.current_time()
                 if delay <= 0:
                     stream.cancel()
                     return

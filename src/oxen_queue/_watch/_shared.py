@@ -84,10 +84,9 @@ class SharedPollWatcher:
         if not watched:
             self.watched.discard(generation.id)
         elif self.pending.get(generation.id) is generation:
-            first = not self.watched
-            self.watched.add(generation.id)
-            if first:
+            if not self.watched:
                 self.wake()  # the interval may be shorter now that someone watches
+            self.watched.add(generation.id)
 
     async def _loop(self) -> None:
         # Ticks keep a fixed rate: the time a tick takes is not added to the interval.
