@@ -12,7 +12,7 @@ import pytest
 from oxen_queue import Generation, GenerationRecord, GenerationTimeoutError
 from oxen_queue._core import _Deadlines
 from oxen_queue._generation import due, fail
-from oxen_queue._watch._shared import SharedPollWatcher
+from oxen_queue._watch._base import SharedPollWatcher
 
 from .helpers import StubOwner, eventually
 

@@ -51,9 +51,8 @@ from ._stats import ClientStats
 from ._transport import HttpBackend
 from ._types import DEFAULT, Default
 from ._watch import CompletionMode, make_watcher
-from ._watch._base import supervised
+from ._watch._base import SharedPollWatcher, supervised
 from ._watch._events import EventWatcher
-from ._watch._shared import SharedPollWatcher
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -246,10 +245,7 @@ class ClientCore:
         self._task_group: TaskGroup | None = None  # the background work's, in a host task
         self._background = 0  # upstream cancels of abandoned jobs still running
         self._idle: anyio.Event | None = None  # set when _background drops to 0 on close
-        # Made when opening (an event needs a running loop): the background work has started,
-        # and has unwound.
-        self._started: anyio.Event | None = None
-        self._stopped: anyio.Event | None = None
+        self._stopped: anyio.Event | None = None  # the background work has unwound
         # A memory ledger needs no outcomes: it is this client's own watching.
         self._outcomes = (
             None if isinstance(enqueue_ledger, MemoryLedger) else _OutcomeWriter(enqueue_ledger)
@@ -302,15 +298,16 @@ class ClientCore:
         try:
             self.session.open()  # before the ledger: it may refuse, and leave nothing open
             await self.enqueuer.ledger.open()
-            self._stopped = anyio.Event()
-            self._started = started = anyio.Event()
+            # Events need a running loop: made here, not with the client.
+            started, self._stopped = anyio.Event(), anyio.Event()
+            host = functools.partial(self._host, started, self._stopped)
             if detached:
-                self._host_handle = spawn_detached(self._host, name="oxen-queue client")
+                self._host_handle = spawn_detached(host, name="oxen-queue client")
                 await started.wait()
             else:
                 stack = AsyncExitStack()
                 outer = await stack.enter_async_context(anyio.create_task_group())
-                await outer.start(self._host)
+                await outer.start(host)
                 self._stack = stack
         except BaseException:
             self._opening = None  # nothing was opened: the next call or `async with` may retry
@@ -319,7 +316,11 @@ class ClientCore:
             opening.set()
 
     async def _host(
-        self, *, task_status: anyio.abc.TaskStatus[TaskGroup] = anyio.TASK_STATUS_IGNORED
+        self,
+        started: anyio.Event,
+        stopped: anyio.Event,
+        *,
+        task_status: anyio.abc.TaskStatus[TaskGroup] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """The host of the background work, ended by ``close()`` or by the end of the event
         loop. Nothing escapes it but cancellation (a detached host: see `spawn_detached`)."""
@@ -333,16 +334,13 @@ class ClientCore:
                     run = supervised("ledger outcomes", self._outcomes.run, restart=True)
                     task_group.start_soon(run)
                 task_status.started(task_group)
-                assert self._started is not None
-                self._started.set()
+                started.set()
                 await anyio.sleep_forever()  # until close() cancels the group
         except Exception as exc:  # pragma: no cover - every background task is supervised
             logger.error("oxen_queue: the client's background work failed", exc_info=exc)
         finally:
-            assert self._started is not None
-            assert self._stopped is not None
-            self._started.set()  # for an open waiting on a host that failed to start
-            self._stopped.set()
+            started.set()  # for an open waiting on a host that failed to start
+            stopped.set()
             if not self.closed and self._stack is None:
                 # Detached, and the event loop is ending (asyncio.run's or trio.run's main
                 # coroutine returned with the client open): let go of the connections while
@@ -363,15 +361,11 @@ class ClientCore:
                 logger.debug("closing an abandoned client: %s", exc)
 
     def _fail_pending(self, why: str) -> None:
-        for generation in list(self.pending.values()):
-            fail(
-                generation,
-                ClientClosedError(
-                    f"{why} before generation {generation.id} finished; reattach with "
-                    "client.generation(id)",
-                    generation_ids=[generation.id],
-                ),
+        for g in list(self.pending.values()):
+            message = (
+                f"{why} before generation {g.id} finished; reattach with client.generation(id)"
             )
+            fail(g, ClientClosedError(message, generation_ids=[g.id]))
 
     async def exit(self) -> None:
         """Close, then leave the outer task group (from ``__aexit__`` only), even when
@@ -442,16 +436,11 @@ class ClientCore:
         The one door to watching: an implausible id (`_ids`; only the server or the ledger
         can give one) gets a handle failed with ``APIResponseValidationError``, never watched.
         """
-        existing = self.pending.get(generation_id)
-        if existing is not None:
+        if (existing := self.pending.get(generation_id)) is not None:
             return existing
+        status = "queued" if fresh else "unknown"
         generation = Generation(
-            generation_id,
-            owner=self,
-            model=model,
-            params=params,
-            deadline=deadline,
-            status="queued" if fresh else "unknown",
+            generation_id, owner=self, model=model, params=params, deadline=deadline, status=status
         )
         if not plausible_id(generation_id):
             shown = repr(generation_id)[:80]
@@ -525,8 +514,7 @@ class ClientCore:
                         )
                         continue
                     logger.debug("cancelled abandoned generation %s", generation_id)
-                    pending = self.pending.get(generation_id)
-                    if pending is not None:
+                    if (pending := self.pending.get(generation_id)) is not None:
                         observe(pending, record)
         finally:
             done.set()
@@ -585,8 +573,7 @@ class _Deadlines:
             now = anyio.current_time()
             while heap and heap[0][0] <= now:
                 _, generation_id = heapq.heappop(heap)
-                generation = self._pending.get(generation_id)
-                if generation is not None:
+                if (generation := self._pending.get(generation_id)) is not None:
                     expire_if_due(generation)  # not due if the id was reattached since
             self._wake = anyio.Event()
             with anyio.move_on_after(heap[0][0] - now if heap else math.inf):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -268,8 +268,8 @@ class Generation:
                 elif self._outcome is not None:
                     break
                 else:  # the client ends the generation at its deadline: no timer here
-                    subscription.wakeup = Signal()
                     await subscription.wakeup.wait()
+                    subscription.wakeup = Signal()  # what sets it next sets `latest` first
         finally:
             if self._subscribers and subscription in self._subscribers:
                 self._subscribers.remove(subscription)
@@ -278,11 +278,9 @@ class Generation:
                     self._tell_watcher(watched=False)
         outcome = self._outcome
         if isinstance(outcome, GenerationFailedError | GenerationCancelledError) and outcome.record:
-            outcome = outcome.record
-        if isinstance(outcome, BaseException):
-            raise outcome
-        if outcome is not None:
-            yield outcome
+            yield outcome.record
+        else:
+            yield self.result()
 
     # -- used by observe() and updates() -----------------------------------------------
 
@@ -293,7 +291,7 @@ class Generation:
         subscribers, self._subscribers = self._subscribers, None
         if subscribers:
             for subscription in subscribers:
-                subscription.wake()  # each takes the outcome from here
+                subscription.wakeup.set()  # each takes the outcome from here
             self._tell_watcher(watched=False)
         callbacks, self._callbacks = self._callbacks, None
         if callbacks is None:
@@ -312,20 +310,14 @@ class Generation:
             return None
         record = self._record
         if record is None:
-            return GenerationRecord.model_validate(
-                {
-                    **self.params,
-                    "generation_id": self.id,
-                    "status": status,
-                    "model_name": self.model,
-                }
-            )
+            row = dict(self.params, generation_id=self.id, status=status, model_name=self.model)
+            return GenerationRecord.model_validate(row)
         return record if record.status == status else record.model_copy(update={"status": status})
 
     def _publish(self, record: GenerationRecord) -> None:
         for subscription in self._subscribers or ():
             subscription.latest = record  # coalesced: a slow consumer gets the latest
-            subscription.wake()
+            subscription.wakeup.set()
 
     def _tell_watcher(self, *, watched: bool) -> None:
         if self._watch_listener is not None:
@@ -337,11 +329,7 @@ class _Subscription:
     """One consumer of ``updates()``: the latest change it has not taken, and its wake-up."""
 
     latest: GenerationRecord | None = None
-    wakeup: Signal | None = None
-
-    def wake(self) -> None:
-        if self.wakeup is not None:
-            self.wakeup.set()
+    wakeup: Signal = field(default_factory=Signal)
 
 
 # -- how watchers settle a Generation ------------------------------------------------------------
@@ -353,27 +341,26 @@ def observe(generation: Generation, record: GenerationRecord) -> bool:
     Returns:
         Whether the generation is done.
     """
-    g = generation
-    if g._outcome is not None:
+    if generation._outcome is not None:
         return True
-    if g.model is None and record.model_name:
-        g.model = record.model_name
-    changed = record.status != g._status
-    g._status = record.status
-    g._record = record
+    if generation.model is None and record.model_name:
+        generation.model = record.model_name
+    changed = record.status != generation._status
+    generation._status = record.status
+    generation._record = record
     if record.status == "succeeded":
-        g._resolve(record)
+        generation._resolve(record)
     elif record.status == "failed":
-        g._resolve(
+        generation._resolve(
             GenerationFailedError(
-                generation_id=g.id, error_message=record.error_message, record=record
+                generation_id=generation.id, error_message=record.error_message, record=record
             )
         )
     elif record.status in TERMINAL_STATUSES:
-        g._resolve(GenerationCancelledError(generation_id=g.id, record=record))
+        generation._resolve(GenerationCancelledError(generation_id=generation.id, record=record))
     else:
         if changed:
-            g._publish(record)
+            generation._publish(record)
         return False
     return True
 

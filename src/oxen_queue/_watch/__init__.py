@@ -1,8 +1,8 @@
 """How completion is learned: the strategies behind ``Generation``.
 
-* ``poll``: each generation polled on its own backoff timer (`_base`).
-* ``shared``: one list request per tick for every pending generation (`_shared`).
-* ``events``: the ``/api/events`` stream, reconciled after every reconnect (`_events`).
+* ``poll``: each generation polled on its own backoff timer (`PollingWatcher`).
+* ``shared``: one list request per tick for every pending generation (`SharedPollWatcher`).
+* ``events``: the ``/api/events`` stream, reconciled after every reconnect (`EventWatcher`).
 * ``auto``: events, with shared polling as a slow backstop, and as the fallback while the
   stream is down or cannot be had.
 """
@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
-from ._base import PollingWatcher
+from ._base import PollingWatcher, SharedPollWatcher
 from ._events import EventWatcher
-from ._shared import SharedPollWatcher
 
 if TYPE_CHECKING:
     from .._poll import PollPolicy

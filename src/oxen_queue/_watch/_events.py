@@ -11,7 +11,7 @@ The API sends "``: keep-alive`` ... every 15 seconds" when idle, so a stream sil
 ``stall_timeout`` seconds, or delivering no completion that long with generations pending, is
 reopened (it can die without closing).
 
-What the stream cannot tell is left to the shared poller (`_shared`): what finished while it
+What the stream cannot tell is left to `SharedPollWatcher`: what finished while it
 was away (one tick whenever it opens) and cancellations; in ``auto``, also ``processing`` (fast
 ticks while someone follows ``updates()``), events lost in transit (a slow backstop), and
 everything while the stream is not open, or for good when it cannot be (404, 401/403).
@@ -35,8 +35,7 @@ from .._http import consume
 from .._ids import plausible_id
 from .._otel import unparented
 from .._retry import is_unavailable
-from ._base import supervised
-from ._shared import SharedPollWatcher
+from ._base import SharedPollWatcher, supervised
 from ._sse import ServerSentEvent, SSEDecoder
 
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ class EventWatcher:
         stall_timeout: float = 45.0,
     ) -> None:
         self._api = api
-        self._backstop = backstop
+        self._backstop = math.inf if backstop is None else backstop
         self._fallback = fallback
         self._poll_interval = poll_interval
         self._connect_wait = connect_wait
@@ -103,9 +102,8 @@ class EventWatcher:
     def _interval(self) -> float:
         if self.state != "open":
             return self._poll_interval if self._fallback else math.inf
-        backstop = math.inf if self._backstop is None else self._backstop
         watched = self._fallback and self.poller.watched
-        return min(backstop, self._poll_interval) if watched else backstop
+        return min(self._backstop, self._poll_interval) if watched else self._backstop
 
     # -- Watcher ------------------------------------------------------------------------
 
@@ -144,9 +142,8 @@ class EventWatcher:
             # Silence is judged from the moment there is something to wait for.
             self._last_event = anyio.current_time()
         self.poller.track(generation, fresh=fresh)
-        early = self._recent.pop(generation.id, None)
-        if early is not None:  # its event overtook the enqueue's answer
-            self._deliver(generation, early)
+        if (early := self._recent.pop(generation.id, None)) is not None:
+            self._deliver(generation, early)  # its event overtook the enqueue's answer
 
     def forget(self, generation: Generation) -> None:
         self.poller.forget(generation)
@@ -168,10 +165,8 @@ class EventWatcher:
                 logger.debug("event stream failed (%s: %s); retrying", type(exc).__name__, exc)
             # A stream that stayed open a while was healthy: reconnect at once. One that keeps
             # failing, or dropping as soon as it opens, backs off (full jitter, capped).
-            if opened_at is not None and anyio.current_time() - opened_at >= _QUICK_DROP:
-                failures = 0
-            else:
-                failures += 1
+            stayed = opened_at is not None and anyio.current_time() - opened_at >= _QUICK_DROP
+            failures = 0 if stayed else failures + 1
             self._down(failures)
             if failures:
                 await anyio.sleep(min(30.0, 0.25 * 2 ** min(failures, 8)) * random.random())
@@ -259,9 +254,7 @@ class EventWatcher:
         self.poller.wake()
 
     def _dispatch(self, event: ServerSentEvent) -> None:
-        if event.event != COMPLETED_EVENT:
-            return
-        payload = parse_event(event.data)
+        payload = parse_event(event.data) if event.event == COMPLETED_EVENT else None
         if payload is None:
             return
         self._last_event = anyio.current_time()

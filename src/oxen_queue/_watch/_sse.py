@@ -95,11 +95,8 @@ class SSEDecoder:
                 events.append(ServerSentEvent(self._event or "message", "\n".join(self._data)))
             self._event, self._data, self._size, self._broken = "", [], 0, False
             return
-        if line.startswith(b":"):
-            return  # a comment: the keep-alive
-        name, _, value = line.partition(b":")
-        if value.startswith(b" "):
-            value = value[1:]
+        name, _, value = line.partition(b":")  # a comment (the keep-alive) has no name
+        value = value.removeprefix(b" ")
         if name == b"data":
             if self._broken:
                 return  # its event is dropped already: keep nothing more of it
