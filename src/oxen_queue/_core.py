@@ -83,13 +83,9 @@ _CLOSED: Final = (
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CallOptions:
-    """The defaults of the calls made through a client or one of its ``with_options`` views.
-
-    Attributes:
-        timeout: Each request's timeouts (``None``: the client's).
-        validate: Whether parameters are checked locally before sending.
-        deadline: Generations' default deadline in seconds (``None``: no limit).
-    """
+    """The defaults of the calls made through a client or one of its ``with_options`` views:
+    ``timeout`` (``None``: the client's), ``validate`` and generations' ``deadline`` (seconds;
+    ``None``: no limit)."""
 
     timeout: httpx.Timeout | None
     validate: bool
@@ -122,13 +118,8 @@ class CallOptions:
 
 
 class ClientCore:
-    """The shared state of a client, made from its settings (``AsyncClient``'s arguments).
-
-    Raises:
-        InvalidParamsError: No API key or an unusable one, an unusable base URL, ledger or
-            ``max_spend``, or a timeout or interval that is not a finite number of seconds
-            above zero.
-    """
+    """The shared state of a client, made from ``AsyncClient``'s arguments; an unusable one
+    raises ``InvalidParamsError``."""
 
     def __init__(
         self,
@@ -521,8 +512,6 @@ class ClientCore:
             self._background -= 1
             if not self._background and self._idle is not None:
                 self._idle.set()
-
-    # -- stats ----------------------------------------------------------------------------
 
     def stats(self) -> ClientStats:
         stream = self.watcher if isinstance(self.watcher, EventWatcher) else None

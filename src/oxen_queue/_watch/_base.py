@@ -122,11 +122,9 @@ class PollingWatcher:
     def start(self, task_group: TaskGroup) -> None:
         self._task_group = task_group
 
-    async def ready(self) -> None:
-        return None
+    async def ready(self) -> None: ...
 
-    def forget(self, generation: Generation) -> None:
-        return None  # its task sees it done at its next look
+    def forget(self, generation: Generation) -> None: ...  # its task sees it done at its next look
 
     def track(self, generation: Generation, *, fresh: bool) -> None:
         assert self._task_group is not None, "start() comes first"
@@ -153,14 +151,9 @@ class PollingWatcher:
 
 
 class SharedPollWatcher:
-    """Tracks pending generations and settles them with one list request per tick.
-
-    Args:
-        api: The requests it may make.
-        interval: Seconds between ticks, or a function giving them (re-read every tick, so a
-            caller can switch between a slow backstop and fast polling). ``math.inf`` pauses
-            the periodic ticks; `tick` can still be called.
-    """
+    """Tracks pending generations and settles them with one list request per tick, every
+    ``interval`` seconds (or a function giving them, re-read every tick; ``math.inf`` pauses
+    the ticks, and `tick` can still be called)."""
 
     def __init__(self, api: QueueAPI, *, interval: float | Callable[[], float] = 1.0) -> None:
         self._api = api
@@ -177,8 +170,7 @@ class SharedPollWatcher:
         self._task_group = task_group
         task_group.start_soon(supervised("shared poller", self._loop, restart=True))
 
-    async def ready(self) -> None:
-        return None
+    async def ready(self) -> None: ...
 
     def track(self, generation: Generation, *, fresh: bool) -> None:
         assert self._task_group is not None, "start() comes first"

@@ -11,10 +11,10 @@ The API sends "``: keep-alive`` ... every 15 seconds" when idle, so a stream sil
 ``stall_timeout`` seconds, or delivering no completion that long with generations pending, is
 reopened (it can die without closing).
 
-What the stream cannot tell is left to `SharedPollWatcher`: what finished while it
-was away (one tick whenever it opens) and cancellations; in ``auto``, also ``processing`` (fast
-ticks while someone follows ``updates()``), events lost in transit (a slow backstop), and
-everything while the stream is not open, or for good when it cannot be (404, 401/403).
+What the stream cannot tell is left to `SharedPollWatcher`: what finished while it was away
+(one tick whenever it opens) and cancellations; in ``auto``, also ``processing`` (fast ticks
+while someone follows ``updates()``), events lost in transit (a slow backstop), and everything
+while the stream is not open, or for good when it cannot be (404, 401/403).
 """
 
 from __future__ import annotations
@@ -59,17 +59,11 @@ State = Literal["idle", "connecting", "open", "down", "unavailable"]
 class EventWatcher:
     """Learns completions from the event stream; polls only for what the stream cannot tell.
 
-    Args:
-        api: The requests it may make.
-        backstop: Seconds between shared-poll ticks while the stream is open (``None``: none).
-        fallback: Poll every ``poll_interval`` while the stream is not open (for good when it
-            is unavailable), and while a pending generation has subscribers of ``updates()``
-            (to learn ``processing``). Without it, an unavailable stream fails the waiting
-            generations.
-        poll_interval: Seconds between ticks when falling back.
-        connect_wait: Seconds the first enqueue waits for the stream to open (``None``: none).
-        stall_timeout: Seconds without a byte, or (with generations pending) without a
-            completion event, after which the stream is reopened.
+    ``backstop``: seconds between polls while the stream is open (``None``: none).
+    ``fallback``: poll every ``poll_interval`` seconds while the stream is not open (for good
+    when it is unavailable) and while someone follows ``updates()``; without it, an unavailable
+    stream fails the generations. ``connect_wait``: seconds the first enqueue waits for the
+    stream (``None``: none). ``stall_timeout``: as in the module docstring.
     """
 
     def __init__(
@@ -104,8 +98,6 @@ class EventWatcher:
             return self._poll_interval if self._fallback else math.inf
         watched = self._fallback and self.poller.watched
         return min(self._backstop, self._poll_interval) if watched else self._backstop
-
-    # -- Watcher ------------------------------------------------------------------------
 
     def start(self, task_group: TaskGroup) -> None:
         self._task_group = task_group
@@ -172,11 +164,8 @@ class EventWatcher:
                 await anyio.sleep(min(30.0, 0.25 * 2 ** min(failures, 8)) * random.random())
 
     async def _listen(self) -> float | None:
-        """Open the stream and dispatch its events until it ends, fails or stalls.
-
-        Returns:
-            When it opened, or ``None`` if it never did.
-        """
+        """Open the stream and dispatch its events until it ends, fails or stalls; return when
+        it opened (``None``: it never did)."""
         opened_at: float | None = None
         watchdog = anyio.CancelScope()
         with anyio.CancelScope() as scope:
