@@ -28,18 +28,6 @@ class GenerationHistory:
         pages_read: Pages fetched so far.
     """
 
-    __slots__ = (
-        "_done",
-        "_fetch",
-        "_observe",
-        "_rows",
-        "_seen",
-        "pages_read",
-        "total_cost",
-        "total_entries",
-        "total_pages",
-    )
-
     def __init__(
         self,
         fetch: Callable[[int], Awaitable[GenerationPage]],
@@ -69,20 +57,16 @@ class GenerationHistory:
         while not self._rows:
             if self._done:
                 raise StopAsyncIteration
-            await self._read_page()
+            page = await self._fetch(self.pages_read + 1)
+            self.pages_read += 1
+            self.total_cost = page.total_cost
+            self.total_entries = page.total_entries
+            self.total_pages = page.total_pages
+            for record in page.generations:
+                if record.generation_id not in self._seen:
+                    self._seen.add(record.generation_id)
+                    self._rows.append(record)
+            if self._observe is not None:
+                self._observe(page.generations)
+            self._done = not page.generations or self.pages_read >= page.total_pages
         return self._rows.popleft()
-
-    async def _read_page(self) -> None:
-        page = await self._fetch(self.pages_read + 1)
-        self.pages_read += 1
-        self.total_cost = page.total_cost
-        self.total_entries = page.total_entries
-        self.total_pages = page.total_pages
-        for record in page.generations:
-            if record.generation_id not in self._seen:
-                self._seen.add(record.generation_id)
-                self._rows.append(record)
-        if self._observe is not None:
-            self._observe(page.generations)
-        if not page.generations or self.pages_read >= page.total_pages:
-            self._done = True

@@ -63,5 +63,4 @@ class PollPolicy:
             base *= self.multiplier
             if base >= cap:
                 break
-        interval = min(base, cap)
-        return interval * (1.0 + self.jitter * (2.0 * rand - 1.0))
+        return min(base, cap) * (1.0 + self.jitter * (2.0 * rand - 1.0))
