@@ -1,18 +1,12 @@
 """Enqueueing without ever creating a job twice, or losing one to a cancelled caller.
 
-Worker tasks in the client's task group send each enqueue. A caller cancelled while its
-enqueue waits withdraws it; one cancelled in flight abandons it (the worker still registers its
-jobs, and tells ``on_abandoned``). Each ``POST /api/ai/queue`` is written to the enqueue ledger
-(`_ledger`) before it is sent, and its ids when the answer arrives: no billed job is unknown to
-the ledger. The API has no idempotency key: a request is sent again only when the server
-certainly did not process it (429, 503, no connection; ``_retry``), or a reconciliation
-(`_reconcile`) of its lost answer (a read timeout, a cut body, a 502 or 504, a garbled 200)
-proved it made nothing.
-
-A 2xx answer (owner: `Enqueuer._answered`) is never sent again. Each plausible id it names
-(``_ids``) is taken at once, recorded and watched; ids another enqueue or ledger client holds
-are not taken twice; unwatchable ids are recorded, never put into a URL; jobs it does not name
-are looked for as a lost answer's are. What cannot be made good is raised, naming every job.
+Worker tasks in the client's task group send each enqueue: a caller cancelled while it waits
+withdraws it, one cancelled in flight abandons it (its jobs are still registered). Each request
+is written to the enqueue ledger (`_ledger`) before it is sent, and its ids when answered. With
+no idempotency key, a request is sent again only when the server certainly did not process it
+(429, 503, no connection; ``_retry``) or when reconciling its lost answer (`_reconcile`) proved
+it made nothing. A 2xx answer is never sent again; every job it names, or fails to name, is
+accounted for (`Enqueuer._answered`).
 """
 
 from __future__ import annotations
@@ -21,7 +15,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -47,7 +41,6 @@ if TYPE_CHECKING:
     from ._clock import ServerClock
     from ._jobs import _Track
     from ._ledger import Ledger
-    from ._otel import RequestTrace
 
 __all__ = ["Enqueuer"]
 
@@ -63,11 +56,8 @@ IdsCallback = Callable[[list[str]], object]
 class _Op:
     """One enqueue handed to the workers, and its outcome."""
 
-    model: str
-    params: Mapping[str, Any]
+    track: _Track  # the request's model and params, and where its jobs go
     count: int
-    track: _Track
-    on_abandoned: IdsCallback | None
     api: QueueEndpoints
     state: Literal["queued", "running", "withdrawn", "done"] = "queued"
     abandoned: bool = False
@@ -85,22 +75,20 @@ class _Op:
 
 @dataclass(frozen=True, slots=True)
 class _Request:
-    """One sent request of an enqueue, as its reconciliation needs it."""
+    """One sent request of an enqueue (of ``count`` of its jobs), written ahead as ``intent``."""
 
-    model: str
-    params: Mapping[str, Any]
+    op: _Op
     count: int
     intent: str
     sent: float
-    trace: RequestTrace
 
     def ambiguous(
         self, what: str, *, candidates: Iterable[str] = (), made: Iterable[str] = ()
     ) -> AmbiguousEnqueueError:
         return AmbiguousEnqueueError(
-            f"enqueue of {self.model}: {what}",
-            model=self.model,
-            params=self.params,
+            f"enqueue of {self.op.track.model}: {what}",
+            model=self.op.track.model,
+            params=self.op.track.params,
             candidate_ids=candidates,
             generation_ids=made,
         )
@@ -160,35 +148,21 @@ class Enqueuer:
     def owns(self, generation_id: str) -> bool:
         return generation_id in self._owned
 
-    async def enqueue(
-        self,
-        model: str,
-        params: Mapping[str, Any],
-        count: int,
-        track: _Track,
-        *,
-        on_abandoned: IdsCallback | None,
-        api: QueueEndpoints,
-    ) -> list[str]:
-        """Create ``count`` generations through ``api``; their ids, each created exactly once.
+    async def enqueue(self, track: _Track, count: int, api: QueueEndpoints) -> list[str]:
+        """Create ``count`` generations through ``api``, each exactly once; their ids.
 
-        ``track`` gets the ids as soon as they are known, waited for or not (``on_abandoned``
+        ``track`` gets the ids as soon as they are known, waited for or not (``track.abandoned``
         too, if the caller was cancelled), else ``track.failed(error, may_have_been_sent)``
-        once; ``track.trace`` is current while the worker sends the request.
-
-        Raises:
-            AmbiguousEnqueueError: The jobs could not be settled (``generation_ids``: those
-                certainly made).
-            APIResponseValidationError: A 2xx answer not made good (``generation_ids``: the
-                jobs the request holds). Never sent again.
-            ClientClosedError: The client closed first.
-            OxenError: Refused for good (400, 401, ...), or past the retry policy (429, 503).
+        once. Raises ``AmbiguousEnqueueError`` (``generation_ids``: the jobs certainly made),
+        ``APIResponseValidationError`` (a 2xx answer not made good; ``generation_ids``: the
+        jobs it holds; never sent again), ``ClientClosedError``, or the ``OxenError`` of a
+        refusal (for good, or past the retry policy).
         """
         if self._closed or self._task_group is None:
             error = ClientClosedError("the client is closed")
             track.failed(error, False)  # nothing was sent: whatever was reserved goes back
             raise error
-        op = _Op(model, params, count, track, on_abandoned, api)
+        op = _Op(track, count, api)
         self._queue.append(op)
         self._top_up()
         try:
@@ -255,8 +229,8 @@ class Enqueuer:
             self.created += len(ids)
             op.ids.extend(ids)
             op.track(ids)
-            if op.abandoned and op.on_abandoned is not None:
-                op.on_abandoned(ids)
+            if op.abandoned:
+                op.track.abandoned(ids)
 
         token = op.track.trace.attach()  # the caller's context (and span), not this worker's
         try:
@@ -264,15 +238,17 @@ class Enqueuer:
         except OxenError as exc:
             op.finish(exc)
         except Exception as exc:
-            logger.error("oxen_queue: enqueue of %s failed unexpectedly", op.model, exc_info=exc)
-            error = OxenError(f"enqueue of {op.model} failed unexpectedly: {exc!r}")
+            logger.error(
+                "oxen_queue: enqueue of %s failed unexpectedly", op.track.model, exc_info=exc
+            )
+            error = OxenError(f"enqueue of {op.track.model} failed unexpectedly: {exc!r}")
             error.__cause__ = exc
             op.finish(error)
         except BaseException:  # the client's task group is being cancelled: it is closing
             made = f"; its jobs {', '.join(op.ids)} exist" if op.ids else ""
             op.finish(
                 ClientClosedError(
-                    f"the client closed while an enqueue of {op.model} was in flight{made}; "
+                    f"the client closed while an enqueue of {op.track.model} was in flight{made}; "
                     "others may exist (look in client.list_generations())",
                     generation_ids=op.ids,
                 )
@@ -284,7 +260,7 @@ class Enqueuer:
             op.track.trace.detach(token)
 
     async def _create(self, op: _Op, claim: IdsCallback) -> list[str]:
-        model, params, count, trace = op.model, op.params, op.count, op.track.trace
+        model, params, count, trace = op.track.model, op.track.params, op.count, op.track.trace
         body: dict[str, Any] = {"model": model, **params}
         if count != 1:
             body["num_generations"] = count
@@ -292,7 +268,7 @@ class Enqueuer:
 
         async def write_ahead() -> None:
             # Once the request has its slot (the pacer may have held it): its true send time.
-            last[:] = [await self._write_ahead(model, params, count, time.time(), trace)]
+            last[:] = [await self._write_ahead(op, count, time.time())]
 
         async def attempt() -> tuple[EnqueueAnswer, float]:
             last.clear()
@@ -340,25 +316,21 @@ class Enqueuer:
             self.resent += 1
             trace.resent()
             logger.debug("enqueue of %s: no job was created; sending it again", model)
-        raise AmbiguousEnqueueError(
-            f"enqueue of {model} kept losing its answer; gave up after {_SENDS} sends, "
-            "each shown never to have created a job",
-            model=model,
-            params=params,
+        raise last[0].ambiguous(
+            f"kept losing its answer; gave up after {_SENDS} sends, each shown never to have "
+            "created a job"
         )
 
-    async def _write_ahead(
-        self, model: str, params: Mapping[str, Any], count: int, sent: float, trace: RequestTrace
-    ) -> _Request:
+    async def _write_ahead(self, op: _Op, count: int, sent: float) -> _Request:
         intent = await self.ledger.record_intent(
-            model=model,
-            params=params,
+            model=op.track.model,
+            params=op.track.params,
             count=count,
             deadline=sent + self._in_flight_for,
             sent_at=sent,
             sent_at_server=self._clock.server_time(sent),
         )
-        return _Request(model, params, count, intent, sent, trace)
+        return _Request(op, count, intent, sent)
 
     async def _answered(
         self, request: _Request, answer: EnqueueAnswer, received: float, claim: IdsCallback
@@ -380,7 +352,10 @@ class Enqueuer:
                 conflicts = await self.ledger.record_ids(request.intent, named)
             except LedgerError as exc:  # the jobs exist: watch them regardless
                 logger.error(
-                    "enqueue of %s: the ledger did not take ids %s: %s", request.model, named, exc
+                    "enqueue of %s: the ledger did not take ids %s: %s",
+                    request.op.track.model,
+                    named,
+                    exc,
                 )
                 conflicts = []
             taken += [i for i in fresh if i in conflicts]
@@ -396,7 +371,7 @@ class Enqueuer:
                 "(not taken twice)"
             )
         summary = "; ".join(problems)
-        logger.warning("enqueue of %s: a malformed answer (%s)", request.model, summary)
+        logger.warning("enqueue of %s: a malformed answer (%s)", request.op.track.model, summary)
         # Jobs that may exist unnamed: those asked and not named, or, if more, one per entry
         # that names no id (each entry stands for a job the server says it made).
         missing = max(request.count - len(fresh) - len(answer.unwatchable), answer.unidentified)
@@ -405,9 +380,7 @@ class Enqueuer:
             try:
                 rest = request
                 if named:  # its intent is answered, and cannot be lost: one of their own
-                    rest = await self._write_ahead(
-                        request.model, request.params, missing, request.sent, request.trace
-                    )
+                    rest = await self._write_ahead(request.op, missing, request.sent)
                 adopted = await self._reconcile(rest, cause=None, created=True) or []  # never None
             except (AmbiguousEnqueueError, LedgerError) as exc:
                 candidates = exc.candidate_ids if isinstance(exc, AmbiguousEnqueueError) else ()
@@ -419,7 +392,7 @@ class Enqueuer:
                     made=[*fresh, *answer.unwatchable],
                 ) from exc
             self.reconciled += 1
-            request.trace.reconciled(len(adopted))
+            request.op.track.trace.reconciled(len(adopted))
             claim(adopted)
         ids = [*fresh, *adopted]
         if taken or answer.unwatchable or len(ids) > request.count:
@@ -431,7 +404,9 @@ class Enqueuer:
                 generation_ids=held,
             )
         if adopted:
-            logger.warning("enqueue of %s: made good by adopting %s", request.model, adopted)
+            logger.warning(
+                "enqueue of %s: made good by adopting %s", request.op.track.model, adopted
+            )
         return ids
 
     async def _reconcile(
@@ -454,8 +429,8 @@ class Enqueuer:
             with anyio.move_on_after(math.inf if deadline is None else deadline):
                 found = await self.reconciler.settle(
                     intent,
-                    model=request.model,
-                    params=request.params,
+                    model=request.op.track.model,
+                    params=request.op.track.params,
                     count=request.count,
                     span=span,
                     created=created,

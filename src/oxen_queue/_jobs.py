@@ -1,9 +1,5 @@
-"""From a call to watched generations: ``enqueue``, ``enqueue_many`` and ``generate``.
-
-For each request: check the parameters, reserve the estimate against the budget, wait until
-enqueueing is safe (an event stream open, in ``events`` mode), and hand the request to the
-client's `Enqueuer`. Every id it creates is tracked the moment it is known (`_Track`).
-"""
+"""``enqueue``, ``enqueue_many`` and ``generate``: check, reserve the budget, wait until
+enqueueing is safe, and hand the request to the client's `Enqueuer`."""
 
 from __future__ import annotations
 
@@ -63,11 +59,8 @@ class Jobs:
         validate: bool | None,
         extra_params: Mapping[str, Any] | None,
     ) -> list[Generation]:
-        """``num_generations`` of one request, in requests of at most 4 sent together.
-
-        If one of them fails, its error is raised once the others have settled, with a note
-        naming the generations the others made (they are watched).
-        """
+        """``num_generations`` of one request, in requests of at most 4 sent together; if one
+        fails, its error is raised once the others settled, noting the generations they made."""
         check_count(num_generations)
         options = (deadline, validate, extra_params)
         if num_generations <= _PER_REQUEST:
@@ -165,15 +158,7 @@ class Jobs:
                 raise
             # From here the worker settles the estimate and the spans (track.failed): a caller
             # cancelled mid-request leaves them to it, as its job may exist.
-            ids = await core.enqueuer.enqueue(
-                model,
-                body,
-                count,
-                track,
-                # A generate() owns its job: answered after its caller gave up, it is cancelled.
-                on_abandoned=core.cancel_upstream if created is not None else None,
-                api=self._api,
-            )
+            ids = await core.enqueuer.enqueue(track, count, self._api)
             if core.closed:
                 raise ClientClosedError(
                     f"the client closed while enqueueing; the job(s) {', '.join(ids)} exist: "
@@ -187,9 +172,9 @@ class Jobs:
 
 @dataclass(eq=False, slots=True)
 class _Track:
-    """Registers the generations of one enqueue with the client as their ids arrive, whether
-    or not the caller still waits. An object rather than a closure: thousands wait at once,
-    and a closure's cells cost several times more."""
+    """One enqueue as the `Enqueuer` takes it: its request, and its jobs registered with the
+    client as their ids arrive, waited for or not. An object, not a closure: thousands wait at
+    once, and cells cost several times more."""
 
     core: ClientCore
     model: str
@@ -216,6 +201,11 @@ class _Track:
             self.generations.append(generation)
             if self.created is not None:
                 self.created.append(generation)
+
+    def abandoned(self, ids: list[str]) -> None:
+        """Jobs made after the caller gave up: a generate()'s (it owns them) are cancelled."""
+        if self.created is not None:
+            self.core.cancel_upstream(ids)
 
     def failed(self, error: BaseException, sent: bool) -> None:
         """The enqueue ended without (all its) jobs: the reservation and the spans are told."""

@@ -23,6 +23,7 @@ can make an enqueue ambiguous, never sent twice.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -55,6 +56,7 @@ _SENT_TIMES: Final = 4096  # own requests whose rows can still teach the clock
 _LOOKS: Final = 2  # looks a moment apart before a verdict of "ambiguous" or "nothing made"
 
 _Match = Callable[[Mapping[str, Any]], bool]
+_canonical = functools.partial(json.dumps, sort_keys=True, default=str)
 
 
 def _matcher(params: Mapping[str, Any]) -> _Match:
@@ -66,10 +68,6 @@ def _matcher(params: Mapping[str, Any]) -> _Match:
         _canonical(row_params(row)) == model_params
         and all(_canonical(row.get(k)) == v for k, v in queue_params)
     )
-
-
-def _canonical(value: object) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 class _History:
@@ -200,17 +198,11 @@ class Reconciler:
         span: Span,
         created: bool,
     ) -> list[str] | None:
-        """The ids a request without an answer created, claimed for it in the ledger, or
-        ``None`` when it certainly created nothing.
-
-        ``intent_id`` is ``lost``, or taken over; ``span``: when it was in flight (its window is
-        worked out afresh for each look); ``created``: a job certainly exists (a 2xx answer
-        began), so it is never concluded that nothing was made.
-
-        Raises:
-            AmbiguousEnqueueError: The jobs can be neither told apart nor ruled out.
-            OxenError: The rows could not be read.
-        """
+        """Claim, for a request without an answer, the jobs it created; ``None`` if it
+        certainly created none. ``span``: when it was in flight (the window is worked out
+        afresh for each look); ``created``: a job certainly exists (a 2xx answer began).
+        Raises ``AmbiguousEnqueueError`` (the jobs neither told apart nor ruled out), or the
+        ``OxenError`` of a failed read."""
         key = fingerprint(model, params)
         match = _matcher(params)
         empty = unsure = 0

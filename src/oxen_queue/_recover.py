@@ -1,10 +1,8 @@
-"""``recover()``: pick up the billed jobs of a client that is gone, from the enqueue ledger.
+"""``recover()``: take over the billed jobs of gone clients from the enqueue ledger.
 
-A killed process leaves requests answered, whose jobs run on unwatched (taken over at once),
-and requests sent whose answer it never recorded: once their deadline has passed (they can no
-longer land), their jobs are found and claimed, or shown never made. Taking over is atomic:
-of several processes recovering at once, each job goes to one. An id that is not a plausible
-id (``_ids.plausible_id``: a malformed answer named it) is logged, never put into a URL.
+Answered requests' jobs are taken over at once; requests whose answer was never recorded are
+reconciled once their deadline passed (they can no longer land). Taking over is atomic: of
+several processes recovering at once, each job goes to one.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""Reading the queue: reattaching, recovering, rows, history, cancellations, models, results.
-
-The facade (``AsyncClient``) documents each operation; here is how it is done."""
+"""Reattaching, recovering, rows, history, cancellations, models and results (documented on
+``AsyncClient``)."""
 
 from __future__ import annotations
 
@@ -117,12 +116,8 @@ class Rows:
         return listed
 
     def iter_generations(self, *, page_size: int, **filters: str | None) -> GenerationHistory:
-        """The history, page after page as it is consumed.
-
-        Raises:
-            InvalidParamsError: ``page_size`` is not an integer from 1 to 1000.
-            ClientClosedError: The client is closed (one not open yet opens on the first page).
-        """
+        """The history, page after page as it is consumed (a client not open yet opens on the
+        first page; a closed one raises ``ClientClosedError``)."""
         self._core.check_not_closed()
         integer = isinstance(page_size, int) and not isinstance(page_size, bool)
         if not integer or not 1 <= page_size <= _MAX_PAGE_SIZE:
