@@ -49,8 +49,6 @@ logger = logging.getLogger("oxen_queue")
 _OWNED_LIMIT: Final = 200_000  # ids remembered as ours; old ones cannot match a new request
 _SENDS: Final = 3  # each after the last was shown to make nothing (retries count refusals)
 
-IdsCallback = Callable[[list[str]], object]
-
 
 @dataclass(eq=False, slots=True)
 class _Op:
@@ -149,14 +147,12 @@ class Enqueuer:
         return generation_id in self._owned
 
     async def enqueue(self, track: _Track, count: int, api: QueueEndpoints) -> list[str]:
-        """Create ``count`` generations through ``api``, each exactly once; their ids.
-
-        ``track`` gets the ids as soon as they are known, waited for or not (``track.abandoned``
-        too, if the caller was cancelled), else ``track.failed(error, may_have_been_sent)``
-        once. Raises ``AmbiguousEnqueueError`` (``generation_ids``: the jobs certainly made),
-        ``APIResponseValidationError`` (a 2xx answer not made good; ``generation_ids``: the
-        jobs it holds; never sent again), ``ClientClosedError``, or the ``OxenError`` of a
-        refusal (for good, or past the retry policy).
+        """Create ``count`` generations of ``track``'s request through ``api``, each exactly
+        once; their ids. ``track`` gets them as soon as they are known, waited for or not
+        (``track.abandoned`` too, if the caller gave up), else ``track.failed(error, sent)``
+        once. Raises ``AmbiguousEnqueueError`` or ``APIResponseValidationError`` (a 2xx answer
+        not made good; never sent again), their ``generation_ids`` the jobs made;
+        ``ClientClosedError``; or the ``OxenError`` of a refusal.
         """
         if self._closed or self._task_group is None:
             error = ClientClosedError("the client is closed")
@@ -223,18 +219,9 @@ class Enqueuer:
             self._workers -= 1
 
     async def _run(self, op: _Op) -> None:
-        def claim(ids: list[str]) -> None:
-            for generation_id in ids:
-                self.own(generation_id)
-            self.created += len(ids)
-            op.ids.extend(ids)
-            op.track(ids)
-            if op.abandoned:
-                op.track.abandoned(ids)
-
         token = op.track.trace.attach()  # the caller's context (and span), not this worker's
         try:
-            ids = await self._create(op, claim)
+            ids = await self._create(op)
         except OxenError as exc:
             op.finish(exc)
         except Exception as exc:
@@ -259,7 +246,16 @@ class Enqueuer:
         finally:
             op.track.trace.detach(token)
 
-    async def _create(self, op: _Op, claim: IdsCallback) -> list[str]:
+    def _claim(self, op: _Op, ids: list[str]) -> None:
+        for generation_id in ids:
+            self.own(generation_id)
+        self.created += len(ids)
+        op.ids.extend(ids)
+        op.track(ids)
+        if op.abandoned:
+            op.track.abandoned(ids)
+
+    async def _create(self, op: _Op) -> list[str]:
         model, params, count, trace = op.track.model, op.track.params, op.count, op.track.trace
         body: dict[str, Any] = {"model": model, **params}
         if count != 1:
@@ -304,14 +300,14 @@ class Enqueuer:
                     raise
                 cause = exc
             else:
-                return await self._answered(last[0], answer, received, claim)
+                return await self._answered(last[0], answer, received)
             logger.debug("enqueue of %s: answer lost (%s); reconciling", model, cause)
             trace.answer_lost(cause)
             found = await self._reconcile(last[0], cause=cause, created=certainly_created(cause))
             if found is not None:
                 self.reconciled += 1
                 trace.reconciled(len(found))
-                claim(found)
+                self._claim(op, found)
                 return found
             self.resent += 1
             trace.resent()
@@ -333,13 +329,14 @@ class Enqueuer:
         return _Request(op, count, intent, sent)
 
     async def _answered(
-        self, request: _Request, answer: EnqueueAnswer, received: float, claim: IdsCallback
+        self, request: _Request, answer: EnqueueAnswer, received: float
     ) -> list[str]:
         """Account for every job a 2xx answer names, and look for those it does not name;
         its ids, or the error that names every job the request holds."""
         # The one place an enqueue's ids become the client's (``ClientCore.track`` would hand
         # two enqueues the same handle). No await: of two answers naming one id, the first
         # takes it; one this client holds already is not this request's, whatever it says.
+        model = request.op.track.model
         fresh: list[str] = []
         taken: list[str] = []
         for generation_id in answer.ids:
@@ -353,7 +350,7 @@ class Enqueuer:
             except LedgerError as exc:  # the jobs exist: watch them regardless
                 logger.error(
                     "enqueue of %s: the ledger did not take ids %s: %s",
-                    request.op.track.model,
+                    model,
                     named,
                     exc,
                 )
@@ -361,7 +358,7 @@ class Enqueuer:
             taken += [i for i in fresh if i in conflicts]
             fresh = [i for i in fresh if i not in conflicts]
         if fresh:
-            claim(fresh)
+            self._claim(request.op, fresh)
         if not answer.problems and not taken:
             return fresh
         problems = [*answer.problems]
@@ -371,7 +368,7 @@ class Enqueuer:
                 "(not taken twice)"
             )
         summary = "; ".join(problems)
-        logger.warning("enqueue of %s: a malformed answer (%s)", request.op.track.model, summary)
+        logger.warning("enqueue of %s: a malformed answer (%s)", model, summary)
         # Jobs that may exist unnamed: those asked and not named, or, if more, one per entry
         # that names no id (each entry stands for a job the server says it made).
         missing = max(request.count - len(fresh) - len(answer.unwatchable), answer.unidentified)
@@ -393,7 +390,7 @@ class Enqueuer:
                 ) from exc
             self.reconciled += 1
             request.op.track.trace.reconciled(len(adopted))
-            claim(adopted)
+            self._claim(request.op, adopted)
         ids = [*fresh, *adopted]
         if taken or answer.unwatchable or len(ids) > request.count:
             held = [*ids, *answer.unwatchable]
@@ -404,9 +401,7 @@ class Enqueuer:
                 generation_ids=held,
             )
         if adopted:
-            logger.warning(
-                "enqueue of %s: made good by adopting %s", request.op.track.model, adopted
-            )
+            logger.warning("enqueue of %s: made good by adopting %s", model, adopted)
         return ids
 
     async def _reconcile(
@@ -423,7 +418,6 @@ class Enqueuer:
                 f"{lost}, and the ledger could not start reconciling it ({exc}); it was not "
                 "sent again"
             ) from exc
-        span = Span(request.sent, time.time())
         deadline = self._retry.deadline
         try:
             with anyio.move_on_after(math.inf if deadline is None else deadline):
@@ -432,7 +426,7 @@ class Enqueuer:
                     model=request.op.track.model,
                     params=request.op.track.params,
                     count=request.count,
-                    span=span,
+                    span=Span(request.sent, time.time()),
                     created=created,
                 )
                 if found is None:

@@ -1,24 +1,19 @@
 """Reconciling a request whose answer was lost: which rows on the server are its jobs?
 
-The API has no idempotency key: a job is recognised by its model and exact parameters, made
-within the request's window on the *server's* clock (`_clock`); identical requests are told
-apart by the enqueue ledger (`_ledger`), shared by every client of the key. `Reconciler.settle`
-waits until no identical request is in flight (unless its owner is gone), looks at the active
-rows and the history, and claims the candidates, atomically, when they number what identical
-requests await. A row of this model and parameters (`Reconciler._judge`) is a *candidate* when
-its ``enqueued_at`` can be believed (``_clock.row_stamp``) and lies in the window, and its id is
-plausible (``_ids.plausible_id``); *nearby* when it lies outside the window but within its
-*reach* (where it would be if the clock estimate were wrong); *blind* when its stamp or id
-cannot be believed, or it is not a row; beyond the reach, another request's.
+With no idempotency key, a job is recognised by its model and exact parameters, made within
+the request's window on the *server's* clock (`_clock`); identical requests are told apart by
+the enqueue ledger (`_ledger`), shared by every client of the key. A matching row is a
+*candidate* (a believable ``enqueued_at`` in the window, a plausible id), *nearby* (outside the
+window but within its *reach*: where it would be if the clock estimate were wrong), *blind* (its
+stamp or id cannot be believed, or it is not a row), or beyond the reach: another request's.
 
-Candidates exactly as awaited, and no blind row: adopted (nearby rows are most likely an
-earlier identical request's; if not, that request's job is taken, never a second one made).
-More: rows made outside the ledger (the web UI, another key), ambiguous at once. Blind rows,
-too few candidates, or only nearby ones: ambiguous after a second look. "Nothing was made",
-the only verdict that lets a request be sent again, needs two looks a moment apart that *could
-see* (no blind row, the history read back to the start of the reach or to its end) and found
-nothing, and no 2xx answer begun. So an absurd ``enqueued_at`` or ``Date`` (an endless reach)
-can make an enqueue ambiguous, never sent twice.
+Candidates are claimed, atomically, when they number what the identical requests await and no
+row is blind (nearby rows are most likely an earlier identical request's: if not, its job is
+taken, never a second one made). More: made outside the ledger, ambiguous at once. Blind rows,
+too few candidates or only nearby ones: ambiguous after a second look. "Nothing was made", the
+only verdict that lets a request be sent again, needs two looks that *could see* (no blind row,
+the history read back to the start of the reach or its end) and found nothing, and no 2xx
+answer begun: an absurd ``enqueued_at`` or ``Date`` makes an enqueue ambiguous, never sent twice.
 """
 
 from __future__ import annotations
@@ -87,37 +82,36 @@ class _History:
     async def read_until(self, bound: float) -> bool:
         """Read on until every row stamped at or after ``bound`` is read; ``False`` if
         `_MAX_HISTORY_PAGES` came first."""
-        while self._next is not None and self._oldest >= bound:
+        while (page := self._next) is not None and self._oldest >= bound:
             if self.pages >= _MAX_HISTORY_PAGES:
                 return False
-            await self._read(self._next)
+            found = await self._api.history_slice(
+                model=self._model, page=page, page_size=_HISTORY_PAGE
+            )
+            self.pages += 1
+            self.entries.extend(found.rows)
+            if not found.rows:  # past the end
+                self._next = None
+                continue
+            now = time.time()
+            stamps = [
+                stamp
+                for row in found.rows
+                if isinstance(row, Mapping)
+                and (stamp := row_stamp(row.get("enqueued_at"), now=now)) is not None
+            ]
+            last = found.total_pages
+            if page == 1 and len(stamps) > 1 and stamps[0] < stamps[-1]:  # oldest first
+                if last is not None and last > 1:
+                    self._next, self._step = last, -1
+                    continue  # page 1 holds the oldest rows: they bound nothing
+                self._forward_only = True
+            if stamps and not self._forward_only:
+                self._oldest = min(self._oldest, *stamps)
+            following = page + self._step
+            done = (last is not None and following > last) or (self._step < 0 and following == 1)
+            self._next = None if done else following
         return True
-
-    async def _read(self, page: int) -> None:
-        found = await self._api.history_slice(model=self._model, page=page, page_size=_HISTORY_PAGE)
-        self.pages += 1
-        self.entries.extend(found.rows)
-        if not found.rows:  # past the end
-            self._next = None
-            return
-        now = time.time()
-        stamps = [
-            stamp
-            for row in found.rows
-            if isinstance(row, Mapping)
-            and (stamp := row_stamp(row.get("enqueued_at"), now=now)) is not None
-        ]
-        last = found.total_pages
-        if page == 1 and len(stamps) > 1 and stamps[0] < stamps[-1]:  # oldest first
-            if last is not None and last > 1:
-                self._next, self._step = last, -1
-                return  # page 1 holds the oldest rows: they bound nothing
-            self._forward_only = True
-        if stamps and not self._forward_only:
-            self._oldest = min(self._oldest, *stamps)
-        following = page + self._step
-        done = (last is not None and following > last) or (self._step < 0 and following == 1)
-        self._next = None if done else following
 
 
 @dataclass(eq=False)
