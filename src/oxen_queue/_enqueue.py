@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -80,16 +80,9 @@ class _Request:
     intent: str
     sent: float
 
-    def ambiguous(
-        self, what: str, *, candidates: Iterable[str] = (), made: Iterable[str] = ()
-    ) -> AmbiguousEnqueueError:
-        return AmbiguousEnqueueError(
-            f"enqueue of {self.op.track.model}: {what}",
-            model=self.op.track.model,
-            params=self.op.track.params,
-            candidate_ids=candidates,
-            generation_ids=made,
-        )
+    def ambiguous(self, what: str) -> AmbiguousEnqueueError:
+        model, params = self.op.track.model, self.op.track.params
+        return AmbiguousEnqueueError(f"enqueue of {model}: {what}", model=model, params=params)
 
 
 class Enqueuer:
@@ -132,7 +125,6 @@ class Enqueuer:
         self.resent = 0  # lost answers shown to have made nothing, and sent again
 
     def start(self, task_group: TaskGroup) -> None:
-        """Run workers in the client's task group from now on."""
         self._task_group = task_group
 
     def own(self, generation_id: str) -> None:
@@ -176,8 +168,7 @@ class Enqueuer:
         return op.outcome
 
     async def close(self, grace: float) -> None:
-        """Refuse new enqueues, withdraw queued ones, and give those in flight ``grace`` s
-        (then the client's task group cancels them: their callers get ``ClientClosedError``)."""
+        """Refuse new enqueues, withdraw queued ones, give those in flight ``grace`` s."""
         self._closed = True
         while self._queue:
             op = self._queue.popleft()
@@ -191,8 +182,7 @@ class Enqueuer:
                 await self._idle.wait()
 
     def _top_up(self) -> None:
-        """Start workers while enqueues wait and the bound allows (workers beyond the bound,
-        when it shrinks, stop after their enqueue)."""
+        """Start workers while enqueues wait, up to the bound (those past it stop when done)."""
         assert self._task_group is not None
         wanted = min(self._max_workers(), len(self._queue))
         while self._workers < wanted:
@@ -206,13 +196,7 @@ class Enqueuer:
                 if op.state != "queued":
                     continue
                 op.state = "running"
-                self._running += 1
-                try:
-                    await self._run(op)
-                finally:
-                    self._running -= 1
-                    if not self._running and self._idle is not None:
-                        self._idle.set()
+                await self._run(op)
                 if not self._closed:
                     self._top_up()
         finally:
@@ -220,6 +204,7 @@ class Enqueuer:
 
     async def _run(self, op: _Op) -> None:
         token = op.track.trace.attach()  # the caller's context (and span), not this worker's
+        self._running += 1
         try:
             ids = await self._create(op)
         except OxenError as exc:
@@ -245,6 +230,9 @@ class Enqueuer:
             op.finish(ids)
         finally:
             op.track.trace.detach(token)
+            self._running -= 1
+            if not self._running and self._idle is not None:
+                self._idle.set()
 
     def _claim(self, op: _Op, ids: list[str]) -> None:
         for generation_id in ids:
@@ -380,13 +368,14 @@ class Enqueuer:
                     rest = await self._write_ahead(request.op, missing, request.sent)
                 adopted = await self._reconcile(rest, cause=None, created=True) or []  # never None
             except (AmbiguousEnqueueError, LedgerError) as exc:
-                candidates = exc.candidate_ids if isinstance(exc, AmbiguousEnqueueError) else ()
-                raise request.ambiguous(
-                    f"a malformed answer ({summary}); the jobs it named are watched "
-                    f"({', '.join(fresh) or 'none'}) and {missing} more could not be settled: "
-                    f"{exc}",
-                    candidates=candidates,
-                    made=[*fresh, *answer.unwatchable],
+                raise AmbiguousEnqueueError(
+                    f"enqueue of {model}: a malformed answer ({summary}); the jobs it named are "
+                    f"watched ({', '.join(fresh) or 'none'}) and {missing} more could not be "
+                    f"settled: {exc}",
+                    model=model,
+                    params=request.op.track.params,
+                    candidate_ids=getattr(exc, "candidate_ids", ()),  # none from the ledger
+                    generation_ids=[*fresh, *answer.unwatchable],
                 ) from exc
             self.reconciled += 1
             request.op.track.trace.reconciled(len(adopted))

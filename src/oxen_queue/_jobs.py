@@ -29,8 +29,7 @@ _PER_REQUEST: Final = 4  # generations per enqueue: "Range: 1-4 ... per request"
 
 @dataclass(eq=False, slots=True)
 class Jobs:
-    """The enqueue operations of one view of a client: through the view's endpoints (its
-    timeouts), with its defaults (``validate``, generations' deadline)."""
+    """The enqueue operations of one view of a client (its endpoints, timeouts and defaults)."""
 
     _core: ClientCore
     _api: QueueEndpoints
@@ -59,8 +58,7 @@ class Jobs:
         validate: bool | None,
         extra_params: Mapping[str, Any] | None,
     ) -> list[Generation]:
-        """``num_generations`` of one request, in requests of at most 4 sent together; if one
-        fails, its error is raised once the others settled, noting the generations they made."""
+        """``num_generations`` of one request, in requests of at most 4 sent together."""
         check_count(num_generations)
         options = (deadline, validate, extra_params)
         if num_generations <= _PER_REQUEST:
@@ -140,7 +138,6 @@ class Jobs:
                 lasts = self._options.deadline_or(deadline)  # refused before any request
                 checked = await core.params.check(model, params, self._options.validating(validate))
                 body = merge_extra(checked, extra_params)
-                # The estimate is reserved (max_spend) before anything is sent, event stream too.
                 try:
                     hold = await core.spend.reserve(model, body, count)
                 except BaseException as exc:
@@ -156,8 +153,7 @@ class Jobs:
             except BaseException as exc:
                 trace.failed(exc)  # before the request was handed over: ended here
                 raise
-            # From here the worker settles the estimate and the spans (track.failed): a caller
-            # cancelled mid-request leaves them to it, as its job may exist.
+            # The worker settles the estimate and the spans (track.failed): its job may exist.
             ids = await core.enqueuer.enqueue(track, count, self._api)
             if core.closed:
                 raise ClientClosedError(

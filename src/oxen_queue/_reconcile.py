@@ -161,19 +161,17 @@ class _Look:
         return None
 
 
+@dataclass(eq=False)
 class Reconciler:
     """Finds and claims the jobs of requests whose answers were lost. ``owns``: whether this
     process already holds an id (reattached generations included)."""
 
-    def __init__(
-        self, api: QueueEndpoints, ledger: Ledger, clock: ServerClock, owns: Callable[[str], bool]
-    ) -> None:
-        self._api = api
-        self._ledger = ledger
-        self._clock = clock
-        self._owns = owns
-        self._settle_delay = 1.0  # seconds between two looks
-        self._sent: OrderedDict[str, tuple[float, float]] = OrderedDict()
+    _api: QueueEndpoints
+    _ledger: Ledger
+    _clock: ServerClock
+    _owns: Callable[[str], bool]
+    _settle_delay: float = 1.0  # seconds between two looks
+    _sent: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
 
     def note_sent(self, ids: list[str], *, sent: float, received: float) -> None:
         """Remember when our own jobs were made: their rows' stamps teach the clock (once)."""
@@ -226,7 +224,11 @@ class Reconciler:
             # lost ones, which must come after: before it, a sibling cut between the two reads
             # was neither awaited nor busy, and its job made the look ambiguous). A sibling
             # claiming or taken over meanwhile is over-awaited, never missed.
-            look = await self._look(model, params, match, span)
+            look = await self._look(model, match, span)
+            if not await self._read_back(look, look.window.low):
+                raise ambiguous(
+                    f"the history holds more than {_MAX_HISTORY_PAGES} pages newer than the request"
+                )
             flying = await self._ledger.in_flight(key, exclude_intent=intent_id)
             if any(intent.owner_alive for intent in flying):
                 continue
@@ -236,17 +238,15 @@ class Reconciler:
             if not (look.candidates or look.nearby or look.blind or look.anonymous):
                 # Nothing here: before concluding, read back to the start of the reach (rows
                 # there are older, so no request of the ledger's started meanwhile made one).
-                if not await look.history.read_until(look.window.reach_low):
+                if not await self._read_back(look, look.window.reach_low):
                     raise ambiguous(
                         "the history could not be read back far enough to rule a job out "
                         f"(the window rests on {look.window.basis})"
                     )
-                self._judge_history(look)
                 look.drop(await self._ledger.claimed_ids(key) - mine)
             unseen = look.unseen(count)
             if unseen is not None:
-                empty = 0
-                unsure += 1
+                empty, unsure = 0, unsure + 1
                 if unsure < _LOOKS:
                     await anyio.sleep(self._settle_delay)
                     continue
@@ -276,12 +276,9 @@ class Reconciler:
                 return claimed[:count]
             mine.update(claimed)
 
-    async def _look(
-        self, model: str, params: Mapping[str, Any], match: _Match, span: Span
-    ) -> _Look:
-        """The rows the request may have made: the active ones, then history back to the
-        window's start (the job may have finished already, behind any number of newer ones).
-        The window is worked out once the active rows (and their ``Date``) taught the clock."""
+    async def _look(self, model: str, match: _Match, span: Span) -> _Look:
+        """The active rows the request may have made, judged; its window is worked out once
+        they (and their ``Date``) taught the clock."""
         active = await self._api.active_rows(model)
         for entry in active:
             self._learn(entry)
@@ -289,22 +286,17 @@ class Reconciler:
         now = time.time()
         for entry in active:
             self._judge(entry, look, now)
-        if not await look.history.read_until(look.window.low):
-            raise AmbiguousEnqueueError(
-                f"enqueue of {model}: the history holds more than {_MAX_HISTORY_PAGES} pages "
-                "newer than the request; the job could not be looked up",
-                model=model,
-                params=params,
-            )
-        self._judge_history(look)
         return look
 
-    def _judge_history(self, look: _Look) -> None:
-        entries = look.history.entries
+    async def _read_back(self, look: _Look, bound: float) -> bool:
+        """Read the history back to ``bound`` (the job may have finished already, behind any
+        number of newer ones) and judge it; whether it could be."""
+        complete = await look.history.read_until(bound)
         now = time.time()
-        for entry in entries[look.judged :]:
+        for entry in look.history.entries[look.judged :]:
             self._judge(entry, look, now)
-        look.judged = len(entries)
+        look.judged = len(look.history.entries)
+        return complete
 
     def _learn(self, entry: object) -> bool:
         """Whether ``entry`` is a row of this client's own job; if its send was noted, its

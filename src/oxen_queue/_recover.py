@@ -1,9 +1,5 @@
-"""``recover()``: take over the billed jobs of gone clients from the enqueue ledger.
-
-Answered requests' jobs are taken over at once; requests whose answer was never recorded are
-reconciled once their deadline passed (they can no longer land). Taking over is atomic: of
-several processes recovering at once, each job goes to one.
-"""
+"""``recover()``: take over the billed jobs of gone clients from the enqueue ledger (atomically:
+of several processes recovering at once, each job goes to one)."""
 
 from __future__ import annotations
 
@@ -59,8 +55,7 @@ async def recover_ids(
                         generation_id,
                         taken.model,
                     )
-        # One reading of the clock per pass: the sleep below is then never negative (anyio
-        # refuses one), however long saying the wait takes (a log handler may be slow).
+        # One reading of the clock per pass: the sleep below is never negative (anyio refuses).
         now = anyio.current_time()
         if not waiting or now >= give_up:
             if waiting:
@@ -84,9 +79,8 @@ async def recover_ids(
 
 
 async def _settle(ledger: Ledger, reconciler: Reconciler, intent: Intent) -> list[str]:
-    """The ids a gone client's request without a recorded answer made. Its window rests on
-    its sender's estimate of the server's clock if any, else on ours (the same host's, most
-    likely): unverified from here, so its reach is wide (see ``_clock``)."""
+    """The ids a gone client's unanswered request made. Its window rests on its sender's estimate
+    of the server's clock, else on ours: unverified, so its reach is wide (see ``_clock``)."""
     span = Span(intent.sent_at, intent.deadline, server_start=intent.sent_at_server)
     try:
         ids = await reconciler.settle(

@@ -27,9 +27,7 @@ _MAX_PAGE_SIZE: Final = 1000  # GET /api/ai/generations: "page_size ... max 1000
 
 @dataclass(eq=False, slots=True)
 class Rows:
-    """The row operations of one view of a client (``AsyncClient`` or a ``with_options``
-    view): through the view's endpoints (its timeouts), with its defaults (a reattached
-    generation's deadline)."""
+    """The row operations of one view of a client (its endpoints, timeouts and defaults)."""
 
     _core: ClientCore
     _api: QueueEndpoints
@@ -89,8 +87,7 @@ class Rows:
         return self._noted(record)
 
     async def cancel(self, generation: Generation | str) -> None:
-        """``DELETE /api/ai/queue/{id}``, then the row, which settles the handle (no event
-        announces a cancellation)."""
+        """``DELETE /api/ai/queue/{id}``, then the row (no event announces a cancellation)."""
         await self._core.opened()
         generation_id = generation.id if isinstance(generation, Generation) else generation
         await self._api.cancel(generation_id)
