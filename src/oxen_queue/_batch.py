@@ -6,7 +6,7 @@ import inspect
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -19,33 +19,6 @@ if TYPE_CHECKING:
     from ._models import GenerationRecord
 
 __all__ = ["BatchItem", "ProgressCallback", "as_completed", "run_batch"]
-
-
-class _AsCompleted:
-    """Async iterator over generations in the order they finish."""
-
-    def __init__(self, generations: Iterable[Generation]) -> None:
-        unique = list(dict.fromkeys(generations))
-        self._left = len(unique)
-        self._send, self._receive = anyio.create_memory_object_stream["Generation"](math.inf)
-        for generation in unique:
-            generation.add_done_callback(self._push)
-
-    def _push(self, generation: Generation) -> None:
-        # The consumer may have stopped iterating: a late finisher is simply not reported.
-        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self._send.send_nowait(generation)
-
-    def __aiter__(self) -> _AsCompleted:
-        return self
-
-    async def __anext__(self) -> Generation:
-        if self._left == 0:
-            self._send.close()
-            self._receive.close()
-            raise StopAsyncIteration
-        self._left -= 1
-        return await self._receive.receive()
 
 
 def as_completed(generations: Iterable[Generation]) -> AsyncIterator[Generation]:
@@ -64,7 +37,22 @@ def as_completed(generations: Iterable[Generation]) -> AsyncIterator[Generation]
                 print("failed:", exc)
         ```
     """
-    return _AsCompleted(generations)
+    unique = list(dict.fromkeys(generations))
+    send, receive = anyio.create_memory_object_stream["Generation"](math.inf)
+
+    def push(generation: Generation) -> None:
+        # The consumer may have stopped iterating: a late finisher is simply not reported.
+        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            send.send_nowait(generation)
+
+    async def finishers() -> AsyncIterator[Generation]:
+        with send, receive:
+            for _ in unique:
+                yield await receive.receive()
+
+    for generation in unique:
+        generation.add_done_callback(push)
+    return finishers()
 
 
 @dataclass(eq=False, slots=True)
@@ -89,7 +77,7 @@ class BatchItem:
     record: GenerationRecord | None = None
     error: BaseException | None = None
     tag: Any = None
-    finished: bool = field(default=False)
+    finished: bool = False
 
     @property
     def status(self) -> str:
@@ -155,7 +143,16 @@ async def run_batch(
         for item in queue:
             if over_budget and item.generation_id is None:
                 continue  # not sent: the budget was reached
-            await _run_one(client, model, item, on_enqueued)
+            try:
+                if item.generation_id is not None:
+                    item.generation = client.generation(item.generation_id)
+                else:
+                    item.generation = await client.enqueue(item.model or model, **item.params)
+                    item.generation_id = item.generation.id
+                await _notify(on_enqueued, item)
+                item.record = await item.generation
+            except OxenError as exc:
+                item.error = exc
             over_budget = over_budget or isinstance(item.error, BudgetExceededError)
             item.finished = True
             await _notify(on_finished, item)
@@ -164,18 +161,3 @@ async def run_batch(
         for _ in range(min(concurrency, len(items))):
             task_group.start_soon(worker)
     return items
-
-
-async def _run_one(
-    client: AsyncClient, model: str, item: BatchItem, on_enqueued: ProgressCallback | None
-) -> None:
-    try:
-        if item.generation_id is not None:
-            item.generation = client.generation(item.generation_id)
-        else:
-            item.generation = await client.enqueue(item.model or model, **item.params)
-            item.generation_id = item.generation.id
-        await _notify(on_enqueued, item)
-        item.record = await item.generation
-    except OxenError as exc:
-        item.error = exc
