@@ -1,41 +1,27 @@
 """The `Ledger` protocol on a SQL database (SQLite or PostgreSQL).
 
-The blocking store (`_store`) runs in anyio worker threads, at most ``pool_size``
-operations at once (one connection each), so the event loop never blocks and asyncio and trio
-are served alike. A worker thread is never abandoned on cancellation: a write that started
-commits or fails before its caller sees the cancellation, so the ledger never disagrees with
-what the caller believes it wrote.
-
-The owner's lease is renewed by a daemon thread (every third of ``lease_ttl``), not a task:
-it needs no task group from the caller, and it keeps a live process alive in the ledger while
-its event loop is busy.
+The blocking store (`_store`) runs in anyio worker threads, ``pool_size`` operations at once.
+A worker thread is never abandoned on cancellation: a write that started commits or fails
+before its caller sees the cancellation, so the ledger never disagrees with what the caller
+believes it wrote. The owner's lease is renewed by a daemon thread, not a task: it needs no
+task group from the caller, and keeps a live process alive while its event loop is busy.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from ._base import (
-    Intent,
-    LedgerError,
-    Settlement,
-    canonical_params,
-    fingerprint_of,
-)
-from ._liveness import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_RETENTION, Owner
+from ._base import Intent, LedgerError, Settlement, canonical_params, fingerprint_of
+from ._liveness import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_RETENTION
 from ._session import new_intent_id
 from ._store import SqlStore
-
-__all__ = ["SqlLedger"]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -45,21 +31,12 @@ _CHECKPOINT_EVERY: Final = 1.0  # seconds; bounds the write-ahead log to a secon
 
 
 class SqlLedger:
-    """An enqueue ledger in SQLite or PostgreSQL; see `Ledger`.
-
-    Made by `open_ledger`; open it with ``async with``.
+    """An enqueue ledger in SQLite or PostgreSQL, made by `open_ledger` (see its arguments).
 
     Args:
-        store: The database operations.
         display: The ledger's URL without credentials, for ``repr`` and messages.
-        errors: The driver's exception types, reported as [`LedgerError`][oxen_queue.LedgerError].
+        errors: The driver's exception types, reported as `LedgerError`.
         scrub: Removes credentials from a driver's message.
-        pool_size: Operations (and connections) at once.
-        lease_ttl: Seconds an owner stays alive in the ledger without renewing its lease
-            (renewed every third of it). Judges on other hosts wait this long after a crash.
-        poll_interval: Seconds between looks at the ledger while waiting on other processes.
-        retention: Seconds to keep answered and settled intents whose generations finished
-            (pruned at open); ``None`` keeps them forever.
     """
 
     def __init__(
@@ -75,6 +52,7 @@ class SqlLedger:
         retention: float | None = DEFAULT_RETENTION,
     ) -> None:
         self._store = store
+        self.owner = store.owner
         self._display = display
         self._errors = errors
         self._scrub = scrub
@@ -93,23 +71,13 @@ class SqlLedger:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._display} {self._state}>"
 
-    @property
-    def owner(self) -> Owner:
-        """This client's identity in the ledger."""
-        return self._store.owner
-
     # -- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         await self.open()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def open(self) -> None:
@@ -171,16 +139,14 @@ class SqlLedger:
             except self._errors as exc:
                 logger.warning("ledger upkeep failed: %s", self._scrub(str(exc)))
 
-    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(self, func: Callable[..., T], *args: Any) -> T:
         if self._state not in ("open", "opening"):
             raise LedgerError(f"{self!r} is not open (use `async with`)")
-        return await self._run(func, *args, **kwargs)
+        return await self._run(func, *args)
 
-    async def _run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _run(self, func: Callable[..., T], *args: Any) -> T:
         try:
-            return await anyio.to_thread.run_sync(
-                functools.partial(func, *args, **kwargs), limiter=self._limiter
-            )
+            return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
         except self._errors as exc:
             message = self._scrub(str(exc))
             error = LedgerError(f"ledger {self._display}: {message}")
@@ -213,17 +179,9 @@ class SqlLedger:
         params_json = canonical_params(params)
         fp = fingerprint_of(model, params_json)
         intent_id = new_intent_id()
-        await self._call(
-            self._store.record_intent,
-            intent_id,
-            model=model,
-            fingerprint=fp,
-            params_json=params_json,
-            count=count,
-            sent_at=time.time() if sent_at is None else sent_at,
-            sent_at_server=sent_at_server,
-            deadline=deadline,
-        )
+        sent_at = time.time() if sent_at is None else sent_at
+        row = (intent_id, model, fp, params_json, count, sent_at, sent_at_server, deadline)
+        await self._call(self._store.record_intent, row)
         self._fingerprints[intent_id] = (fp, count)
         return intent_id
 
