@@ -35,13 +35,13 @@ def open_ledger(
     pool_size: int | None = None,
     owner: Owner | None = None,
 ) -> SqlLedger | None:
-    """A ledger for a URL, not yet open (``async with ledger:`` opens and closes it).
+    """A ledger for a URL, not yet open (``async with ledger:`` opens and closes it), or
+    ``None`` for no URL.
 
     Args:
         url: ``sqlite:///absolute/path/ledger.db``, ``sqlite:relative/ledger.db`` or
-            ``postgresql://user:password@host/db``; ``None`` (or empty) for no ledger.
-        client_id: This client's id in the ledger; ``None`` for a random one (one per client
-            instance: it is what other clients judge liveness by).
+            ``postgresql://user:password@host/db``; ``None`` or empty for no ledger.
+        client_id: This client instance's id, which others judge liveness by; ``None``: random.
         lease_ttl: Seconds a crashed client on another host still counts as alive.
         poll_interval: Seconds between looks at the ledger while waiting on other processes.
         retention: Seconds to keep finished intents (pruned at open); ``None`` for ever.
@@ -49,9 +49,6 @@ def open_ledger(
             are serialised anyway), 4 for PostgreSQL.
         owner: This client's whole identity, ``client_id`` included; ``None`` for this
             process's. Tests use it to stand in for other hosts or dead processes.
-
-    Returns:
-        The ledger, or ``None`` when ``url`` is ``None`` or empty.
 
     Raises:
         ValueError: The URL is not one of the accepted forms (the message names them and

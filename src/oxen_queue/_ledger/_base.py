@@ -61,38 +61,23 @@ class InFlightError(LedgerError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Intent:
-    """One enqueue request, as the ledger knows it. Times are seconds since the epoch.
-
-    Attributes:
-        owner: The client answering for it (the one that sent it, or took it over).
-        owner_alive: Whether the owner could still record an answer, judged when read.
-        fingerprint: `fingerprint` of the model and parameters.
-        params: The exact parameters sent (without ``model``).
-        count: How many generations the request asked for.
-        sent_at: When it was sent, on the sender's clock.
-        sent_at_server: The same on the server's clock (an estimate), or ``None`` if unknown.
-        deadline: When it can no longer be in flight (the sender's clock).
-        expired: Whether the deadline had passed when read, on the ledger's clock.
-        how: How it was settled; ``None`` unless ``state`` is ``settled``.
-        ids: The generation ids it holds, in the order recorded (empty when not read).
-        pending: Those of ``ids`` with no terminal outcome recorded.
-    """
+    """One enqueue request, as the ledger knows it. Times are seconds since the epoch."""
 
     intent_id: str
-    owner: Owner
-    owner_alive: bool
+    owner: Owner  # the client answering for it: the one that sent it, or took it over
+    owner_alive: bool  # whether the owner could still record an answer, judged when read
     model: str
     fingerprint: str
-    params: Mapping[str, Any]
-    count: int
-    sent_at: float
-    sent_at_server: float | None
-    deadline: float
-    expired: bool
+    params: Mapping[str, Any]  # the exact parameters sent, without model
+    count: int  # the generations asked for
+    sent_at: float  # on the sender's clock
+    sent_at_server: float | None  # the same on the server's clock (an estimate), if known
+    deadline: float  # when it can no longer be in flight (the sender's clock)
+    expired: bool  # whether the deadline had passed when read, on the ledger's clock
     state: IntentState
-    how: Settlement | None
-    ids: tuple[str, ...] = ()
-    pending: tuple[str, ...] = ()
+    how: Settlement | None  # None unless settled
+    ids: tuple[str, ...] = ()  # the generation ids it holds, in order (empty when not read)
+    pending: tuple[str, ...] = ()  # those of ids with no terminal outcome recorded
 
 
 def canonical_params(params: Mapping[str, Any]) -> str:
@@ -117,25 +102,20 @@ def fingerprint_of(model: str, params_json: str) -> str:
 class Ledger(Protocol):
     """An open enqueue ledger, safe for concurrent tasks (see the module docstring).
 
-    Blocking I/O runs in worker threads (asyncio and trio alike); every write is committed,
-    visible to every process sharing the ledger, when its method returns. The methods that
-    change an intent raise `LedgerError` for an unknown intent, one in a state the diagram
-    does not leave by them, or one another client took over.
+    Blocking I/O runs in worker threads (asyncio and trio alike); a write is committed,
+    visible to every process sharing the ledger, when its method returns. A method that
+    changes an intent raises `LedgerError` for an unknown one, one in a state the diagram
+    does not leave by that method, or one another client took over.
     """
 
-    @property
-    def owner(self) -> Owner:
-        """This client's identity in the ledger (its intents carry it)."""
-        ...
+    owner: Owner  # this client's identity in the ledger (its intents carry it)
 
     async def open(self) -> None:
         """Connect, create or migrate the schema, register this owner and start its lease."""
-        ...
 
     async def aclose(self) -> None:
-        """Mark this owner closed (its unanswered intents settleable by others past their
-        deadline). Idempotent."""
-        ...
+        """Mark this owner closed: its unanswered intents become settleable by others once
+        past their deadline. Idempotent."""
 
     async def record_intent(
         self,
@@ -147,88 +127,69 @@ class Ledger(Protocol):
         sent_at: float | None = None,
         sent_at_server: float | None = None,
     ) -> str:
-        """Record a request about to be sent, asking ``count`` generations, that cannot be in
-        flight after ``deadline``; ``sent_at`` ``None`` for now. Returns its intent id."""
-        ...
+        """Record a request about to be sent (``sent_at`` ``None``: now); return its id."""
 
     async def record_ids(self, intent_id: str, ids: Sequence[str]) -> list[str]:
-        """Record the ids an answer named; return those another intent already held (kept
-        by it: only a client outside the protocol can have taken them)."""
-        ...
+        """Record the ids an answer named; return those another intent held (and keeps)."""
 
     async def record_outcome(self, generation_id: str, status: str) -> bool:
-        """Record a generation's status; return ``False`` for an unknown id or one already
-        terminal (the first terminal status stays, and takes it off `unfinished`)."""
-        ...
+        """Record a generation's status: ``False`` for an unknown id or one already terminal
+        (the first terminal status stays, and takes it off `unfinished`)."""
 
     async def mark_lost(self, intent_id: str) -> None:
-        """The request's answer was lost; reconciliation starts."""
-        ...
+        """The request's answer was lost: reconciliation starts."""
 
     async def mark_settled(
         self, intent_id: str, how: Settlement, ids: Sequence[str] = ()
     ) -> list[str]:
         """Settle a request without an answer, holding ``ids``; return those of ``ids``
-        another intent already held (not recorded)."""
-        ...
+        another intent held (not recorded)."""
 
     async def in_flight(
         self, fingerprint: str, *, exclude_intent: str | None = None
     ) -> list[Intent]:
         """The intents with this fingerprint in flight, live owners or not, oldest first."""
-        ...
 
     async def lost(self, fingerprint: str, *, exclude_intent: str | None = None) -> list[Intent]:
-        """The unsettled intents with this fingerprint whose answer was lost, with their ids:
-        the rows they await are candidates of every one of them."""
-        ...
+        """The unsettled intents with this fingerprint whose answer was lost, with their ids
+        (the rows they await are candidates of every one of them)."""
 
     async def wait_idle(
         self, fingerprint: str, *, exclude_intent: str | None = None, timeout: float | None
     ) -> list[Intent]:
-        """Wait, ``timeout`` seconds at most (``None``: no limit), until no other intent with
-        this fingerprint is in flight with a live owner; return ``[]``, or those still in
-        flight when the time ran out. Other processes are polled; this one's changes wake at
-        once."""
-        ...
+        """Wait (``timeout`` seconds at most, or ``None``) until no other intent with this
+        fingerprint is in flight with a live owner; return ``[]``, or those still in flight.
+        Other processes are polled; this one's changes wake at once."""
 
     async def claimed_ids(self, fingerprint: str, *, since: float | None = None) -> set[str]:
-        """Every id held by an intent with this fingerprint sent at or after ``since`` (the
+        """Every id held by an intent with this fingerprint sent since ``since`` (the
         sender's clock; ``None``: all that the ledger retains)."""
-        ...
 
     async def claim(self, intent_id: str, candidate_ids: Sequence[str]) -> list[str]:
         """Atomically take unheld candidates, in order, until the intent holds ``count``;
-        return every id it now holds. Completing the intent settles it (``adopted``).
+        return every id it holds. Completing the intent settles it (``adopted``).
 
         Raises:
             InFlightError: Another intent with this fingerprint is in flight with a live
                 owner; nothing was taken.
         """
-        ...
 
     async def stale_intents(self, *, now: float | None = None) -> list[Intent]:
-        """Unanswered intents past their deadline at ``now`` (``None``: the ledger's clock, the
-        database server's for PostgreSQL) whose owner is gone."""
-        ...
+        """Unanswered intents past their deadline at ``now`` (``None``: the ledger's clock)
+        whose owner is gone."""
 
     async def take_over(self, intent_id: str) -> Intent | None:
-        """Own an intent whose owner is gone, so that this client alone settles it: one
-        answered or settled with generations unfinished, or one stale (it becomes ``lost``).
-        Returns it, or ``None`` if it is not orphaned or another client took it first."""
-        ...
+        """Own an intent whose owner is gone, to settle it alone: one stale (it becomes
+        ``lost``), or answered or settled with generations unfinished. ``None`` if it is not
+        orphaned, or another client took it first."""
 
     async def unfinished(self, *, orphaned_only: bool = False) -> list[Intent]:
-        """What ``recover()`` picks up: intents with ``pending`` generations, and unanswered
-        ones; with ``orphaned_only``, only those whose owner is gone."""
-        ...
+        """For ``recover()``: intents with ``pending`` generations, and unanswered ones (only
+        those whose owner is gone with ``orphaned_only``)."""
 
     async def intent(self, intent_id: str) -> Intent | None:
         """One intent with its ids, or ``None`` if the ledger has no such intent."""
-        ...
 
     async def prune(self, *, before: float) -> int:
-        """Forget the answered and settled intents recorded before ``before`` whose
-        generations all finished, and closed owners left without intents; return how many
-        intents."""
-        ...
+        """Forget answered and settled intents recorded before ``before`` whose generations
+        all finished, and closed owners left without intents; return how many intents."""

@@ -28,22 +28,15 @@ DEFAULT_RETENTION: Final = 7 * 24 * 3600.0  # seconds finished intents are kept
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Owner:
-    """The client instance that recorded (or took over) an intent.
+    """The client instance that recorded (or took over) an intent."""
 
-    Attributes:
-        client_id: A random id per open ledger (one per client instance).
-        host: The host name, for people reading the ledger.
-        host_key: One boot of one machine and PID namespace (Linux:
-            ``boot_id/pid-namespace-inode``); equal keys mean the PID can be checked locally.
-        pid: The owner's process id.
-        start_token: The process's start time in clock ticks since boot; empty when unknown.
-    """
-
-    client_id: str
-    host: str
+    client_id: str  # random, one per open ledger (client instance)
+    host: str  # the host name, for people reading the ledger
+    # One boot of one machine and PID namespace (Linux: boot_id/pid-namespace-inode): equal
+    # keys mean the PID can be checked locally.
     host_key: str
     pid: int
-    start_token: str
+    start_token: str  # the process's start time in clock ticks since boot; empty if unknown
 
     @classmethod
     def current(cls, client_id: str | None = None) -> Owner:
@@ -77,10 +70,7 @@ def process_start_token(pid: int) -> str | None:
     # The command name (field 2) may hold spaces and parentheses: split after the last ")",
     # which leaves field 3 first; the start time is field 22.
     fields = stat[stat.rfind(b")") + 2 :].split()
-    try:
-        return fields[19].decode()
-    except IndexError:  # pragma: no cover - a kernel with another /proc layout
-        return None
+    return fields[19].decode() if len(fields) > 19 else None
 
 
 def pid_exists(pid: int) -> bool:

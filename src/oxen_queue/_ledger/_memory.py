@@ -61,8 +61,6 @@ class MemoryLedger:
     async def aclose(self) -> None:
         return None
 
-    # -- recording ------------------------------------------------------------------------
-
     async def record_intent(
         self,
         *,
@@ -109,8 +107,6 @@ class MemoryLedger:
     ) -> list[str]:
         return self._close(intent_id, ids)
 
-    # -- reconciliation -------------------------------------------------------------------
-
     async def in_flight(
         self, fingerprint: str, *, exclude_intent: str | None = None
     ) -> list[Intent]:
@@ -150,8 +146,6 @@ class MemoryLedger:
             self._hold(held)
         return held
 
-    # -- recovery -------------------------------------------------------------------------
-
     async def stale_intents(self, *, now: float | None = None) -> list[Intent]:
         return []  # this process is alive, and nothing of a dead one is remembered
 
@@ -159,9 +153,8 @@ class MemoryLedger:
         return None
 
     async def unfinished(self, *, orphaned_only: bool = False) -> list[Intent]:
-        if orphaned_only:
-            return []
-        return [e.read(ids=tuple(e.ids), pending=tuple(e.ids)) for e in self._open.values()]
+        entries = [] if orphaned_only else self._open.values()
+        return [e.read(ids=tuple(e.ids), pending=tuple(e.ids)) for e in entries]
 
     async def intent(self, intent_id: str) -> Intent | None:
         entry = self._open.get(intent_id)
@@ -169,8 +162,6 @@ class MemoryLedger:
 
     async def prune(self, *, before: float) -> int:
         return 0
-
-    # -- internals ------------------------------------------------------------------------
 
     def _entry(self, intent_id: str) -> _Open:
         entry = self._open.get(intent_id)

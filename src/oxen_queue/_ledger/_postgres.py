@@ -4,17 +4,15 @@
 libpq URI; the tables go to the connection's ``search_path``. Needs the ``postgres`` extra
 (psycopg 3, its blocking API in worker threads). Settings, and why:
 
-* Autocommit, with explicit transactions for read-modify-write: one round trip for the
-  single-statement writes of the enqueue path.
+* Autocommit, with transactions for read-modify-write only: one round trip per write on the
+  enqueue path.
 * ``SELECT ... FOR UPDATE OF i`` locks the intent being claimed or taken over; the primary
-  key on the generation id (``ON CONFLICT DO NOTHING``) arbitrates between two intents
-  claiming the same job, and two claims that deadlock on it are simply run again.
-* Migrations run under a transaction-level advisory lock, so clients starting together on
-  an empty database do not race to create the same tables.
-* The ledger's clock is the server's ``clock_timestamp()``: leases and deadlines written by
-  one host are judged by another on the same clock.
-
-The URL's password never appears in ``repr``, logs or errors: it is replaced with ``***``.
+  key on the generation id arbitrates between two claims of one job (run again if they
+  deadlock).
+* Migrations run under an advisory lock: clients starting together on an empty database do
+  not race to create the tables.
+* The ledger's clock is the server's ``clock_timestamp()``, one clock for every host.
+* The URL's password never appears in ``repr``, logs or errors: it shows as ``***``.
 """
 
 from __future__ import annotations
@@ -126,6 +124,8 @@ class PostgresStore(SqlStore):
 
 
 class PostgresSession(Session):
+    dialect = DIALECT
+
     def __init__(self, url: str, redact: Redactor) -> None:
         import psycopg
 

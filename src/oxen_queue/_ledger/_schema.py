@@ -1,14 +1,10 @@
 """The ledger's tables: one migration per schema version, the same for both backends.
 
-Names carry an ``oxen_ledger_`` prefix, so a ledger can live in an application's own database.
-Times are float seconds since the epoch (``DOUBLE PRECISION`` on PostgreSQL: its ``REAL``
-would round them to minutes); flags are integers 0/1. Every index costs a page written per
-commit on the enqueue path, so there are few: ``intents(fingerprint)`` for `claimed_ids`, a
-partial one of the open intents (a handful) for waiting, claiming and finding stale ones, and
-``generations(intent_id)``; ``recover()`` scans for unfinished generations rather than keep an
-index every outcome would rewrite. Intent ids start with their time, so the primary key orders
-them for pruning and new rows land on the B-tree's last page. ``intents.client_id`` is the
-current owner (a take-over changes it); ``expires_at`` is the deadline on the ledger's clock.
+The ``oxen_ledger_`` prefix lets a ledger live in an application's own database. Times are
+float seconds since the epoch (PostgreSQL's ``REAL`` would round them to minutes). Every index
+costs a page written per commit on the enqueue path, so there are few; ``recover()`` scans for
+unfinished generations rather than keep an index every outcome would rewrite. Intent ids start
+with their time: new rows land on the B-tree's last page, and pruning goes by primary key.
 The primary key on ``generation_id`` is the guarantee that no two intents hold the same job.
 """
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 
 def new_intent_id() -> str:
@@ -23,16 +23,18 @@ def intent_id_floor(moment: float) -> str:
 
 
 class Session(abc.ABC):
-    """One database connection in autocommit mode, used by one thread at a time."""
+    """One database connection in autocommit mode, used by one thread at a time, that takes
+    SQL written with ``?``, ``{now}`` and ``{lock}`` (see `Dialect`)."""
 
+    dialect: ClassVar[Dialect]
     _conn: Any  # a DB-API connection whose execute() returns its cursor
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return list(self._conn.execute(sql, params).fetchall())
+        return list(self._conn.execute(_translate(self.dialect, sql), params).fetchall())
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; return how many rows it changed."""
-        return int(self._conn.execute(sql, params).rowcount)
+        return int(self._conn.execute(_translate(self.dialect, sql), params).rowcount)
 
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
@@ -53,31 +55,18 @@ class Session(abc.ABC):
 
 @dataclass(frozen=True, slots=True)
 class Dialect:
-    """What differs between the SQL of two databases.
+    """What differs between the SQL of two databases."""
 
-    Attributes:
-        float_type: The column type of times.
-        now: An SQL expression for the ledger's clock, in seconds since the epoch.
-        lock: Appended to a ``SELECT`` of intents that is about to change them.
-        placeholder: The driver's parameter marker.
-        without_rowid: Appended to ``CREATE TABLE`` of small rows (SQLite's WITHOUT ROWID).
-        schema_lock: A statement that serialises migrations, or ``None`` if the write
-            transaction already does.
-        checkpoint: A statement that moves the write-ahead log into the database, run off
-            the enqueue path on a connection of its own (SQLite), or ``None``.
-    """
-
-    float_type: str
-    now: str
-    lock: str
-    placeholder: str
-    without_rowid: str = ""
-    schema_lock: str | None = None
-    checkpoint: str | None = None
+    float_type: str  # the column type of times
+    now: str  # the ledger's clock, in seconds since the epoch
+    lock: str  # appended to a SELECT of intents about to change
+    placeholder: str  # the driver's parameter marker
+    without_rowid: str = ""  # appended to CREATE TABLE of small rows
+    schema_lock: str | None = None  # serialises migrations, unless the transaction does
+    checkpoint: str | None = None  # moves the write-ahead log into the database
 
 
 @functools.lru_cache(maxsize=256)
-def translate(dialect: Dialect, text: str) -> str:
-    """``text``, written with ``?``, ``{now}`` and ``{lock}``, in ``dialect``."""
+def _translate(dialect: Dialect, text: str) -> str:
     text = text.replace("{now}", dialect.now).replace("{lock}", dialect.lock)
     return text.replace("?", dialect.placeholder)

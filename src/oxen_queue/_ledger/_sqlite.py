@@ -81,11 +81,12 @@ def parse_sqlite_url(url: str) -> tuple[Path, str, float]:
 
 
 class SQLiteSession(Session):
+    dialect = DIALECT
+
     def __init__(self, path: Path, *, synchronous: str, busy_timeout: float) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE), never
-        # implicitly by the sqlite3 module. check_same_thread=False: worker threads take
-        # turns with the connection, one at a time (the store's pool sees to it).
+        # isolation_level=None: no implicit transactions (see transaction). Worker threads
+        # take turns with the connection, one at a time (the store's pool sees to it).
         self._conn = sqlite3.connect(
             path, busy_timeout, isolation_level=None, check_same_thread=False, cached_statements=128
         )
@@ -94,8 +95,7 @@ class SQLiteSession(Session):
             self._enable_wal(busy_timeout)
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             self._conn.execute("PRAGMA foreign_keys = ON")
-            # Checkpoints run on the lease thread's own connection, every second (see
-            # SqlStore.checkpoint), never in the middle of an enqueue.
+            # Checkpoints run on a connection of their own, off the enqueue path (SqlLedger).
             self._conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
             self._conn.create_function("oxen_ledger_now", 0, time.time)
@@ -104,10 +104,9 @@ class SQLiteSession(Session):
             raise
 
     def _enable_wal(self, busy_timeout: float) -> None:
-        # WAL is a property of the file, set once by whichever process gets there first.
-        # Switching to it takes an exclusive lock for which SQLite does not call its busy
-        # handler: several processes opening a new ledger together see "database is locked"
-        # at once. So look first, and retry the switch until the busy timeout.
+        # WAL is a property of the file, set by whichever process gets there first. Switching
+        # takes an exclusive lock for which SQLite calls no busy handler: processes opening a
+        # new ledger together see "database is locked" at once. So look, and retry.
         give_up = time.monotonic() + busy_timeout
         while True:
             try:

@@ -19,7 +19,6 @@ import anyio
 import anyio.to_thread
 
 from ._base import Intent, LedgerError, Settlement, canonical_params, fingerprint_of
-from ._liveness import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_RETENTION
 from ._session import new_intent_id
 from ._store import SqlStore
 
@@ -45,11 +44,11 @@ class SqlLedger:
         *,
         display: str,
         errors: tuple[type[BaseException], ...],
-        scrub: Callable[[str], str] = lambda text: text,
-        pool_size: int = 1,
-        lease_ttl: float = DEFAULT_LEASE_TTL,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        retention: float | None = DEFAULT_RETENTION,
+        scrub: Callable[[str], str],
+        pool_size: int,
+        lease_ttl: float,
+        poll_interval: float,
+        retention: float | None,
     ) -> None:
         self._store = store
         self.owner = store.owner
@@ -70,8 +69,6 @@ class SqlLedger:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._display} {self._state}>"
-
-    # -- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -100,17 +97,13 @@ class SqlLedger:
         )
         self._heartbeat.start()
         logger.debug(
-            "ledger %s open (schema was version %d), client %s",
-            self._display,
-            before,
-            self.owner.client_id,
+            "ledger %s open (schema v%d), client %s", self._display, before, self.owner.client_id
         )
 
     async def aclose(self) -> None:
-        if self._state in ("new", "closed"):
-            self._state = "closed"
+        state, self._state = self._state, "closed"
+        if state in ("new", "closed"):
             return
-        self._state = "closed"
         # Shielded: an owner left unclosed would look alive to judges on other hosts for a
         # whole lease, and its connections would leak.
         with anyio.CancelScope(shield=True):
@@ -158,11 +151,8 @@ class SqlLedger:
         """Wake this client's waiters on the intent's fingerprint."""
         table = self._fingerprints
         known = table.pop(intent_id, None) if done else table.get(intent_id)
-        event = self._changed.pop(known[0], None) if known is not None else None
-        if event is not None:
+        if known is not None and (event := self._changed.pop(known[0], None)) is not None:
             event.set()
-
-    # -- the enqueue path -----------------------------------------------------------------
 
     async def record_intent(
         self,
@@ -190,9 +180,7 @@ class SqlLedger:
         self._touch(intent_id, done=True)
         if conflicts:
             logger.warning(
-                "ledger: intent %s was answered with ids another intent holds: %s",
-                intent_id,
-                conflicts,
+                "ledger: intent %s answered with ids held by another: %s", intent_id, conflicts
             )
         return conflicts
 
@@ -209,8 +197,6 @@ class SqlLedger:
         conflicts = await self._call(self._store.mark_settled, intent_id, how, list(ids))
         self._touch(intent_id, done=True)
         return conflicts
-
-    # -- reconciliation -------------------------------------------------------------------
 
     async def in_flight(
         self, fingerprint: str, *, exclude_intent: str | None = None

@@ -24,7 +24,7 @@ from .._models import TERMINAL_STATUSES
 from ._base import InFlightError, Intent, LedgerError, Settlement
 from ._liveness import Owner, judge_alive
 from ._schema import LATEST_VERSION, MIGRATIONS, VERSION_TABLE
-from ._session import Dialect, Session, intent_id_floor, translate
+from ._session import Dialect, Session, intent_id_floor
 
 T = TypeVar("T")
 
@@ -33,8 +33,9 @@ _CHUNK: Final = 500  # ids per IN (...) list: well under SQLite's 32,766 variabl
 
 _COLUMNS: Final = (
     "i.intent_id, i.model, i.fingerprint, i.params, i.count, i.sent_at, i.sent_at_server,"
-    " i.deadline, i.expires_at, i.state, i.how, i.client_id, c.host, c.host_key, c.pid,"
-    " c.start_token, c.lease_until, c.closed, {now}"
+    " i.deadline, i.expires_at, i.state, i.how, i.client_id, COALESCE(c.host, ''),"
+    " COALESCE(c.host_key, ''), COALESCE(c.pid, 0), COALESCE(c.start_token, ''), c.lease_until,"
+    " COALESCE(c.closed, 1), {now}"  # an owner without a row was pruned long after it closed
     " FROM oxen_ledger_intents i"
     " LEFT JOIN oxen_ledger_clients c ON c.client_id = i.client_id"
 )
@@ -62,11 +63,8 @@ class SqlStore:
         self._connect = connect
         self._idle: queue.LifoQueue[Session] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(pool_size)
-        self._all: list[Session] = []
-        self._lock = threading.Lock()
+        self._all: list[Session] = []  # list.append and .remove need no lock of ours
         self._maintenance: Session | None = None
-
-    # -- sessions -------------------------------------------------------------------------
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -75,14 +73,12 @@ class SqlStore:
                 session = self._idle.get_nowait()
             except queue.Empty:
                 session = self._connect()
-                with self._lock:
-                    self._all.append(session)
+                self._all.append(session)
             try:
                 yield session
             finally:
                 if session.broken:
-                    with self._lock:
-                        self._all.remove(session)
+                    self._all.remove(session)
                     session.close()
                 else:
                     self._idle.put(session)
@@ -104,36 +100,27 @@ class SqlStore:
                         raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _q(self, sql: str) -> str:
-        return translate(self.dialect, sql)
-
     def _exec(self, sql: str, params: Sequence[Any]) -> int:
-        return self._auto(lambda s: s.run(self._q(sql), params))
+        return self._auto(lambda s: s.run(sql, params))
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return self._auto(lambda s: s.rows(self._q(sql), params))
+        return self._auto(lambda s: s.rows(sql, params))
 
     def close(self) -> None:
         """Close every session (after the last operation and the last checkpoint)."""
-        with self._lock:
-            sessions, self._all = self._all, []
-            if self._maintenance is not None:
-                sessions.append(self._maintenance)
-                self._maintenance = None
+        sessions, self._all = self._all, []
         for session in sessions:
             session.close()
 
     def checkpoint(self) -> None:
-        """Run the dialect's checkpoint, if any, on a session of its own, so that the enqueue
-        path never waits for it (SQLite's automatic checkpoints made one enqueue in a
-        thousand pay for syncing the log and the database)."""
+        """Run the dialect's checkpoint, if any, on a session of its own: the enqueue path
+        never waits for it (an automatic one made every thousandth enqueue sync the log)."""
         if self.dialect.checkpoint is None:
             return
         if self._maintenance is None:
             self._maintenance = self._connect()
+            self._all.append(self._maintenance)
         self._maintenance.rows(self.dialect.checkpoint)
-
-    # -- schema and owners ----------------------------------------------------------------
 
     def migrate(self) -> int:
         """Create or upgrade the schema; return the version found before."""
@@ -154,7 +141,7 @@ class SqlStore:
                 for statement in script.split(";"):
                     if statement.strip():
                         s.run(statement)
-                s.run(self._q("INSERT INTO oxen_ledger_schema VALUES (?, {now})"), (index + 1,))
+                s.run("INSERT INTO oxen_ledger_schema VALUES (?, {now})", (index + 1,))
             return found
 
         return self._write(body)
@@ -184,8 +171,6 @@ class SqlStore:
             (self.owner.client_id,),
         )
 
-    # -- the enqueue path -----------------------------------------------------------------
-
     def record_intent(self, row: tuple[Any, ...]) -> None:
         """Insert an intent, ``in_flight``, owned by this client: ``row`` is its
         ``(intent_id, model, fingerprint, params_json, count, sent_at, sent_at_server,
@@ -195,18 +180,16 @@ class SqlStore:
         self._exec(
             "INSERT INTO oxen_ledger_intents (intent_id, model, fingerprint, params, count,"
             " sent_at, sent_at_server, deadline, client_id, expires_at, state, recorded_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {now} + ?, 'in_flight', {now},"
-            " {now})",
+            " updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {now} + ?, 'in_flight', {now}, {now})",
             (*row, self.owner.client_id, row[-1] - time.time()),
         )
 
     def record_ids(self, intent_id: str, ids: Sequence[str]) -> list[str]:
         def body(s: Session) -> list[str]:
             if not s.run(
-                self._q(
-                    "UPDATE oxen_ledger_intents SET state = 'answered', how = NULL,"
-                    " updated_at = {now} WHERE intent_id = ? AND state <> 'answered'"
-                ),
+                "UPDATE oxen_ledger_intents SET state = 'answered', how = NULL,"
+                " updated_at = {now} WHERE intent_id = ? AND state <> 'answered'",
                 (intent_id,),
             ):
                 self._state(s, intent_id)  # raises if unknown; answered again is harmless
@@ -220,11 +203,9 @@ class SqlStore:
         """Insert ids for an intent; return those another intent holds."""
         conflicts: list[str] = []
         for position, generation_id in enumerate(ids, start):
-            if not s.run(self._q(_INSERT_ID), (generation_id, intent_id, position)):
+            if not s.run(_INSERT_ID, (generation_id, intent_id, position)):
                 holder = s.rows(
-                    self._q(
-                        "SELECT intent_id FROM oxen_ledger_generations WHERE generation_id = ?"
-                    ),
+                    "SELECT intent_id FROM oxen_ledger_generations WHERE generation_id = ?",
                     (generation_id,),
                 )
                 if holder and holder[0][0] != intent_id:
@@ -232,60 +213,54 @@ class SqlStore:
         return conflicts
 
     def record_outcome(self, generation_id: str, status: str) -> bool:
-        return (
+        return bool(
             self._exec(
                 "UPDATE oxen_ledger_generations SET status = ?, finished = ?,"
                 " updated_at = {now} WHERE generation_id = ? AND finished = 0",
                 (status, int(status in TERMINAL_STATUSES), generation_id),
             )
-            > 0
         )
 
-    def _state(self, s: Session, intent_id: str, *, mine: bool = False) -> tuple[str, str, int]:
-        """``(state, fingerprint, count)`` of an intent, locked for the transaction.
+    def _state(self, s: Session, intent_id: str, op: str = "", *allowed: str) -> tuple[str, int]:
+        """``(fingerprint, count)`` of an intent, locked for the transaction.
 
-        With ``mine``, refuses an intent another client owns: one that took it over
-        judged this client gone (a lease that ran out on a cut-off host), and settles it.
+        With ``allowed`` states, ``op`` refuses any other, and an intent another client owns:
+        one that took it over judged this client gone (a lease that ran out on a cut-off
+        host), and settles it.
         """
         rows = s.rows(
-            self._q(
-                "SELECT i.state, i.fingerprint, i.count, i.client_id"
-                " FROM oxen_ledger_intents i WHERE i.intent_id = ?{lock}"
-            ),
+            "SELECT i.state, i.fingerprint, i.count, i.client_id"
+            " FROM oxen_ledger_intents i WHERE i.intent_id = ?{lock}",
             (intent_id,),
         )
         if not rows:
             raise LedgerError(f"the ledger has no intent {intent_id!r}")
         state, fingerprint, count, client_id = rows[0]
-        if mine and client_id != self.owner.client_id:
+        if allowed and client_id != self.owner.client_id:
             raise LedgerError(
                 f"intent {intent_id!r} was taken over by client {client_id}, which settles it"
             )
-        return str(state), str(fingerprint), int(count)
+        if allowed and state not in allowed:
+            raise LedgerError(f"intent {intent_id!r} is {state}: {op} refused")
+        return str(fingerprint), int(count)
 
     def _set(self, s: Session, intent_id: str, state: str, how: str | None = None) -> None:
         s.run(
-            self._q(
-                "UPDATE oxen_ledger_intents SET state = ?, how = ?, updated_at = {now}"
-                " WHERE intent_id = ?"
-            ),
+            "UPDATE oxen_ledger_intents SET state = ?, how = ?, updated_at = {now}"
+            " WHERE intent_id = ?",
             (state, how, intent_id),
         )
 
     def mark_lost(self, intent_id: str) -> None:
         def body(s: Session) -> None:
-            state, _, _ = self._state(s, intent_id, mine=True)
-            if state in ("answered", "settled"):
-                raise LedgerError(f"intent {intent_id!r} is {state}; it cannot be lost")
+            self._state(s, intent_id, "mark_lost", "in_flight", "lost")
             self._set(s, intent_id, "lost")
 
         self._write(body)
 
     def mark_settled(self, intent_id: str, how: Settlement, ids: Sequence[str]) -> list[str]:
         def body(s: Session) -> list[str]:
-            state, _, _ = self._state(s, intent_id, mine=True)
-            if state == "answered":
-                raise LedgerError(f"intent {intent_id!r} was answered; nothing to settle")
+            self._state(s, intent_id, "mark_settled", "in_flight", "lost", "settled")
             held = self._held(s, intent_id)
             fresh = [i for i in dict.fromkeys(ids) if i not in held]
             conflicts = self._insert_ids(s, intent_id, fresh, start=len(held))
@@ -296,10 +271,8 @@ class SqlStore:
 
     def _held(self, s: Session, intent_id: str) -> list[str]:
         sql = "SELECT generation_id FROM oxen_ledger_generations WHERE intent_id = ?"
-        rows = s.rows(self._q(sql + " ORDER BY position, recorded_at"), (intent_id,))
+        rows = s.rows(sql + " ORDER BY position, recorded_at", (intent_id,))
         return [str(row[0]) for row in rows]
-
-    # -- reconciliation -------------------------------------------------------------------
 
     def in_flight(self, fingerprint: str, exclude_intent: str | None) -> list[Intent]:
         return self._auto(lambda s: self._with(s, fingerprint, "in_flight", exclude_intent))
@@ -329,9 +302,7 @@ class SqlStore:
 
     def claim(self, intent_id: str, candidate_ids: Sequence[str]) -> list[str]:
         def body(s: Session) -> list[str]:
-            state, fingerprint, count = self._state(s, intent_id, mine=True)
-            if state not in ("in_flight", "lost"):
-                raise LedgerError(f"intent {intent_id!r} is {state}; it cannot claim")
+            fingerprint, count = self._state(s, intent_id, "claim", "in_flight", "lost")
             # An intent in flight was recorded before its request left, so if its job is
             # among the candidates the intent is visible here; until its answer names the
             # job, nobody can tell which candidate is its.
@@ -342,9 +313,7 @@ class SqlStore:
             for candidate in dict.fromkeys(candidate_ids):
                 if len(held) >= count:
                     break
-                if candidate not in held and s.run(
-                    self._q(_INSERT_ID), (candidate, intent_id, len(held))
-                ):
+                if candidate not in held and s.run(_INSERT_ID, (candidate, intent_id, len(held))):
                     held.append(candidate)
             done = len(held) >= count
             self._set(s, intent_id, "settled" if done else "lost", "adopted" if done else None)
@@ -377,17 +346,11 @@ class SqlStore:
                 or (unanswered and not intent.expired)
             ):
                 return None
+            state = "lost" if unanswered else intent.state
             changed = s.run(
-                self._q(
-                    "UPDATE oxen_ledger_intents SET client_id = ?, state = ?,"
-                    " updated_at = {now} WHERE intent_id = ? AND client_id = ?"
-                ),
-                (
-                    self.owner.client_id,
-                    "lost" if unanswered else intent.state,
-                    intent_id,
-                    intent.owner.client_id,
-                ),
+                "UPDATE oxen_ledger_intents SET client_id = ?, state = ?,"
+                " updated_at = {now} WHERE intent_id = ? AND client_id = ?",
+                (self.owner.client_id, state, intent_id, intent.owner.client_id),
             )
             return self._read(s, intent_id) if changed == 1 else None
 
@@ -396,13 +359,10 @@ class SqlStore:
     def unfinished(self, orphaned_only: bool) -> list[Intent]:
         def body(s: Session) -> list[Intent]:
             unanswered = self._intents(s, _UNANSWERED, ())
-            pending = self._intents(
-                s,
-                "i.intent_id IN (SELECT g.intent_id FROM oxen_ledger_generations g"
-                " WHERE g.finished = 0)",
-                (),
+            where = (
+                "i.intent_id IN (SELECT intent_id FROM oxen_ledger_generations WHERE finished = 0)"
             )
-            merged = {i.intent_id: i for i in unanswered + pending}
+            merged = {i.intent_id: i for i in unanswered + self._intents(s, where, ())}
             chosen = [i for i in merged.values() if not (orphaned_only and i.owner_alive)]
             chosen.sort(key=lambda i: (i.sent_at, i.intent_id))
             return self._with_ids(s, chosen)
@@ -415,28 +375,22 @@ class SqlStore:
     def prune(self, before: float) -> int:
         def body(s: Session) -> int:
             removed = s.run(
-                self._q(
-                    "DELETE FROM oxen_ledger_intents WHERE intent_id < ?"
-                    " AND state IN ('answered', 'settled') AND NOT EXISTS ("
-                    " SELECT 1 FROM oxen_ledger_generations g"
-                    " WHERE g.intent_id = oxen_ledger_intents.intent_id AND g.finished = 0)"
-                ),
+                "DELETE FROM oxen_ledger_intents WHERE intent_id < ?"
+                " AND state IN ('answered', 'settled') AND NOT EXISTS ("
+                " SELECT 1 FROM oxen_ledger_generations g"
+                " WHERE g.intent_id = oxen_ledger_intents.intent_id AND g.finished = 0)",
                 (intent_id_floor(before),),
             )
             s.run(
-                self._q(
-                    "DELETE FROM oxen_ledger_clients WHERE client_id <> ?"
-                    " AND (closed = 1 OR lease_until < ?) AND opened_at < ? AND NOT EXISTS ("
-                    " SELECT 1 FROM oxen_ledger_intents i"
-                    " WHERE i.client_id = oxen_ledger_clients.client_id)"
-                ),
+                "DELETE FROM oxen_ledger_clients WHERE client_id <> ?"
+                " AND (closed = 1 OR lease_until < ?) AND opened_at < ? AND NOT EXISTS ("
+                " SELECT 1 FROM oxen_ledger_intents i"
+                " WHERE i.client_id = oxen_ledger_clients.client_id)",
                 (self.owner.client_id, before, before),
             )
             return removed
 
         return self._write(body)
-
-    # -- reading intents ------------------------------------------------------------------
 
     def _read(self, s: Session, intent_id: str) -> Intent | None:
         found = self._intents(s, "i.intent_id = ?", (intent_id,), ids=True)
@@ -446,7 +400,7 @@ class SqlStore:
         self, s: Session, where: str, params: Sequence[Any], *, ids: bool = False
     ) -> list[Intent]:
         sql = f"SELECT {_COLUMNS} WHERE {where} ORDER BY i.sent_at, i.intent_id"
-        found = [self._intent(row) for row in s.rows(self._q(sql), params)]
+        found = [self._intent(row) for row in s.rows(sql, params)]
         return self._with_ids(s, found) if ids else found
 
     def _intent(self, row: tuple[Any, ...]) -> Intent:
@@ -454,17 +408,12 @@ class SqlStore:
          expires_at, state, how, client_id, host, host_key, pid, start_token, lease_until,
          closed, now) = row  # fmt: skip
         owner = Owner(
-            client_id=client_id,
-            host=host or "",
-            host_key=host_key or "",
-            pid=int(pid or 0),
-            start_token=start_token or "",
+            client_id=client_id, host=host, host_key=host_key, pid=pid, start_token=start_token
         )
         alive = judge_alive(
             owner,
             me=self.owner,
-            # An owner without a row was pruned long after it closed.
-            closed=bool(closed) if host is not None else True,
+            closed=bool(closed),
             lease_until=None if lease_until is None else float(lease_until),
             ledger_now=float(now),
         )
@@ -493,7 +442,7 @@ class SqlStore:
             chunk = keys[start : start + _CHUNK]
             # Only markers are interpolated; the ids travel as parameters.
             sql = _IDS_OF.replace("{marks}", ", ".join("?" * len(chunk)))
-            for intent_id, generation_id, finished in s.rows(self._q(sql), chunk):
+            for intent_id, generation_id, finished in s.rows(sql, chunk):
                 ids[intent_id].append(generation_id)
                 if not finished:
                     pending[intent_id].append(generation_id)
