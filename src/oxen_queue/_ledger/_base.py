@@ -4,15 +4,14 @@ The API has no idempotency key, so the job a lost ``POST /api/ai/queue`` answer 
 be recognised by its model and parameters, which any client enqueueing the same ones could
 claim. So every client that may enqueue with the same key shares a write-ahead ledger:
 
-1. `Ledger.record_intent` before the request is sent (``in_flight``).
-2. `Ledger.record_ids` when the answer arrives (``answered``); when it is lost,
-   `Ledger.mark_lost` (``lost``), then: `Ledger.wait_idle` for the other live intents with
-   the same fingerprint (their answers would claim the same rows); list the matching rows on
-   the server less `Ledger.claimed_ids`; `Ledger.claim` them, atomically (a unique key on the
-   generation id; `InFlightError` while another live intent is in flight: wait again), so two
-   clients never hold the same job; or `Ledger.mark_settled`.
-3. `Ledger.record_outcome` as each generation ends; `Ledger.unfinished` for ``recover()``.
-4. An intent past its deadline whose owner is gone (`_liveness`) is stale: any client may
+1. `Ledger.record_intent` before the request is sent, `Ledger.record_ids` when its answer
+   arrives. When the answer is lost, `Ledger.mark_lost`, then `Ledger.wait_idle` for the
+   other live intents with the fingerprint (their answers would claim the same rows), list
+   the matching rows on the server less `Ledger.claimed_ids`, and `Ledger.claim` them
+   (atomic, and a unique key on the generation id: two clients never hold one job), or
+   `Ledger.mark_settled`.
+2. `Ledger.record_outcome` as each generation ends; `Ledger.unfinished` for ``recover()``.
+3. An intent past its deadline whose owner is gone (`_liveness`) is stale: any client may
    `Ledger.take_over` it and settle it.
 
 ```text

@@ -37,9 +37,7 @@ class _Open:
         return self.intent.fingerprint
 
     def read(self, **changes: Any) -> Intent:
-        """The intent as the protocol hands it out: fingerprint filled in."""
-        self.key()
-        return replace(self.intent, **changes)
+        return replace(self.intent, fingerprint=self.key(), **changes)
 
 
 class MemoryLedger:

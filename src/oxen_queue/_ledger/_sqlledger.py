@@ -30,13 +30,9 @@ _CHECKPOINT_EVERY: Final = 1.0  # seconds; bounds the write-ahead log to a secon
 
 
 class SqlLedger:
-    """An enqueue ledger in SQLite or PostgreSQL, made by `open_ledger` (see its arguments).
-
-    Args:
-        display: The ledger's URL without credentials, for ``repr`` and messages.
-        errors: The driver's exception types, reported as `LedgerError`.
-        scrub: Removes credentials from a driver's message.
-    """
+    """An enqueue ledger in SQLite or PostgreSQL, made by `open_ledger` (see its arguments):
+    ``display`` is its URL without credentials, ``errors`` the driver's exception types
+    (raised as `LedgerError`), ``scrub`` removes credentials from their messages."""
 
     def __init__(
         self,
