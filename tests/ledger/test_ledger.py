@@ -420,7 +420,7 @@ async def test_a_newer_schema_is_refused(ledger_url: str) -> None:
         await anyio.to_thread.run_sync(
             lambda: store._auto(
                 lambda s: s.run(
-                    store._q("INSERT INTO oxen_ledger_schema VALUES (?, {now})"),
+                    "INSERT INTO oxen_ledger_schema VALUES (?, {now})",
                     (LATEST_VERSION + 1,),
                 )
             )
