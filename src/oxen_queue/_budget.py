@@ -1,12 +1,6 @@
-"""A client's spending budget: the accounting alone, with no HTTP, no clock and no awaits.
-
-Committed spend is an enqueue in flight at its estimate (`Budget.reserve`, before it is sent),
-then each job it created at its estimate (`Reservation.confirm`) until the job's charged
-``cost`` is known (`Budget.settle`). A reservation whose request was refused is given back
-(`Reservation.release`); one whose request may have made a job stays (`Reservation.commit`).
-`Budget.reserve` checks and reserves with no await in between, so concurrent enqueues in one
-event loop never pass the budget together.
-"""
+"""A client's spending budget: the accounting alone, with no HTTP, no clock and no awaits
+(so concurrent enqueues in one event loop are reserved one after the other, and never pass
+the budget together)."""
 
 from __future__ import annotations
 
@@ -50,12 +44,9 @@ class SpendSummary:
 
 class Budget:
     """The committed spend of one client against its ``limit``; it decreases only when a
-    reservation that made no job is released, or a job is settled below its estimate.
-
-    Takes only amounts (`_money.is_amount`), summed exactly in `_money.MONEY`: anything else
-    is a ``ValueError`` (no caller in the SDK passes one), except in `settle`, which runs in
-    done callbacks and never raises.
-    """
+    reservation that made no job is released, or a job is settled below its estimate. Takes
+    only amounts (`_money.is_amount`), summed exactly in `_money.MONEY`: anything else is a
+    ``ValueError`` (no caller passes one), but `settle` runs in done callbacks: never raises."""
 
     def __init__(self, limit: Decimal) -> None:
         if not is_amount(limit):
@@ -158,19 +149,16 @@ class Reservation:
     def release(self) -> Decimal:
         """Give back (and return) what no job was created for: the request was refused, or
         withdrawn."""
-        return self._close()
-
-    def commit(self) -> Decimal:
-        """Keep (and return) what is left at its estimate for good: work that may have been
-        billed but has no row to settle it by (a lost answer, a blocking endpoint's result)."""
-        amount = self._close()
-        self._budget._kept = MONEY.add(self._budget._kept, amount)
-        return amount
-
-    def _close(self) -> Decimal:
         if not self.unconfirmed:
             return _ZERO
         amount = MONEY.multiply(self.estimate, self.unconfirmed)
         self.unconfirmed = 0
         self._budget._open = MONEY.subtract(self._budget._open, amount)
+        return amount
+
+    def commit(self) -> Decimal:
+        """Keep (and return) what is left at its estimate for good: work that may have been
+        billed but has no row to settle it by (a lost answer, a blocking endpoint's result)."""
+        amount = self.release()
+        self._budget._kept = MONEY.add(self._budget._kept, amount)
         return amount

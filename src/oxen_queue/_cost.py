@@ -1,19 +1,12 @@
 """What a request will cost, from the pricing a model publishes: pure, no HTTP.
 
-`estimate_cost` applies the spec's ``pricing`` to a request's parameters, by its ``method``:
-
-- ``per_image``: the ``cost_per_image_grid`` cell for the request's ``quality``, then its
-  ``resolution`` ("Cost per image keyed by quality then resolution tier"); without a grid,
-  ``cost_per_image``.
-- ``per_video_output_second``: seconds of output (``duration``, or the sum of a
-  ``multi_prompt``'s shot durations) times the price of a second: with ``generate_audio``,
-  ``cost_per_second_with_audio``; with a ``resolution`` the model prices apart,
-  ``cost_per_second_by_resolution``; else ``cost_per_second``.
-- ``token`` and ``time``: the cost depends on how the job runs, so no estimate exists.
-
-What cannot be resolved, a price the client refused included (``ModelPricing.refused``),
-raises ``CostUnknownError`` naming what is missing: an estimate is never a guess. A price
-times seconds is rounded up to 18 places (`_money.round_up`), then multiplied exactly.
+By the ``pricing.method``: ``per_image``, the ``cost_per_image_grid`` cell for the request's
+``quality``, then ``resolution`` ("Cost per image keyed by quality then resolution tier"), or
+without a grid ``cost_per_image``; ``per_video_output_second``, seconds of output (``duration``,
+or the sum of a ``multi_prompt``'s shot durations) times ``cost_per_second_with_audio`` with
+``generate_audio``, ``cost_per_second_by_resolution`` for a ``resolution`` the model prices
+apart, else ``cost_per_second``, rounded up to 18 places; ``token`` and ``time``, no estimate.
+What cannot be resolved, a refused price included, raises ``CostUnknownError`` naming it.
 """
 
 from __future__ import annotations
@@ -36,11 +29,9 @@ _BY_RESOLUTION: Final = "cost_per_second_by_resolution"
 def schema_defaults(schema: Mapping[str, Any] | None) -> dict[str, Any]:
     """The ``default`` of each property of a model's published parameter schema."""
     properties = (schema or {}).get("properties")
-    if not isinstance(properties, Mapping):
-        return {}
     return {
         name: spec["default"]
-        for name, spec in properties.items()
+        for name, spec in (properties.items() if isinstance(properties, Mapping) else ())
         if isinstance(spec, Mapping) and spec.get("default") is not None
     }
 
@@ -55,8 +46,7 @@ def estimate_cost(
 ) -> Decimal:
     """The cost of ``count`` generations of one request by the model's ``pricing`` (``None``
     when it publishes none), a parameter the request leaves out at its value in ``defaults``.
-    ``CostUnknownError`` when it cannot be worked out (``.missing`` says what is missing).
-    """
+    ``CostUnknownError`` when it cannot be worked out (``.missing`` says what is missing)."""
     check_priced_count(count)
     if pricing is None or pricing.method is None:
         raise CostUnknownError(
@@ -101,15 +91,13 @@ class _Request:
         return value
 
     def unknown(self, missing: str, message: str, table: str = "") -> CostUnknownError:
-        """The model's name and ``message``, naming ``missing``; or, when the client refused
-        that price (or its ``table``), that."""
-        for name in (table, missing):
-            why = self.pricing.refused.get(name)
-            if why is not None:
-                missing = name
-                message = f" publishes a {name} this client cannot use ({why}), so the cost "
-                message += "cannot be estimated"
-                break
+        """The model's name and ``message``, naming ``missing``, or the refusal of that price
+        (or of its ``table``)."""
+        refused = [name for name in (table, missing) if name in self.pricing.refused]
+        if refused:
+            missing, why = refused[0], self.pricing.refused[refused[0]]
+            message = f" publishes a {missing} this client cannot use ({why}), so the cost "
+            message += "cannot be estimated"
         return CostUnknownError(f"{self.model}{message}", model=self.model, missing=missing)
 
     def unit_price(self) -> Decimal:

@@ -2,9 +2,7 @@
 
 They accept unknown fields (rows carry the request's own parameters at the top level: "Any
 additional parameters from the original enqueue request ... are included") and unknown status
-strings (the API has renamed statuses before). Money is `Decimal`, read by `_money.amount`: a
-refused charge is ``None`` (with a warning), a refused price ``None`` and listed in
-`ModelPricing.refused`.
+strings (the API has renamed statuses before). Money is `Decimal`, read by `_money.amount`.
 """
 
 from __future__ import annotations
@@ -45,16 +43,13 @@ def _lenient_charge(value: object, info: ValidationInfo) -> Decimal | None:
     return charge(value, what=what or "charged amount")
 
 
+# A charged amount (decimal string); None when absent, null or refused (with a warning).
 Charge = Annotated[Decimal | None, BeforeValidator(_lenient_charge)]
-"""A charged amount (decimal string); ``None`` when absent, null or refused (a warning is
-logged): see `_money.charge`."""
 
 
 class _Response(BaseModel):
-    """Base of every response model: unknown fields are kept, never an error."""
-
-    # protected_namespaces=(): the API's own fields are named model_name and model_type, and
-    # pydantic before 2.10 warns about the "model_" prefix on import.
+    # Unknown fields are kept, never an error. protected_namespaces=(): pydantic before 2.10
+    # warns of the fields model_name and model_type.
     model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=(), defer_build=True)
 
 
@@ -83,9 +78,8 @@ class GenerationRecord(_Response):
     target_repo: str | None = None
     target_directory: str | None = None
     cost: Charge = None
-    """What the row was charged, once charged (``None`` while queued, and on rows of
-    ``/api/ai/queue``, which carry no cost; ``/api/ai/generations`` rows do). ``None`` too,
-    with a logged warning, when it is not an amount (negative, ``NaN``, above 10**12...)."""
+    """What the row was charged, once charged: ``None`` while queued, on rows of ``/api/ai/queue``
+    (only ``/api/ai/generations`` rows carry it), and, with a logged warning, for a refused one."""
     user_id: str | None = None
     username: str | None = None
     user_image: str | None = None
@@ -182,8 +176,7 @@ _DEPTH: Final = {"cost_per_second_by_resolution": 1, "cost_per_image_grid": 2}
 
 
 def _read(value: object, name: str, refused: dict[str, str], depth: int) -> Any:
-    """A price (or a table of them) read by `_money.amount`; what it refuses is ``None`` (or
-    left out of its table) and named in ``refused``."""
+    """A price (or table) by `_money.amount`; a refused one is dropped, named in ``refused``."""
     if value is None:
         return None
     if depth == 0:

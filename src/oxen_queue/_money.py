@@ -50,10 +50,8 @@ def amount(value: object) -> Decimal:
     shortest spelling, ``repr``: the server's digits, ``0.07`` is ``Decimal("0.07")``), or a
     plain ASCII decimal literal of at most `MAX_TEXT` characters, surrounding whitespace
     ignored (``"0.28"``, ``"+1"``, ``"2.8e-1"``); from 0 to `MAX_AMOUNT` (10**12) inclusive,
-    with at most `MAX_PLACES` (18) decimal places, trailing zeros not counted.
-
-    Returns:
-        That value, exactly (``-0`` as ``0``).
+    with at most `MAX_PLACES` (18) decimal places, trailing zeros not counted. Returns that
+    value exactly (``-0`` as ``0``).
 
     Raises:
         AmountError: Anything else, saying why: ``NaN`` and infinities in any spelling,
@@ -129,12 +127,9 @@ def charge(value: object, *, what: str = "charged amount") -> Decimal | None:
 
 def is_amount(value: object, *, maximum: Decimal = MAX_AMOUNT) -> bool:
     """Whether ``value`` is a ``Decimal`` `amount` could return, up to ``maximum``."""
-    return (
-        isinstance(value, Decimal)
-        and value.is_finite()
-        and 0 <= value <= maximum
-        and _exponent(value) >= -MAX_PLACES
-    )
+    if not isinstance(value, Decimal) or not value.is_finite():
+        return False
+    return 0 <= value <= maximum and _exponent(value) >= -MAX_PLACES
 
 
 def round_up(value: Decimal) -> Decimal:

@@ -71,9 +71,8 @@ def _url(value: object, field: str, not_text: str) -> object:
 
 
 class GptImage2EditParams(BaseModel):
-    """Parameters of ``gpt-image-2-edit``: the edit reference's ``prompt`` and ``input_image``
-    (a URL, or a list of URLs of images to compose), the spec's optional ``mask``, and
-    gpt-image-2's ``resolution``, ``quality`` and ``output_format`` with their defaults.
+    """Parameters of ``gpt-image-2-edit``, as its edit reference and the spec list them, with
+    gpt-image-2's defaults.
 
     The input images must be publicly downloadable: the provider fetches them when the job
     runs. Only the fields you set are sent; the server applies the same defaults.
@@ -143,8 +142,8 @@ class KlingV26ProTextToVideoParams(BaseModel):
         return value
 
 
-# The registry of typed models, read (as source) by .ci/codegen.py: a new model's *Params class
-# goes here, then its *Options is generated; export both in __init__.py and the API reference.
+# Read (as source) by .ci/codegen.py; export a new model's *Params and *Options in __init__.py
+# and the API reference.
 _TYPED: Final[dict[str, type[BaseModel]]] = {
     "gpt-image-2": GptImage2Params,
     "gpt-image-2-edit": GptImage2EditParams,
@@ -176,11 +175,9 @@ class ParamChecker:
     async def check(
         self, model: str, params: Mapping[str, Any], validate: bool | None, *, partial: bool = False
     ) -> dict[str, Any]:
-        """The parameters to send, once checked (unless ``validate``, the call's override of
-        the client's setting, turns checks off); with ``partial``, nothing is required (a cost
-        estimate needs no prompt). ``InvalidParamsError`` for a bad parameter or a model the
-        API does not know; whatever ``validate`` says, for a model that is not a non-empty
-        string or an openai-python request option (`refuse_request_options`)."""
+        """The parameters to send, checked unless ``validate`` (the call's override of the
+        client's setting) is off; with ``partial``, nothing is required (an estimate needs no
+        prompt). An empty model and openai-python's request options are refused either way."""
         if not isinstance(model, str) or not model.strip():  # a list is no dictionary key
             raise InvalidParamsError("model must be a non-empty model id", field="model")
         refuse_request_options(params, waits=not partial)
@@ -194,23 +191,19 @@ class ParamChecker:
         share the one request; a failed fetch is tried again by the next caller); a model the
         API does not know, or an id that cannot be a path segment, is ``InvalidParamsError``."""
         check_id(model, field="model")  # before the cache is asked, and a lock made for it
-        described = self._models.get(model)
-        if described is not None:
-            return described
-        async with self._fetching.setdefault(model, anyio.Lock()):
-            described = self._models.get(model)
-            if described is None:
-                try:
-                    described = await self._describe(model)
-                except NotFoundError:
-                    raise InvalidParamsError(
-                        f"model={model!r} is not a model the API knows "
-                        "(list them with `oxen-queue models`)",
-                        field="model",
-                    ) from None
-                self._models[model] = described
-        self._fetching.pop(model, None)
-        return described
+        if model not in self._models:
+            async with self._fetching.setdefault(model, anyio.Lock()):
+                if model not in self._models:
+                    try:
+                        self._models[model] = await self._describe(model)
+                    except NotFoundError:
+                        raise InvalidParamsError(
+                            f"model={model!r} is not a model the API knows "
+                            "(list them with `oxen-queue models`)",
+                            field="model",
+                        ) from None
+            self._fetching.pop(model, None)
+        return self._models[model]
 
 
 def validate_params(
@@ -223,11 +216,8 @@ def validate_params(
     """Check a request's parameters (queue fields included) and return them, unchanged:
     defaults are left to the server. ``schema`` (the model's published JSON Schema) checks a
     model without typed parameters; ``None`` checks only what every model needs. With
-    ``partial``, required parameters may be absent.
-
-    Raises:
-        InvalidParamsError: A parameter is missing, unknown, of the wrong type or out of range.
-    """
+    ``partial``, required parameters may be absent. ``InvalidParamsError`` for a parameter
+    missing, unknown, of the wrong type or out of range."""
     model_params = {k: v for k, v in params.items() if k not in QUEUE_FIELDS}
     for key in QUEUE_FIELDS & params.keys():
         if params[key] is not None and not isinstance(params[key], str):
@@ -249,18 +239,14 @@ def _check_typed(
     try:
         typed.model_validate(params, strict=True)
     except ValidationError as exc:
-        errors = [
-            e for e in exc.errors(include_url=False) if not (partial and e["type"] == "missing")
-        ]
-        if not errors:
+        errors = exc.errors(include_url=False)
+        error = next((e for e in errors if not (partial and e["type"] == "missing")), None)
+        if error is None:
             return
-        error = errors[0]
         field = str(error["loc"][0]) if error["loc"] else None
         kind = error["type"]
         if kind == "extra_forbidden":
-            raise _unknown(
-                model, str(field), [*typed.model_fields, *sorted(QUEUE_FIELDS)]
-            ) from None
+            raise _unknown(model, str(field), typed.model_fields) from None
         if kind == "missing":
             raise InvalidParamsError(f"{field} is required for {model}", field=field) from None
         annotation = typed.model_fields[field].annotation if field in typed.model_fields else None
@@ -275,9 +261,8 @@ def _check_typed(
         ) from None
 
 
-# openai-python's per-call request options: habits of its users, never a model's parameter
-# (sent, one would reach the model, and a job that fails when it runs is billed). A model that
-# truly takes one of these names gets it through extra_params.
+# openai-python's per-call request options: never a model's parameter (sent, one would reach
+# the model, and fail billed). A model that truly takes one gets it through extra_params.
 _REQUEST_OPTIONS: Final = {
     "timeout": "{name} is not a parameter of a generation. For how long to wait for the "
     "result: deadline={value!r}; for each HTTP request: client.with_options(timeout={value!r})",
@@ -316,10 +301,10 @@ def refuse_request_options(params: Mapping[str, Any], *, waits: bool = True) -> 
 
 
 def _unknown(model: str, name: str, known: Iterable[str]) -> InvalidParamsError:
-    """The error of a parameter the model does not take, with the likeliest hint: openai's
-    name of one of its parameters, an openai habit this client meets otherwise, else the
-    closest known name."""
-    known = list(known)
+    """The error of a parameter the model does not take (its ``known`` ones, and the queue's),
+    with the likeliest hint: openai's name of one of its parameters, an openai habit this
+    client meets otherwise, else the closest known name."""
+    known = [*known, *sorted(QUEUE_FIELDS)]
     listed = ", ".join(known)
     habit = _NEAR_MISSES.get(name)
     if habit is not None:  # not a key to send anyway: no word of extra_params
@@ -389,11 +374,8 @@ def check_against_schema(
     ``partial``), unknown keys (a misspelling would be billed, then fail when the job runs;
     ``extra_params`` sends one anyway), and per property ``type``, ``enum``, ``minimum``,
     ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum``, ``minLength`` and ``maxLength``.
-    Any other keyword is let through: the server stays the judge.
-
-    Raises:
-        InvalidParamsError: Naming the field, and the allowed values where there is a set.
-    """
+    Any other keyword is let through: the server stays the judge. ``InvalidParamsError``
+    names the field, and the allowed values where there is a set."""
     properties = schema.get("properties")
     if not isinstance(properties, Mapping):
         return
@@ -402,7 +384,7 @@ def check_against_schema(
             raise InvalidParamsError(f"{name} is required for {model}", field=str(name))
     unknown = sorted(set(params) - set(properties))
     if unknown and properties:
-        raise _unknown(model, unknown[0], [*properties, *sorted(QUEUE_FIELDS)])
+        raise _unknown(model, unknown[0], properties)
     for name, value in params.items():
         spec = properties.get(name)
         if isinstance(spec, Mapping):

@@ -1,12 +1,7 @@
 """The client's side of cost: estimates from the published pricing, and the budget's moments.
 
-`SpendControl` prices requests (the model's ``pricing``, fetched once per client with the
-schema the parameter checks fetch) and, with a ``max_spend``, drives its `Budget`: ``reserve``
-before an enqueue is sent; ``confirm`` each job from the enqueue's own ``on_created`` callback,
-so a job counts even when its answer arrives after its caller was cancelled; ``release`` (or
-keep, when a job may exist) when the enqueue fails; ``settle`` each job at its charged ``cost``
-when it finishes, from a done callback (reading ``GET /api/ai/generations/{id}`` if need be)
-or from any history row the client reads meanwhile. A job that ends without a final status may
+A job is confirmed from its enqueue's own ``on_created`` callback, so it counts even when its
+answer arrives after its caller was cancelled. A job that ends without a final status may
 still be billed, so it stays at its estimate; so does a final row without a usable ``cost``.
 """
 
@@ -62,13 +57,9 @@ class Hold:
             generation.add_done_callback(self._control.finished)
 
     def release_after(self, error: BaseException, sent: bool = True) -> None:
-        """An enqueue ended without a job: give back what it reserved, unless one may exist.
-
-        ``AmbiguousEnqueueError`` (and a client closing while an enqueue was in flight) may
-        hide a billed job: that estimate stays; so does that of a malformed answer that names
-        jobs (``APIResponseValidationError.generation_ids``: one it names may not be
-        watchable, so never confirmed). A refusal, or a request never ``sent``, gives it back.
-        """
+        """An enqueue ended without a job: give back what it reserved, unless a billed job may
+        exist (``AmbiguousEnqueueError``, the client closing mid-flight, or a malformed answer
+        naming jobs, one of which may not be watchable, so never confirmed) and it was ``sent``."""
         lost = isinstance(error, AmbiguousEnqueueError | ClientClosedError) or (
             isinstance(error, APIResponseValidationError) and bool(error.generation_ids)
         )
@@ -95,9 +86,7 @@ class SpendControl:
     endpoints: QueueEndpoints
     task_group: Callable[[], TaskGroup]  # the client's; raises once the client is closed
     budget: Budget | None  # the max_spend accounts; None for no budget
-    # Told of each charge the budget settles (once per job), and of a job whose charge it
-    # will not learn after all (will_settle said it would).
-    telemetry: Telemetry = NO_TELEMETRY
+    telemetry: Telemetry = NO_TELEMETRY  # told of each charge settled, or never to be learned
 
     async def estimate(self, model: str, params: Mapping[str, Any], count: int = 1) -> Decimal:
         """The cost of ``count`` generations of a request, absent parameters at their default."""
@@ -149,17 +138,15 @@ class SpendControl:
                 self._settle(generation.id, generation.model, record.cost)
             else:
                 self.task_group().start_soon(self._read_charge, generation.id)
-        except Exception as exc:  # nothing may escape into whoever resolved the generation
-            if not isinstance(exc, ClientClosedError):
-                logger.warning(
-                    "could not settle the charge of %.100r", generation.id, exc_info=True
-                )
+        except ClientClosedError:
+            self.telemetry.charge_unknown(generation.id)
+        except Exception:  # nothing may escape into whoever resolved the generation
+            logger.warning("could not settle the charge of %.100r", generation.id, exc_info=True)
             self.telemetry.charge_unknown(generation.id)
 
     async def _read_charge(self, generation_id: str) -> None:
-        # A background task of the client's task group: nothing may escape it. It reads under
-        # the generation's span, so that an HTTP instrumentation's span of the read shows
-        # whose charge it is.
+        # A background task: nothing may escape it. It reads under the generation's span, so that
+        # an HTTP instrumentation's span of the read shows whose charge it is.
         token = self.telemetry.attach_charge(generation_id)
         try:
             try:
