@@ -1,12 +1,11 @@
 """The server's clock, as seen from ours, and how far its evidence can be believed.
 
-A lost enqueue is reconciled by looking for rows the request may have made, stamped on the
-*server's* clock (``enqueued_at``, whole seconds), which need not agree with ours. So answers
-teach us the offset (``server time - our time``): a server time written between our send and
-the answer bounds it from both sides, and recent samples of one kind intersect into a narrow
-interval (started again from the newest when they disagree: a clock was stepped). Samples are
-``Date`` headers (maybe from a proxy: they only stand in for the rows' clock) and the
-``enqueued_at`` of rows of jobs *this client created* (the rows' own clock).
+A lost enqueue is reconciled by looking for rows stamped on the *server's* clock
+(``enqueued_at``, whole seconds), which need not agree with ours. Answers teach us the offset
+(``server time - our time``): ``Date`` headers (maybe a proxy's, standing in) and the stamps of
+rows of jobs *this client created* (the rows' own clock), each written between our send and
+the answer, bound it both ways; recent samples of one kind intersect into a narrow interval,
+started again from the newest when they disagree (a clock was stepped).
 
 **Accepted as evidence**: a server time no earlier than `EARLIEST` and within `MAX_SKEW` of our
 clock when written; a row's stamp must also be an ``int``. Anything else is refused and casts
@@ -97,9 +96,8 @@ class Window:
 
 
 class _Estimate:
-    """The intersection (``low``, ``high``) of the bounds of recent samples of one kind on the
-    offset, ``agreeing`` since it last started again; and ``seen`` samples, the implausible
-    ones included, doubted until ``doubted_until``."""
+    """Samples of one kind: the intersection (``low``, ``high``) of the recent ones' bounds,
+    ``agreeing`` since it started again; ``seen``, all, doubted until ``doubted_until``."""
 
     def __init__(self) -> None:
         self._bounds: deque[tuple[float, float]] = deque(maxlen=_WINDOW)

@@ -199,11 +199,7 @@ class FileFetcher:
 
     async def save(self, record: GenerationRecord, path: str | os.PathLike[str] | None) -> Path:
         """Stream a finished record's result into a file (``AsyncClient.download``); its path.
-
-        ``path``: a file path (kept even if its extension disagrees with the bytes: a warning
-        is logged), a directory (or a path ending with ``/``; made if need be) or ``None`` (the
-        current directory), where the file is named `safe_name` plus the bytes' extension.
-        """
+        A file ``path`` whose extension disagrees with the bytes is kept, with a warning."""
         spool = _Spool(path, record.generation_id)
         try:
             suffix, head = await self._fetch(record, spool.write)

@@ -51,9 +51,9 @@ class OxenError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The default calls ``cls(*args)``, which keyword-only constructors refuse: make it
-        # with ``cls.__new__`` alone, then restore its attributes (``__notes__`` included) and
+        # without ``__init__``, then restore its attributes (``__notes__`` included) and
         # ``args`` (which ``OSError.__new__``, a base of the timeout errors, leaves unset).
-        return (type(self).__new__, (type(self),), {**self.__dict__, "args": self.args})
+        return (_new, (type(self),), {**self.__dict__, "args": self.args})
 
 
 class APIError(OxenError):
@@ -341,6 +341,11 @@ class ClientClosedError(OxenError, RuntimeError):
     def __init__(self, message: str, *, generation_ids: Iterable[str] = ()) -> None:
         super().__init__(message)
         self.generation_ids: tuple[str, ...] = tuple(generation_ids)
+
+
+def _new(cls: type[OxenError]) -> OxenError:
+    """An uninitialised error of ``cls``, which unpickling then fills in."""
+    return cls.__new__(cls)
 
 
 _FIELDS: Final = frozenset({"type", "title", "detail", "message", "status_message"})

@@ -1,7 +1,7 @@
 """The names we give result files: one per generation, safe on every operating system.
 
-`safe_name` accepts any ``str`` (a generation id is untrusted text: from the server, a
-manifest, a caller's record) and gives a file name stem that is
+`safe_name` accepts any ``str`` (an id is untrusted text: from the server, a manifest, a
+caller's record; a caller's own file path never passes here) and gives a stem that is
 
 * **safe everywhere**: 1 to `MAX_STEM` ASCII letters, digits, ``-``, ``_`` and ``~`` (no dot,
   space or separator: never a path), never a Windows device name (`RESERVED_NAMES`, in any
@@ -12,8 +12,6 @@ manifest, a caller's record) and gives a file name stem that is
   `MAX_STEM` - 17 of its safe characters, ``~`` (in no clean name) and 16 hex digits of the
   SHA-256 of the whole id, telling apart ids that clean alike (``a/b`` and ``ab``, ``CON`` and
   ``con``), short of a 64-bit collision.
-
-A caller's explicit file path never passes through here.
 """
 
 from __future__ import annotations
