@@ -1,7 +1,5 @@
-"""oxen-queue: an asyncio SDK for Oxen.ai's generation queue.
-
-Enqueue generations, await them like futures, and let one shared watcher learn when they
-finish:
+"""oxen-queue: an asyncio SDK for Oxen.ai's generation queue. Enqueue generations, await them
+like futures, and let one shared watcher learn when they finish:
 
 ```python
 async with AsyncClient() as client:
@@ -149,9 +147,8 @@ __all__ = [
 ]
 
 
-# Public classes and functions report the package as their module, as httpx's and anyio's do:
-# reprs, tracebacks, docs and pickles name ``oxen_queue.AsyncClient``, the import users write,
-# not the private module that defines it.
+# As httpx's and anyio's, public classes and functions report the package as their module: reprs,
+# tracebacks, docs and pickles name ``oxen_queue.AsyncClient``, the import users write.
 for _name in __all__:
     _value = globals()[_name]
     if isinstance(_value, type | _FunctionType) and _value.__module__.startswith(f"{__name__}._"):

@@ -1,11 +1,5 @@
-"""``AsyncClient``: the facade. Signatures, docstrings, and one-line delegations.
-
-Each method hands its work to one part (see ``_core``): the enqueue calls to `Jobs`,
-the rows, history and models to `Rows`, result files to the
-`FileFetcher`, the blocking endpoints to `Blocking`, costs
-to the `SpendControl`; the generations it returns are watched by the core's
-watcher. A view (``with_options``) has parts of its own over the same core.
-"""
+"""``AsyncClient``: the facade. Signatures, docstrings and one-line delegations to the parts
+of ``_core`` (`Jobs`, `Rows`, `Blocking`, the core's files and spend)."""
 
 from __future__ import annotations
 
@@ -54,93 +48,51 @@ class AsyncClient:
         record = await generation
     ```
 
-    Or, as an httpx or openai client, without one (in a notebook, a REPL): it opens on its
-    first awaited call, and ``aclose()`` ends it:
-
-    ```python
-    client = AsyncClient()
-    record = await client.generate("gpt-image-2", prompt="An ox at sunset")
-    await client.aclose()
-    ```
-
-    Opened that way, its background work (the watcher, the enqueue workers, the deadlines)
-    runs in a task the event loop owns (an asyncio task; a trio system task) rather than in
-    the block's task group, with the same guarantees: no cancellation of a caller reaches
-    it, and concurrent first calls share one open. A client never closed is closed when its
-    event loop ends (``asyncio.run()``, ``trio.run()`` returning), without warnings; it is
-    then closed for good. The one call that cannot open a client is
-    [`generation`][oxen_queue.AsyncClient.generation], which is not async: make another call first.
+    Or without one (a notebook): it opens on its first awaited call, and ``aclose()`` or the
+    end of its event loop closes it. Its background work then runs in a task the event loop
+    owns, which no caller's cancellation reaches. [`generation`][oxen_queue.AsyncClient.generation]
+    is not async, so it cannot open a client: make another call first.
 
     Args:
-        api_key: The Oxen API key. Defaults to ``$OXEN_API_KEY``. It is sent only to the API's
-            own origin, never shown in ``repr``, logs or errors.
-        base_url: The hub. Defaults to ``$OXEN_BASE_URL``, then ``https://hub.oxen.ai``.
-        completion: How completion is learned: ``"auto"`` (the event stream, with shared
-            polling as a slow backstop, falling back to polling when the stream is
-            unavailable), ``"events"``, ``"shared"`` (one list request per tick for all
-            pending generations) or ``"poll"`` (each generation on its own backoff timer).
-        poll_policy: Backoff and deadline of per-generation polling; its ``deadline`` is
-            every generation's default deadline.
-        shared_poll_interval: Seconds between shared polls (``"shared"``, and ``"auto"``
-            while the event stream is down or someone follows ``generation.updates()``).
-        backstop_interval: Seconds between the slow polls behind a healthy event stream
-            (``"auto"``), which catch cancellations and lost events.
+        api_key: The Oxen API key (default ``$OXEN_API_KEY``); sent only to the API's origin,
+            never shown in ``repr``, logs or errors.
+        base_url: The hub (default ``$OXEN_BASE_URL``, then ``https://hub.oxen.ai``).
+        completion: How completion is learned: ``"auto"`` (the event stream, with slow shared
+            polls behind it, falling back to polling), ``"events"``, ``"shared"`` (one list
+            request per tick for all pending generations) or ``"poll"`` (each on its own timer).
+        poll_policy: Backoff of per-generation polling; its ``deadline`` is every generation's
+            default deadline.
+        shared_poll_interval: Seconds between shared polls.
+        backstop_interval: Seconds between the slow polls behind a healthy event stream.
         retry: Which transient HTTP failures are retried, and how.
-        timeout: Seconds for one request attempt, from connecting to the last byte of the
-            answer (an ``httpx.Timeout`` sets the phases apart; the largest of them then
-            bounds the whole attempt).
-        stall_timeout: Seconds without progress after which a transfer counts as dead: the
-            event stream silent this long (not even a keep-alive; or, with generations
-            pending, no completion event) is reopened and reconciled, and a download slower
-            than 1 KiB/s over this long fails.
-        max_concurrency: API requests in flight at once; more wait their turn (so a burst of
-            enqueues never meets a pool timeout). ``None`` (the default) adapts the bound as
-            TCP Vegas does: it grows while the round trip stays near its lowest, so a distant
-            hub gets as many requests in flight as its latency needs, and shrinks when the
-            latency rises or the server refuses (4 to 256, starting at 64). An int fixes it.
-        max_downloads: Result downloads at once, on a pool of their own (a slow file host
-            never holds the slots API requests need).
-        ledger: Where enqueues are written ahead, so that a lost answer is reconciled exactly
-            across every process sharing it and a crashed process's jobs are recovered:
-            ``sqlite:///path/ledger.db`` (the processes of one host), or
-            ``postgresql://user:password@host/db`` (several hosts; the ``postgres`` extra).
-            ``None``: ``$OXEN_LEDGER`` if set, else this process's memory (exact for its own
-            requests only).
-        validate: Check parameters locally before sending (for models other than
-            ``gpt-image-2`` this fetches the model's schema once). ``False`` sends them as given.
-        max_download_bytes: Largest result file ``download`` accepts; ``None`` means no limit.
+        timeout: Seconds for one request attempt, connect to last byte (an ``httpx.Timeout``
+            sets the phases apart).
+        stall_timeout: Seconds without progress after which the event stream is reopened, or a
+            download (under 1 KiB/s) fails.
+        max_concurrency: API requests in flight at once; ``None`` adapts the bound to the
+            latency (4 to 256, from 64).
+        max_downloads: Result downloads at once, on a pool of their own.
+        ledger: Where enqueues are written ahead, so that a lost answer is reconciled and a
+            crashed process's jobs recovered: ``sqlite:///path/ledger.db`` (one host) or
+            ``postgresql://user:password@host/db`` (several; the ``postgres`` extra).
+            ``None``: ``$OXEN_LEDGER`` if set, else this process's memory.
+        validate: Check parameters locally before sending; ``False`` sends them as given.
+        max_download_bytes: Largest result file accepted; ``None`` means no limit.
         allow_insecure_http: Allow a plain ``http://`` base URL that is not loopback.
-        verify: TLS certificate verification (on by default).
-        transport: An httpx transport for API requests and downloads, used as it is (tests
-            pass ``httpx.MockTransport`` or ``httpx.ASGITransport``; ``http_backend`` and
-            the environment's proxies then do not apply, as in httpx). ``None``: the one
-            ``http_backend`` names.
-        http_backend: What carries the API's requests. ``"httpx"`` (the default, on asyncio
-            and trio): httpx's own transport, one connection per pool, so its CPU cost per
-            request stays flat however many are in flight. ``"aiohttp"`` (asyncio only;
-            ``pip install 'oxen-queue[aiohttp]'``): aiohttp's connection pool through
-            ``httpx-aiohttp``, about half the CPU per request, which shows only at hundreds
-            of enqueues a second. Either way httpx's client sits above it, so the
-            environment's proxies (``HTTPS_PROXY``, ``NO_PROXY``, ...) apply as in httpx,
-            and a request that may have reached the server is never reported as unsent.
-            Downloads use httpx's own pool.
-        max_spend: The most this client may commit, in the API's currency. An enqueue (or a
-            blocking generation) whose estimated cost would take the committed spend past it
-            raises [`BudgetExceededError`][oxen_queue.BudgetExceededError] before anything is sent.
-            Committed spend counts each job at its estimate (from the model's published pricing)
-            until its charged cost is known, then at that; a job cancelled before it ran gives its
-            estimate back. Costs one ``GET /api/ai/generations/{id}`` per finished job. ``None``
-            means no limit, and no accounting. From 0 to 10**12, with at most 18 decimal
-            places; anything else is ``InvalidParamsError``.
+        verify: TLS certificate verification.
+        transport: An httpx transport, used as it is (``http_backend`` and the environment's
+            proxies then do not apply). ``None``: the one ``http_backend`` names.
+        http_backend: ``"httpx"``, or ``"aiohttp"`` (asyncio only, the ``aiohttp`` extra; half
+            the CPU per request). Downloads always use httpx.
+        max_spend: The most this client may commit, in the API's currency, from 0 to 10**12
+            with at most 18 decimal places. A job counts at its estimate until its charge is
+            known (one ``GET /api/ai/generations/{id}`` per finished job). ``None`` means no
+            limit and no accounting.
 
     Raises:
-        InvalidParamsError: No API key was given or found in the environment.
-        InvalidParamsError: ``max_spend`` is not an amount from 0 to 10**12.
-        InvalidParamsError: The base URL is unusable, insecure or carries credentials
-            (also a ``ValueError``).
-        InvalidParamsError: ``http_backend`` is not ``"httpx"`` or ``"aiohttp"``, or is
-            ``"aiohttp"`` without the extra installed (and, from ``async with``, outside
-            asyncio).
+        InvalidParamsError: No API key; ``max_spend`` out of range; a base URL unusable,
+            insecure or carrying credentials (also a ``ValueError``); an ``http_backend`` not
+            known or not installed (or ``"aiohttp"`` outside asyncio).
     """
 
     def __init__(
@@ -166,31 +118,10 @@ class AsyncClient:
         http_backend: HttpBackend = "httpx",
         max_spend: Decimal | int | None = None,
     ) -> None:
-        core = ClientCore(
-            api_key=api_key,
-            base_url=base_url,
-            completion=completion,
-            poll_policy=poll_policy,
-            shared_poll_interval=shared_poll_interval,
-            backstop_interval=backstop_interval,
-            retry=retry,
-            timeout=timeout,
-            stall_timeout=stall_timeout,
-            max_concurrency=max_concurrency,
-            max_downloads=max_downloads,
-            ledger=ledger,
-            validate=validate,
-            max_download_bytes=max_download_bytes,
-            allow_insecure_http=allow_insecure_http,
-            verify=verify,
-            transport=transport,
-            http_backend=http_backend,
-            max_spend=max_spend,
-        )
+        core = ClientCore(**_args(locals()))
         self._bind(core, core.defaults)
 
     def _bind(self, core: ClientCore, options: CallOptions) -> None:
-        """Make this client (or view) serve ``core`` with ``options``: its parts."""
         api = core.api.with_timeout(options.timeout)
         self._core = core
         self._options = options
@@ -207,18 +138,13 @@ class AsyncClient:
     ) -> AsyncClient:
         """A view of this client with other defaults for the calls made through it.
 
-        It shares everything else: the connections, the watcher, the pending generations and
-        the lifecycle (closing either closes both). Costs nothing; make one per call site:
-
-        ```python
-        record = await client.with_options(timeout=5, validate=False).generate(...)
-        ```
+        It shares all else (connections, watcher, pending generations, lifecycle) and costs
+        nothing: ``await client.with_options(timeout=5).generate(...)``.
 
         Args:
-            timeout: Seconds for each request attempt made through the view (as the client's
-                ``timeout``). Completion watching keeps the client's own.
-            validate: Local parameter checks for calls made through the view.
-            deadline: Generations' default deadline (seconds; ``None``: no limit).
+            timeout: Seconds for each request attempt (completion watching keeps the client's).
+            validate: Local parameter checks.
+            deadline: Generations' default deadline in seconds; ``None`` means no limit.
         """
         view = object.__new__(AsyncClient)
         view._bind(
@@ -249,16 +175,12 @@ class AsyncClient:
         await self._core.exit()
 
     async def aclose(self) -> None:
-        """Stop watching, close the connections. Jobs on the server carry on.
+        """Stop watching and close the connections, for good; jobs on the server carry on.
 
-        Ends the client however it was opened (``async with``, or a first call), or never
-        was; a closed client cannot be opened again.
-
-        Enqueues not yet sent are withdrawn; those in flight get a few seconds to land, so
-        their jobs are known (their callers get [`ClientClosedError`][oxen_queue.ClientClosedError]
-        naming them), as do the upstream cancellations of abandoned ``generate()`` jobs. Generations
-        still pending end with [`ClientClosedError`][oxen_queue.ClientClosedError]; reattach to them
-        from another client with ``client.generation(id)``.
+        Enqueues not yet sent are withdrawn; those in flight get a few seconds to land, then
+        their callers, and the generations still pending, get
+        [`ClientClosedError`][oxen_queue.ClientClosedError] (reattach with
+        ``client.generation(id)`` elsewhere).
         """
         await self._core.close()
 
@@ -269,8 +191,8 @@ class AsyncClient:
 
     @property
     def stats(self) -> ClientStats:
-        """A snapshot of the client's counters and current limits (see
-        [`ClientStats`][oxen_queue.ClientStats])."""
+        """A snapshot of the client's counters and limits: a
+        [`ClientStats`][oxen_queue.ClientStats]."""
         return self._core.stats()
 
     @property
@@ -345,30 +267,26 @@ class AsyncClient:
         extra_params: Mapping[str, Any] | None = None,
         **params: Any,
     ) -> Generation:
-        """Enqueue one generation (``POST /api/ai/queue``) and return its awaitable handle.
+        """Enqueue one generation (``POST /api/ai/queue``) and return its handle.
 
         Args:
             model: The model id, e.g. ``"gpt-image-2"``.
-            deadline: Seconds until waiting on it gives up with ``GenerationTimeoutError``;
-                ``DEFAULT`` takes the poll policy's deadline; ``None`` means no limit. (There
-                is no per-call ``timeout=``: it is refused, naming this and, for each HTTP
-                request, ``client.with_options(timeout=...)``.)
+            deadline: Seconds until waiting on it raises ``GenerationTimeoutError``;
+                ``DEFAULT``: the poll policy's deadline; ``None`` means no limit. (A per-call
+                ``timeout=`` is refused: see ``client.with_options``.)
             validate: Override the client's ``validate`` for this call.
-            extra_params: Keys sent as given, unchecked: for a parameter the model's schema
-                does not list (yet). ``None``: none.
+            extra_params: Keys sent as given, unchecked (parameters the model's schema does
+                not list yet); ``None``: none.
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
-                (``target_namespace``, ``target_repo``, ``target_directory``). Several
-                generations of one request: [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many]
-                (not ``n=``).
+                (``target_namespace``, ``target_repo``, ``target_directory``). For several
+                generations, [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many] (not ``n=``).
 
         Raises:
             InvalidParamsError: Bad parameters, found before anything was sent.
             BadRequestError: The API refused (unknown model, text-only model, ...).
             AmbiguousEnqueueError: The answer was lost and the job could not be settled.
         """
-        return await self._jobs.enqueue(
-            model, params, deadline=deadline, validate=validate, extra_params=extra_params
-        )
+        return await self._jobs.enqueue(**_args(locals()))
 
     async def enqueue_many(
         self,
@@ -383,24 +301,16 @@ class AsyncClient:
     ) -> list[Generation]:
         """Enqueue ``num_generations`` generations of the same request; return every one.
 
-        The docs allow 1-4 generations per request ("Call the endpoint multiple times to queue
-        more"), so more are split into requests of at most 4, sent together, each with the
-        guarantees of [`enqueue`][oxen_queue.AsyncClient.enqueue]. If one of them fails, its error
-        is raised once the others have settled; the generations they did create stay registered with
-        the client (``client.pending``) and are named in a note on the error.
+        They are sent together in requests of at most 4 (the docs' limit), each with the
+        guarantees of [`enqueue`][oxen_queue.AsyncClient.enqueue]. If one fails, its error is
+        raised once the others have settled, with a note naming the generations they made
+        (still watched, in ``client.pending``).
 
         Raises:
             InvalidParamsError: ``num_generations`` is not a positive integer, or bad
                 parameters (nothing was sent).
         """
-        return await self._jobs.enqueue_many(
-            model,
-            params,
-            num_generations,
-            deadline=deadline,
-            validate=validate,
-            extra_params=extra_params,
-        )
+        return await self._jobs.enqueue_many(**_args(locals()))
 
     # --- begin generated: overloads of generate, one per typed model (.ci/codegen.py) ---
     @overload
@@ -469,18 +379,15 @@ class AsyncClient:
     ) -> GenerationRecord:
         """Enqueue one generation and wait for its final record.
 
-        The call owns its job: if it is cancelled (a web client hung up) or its deadline
-        passes, the job is cancelled on the server (shielded, best effort) before the error
-        is re-raised, since nobody will see its result.
+        Takes the arguments of [`enqueue`][oxen_queue.AsyncClient.enqueue]. If the call is
+        cancelled or its deadline passes, the job is cancelled on the server (best effort).
 
         Raises:
             GenerationFailedError: The generation failed; ``.error_message`` says why.
             GenerationCancelledError: It was cancelled.
             GenerationTimeoutError: The deadline passed (the job was cancelled).
         """
-        return await self._jobs.generate(
-            model, params, deadline=deadline, validate=validate, extra_params=extra_params
-        )
+        return await self._jobs.generate(**_args(locals()))
 
     async def batch(
         self,
@@ -496,14 +403,7 @@ class AsyncClient:
         See [`oxen_queue.run_batch`][oxen_queue.run_batch].
         """
         await self._core.opened()
-        return await run_batch(
-            self,
-            model,
-            requests,
-            concurrency=concurrency,
-            on_enqueued=on_enqueued,
-            on_finished=on_finished,
-        )
+        return await run_batch(self, **_args(locals()))
 
     # -- generations and rows -------------------------------------------------------------
 
@@ -512,29 +412,26 @@ class AsyncClient:
     ) -> Generation:
         """Reattach to a generation made elsewhere (another process, an earlier run).
 
-        Returns the handle this client already has for the id, if any. Its status is asked
-        at once, so a generation that finished long ago resolves right away.
+        Returns this client's handle for the id if it has one; else asks its status at once.
 
         Raises:
-            InvalidParamsError: The id is not a plausible generation id (1 to 128 letters,
-                digits and ``-_.~``, not dots alone), so it could not be asked about.
-            ClientClosedError: The client is closed; an ``AsyncClient`` also when it is not
-                open yet (this call is not async, so it cannot open it: make another first).
+            InvalidParamsError: Not a plausible generation id (1 to 128 letters, digits and
+                ``-_.~``, not dots alone).
+            ClientClosedError: The client is closed, or (an ``AsyncClient``) not open yet.
         """
         return self._rows.generation(generation_id, deadline=deadline)
 
     async def recover(self, *, wait: float | None = 120.0) -> list[Generation]:
-        """Every job the ledger knows as enqueued and unfinished, as generations to await.
+        """Every job the ledger knows as enqueued and unfinished, as generations.
 
-        With a shared ledger (``ledger=``), a restarted process picks up its billed jobs: those
-        of clients that are gone (a crashed process's) are taken over, and their requests
-        whose answer never arrived are first settled against the server, once their deadline
-        has passed. This client's own pending generations are included. Of several clients
-        recovering at once, each job goes to one.
+        With a shared ledger (``ledger=``), a restarted process takes over the jobs of clients
+        that are gone, first settling their unanswered requests against the server. This
+        client's own pending generations are included; of several clients recovering at once,
+        each job goes to one.
 
         Args:
             wait: Seconds to wait at most for gone clients' requests still within their
-                deadline (they may yet land), zero or more; ``None`` waits as long as it takes.
+                deadline (zero or more); ``None`` waits as long as it takes.
 
         Returns:
             The generations, with the model and parameters of the request that made each.
@@ -554,11 +451,8 @@ class AsyncClient:
         return await self._rows.get_generation(generation_id)
 
     async def get_generation_details(self, generation_id: str) -> GenerationRecord:
-        """A generation's full history row, with what it was charged
-        (``GET /api/ai/generations/{id}``, the docs' "Get generation details").
-
-        Unlike [`get_generation`][oxen_queue.AsyncClient.get_generation] (the queue's lean row),
-        this row carries ``cost`` (``None`` while queued), and who made the generation.
+        """A generation's history row (``GET /api/ai/generations/{id}``), with its ``cost``
+        (``None`` while queued) and who made it.
 
         Raises:
             InvalidParamsError: Not a plausible generation id (nothing was sent).
@@ -567,9 +461,8 @@ class AsyncClient:
         return await self._rows.get_generation_details(generation_id)
 
     async def cancel(self, generation: Generation | str) -> None:
-        """Cancel a generation (``DELETE /api/ai/queue/{id}``), then learn its final state.
-
-        A generation already finished is left as it is (the API ignores the request).
+        """Cancel a generation (``DELETE /api/ai/queue/{id}``; a finished one is left as it
+        is), then learn its final state.
 
         Raises:
             InvalidParamsError: Not a plausible generation id (nothing was sent).
@@ -587,27 +480,18 @@ class AsyncClient:
         repo: str | None = None,
         folder: str | None = None,
     ) -> list[GenerationRecord]:
-        """Rows of ``GET /api/ai/queue``: active ones only, unless ``status`` is given.
+        """Rows of ``GET /api/ai/queue``; each filter is ``None`` for no filter.
 
         Args:
             model: Only this model's rows.
-            status: Only rows in this status (``queued``, ..., ``cancelled``); ``None``:
-                the active ones (``queued`` and ``processing``).
-            media_type: ``"image"`` or ``"video"``.
-            namespace: The namespace whose rows to list (``None``: the caller's).
+            status: Only rows in this status; ``None``: the active ones (``queued`` and
+                ``processing``).
+            media_type: Only ``"image"`` or ``"video"`` rows.
+            namespace: The namespace whose rows to list; ``None``: the caller's.
             repo: Only rows stored in this repo (``target_repo``).
             folder: Only rows stored in this directory (``target_directory``).
-
-        Each filter is ``None`` for no filter.
         """
-        return await self._rows.list_queue(
-            model=model,
-            status=status,
-            media_type=media_type,
-            namespace=namespace,
-            repo=repo,
-            folder=folder,
-        )
+        return await self._rows.list_queue(**_args(locals()))
 
     async def list_generations(
         self,
@@ -623,21 +507,10 @@ class AsyncClient:
     ) -> GenerationPage:
         """One page of history with costs (``GET /api/ai/generations``; page_size <= 1000).
 
-        Takes the filters of [`list_queue`][oxen_queue.AsyncClient.list_queue] (``status`` is one
-        status; ``None`` is every row, finished or not). The page's ``total_cost`` covers the whole
-        filtered set. [`iter_generations`][oxen_queue.AsyncClient.iter_generations] pages through it
-        all.
+        The filters are [`list_queue`][oxen_queue.AsyncClient.list_queue]'s, but ``status=None``
+        is every row. The page's ``total_cost`` covers the whole filtered set.
         """
-        return await self._rows.list_generations(
-            page=page,
-            page_size=page_size,
-            model=model,
-            status=status,
-            media_type=media_type,
-            namespace=namespace,
-            repo=repo,
-            folder=folder,
-        )
+        return await self._rows.list_generations(**_args(locals()))
 
     def iter_generations(
         self,
@@ -659,17 +532,14 @@ class AsyncClient:
         print(history.total_entries, history.total_cost)
         ```
 
-        Pages (``GET /api/ai/generations``) are fetched as the rows are consumed. Once the
-        first page is read, ``total_cost`` and ``total_entries`` describe the whole set.
-
-        The filters are those of [`list_queue`][oxen_queue.AsyncClient.list_queue]; ``None`` leaves
-        one out (``status=None`` lists every row, finished or not).
+        Pages are fetched as the rows are consumed; ``total_cost`` and ``total_entries``
+        describe the whole set once the first is read.
 
         Args:
             model: Only this model's rows.
-            status: Only rows of this status.
-            media_type: ``"image"`` or ``"video"`` rows only.
-            namespace: The namespace whose history it is (default: the caller's).
+            status: Only rows of this status; ``None``: every row.
+            media_type: Only ``"image"`` or ``"video"`` rows.
+            namespace: The namespace whose history it is; ``None``: the caller's.
             repo: Only rows stored in this target repository.
             folder: Only rows stored in this target directory.
             page_size: Rows per request, 1 to 1000.
@@ -677,15 +547,7 @@ class AsyncClient:
         Raises:
             InvalidParamsError: ``page_size`` out of range.
         """
-        return self._rows.iter_generations(
-            page_size=page_size,
-            model=model,
-            status=status,
-            media_type=media_type,
-            namespace=namespace,
-            repo=repo,
-            folder=folder,
-        )
+        return self._rows.iter_generations(**_args(locals()))
 
     async def get_model(self, model_id: str) -> Model:
         """A model and its parameter schema (``GET /api/ai/models/{id}``).
@@ -711,26 +573,21 @@ class AsyncClient:
 
         Args:
             source: A finished record, a Generation or a generation id (waited for first).
-            path: A file path, or a directory (also any path ending with ``/``, created if
-                need be) where the file is named after the generation id with the extension
-                its bytes show, or ``None`` for the current directory. The server never names
-                the file. A name made from an id is the id itself when it is a plain
-                lowercase id (a UUID: ``<uuid>.png``); any other id is cleaned and given a
-                short hash of itself (``ab~<16 hex>.png`` for ``a/b``), so two generations
-                never share a file and no name is a Windows device name.
+            path: A file path; or a directory (or a path ending with ``/``, created if need
+                be), where the file is named after the generation id (cleaned and given a
+                short hash unless a plain lowercase id) with the extension its bytes show;
+                ``None``: the current directory.
 
         Raises:
-            DownloadError: No result URL, a bad one, the file host refused, the transfer
-                stalled, the file is too large, or the body is not the media the generation
-                asked for (empty, text such as an HTML error page, or a video for an image):
-                then no file is left behind.
+            DownloadError: No or a bad result URL, the host refused, the transfer stalled, the
+                file is too large, or it is not the media asked for (no file is left behind).
             GenerationError: The generation did not succeed (when given one to wait for).
         """
         return await self._core.files.save(await self._rows.finished(source), path)
 
     async def read(self, source: Generation | GenerationRecord | str) -> bytes:
-        """A generation's result file, in memory, within the same bounds and by the same rule
-        (the media the generation asked for) as [`download`][oxen_queue.AsyncClient.download].
+        """A generation's result file, in memory, checked as by
+        [`download`][oxen_queue.AsyncClient.download].
 
         Raises:
             DownloadError: As for [`download`][oxen_queue.AsyncClient.download].
@@ -754,27 +611,25 @@ class AsyncClient:
     ) -> ImagesResponse:
         """Generate images with the blocking endpoint (``POST /api/ai/images/generate``).
 
-        The server holds the request open until the images exist (5-30 s), so nothing is
-        polled; prefer [`enqueue`][oxen_queue.AsyncClient.enqueue] for many images. The request is
-        resent only if the server refused it; a lost answer is raised, since the images may have
-        been billed.
+        The server holds the request open until the images exist (5-30 s); prefer
+        [`enqueue`][oxen_queue.AsyncClient.enqueue] for many. It is resent only if the server
+        refused it (a lost answer is raised: the images may have been billed).
 
         Args:
             model: The model id.
             prompt: The prompt.
-            n: Images to generate (the spec's ``n``); the server's default is 1.
+            n: Images to generate; ``None``: the server's default, 1.
             response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
             timeout: Seconds to wait for the answer.
             validate: Override the client's ``validate`` for this call.
             **params: The model's other parameters.
+
+        Raises:
+            InvalidParamsError: Bad parameters (nothing was sent).
+            BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
         """
         return await self._blocking.generate_images(
-            model,
-            {"prompt": prompt, **params},
-            n=n,
-            response_format=response_format,
-            timeout=timeout,
-            validate=validate,
+            model, {"prompt": prompt, **params}, n, response_format, timeout, validate
         )
 
     async def edit_images(
@@ -790,17 +645,17 @@ class AsyncClient:
         validate: bool | None = None,
         **params: Any,
     ) -> ImagesResponse:
-        """Edit images with the blocking endpoint (``POST /api/ai/images/edit``).
+        """Edit images with the blocking endpoint (``POST /api/ai/images/edit``), as
+        [`generate_images`][oxen_queue.AsyncClient.generate_images].
 
-        As [`generate_images`][oxen_queue.AsyncClient.generate_images]: nothing is polled, and the
-        request is resent only if the server refused it. The provider downloads the input images, so
-        their URLs must be publicly reachable (a result's ``result_url`` is).
+        The provider downloads the input images: their URLs must be public (a ``result_url``
+        is).
 
         Args:
             model: The model id, e.g. ``"gpt-image-2-edit"``.
             prompt: The edit's instruction.
             input_image: The URL of the image to edit, or a list of URLs of images to compose.
-            n: Images to generate; the server's default is 1.
+            n: Images to generate; ``None``: the server's default, 1.
             response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
             timeout: Seconds to wait for the answer.
             validate: Override the client's ``validate`` for this call.
@@ -811,13 +666,9 @@ class AsyncClient:
             BadRequestError: The server refused (an input image it could not download, ...).
             BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
         """
+        params = {"prompt": prompt, "input_image": input_image, **params}
         return await self._blocking.edit_images(
-            model,
-            {"prompt": prompt, "input_image": input_image, **params},
-            n=n,
-            response_format=response_format,
-            timeout=timeout,
-            validate=validate,
+            model, params, n, response_format, timeout, validate
         )
 
     async def generate_videos(
@@ -834,17 +685,15 @@ class AsyncClient:
     ) -> VideosResponse:
         """Generate videos with the blocking endpoint (``POST /api/ai/videos/generate``).
 
-        The server holds the request open until the videos exist: "1-10+ min", so the
-        default ``timeout`` is 30 minutes. The docs recommend the queue
-        ([`enqueue`][oxen_queue.AsyncClient.enqueue]) instead; this call is here for parity. The
-        request is resent only if the server refused it: a lost answer is raised, since the video
-        may have been billed.
+        The server holds the request open "1-10+ min"; the docs recommend the queue
+        ([`enqueue`][oxen_queue.AsyncClient.enqueue]) instead. Resent only if the server
+        refused it.
 
         Args:
             model: The model id, e.g. ``"kling-video-v2-6-pro-text-to-video"``.
-            prompt: The prompt; a multi-shot model takes ``multi_prompt=[{"prompt",
-                "duration"}, ...]`` in ``params`` instead (exactly one of the two).
-            n: Videos to generate (the server's default is 1).
+            prompt: The prompt; or, for a multi-shot model, ``None`` with
+                ``multi_prompt=[{"prompt", "duration"}, ...]`` in ``params``.
+            n: Videos to generate; ``None``: the server's default, 1.
             response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
             timeout: Seconds to wait for the answer.
             validate: Override the client's ``validate`` for this call.
@@ -858,7 +707,7 @@ class AsyncClient:
         if prompt is not None:
             params = {"prompt": prompt, **params}
         return await self._blocking.generate_videos(
-            model, params, n=n, response_format=response_format, timeout=timeout, validate=validate
+            model, params, n, response_format, timeout, validate
         )
 
     # -- cost -----------------------------------------------------------------------------
@@ -872,31 +721,27 @@ class AsyncClient:
         validate: bool | None = None,
         **params: Any,
     ) -> Decimal:
-        """What a request would cost, from the model's published pricing; nothing is sent
-        but, once per model and client, ``GET /api/ai/models/{id}`` (shared with the
-        parameter checks).
+        """What a request would cost, from the model's published pricing. Nothing is sent but
+        ``GET /api/ai/models/{id}``, once per model and client.
 
-        Parameters left out count at their defaults, as the server applies and bills them.
-        Images are priced by the ``cost_per_image_grid`` cell of their ``quality`` and
-        ``resolution`` (else ``cost_per_image``); videos by seconds of ``duration`` times the
-        price of a second (with audio, or by resolution, when the model prices those apart).
+        Parameters left out count at their defaults, as the server bills them. Images are
+        priced by the ``cost_per_image_grid`` cell of their ``quality`` and ``resolution``
+        (else ``cost_per_image``); videos by seconds of ``duration`` times the price of a
+        second (with audio, or by resolution, where the model prices those apart).
 
         Args:
             model: The model id.
             num_generations: Generations of the request (as
                 [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many] makes).
             validate: Override the client's ``validate``: bad parameters raise first.
-            **params: The request's parameters, as [`enqueue`][oxen_queue.AsyncClient.enqueue] takes
-                them.
+            **params: The request's parameters, as ``enqueue`` takes them.
 
         Returns:
             The estimated cost, exact (a ``Decimal``), in the API's currency.
 
         Raises:
-            CostUnknownError: The pricing cannot be resolved for these parameters (billed by
-                token or time, no price for this quality and resolution, no ``duration``, a
-                published price the client refuses as not an amount...); ``.missing`` names
-                what is missing. Never a guess of zero.
+            CostUnknownError: The pricing cannot be resolved for these parameters (never a
+                guess of zero); ``.missing`` names what is missing.
             InvalidParamsError: Bad parameters, an unknown model, or ``num_generations``
                 below 1 or above 1,000,000.
         """
@@ -907,3 +752,8 @@ class AsyncClient:
             num_generations=num_generations,
             validate=self._options.validating(validate),
         )
+
+
+def _args(scope: dict[str, Any]) -> dict[str, Any]:
+    """A method's arguments, from its ``locals()``, to pass on by name."""
+    return {name: value for name, value in scope.items() if name != "self"}

@@ -1,25 +1,8 @@
-"""The pytest plugin of oxen-queue: an ``oxen_emulator`` fixture.
+"""The pytest plugin of oxen-queue: the ``oxen_emulator`` fixture (see the testing reference).
 
-pytest loads this in every run where oxen-queue is installed, so it imports nothing heavy,
-and nothing of the emulator: the emulator's modules load when a test first asks for the
-fixture. It lives outside ``oxen_queue.testing`` so that pytest starts where the
-``emulator`` extra is missing; a test that asks for the fixture there fails with the line to
-install it.
-
-```python
-def test_my_code(oxen_emulator):  # sync or async (asyncio or trio)
-    # OXEN_BASE_URL and OXEN_API_KEY point at the emulator for this test.
-    ...
-    assert oxen_emulator.stats()["jobs_created"] == 1
-
-
-@pytest.mark.oxen_emulator(failure_rate=1.0)  # any EmulatorConfig field
-def test_failures(oxen_emulator): ...
-```
-
-By default jobs run 100 times faster than in real time (``time_scale=0.01``: an image takes
-25-70 ms). Override the ``oxen_emulator_config`` fixture to change the defaults of a module or
-a whole suite.
+pytest loads it in every run where oxen-queue is installed, so it imports nothing of the
+emulator until a test asks for the fixture; outside ``oxen_queue.testing``, so that pytest starts
+where the ``emulator`` extra is missing.
 """
 
 from __future__ import annotations

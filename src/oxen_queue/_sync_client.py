@@ -59,75 +59,45 @@ class Client:
     wait: the waiting task is cancelled and ``KeyboardInterrupt`` propagates.
 
     Args:
-        api_key: The Oxen API key. Defaults to ``$OXEN_API_KEY``. It is sent only to the API's
-            own origin, never shown in ``repr``, logs or errors.
-        base_url: The hub. Defaults to ``$OXEN_BASE_URL``, then ``https://hub.oxen.ai``.
-        completion: How completion is learned: ``"auto"`` (the event stream, with shared
-            polling as a slow backstop, falling back to polling when the stream is
-            unavailable), ``"events"``, ``"shared"`` (one list request per tick for all
-            pending generations) or ``"poll"`` (each generation on its own backoff timer).
-        poll_policy: Backoff and deadline of per-generation polling; its ``deadline`` is
-            every generation's default deadline.
-        shared_poll_interval: Seconds between shared polls (``"shared"``, and ``"auto"``
-            while the event stream is down or someone follows ``generation.updates()``).
-        backstop_interval: Seconds between the slow polls behind a healthy event stream
-            (``"auto"``), which catch cancellations and lost events.
+        api_key: The Oxen API key (default ``$OXEN_API_KEY``); sent only to the API's origin,
+            never shown in ``repr``, logs or errors.
+        base_url: The hub (default ``$OXEN_BASE_URL``, then ``https://hub.oxen.ai``).
+        completion: How completion is learned: ``"auto"`` (the event stream, with slow shared
+            polls behind it, falling back to polling), ``"events"``, ``"shared"`` (one list
+            request per tick for all pending generations) or ``"poll"`` (each on its own timer).
+        poll_policy: Backoff of per-generation polling; its ``deadline`` is every generation's
+            default deadline.
+        shared_poll_interval: Seconds between shared polls.
+        backstop_interval: Seconds between the slow polls behind a healthy event stream.
         retry: Which transient HTTP failures are retried, and how.
-        timeout: Seconds for one request attempt, from connecting to the last byte of the
-            answer (an ``httpx.Timeout`` sets the phases apart; the largest of them then
-            bounds the whole attempt).
-        stall_timeout: Seconds without progress after which a transfer counts as dead: the
-            event stream silent this long (not even a keep-alive; or, with generations
-            pending, no completion event) is reopened and reconciled, and a download slower
-            than 1 KiB/s over this long fails.
-        max_concurrency: API requests in flight at once; more wait their turn (so a burst of
-            enqueues never meets a pool timeout). ``None`` (the default) adapts the bound as
-            TCP Vegas does: it grows while the round trip stays near its lowest, so a distant
-            hub gets as many requests in flight as its latency needs, and shrinks when the
-            latency rises or the server refuses (4 to 256, starting at 64). An int fixes it.
-        max_downloads: Result downloads at once, on a pool of their own (a slow file host
-            never holds the slots API requests need).
-        ledger: Where enqueues are written ahead, so that a lost answer is reconciled exactly
-            across every process sharing it and a crashed process's jobs are recovered:
-            ``sqlite:///path/ledger.db`` (the processes of one host), or
-            ``postgresql://user:password@host/db`` (several hosts; the ``postgres`` extra).
-            ``None``: ``$OXEN_LEDGER`` if set, else this process's memory (exact for its own
-            requests only).
-        validate: Check parameters locally before sending (for models other than
-            ``gpt-image-2`` this fetches the model's schema once). ``False`` sends them as given.
-        max_download_bytes: Largest result file ``download`` accepts; ``None`` means no limit.
+        timeout: Seconds for one request attempt, connect to last byte (an ``httpx.Timeout``
+            sets the phases apart).
+        stall_timeout: Seconds without progress after which the event stream is reopened, or a
+            download (under 1 KiB/s) fails.
+        max_concurrency: API requests in flight at once; ``None`` adapts the bound to the
+            latency (4 to 256, from 64).
+        max_downloads: Result downloads at once, on a pool of their own.
+        ledger: Where enqueues are written ahead, so that a lost answer is reconciled and a
+            crashed process's jobs recovered: ``sqlite:///path/ledger.db`` (one host) or
+            ``postgresql://user:password@host/db`` (several; the ``postgres`` extra).
+            ``None``: ``$OXEN_LEDGER`` if set, else this process's memory.
+        validate: Check parameters locally before sending; ``False`` sends them as given.
+        max_download_bytes: Largest result file accepted; ``None`` means no limit.
         allow_insecure_http: Allow a plain ``http://`` base URL that is not loopback.
-        verify: TLS certificate verification (on by default).
-        transport: An httpx transport for API requests and downloads, used as it is (tests
-            pass ``httpx.MockTransport`` or ``httpx.ASGITransport``; ``http_backend`` and
-            the environment's proxies then do not apply, as in httpx). ``None``: the one
-            ``http_backend`` names.
-        http_backend: What carries the API's requests. ``"httpx"`` (the default, on asyncio
-            and trio): httpx's own transport, one connection per pool, so its CPU cost per
-            request stays flat however many are in flight. ``"aiohttp"`` (asyncio only;
-            ``pip install 'oxen-queue[aiohttp]'``): aiohttp's connection pool through
-            ``httpx-aiohttp``, about half the CPU per request, which shows only at hundreds
-            of enqueues a second. Either way httpx's client sits above it, so the
-            environment's proxies (``HTTPS_PROXY``, ``NO_PROXY``, ...) apply as in httpx,
-            and a request that may have reached the server is never reported as unsent.
-            Downloads use httpx's own pool.
-        max_spend: The most this client may commit, in the API's currency. An enqueue (or a
-            blocking generation) whose estimated cost would take the committed spend past it
-            raises [`BudgetExceededError`][oxen_queue.BudgetExceededError] before anything is sent.
-            Committed spend counts each job at its estimate (from the model's published pricing)
-            until its charged cost is known, then at that; a job cancelled before it ran gives its
-            estimate back. Costs one ``GET /api/ai/generations/{id}`` per finished job. ``None``
-            means no limit, and no accounting. From 0 to 10**12, with at most 18 decimal
-            places; anything else is ``InvalidParamsError``.
+        verify: TLS certificate verification.
+        transport: An httpx transport, used as it is (``http_backend`` and the environment's
+            proxies then do not apply). ``None``: the one ``http_backend`` names.
+        http_backend: ``"httpx"``, or ``"aiohttp"`` (asyncio only, the ``aiohttp`` extra; half
+            the CPU per request). Downloads always use httpx.
+        max_spend: The most this client may commit, in the API's currency, from 0 to 10**12
+            with at most 18 decimal places. A job counts at its estimate until its charge is
+            known (one ``GET /api/ai/generations/{id}`` per finished job). ``None`` means no
+            limit and no accounting.
 
     Raises:
-        InvalidParamsError: No API key was given or found in the environment.
-        InvalidParamsError: ``max_spend`` is not an amount from 0 to 10**12.
-        InvalidParamsError: The base URL is unusable, insecure or carries credentials
-            (also a ``ValueError``).
-        InvalidParamsError: ``http_backend`` is not ``"httpx"`` or ``"aiohttp"``, or is
-            ``"aiohttp"`` without the extra installed (and, from ``async with``, outside
-            asyncio).
+        InvalidParamsError: No API key; ``max_spend`` out of range; a base URL unusable,
+            insecure or carrying credentials (also a ``ValueError``); an ``http_backend`` not
+            known or not installed (or ``"aiohttp"`` outside asyncio).
     """
 
     _bridge: Bridge
@@ -208,10 +178,9 @@ class Client:
         (see there for more).
 
         Args:
-            timeout: Seconds for each request attempt made through the view (as the client's
-                ``timeout``). Completion watching keeps the client's own.
-            validate: Local parameter checks for calls made through the view.
-            deadline: Generations' default deadline (seconds; ``None``: no limit).
+            timeout: Seconds for each request attempt (completion watching keeps the client's).
+            validate: Local parameter checks.
+            deadline: Generations' default deadline in seconds; ``None`` means no limit.
         """
         return self._view(
             self._bridge.call(
@@ -222,7 +191,7 @@ class Client:
         )
 
     def close(self) -> None:
-        """Stop watching, close the connections. Jobs on the server carry on.
+        """Stop watching and close the connections, for good; jobs on the server carry on.
 
         The blocking form of [`AsyncClient.aclose`][oxen_queue.AsyncClient.aclose] (see there for
         more). It closes the client's views too, and stops its event loop thread.
@@ -240,8 +209,8 @@ class Client:
 
     @property
     def stats(self) -> ClientStats:
-        """A snapshot of the client's counters and current limits (see
-        [`ClientStats`][oxen_queue.ClientStats]).
+        """A snapshot of the client's counters and limits: a
+        [`ClientStats`][oxen_queue.ClientStats].
 
         The blocking form of [`AsyncClient.stats`][oxen_queue.AsyncClient.stats] (see there for
         more).
@@ -326,17 +295,15 @@ class Client:
 
         Args:
             model: The model id, e.g. ``"gpt-image-2"``.
-            deadline: Seconds until waiting on it gives up with ``GenerationTimeoutError``;
-                ``DEFAULT`` takes the poll policy's deadline; ``None`` means no limit. (There
-                is no per-call ``timeout=``: it is refused, naming this and, for each HTTP
-                request, ``client.with_options(timeout=...)``.)
+            deadline: Seconds until waiting on it raises ``GenerationTimeoutError``;
+                ``DEFAULT``: the poll policy's deadline; ``None`` means no limit. (A per-call
+                ``timeout=`` is refused: see ``client.with_options``.)
             validate: Override the client's ``validate`` for this call.
-            extra_params: Keys sent as given, unchecked: for a parameter the model's schema
-                does not list (yet). ``None``: none.
+            extra_params: Keys sent as given, unchecked (parameters the model's schema does
+                not list yet); ``None``: none.
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
-                (``target_namespace``, ``target_repo``, ``target_directory``). Several
-                generations of one request: [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many]
-                (not ``n=``).
+                (``target_namespace``, ``target_repo``, ``target_directory``). For several
+                generations, [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many] (not ``n=``).
 
         Raises:
             InvalidParamsError: Bad parameters, found before anything was sent.
@@ -491,10 +458,9 @@ class Client:
         there for more).
 
         Raises:
-            InvalidParamsError: The id is not a plausible generation id (1 to 128 letters,
-                digits and ``-_.~``, not dots alone), so it could not be asked about.
-            ClientClosedError: The client is closed; an ``AsyncClient`` also when it is not
-                open yet (this call is not async, so it cannot open it: make another first).
+            InvalidParamsError: Not a plausible generation id (1 to 128 letters, digits and
+                ``-_.~``, not dots alone).
+            ClientClosedError: The client is closed, or (an ``AsyncClient``) not open yet.
         """
         return SyncGeneration(
             self._bridge,
@@ -504,14 +470,14 @@ class Client:
         )
 
     def recover(self, *, wait: float | None = 120.0) -> list[SyncGeneration]:
-        """Every job the ledger knows as enqueued and unfinished, as generations to wait for.
+        """Every job the ledger knows as enqueued and unfinished, as generations.
 
         The blocking form of [`AsyncClient.recover`][oxen_queue.AsyncClient.recover] (see there
         for more).
 
         Args:
             wait: Seconds to wait at most for gone clients' requests still within their
-                deadline (they may yet land), zero or more; ``None`` waits as long as it takes.
+                deadline (zero or more); ``None`` waits as long as it takes.
 
         Returns:
             The generations, with the model and parameters of the request that made each.
@@ -538,8 +504,8 @@ class Client:
         return self._bridge.run(self._async.get_generation(generation_id=generation_id))
 
     def get_generation_details(self, generation_id: str) -> GenerationRecord:
-        """A generation's full history row, with what it was charged (``GET
-        /api/ai/generations/{id}``, the docs' "Get generation details").
+        """A generation's history row (``GET /api/ai/generations/{id}``), with its ``cost``
+        (``None`` while queued) and who made it.
 
         The blocking form of
         [`AsyncClient.get_generation_details`][oxen_queue.AsyncClient.get_generation_details]
@@ -552,7 +518,8 @@ class Client:
         return self._bridge.run(self._async.get_generation_details(generation_id=generation_id))
 
     def cancel(self, generation: SyncGeneration | str) -> None:
-        """Cancel a generation (``DELETE /api/ai/queue/{id}``), then learn its final state.
+        """Cancel a generation (``DELETE /api/ai/queue/{id}``; a finished one is left as it is),
+        then learn its final state.
 
         The blocking form of [`AsyncClient.cancel`][oxen_queue.AsyncClient.cancel] (see there for
         more).
@@ -573,17 +540,17 @@ class Client:
         repo: str | None = None,
         folder: str | None = None,
     ) -> list[GenerationRecord]:
-        """Rows of ``GET /api/ai/queue``: active ones only, unless ``status`` is given.
+        """Rows of ``GET /api/ai/queue``; each filter is ``None`` for no filter.
 
         The blocking form of [`AsyncClient.list_queue`][oxen_queue.AsyncClient.list_queue] (see
         there for more).
 
         Args:
             model: Only this model's rows.
-            status: Only rows in this status (``queued``, ..., ``cancelled``); ``None``:
-                the active ones (``queued`` and ``processing``).
-            media_type: ``"image"`` or ``"video"``.
-            namespace: The namespace whose rows to list (``None``: the caller's).
+            status: Only rows in this status; ``None``: the active ones (``queued`` and
+                ``processing``).
+            media_type: Only ``"image"`` or ``"video"`` rows.
+            namespace: The namespace whose rows to list; ``None``: the caller's.
             repo: Only rows stored in this repo (``target_repo``).
             folder: Only rows stored in this directory (``target_directory``).
         """
@@ -648,9 +615,9 @@ class Client:
 
         Args:
             model: Only this model's rows.
-            status: Only rows of this status.
-            media_type: ``"image"`` or ``"video"`` rows only.
-            namespace: The namespace whose history it is (default: the caller's).
+            status: Only rows of this status; ``None``: every row.
+            media_type: Only ``"image"`` or ``"video"`` rows.
+            namespace: The namespace whose history it is; ``None``: the caller's.
             repo: Only rows stored in this target repository.
             folder: Only rows stored in this target directory.
             page_size: Rows per request, 1 to 1000.
@@ -705,26 +672,21 @@ class Client:
 
         Args:
             source: A finished record, a generation or a generation id (waited for first).
-            path: A file path, or a directory (also any path ending with ``/``, created if
-                need be) where the file is named after the generation id with the extension
-                its bytes show, or ``None`` for the current directory. The server never names
-                the file. A name made from an id is the id itself when it is a plain
-                lowercase id (a UUID: ``<uuid>.png``); any other id is cleaned and given a
-                short hash of itself (``ab~<16 hex>.png`` for ``a/b``), so two generations
-                never share a file and no name is a Windows device name.
+            path: A file path; or a directory (or a path ending with ``/``, created if need
+                be), where the file is named after the generation id (cleaned and given a
+                short hash unless a plain lowercase id) with the extension its bytes show;
+                ``None``: the current directory.
 
         Raises:
-            DownloadError: No result URL, a bad one, the file host refused, the transfer
-                stalled, the file is too large, or the body is not the media the generation
-                asked for (empty, text such as an HTML error page, or a video for an image):
-                then no file is left behind.
+            DownloadError: No or a bad result URL, the host refused, the transfer stalled, the
+                file is too large, or it is not the media asked for (no file is left behind).
             GenerationError: The generation did not succeed (when given one to wait for).
         """
         return self._bridge.run(self._async.download(source=unwrap(source), path=path))
 
     def read(self, source: SyncGeneration | GenerationRecord | str) -> bytes:
-        """A generation's result file, in memory, within the same bounds and by the same rule (the
-        media the generation asked for) as [`download`][oxen_queue.AsyncClient.download].
+        """A generation's result file, in memory, checked as by
+        [`download`][oxen_queue.AsyncClient.download].
 
         The blocking form of [`AsyncClient.read`][oxen_queue.AsyncClient.read] (see there for
         more).
@@ -756,11 +718,15 @@ class Client:
         Args:
             model: The model id.
             prompt: The prompt.
-            n: Images to generate (the spec's ``n``); the server's default is 1.
+            n: Images to generate; ``None``: the server's default, 1.
             response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
             timeout: Seconds to wait for the answer.
             validate: Override the client's ``validate`` for this call.
             **params: The model's other parameters.
+
+        Raises:
+            InvalidParamsError: Bad parameters (nothing was sent).
+            BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
         """
         return self._bridge.run(
             self._async.generate_images(
@@ -787,7 +753,8 @@ class Client:
         validate: bool | None = None,
         **params: Any,
     ) -> ImagesResponse:
-        """Edit images with the blocking endpoint (``POST /api/ai/images/edit``).
+        """Edit images with the blocking endpoint (``POST /api/ai/images/edit``), as
+        [`generate_images`][oxen_queue.AsyncClient.generate_images].
 
         The blocking form of [`AsyncClient.edit_images`][oxen_queue.AsyncClient.edit_images] (see
         there for more).
@@ -796,7 +763,7 @@ class Client:
             model: The model id, e.g. ``"gpt-image-2-edit"``.
             prompt: The edit's instruction.
             input_image: The URL of the image to edit, or a list of URLs of images to compose.
-            n: Images to generate; the server's default is 1.
+            n: Images to generate; ``None``: the server's default, 1.
             response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
             timeout: Seconds to wait for the answer.
             validate: Override the client's ``validate`` for this call.
@@ -840,9 +807,9 @@ class Client:
 
         Args:
             model: The model id, e.g. ``"kling-video-v2-6-pro-text-to-video"``.
-            prompt: The prompt; a multi-shot model takes ``multi_prompt=[{"prompt",
-                "duration"}, ...]`` in ``params`` instead (exactly one of the two).
-            n: Videos to generate (the server's default is 1).
+            prompt: The prompt; or, for a multi-shot model, ``None`` with
+                ``multi_prompt=[{"prompt", "duration"}, ...]`` in ``params``.
+            n: Videos to generate; ``None``: the server's default, 1.
             response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
             timeout: Seconds to wait for the answer.
             validate: Override the client's ``validate`` for this call.
@@ -874,8 +841,8 @@ class Client:
         validate: bool | None = None,
         **params: Any,
     ) -> Decimal:
-        """What a request would cost, from the model's published pricing; nothing is sent but, once
-        per model and client, ``GET /api/ai/models/{id}`` (shared with the parameter checks).
+        """What a request would cost, from the model's published pricing. Nothing is sent but ``GET
+        /api/ai/models/{id}``, once per model and client.
 
         The blocking form of [`AsyncClient.estimate_cost`][oxen_queue.AsyncClient.estimate_cost]
         (see there for more).
@@ -885,17 +852,14 @@ class Client:
             num_generations: Generations of the request (as
                 [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many] makes).
             validate: Override the client's ``validate``: bad parameters raise first.
-            **params: The request's parameters, as [`enqueue`][oxen_queue.AsyncClient.enqueue] takes
-                them.
+            **params: The request's parameters, as ``enqueue`` takes them.
 
         Returns:
             The estimated cost, exact (a ``Decimal``), in the API's currency.
 
         Raises:
-            CostUnknownError: The pricing cannot be resolved for these parameters (billed by
-                token or time, no price for this quality and resolution, no ``duration``, a
-                published price the client refuses as not an amount...); ``.missing`` names
-                what is missing. Never a guess of zero.
+            CostUnknownError: The pricing cannot be resolved for these parameters (never a
+                guess of zero); ``.missing`` names what is missing.
             InvalidParamsError: Bad parameters, an unknown model, or ``num_generations``
                 below 1 or above 1,000,000.
         """
