@@ -1,12 +1,4 @@
-"""oxen-queue: an asyncio SDK for Oxen.ai's generation queue. Enqueue generations, await them
-like futures, and let one shared watcher learn when they finish:
-
-```python
-async with AsyncClient() as client:
-    generation = await client.enqueue("gpt-image-2", prompt="An ox at sunset")
-    record = await generation
-```
-"""
+"""oxen-queue: an asyncio SDK for Oxen.ai's generation queue."""
 
 from __future__ import annotations
 

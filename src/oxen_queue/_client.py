@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Self, Unpack, overload
 
 import httpx
@@ -48,10 +48,8 @@ class AsyncClient:
         record = await generation
     ```
 
-    Or without one (a notebook): it opens on its first awaited call, and ``aclose()`` or the
-    end of its event loop closes it. Its background work then runs in a task the event loop
-    owns, which no caller's cancellation reaches. [`generation`][oxen_queue.AsyncClient.generation]
-    is not async, so it cannot open a client: make another call first.
+    Or without one (a notebook): it opens on its first awaited call, and ``aclose()`` or the end
+    of its event loop closes it.
 
     Args:
         api_key: The Oxen API key (default ``$OXEN_API_KEY``); sent only to the API's origin,
@@ -68,26 +66,25 @@ class AsyncClient:
         timeout: Seconds for one request attempt, connect to last byte (an ``httpx.Timeout``
             sets the phases apart).
         stall_timeout: Seconds without progress after which the event stream is reopened, or a
-            download (under 1 KiB/s) fails.
+            download fails.
         max_concurrency: API requests in flight at once; ``None`` adapts the bound to the
-            latency (4 to 256, from 64).
+            latency (4 to 256).
         max_downloads: Result downloads at once, on a pool of their own.
         ledger: Where enqueues are written ahead, so that a lost answer is reconciled and a
             crashed process's jobs recovered: ``sqlite:///path/ledger.db`` (one host) or
             ``postgresql://user:password@host/db`` (several; the ``postgres`` extra).
             ``None``: ``$OXEN_LEDGER`` if set, else this process's memory.
-        validate: Check parameters locally before sending; ``False`` sends them as given.
+        validate: Check parameters locally before sending them.
         max_download_bytes: Largest result file accepted; ``None`` means no limit.
         allow_insecure_http: Allow a plain ``http://`` base URL that is not loopback.
         verify: TLS certificate verification.
         transport: An httpx transport, used as it is (``http_backend`` and the environment's
-            proxies then do not apply). ``None``: the one ``http_backend`` names.
+            proxies then do not apply); ``None``: ``http_backend``'s.
         http_backend: ``"httpx"``, or ``"aiohttp"`` (asyncio only, the ``aiohttp`` extra; half
             the CPU per request). Downloads always use httpx.
-        max_spend: The most this client may commit, in the API's currency, from 0 to 10**12
-            with at most 18 decimal places. A job counts at its estimate until its charge is
-            known (one ``GET /api/ai/generations/{id}`` per finished job). ``None`` means no
-            limit and no accounting.
+        max_spend: The most this client may commit, in the API's currency (0 to 10**12, at most
+            18 decimal places), each job at its estimate until its charge is known; ``None``
+            means no limit and no accounting.
 
     Raises:
         InvalidParamsError: No API key; ``max_spend`` out of range; a base URL unusable,
@@ -136,21 +133,17 @@ class AsyncClient:
         validate: bool | Default = DEFAULT,
         deadline: float | Default | None = DEFAULT,
     ) -> AsyncClient:
-        """A view of this client with other defaults for the calls made through it.
-
-        It shares all else (connections, watcher, pending generations, lifecycle) and costs
-        nothing: ``await client.with_options(timeout=5).generate(...)``.
+        """A view of this client with other defaults for the calls made through it; it shares
+        all else (connections, watcher, lifecycle) and costs nothing.
 
         Args:
             timeout: Seconds for each request attempt (completion watching keeps the client's).
             validate: Local parameter checks.
             deadline: Generations' default deadline in seconds; ``None`` means no limit.
         """
+        options = self._options.replace(**_args(locals()))
         view = object.__new__(AsyncClient)
-        view._bind(
-            self._core,
-            self._options.replace(timeout=timeout, validate=validate, deadline=deadline),
-        )
+        view._bind(self._core, options)
         return view
 
     def __repr__(self) -> str:
@@ -166,21 +159,14 @@ class AsyncClient:
         await self._core.open()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self._core.exit()
 
     async def aclose(self) -> None:
         """Stop watching and close the connections, for good; jobs on the server carry on.
 
-        Enqueues not yet sent are withdrawn; those in flight get a few seconds to land, then
-        their callers, and the generations still pending, get
-        [`ClientClosedError`][oxen_queue.ClientClosedError] (reattach with
-        ``client.generation(id)`` elsewhere).
+        Enqueues in flight get a few seconds to land; then they, and the generations still pending,
+        raise [`ClientClosedError`][oxen_queue.ClientClosedError].
         """
         await self._core.close()
 
@@ -191,8 +177,7 @@ class AsyncClient:
 
     @property
     def stats(self) -> ClientStats:
-        """A snapshot of the client's counters and limits: a
-        [`ClientStats`][oxen_queue.ClientStats]."""
+        """A snapshot of the client's counters and limits."""
         return self._core.stats()
 
     @property
@@ -271,15 +256,13 @@ class AsyncClient:
 
         Args:
             model: The model id, e.g. ``"gpt-image-2"``.
-            deadline: Seconds until waiting on it raises ``GenerationTimeoutError``;
-                ``DEFAULT``: the poll policy's deadline; ``None`` means no limit. (A per-call
-                ``timeout=`` is refused: see ``client.with_options``.)
+            deadline: Seconds until waiting on it raises ``GenerationTimeoutError``; ``DEFAULT``:
+                the poll policy's; ``None`` means no limit.
             validate: Override the client's ``validate`` for this call.
-            extra_params: Keys sent as given, unchecked (parameters the model's schema does
-                not list yet); ``None``: none.
+            extra_params: Keys sent as given, unchecked (parameters the model's schema does not list
+                yet); ``None``: none.
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
-                (``target_namespace``, ``target_repo``, ``target_directory``). For several
-                generations, [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many] (not ``n=``).
+                (``target_namespace``, ``target_repo``, ``target_directory``).
 
         Raises:
             InvalidParamsError: Bad parameters, found before anything was sent.
@@ -301,14 +284,12 @@ class AsyncClient:
     ) -> list[Generation]:
         """Enqueue ``num_generations`` generations of the same request; return every one.
 
-        They are sent together in requests of at most 4 (the docs' limit), each with the
-        guarantees of [`enqueue`][oxen_queue.AsyncClient.enqueue]. If one fails, its error is
-        raised once the others have settled, with a note naming the generations they made
-        (still watched, in ``client.pending``).
+        They are sent together in requests of at most 4 (the docs' limit). If one fails, its error
+        is raised once the others have settled, noting the generations they made (still watched).
 
         Raises:
-            InvalidParamsError: ``num_generations`` is not a positive integer, or bad
-                parameters (nothing was sent).
+            InvalidParamsError: ``num_generations`` is not a positive integer, or bad parameters
+                (nothing was sent).
         """
         return await self._jobs.enqueue_many(**_args(locals()))
 
@@ -379,8 +360,8 @@ class AsyncClient:
     ) -> GenerationRecord:
         """Enqueue one generation and wait for its final record.
 
-        Takes the arguments of [`enqueue`][oxen_queue.AsyncClient.enqueue]. If the call is
-        cancelled or its deadline passes, the job is cancelled on the server (best effort).
+        Takes [`enqueue`][oxen_queue.AsyncClient.enqueue]'s arguments. If the call is cancelled or
+        its deadline passes, the job is cancelled on the server (best effort).
 
         Raises:
             GenerationFailedError: The generation failed; ``.error_message`` says why.
@@ -398,9 +379,8 @@ class AsyncClient:
         on_enqueued: ProgressCallback | None = None,
         on_finished: ProgressCallback | None = None,
     ) -> list[BatchItem]:
-        """Run many requests with at most ``concurrency`` generations in flight.
-
-        See [`oxen_queue.run_batch`][oxen_queue.run_batch].
+        """Run many requests with at most ``concurrency`` generations in flight: see
+        [`run_batch`][oxen_queue.run_batch].
         """
         await self._core.opened()
         return await run_batch(self, **_args(locals()))
@@ -412,7 +392,8 @@ class AsyncClient:
     ) -> Generation:
         """Reattach to a generation made elsewhere (another process, an earlier run).
 
-        Returns this client's handle for the id if it has one; else asks its status at once.
+        Returns:
+            This client's handle for the id if it has one; else a new one, its status asked.
 
         Raises:
             InvalidParamsError: Not a plausible generation id (1 to 128 letters, digits and
@@ -424,21 +405,21 @@ class AsyncClient:
     async def recover(self, *, wait: float | None = 120.0) -> list[Generation]:
         """Every job the ledger knows as enqueued and unfinished, as generations.
 
-        With a shared ledger (``ledger=``), a restarted process takes over the jobs of clients
-        that are gone, first settling their unanswered requests against the server. This
-        client's own pending generations are included; of several clients recovering at once,
-        each job goes to one.
+        With a shared ledger, a restarted process takes over the jobs of clients that are gone,
+        first settling their unanswered requests; of several clients recovering, each job goes to
+        one.
 
         Args:
-            wait: Seconds to wait at most for gone clients' requests still within their
-                deadline (zero or more); ``None`` waits as long as it takes.
+            wait: Seconds to wait at most for gone clients' requests still within their deadline
+                (zero or more); ``None`` waits as long as it takes.
 
         Returns:
-            The generations, with the model and parameters of the request that made each.
+            The generations (this client's pending ones too), each with its request's model and
+            parameters.
 
         Raises:
-            InvalidParamsError: ``wait`` is not ``None`` nor a finite number of seconds, zero
-                or more (nothing was read).
+            InvalidParamsError: ``wait`` is neither ``None`` nor a finite number of seconds, zero or
+                more (nothing was read).
         """
         return await self._rows.recover(wait=wait)
 
@@ -451,7 +432,7 @@ class AsyncClient:
         return await self._rows.get_generation(generation_id)
 
     async def get_generation_details(self, generation_id: str) -> GenerationRecord:
-        """A generation's history row (``GET /api/ai/generations/{id}``), with its ``cost``
+        """A generation's history row (``GET /api/ai/generations/{id}``): with its ``cost``
         (``None`` while queued) and who made it.
 
         Raises:
@@ -461,8 +442,7 @@ class AsyncClient:
         return await self._rows.get_generation_details(generation_id)
 
     async def cancel(self, generation: Generation | str) -> None:
-        """Cancel a generation (``DELETE /api/ai/queue/{id}``; a finished one is left as it
-        is), then learn its final state.
+        """Cancel a generation (``DELETE /api/ai/queue/{id}``; a finished one is left as it is).
 
         Raises:
             InvalidParamsError: Not a plausible generation id (nothing was sent).
@@ -507,8 +487,8 @@ class AsyncClient:
     ) -> GenerationPage:
         """One page of history with costs (``GET /api/ai/generations``; page_size <= 1000).
 
-        The filters are [`list_queue`][oxen_queue.AsyncClient.list_queue]'s, but ``status=None``
-        is every row. The page's ``total_cost`` covers the whole filtered set.
+        Filters as [`iter_generations`][oxen_queue.AsyncClient.iter_generations]'s; the page's
+        ``total_cost`` covers the whole filtered set.
         """
         return await self._rows.list_generations(**_args(locals()))
 
@@ -523,26 +503,18 @@ class AsyncClient:
         folder: str | None = None,
         page_size: int = 100,
     ) -> GenerationHistory:
-        """Every row of the history that matches the filters, page after page:
+        """Every row of the history that matches the filters, fetched page after page as
+        they are consumed (``async for record in history``).
 
-        ```python
-        history = client.iter_generations(model="gpt-image-2", status="succeeded")
-        async for record in history:
-            print(record.generation_id, record.cost)
-        print(history.total_entries, history.total_cost)
-        ```
-
-        Pages are fetched as the rows are consumed; ``total_cost`` and ``total_entries``
-        describe the whole set once the first is read.
+        The filters are [`list_queue`][oxen_queue.AsyncClient.list_queue]'s, but ``status=None``
+        is every row.
 
         Args:
-            model: Only this model's rows.
-            status: Only rows of this status; ``None``: every row.
-            media_type: Only ``"image"`` or ``"video"`` rows.
-            namespace: The namespace whose history it is; ``None``: the caller's.
-            repo: Only rows stored in this target repository.
-            folder: Only rows stored in this target directory.
             page_size: Rows per request, 1 to 1000.
+
+        Returns:
+            The history; its ``total_cost`` and ``total_entries`` describe the whole set once the
+            first page is read.
 
         Raises:
             InvalidParamsError: ``page_size`` out of range.
@@ -573,14 +545,13 @@ class AsyncClient:
 
         Args:
             source: A finished record, a Generation or a generation id (waited for first).
-            path: A file path; or a directory (or a path ending with ``/``, created if need
-                be), where the file is named after the generation id (cleaned and given a
-                short hash unless a plain lowercase id) with the extension its bytes show;
+            path: A file path; or a directory (or a path ending with ``/``, made if need be), where
+                the file is named after the generation id, with the extension its bytes show;
                 ``None``: the current directory.
 
         Raises:
-            DownloadError: No or a bad result URL, the host refused, the transfer stalled, the
-                file is too large, or it is not the media asked for (no file is left behind).
+            DownloadError: No or a bad result URL, the host refused, the transfer stalled, the file
+                is too large, or it is not the media asked for (no file is left behind).
             GenerationError: The generation did not succeed (when given one to wait for).
         """
         return await self._core.files.save(await self._rows.finished(source), path)
@@ -611,9 +582,8 @@ class AsyncClient:
     ) -> ImagesResponse:
         """Generate images with the blocking endpoint (``POST /api/ai/images/generate``).
 
-        The server holds the request open until the images exist (5-30 s); prefer
-        [`enqueue`][oxen_queue.AsyncClient.enqueue] for many. It is resent only if the server
-        refused it (a lost answer is raised: the images may have been billed).
+        The server holds the request open until the images exist (5-30 s). It is resent only if the
+        server refused it, since the images may have been billed.
 
         Args:
             model: The model id.
@@ -645,20 +615,14 @@ class AsyncClient:
         validate: bool | None = None,
         **params: Any,
     ) -> ImagesResponse:
-        """Edit images with the blocking endpoint (``POST /api/ai/images/edit``), as
+        """Edit images with the blocking endpoint (``POST /api/ai/images/edit``); ``n``,
+        ``response_format``, ``timeout`` and ``validate`` as in
         [`generate_images`][oxen_queue.AsyncClient.generate_images].
-
-        The provider downloads the input images: their URLs must be public (a ``result_url``
-        is).
 
         Args:
             model: The model id, e.g. ``"gpt-image-2-edit"``.
             prompt: The edit's instruction.
-            input_image: The URL of the image to edit, or a list of URLs of images to compose.
-            n: Images to generate; ``None``: the server's default, 1.
-            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
-            timeout: Seconds to wait for the answer.
-            validate: Override the client's ``validate`` for this call.
+            input_image: The public URL of the image to edit, or a list of URLs to compose.
             **params: The model's other parameters (``mask``, ``resolution``, ...).
 
         Raises:
@@ -683,20 +647,14 @@ class AsyncClient:
         validate: bool | None = None,
         **params: Any,
     ) -> VideosResponse:
-        """Generate videos with the blocking endpoint (``POST /api/ai/videos/generate``).
-
-        The server holds the request open "1-10+ min"; the docs recommend the queue
-        ([`enqueue`][oxen_queue.AsyncClient.enqueue]) instead. Resent only if the server
-        refused it.
+        """Generate videos with the blocking endpoint (``POST /api/ai/videos/generate``), held
+        open "1-10+ min"; ``n``, ``response_format``, ``timeout`` and ``validate`` as in
+        [`generate_images`][oxen_queue.AsyncClient.generate_images].
 
         Args:
             model: The model id, e.g. ``"kling-video-v2-6-pro-text-to-video"``.
-            prompt: The prompt; or, for a multi-shot model, ``None`` with
-                ``multi_prompt=[{"prompt", "duration"}, ...]`` in ``params``.
-            n: Videos to generate; ``None``: the server's default, 1.
-            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
-            timeout: Seconds to wait for the answer.
-            validate: Override the client's ``validate`` for this call.
+            prompt: The prompt; ``None`` for a multi-shot model's
+                ``multi_prompt=[{"prompt", "duration"}, ...]`` (in ``params``).
             **params: The model's other parameters (``duration``, ``aspect_ratio``, ...).
 
         Raises:
@@ -721,18 +679,12 @@ class AsyncClient:
         validate: bool | None = None,
         **params: Any,
     ) -> Decimal:
-        """What a request would cost, from the model's published pricing. Nothing is sent but
-        ``GET /api/ai/models/{id}``, once per model and client.
-
-        Parameters left out count at their defaults, as the server bills them. Images are
-        priced by the ``cost_per_image_grid`` cell of their ``quality`` and ``resolution``
-        (else ``cost_per_image``); videos by seconds of ``duration`` times the price of a
-        second (with audio, or by resolution, where the model prices those apart).
+        """What a request would cost, from the model's published pricing (fetched once per model
+        and client); parameters left out count at the server's defaults.
 
         Args:
             model: The model id.
-            num_generations: Generations of the request (as
-                [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many] makes).
+            num_generations: Generations of the request.
             validate: Override the client's ``validate``: bad parameters raise first.
             **params: The request's parameters, as ``enqueue`` takes them.
 
@@ -740,10 +692,10 @@ class AsyncClient:
             The estimated cost, exact (a ``Decimal``), in the API's currency.
 
         Raises:
-            CostUnknownError: The pricing cannot be resolved for these parameters (never a
-                guess of zero); ``.missing`` names what is missing.
-            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations``
-                below 1 or above 1,000,000.
+            CostUnknownError: The pricing cannot be resolved for these parameters (never a guess of
+                zero); ``.missing`` names what is missing.
+            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations`` below 1 or
+                above 1,000,000.
         """
         await self._core.opened()
         return await self._core.spend.estimate_request(

@@ -11,6 +11,7 @@ import functools
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -60,22 +61,15 @@ def _start_loop() -> tuple[BlockingPortal, threading.Thread]:
     return started.result(), thread
 
 
+@dataclass(slots=True, eq=False)
 class Bridge:
     """The loop thread of a [`Client`][oxen_queue.Client] (and its views) and the open
     [`AsyncClient`][oxen_queue.AsyncClient] they share; every call into it goes through here,
     so that its state is only touched on its own loop."""
 
-    __slots__ = ("_context", "_portal", "_thread")
-
-    def __init__(
-        self,
-        portal: BlockingPortal,
-        thread: threading.Thread,
-        context: AbstractContextManager[AsyncClient] | None,
-    ) -> None:
-        self._portal = portal
-        self._thread = thread
-        self._context = context
+    _portal: BlockingPortal
+    _thread: threading.Thread
+    _context: AbstractContextManager[AsyncClient] | None
 
     @classmethod
     def open(cls, options: dict[str, Any]) -> tuple[Bridge, AsyncClient]:
@@ -149,16 +143,14 @@ class Bridge:
         self._thread.join()
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class SyncGenerationHistory:
     """The blocking form of [`GenerationHistory`][oxen_queue.GenerationHistory], from
     [`Client.iter_generations`][oxen_queue.Client.iter_generations]: ``for record in history``
     (each page fetched when the rows before it are consumed)."""
 
-    __slots__ = ("_bridge", "_history")
-
-    def __init__(self, bridge: Bridge, history: GenerationHistory) -> None:
-        self._bridge = bridge
-        self._history = history
+    _bridge: Bridge
+    _history: GenerationHistory
 
     def __repr__(self) -> str:
         return repr(self._history).replace("<GenerationHistory", "<SyncGenerationHistory", 1)
@@ -250,15 +242,13 @@ class SyncGeneration:
         return self._bridge.run(self._generation.download(path))
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class SyncGenerationMap(Mapping[str, SyncGeneration]):
     """A read-only view of generations by id (``Client.pending``), read on the client's loop
     at each lookup, each a [`SyncGeneration`][oxen_queue.SyncGeneration]."""
 
-    __slots__ = ("_bridge", "_generations")
-
-    def __init__(self, bridge: Bridge, generations: Mapping[str, Generation]) -> None:
-        self._bridge = bridge
-        self._generations = generations
+    _bridge: Bridge
+    _generations: Mapping[str, Generation]
 
     def __getitem__(self, generation_id: str) -> SyncGeneration:
         generation = self._bridge.call(lambda: self._generations[generation_id])

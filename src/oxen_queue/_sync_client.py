@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from decimal import Decimal
     from pathlib import Path
-    from types import TracebackType
     from typing import Any, Literal, Self, Unpack
 
     import httpx
@@ -73,26 +72,25 @@ class Client:
         timeout: Seconds for one request attempt, connect to last byte (an ``httpx.Timeout``
             sets the phases apart).
         stall_timeout: Seconds without progress after which the event stream is reopened, or a
-            download (under 1 KiB/s) fails.
+            download fails.
         max_concurrency: API requests in flight at once; ``None`` adapts the bound to the
-            latency (4 to 256, from 64).
+            latency (4 to 256).
         max_downloads: Result downloads at once, on a pool of their own.
         ledger: Where enqueues are written ahead, so that a lost answer is reconciled and a
             crashed process's jobs recovered: ``sqlite:///path/ledger.db`` (one host) or
             ``postgresql://user:password@host/db`` (several; the ``postgres`` extra).
             ``None``: ``$OXEN_LEDGER`` if set, else this process's memory.
-        validate: Check parameters locally before sending; ``False`` sends them as given.
+        validate: Check parameters locally before sending them.
         max_download_bytes: Largest result file accepted; ``None`` means no limit.
         allow_insecure_http: Allow a plain ``http://`` base URL that is not loopback.
         verify: TLS certificate verification.
         transport: An httpx transport, used as it is (``http_backend`` and the environment's
-            proxies then do not apply). ``None``: the one ``http_backend`` names.
+            proxies then do not apply); ``None``: ``http_backend``'s.
         http_backend: ``"httpx"``, or ``"aiohttp"`` (asyncio only, the ``aiohttp`` extra; half
             the CPU per request). Downloads always use httpx.
-        max_spend: The most this client may commit, in the API's currency, from 0 to 10**12
-            with at most 18 decimal places. A job counts at its estimate until its charge is
-            known (one ``GET /api/ai/generations/{id}`` per finished job). ``None`` means no
-            limit and no accounting.
+        max_spend: The most this client may commit, in the API's currency (0 to 10**12, at most
+            18 decimal places), each job at its estimate until its charge is known; ``None``
+            means no limit and no accounting.
 
     Raises:
         InvalidParamsError: No API key; ``max_spend`` out of range; a base URL unusable,
@@ -157,12 +155,7 @@ class Client:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def with_options(
@@ -172,7 +165,8 @@ class Client:
         validate: bool | Default = DEFAULT,
         deadline: float | Default | None = DEFAULT,
     ) -> Client:
-        """A view of this client with other defaults for the calls made through it.
+        """A view of this client with other defaults for the calls made through it; it shares all
+        else (connections, watcher, lifecycle) and costs nothing.
 
         The blocking form of [`AsyncClient.with_options`][oxen_queue.AsyncClient.with_options]
         (see there for more).
@@ -209,8 +203,7 @@ class Client:
 
     @property
     def stats(self) -> ClientStats:
-        """A snapshot of the client's counters and limits: a
-        [`ClientStats`][oxen_queue.ClientStats].
+        """A snapshot of the client's counters and limits.
 
         The blocking form of [`AsyncClient.stats`][oxen_queue.AsyncClient.stats] (see there for
         more).
@@ -295,15 +288,13 @@ class Client:
 
         Args:
             model: The model id, e.g. ``"gpt-image-2"``.
-            deadline: Seconds until waiting on it raises ``GenerationTimeoutError``;
-                ``DEFAULT``: the poll policy's deadline; ``None`` means no limit. (A per-call
-                ``timeout=`` is refused: see ``client.with_options``.)
+            deadline: Seconds until waiting on it raises ``GenerationTimeoutError``; ``DEFAULT``:
+                the poll policy's; ``None`` means no limit.
             validate: Override the client's ``validate`` for this call.
-            extra_params: Keys sent as given, unchecked (parameters the model's schema does
-                not list yet); ``None``: none.
+            extra_params: Keys sent as given, unchecked (parameters the model's schema does not list
+                yet); ``None``: none.
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
-                (``target_namespace``, ``target_repo``, ``target_directory``). For several
-                generations, [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many] (not ``n=``).
+                (``target_namespace``, ``target_repo``, ``target_directory``).
 
         Raises:
             InvalidParamsError: Bad parameters, found before anything was sent.
@@ -336,8 +327,8 @@ class Client:
         (see there for more).
 
         Raises:
-            InvalidParamsError: ``num_generations`` is not a positive integer, or bad
-                parameters (nothing was sent).
+            InvalidParamsError: ``num_generations`` is not a positive integer, or bad parameters
+                (nothing was sent).
         """
         return [
             SyncGeneration(self._bridge, generation)
@@ -439,7 +430,8 @@ class Client:
         *,
         concurrency: int = 32,
     ) -> list[BatchItem]:
-        """Run many requests with at most ``concurrency`` generations in flight.
+        """Run many requests with at most ``concurrency`` generations in flight: see
+        [`run_batch`][oxen_queue.run_batch].
 
         The blocking form of [`AsyncClient.batch`][oxen_queue.AsyncClient.batch] (see there for
         more). It does not take ``on_enqueued`` and ``on_finished``: callbacks would run on the
@@ -456,6 +448,9 @@ class Client:
 
         The blocking form of [`AsyncClient.generation`][oxen_queue.AsyncClient.generation] (see
         there for more).
+
+        Returns:
+            This client's handle for the id if it has one; else a new one, its status asked.
 
         Raises:
             InvalidParamsError: Not a plausible generation id (1 to 128 letters, digits and
@@ -476,15 +471,16 @@ class Client:
         for more).
 
         Args:
-            wait: Seconds to wait at most for gone clients' requests still within their
-                deadline (zero or more); ``None`` waits as long as it takes.
+            wait: Seconds to wait at most for gone clients' requests still within their deadline
+                (zero or more); ``None`` waits as long as it takes.
 
         Returns:
-            The generations, with the model and parameters of the request that made each.
+            The generations (this client's pending ones too), each with its request's model and
+            parameters.
 
         Raises:
-            InvalidParamsError: ``wait`` is not ``None`` nor a finite number of seconds, zero
-                or more (nothing was read).
+            InvalidParamsError: ``wait`` is neither ``None`` nor a finite number of seconds, zero or
+                more (nothing was read).
         """
         return [
             SyncGeneration(self._bridge, generation)
@@ -504,7 +500,7 @@ class Client:
         return self._bridge.run(self._async.get_generation(generation_id=generation_id))
 
     def get_generation_details(self, generation_id: str) -> GenerationRecord:
-        """A generation's history row (``GET /api/ai/generations/{id}``), with its ``cost``
+        """A generation's history row (``GET /api/ai/generations/{id}``): with its ``cost``
         (``None`` while queued) and who made it.
 
         The blocking form of
@@ -518,8 +514,7 @@ class Client:
         return self._bridge.run(self._async.get_generation_details(generation_id=generation_id))
 
     def cancel(self, generation: SyncGeneration | str) -> None:
-        """Cancel a generation (``DELETE /api/ai/queue/{id}``; a finished one is left as it is),
-        then learn its final state.
+        """Cancel a generation (``DELETE /api/ai/queue/{id}``; a finished one is left as it is).
 
         The blocking form of [`AsyncClient.cancel`][oxen_queue.AsyncClient.cancel] (see there for
         more).
@@ -607,20 +602,19 @@ class Client:
         folder: str | None = None,
         page_size: int = 100,
     ) -> SyncGenerationHistory:
-        """Every row of the history that matches the filters, page after page.
+        """Every row of the history that matches the filters, fetched page after page as they are
+        consumed (``async for record in history``).
 
         The blocking form of
         [`AsyncClient.iter_generations`][oxen_queue.AsyncClient.iter_generations] (see there for
         more).
 
         Args:
-            model: Only this model's rows.
-            status: Only rows of this status; ``None``: every row.
-            media_type: Only ``"image"`` or ``"video"`` rows.
-            namespace: The namespace whose history it is; ``None``: the caller's.
-            repo: Only rows stored in this target repository.
-            folder: Only rows stored in this target directory.
             page_size: Rows per request, 1 to 1000.
+
+        Returns:
+            The history; its ``total_cost`` and ``total_entries`` describe the whole set once the
+            first page is read.
 
         Raises:
             InvalidParamsError: ``page_size`` out of range.
@@ -672,14 +666,13 @@ class Client:
 
         Args:
             source: A finished record, a generation or a generation id (waited for first).
-            path: A file path; or a directory (or a path ending with ``/``, created if need
-                be), where the file is named after the generation id (cleaned and given a
-                short hash unless a plain lowercase id) with the extension its bytes show;
+            path: A file path; or a directory (or a path ending with ``/``, made if need be), where
+                the file is named after the generation id, with the extension its bytes show;
                 ``None``: the current directory.
 
         Raises:
-            DownloadError: No or a bad result URL, the host refused, the transfer stalled, the
-                file is too large, or it is not the media asked for (no file is left behind).
+            DownloadError: No or a bad result URL, the host refused, the transfer stalled, the file
+                is too large, or it is not the media asked for (no file is left behind).
             GenerationError: The generation did not succeed (when given one to wait for).
         """
         return self._bridge.run(self._async.download(source=unwrap(source), path=path))
@@ -753,7 +746,8 @@ class Client:
         validate: bool | None = None,
         **params: Any,
     ) -> ImagesResponse:
-        """Edit images with the blocking endpoint (``POST /api/ai/images/edit``), as
+        """Edit images with the blocking endpoint (``POST /api/ai/images/edit``); ``n``,
+        ``response_format``, ``timeout`` and ``validate`` as in
         [`generate_images`][oxen_queue.AsyncClient.generate_images].
 
         The blocking form of [`AsyncClient.edit_images`][oxen_queue.AsyncClient.edit_images] (see
@@ -762,11 +756,7 @@ class Client:
         Args:
             model: The model id, e.g. ``"gpt-image-2-edit"``.
             prompt: The edit's instruction.
-            input_image: The URL of the image to edit, or a list of URLs of images to compose.
-            n: Images to generate; ``None``: the server's default, 1.
-            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
-            timeout: Seconds to wait for the answer.
-            validate: Override the client's ``validate`` for this call.
+            input_image: The public URL of the image to edit, or a list of URLs to compose.
             **params: The model's other parameters (``mask``, ``resolution``, ...).
 
         Raises:
@@ -799,7 +789,9 @@ class Client:
         validate: bool | None = None,
         **params: Any,
     ) -> VideosResponse:
-        """Generate videos with the blocking endpoint (``POST /api/ai/videos/generate``).
+        """Generate videos with the blocking endpoint (``POST /api/ai/videos/generate``), held open
+        "1-10+ min"; ``n``, ``response_format``, ``timeout`` and ``validate`` as in
+        [`generate_images`][oxen_queue.AsyncClient.generate_images].
 
         The blocking form of
         [`AsyncClient.generate_videos`][oxen_queue.AsyncClient.generate_videos] (see there for
@@ -807,12 +799,8 @@ class Client:
 
         Args:
             model: The model id, e.g. ``"kling-video-v2-6-pro-text-to-video"``.
-            prompt: The prompt; or, for a multi-shot model, ``None`` with
-                ``multi_prompt=[{"prompt", "duration"}, ...]`` in ``params``.
-            n: Videos to generate; ``None``: the server's default, 1.
-            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
-            timeout: Seconds to wait for the answer.
-            validate: Override the client's ``validate`` for this call.
+            prompt: The prompt; ``None`` for a multi-shot model's
+                ``multi_prompt=[{"prompt", "duration"}, ...]`` (in ``params``).
             **params: The model's other parameters (``duration``, ``aspect_ratio``, ...).
 
         Raises:
@@ -841,16 +829,15 @@ class Client:
         validate: bool | None = None,
         **params: Any,
     ) -> Decimal:
-        """What a request would cost, from the model's published pricing. Nothing is sent but ``GET
-        /api/ai/models/{id}``, once per model and client.
+        """What a request would cost, from the model's published pricing (fetched once per model and
+        client); parameters left out count at the server's defaults.
 
         The blocking form of [`AsyncClient.estimate_cost`][oxen_queue.AsyncClient.estimate_cost]
         (see there for more).
 
         Args:
             model: The model id.
-            num_generations: Generations of the request (as
-                [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many] makes).
+            num_generations: Generations of the request.
             validate: Override the client's ``validate``: bad parameters raise first.
             **params: The request's parameters, as ``enqueue`` takes them.
 
@@ -858,10 +845,10 @@ class Client:
             The estimated cost, exact (a ``Decimal``), in the API's currency.
 
         Raises:
-            CostUnknownError: The pricing cannot be resolved for these parameters (never a
-                guess of zero); ``.missing`` names what is missing.
-            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations``
-                below 1 or above 1,000,000.
+            CostUnknownError: The pricing cannot be resolved for these parameters (never a guess of
+                zero); ``.missing`` names what is missing.
+            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations`` below 1 or
+                above 1,000,000.
         """
         return self._bridge.run(
             self._async.estimate_cost(

@@ -1,27 +1,14 @@
 """Web handlers whose caller hangs up: cancel the work, so nobody pays for a result nobody sees.
 
 Starlette (and so FastAPI) notices a disconnected client only when the handler next reads the
-request or writes the response: a handler awaiting ``client.generate()`` would wait on, and
-the job be billed, after the browser tab closed.
-[`cancel_on_disconnect`][oxen_queue.asgi.cancel_on_disconnect] watches the request meanwhile:
+request or writes the response: a handler awaiting ``client.generate()`` would wait on, and the
+job be billed, after the browser tab closed. Instead:
 
 ```python
-from fastapi import FastAPI, Request, Response
-from oxen_queue.asgi import ClientDisconnectedError, cancel_on_disconnect
-
-
-@app.post("/images")
-async def create_image(prompt: str, request: Request) -> dict[str, str | None]:
-    work = client.generate("gpt-image-2", prompt=prompt)
-    record = await cancel_on_disconnect(request, work)
-    return {"result_url": record.result_url}
-
-
-@app.exception_handler(ClientDisconnectedError)
-async def client_disconnected(request: Request, exc: ClientDisconnectedError) -> Response:
-    return Response(status_code=499)  # nobody reads it; it ends the request quietly
+record = await cancel_on_disconnect(request, client.generate("gpt-image-2", prompt=prompt))
 ```
 
+and map [`ClientDisconnectedError`][oxen_queue.asgi.ClientDisconnectedError] to a quiet 499.
 Starlette is not a dependency: any object with an async ``is_disconnected()`` will do.
 """
 
