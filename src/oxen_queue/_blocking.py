@@ -8,6 +8,7 @@ unless the server refused (no row will tell its charge).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._exceptions import InvalidParamsError
@@ -25,29 +26,21 @@ __all__ = ["Blocking"]
 Call = tuple[int | None, str | None, float, bool | None]
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Blocking:
     """The blocking endpoints of one view of a client: its ``validate`` and timeouts."""
 
-    __slots__ = ("_api", "_core", "_options")
+    _core: ClientCore
+    _api: QueueEndpoints
+    _options: CallOptions
 
-    def __init__(self, core: ClientCore, api: QueueEndpoints, options: CallOptions) -> None:
-        self._core = core
-        self._api = api
-        self._options = options
-
-    async def generate_images(
-        self, model: str, params: Mapping[str, Any], *call: *Call
-    ) -> ImagesResponse:
+    async def images(self, model: str, params: Mapping[str, Any], *call: *Call) -> ImagesResponse:
         return await self._send(self._api.generate_images, model, params, *call)
 
-    async def edit_images(
-        self, model: str, params: Mapping[str, Any], *call: *Call
-    ) -> ImagesResponse:
+    async def edit(self, model: str, params: Mapping[str, Any], *call: *Call) -> ImagesResponse:
         return await self._send(self._api.edit_images, model, params, *call)
 
-    async def generate_videos(
-        self, model: str, params: Mapping[str, Any], *call: *Call
-    ) -> VideosResponse:
+    async def videos(self, model: str, params: Mapping[str, Any], *call: *Call) -> VideosResponse:
         if (params.get("prompt") is None) == (params.get("multi_prompt") is None):
             raise InvalidParamsError("give exactly one of prompt and multi_prompt", field="prompt")
         return await self._send(self._api.generate_videos, model, params, *call)

@@ -53,38 +53,32 @@ class AsyncClient:
 
     Args:
         api_key: The Oxen API key (default ``$OXEN_API_KEY``); sent only to the API's origin,
-            never shown in ``repr``, logs or errors.
+            never shown.
         base_url: The hub (default ``$OXEN_BASE_URL``, then ``https://hub.oxen.ai``).
-        completion: How completion is learned: ``"auto"`` (the event stream, with slow shared
-            polls behind it, falling back to polling), ``"events"``, ``"shared"`` (one list
-            request per tick for all pending generations) or ``"poll"`` (each on its own timer).
-        poll_policy: Backoff of per-generation polling; its ``deadline`` is every generation's
-            default deadline.
+        completion: How completion is learned: ``"auto"`` (the event stream, backed by slow
+            polls), ``"events"``, ``"shared"`` (one list request per tick for all pending
+            generations) or ``"poll"`` (each on its own timer).
+        poll_policy: Per-generation polling; its ``deadline`` is the default deadline.
         shared_poll_interval: Seconds between shared polls.
         backstop_interval: Seconds between the slow polls behind a healthy event stream.
         retry: Which transient HTTP failures are retried, and how.
-        timeout: Seconds for one request attempt, connect to last byte (an ``httpx.Timeout``
-            sets the phases apart).
-        stall_timeout: Seconds without progress after which the event stream is reopened, or a
+        timeout: Seconds for one request attempt (an ``httpx.Timeout`` sets the phases apart).
+        stall_timeout: Seconds without progress before the event stream is reopened, or a
             download fails.
-        max_concurrency: API requests in flight at once; ``None`` adapts the bound to the
-            latency (4 to 256).
+        max_concurrency: API requests in flight at once; ``None`` adapts it to the latency (4-256).
         max_downloads: Result downloads at once, on a pool of their own.
-        ledger: Where enqueues are written ahead, so that a lost answer is reconciled and a
-            crashed process's jobs recovered: ``sqlite:///path/ledger.db`` (one host) or
-            ``postgresql://user:password@host/db`` (several; the ``postgres`` extra).
-            ``None``: ``$OXEN_LEDGER`` if set, else this process's memory.
+        ledger: Where enqueues are written ahead, for exact reconciliation and recovery:
+            ``sqlite:///path/ledger.db`` (one host) or ``postgresql://user:password@host/db``
+            (several; the ``postgres`` extra). ``None``: ``$OXEN_LEDGER`` if set, else memory.
         validate: Check parameters locally before sending them.
         max_download_bytes: Largest result file accepted; ``None`` means no limit.
         allow_insecure_http: Allow a plain ``http://`` base URL that is not loopback.
         verify: TLS certificate verification.
-        transport: An httpx transport, used as it is (``http_backend`` and the environment's
-            proxies then do not apply); ``None``: ``http_backend``'s.
-        http_backend: ``"httpx"``, or ``"aiohttp"`` (asyncio only, the ``aiohttp`` extra; half
-            the CPU per request). Downloads always use httpx.
+        transport: An httpx transport, used as it is (no ``http_backend``, no proxies);
+            ``None``: ``http_backend``'s.
+        http_backend: ``"httpx"``, or ``"aiohttp"`` (asyncio only; the ``aiohttp`` extra).
         max_spend: The most this client may commit, in the API's currency (0 to 10**12, at most
-            18 decimal places), each job at its estimate until its charge is known; ``None``
-            means no limit and no accounting.
+            18 decimal places); ``None`` means no limit.
 
     Raises:
         InvalidParamsError: No API key; ``max_spend`` out of range; a base URL unusable,
@@ -165,8 +159,8 @@ class AsyncClient:
     async def aclose(self) -> None:
         """Stop watching and close the connections, for good; jobs on the server carry on.
 
-        Enqueues in flight get a few seconds to land; then they, and the generations still pending,
-        raise [`ClientClosedError`][oxen_queue.ClientClosedError].
+        Enqueues in flight get a few seconds to land; then they, and the generations still
+        pending, raise [`ClientClosedError`][oxen_queue.ClientClosedError].
         """
         await self._core.close()
 
@@ -259,8 +253,7 @@ class AsyncClient:
             deadline: Seconds until waiting on it raises ``GenerationTimeoutError``; ``DEFAULT``:
                 the poll policy's; ``None`` means no limit.
             validate: Override the client's ``validate`` for this call.
-            extra_params: Keys sent as given, unchecked (parameters the model's schema does not list
-                yet); ``None``: none.
+            extra_params: Keys sent unchecked (parameters the model's schema does not list yet).
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
                 (``target_namespace``, ``target_repo``, ``target_directory``).
 
@@ -284,12 +277,11 @@ class AsyncClient:
     ) -> list[Generation]:
         """Enqueue ``num_generations`` generations of the same request; return every one.
 
-        They are sent together in requests of at most 4 (the docs' limit). If one fails, its error
+        They go in requests of at most 4 (the docs' limit), sent together. If one fails, its error
         is raised once the others have settled, noting the generations they made (still watched).
 
         Raises:
-            InvalidParamsError: ``num_generations`` is not a positive integer, or bad parameters
-                (nothing was sent).
+            InvalidParamsError: ``num_generations`` is not a positive integer, or bad parameters.
         """
         return await self._jobs.enqueue_many(**_args(locals()))
 
@@ -406,20 +398,17 @@ class AsyncClient:
         """Every job the ledger knows as enqueued and unfinished, as generations.
 
         With a shared ledger, a restarted process takes over the jobs of clients that are gone,
-        first settling their unanswered requests; of several clients recovering, each job goes to
-        one.
+        first settling their unanswered requests; each job goes to one recovering client.
 
         Args:
-            wait: Seconds to wait at most for gone clients' requests still within their deadline
-                (zero or more); ``None`` waits as long as it takes.
+            wait: Seconds to wait at most for gone clients' requests still within their deadline;
+                ``None`` waits as long as it takes.
 
         Returns:
-            The generations (this client's pending ones too), each with its request's model and
-            parameters.
+            The generations (this client's pending ones too), with their requests' parameters.
 
         Raises:
-            InvalidParamsError: ``wait`` is neither ``None`` nor a finite number of seconds, zero or
-                more (nothing was read).
+            InvalidParamsError: ``wait`` is neither ``None`` nor finite seconds, zero or more.
         """
         return await self._rows.recover(wait=wait)
 
@@ -432,7 +421,7 @@ class AsyncClient:
         return await self._rows.get_generation(generation_id)
 
     async def get_generation_details(self, generation_id: str) -> GenerationRecord:
-        """A generation's history row (``GET /api/ai/generations/{id}``): with its ``cost``
+        """A generation's history row (``GET /api/ai/generations/{id}``), with its ``cost``
         (``None`` while queued) and who made it.
 
         Raises:
@@ -460,12 +449,11 @@ class AsyncClient:
         repo: str | None = None,
         folder: str | None = None,
     ) -> list[GenerationRecord]:
-        """Rows of ``GET /api/ai/queue``; each filter is ``None`` for no filter.
+        """Rows of ``GET /api/ai/queue``; a filter left ``None`` filters nothing.
 
         Args:
             model: Only this model's rows.
-            status: Only rows in this status; ``None``: the active ones (``queued`` and
-                ``processing``).
+            status: Only rows in this status; ``None``: ``queued`` and ``processing`` ones.
             media_type: Only ``"image"`` or ``"video"`` rows.
             namespace: The namespace whose rows to list; ``None``: the caller's.
             repo: Only rows stored in this repo (``target_repo``).
@@ -504,10 +492,8 @@ class AsyncClient:
         page_size: int = 100,
     ) -> GenerationHistory:
         """Every row of the history that matches the filters, fetched page after page as
-        they are consumed (``async for record in history``).
-
-        The filters are [`list_queue`][oxen_queue.AsyncClient.list_queue]'s, but ``status=None``
-        is every row.
+        they are consumed; the filters are [`list_queue`][oxen_queue.AsyncClient.list_queue]'s, but
+        ``status=None`` is every row.
 
         Args:
             page_size: Rows per request, 1 to 1000.
@@ -545,9 +531,8 @@ class AsyncClient:
 
         Args:
             source: A finished record, a Generation or a generation id (waited for first).
-            path: A file path; or a directory (or a path ending with ``/``, made if need be), where
-                the file is named after the generation id, with the extension its bytes show;
-                ``None``: the current directory.
+            path: A file path; or a directory (or a path ending with ``/``, made if need be) for a
+                file named after the generation id; ``None``: the current directory.
 
         Raises:
             DownloadError: No or a bad result URL, the host refused, the transfer stalled, the file
@@ -580,10 +565,8 @@ class AsyncClient:
         validate: bool | None = None,
         **params: Any,
     ) -> ImagesResponse:
-        """Generate images with the blocking endpoint (``POST /api/ai/images/generate``).
-
-        The server holds the request open until the images exist (5-30 s). It is resent only if the
-        server refused it, since the images may have been billed.
+        """Generate images with the blocking endpoint (``POST /api/ai/images/generate``), held
+        open until they exist (5-30 s); resent only if the server refused it.
 
         Args:
             model: The model id.
@@ -598,9 +581,8 @@ class AsyncClient:
             InvalidParamsError: Bad parameters (nothing was sent).
             BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
         """
-        return await self._blocking.generate_images(
-            model, {"prompt": prompt, **params}, n, response_format, timeout, validate
-        )
+        params = {"prompt": prompt, **params}
+        return await self._blocking.images(model, params, n, response_format, timeout, validate)
 
     async def edit_images(
         self,
@@ -631,9 +613,7 @@ class AsyncClient:
             BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
         """
         params = {"prompt": prompt, "input_image": input_image, **params}
-        return await self._blocking.edit_images(
-            model, params, n, response_format, timeout, validate
-        )
+        return await self._blocking.edit(model, params, n, response_format, timeout, validate)
 
     async def generate_videos(
         self,
@@ -664,9 +644,7 @@ class AsyncClient:
         """
         if prompt is not None:
             params = {"prompt": prompt, **params}
-        return await self._blocking.generate_videos(
-            model, params, n, response_format, timeout, validate
-        )
+        return await self._blocking.videos(model, params, n, response_format, timeout, validate)
 
     # -- cost -----------------------------------------------------------------------------
 
@@ -692,10 +670,10 @@ class AsyncClient:
             The estimated cost, exact (a ``Decimal``), in the API's currency.
 
         Raises:
-            CostUnknownError: The pricing cannot be resolved for these parameters (never a guess of
+            CostUnknownError: The pricing does not resolve for these parameters (never a guess of
                 zero); ``.missing`` names what is missing.
-            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations`` below 1 or
-                above 1,000,000.
+            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations`` out of 1
+                to 1,000,000.
         """
         await self._core.opened()
         return await self._core.spend.estimate_request(

@@ -1,8 +1,4 @@
-"""Where a client used without ``async with`` keeps its background work: a task the event loop
-owns (asyncio: ``loop.create_task``; trio: a system task). No caller's cancellation reaches it,
-``aclose()`` or the end of the event loop ends it, and it starts in an empty context, so that it
-carries no caller's context variables (a request's, a tracing span) into later requests.
-"""
+"""Where a client used without ``async with`` keeps its background work."""
 
 from __future__ import annotations
 
@@ -16,7 +12,10 @@ __all__ = ["spawn_detached"]
 
 
 def spawn_detached(async_fn: Callable[[], Coroutine[Any, Any, None]], *, name: str) -> object:
-    """Start ``async_fn()`` in a task the running event loop owns (see the module docstring).
+    """Start ``async_fn()`` in a task the running event loop owns (asyncio: a task of the
+    loop; trio: a system task), which no caller's cancellation reaches and the end of the event
+    loop cancels. It starts in an empty context: no caller's context variables (a request's, a
+    tracing span) are carried into the client's later requests.
 
     ``async_fn`` must let no exception but the loop's cancellation escape: asyncio would log it,
     and trio would end the run with ``TrioInternalError``.

@@ -7,7 +7,7 @@ the waiting task on the loop and propagates.
 from __future__ import annotations
 
 import concurrent.futures
-import functools
+import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
@@ -73,14 +73,11 @@ class Bridge:
 
     @classmethod
     def open(cls, options: dict[str, Any]) -> tuple[Bridge, AsyncClient]:
-        """Start a loop thread, make an ``AsyncClient(**options)`` on it and open it.
-
-        Raises:
-            InvalidParamsError: As ``AsyncClient`` (the thread is stopped first).
-        """
+        """Start a loop thread, and on it make and open ``AsyncClient(**options)`` (if that
+        raises, the thread is stopped first)."""
         bridge = cls(*_start_loop(), None)
         try:
-            client = bridge._portal.call(functools.partial(_make_client, options))
+            client = bridge._portal.call(_make_client, options)
             bridge._context = bridge._portal.wrap_async_context_manager(client)
             bridge._context.__enter__()
         except BaseException:
@@ -88,17 +85,9 @@ class Bridge:
             raise
         return bridge, client
 
-    @property
-    def closed(self) -> bool:
-        """Whether `close` was called (the loop may still be winding down)."""
-        return self._context is None
-
     def run(self, awaitable: Awaitable[T]) -> T:
         """Wait on the loop for an awaitable made in the caller's thread; Ctrl-C cancels it.
-
-        Raises:
-            ClientClosedError: The client is closed (the awaitable is closed unawaited).
-        """
+        ``ClientClosedError`` once the client is closed."""
         try:
             if self._context is None:
                 raise RuntimeError  # as a stopped portal does
@@ -116,11 +105,8 @@ class Bridge:
             raise
 
     def call(self, function: Callable[[], T]) -> T:
-        """Call a plain function on the loop and return its result (an awaitable unawaited).
-
-        Once the client is closing or closed, it is called in the caller's thread, and the
-        client's own checks answer (``ClientClosedError``, or its last ``stats``).
-        """
+        """Call a plain function on the loop, or, once the client is closing, in the caller's
+        thread (the client's own checks then answer); its result is not awaited."""
         if self._thread.is_alive():
             try:
                 return self._portal.call(_returning, function)
@@ -175,8 +161,7 @@ class SyncGenerationHistory:
         return self
 
     def __next__(self) -> GenerationRecord:
-        record = self._bridge.run(_next(self._history))
-        if record is None:
+        if (record := self._bridge.run(_next(self._history))) is None:
             raise StopIteration
         return record
 
@@ -234,7 +219,7 @@ class SyncGeneration:
             while (record := self._bridge.run(_next(updates))) is not None:
                 yield record
         finally:
-            if not self._bridge.closed:  # else the loop is gone with it
+            with contextlib.suppress(ClientClosedError):  # closed: the loop is gone with it
                 self._bridge.run(updates.aclose())
 
     def download(self, path: str | os.PathLike[str] | None = None) -> Path:

@@ -59,38 +59,32 @@ class Client:
 
     Args:
         api_key: The Oxen API key (default ``$OXEN_API_KEY``); sent only to the API's origin,
-            never shown in ``repr``, logs or errors.
+            never shown.
         base_url: The hub (default ``$OXEN_BASE_URL``, then ``https://hub.oxen.ai``).
-        completion: How completion is learned: ``"auto"`` (the event stream, with slow shared
-            polls behind it, falling back to polling), ``"events"``, ``"shared"`` (one list
-            request per tick for all pending generations) or ``"poll"`` (each on its own timer).
-        poll_policy: Backoff of per-generation polling; its ``deadline`` is every generation's
-            default deadline.
+        completion: How completion is learned: ``"auto"`` (the event stream, backed by slow
+            polls), ``"events"``, ``"shared"`` (one list request per tick for all pending
+            generations) or ``"poll"`` (each on its own timer).
+        poll_policy: Per-generation polling; its ``deadline`` is the default deadline.
         shared_poll_interval: Seconds between shared polls.
         backstop_interval: Seconds between the slow polls behind a healthy event stream.
         retry: Which transient HTTP failures are retried, and how.
-        timeout: Seconds for one request attempt, connect to last byte (an ``httpx.Timeout``
-            sets the phases apart).
-        stall_timeout: Seconds without progress after which the event stream is reopened, or a
+        timeout: Seconds for one request attempt (an ``httpx.Timeout`` sets the phases apart).
+        stall_timeout: Seconds without progress before the event stream is reopened, or a
             download fails.
-        max_concurrency: API requests in flight at once; ``None`` adapts the bound to the
-            latency (4 to 256).
+        max_concurrency: API requests in flight at once; ``None`` adapts it to the latency (4-256).
         max_downloads: Result downloads at once, on a pool of their own.
-        ledger: Where enqueues are written ahead, so that a lost answer is reconciled and a
-            crashed process's jobs recovered: ``sqlite:///path/ledger.db`` (one host) or
-            ``postgresql://user:password@host/db`` (several; the ``postgres`` extra).
-            ``None``: ``$OXEN_LEDGER`` if set, else this process's memory.
+        ledger: Where enqueues are written ahead, for exact reconciliation and recovery:
+            ``sqlite:///path/ledger.db`` (one host) or ``postgresql://user:password@host/db``
+            (several; the ``postgres`` extra). ``None``: ``$OXEN_LEDGER`` if set, else memory.
         validate: Check parameters locally before sending them.
         max_download_bytes: Largest result file accepted; ``None`` means no limit.
         allow_insecure_http: Allow a plain ``http://`` base URL that is not loopback.
         verify: TLS certificate verification.
-        transport: An httpx transport, used as it is (``http_backend`` and the environment's
-            proxies then do not apply); ``None``: ``http_backend``'s.
-        http_backend: ``"httpx"``, or ``"aiohttp"`` (asyncio only, the ``aiohttp`` extra; half
-            the CPU per request). Downloads always use httpx.
+        transport: An httpx transport, used as it is (no ``http_backend``, no proxies);
+            ``None``: ``http_backend``'s.
+        http_backend: ``"httpx"``, or ``"aiohttp"`` (asyncio only; the ``aiohttp`` extra).
         max_spend: The most this client may commit, in the API's currency (0 to 10**12, at most
-            18 decimal places), each job at its estimate until its charge is known; ``None``
-            means no limit and no accounting.
+            18 decimal places); ``None`` means no limit.
 
     Raises:
         InvalidParamsError: No API key; ``max_spend`` out of range; a base URL unusable,
@@ -291,8 +285,7 @@ class Client:
             deadline: Seconds until waiting on it raises ``GenerationTimeoutError``; ``DEFAULT``:
                 the poll policy's; ``None`` means no limit.
             validate: Override the client's ``validate`` for this call.
-            extra_params: Keys sent as given, unchecked (parameters the model's schema does not list
-                yet); ``None``: none.
+            extra_params: Keys sent unchecked (parameters the model's schema does not list yet).
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
                 (``target_namespace``, ``target_repo``, ``target_directory``).
 
@@ -327,8 +320,7 @@ class Client:
         (see there for more).
 
         Raises:
-            InvalidParamsError: ``num_generations`` is not a positive integer, or bad parameters
-                (nothing was sent).
+            InvalidParamsError: ``num_generations`` is not a positive integer, or bad parameters.
         """
         return [
             SyncGeneration(self._bridge, generation)
@@ -471,16 +463,14 @@ class Client:
         for more).
 
         Args:
-            wait: Seconds to wait at most for gone clients' requests still within their deadline
-                (zero or more); ``None`` waits as long as it takes.
+            wait: Seconds to wait at most for gone clients' requests still within their deadline;
+                ``None`` waits as long as it takes.
 
         Returns:
-            The generations (this client's pending ones too), each with its request's model and
-            parameters.
+            The generations (this client's pending ones too), with their requests' parameters.
 
         Raises:
-            InvalidParamsError: ``wait`` is neither ``None`` nor a finite number of seconds, zero or
-                more (nothing was read).
+            InvalidParamsError: ``wait`` is neither ``None`` nor finite seconds, zero or more.
         """
         return [
             SyncGeneration(self._bridge, generation)
@@ -500,7 +490,7 @@ class Client:
         return self._bridge.run(self._async.get_generation(generation_id=generation_id))
 
     def get_generation_details(self, generation_id: str) -> GenerationRecord:
-        """A generation's history row (``GET /api/ai/generations/{id}``): with its ``cost``
+        """A generation's history row (``GET /api/ai/generations/{id}``), with its ``cost``
         (``None`` while queued) and who made it.
 
         The blocking form of
@@ -535,15 +525,14 @@ class Client:
         repo: str | None = None,
         folder: str | None = None,
     ) -> list[GenerationRecord]:
-        """Rows of ``GET /api/ai/queue``; each filter is ``None`` for no filter.
+        """Rows of ``GET /api/ai/queue``; a filter left ``None`` filters nothing.
 
         The blocking form of [`AsyncClient.list_queue`][oxen_queue.AsyncClient.list_queue] (see
         there for more).
 
         Args:
             model: Only this model's rows.
-            status: Only rows in this status; ``None``: the active ones (``queued`` and
-                ``processing``).
+            status: Only rows in this status; ``None``: ``queued`` and ``processing`` ones.
             media_type: Only ``"image"`` or ``"video"`` rows.
             namespace: The namespace whose rows to list; ``None``: the caller's.
             repo: Only rows stored in this repo (``target_repo``).
@@ -603,7 +592,8 @@ class Client:
         page_size: int = 100,
     ) -> SyncGenerationHistory:
         """Every row of the history that matches the filters, fetched page after page as they are
-        consumed (``async for record in history``).
+        consumed; the filters are [`list_queue`][oxen_queue.AsyncClient.list_queue]'s, but
+        ``status=None`` is every row.
 
         The blocking form of
         [`AsyncClient.iter_generations`][oxen_queue.AsyncClient.iter_generations] (see there for
@@ -666,9 +656,8 @@ class Client:
 
         Args:
             source: A finished record, a generation or a generation id (waited for first).
-            path: A file path; or a directory (or a path ending with ``/``, made if need be), where
-                the file is named after the generation id, with the extension its bytes show;
-                ``None``: the current directory.
+            path: A file path; or a directory (or a path ending with ``/``, made if need be) for a
+                file named after the generation id; ``None``: the current directory.
 
         Raises:
             DownloadError: No or a bad result URL, the host refused, the transfer stalled, the file
@@ -702,7 +691,8 @@ class Client:
         validate: bool | None = None,
         **params: Any,
     ) -> ImagesResponse:
-        """Generate images with the blocking endpoint (``POST /api/ai/images/generate``).
+        """Generate images with the blocking endpoint (``POST /api/ai/images/generate``), held open
+        until they exist (5-30 s); resent only if the server refused it.
 
         The blocking form of
         [`AsyncClient.generate_images`][oxen_queue.AsyncClient.generate_images] (see there for
@@ -845,10 +835,10 @@ class Client:
             The estimated cost, exact (a ``Decimal``), in the API's currency.
 
         Raises:
-            CostUnknownError: The pricing cannot be resolved for these parameters (never a guess of
+            CostUnknownError: The pricing does not resolve for these parameters (never a guess of
                 zero); ``.missing`` names what is missing.
-            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations`` below 1 or
-                above 1,000,000.
+            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations`` out of 1
+                to 1,000,000.
         """
         return self._bridge.run(
             self._async.estimate_cost(

@@ -37,11 +37,8 @@ class DisconnectAware(Protocol):
 
 
 class ClientDisconnectedError(OxenError):
-    """The HTTP client of a web request hung up, and the work done for it was cancelled.
-
-    Nobody will read the response: map it to a quiet one (499, nginx's "client closed
-    request") rather than let it be logged as a server error.
-    """
+    """The HTTP client of a web request hung up, and the work done for it was cancelled: map
+    it to a quiet response (499, nginx's "client closed request"), not a logged server error."""
 
 
 async def cancel_on_disconnect(
@@ -49,13 +46,11 @@ async def cancel_on_disconnect(
 ) -> _T:
     """Await ``work``, but cancel it if the HTTP client hangs up first (on asyncio or trio).
 
-    The work runs in the caller's task, so a disconnect cancels it as any anyio cancellation
-    would (``client.generate()`` then cancels its job upstream). What ends it reaches the caller
-    as itself, never in an ``ExceptionGroup``.
+    The work runs in the caller's task (a cancelled ``client.generate()`` cancels its job
+    upstream); what ends it reaches the caller as itself, never in an ``ExceptionGroup``.
 
     Args:
-        request: Starlette's (or FastAPI's) ``Request``, or any object with an async
-            ``is_disconnected()``.
+        request: Starlette's ``Request``, or any object with an async ``is_disconnected()``.
         work: What to await, e.g. ``client.generate(...)``; never started if the client has
             already gone.
         poll_interval: Seconds between two checks of the connection (Starlette has no event
