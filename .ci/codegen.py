@@ -503,7 +503,7 @@ def overloads(
         out.append(f"@overload\n{prefix} {impl.name}({signature(typed)}) -> {returns}: ...\n")
     catch_all = [params[0], params[1], *keywords, kwarg]
     out.append(f"@overload\n{prefix} {impl.name}({signature(catch_all)}) -> {returns}: ...\n")
-    return "\n".join(out)
+    return "".join(out)  # no blank lines between overloads, as in typeshed
 
 
 # -- 1. the options ---------------------------------------------------------------------------
@@ -644,12 +644,7 @@ def with_overloads(path: Path, text: str, models: Models) -> str:
             returns=ast.unparse(impl.returns) if impl.returns else "None",
         )
         used |= {m.options_class for m in models.typed}
-        out.append(lines[index])
-        out.append(textwrap.indent(generated, indent))
-        out.append("\n")
-        out.append(lines[end])
-        if end + 1 < len(lines) and lines[end + 1].strip():
-            out.append("\n")
+        out += [lines[index], textwrap.indent(generated, indent), lines[end]]
         index = end + 1
     return _with_options_import("".join(out), path, sorted(used))
 

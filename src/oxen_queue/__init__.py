@@ -141,8 +141,7 @@ __all__ = [
 
 # As httpx's and anyio's, public classes and functions report the package as their module: reprs,
 # tracebacks, docs and pickles name ``oxen_queue.AsyncClient``, the import users write.
-for _name in __all__:
-    _value = globals()[_name]
+for _value in [globals()[name] for name in __all__]:
     if isinstance(_value, type | _FunctionType) and _value.__module__.startswith(f"{__name__}._"):
         _value.__module__ = __name__
-del _name, _value
+del _value

@@ -1,8 +1,6 @@
-"""The blocking endpoints: ``POST /api/ai/images/generate``, ``/images/edit``, ``/videos/generate``.
-
-They hold the request open until the media exist and bill like an enqueue, so a request is sent
-again only when it was refused and, with a budget, its estimate is reserved first and kept
-unless the server refused (no row will tell its charge).
+"""The blocking endpoints (``POST /api/ai/images/generate``, ``/images/edit``,
+``/videos/generate``). They bill like an enqueue: a request is resent only if refused, and a
+budget's estimate is held first and kept unless the server refused (no row tells the charge).
 """
 
 from __future__ import annotations

@@ -52,8 +52,7 @@ class AsyncClient:
     of its event loop closes it.
 
     Args:
-        api_key: The Oxen API key (default ``$OXEN_API_KEY``); sent only to the API's origin,
-            never shown.
+        api_key: The Oxen API key (default ``$OXEN_API_KEY``); sent only to the API's origin.
         base_url: The hub (default ``$OXEN_BASE_URL``, then ``https://hub.oxen.ai``).
         completion: How completion is learned: ``"auto"`` (the event stream, backed by slow
             polls), ``"events"``, ``"shared"`` (one list request per tick for all pending
@@ -74,16 +73,15 @@ class AsyncClient:
         max_download_bytes: Largest result file accepted; ``None`` means no limit.
         allow_insecure_http: Allow a plain ``http://`` base URL that is not loopback.
         verify: TLS certificate verification.
-        transport: An httpx transport, used as it is (no ``http_backend``, no proxies);
-            ``None``: ``http_backend``'s.
+        transport: An httpx transport, used as it is (no ``http_backend``, no proxies).
         http_backend: ``"httpx"``, or ``"aiohttp"`` (asyncio only; the ``aiohttp`` extra).
         max_spend: The most this client may commit, in the API's currency (0 to 10**12, at most
             18 decimal places); ``None`` means no limit.
 
     Raises:
         InvalidParamsError: No API key; ``max_spend`` out of range; a base URL unusable,
-            insecure or carrying credentials (also a ``ValueError``); an ``http_backend`` not
-            known or not installed (or ``"aiohttp"`` outside asyncio).
+            insecure or carrying credentials (also a ``ValueError``); an unknown, uninstalled
+            or (``"aiohttp"`` outside asyncio) unusable ``http_backend``.
     """
 
     def __init__(
@@ -114,8 +112,7 @@ class AsyncClient:
 
     def _bind(self, core: ClientCore, options: CallOptions) -> None:
         api = core.api.with_timeout(options.timeout)
-        self._core = core
-        self._options = options
+        self._core, self._options = core, options
         self._jobs = Jobs(core, api, options)
         self._rows = Rows(core, api, options)
         self._blocking = Blocking(core, api, options)
@@ -127,8 +124,8 @@ class AsyncClient:
         validate: bool | Default = DEFAULT,
         deadline: float | Default | None = DEFAULT,
     ) -> AsyncClient:
-        """A view of this client with other defaults for the calls made through it; it shares
-        all else (connections, watcher, lifecycle) and costs nothing.
+        """A view of this client with other defaults for the calls made through it (all else
+        shared: connections, watcher, lifecycle).
 
         Args:
             timeout: Seconds for each request attempt (completion watching keeps the client's).
@@ -148,7 +145,6 @@ class AsyncClient:
         )
 
     # -- lifecycle ----------------------------------------------------------------------
-
     async def __aenter__(self) -> Self:
         await self._core.open()
         return self
@@ -180,7 +176,6 @@ class AsyncClient:
         return self._core.spend.summary()
 
     # -- enqueueing ---------------------------------------------------------------------
-
     # --- begin generated: overloads of enqueue, one per typed model (.ci/codegen.py) ---
     @overload
     async def enqueue(
@@ -194,7 +189,6 @@ class AsyncClient:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2Options],
     ) -> Generation: ...
-
     @overload
     async def enqueue(
         self,
@@ -208,7 +202,6 @@ class AsyncClient:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2EditOptions],
     ) -> Generation: ...
-
     @overload
     async def enqueue(
         self,
@@ -221,7 +214,6 @@ class AsyncClient:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[KlingV26ProTextToVideoOptions],
     ) -> Generation: ...
-
     @overload
     async def enqueue(
         self,
@@ -298,7 +290,6 @@ class AsyncClient:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2Options],
     ) -> GenerationRecord: ...
-
     @overload
     async def generate(
         self,
@@ -312,7 +303,6 @@ class AsyncClient:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2EditOptions],
     ) -> GenerationRecord: ...
-
     @overload
     async def generate(
         self,
@@ -325,7 +315,6 @@ class AsyncClient:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[KlingV26ProTextToVideoOptions],
     ) -> GenerationRecord: ...
-
     @overload
     async def generate(
         self,
@@ -378,7 +367,6 @@ class AsyncClient:
         return await run_batch(self, **_args(locals()))
 
     # -- generations and rows -------------------------------------------------------------
-
     def generation(
         self, generation_id: str, *, deadline: float | Default | None = DEFAULT
     ) -> Generation:
@@ -521,7 +509,6 @@ class AsyncClient:
         return await self._rows.list_models()
 
     # -- results ------------------------------------------------------------------------
-
     async def download(
         self,
         source: Generation | GenerationRecord | str,
@@ -552,7 +539,6 @@ class AsyncClient:
         return await self._core.files.read(await self._rows.finished(source))
 
     # -- the blocking endpoints ---------------------------------------------------------
-
     async def generate_images(
         self,
         model: str,
@@ -647,7 +633,6 @@ class AsyncClient:
         return await self._blocking.videos(model, params, n, response_format, timeout, validate)
 
     # -- cost -----------------------------------------------------------------------------
-
     async def estimate_cost(
         self,
         model: str,

@@ -18,13 +18,8 @@ def spawn_detached(async_fn: Callable[[], Coroutine[Any, Any, None]], *, name: s
     tracing span) are carried into the client's later requests.
 
     ``async_fn`` must let no exception but the loop's cancellation escape: asyncio would log it,
-    and trio would end the run with ``TrioInternalError``.
-
-    Returns:
-        A handle to keep while the task runs (asyncio holds its tasks only weakly).
-
-    Raises:
-        RuntimeError: No asyncio or trio event loop is running in this thread.
+    and trio would end the run with ``TrioInternalError``. Returns a handle to keep while the
+    task runs (asyncio holds its tasks only weakly); ``RuntimeError`` outside asyncio and trio.
     """
     library = current_async_library()
     if library == "asyncio":

@@ -1,9 +1,6 @@
-"""The pytest plugin of oxen-queue: the ``oxen_emulator`` fixture (see the testing reference).
-
-pytest loads it in every run where oxen-queue is installed, so it imports nothing of the
-emulator until a test asks for the fixture; outside ``oxen_queue.testing``, so that pytest starts
-where the ``emulator`` extra is missing.
-"""
+"""The pytest plugin of oxen-queue: the ``oxen_emulator`` fixture. pytest loads it wherever
+oxen-queue is installed, so it imports the emulator (the ``emulator`` extra) only when a test
+asks for the fixture."""
 
 from __future__ import annotations
 
@@ -39,12 +36,9 @@ def oxen_emulator(
     monkeypatch: pytest.MonkeyPatch,
     oxen_emulator_config: EmulatorConfig,
 ) -> Iterator[Emulator]:
-    """A running [`Emulator`][oxen_queue.testing.Emulator], with ``OXEN_BASE_URL`` and
-    ``OXEN_API_KEY`` set to reach it, stopped after the test.
-
-    A ``@pytest.mark.oxen_emulator(**fields)`` marker overrides fields of
-    ``oxen_emulator_config``.
-    """
+    """A running [`Emulator`][oxen_queue.testing.Emulator], reached through ``OXEN_BASE_URL``
+    and ``OXEN_API_KEY``, stopped after the test; ``@pytest.mark.oxen_emulator(**fields)``
+    overrides fields of ``oxen_emulator_config``."""
     from .testing import DUMMY_API_KEY, Emulator
 
     config = oxen_emulator_config

@@ -1,5 +1,3 @@
-"""``ClientStats``."""
-
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,7 +1,5 @@
-"""The runtime of the generated blocking ``Client``: an ``AsyncClient`` on an event loop of its
-own, in a daemon thread, called through anyio's blocking portal (`Bridge`), and the blocking
-handles. The caller's own event loop, if any (a notebook cell), is never used; Ctrl-C cancels
-the waiting task on the loop and propagates.
+"""The runtime of the generated blocking ``Client`` (an ``AsyncClient`` on an event loop of its
+own, in a daemon thread, called through anyio's blocking portal: `Bridge`) and its handles.
 """
 
 from __future__ import annotations
@@ -37,8 +35,7 @@ U = TypeVar("U")
 
 
 def _start_loop() -> tuple[BlockingPortal, threading.Thread]:
-    """An event loop in a daemon thread (so that a client never closed does not hang the
-    interpreter's exit), and its portal."""
+    """An event loop in a daemon thread (a client left open never blocks exit), and its portal."""
     started: concurrent.futures.Future[BlockingPortal] = concurrent.futures.Future()
 
     async def serve() -> None:
@@ -63,9 +60,8 @@ def _start_loop() -> tuple[BlockingPortal, threading.Thread]:
 
 @dataclass(slots=True, eq=False)
 class Bridge:
-    """The loop thread of a [`Client`][oxen_queue.Client] (and its views) and the open
-    [`AsyncClient`][oxen_queue.AsyncClient] they share; every call into it goes through here,
-    so that its state is only touched on its own loop."""
+    """The loop thread of a [`Client`][oxen_queue.Client] and its views, and the open
+    ``AsyncClient`` they share, whose state every call here touches on its own loop only."""
 
     _portal: BlockingPortal
     _thread: threading.Thread
@@ -131,9 +127,8 @@ class Bridge:
 
 @dataclass(slots=True, eq=False, repr=False)
 class SyncGenerationHistory:
-    """The blocking form of [`GenerationHistory`][oxen_queue.GenerationHistory], from
-    [`Client.iter_generations`][oxen_queue.Client.iter_generations]: ``for record in history``
-    (each page fetched when the rows before it are consumed)."""
+    """The blocking [`GenerationHistory`][oxen_queue.GenerationHistory], from
+    [`Client.iter_generations`][oxen_queue.Client.iter_generations]: ``for record in history``."""
 
     _bridge: Bridge
     _history: GenerationHistory
@@ -143,8 +138,7 @@ class SyncGenerationHistory:
 
     @property
     def total_cost(self) -> Decimal | None:
-        """What the whole filtered set was charged (``None`` before the first page, and
-        when nothing in it has been charged)."""
+        """What the whole filtered set was charged (``None``: no page yet, or nothing charged)."""
         return self._history.total_cost
 
     @property
@@ -196,12 +190,11 @@ class SyncGeneration:
         """Block until the final record.
 
         Args:
-            timeout: Seconds to wait; ``None`` waits up to the generation's deadline. On
-                expiry ``TimeoutError`` is raised and the generation carries on.
+            timeout: Seconds to wait; ``None`` waits up to the generation's deadline.
 
         Raises:
             GenerationFailedError, GenerationCancelledError, GenerationTimeoutError: As ``await``.
-            TimeoutError: ``timeout`` expired.
+            TimeoutError: ``timeout`` expired (the generation carries on).
             KeyboardInterrupt: Ctrl-C; the wait is abandoned, the generation carries on.
         """
         return self._bridge.run(self._generation.wait(timeout=timeout))
@@ -264,12 +257,11 @@ async def _await(awaitable: Awaitable[T]) -> T:
 
 
 async def _next(iterator: AsyncIterator[T]) -> T | None:
-    # Not anext() itself: a coroutine that never runs is closed, not warned of, only if it is
-    # the outermost one.
+    # Not anext() itself, which makes the __anext__ coroutine at once: Bridge.run closes an
+    # outer coroutine it does not run, before any inner one exists.
     return await anext(iterator, None)
 
 
 async def _returning(function: Callable[[], T]) -> T:
-    # A coroutine, not the bare function: the portal would await an awaitable it returned
-    # (a Generation: its result).
+    # A coroutine: the portal would await an awaitable the function returned (a Generation).
     return function()

@@ -58,8 +58,7 @@ class Client:
     wait: the waiting task is cancelled and ``KeyboardInterrupt`` propagates.
 
     Args:
-        api_key: The Oxen API key (default ``$OXEN_API_KEY``); sent only to the API's origin,
-            never shown.
+        api_key: The Oxen API key (default ``$OXEN_API_KEY``); sent only to the API's origin.
         base_url: The hub (default ``$OXEN_BASE_URL``, then ``https://hub.oxen.ai``).
         completion: How completion is learned: ``"auto"`` (the event stream, backed by slow
             polls), ``"events"``, ``"shared"`` (one list request per tick for all pending
@@ -80,16 +79,15 @@ class Client:
         max_download_bytes: Largest result file accepted; ``None`` means no limit.
         allow_insecure_http: Allow a plain ``http://`` base URL that is not loopback.
         verify: TLS certificate verification.
-        transport: An httpx transport, used as it is (no ``http_backend``, no proxies);
-            ``None``: ``http_backend``'s.
+        transport: An httpx transport, used as it is (no ``http_backend``, no proxies).
         http_backend: ``"httpx"``, or ``"aiohttp"`` (asyncio only; the ``aiohttp`` extra).
         max_spend: The most this client may commit, in the API's currency (0 to 10**12, at most
             18 decimal places); ``None`` means no limit.
 
     Raises:
         InvalidParamsError: No API key; ``max_spend`` out of range; a base URL unusable,
-            insecure or carrying credentials (also a ``ValueError``); an ``http_backend`` not
-            known or not installed (or ``"aiohttp"`` outside asyncio).
+            insecure or carrying credentials (also a ``ValueError``); an unknown, uninstalled
+            or (``"aiohttp"`` outside asyncio) unusable ``http_backend``.
     """
 
     _bridge: Bridge
@@ -159,8 +157,8 @@ class Client:
         validate: bool | Default = DEFAULT,
         deadline: float | Default | None = DEFAULT,
     ) -> Client:
-        """A view of this client with other defaults for the calls made through it; it shares all
-        else (connections, watcher, lifecycle) and costs nothing.
+        """A view of this client with other defaults for the calls made through it (all else shared:
+        connections, watcher, lifecycle).
 
         The blocking form of [`AsyncClient.with_options`][oxen_queue.AsyncClient.with_options]
         (see there for more).
@@ -225,7 +223,6 @@ class Client:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2Options],
     ) -> SyncGeneration: ...
-
     @overload
     def enqueue(
         self,
@@ -239,7 +236,6 @@ class Client:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2EditOptions],
     ) -> SyncGeneration: ...
-
     @overload
     def enqueue(
         self,
@@ -252,7 +248,6 @@ class Client:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[KlingV26ProTextToVideoOptions],
     ) -> SyncGeneration: ...
-
     @overload
     def enqueue(
         self,
@@ -348,7 +343,6 @@ class Client:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2Options],
     ) -> GenerationRecord: ...
-
     @overload
     def generate(
         self,
@@ -362,7 +356,6 @@ class Client:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2EditOptions],
     ) -> GenerationRecord: ...
-
     @overload
     def generate(
         self,
@@ -375,7 +368,6 @@ class Client:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[KlingV26ProTextToVideoOptions],
     ) -> GenerationRecord: ...
-
     @overload
     def generate(
         self,

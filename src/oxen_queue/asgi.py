@@ -1,15 +1,13 @@
 """Web handlers whose caller hangs up: cancel the work, so nobody pays for a result nobody sees.
 
 Starlette (and so FastAPI) notices a disconnected client only when the handler next reads the
-request or writes the response: a handler awaiting ``client.generate()`` would wait on, and the
-job be billed, after the browser tab closed. Instead:
+request or writes the response, so a handler awaiting ``client.generate()`` would wait on, and
+the job be billed, after the browser tab closed. Instead (mapping
+[`ClientDisconnectedError`][oxen_queue.asgi.ClientDisconnectedError] to a quiet 499):
 
 ```python
 record = await cancel_on_disconnect(request, client.generate("gpt-image-2", prompt=prompt))
 ```
-
-and map [`ClientDisconnectedError`][oxen_queue.asgi.ClientDisconnectedError] to a quiet 499.
-Starlette is not a dependency: any object with an async ``is_disconnected()`` will do.
 """
 
 from __future__ import annotations
@@ -33,7 +31,6 @@ class DisconnectAware(Protocol):
 
     async def is_disconnected(self) -> bool:
         """Whether the client has disconnected (without waiting for it to)."""
-        ...
 
 
 class ClientDisconnectedError(OxenError):
@@ -72,7 +69,7 @@ async def cancel_on_disconnect(
         if inspect.iscoroutine(work):  # else Python warns it was never awaited
             work.close()
         raise
-    finished = False
+    result: list[_T] = []
     error: Exception | None = None
     watch_error: Exception | None = None
 
@@ -90,15 +87,14 @@ async def cancel_on_disconnect(
     async with anyio.create_task_group() as task_group:
         task_group.start_soon(watch)
         try:
-            result = await work
+            result.append(await work)
         except Exception as exc:  # raised in here, it would reach the caller in an ExceptionGroup
             error = exc
-        finished = True
         task_group.cancel_scope.cancel()  # done: stop watching
     if error is not None:
         raise error
-    if finished:
-        return result
+    if result:
+        return result[0]
     if watch_error is not None:
         raise watch_error
     raise ClientDisconnectedError("the HTTP client hung up; the work was cancelled")
