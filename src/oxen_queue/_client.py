@@ -463,8 +463,8 @@ class AsyncClient:
     ) -> GenerationPage:
         """One page of history with costs (``GET /api/ai/generations``; page_size <= 1000).
 
-        Filters as [`iter_generations`][oxen_queue.AsyncClient.iter_generations]'s; the page's
-        ``total_cost`` covers the whole filtered set.
+        The filters are [`list_queue`][oxen_queue.AsyncClient.list_queue]'s, but ``status=None``
+        is every row. The page's ``total_cost`` covers the whole filtered set.
         """
         return await self._rows.list_generations(**_args(locals()))
 

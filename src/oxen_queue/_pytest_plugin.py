@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``oxen_emulator`` marker."""
     config.addinivalue_line(
         "markers",
         "oxen_emulator(**fields): EmulatorConfig fields for the oxen_emulator fixture "

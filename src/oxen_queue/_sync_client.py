@@ -160,8 +160,7 @@ class Client:
         """A view of this client with other defaults for the calls made through it (all else shared:
         connections, watcher, lifecycle).
 
-        The blocking form of [`AsyncClient.with_options`][oxen_queue.AsyncClient.with_options]
-        (see there for more).
+        The blocking form of [`AsyncClient.with_options`][oxen_queue.AsyncClient.with_options].
 
         Args:
             timeout: Seconds for each request attempt (completion watching keeps the client's).
@@ -179,8 +178,8 @@ class Client:
     def close(self) -> None:
         """Stop watching and close the connections, for good; jobs on the server carry on.
 
-        The blocking form of [`AsyncClient.aclose`][oxen_queue.AsyncClient.aclose] (see there for
-        more). It closes the client's views too, and stops its event loop thread.
+        The blocking form of [`AsyncClient.aclose`][oxen_queue.AsyncClient.aclose]. It closes the
+        client's views too, and stops its event loop thread.
         """
         self._bridge.close()
 
@@ -188,8 +187,8 @@ class Client:
     def pending(self) -> Mapping[str, SyncGeneration]:
         """The generations this client is still watching, by id (a read-only view).
 
-        The blocking form of [`AsyncClient.pending`][oxen_queue.AsyncClient.pending] (see there
-        for more). Each lookup reads the client's current state, on its event loop.
+        The blocking form of [`AsyncClient.pending`][oxen_queue.AsyncClient.pending]. Each lookup
+        reads the client's current state, on its event loop.
         """
         return SyncGenerationMap(self._bridge, self._bridge.call(lambda: self._async.pending))
 
@@ -197,8 +196,7 @@ class Client:
     def stats(self) -> ClientStats:
         """A snapshot of the client's counters and limits.
 
-        The blocking form of [`AsyncClient.stats`][oxen_queue.AsyncClient.stats] (see there for
-        more).
+        The blocking form of [`AsyncClient.stats`][oxen_queue.AsyncClient.stats].
         """
         return self._bridge.call(lambda: self._async.stats)
 
@@ -206,8 +204,7 @@ class Client:
     def spend(self) -> SpendSummary | None:
         """What this client has committed against its ``max_spend`` (``None`` without one).
 
-        The blocking form of [`AsyncClient.spend`][oxen_queue.AsyncClient.spend] (see there for
-        more).
+        The blocking form of [`AsyncClient.spend`][oxen_queue.AsyncClient.spend].
         """
         return self._bridge.call(lambda: self._async.spend)
 
@@ -272,8 +269,7 @@ class Client:
     ) -> SyncGeneration:
         """Enqueue one generation (``POST /api/ai/queue``) and return its handle.
 
-        The blocking form of [`AsyncClient.enqueue`][oxen_queue.AsyncClient.enqueue] (see there
-        for more).
+        The blocking form of [`AsyncClient.enqueue`][oxen_queue.AsyncClient.enqueue].
 
         Args:
             model: The model id, e.g. ``"gpt-image-2"``.
@@ -311,8 +307,7 @@ class Client:
     ) -> list[SyncGeneration]:
         """Enqueue ``num_generations`` generations of the same request; return every one.
 
-        The blocking form of [`AsyncClient.enqueue_many`][oxen_queue.AsyncClient.enqueue_many]
-        (see there for more).
+        The blocking form of [`AsyncClient.enqueue_many`][oxen_queue.AsyncClient.enqueue_many].
 
         Raises:
             InvalidParamsError: ``num_generations`` is not a positive integer, or bad parameters.
@@ -392,8 +387,8 @@ class Client:
     ) -> GenerationRecord:
         """Enqueue one generation and wait for its final record.
 
-        The blocking form of [`AsyncClient.generate`][oxen_queue.AsyncClient.generate] (see there
-        for more). Ctrl-C cancels the job upstream (as does a cancelled ``await``), then raises
+        The blocking form of [`AsyncClient.generate`][oxen_queue.AsyncClient.generate]. Ctrl-C
+        cancels the job upstream (as does a cancelled ``await``), then raises
         ``KeyboardInterrupt``.
 
         Raises:
@@ -417,9 +412,9 @@ class Client:
         """Run many requests with at most ``concurrency`` generations in flight: see
         [`run_batch`][oxen_queue.run_batch].
 
-        The blocking form of [`AsyncClient.batch`][oxen_queue.AsyncClient.batch] (see there for
-        more). It does not take ``on_enqueued`` and ``on_finished``: callbacks would run on the
-        client's event loop thread, not the caller's.
+        The blocking form of [`AsyncClient.batch`][oxen_queue.AsyncClient.batch]. It does not
+        take ``on_enqueued`` and ``on_finished``: callbacks would run on the client's event loop
+        thread, not the caller's.
         """
         return self._bridge.run(
             self._async.batch(model=model, requests=requests, concurrency=concurrency)
@@ -430,8 +425,7 @@ class Client:
     ) -> SyncGeneration:
         """Reattach to a generation made elsewhere (another process, an earlier run).
 
-        The blocking form of [`AsyncClient.generation`][oxen_queue.AsyncClient.generation] (see
-        there for more).
+        The blocking form of [`AsyncClient.generation`][oxen_queue.AsyncClient.generation].
 
         Returns:
             This client's handle for the id if it has one; else a new one, its status asked.
@@ -451,8 +445,7 @@ class Client:
     def recover(self, *, wait: float | None = 120.0) -> list[SyncGeneration]:
         """Every job the ledger knows as enqueued and unfinished, as generations.
 
-        The blocking form of [`AsyncClient.recover`][oxen_queue.AsyncClient.recover] (see there
-        for more).
+        The blocking form of [`AsyncClient.recover`][oxen_queue.AsyncClient.recover].
 
         Args:
             wait: Seconds to wait at most for gone clients' requests still within their deadline;
@@ -473,8 +466,7 @@ class Client:
         """The current row of a generation (``GET /api/ai/queue/{id}``).
 
         The blocking form of
-        [`AsyncClient.get_generation`][oxen_queue.AsyncClient.get_generation] (see there for
-        more).
+        [`AsyncClient.get_generation`][oxen_queue.AsyncClient.get_generation].
 
         Raises:
             InvalidParamsError: Not a plausible generation id (nothing was sent).
@@ -486,8 +478,7 @@ class Client:
         (``None`` while queued) and who made it.
 
         The blocking form of
-        [`AsyncClient.get_generation_details`][oxen_queue.AsyncClient.get_generation_details]
-        (see there for more).
+        [`AsyncClient.get_generation_details`][oxen_queue.AsyncClient.get_generation_details].
 
         Raises:
             InvalidParamsError: Not a plausible generation id (nothing was sent).
@@ -498,8 +489,7 @@ class Client:
     def cancel(self, generation: SyncGeneration | str) -> None:
         """Cancel a generation (``DELETE /api/ai/queue/{id}``; a finished one is left as it is).
 
-        The blocking form of [`AsyncClient.cancel`][oxen_queue.AsyncClient.cancel] (see there for
-        more).
+        The blocking form of [`AsyncClient.cancel`][oxen_queue.AsyncClient.cancel].
 
         Raises:
             InvalidParamsError: Not a plausible generation id (nothing was sent).
@@ -519,8 +509,7 @@ class Client:
     ) -> list[GenerationRecord]:
         """Rows of ``GET /api/ai/queue``; a filter left ``None`` filters nothing.
 
-        The blocking form of [`AsyncClient.list_queue`][oxen_queue.AsyncClient.list_queue] (see
-        there for more).
+        The blocking form of [`AsyncClient.list_queue`][oxen_queue.AsyncClient.list_queue].
 
         Args:
             model: Only this model's rows.
@@ -556,8 +545,7 @@ class Client:
         """One page of history with costs (``GET /api/ai/generations``; page_size <= 1000).
 
         The blocking form of
-        [`AsyncClient.list_generations`][oxen_queue.AsyncClient.list_generations] (see there for
-        more).
+        [`AsyncClient.list_generations`][oxen_queue.AsyncClient.list_generations].
         """
         return self._bridge.run(
             self._async.list_generations(
@@ -588,8 +576,7 @@ class Client:
         ``status=None`` is every row.
 
         The blocking form of
-        [`AsyncClient.iter_generations`][oxen_queue.AsyncClient.iter_generations] (see there for
-        more).
+        [`AsyncClient.iter_generations`][oxen_queue.AsyncClient.iter_generations].
 
         Args:
             page_size: Rows per request, 1 to 1000.
@@ -619,8 +606,7 @@ class Client:
     def get_model(self, model_id: str) -> Model:
         """A model and its parameter schema (``GET /api/ai/models/{id}``).
 
-        The blocking form of [`AsyncClient.get_model`][oxen_queue.AsyncClient.get_model] (see
-        there for more).
+        The blocking form of [`AsyncClient.get_model`][oxen_queue.AsyncClient.get_model].
 
         Raises:
             InvalidParamsError: Not a plausible model id (field ``model``; nothing was sent).
@@ -631,8 +617,7 @@ class Client:
     def list_models(self) -> list[Model]:
         """Every model (``GET /api/ai/models``).
 
-        The blocking form of [`AsyncClient.list_models`][oxen_queue.AsyncClient.list_models] (see
-        there for more).
+        The blocking form of [`AsyncClient.list_models`][oxen_queue.AsyncClient.list_models].
         """
         return self._bridge.run(self._async.list_models())
 
@@ -643,8 +628,7 @@ class Client:
     ) -> Path:
         """Save a generation's result file and return its path.
 
-        The blocking form of [`AsyncClient.download`][oxen_queue.AsyncClient.download] (see there
-        for more).
+        The blocking form of [`AsyncClient.download`][oxen_queue.AsyncClient.download].
 
         Args:
             source: A finished record, a generation or a generation id (waited for first).
@@ -662,8 +646,7 @@ class Client:
         """A generation's result file, in memory, checked as by
         [`download`][oxen_queue.AsyncClient.download].
 
-        The blocking form of [`AsyncClient.read`][oxen_queue.AsyncClient.read] (see there for
-        more).
+        The blocking form of [`AsyncClient.read`][oxen_queue.AsyncClient.read].
 
         Raises:
             DownloadError: As for [`download`][oxen_queue.AsyncClient.download].
@@ -687,8 +670,7 @@ class Client:
         until they exist (5-30 s); resent only if the server refused it.
 
         The blocking form of
-        [`AsyncClient.generate_images`][oxen_queue.AsyncClient.generate_images] (see there for
-        more).
+        [`AsyncClient.generate_images`][oxen_queue.AsyncClient.generate_images].
 
         Args:
             model: The model id.
@@ -732,8 +714,7 @@ class Client:
         ``response_format``, ``timeout`` and ``validate`` as in
         [`generate_images`][oxen_queue.AsyncClient.generate_images].
 
-        The blocking form of [`AsyncClient.edit_images`][oxen_queue.AsyncClient.edit_images] (see
-        there for more).
+        The blocking form of [`AsyncClient.edit_images`][oxen_queue.AsyncClient.edit_images].
 
         Args:
             model: The model id, e.g. ``"gpt-image-2-edit"``.
@@ -776,8 +757,7 @@ class Client:
         [`generate_images`][oxen_queue.AsyncClient.generate_images].
 
         The blocking form of
-        [`AsyncClient.generate_videos`][oxen_queue.AsyncClient.generate_videos] (see there for
-        more).
+        [`AsyncClient.generate_videos`][oxen_queue.AsyncClient.generate_videos].
 
         Args:
             model: The model id, e.g. ``"kling-video-v2-6-pro-text-to-video"``.
@@ -814,8 +794,7 @@ class Client:
         """What a request would cost, from the model's published pricing (fetched once per model and
         client); parameters left out count at the server's defaults.
 
-        The blocking form of [`AsyncClient.estimate_cost`][oxen_queue.AsyncClient.estimate_cost]
-        (see there for more).
+        The blocking form of [`AsyncClient.estimate_cost`][oxen_queue.AsyncClient.estimate_cost].
 
         Args:
             model: The model id.
