@@ -125,13 +125,14 @@ class Bridge:
         self._thread.join()
 
 
-@dataclass(slots=True, eq=False, repr=False)
 class SyncGenerationHistory:
     """The blocking [`GenerationHistory`][oxen_queue.GenerationHistory], from
     [`Client.iter_generations`][oxen_queue.Client.iter_generations]: ``for record in history``."""
 
-    _bridge: Bridge
-    _history: GenerationHistory
+    __slots__ = ("_bridge", "_history")
+
+    def __init__(self, bridge: Bridge, history: GenerationHistory) -> None:
+        self._bridge, self._history = bridge, history
 
     def __repr__(self) -> str:
         return repr(self._history).replace("<GenerationHistory", "<SyncGenerationHistory", 1)
