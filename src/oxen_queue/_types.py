@@ -16,7 +16,6 @@ class _DefaultType(enum.Enum):
 
 
 Default = Literal[_DefaultType.DEFAULT]
-"""The type of [`DEFAULT`][oxen_queue.DEFAULT]: "use the client's setting" (where ``None`` means
-no limit)."""
+"""The type of [`DEFAULT`][oxen_queue.DEFAULT]: "the client's setting" (``None`` is no limit)."""
 
 DEFAULT: Final = _DefaultType.DEFAULT
