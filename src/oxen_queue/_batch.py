@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     from ._generation import Generation
     from ._models import GenerationRecord
 
-__all__ = ["BatchItem", "ProgressCallback", "as_completed", "run_batch"]
-
 
 def as_completed(generations: Iterable[Generation]) -> AsyncIterator[Generation]:
     """Yield each generation once it is done, in the order they finish.

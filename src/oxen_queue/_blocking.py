@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-__all__ = ["Blocking"]
-
 # The facade's n, response_format, timeout (seconds) and validate.
 Call = tuple[int | None, str | None, float, bool | None]
 

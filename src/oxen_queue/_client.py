@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from ._options import GptImage2EditOptions, GptImage2Options, KlingV26ProTextToVideoOptions
     from ._stats import ClientStats
 
-__all__ = ["AsyncClient"]
-
 
 class AsyncClient:
     """An asyncio (and trio) client for Oxen.ai's generation queue.
@@ -107,7 +105,27 @@ class AsyncClient:
         http_backend: HttpBackend = "httpx",
         max_spend: Decimal | int | None = None,
     ) -> None:
-        core = ClientCore(**_args(locals()))
+        core = ClientCore(
+            api_key=api_key,
+            base_url=base_url,
+            completion=completion,
+            poll_policy=poll_policy,
+            shared_poll_interval=shared_poll_interval,
+            backstop_interval=backstop_interval,
+            retry=retry,
+            timeout=timeout,
+            stall_timeout=stall_timeout,
+            max_concurrency=max_concurrency,
+            max_downloads=max_downloads,
+            ledger=ledger,
+            validate=validate,
+            max_download_bytes=max_download_bytes,
+            allow_insecure_http=allow_insecure_http,
+            verify=verify,
+            transport=transport,
+            http_backend=http_backend,
+            max_spend=max_spend,
+        )
         self._bind(core, core.defaults)
 
     def _bind(self, core: ClientCore, options: CallOptions) -> None:
@@ -132,7 +150,7 @@ class AsyncClient:
             validate: Local parameter checks.
             deadline: Generations' default deadline in seconds; ``None`` means no limit.
         """
-        options = self._options.replace(**_args(locals()))
+        options = self._options.replace(timeout=timeout, validate=validate, deadline=deadline)
         view = object.__new__(AsyncClient)
         view._bind(self._core, options)
         return view
@@ -254,7 +272,13 @@ class AsyncClient:
             BadRequestError: The API refused (unknown model, text-only model, ...).
             AmbiguousEnqueueError: The answer was lost and the job could not be settled.
         """
-        return await self._jobs.enqueue(**_args(locals()))
+        return await self._jobs.enqueue(
+            model=model,
+            deadline=deadline,
+            validate=validate,
+            extra_params=extra_params,
+            params=params,
+        )
 
     async def enqueue_many(
         self,
@@ -275,7 +299,14 @@ class AsyncClient:
         Raises:
             InvalidParamsError: ``num_generations`` is not a positive integer, or bad parameters.
         """
-        return await self._jobs.enqueue_many(**_args(locals()))
+        return await self._jobs.enqueue_many(
+            model=model,
+            num_generations=num_generations,
+            deadline=deadline,
+            validate=validate,
+            extra_params=extra_params,
+            params=params,
+        )
 
     # --- begin generated: overloads of generate, one per typed model (.ci/codegen.py) ---
     @overload
@@ -349,7 +380,13 @@ class AsyncClient:
             GenerationCancelledError: It was cancelled.
             GenerationTimeoutError: The deadline passed (the job was cancelled).
         """
-        return await self._jobs.generate(**_args(locals()))
+        return await self._jobs.generate(
+            model=model,
+            deadline=deadline,
+            validate=validate,
+            extra_params=extra_params,
+            params=params,
+        )
 
     async def batch(
         self,
@@ -364,7 +401,14 @@ class AsyncClient:
         [`run_batch`][oxen_queue.run_batch].
         """
         await self._core.opened()
-        return await run_batch(self, **_args(locals()))
+        return await run_batch(
+            self,
+            model=model,
+            requests=requests,
+            concurrency=concurrency,
+            on_enqueued=on_enqueued,
+            on_finished=on_finished,
+        )
 
     # -- generations and rows -------------------------------------------------------------
     def generation(
@@ -447,7 +491,14 @@ class AsyncClient:
             repo: Only rows stored in this repo (``target_repo``).
             folder: Only rows stored in this directory (``target_directory``).
         """
-        return await self._rows.list_queue(**_args(locals()))
+        return await self._rows.list_queue(
+            model=model,
+            status=status,
+            media_type=media_type,
+            namespace=namespace,
+            repo=repo,
+            folder=folder,
+        )
 
     async def list_generations(
         self,
@@ -466,7 +517,16 @@ class AsyncClient:
         The filters are [`list_queue`][oxen_queue.AsyncClient.list_queue]'s, but ``status=None``
         is every row. The page's ``total_cost`` covers the whole filtered set.
         """
-        return await self._rows.list_generations(**_args(locals()))
+        return await self._rows.list_generations(
+            page=page,
+            page_size=page_size,
+            model=model,
+            status=status,
+            media_type=media_type,
+            namespace=namespace,
+            repo=repo,
+            folder=folder,
+        )
 
     def iter_generations(
         self,
@@ -493,7 +553,15 @@ class AsyncClient:
         Raises:
             InvalidParamsError: ``page_size`` out of range.
         """
-        return self._rows.iter_generations(**_args(locals()))
+        return self._rows.iter_generations(
+            model=model,
+            status=status,
+            media_type=media_type,
+            namespace=namespace,
+            repo=repo,
+            folder=folder,
+            page_size=page_size,
+        )
 
     async def get_model(self, model_id: str) -> Model:
         """A model and its parameter schema (``GET /api/ai/models/{id}``).
@@ -667,8 +735,3 @@ class AsyncClient:
             num_generations=num_generations,
             validate=self._options.validating(validate),
         )
-
-
-def _args(scope: dict[str, Any]) -> dict[str, Any]:
-    """A method's arguments, from its ``locals()``, to pass on by name."""
-    return {name: value for name, value in scope.items() if name != "self"}

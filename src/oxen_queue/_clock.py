@@ -30,8 +30,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["EARLIEST", "MAX_SKEW", "TOLERANCE", "ServerClock", "Span", "Window", "row_stamp"]
-
 EARLIEST: Final = 1_577_836_800
 """2020-01-01T00:00:00Z: no server time before it is believed (the API is younger)."""
 MAX_SKEW: Final = 86_400.0

@@ -63,8 +63,6 @@ if TYPE_CHECKING:
 
     from ._models import GenerationRecord
 
-__all__ = ["CLOSE_GRACE", "CallOptions", "ClientCore"]
-
 logger = logging.getLogger("oxen_queue")
 
 CLOSE_GRACE: Final = 5.0

@@ -8,8 +8,6 @@ from typing import Any
 
 from ._transport import current_async_library
 
-__all__ = ["spawn_detached"]
-
 
 def spawn_detached(async_fn: Callable[[], Coroutine[Any, Any, None]], *, name: str) -> object:
     """Start ``async_fn()`` in a task the running event loop owns (asyncio: a task of the

@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 
     Sink = Callable[[bytes], Awaitable[object]]
 
-__all__ = ["MIN_DOWNLOAD_RATE", "FileFetcher"]
-
 logger = logging.getLogger("oxen_queue")
 
 MIN_DOWNLOAD_RATE: Final = 1024

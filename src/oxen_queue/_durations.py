@@ -13,8 +13,6 @@ import httpx
 
 from ._exceptions import InvalidParamsError
 
-__all__ = ["optional_seconds", "seconds", "timeout_of"]
-
 
 def seconds(value: object, *, field: str, zero: bool = False) -> float:
     """``value`` as a float, if it is a finite number of seconds above zero (or zero too, when

@@ -42,8 +42,6 @@ if TYPE_CHECKING:
     from ._jobs import _Track
     from ._ledger import Ledger
 
-__all__ = ["Enqueuer"]
-
 logger = logging.getLogger("oxen_queue")
 
 _OWNED_LIMIT: Final = 200_000  # ids remembered as ours; old ones cannot match a new request

@@ -20,8 +20,6 @@ import hashlib
 import re
 from typing import Final
 
-__all__ = ["MAX_STEM", "RESERVED_NAMES", "safe_name"]
-
 MAX_STEM: Final = 96
 """The longest stem, in characters (a UUID has 36)."""
 

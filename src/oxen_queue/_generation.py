@@ -28,17 +28,6 @@ if TYPE_CHECKING:
     import os
     from pathlib import Path
 
-__all__ = [
-    "Generation",
-    "GenerationOwner",
-    "due",
-    "expire_if_due",
-    "fail",
-    "note_status",
-    "observe",
-    "watch_subscriptions",
-]
-
 logger = logging.getLogger("oxen_queue")
 
 Callback = Callable[["Generation"], object]

@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._models import GenerationPage, GenerationRecord
 
-__all__ = ["GenerationHistory"]
-
 
 class GenerationHistory:
     """The rows of the history, page after page: ``async for record in history``.

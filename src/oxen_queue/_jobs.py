@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from ._spend import Hold
     from ._types import Default
 
-__all__ = ["Jobs"]
-
 _PER_REQUEST: Final = 4  # generations per enqueue: "Range: 1-4 ... per request" (queue docs)
 
 

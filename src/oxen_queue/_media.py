@@ -28,8 +28,6 @@ from typing import Final, Literal
 
 from ._exceptions import DownloadError
 
-__all__ = ["EXTENSIONS", "HEAD_BYTES", "MediaKind", "accept_body", "expected_kind", "sniff"]
-
 logger = logging.getLogger("oxen_queue")
 
 MediaKind = Literal["image", "video"]

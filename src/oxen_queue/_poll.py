@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 from ._durations import optional_seconds, seconds
 
-__all__ = ["PollPolicy"]
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PollPolicy:

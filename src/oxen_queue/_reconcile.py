@@ -41,8 +41,6 @@ if TYPE_CHECKING:
     from ._api import QueueEndpoints
     from ._clock import ServerClock, Span, Window
 
-__all__ = ["Reconciler"]
-
 logger = logging.getLogger("oxen_queue")
 
 _HISTORY_PAGE: Final = 1000  # the largest page_size /api/ai/generations allows

@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from ._ledger import Ledger
     from ._reconcile import Reconciler
 
-__all__ = ["recover_ids"]
-
 logger = logging.getLogger("oxen_queue")
 
 

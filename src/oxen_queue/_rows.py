@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from ._models import GenerationPage, Model
     from ._types import Default
 
-__all__ = ["Rows"]
-
 _MAX_PAGE_SIZE: Final = 1000  # GET /api/ai/generations: "page_size ... max 1000"
 
 

@@ -17,8 +17,6 @@ from ._transport import current_async_library
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Signal"]
-
 
 class Signal:
     """Set once; `wait` returns once it is set (at once if it already is)."""

@@ -2,8 +2,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ClientStats"]
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ClientStats:

@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from ._history import GenerationHistory
     from ._models import GenerationRecord
 
-__all__ = ["Bridge", "SyncGeneration", "SyncGenerationHistory", "SyncGenerationMap", "unwrap"]
-
 T = TypeVar("T")
 U = TypeVar("U")
 

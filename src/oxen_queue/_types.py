@@ -5,8 +5,6 @@ from __future__ import annotations
 import enum
 from typing import Final, Literal
 
-__all__ = ["DEFAULT", "Default"]
-
 
 class _DefaultType(enum.Enum):
     DEFAULT = enum.auto()

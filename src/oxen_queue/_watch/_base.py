@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from .._models import GenerationRecord
     from .._poll import PollPolicy
 
-__all__ = ["PollingWatcher", "QueueAPI", "SharedPollWatcher", "look", "supervised", "unexpected"]
-
 logger = logging.getLogger("oxen_queue")
 
 _MAX_MODEL_FILTERS: Final = 3  # more distinct models than this: one unfiltered list instead

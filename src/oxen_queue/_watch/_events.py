@@ -45,8 +45,6 @@ if TYPE_CHECKING:
     from .._models import CompletionEvent
     from ._base import QueueAPI
 
-__all__ = ["EventWatcher"]
-
 logger = logging.getLogger("oxen_queue")
 
 _RECENT_LIMIT: Final = 4096  # unmatched events kept for a generation whose id is not known yet

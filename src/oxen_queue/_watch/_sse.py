@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["MAX_LINE_BYTES", "SSEDecoder", "ServerSentEvent"]
-
 MAX_LINE_BYTES: Final = 1 << 20
 """The longest SSE line, and the largest event's data, accepted (1 MiB)."""
 
