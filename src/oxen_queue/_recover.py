@@ -69,7 +69,7 @@ async def recover_ids(
             last = max(intent.deadline for intent in waiting) - time.time()
             logger.warning(
                 "recover(): %d request(s) a gone client sent may still reach the server; "
-                "waiting up to %.0f s, until they cannot, to settle them",
+                "waiting up to %.1f s, until they cannot, to settle them",
                 len(waiting),
                 max(0.0, min(last, give_up - now)),
             )
