@@ -289,7 +289,7 @@ class ClientCore:
             await self.enqueuer.ledger.open()
             # Events need a running loop: made here, not with the client.
             started, self._stopped = anyio.Event(), anyio.Event()
-            host = functools.partial(self._host, started, self._stopped)
+            host = functools.partial(self._host, started, self._stopped, detached=detached)
             if detached:
                 self._host_handle = spawn_detached(host, name="oxen-queue client")
                 await started.wait()
@@ -309,10 +309,12 @@ class ClientCore:
         started: anyio.Event,
         stopped: anyio.Event,
         *,
+        detached: bool,
         task_status: anyio.abc.TaskStatus[TaskGroup] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """The host of the background work, ended by ``close()`` or by the end of the event
-        loop. Nothing escapes it but cancellation (a detached host: see `spawn_detached`)."""
+        """The host of the background work, ended by ``close()`` (or, detached, by the end of
+        the event loop). A detached host lets nothing but cancellation escape (see
+        `spawn_detached`); an ``async with``'s raises into the block, as structured work does."""
         try:
             async with anyio.create_task_group() as task_group:
                 self._task_group = task_group
@@ -326,11 +328,13 @@ class ClientCore:
                 started.set()
                 await anyio.sleep_forever()  # until close() cancels the group
         except Exception as exc:  # pragma: no cover - every background task is supervised
+            if not detached:
+                raise
             logger.error("oxen_queue: the client's background work failed", exc_info=exc)
         finally:
             started.set()  # for an open waiting on a host that failed to start
             stopped.set()
-            if not self.closed and self._stack is None:
+            if detached and not self.closed:
                 # Detached, and the event loop is ending (asyncio.run's or trio.run's main
                 # coroutine returned with the client open): let go of the connections while
                 # it still runs, so that nothing is left to warn about; raise nothing.

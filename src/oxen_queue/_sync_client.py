@@ -82,7 +82,11 @@ class Client:
         transport: An httpx transport, used as it is (no ``http_backend``, no proxies).
         http_backend: ``"httpx"``, or ``"aiohttp"`` (asyncio only; the ``aiohttp`` extra).
         max_spend: The most this client may commit, in the API's currency (0 to 10**12, at most
-            18 decimal places); ``None`` means no limit.
+            18 decimal places): a request whose estimate would take the committed spend past it
+            raises [`BudgetExceededError`][oxen_queue.BudgetExceededError] before anything is
+            sent. A job counts at its estimate until its charge is known (one
+            ``GET /api/ai/generations/{id}`` per finished job). ``None`` means no limit, and no
+            accounting.
 
     Raises:
         InvalidParamsError: No API key; ``max_spend`` out of range; a base URL unusable,
@@ -278,7 +282,9 @@ class Client:
             validate: Override the client's ``validate`` for this call.
             extra_params: Keys sent unchecked (parameters the model's schema does not list yet).
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
-                (``target_namespace``, ``target_repo``, ``target_directory``).
+                (``target_namespace``, ``target_repo``, ``target_directory``). ``timeout=`` is
+                refused (see ``with_options``); several generations of one request are
+                ``enqueue_many``'s (not ``n=``).
 
         Raises:
             InvalidParamsError: Bad parameters, found before anything was sent.
@@ -667,7 +673,8 @@ class Client:
         **params: Any,
     ) -> ImagesResponse:
         """Generate images with the blocking endpoint (``POST /api/ai/images/generate``), held open
-        until they exist (5-30 s); resent only if the server refused it.
+        until they exist (5-30 s); resent only if the server refused it (a lost answer is raised:
+        the images may have been billed).
 
         The blocking form of
         [`AsyncClient.generate_images`][oxen_queue.AsyncClient.generate_images].
