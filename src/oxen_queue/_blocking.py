@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from ._exceptions import InvalidParamsError
 
@@ -18,8 +18,15 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-# The facade's n, response_format, timeout (seconds) and validate.
-Call = tuple[int | None, str | None, float, bool | None]
+
+class Call(NamedTuple):
+    """A blocking call's own arguments, as the facade's method took them."""
+
+    n: int | None
+    response_format: str | None
+    timeout: float
+    """Seconds to wait for the answer."""
+    validate: bool | None
 
 
 @dataclass(slots=True, eq=False, repr=False)
@@ -30,27 +37,25 @@ class Blocking:
     _api: QueueEndpoints
     _options: CallOptions
 
-    async def images(self, model: str, params: Mapping[str, Any], *call: *Call) -> ImagesResponse:
-        return await self._send(self._api.generate_images, model, params, *call)
+    async def images(self, model: str, params: Mapping[str, Any], call: Call) -> ImagesResponse:
+        return await self._send(self._api.generate_images, model, params, call)
 
-    async def edit(self, model: str, params: Mapping[str, Any], *call: *Call) -> ImagesResponse:
-        return await self._send(self._api.edit_images, model, params, *call)
+    async def edit(self, model: str, params: Mapping[str, Any], call: Call) -> ImagesResponse:
+        return await self._send(self._api.edit_images, model, params, call)
 
-    async def videos(self, model: str, params: Mapping[str, Any], *call: *Call) -> VideosResponse:
+    async def videos(self, model: str, params: Mapping[str, Any], call: Call) -> VideosResponse:
         if (params.get("prompt") is None) == (params.get("multi_prompt") is None):
             raise InvalidParamsError("give exactly one of prompt and multi_prompt", field="prompt")
-        return await self._send(self._api.generate_videos, model, params, *call)
+        return await self._send(self._api.generate_videos, model, params, call)
 
     async def _send(
         self,
         send: Callable[..., Awaitable[R]],
         model: str,
         params: Mapping[str, Any],
-        n: int | None,
-        response_format: str | None,
-        timeout: float,
-        validate: bool | None,
+        call: Call,
     ) -> R:
+        n, response_format, timeout, validate = call
         await self._core.opened()
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise InvalidParamsError(f"n must be a positive integer, not {n!r}", field="n")

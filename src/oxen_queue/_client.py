@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self, Unpack, overload
 import httpx
 
 from ._batch import run_batch
-from ._blocking import Blocking
+from ._blocking import Blocking, Call
 from ._core import CallOptions, ClientCore
 from ._generation import Generation
 from ._jobs import Jobs
@@ -643,7 +643,8 @@ class AsyncClient:
             BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
         """
         params = {"prompt": prompt, **params}
-        return await self._blocking.images(model, params, n, response_format, timeout, validate)
+        call = Call(n=n, response_format=response_format, timeout=timeout, validate=validate)
+        return await self._blocking.images(model, params, call)
 
     async def edit_images(
         self,
@@ -674,7 +675,8 @@ class AsyncClient:
             BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
         """
         params = {"prompt": prompt, "input_image": input_image, **params}
-        return await self._blocking.edit(model, params, n, response_format, timeout, validate)
+        call = Call(n=n, response_format=response_format, timeout=timeout, validate=validate)
+        return await self._blocking.edit(model, params, call)
 
     async def generate_videos(
         self,
@@ -705,7 +707,8 @@ class AsyncClient:
         """
         if prompt is not None:
             params = {"prompt": prompt, **params}
-        return await self._blocking.videos(model, params, n, response_format, timeout, validate)
+        call = Call(n=n, response_format=response_format, timeout=timeout, validate=validate)
+        return await self._blocking.videos(model, params, call)
 
     # -- cost -----------------------------------------------------------------------------
     async def estimate_cost(
