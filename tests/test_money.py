@@ -13,10 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oxen_queue import CostUnknownError, GenerationPage, GenerationRecord, InvalidParamsError
+from oxen_queue import (
+    CostUnknownError,
+    GenerationPage,
+    GenerationRecord,
+    InvalidParamsError,
+    _money,
+)
 from oxen_queue._budget import Budget
 from oxen_queue._cli._cost import money
-from oxen_queue import _money
 from oxen_queue._cost import estimate_cost
 from oxen_queue._models import Model, ModelPricing
 from oxen_queue._money import (
