@@ -352,7 +352,9 @@ _FIELDS: Final = frozenset({"type", "title", "detail", "message", "status_messag
 
 
 def _error_fields(body: object) -> dict[str, str]:
-    """The text fields of either documented error body."""
+    """The text fields of either documented error body: the envelope ``{"error": {"type",
+    "title", "detail"}, "status": "error", "status_message"}`` or ``{"error": {"message"}}``
+    (or ``{"error": "..."}``); any other body, or a field that is not a string, gives nothing."""
     if not isinstance(body, Mapping):
         return {}
     error = body.get("error")

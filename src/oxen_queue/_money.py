@@ -62,7 +62,10 @@ def amount(value: object) -> Decimal:
     if isinstance(value, bool) or value is None:
         raise AmountError(f"{value!r} is not an amount")
     if isinstance(value, int):
-        if value > 10**12:  # refused before a huge int is converted
+        # Refused before a huge int (either sign) is converted: that takes seconds.
+        if value < 0:
+            raise AmountError(f"{brief(value)} is negative")
+        if value > 10**12:
             raise AmountError(f"{brief(value)} is above 10**12")
         number = Decimal(value)
     elif isinstance(value, Decimal):

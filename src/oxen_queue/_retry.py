@@ -95,26 +95,27 @@ def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> fl
     ``Retry-After`` may be a number of seconds or an HTTP date. Unparseable or negative values
     give ``None``, as if the server had not said.
     """
-    millis = _seconds_in(headers.get("retry-after-ms"), 1000.0)
+    millis = _number(headers.get("retry-after-ms"))
+    if millis is not None and math.isfinite(millis) and millis >= 0:
+        return millis / 1000.0
     header = headers.get("retry-after")
-    if millis is not None or header is None:
-        return millis
-    seconds = _seconds_in(header)
-    if seconds is not None:
-        return seconds
-    try:  # a negative number or nan is no date either
+    seconds = _number(header)
+    if seconds is not None:  # a number, even a negative one or nan, is never a date
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    if header is None:
+        return None
+    try:
         when = email.utils.parsedate_to_datetime(header)
     except (TypeError, ValueError, IndexError, OverflowError):  # a year past 9999, too
         return None
     return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
-def _seconds_in(text: str | None, unit: float = 1.0) -> float | None:
+def _number(text: str | None) -> float | None:
     try:
-        value = float(text or "nan") / unit
+        return float(text) if text is not None else None
     except ValueError:
         return None
-    return value if math.isfinite(value) and value >= 0 else None
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("oxen_queue")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Hold:
     """An enqueue's reserved estimate (a no-op without a budget: `NO_HOLD`)."""
 
@@ -71,8 +71,12 @@ class Hold:
         self._end(keep=not isinstance(error, OxenError) or is_ambiguous(error))
 
     def _end(self, *, keep: bool) -> None:
-        if self._reservation is not None:
-            self._reservation.commit() if keep else self._reservation.release()
+        if self._reservation is None:
+            return
+        if keep:
+            self._reservation.commit()
+        else:
+            self._reservation.release()
 
 
 NO_HOLD: Final = Hold(None, None)
