@@ -19,12 +19,60 @@ if TYPE_CHECKING:
     from ._models import GenerationRecord
 
 
+class _AsCompleted:
+    """Async iterator over generations in the order they finish.
+
+    A class, not an async generator: a cancelled ``__anext__`` (``asyncio.wait_for``, a
+    ``move_on_after`` around one step) must leave the iterator usable, with every generation
+    still to come; a cancellation thrown into a generator would end it, and the caller would
+    read that as "all done".
+    """
+
+    def __init__(self, generations: Iterable[Generation]) -> None:
+        unique = list(dict.fromkeys(generations))
+        self._left = len(unique)
+        self._send, self._receive = anyio.create_memory_object_stream["Generation"](math.inf)
+        for generation in unique:
+            generation.add_done_callback(self._push)
+
+    def _push(self, generation: Generation) -> None:
+        # The consumer may have stopped iterating: a late finisher is simply not reported.
+        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._send.send_nowait(generation)
+
+    def __aiter__(self) -> _AsCompleted:
+        return self
+
+    async def __anext__(self) -> Generation:
+        if self._left == 0:
+            await self.aclose()
+            raise StopAsyncIteration
+        try:
+            generation = await self._receive.receive()
+        except anyio.ClosedResourceError:  # stopped early by aclose()
+            raise StopAsyncIteration from None
+        self._left -= 1  # only once received: a cancelled wait loses nothing
+        return generation
+
+    async def aclose(self) -> None:
+        """Close the streams (later finishers are not reported)."""
+        self._send.close()
+        self._receive.close()
+
+
 def as_completed(generations: Iterable[Generation]) -> AsyncIterator[Generation]:
     """Yield each generation once it is done, in the order they finish.
 
     A yielded generation may have succeeded or not: ``generation.result()`` returns its record
     or raises its error without waiting. Costs no request: it listens to the same watcher
     that resolves ``await generation``.
+
+    Args:
+        generations: The generations to wait for (one named twice is yielded once).
+
+    Returns:
+        An async iterator of the same generations. A step cancelled while it waits (say by
+        ``asyncio.wait_for``) loses nothing: the next one yields the next to finish.
 
     Example:
         ```python
@@ -35,22 +83,7 @@ def as_completed(generations: Iterable[Generation]) -> AsyncIterator[Generation]
                 print("failed:", exc)
         ```
     """
-    unique = list(dict.fromkeys(generations))
-    send, receive = anyio.create_memory_object_stream["Generation"](math.inf)
-
-    def push(generation: Generation) -> None:
-        # The consumer may have stopped iterating: a late finisher is simply not reported.
-        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            send.send_nowait(generation)
-
-    async def finishers() -> AsyncIterator[Generation]:
-        with send, receive:
-            for _ in unique:
-                yield await receive.receive()
-
-    for generation in unique:
-        generation.add_done_callback(push)
-    return finishers()
+    return _AsCompleted(generations)
 
 
 @dataclass(eq=False, slots=True)

@@ -318,7 +318,21 @@ class Enqueuer:
         self, request: _Request, answer: EnqueueAnswer, received: float
     ) -> list[str]:
         """Account for every job a 2xx answer names, and look for those it does not name;
-        its ids, or the error that names every job the request holds."""
+        its ids, or the error that names every job the request holds. Never sent again.
+
+        Each watchable id (``_ids``) is taken by this request, recorded in the ledger, watched
+        and found again by ``recover()``. Then, if the answer was not as documented:
+
+        * ids this client holds already, or another client's request recorded (a shared
+          ledger), are not taken twice: the answer is wrong about them, and the error says so;
+        * ids that cannot be watched are recorded and named on the error, never put in a URL;
+        * jobs it does not name (fewer entries than asked, an entry without a string id, an
+          id named twice or colliding) may exist: they are looked for as a lost answer's are,
+          "nothing was made" ruled out; adopted, they join the others (a warning if that made
+          the answer good), else ``AmbiguousEnqueueError``;
+        * more jobs than asked are all watched, and named on the error
+          (``APIResponseValidationError``).
+        """
         # The one place an enqueue's ids become the client's (``ClientCore.track`` would hand
         # two enqueues the same handle). No await: of two answers naming one id, the first
         # takes it; one this client holds already is not this request's, whatever it says.
@@ -326,8 +340,11 @@ class Enqueuer:
         fresh: list[str] = []
         taken: list[str] = []
         for generation_id in answer.ids:
-            (taken if self.owns(generation_id) else fresh).append(generation_id)
-            self.own(generation_id)
+            if self.owns(generation_id):
+                taken.append(generation_id)
+            else:
+                self.own(generation_id)
+                fresh.append(generation_id)
         named = [*fresh, *answer.unwatchable]
         self.reconciler.note_sent(fresh, sent=request.sent, received=received)
         if named:
@@ -364,17 +381,20 @@ class Enqueuer:
                 rest = request
                 if named:  # its intent is answered, and cannot be lost: one of their own
                     rest = await self._write_ahead(request.op, missing, request.sent)
-                adopted = await self._reconcile(rest, cause=None, created=True) or []  # never None
-            except (AmbiguousEnqueueError, LedgerError) as exc:
+                found = await self._reconcile(rest, cause=None, created=True)
+            except (AmbiguousEnqueueError, LedgerError) as exc:  # the ledger names none
+                candidates = exc.candidate_ids if isinstance(exc, AmbiguousEnqueueError) else ()
                 raise AmbiguousEnqueueError(
                     f"enqueue of {model}: a malformed answer ({summary}); the jobs it named are "
                     f"watched ({', '.join(fresh) or 'none'}) and {missing} more could not be "
                     f"settled: {exc}",
                     model=model,
                     params=request.op.track.params,
-                    candidate_ids=getattr(exc, "candidate_ids", ()),  # none from the ledger
+                    candidate_ids=candidates,
                     generation_ids=[*fresh, *answer.unwatchable],
                 ) from exc
+            assert found is not None  # created=True: never "nothing was made"
+            adopted = found
             self.reconciled += 1
             request.op.track.trace.reconciled(len(adopted))
             self._claim(request.op, adopted)

@@ -62,7 +62,7 @@ class Jobs:
         if num_generations <= _PER_REQUEST:
             return await self._enqueue(model, params, num_generations, *options)
         full, rest = divmod(num_generations, _PER_REQUEST)
-        sizes = [_PER_REQUEST] * full + [rest] * (rest > 0)
+        sizes = [_PER_REQUEST] * full + ([rest] if rest else [])
         results: list[list[Generation] | BaseException] = [[] for _ in sizes]
 
         async def one(index: int, size: int) -> None:

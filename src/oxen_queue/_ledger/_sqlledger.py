@@ -165,9 +165,19 @@ class SqlLedger:
         params_json = canonical_params(params)
         fp = fingerprint_of(model, params_json)
         intent_id = new_intent_id()
-        sent_at = time.time() if sent_at is None else sent_at
-        row = (intent_id, model, fp, params_json, count, sent_at, sent_at_server, deadline)
-        await self._call(self._store.record_intent, row)
+        sent = time.time() if sent_at is None else sent_at
+        await self._call(
+            lambda: self._store.record_intent(
+                intent_id,
+                model=model,
+                fingerprint=fp,
+                params_json=params_json,
+                count=count,
+                sent_at=sent,
+                sent_at_server=sent_at_server,
+                deadline=deadline,
+            )
+        )
         self._fingerprints[intent_id] = (fp, count)
         return intent_id
 

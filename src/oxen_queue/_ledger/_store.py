@@ -171,10 +171,19 @@ class SqlStore:
             (self.owner.client_id,),
         )
 
-    def record_intent(self, row: tuple[Any, ...]) -> None:
-        """Insert an intent, ``in_flight``, owned by this client: ``row`` is its
-        ``(intent_id, model, fingerprint, params_json, count, sent_at, sent_at_server,
-        deadline)``."""
+    def record_intent(
+        self,
+        intent_id: str,
+        *,
+        model: str,
+        fingerprint: str,
+        params_json: str,
+        count: int,
+        sent_at: float,
+        sent_at_server: float | None,
+        deadline: float,
+    ) -> None:
+        """Insert an intent, ``in_flight``, owned by this client."""
         # The deadline is on the sender's clock; its twin on the ledger's (expires_at) is what
         # staleness is judged by, so a judge on a host with another clock waits the full time.
         self._exec(
@@ -182,8 +191,9 @@ class SqlStore:
             " sent_at, sent_at_server, deadline, client_id, expires_at, state, recorded_at,"
             " updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {now} + ?, 'in_flight', {now}, {now})",
-            (*row, self.owner.client_id, row[-1] - time.time()),
-        )
+            (intent_id, model, fingerprint, params_json, count, sent_at, sent_at_server, deadline,
+             self.owner.client_id, deadline - time.time()),
+        )  # fmt: skip
 
     def record_ids(self, intent_id: str, ids: Sequence[str]) -> list[str]:
         def body(s: Session) -> list[str]:
