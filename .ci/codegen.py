@@ -93,13 +93,6 @@ TEMPLATE_NAMES: Final = {
     "overload": "typing",
 }
 
-# Phrases true of AsyncClient only, in the summaries copied to Client's docstrings. What is left
-# must not say "await": the script stops on it, to have the phrase added here.
-ASYNC_PHRASES: Final = {
-    "its awaitable handle": "its handle",
-    "as generations to await": "as generations to wait for",
-}
-
 # What the blocking client adds to a method's docstring (by the blocking client's name).
 BLOCKING_NOTES: Final = {
     "close": "It closes the client's views too, and stops its event loop thread.",
@@ -503,7 +496,7 @@ def overloads(
         out.append(f"@overload\n{prefix} {impl.name}({signature(typed)}) -> {returns}: ...\n")
     catch_all = [params[0], params[1], *keywords, kwarg]
     out.append(f"@overload\n{prefix} {impl.name}({signature(catch_all)}) -> {returns}: ...\n")
-    return "\n".join(out)
+    return "".join(out)  # no blank lines between overloads, as in typeshed
 
 
 # -- 1. the options ---------------------------------------------------------------------------
@@ -644,12 +637,7 @@ def with_overloads(path: Path, text: str, models: Models) -> str:
             returns=ast.unparse(impl.returns) if impl.returns else "None",
         )
         used |= {m.options_class for m in models.typed}
-        out.append(lines[index])
-        out.append(textwrap.indent(generated, indent))
-        out.append("\n")
-        out.append(lines[end])
-        if end + 1 < len(lines) and lines[end + 1].strip():
-            out.append("\n")
+        out += [lines[index], textwrap.indent(generated, indent), lines[end]]
         index = end + 1
     return _with_options_import("".join(out), path, sorted(used))
 
@@ -961,13 +949,11 @@ def _blocking_doc(member: Member, name: str, omitted: list[str]) -> str:
     summary = " ".join(summary.split()).rstrip(":")
     if not summary.endswith("."):
         summary += "."
-    for phrase, blocking in ASYNC_PHRASES.items():
-        summary = summary.replace(phrase, blocking)
     paragraphs = [_fill(summary, 8)]
     # A link of mkdocs-autorefs, which the API reference resolves (AsyncClient's documented
     # members have anchors; the build is strict, so a broken one fails it).
     link = f"[`AsyncClient.{member.name}`][{PACKAGE}.AsyncClient.{member.name}]"
-    pointer = f"The blocking form of {link} (see there for more)."
+    pointer = f"The blocking form of {link}."
     if omitted:
         listed = _listed([f"``{n}``" for n in omitted])
         pointer += (
@@ -982,7 +968,7 @@ def _blocking_doc(member: Member, name: str, omitted: list[str]) -> str:
     if re.search(r"\bawait", copied, re.IGNORECASE):
         raise CodegenError(
             f"{member.owner}.{member.name}: its docstring says 'await', untrue of the blocking "
-            "client: add the phrase to ASYNC_PHRASES (or reword the docstring)"
+            "client: reword the docstring"
         )
     return text
 

@@ -217,6 +217,22 @@ async def test_as_completed_yields_in_finishing_order() -> None:
         failing.result()
 
 
+async def test_as_completed_survives_a_cancelled_step() -> None:
+    """A step given up on (``asyncio.wait_for``, ``move_on_after``) loses nothing: the
+    iterator goes on and yields every generation (an async generator would have ended)."""
+    api = FakeAPI()
+    async with fake_client(api) as client:
+        slow = await client.enqueue("gpt-image-2", prompt="slow")
+        api.jobs[slow.id].statuses = ["queued"] * 20 + ["succeeded"]
+        fast = await client.enqueue("gpt-image-2", prompt="fast")
+        api.jobs[fast.id].statuses = ["queued"] * 5 + ["succeeded"]
+        finished = as_completed([slow, fast])
+        with anyio.move_on_after(0):
+            await finished.__anext__()
+        order = [g async for g in finished]
+    assert order == [fast, slow]
+
+
 async def test_reattach_by_id_resolves_a_job_made_elsewhere() -> None:
     api = FakeAPI()
     async with fake_client(api) as maker:

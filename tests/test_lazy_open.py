@@ -235,3 +235,22 @@ def test_a_client_never_closed_exits_with_its_loop_without_a_warning(
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["done succeeded queued", "exited"]
     assert done.stderr == ""
+
+
+async def test_background_work_that_fails_to_start_under_async_with_raises_its_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Only a detached host (no block to raise into) logs such an error; an `async with`'s is
+    # structured: the error reaches the block, and the client is not closed behind its back.
+    client = fake_client(FakeAPI())
+
+    def broken_start(task_group: object) -> None:
+        raise ValueError("a watcher that cannot start")
+
+    monkeypatch.setattr(client._core.watcher, "start", broken_start)
+    with pytest.raises(ExceptionGroup) as raised:
+        async with client:
+            pass
+    assert raised.group_contains(ValueError, match="cannot start")
+    assert "closed" not in repr(client)
+    await client.aclose()

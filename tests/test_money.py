@@ -13,7 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oxen_queue import CostUnknownError, GenerationPage, GenerationRecord, InvalidParamsError
+from oxen_queue import (
+    CostUnknownError,
+    GenerationPage,
+    GenerationRecord,
+    InvalidParamsError,
+    _money,
+)
 from oxen_queue._budget import Budget
 from oxen_queue._cli._cost import money
 from oxen_queue._cost import estimate_cost
@@ -124,6 +130,19 @@ def test_anything_else_is_refused_saying_why(value: object, why: str) -> None:
         amount(value)
     assert isinstance(refused.value, ValueError)
     assert len(str(refused.value)) < 120  # a bounded message, whatever the value
+
+
+@pytest.mark.parametrize("value", [10**5000, -(10**5000)], ids=["huge", "huge negative"])
+def test_a_huge_int_is_refused_before_it_is_converted(
+    value: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Decimal() of a million-digit int takes seconds: either sign is refused as an int.
+    def no_conversion(value: object) -> Decimal:
+        raise AssertionError("converted")
+
+    monkeypatch.setattr(_money, "Decimal", no_conversion)
+    with pytest.raises(AmountError):
+        amount(value)
 
 
 # -- the owner, by property ------------------------------------------------------------------

@@ -11,8 +11,8 @@ import pytest
 
 from oxen_queue import Generation, GenerationRecord, GenerationTimeoutError
 from oxen_queue._core import _Deadlines
-from oxen_queue._generation import due
-from oxen_queue._watch._shared import SharedPollWatcher
+from oxen_queue._generation import due, fail
+from oxen_queue._watch._base import SharedPollWatcher
 
 from .helpers import StubOwner, eventually
 
@@ -52,7 +52,7 @@ async def test_thousands_finishing_between_two_ticks_are_fetched_a_few_at_a_time
         watcher.start(task_group)
         for generation in generations:
             watcher.track(generation, fresh=True)
-        generations[5]._fail(GenerationTimeoutError(generation_id="g5", deadline=1.0))
+        fail(generations[5], GenerationTimeoutError(generation_id="g5", deadline=1.0))
         await watcher.tick()
         task_group.cancel_scope.cancel()
     assert all(g.done() for g in generations)

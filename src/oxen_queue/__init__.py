@@ -1,14 +1,4 @@
-"""oxen-queue: an asyncio SDK for Oxen.ai's generation queue.
-
-Enqueue generations, await them like futures, and let one shared watcher learn when they
-finish:
-
-```python
-async with AsyncClient() as client:
-    generation = await client.enqueue("gpt-image-2", prompt="An ox at sunset")
-    record = await generation
-```
-"""
+"""oxen-queue: an asyncio SDK for Oxen.ai's generation queue."""
 
 from __future__ import annotations
 
@@ -149,11 +139,9 @@ __all__ = [
 ]
 
 
-# Public classes and functions report the package as their module, as httpx's and anyio's do:
-# reprs, tracebacks, docs and pickles name ``oxen_queue.AsyncClient``, the import users write,
-# not the private module that defines it.
-for _name in __all__:
-    _value = globals()[_name]
+# As httpx's and anyio's, public classes and functions report the package as their module: reprs,
+# tracebacks, docs and pickles name ``oxen_queue.AsyncClient``, the import users write.
+for _value in [globals()[name] for name in __all__]:
     if isinstance(_value, type | _FunctionType) and _value.__module__.startswith(f"{__name__}._"):
         _value.__module__ = __name__
-del _name, _value
+del _value

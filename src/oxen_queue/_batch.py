@@ -6,7 +6,7 @@ import inspect
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -18,11 +18,15 @@ if TYPE_CHECKING:
     from ._generation import Generation
     from ._models import GenerationRecord
 
-__all__ = ["BatchItem", "ProgressCallback", "as_completed", "run_batch"]
-
 
 class _AsCompleted:
-    """Async iterator over generations in the order they finish."""
+    """Async iterator over generations in the order they finish.
+
+    A class, not an async generator: a cancelled ``__anext__`` (``asyncio.wait_for``, a
+    ``move_on_after`` around one step) must leave the iterator usable, with every generation
+    still to come; a cancellation thrown into a generator would end it, and the caller would
+    read that as "all done".
+    """
 
     def __init__(self, generations: Iterable[Generation]) -> None:
         unique = list(dict.fromkeys(generations))
@@ -41,11 +45,19 @@ class _AsCompleted:
 
     async def __anext__(self) -> Generation:
         if self._left == 0:
-            self._send.close()
-            self._receive.close()
+            await self.aclose()
             raise StopAsyncIteration
-        self._left -= 1
-        return await self._receive.receive()
+        try:
+            generation = await self._receive.receive()
+        except anyio.ClosedResourceError:  # stopped early by aclose()
+            raise StopAsyncIteration from None
+        self._left -= 1  # only once received: a cancelled wait loses nothing
+        return generation
+
+    async def aclose(self) -> None:
+        """Close the streams (later finishers are not reported)."""
+        self._send.close()
+        self._receive.close()
 
 
 def as_completed(generations: Iterable[Generation]) -> AsyncIterator[Generation]:
@@ -54,6 +66,13 @@ def as_completed(generations: Iterable[Generation]) -> AsyncIterator[Generation]
     A yielded generation may have succeeded or not: ``generation.result()`` returns its record
     or raises its error without waiting. Costs no request: it listens to the same watcher
     that resolves ``await generation``.
+
+    Args:
+        generations: The generations to wait for (one named twice is yielded once).
+
+    Returns:
+        An async iterator of the same generations. A step cancelled while it waits (say by
+        ``asyncio.wait_for``) loses nothing: the next one yields the next to finish.
 
     Example:
         ```python
@@ -89,7 +108,7 @@ class BatchItem:
     record: GenerationRecord | None = None
     error: BaseException | None = None
     tag: Any = None
-    finished: bool = field(default=False)
+    finished: bool = False
 
     @property
     def status(self) -> str:
@@ -155,7 +174,16 @@ async def run_batch(
         for item in queue:
             if over_budget and item.generation_id is None:
                 continue  # not sent: the budget was reached
-            await _run_one(client, model, item, on_enqueued)
+            try:
+                if item.generation_id is not None:
+                    item.generation = client.generation(item.generation_id)
+                else:
+                    item.generation = await client.enqueue(item.model or model, **item.params)
+                    item.generation_id = item.generation.id
+                await _notify(on_enqueued, item)
+                item.record = await item.generation
+            except OxenError as exc:
+                item.error = exc
             over_budget = over_budget or isinstance(item.error, BudgetExceededError)
             item.finished = True
             await _notify(on_finished, item)
@@ -164,18 +192,3 @@ async def run_batch(
         for _ in range(min(concurrency, len(items))):
             task_group.start_soon(worker)
     return items
-
-
-async def _run_one(
-    client: AsyncClient, model: str, item: BatchItem, on_enqueued: ProgressCallback | None
-) -> None:
-    try:
-        if item.generation_id is not None:
-            item.generation = client.generation(item.generation_id)
-        else:
-            item.generation = await client.enqueue(item.model or model, **item.params)
-            item.generation_id = item.generation.id
-        await _notify(on_enqueued, item)
-        item.record = await item.generation
-    except OxenError as exc:
-        item.error = exc

@@ -1,15 +1,13 @@
-"""The blocking endpoints: ``POST /api/ai/images/generate``, ``/images/edit``, ``/videos/generate``.
-
-They hold the request open until the media exist and bill like an enqueue, so a request is
-sent again only when it was refused and, with a budget, its estimate is reserved first and kept
-unless the server refused (no row will tell its charge). `Blocking` serves one view of a
-client: its ``validate`` and its timeouts (with the call's own read timeout).
+"""The blocking endpoints (``POST /api/ai/images/generate``, ``/images/edit``,
+``/videos/generate``). They bill like an enqueue: a request is resent only if refused, and a
+budget's estimate is held first and kept unless the server refused (no row tells the charge).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from ._exceptions import InvalidParamsError
 
@@ -20,70 +18,49 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-__all__ = ["Blocking", "Call"]
 
-
-class Call(TypedDict):
-    """How one blocking call is made (the facade's keyword arguments)."""
+class Call(NamedTuple):
+    """A blocking call's own arguments, as the facade's method took them."""
 
     n: int | None
     response_format: str | None
     timeout: float
+    """Seconds to wait for the answer."""
     validate: bool | None
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Blocking:
-    """The blocking endpoints of one view of a client.
+    """The blocking endpoints of one view of a client: its ``validate`` and timeouts."""
 
-    Args:
-        core: What the client and its views share.
-        api: The view's endpoints (its timeouts).
-        options: The view's defaults (``validate``).
-    """
+    _core: ClientCore
+    _api: QueueEndpoints
+    _options: CallOptions
 
-    __slots__ = ("_api", "_core", "_options")
+    async def images(self, model: str, params: Mapping[str, Any], call: Call) -> ImagesResponse:
+        return await self._send(self._api.generate_images, model, params, call)
 
-    def __init__(self, core: ClientCore, api: QueueEndpoints, options: CallOptions) -> None:
-        self._core = core
-        self._api = api
-        self._options = options
+    async def edit(self, model: str, params: Mapping[str, Any], call: Call) -> ImagesResponse:
+        return await self._send(self._api.edit_images, model, params, call)
 
-    async def generate_images(
-        self, model: str, params: Mapping[str, Any], **call: Unpack[Call]
-    ) -> ImagesResponse:
-        return await self._send(self._api.generate_images, model, params, **call)
-
-    async def edit_images(
-        self, model: str, params: Mapping[str, Any], **call: Unpack[Call]
-    ) -> ImagesResponse:
-        return await self._send(self._api.edit_images, model, params, **call)
-
-    async def generate_videos(
-        self, model: str, params: Mapping[str, Any], **call: Unpack[Call]
-    ) -> VideosResponse:
+    async def videos(self, model: str, params: Mapping[str, Any], call: Call) -> VideosResponse:
         if (params.get("prompt") is None) == (params.get("multi_prompt") is None):
             raise InvalidParamsError("give exactly one of prompt and multi_prompt", field="prompt")
-        return await self._send(self._api.generate_videos, model, params, **call)
+        return await self._send(self._api.generate_videos, model, params, call)
 
     async def _send(
         self,
         send: Callable[..., Awaitable[R]],
         model: str,
         params: Mapping[str, Any],
-        *,
-        n: int | None,
-        response_format: str | None,
-        timeout: float,
-        validate: bool | None,
+        call: Call,
     ) -> R:
-        """A blocking endpoint's call: checked, its estimate held against the budget (kept
-        unless the server refused: no row will tell its charge), then sent."""
-        core = self._core
-        await core.opened()
+        n, response_format, timeout, validate = call
+        await self._core.opened()
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise InvalidParamsError(f"n must be a positive integer, not {n!r}", field="n")
-        body = await core.params.check(model, params, self._options.validating(validate))
-        hold = await core.spend.reserve(model, body, n or 1)
+        body = await self._core.params.check(model, params, self._options.validating(validate))
+        hold = await self._core.spend.reserve(model, body, n or 1)
         if n is not None:
             body["n"] = n
         if response_format is not None:

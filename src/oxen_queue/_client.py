@@ -1,23 +1,17 @@
-"""``AsyncClient``: the facade. Signatures, docstrings, and one-line delegations.
-
-Each method hands its work to one part (see ``_core``): the enqueue calls to `Jobs`,
-the rows, history and models to `Rows`, result files to the
-`FileFetcher`, the blocking endpoints to `Blocking`, costs
-to the `SpendControl`; the generations it returns are watched by the core's
-watcher. A view (``with_options``) has parts of its own over the same core.
-"""
+"""``AsyncClient``: the facade. Signatures, docstrings and one-line delegations to the parts
+of ``_core`` (`Jobs`, `Rows`, `Blocking`, the core's files and spend)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Self, Unpack, overload
 
 import httpx
 
 from ._batch import run_batch
-from ._blocking import Blocking
+from ._blocking import Blocking, Call
 from ._core import CallOptions, ClientCore
 from ._generation import Generation
 from ._jobs import Jobs
@@ -40,8 +34,6 @@ if TYPE_CHECKING:
     from ._options import GptImage2EditOptions, GptImage2Options, KlingV26ProTextToVideoOptions
     from ._stats import ClientStats
 
-__all__ = ["AsyncClient"]
-
 
 class AsyncClient:
     """An asyncio (and trio) client for Oxen.ai's generation queue.
@@ -54,93 +46,44 @@ class AsyncClient:
         record = await generation
     ```
 
-    Or, as an httpx or openai client, without one (in a notebook, a REPL): it opens on its
-    first awaited call, and ``aclose()`` ends it:
-
-    ```python
-    client = AsyncClient()
-    record = await client.generate("gpt-image-2", prompt="An ox at sunset")
-    await client.aclose()
-    ```
-
-    Opened that way, its background work (the watcher, the enqueue workers, the deadlines)
-    runs in a task the event loop owns (an asyncio task; a trio system task) rather than in
-    the block's task group, with the same guarantees: no cancellation of a caller reaches
-    it, and concurrent first calls share one open. A client never closed is closed when its
-    event loop ends (``asyncio.run()``, ``trio.run()`` returning), without warnings; it is
-    then closed for good. The one call that cannot open a client is
-    [`generation`][oxen_queue.AsyncClient.generation], which is not async: make another call first.
+    Or without one (a notebook): it opens on its first awaited call, and ``aclose()`` or the end
+    of its event loop closes it.
 
     Args:
-        api_key: The Oxen API key. Defaults to ``$OXEN_API_KEY``. It is sent only to the API's
-            own origin, never shown in ``repr``, logs or errors.
-        base_url: The hub. Defaults to ``$OXEN_BASE_URL``, then ``https://hub.oxen.ai``.
-        completion: How completion is learned: ``"auto"`` (the event stream, with shared
-            polling as a slow backstop, falling back to polling when the stream is
-            unavailable), ``"events"``, ``"shared"`` (one list request per tick for all
-            pending generations) or ``"poll"`` (each generation on its own backoff timer).
-        poll_policy: Backoff and deadline of per-generation polling; its ``deadline`` is
-            every generation's default deadline.
-        shared_poll_interval: Seconds between shared polls (``"shared"``, and ``"auto"``
-            while the event stream is down or someone follows ``generation.updates()``).
-        backstop_interval: Seconds between the slow polls behind a healthy event stream
-            (``"auto"``), which catch cancellations and lost events.
+        api_key: The Oxen API key (default ``$OXEN_API_KEY``); sent only to the API's origin.
+        base_url: The hub (default ``$OXEN_BASE_URL``, then ``https://hub.oxen.ai``).
+        completion: How completion is learned: ``"auto"`` (the event stream, backed by slow
+            polls), ``"events"``, ``"shared"`` (one list request per tick for all pending
+            generations) or ``"poll"`` (each on its own timer).
+        poll_policy: Per-generation polling; its ``deadline`` is the default deadline.
+        shared_poll_interval: Seconds between shared polls.
+        backstop_interval: Seconds between the slow polls behind a healthy event stream.
         retry: Which transient HTTP failures are retried, and how.
-        timeout: Seconds for one request attempt, from connecting to the last byte of the
-            answer (an ``httpx.Timeout`` sets the phases apart; the largest of them then
-            bounds the whole attempt).
-        stall_timeout: Seconds without progress after which a transfer counts as dead: the
-            event stream silent this long (not even a keep-alive; or, with generations
-            pending, no completion event) is reopened and reconciled, and a download slower
-            than 1 KiB/s over this long fails.
-        max_concurrency: API requests in flight at once; more wait their turn (so a burst of
-            enqueues never meets a pool timeout). ``None`` (the default) adapts the bound as
-            TCP Vegas does: it grows while the round trip stays near its lowest, so a distant
-            hub gets as many requests in flight as its latency needs, and shrinks when the
-            latency rises or the server refuses (4 to 256, starting at 64). An int fixes it.
-        max_downloads: Result downloads at once, on a pool of their own (a slow file host
-            never holds the slots API requests need).
-        ledger: Where enqueues are written ahead, so that a lost answer is reconciled exactly
-            across every process sharing it and a crashed process's jobs are recovered:
-            ``sqlite:///path/ledger.db`` (the processes of one host), or
-            ``postgresql://user:password@host/db`` (several hosts; the ``postgres`` extra).
-            ``None``: ``$OXEN_LEDGER`` if set, else this process's memory (exact for its own
-            requests only).
-        validate: Check parameters locally before sending (for models other than
-            ``gpt-image-2`` this fetches the model's schema once). ``False`` sends them as given.
-        max_download_bytes: Largest result file ``download`` accepts; ``None`` means no limit.
+        timeout: Seconds for one request attempt (an ``httpx.Timeout`` sets the phases apart).
+        stall_timeout: Seconds without progress before the event stream is reopened, or a
+            download fails.
+        max_concurrency: API requests in flight at once; ``None`` adapts it to the latency (4-256).
+        max_downloads: Result downloads at once, on a pool of their own.
+        ledger: Where enqueues are written ahead, for exact reconciliation and recovery:
+            ``sqlite:///path/ledger.db`` (one host) or ``postgresql://user:password@host/db``
+            (several; the ``postgres`` extra). ``None``: ``$OXEN_LEDGER`` if set, else memory.
+        validate: Check parameters locally before sending them.
+        max_download_bytes: Largest result file accepted; ``None`` means no limit.
         allow_insecure_http: Allow a plain ``http://`` base URL that is not loopback.
-        verify: TLS certificate verification (on by default).
-        transport: An httpx transport for API requests and downloads, used as it is (tests
-            pass ``httpx.MockTransport`` or ``httpx.ASGITransport``; ``http_backend`` and
-            the environment's proxies then do not apply, as in httpx). ``None``: the one
-            ``http_backend`` names.
-        http_backend: What carries the API's requests. ``"httpx"`` (the default, on asyncio
-            and trio): httpx's own transport, one connection per pool, so its CPU cost per
-            request stays flat however many are in flight. ``"aiohttp"`` (asyncio only;
-            ``pip install 'oxen-queue[aiohttp]'``): aiohttp's connection pool through
-            ``httpx-aiohttp``, about half the CPU per request, which shows only at hundreds
-            of enqueues a second. Either way httpx's client sits above it, so the
-            environment's proxies (``HTTPS_PROXY``, ``NO_PROXY``, ...) apply as in httpx,
-            and a request that may have reached the server is never reported as unsent.
-            Downloads use httpx's own pool.
-        max_spend: The most this client may commit, in the API's currency. An enqueue (or a
-            blocking generation) whose estimated cost would take the committed spend past it
-            raises [`BudgetExceededError`][oxen_queue.BudgetExceededError] before anything is sent.
-            Committed spend counts each job at its estimate (from the model's published pricing)
-            until its charged cost is known, then at that; a job cancelled before it ran gives its
-            estimate back. Costs one ``GET /api/ai/generations/{id}`` per finished job. ``None``
-            means no limit, and no accounting. From 0 to 10**12, with at most 18 decimal
-            places; anything else is ``InvalidParamsError``.
+        verify: TLS certificate verification.
+        transport: An httpx transport, used as it is (no ``http_backend``, no proxies).
+        http_backend: ``"httpx"``, or ``"aiohttp"`` (asyncio only; the ``aiohttp`` extra).
+        max_spend: The most this client may commit, in the API's currency (0 to 10**12, at most
+            18 decimal places): a request whose estimate would take the committed spend past it
+            raises [`BudgetExceededError`][oxen_queue.BudgetExceededError] before anything is
+            sent. A job counts at its estimate until its charge is known (one
+            ``GET /api/ai/generations/{id}`` per finished job). ``None`` means no limit, and no
+            accounting.
 
     Raises:
-        InvalidParamsError: No API key was given or found in the environment.
-        InvalidParamsError: ``max_spend`` is not an amount from 0 to 10**12.
-        InvalidParamsError: The base URL is unusable, insecure or carries credentials
-            (also a ``ValueError``).
-        InvalidParamsError: ``http_backend`` is not ``"httpx"`` or ``"aiohttp"``, or is
-            ``"aiohttp"`` without the extra installed (and, from ``async with``, outside
-            asyncio).
+        InvalidParamsError: No API key; ``max_spend`` out of range; a base URL unusable,
+            insecure or carrying credentials (also a ``ValueError``); an unknown, uninstalled
+            or (``"aiohttp"`` outside asyncio) unusable ``http_backend``.
     """
 
     def __init__(
@@ -190,10 +133,8 @@ class AsyncClient:
         self._bind(core, core.defaults)
 
     def _bind(self, core: ClientCore, options: CallOptions) -> None:
-        """Make this client (or view) serve ``core`` with ``options``: its parts."""
         api = core.api.with_timeout(options.timeout)
-        self._core = core
-        self._options = options
+        self._core, self._options = core, options
         self._jobs = Jobs(core, api, options)
         self._rows = Rows(core, api, options)
         self._blocking = Blocking(core, api, options)
@@ -205,26 +146,17 @@ class AsyncClient:
         validate: bool | Default = DEFAULT,
         deadline: float | Default | None = DEFAULT,
     ) -> AsyncClient:
-        """A view of this client with other defaults for the calls made through it.
-
-        It shares everything else: the connections, the watcher, the pending generations and
-        the lifecycle (closing either closes both). Costs nothing; make one per call site:
-
-        ```python
-        record = await client.with_options(timeout=5, validate=False).generate(...)
-        ```
+        """A view of this client with other defaults for the calls made through it (all else
+        shared: connections, watcher, lifecycle).
 
         Args:
-            timeout: Seconds for each request attempt made through the view (as the client's
-                ``timeout``). Completion watching keeps the client's own.
-            validate: Local parameter checks for calls made through the view.
-            deadline: Generations' default deadline (seconds; ``None``: no limit).
+            timeout: Seconds for each request attempt (completion watching keeps the client's).
+            validate: Local parameter checks.
+            deadline: Generations' default deadline in seconds; ``None`` means no limit.
         """
+        options = self._options.replace(timeout=timeout, validate=validate, deadline=deadline)
         view = object.__new__(AsyncClient)
-        view._bind(
-            self._core,
-            self._options.replace(timeout=timeout, validate=validate, deadline=deadline),
-        )
+        view._bind(self._core, options)
         return view
 
     def __repr__(self) -> str:
@@ -235,30 +167,18 @@ class AsyncClient:
         )
 
     # -- lifecycle ----------------------------------------------------------------------
-
     async def __aenter__(self) -> Self:
         await self._core.open()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self._core.exit()
 
     async def aclose(self) -> None:
-        """Stop watching, close the connections. Jobs on the server carry on.
+        """Stop watching and close the connections, for good; jobs on the server carry on.
 
-        Ends the client however it was opened (``async with``, or a first call), or never
-        was; a closed client cannot be opened again.
-
-        Enqueues not yet sent are withdrawn; those in flight get a few seconds to land, so
-        their jobs are known (their callers get [`ClientClosedError`][oxen_queue.ClientClosedError]
-        naming them), as do the upstream cancellations of abandoned ``generate()`` jobs. Generations
-        still pending end with [`ClientClosedError`][oxen_queue.ClientClosedError]; reattach to them
-        from another client with ``client.generation(id)``.
+        Enqueues in flight get a few seconds to land; then they, and the generations still
+        pending, raise [`ClientClosedError`][oxen_queue.ClientClosedError].
         """
         await self._core.close()
 
@@ -269,8 +189,7 @@ class AsyncClient:
 
     @property
     def stats(self) -> ClientStats:
-        """A snapshot of the client's counters and current limits (see
-        [`ClientStats`][oxen_queue.ClientStats])."""
+        """A snapshot of the client's counters and limits."""
         return self._core.stats()
 
     @property
@@ -279,7 +198,6 @@ class AsyncClient:
         return self._core.spend.summary()
 
     # -- enqueueing ---------------------------------------------------------------------
-
     # --- begin generated: overloads of enqueue, one per typed model (.ci/codegen.py) ---
     @overload
     async def enqueue(
@@ -293,7 +211,6 @@ class AsyncClient:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2Options],
     ) -> Generation: ...
-
     @overload
     async def enqueue(
         self,
@@ -307,7 +224,6 @@ class AsyncClient:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2EditOptions],
     ) -> Generation: ...
-
     @overload
     async def enqueue(
         self,
@@ -320,7 +236,6 @@ class AsyncClient:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[KlingV26ProTextToVideoOptions],
     ) -> Generation: ...
-
     @overload
     async def enqueue(
         self,
@@ -345,21 +260,18 @@ class AsyncClient:
         extra_params: Mapping[str, Any] | None = None,
         **params: Any,
     ) -> Generation:
-        """Enqueue one generation (``POST /api/ai/queue``) and return its awaitable handle.
+        """Enqueue one generation (``POST /api/ai/queue``) and return its handle.
 
         Args:
             model: The model id, e.g. ``"gpt-image-2"``.
-            deadline: Seconds until waiting on it gives up with ``GenerationTimeoutError``;
-                ``DEFAULT`` takes the poll policy's deadline; ``None`` means no limit. (There
-                is no per-call ``timeout=``: it is refused, naming this and, for each HTTP
-                request, ``client.with_options(timeout=...)``.)
+            deadline: Seconds until waiting on it raises ``GenerationTimeoutError``; ``DEFAULT``:
+                the poll policy's; ``None`` means no limit.
             validate: Override the client's ``validate`` for this call.
-            extra_params: Keys sent as given, unchecked: for a parameter the model's schema
-                does not list (yet). ``None``: none.
+            extra_params: Keys sent unchecked (parameters the model's schema does not list yet).
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
-                (``target_namespace``, ``target_repo``, ``target_directory``). Several
-                generations of one request: [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many]
-                (not ``n=``).
+                (``target_namespace``, ``target_repo``, ``target_directory``). ``timeout=`` is
+                refused (see ``with_options``); several generations of one request are
+                ``enqueue_many``'s (not ``n=``).
 
         Raises:
             InvalidParamsError: Bad parameters, found before anything was sent.
@@ -367,7 +279,11 @@ class AsyncClient:
             AmbiguousEnqueueError: The answer was lost and the job could not be settled.
         """
         return await self._jobs.enqueue(
-            model, params, deadline=deadline, validate=validate, extra_params=extra_params
+            model=model,
+            deadline=deadline,
+            validate=validate,
+            extra_params=extra_params,
+            params=params,
         )
 
     async def enqueue_many(
@@ -383,23 +299,19 @@ class AsyncClient:
     ) -> list[Generation]:
         """Enqueue ``num_generations`` generations of the same request; return every one.
 
-        The docs allow 1-4 generations per request ("Call the endpoint multiple times to queue
-        more"), so more are split into requests of at most 4, sent together, each with the
-        guarantees of [`enqueue`][oxen_queue.AsyncClient.enqueue]. If one of them fails, its error
-        is raised once the others have settled; the generations they did create stay registered with
-        the client (``client.pending``) and are named in a note on the error.
+        They go in requests of at most 4 (the docs' limit), sent together. If one fails, its error
+        is raised once the others have settled, noting the generations they made (still watched).
 
         Raises:
-            InvalidParamsError: ``num_generations`` is not a positive integer, or bad
-                parameters (nothing was sent).
+            InvalidParamsError: ``num_generations`` is not a positive integer, or bad parameters.
         """
         return await self._jobs.enqueue_many(
-            model,
-            params,
-            num_generations,
+            model=model,
+            num_generations=num_generations,
             deadline=deadline,
             validate=validate,
             extra_params=extra_params,
+            params=params,
         )
 
     # --- begin generated: overloads of generate, one per typed model (.ci/codegen.py) ---
@@ -415,7 +327,6 @@ class AsyncClient:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2Options],
     ) -> GenerationRecord: ...
-
     @overload
     async def generate(
         self,
@@ -429,7 +340,6 @@ class AsyncClient:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2EditOptions],
     ) -> GenerationRecord: ...
-
     @overload
     async def generate(
         self,
@@ -442,7 +352,6 @@ class AsyncClient:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[KlingV26ProTextToVideoOptions],
     ) -> GenerationRecord: ...
-
     @overload
     async def generate(
         self,
@@ -469,9 +378,8 @@ class AsyncClient:
     ) -> GenerationRecord:
         """Enqueue one generation and wait for its final record.
 
-        The call owns its job: if it is cancelled (a web client hung up) or its deadline
-        passes, the job is cancelled on the server (shielded, best effort) before the error
-        is re-raised, since nobody will see its result.
+        Takes [`enqueue`][oxen_queue.AsyncClient.enqueue]'s arguments. If the call is cancelled or
+        its deadline passes, the job is cancelled on the server (best effort).
 
         Raises:
             GenerationFailedError: The generation failed; ``.error_message`` says why.
@@ -479,7 +387,11 @@ class AsyncClient:
             GenerationTimeoutError: The deadline passed (the job was cancelled).
         """
         return await self._jobs.generate(
-            model, params, deadline=deadline, validate=validate, extra_params=extra_params
+            model=model,
+            deadline=deadline,
+            validate=validate,
+            extra_params=extra_params,
+            params=params,
         )
 
     async def batch(
@@ -491,57 +403,50 @@ class AsyncClient:
         on_enqueued: ProgressCallback | None = None,
         on_finished: ProgressCallback | None = None,
     ) -> list[BatchItem]:
-        """Run many requests with at most ``concurrency`` generations in flight.
-
-        See [`oxen_queue.run_batch`][oxen_queue.run_batch].
+        """Run many requests with at most ``concurrency`` generations in flight: see
+        [`run_batch`][oxen_queue.run_batch].
         """
         await self._core.opened()
         return await run_batch(
             self,
-            model,
-            requests,
+            model=model,
+            requests=requests,
             concurrency=concurrency,
             on_enqueued=on_enqueued,
             on_finished=on_finished,
         )
 
     # -- generations and rows -------------------------------------------------------------
-
     def generation(
         self, generation_id: str, *, deadline: float | Default | None = DEFAULT
     ) -> Generation:
         """Reattach to a generation made elsewhere (another process, an earlier run).
 
-        Returns the handle this client already has for the id, if any. Its status is asked
-        at once, so a generation that finished long ago resolves right away.
+        Returns:
+            This client's handle for the id if it has one; else a new one, its status asked.
 
         Raises:
-            InvalidParamsError: The id is not a plausible generation id (1 to 128 letters,
-                digits and ``-_.~``, not dots alone), so it could not be asked about.
-            ClientClosedError: The client is closed; an ``AsyncClient`` also when it is not
-                open yet (this call is not async, so it cannot open it: make another first).
+            InvalidParamsError: Not a plausible generation id (1 to 128 letters, digits and
+                ``-_.~``, not dots alone).
+            ClientClosedError: The client is closed, or (an ``AsyncClient``) not open yet.
         """
         return self._rows.generation(generation_id, deadline=deadline)
 
     async def recover(self, *, wait: float | None = 120.0) -> list[Generation]:
-        """Every job the ledger knows as enqueued and unfinished, as generations to await.
+        """Every job the ledger knows as enqueued and unfinished, as generations.
 
-        With a shared ledger (``ledger=``), a restarted process picks up its billed jobs: those
-        of clients that are gone (a crashed process's) are taken over, and their requests
-        whose answer never arrived are first settled against the server, once their deadline
-        has passed. This client's own pending generations are included. Of several clients
-        recovering at once, each job goes to one.
+        With a shared ledger, a restarted process takes over the jobs of clients that are gone,
+        first settling their unanswered requests; each job goes to one recovering client.
 
         Args:
-            wait: Seconds to wait at most for gone clients' requests still within their
-                deadline (they may yet land), zero or more; ``None`` waits as long as it takes.
+            wait: Seconds to wait at most for gone clients' requests still within their deadline;
+                ``None`` waits as long as it takes.
 
         Returns:
-            The generations, with the model and parameters of the request that made each.
+            The generations (this client's pending ones too), with their requests' parameters.
 
         Raises:
-            InvalidParamsError: ``wait`` is not ``None`` nor a finite number of seconds, zero
-                or more (nothing was read).
+            InvalidParamsError: ``wait`` is neither ``None`` nor finite seconds, zero or more.
         """
         return await self._rows.recover(wait=wait)
 
@@ -554,11 +459,8 @@ class AsyncClient:
         return await self._rows.get_generation(generation_id)
 
     async def get_generation_details(self, generation_id: str) -> GenerationRecord:
-        """A generation's full history row, with what it was charged
-        (``GET /api/ai/generations/{id}``, the docs' "Get generation details").
-
-        Unlike [`get_generation`][oxen_queue.AsyncClient.get_generation] (the queue's lean row),
-        this row carries ``cost`` (``None`` while queued), and who made the generation.
+        """A generation's history row (``GET /api/ai/generations/{id}``), with its ``cost``
+        (``None`` while queued) and who made it.
 
         Raises:
             InvalidParamsError: Not a plausible generation id (nothing was sent).
@@ -567,9 +469,7 @@ class AsyncClient:
         return await self._rows.get_generation_details(generation_id)
 
     async def cancel(self, generation: Generation | str) -> None:
-        """Cancel a generation (``DELETE /api/ai/queue/{id}``), then learn its final state.
-
-        A generation already finished is left as it is (the API ignores the request).
+        """Cancel a generation (``DELETE /api/ai/queue/{id}``; a finished one is left as it is).
 
         Raises:
             InvalidParamsError: Not a plausible generation id (nothing was sent).
@@ -587,18 +487,15 @@ class AsyncClient:
         repo: str | None = None,
         folder: str | None = None,
     ) -> list[GenerationRecord]:
-        """Rows of ``GET /api/ai/queue``: active ones only, unless ``status`` is given.
+        """Rows of ``GET /api/ai/queue``; a filter left ``None`` filters nothing.
 
         Args:
             model: Only this model's rows.
-            status: Only rows in this status (``queued``, ..., ``cancelled``); ``None``:
-                the active ones (``queued`` and ``processing``).
-            media_type: ``"image"`` or ``"video"``.
-            namespace: The namespace whose rows to list (``None``: the caller's).
+            status: Only rows in this status; ``None``: ``queued`` and ``processing`` ones.
+            media_type: Only ``"image"`` or ``"video"`` rows.
+            namespace: The namespace whose rows to list; ``None``: the caller's.
             repo: Only rows stored in this repo (``target_repo``).
             folder: Only rows stored in this directory (``target_directory``).
-
-        Each filter is ``None`` for no filter.
         """
         return await self._rows.list_queue(
             model=model,
@@ -623,10 +520,8 @@ class AsyncClient:
     ) -> GenerationPage:
         """One page of history with costs (``GET /api/ai/generations``; page_size <= 1000).
 
-        Takes the filters of [`list_queue`][oxen_queue.AsyncClient.list_queue] (``status`` is one
-        status; ``None`` is every row, finished or not). The page's ``total_cost`` covers the whole
-        filtered set. [`iter_generations`][oxen_queue.AsyncClient.iter_generations] pages through it
-        all.
+        The filters are [`list_queue`][oxen_queue.AsyncClient.list_queue]'s, but ``status=None``
+        is every row. The page's ``total_cost`` covers the whole filtered set.
         """
         return await self._rows.list_generations(
             page=page,
@@ -650,41 +545,28 @@ class AsyncClient:
         folder: str | None = None,
         page_size: int = 100,
     ) -> GenerationHistory:
-        """Every row of the history that matches the filters, page after page:
-
-        ```python
-        history = client.iter_generations(model="gpt-image-2", status="succeeded")
-        async for record in history:
-            print(record.generation_id, record.cost)
-        print(history.total_entries, history.total_cost)
-        ```
-
-        Pages (``GET /api/ai/generations``) are fetched as the rows are consumed. Once the
-        first page is read, ``total_cost`` and ``total_entries`` describe the whole set.
-
-        The filters are those of [`list_queue`][oxen_queue.AsyncClient.list_queue]; ``None`` leaves
-        one out (``status=None`` lists every row, finished or not).
+        """Every row of the history that matches the filters, fetched page after page as
+        they are consumed; the filters are [`list_queue`][oxen_queue.AsyncClient.list_queue]'s, but
+        ``status=None`` is every row.
 
         Args:
-            model: Only this model's rows.
-            status: Only rows of this status.
-            media_type: ``"image"`` or ``"video"`` rows only.
-            namespace: The namespace whose history it is (default: the caller's).
-            repo: Only rows stored in this target repository.
-            folder: Only rows stored in this target directory.
             page_size: Rows per request, 1 to 1000.
+
+        Returns:
+            The history; its ``total_cost`` and ``total_entries`` describe the whole set once the
+            first page is read.
 
         Raises:
             InvalidParamsError: ``page_size`` out of range.
         """
         return self._rows.iter_generations(
-            page_size=page_size,
             model=model,
             status=status,
             media_type=media_type,
             namespace=namespace,
             repo=repo,
             folder=folder,
+            page_size=page_size,
         )
 
     async def get_model(self, model_id: str) -> Model:
@@ -701,7 +583,6 @@ class AsyncClient:
         return await self._rows.list_models()
 
     # -- results ------------------------------------------------------------------------
-
     async def download(
         self,
         source: Generation | GenerationRecord | str,
@@ -711,26 +592,19 @@ class AsyncClient:
 
         Args:
             source: A finished record, a Generation or a generation id (waited for first).
-            path: A file path, or a directory (also any path ending with ``/``, created if
-                need be) where the file is named after the generation id with the extension
-                its bytes show, or ``None`` for the current directory. The server never names
-                the file. A name made from an id is the id itself when it is a plain
-                lowercase id (a UUID: ``<uuid>.png``); any other id is cleaned and given a
-                short hash of itself (``ab~<16 hex>.png`` for ``a/b``), so two generations
-                never share a file and no name is a Windows device name.
+            path: A file path; or a directory (or a path ending with ``/``, made if need be) for a
+                file named after the generation id; ``None``: the current directory.
 
         Raises:
-            DownloadError: No result URL, a bad one, the file host refused, the transfer
-                stalled, the file is too large, or the body is not the media the generation
-                asked for (empty, text such as an HTML error page, or a video for an image):
-                then no file is left behind.
+            DownloadError: No or a bad result URL, the host refused, the transfer stalled, the file
+                is too large, or it is not the media asked for (no file is left behind).
             GenerationError: The generation did not succeed (when given one to wait for).
         """
         return await self._core.files.save(await self._rows.finished(source), path)
 
     async def read(self, source: Generation | GenerationRecord | str) -> bytes:
-        """A generation's result file, in memory, within the same bounds and by the same rule
-        (the media the generation asked for) as [`download`][oxen_queue.AsyncClient.download].
+        """A generation's result file, in memory, checked as by
+        [`download`][oxen_queue.AsyncClient.download].
 
         Raises:
             DownloadError: As for [`download`][oxen_queue.AsyncClient.download].
@@ -739,7 +613,6 @@ class AsyncClient:
         return await self._core.files.read(await self._rows.finished(source))
 
     # -- the blocking endpoints ---------------------------------------------------------
-
     async def generate_images(
         self,
         model: str,
@@ -752,30 +625,26 @@ class AsyncClient:
         validate: bool | None = None,
         **params: Any,
     ) -> ImagesResponse:
-        """Generate images with the blocking endpoint (``POST /api/ai/images/generate``).
-
-        The server holds the request open until the images exist (5-30 s), so nothing is
-        polled; prefer [`enqueue`][oxen_queue.AsyncClient.enqueue] for many images. The request is
-        resent only if the server refused it; a lost answer is raised, since the images may have
-        been billed.
+        """Generate images with the blocking endpoint (``POST /api/ai/images/generate``), held
+        open until they exist (5-30 s); resent only if the server refused it (a lost answer is
+        raised: the images may have been billed).
 
         Args:
             model: The model id.
             prompt: The prompt.
-            n: Images to generate (the spec's ``n``); the server's default is 1.
+            n: Images to generate; ``None``: the server's default, 1.
             response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
             timeout: Seconds to wait for the answer.
             validate: Override the client's ``validate`` for this call.
             **params: The model's other parameters.
+
+        Raises:
+            InvalidParamsError: Bad parameters (nothing was sent).
+            BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
         """
-        return await self._blocking.generate_images(
-            model,
-            {"prompt": prompt, **params},
-            n=n,
-            response_format=response_format,
-            timeout=timeout,
-            validate=validate,
-        )
+        params = {"prompt": prompt, **params}
+        call = Call(n=n, response_format=response_format, timeout=timeout, validate=validate)
+        return await self._blocking.images(model, params, call)
 
     async def edit_images(
         self,
@@ -790,20 +659,14 @@ class AsyncClient:
         validate: bool | None = None,
         **params: Any,
     ) -> ImagesResponse:
-        """Edit images with the blocking endpoint (``POST /api/ai/images/edit``).
-
-        As [`generate_images`][oxen_queue.AsyncClient.generate_images]: nothing is polled, and the
-        request is resent only if the server refused it. The provider downloads the input images, so
-        their URLs must be publicly reachable (a result's ``result_url`` is).
+        """Edit images with the blocking endpoint (``POST /api/ai/images/edit``); ``n``,
+        ``response_format``, ``timeout`` and ``validate`` as in
+        [`generate_images`][oxen_queue.AsyncClient.generate_images].
 
         Args:
             model: The model id, e.g. ``"gpt-image-2-edit"``.
             prompt: The edit's instruction.
-            input_image: The URL of the image to edit, or a list of URLs of images to compose.
-            n: Images to generate; the server's default is 1.
-            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
-            timeout: Seconds to wait for the answer.
-            validate: Override the client's ``validate`` for this call.
+            input_image: The public URL of the image to edit, or a list of URLs to compose.
             **params: The model's other parameters (``mask``, ``resolution``, ...).
 
         Raises:
@@ -811,14 +674,9 @@ class AsyncClient:
             BadRequestError: The server refused (an input image it could not download, ...).
             BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
         """
-        return await self._blocking.edit_images(
-            model,
-            {"prompt": prompt, "input_image": input_image, **params},
-            n=n,
-            response_format=response_format,
-            timeout=timeout,
-            validate=validate,
-        )
+        params = {"prompt": prompt, "input_image": input_image, **params}
+        call = Call(n=n, response_format=response_format, timeout=timeout, validate=validate)
+        return await self._blocking.edit(model, params, call)
 
     async def generate_videos(
         self,
@@ -832,22 +690,14 @@ class AsyncClient:
         validate: bool | None = None,
         **params: Any,
     ) -> VideosResponse:
-        """Generate videos with the blocking endpoint (``POST /api/ai/videos/generate``).
-
-        The server holds the request open until the videos exist: "1-10+ min", so the
-        default ``timeout`` is 30 minutes. The docs recommend the queue
-        ([`enqueue`][oxen_queue.AsyncClient.enqueue]) instead; this call is here for parity. The
-        request is resent only if the server refused it: a lost answer is raised, since the video
-        may have been billed.
+        """Generate videos with the blocking endpoint (``POST /api/ai/videos/generate``), held
+        open "1-10+ min"; ``n``, ``response_format``, ``timeout`` and ``validate`` as in
+        [`generate_images`][oxen_queue.AsyncClient.generate_images].
 
         Args:
             model: The model id, e.g. ``"kling-video-v2-6-pro-text-to-video"``.
-            prompt: The prompt; a multi-shot model takes ``multi_prompt=[{"prompt",
-                "duration"}, ...]`` in ``params`` instead (exactly one of the two).
-            n: Videos to generate (the server's default is 1).
-            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
-            timeout: Seconds to wait for the answer.
-            validate: Override the client's ``validate`` for this call.
+            prompt: The prompt; ``None`` for a multi-shot model's
+                ``multi_prompt=[{"prompt", "duration"}, ...]`` (in ``params``).
             **params: The model's other parameters (``duration``, ``aspect_ratio``, ...).
 
         Raises:
@@ -857,12 +707,10 @@ class AsyncClient:
         """
         if prompt is not None:
             params = {"prompt": prompt, **params}
-        return await self._blocking.generate_videos(
-            model, params, n=n, response_format=response_format, timeout=timeout, validate=validate
-        )
+        call = Call(n=n, response_format=response_format, timeout=timeout, validate=validate)
+        return await self._blocking.videos(model, params, call)
 
     # -- cost -----------------------------------------------------------------------------
-
     async def estimate_cost(
         self,
         model: str,
@@ -872,33 +720,23 @@ class AsyncClient:
         validate: bool | None = None,
         **params: Any,
     ) -> Decimal:
-        """What a request would cost, from the model's published pricing; nothing is sent
-        but, once per model and client, ``GET /api/ai/models/{id}`` (shared with the
-        parameter checks).
-
-        Parameters left out count at their defaults, as the server applies and bills them.
-        Images are priced by the ``cost_per_image_grid`` cell of their ``quality`` and
-        ``resolution`` (else ``cost_per_image``); videos by seconds of ``duration`` times the
-        price of a second (with audio, or by resolution, when the model prices those apart).
+        """What a request would cost, from the model's published pricing (fetched once per model
+        and client); parameters left out count at the server's defaults.
 
         Args:
             model: The model id.
-            num_generations: Generations of the request (as
-                [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many] makes).
+            num_generations: Generations of the request.
             validate: Override the client's ``validate``: bad parameters raise first.
-            **params: The request's parameters, as [`enqueue`][oxen_queue.AsyncClient.enqueue] takes
-                them.
+            **params: The request's parameters, as ``enqueue`` takes them.
 
         Returns:
             The estimated cost, exact (a ``Decimal``), in the API's currency.
 
         Raises:
-            CostUnknownError: The pricing cannot be resolved for these parameters (billed by
-                token or time, no price for this quality and resolution, no ``duration``, a
-                published price the client refuses as not an amount...); ``.missing`` names
-                what is missing. Never a guess of zero.
-            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations``
-                below 1 or above 1,000,000.
+            CostUnknownError: The pricing does not resolve for these parameters (never a guess of
+                zero); ``.missing`` names what is missing.
+            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations`` out of 1
+                to 1,000,000.
         """
         await self._core.opened()
         return await self._core.spend.estimate_request(

@@ -1,13 +1,7 @@
-"""What an ``AsyncClient`` and its option views share: the connections, the watcher, the
-generations being watched, and the lifecycle that holds them together.
-
-``client.with_options(...)`` returns another ``AsyncClient`` over the same `ClientCore`,
-with `CallOptions` of its own, so a view costs a few small objects, and opening or
-closing any of them opens or closes them all.
-
-The core is the owner of every [`Generation`][oxen_queue.Generation] it tracks: a generation's
-``cancel()``, ``refresh()`` and ``download()`` come here, and its end is told here by a done
-callback, which forgets it and tells the watcher and the ledger.
+"""What an ``AsyncClient`` and its ``with_options`` views share: the connections, the watcher,
+the generations being watched, and the lifecycle. Opening or closing any view opens or closes
+them all. The core owns every `Generation` it tracks: their ``cancel()``, ``refresh()`` and
+``download()`` come here, and a done callback forgets each and tells the watcher and the ledger.
 """
 
 from __future__ import annotations
@@ -18,6 +12,7 @@ import heapq
 import logging
 import math
 import os
+from collections import deque
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Final
 
@@ -56,9 +51,8 @@ from ._stats import ClientStats
 from ._transport import HttpBackend
 from ._types import DEFAULT, Default
 from ._watch import CompletionMode, make_watcher
-from ._watch._base import supervised
+from ._watch._base import SharedPollWatcher, supervised
 from ._watch._events import EventWatcher
-from ._watch._shared import SharedPollWatcher
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -68,8 +62,6 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ._models import GenerationRecord
-
-__all__ = ["CLOSE_GRACE", "CallOptions", "ClientCore"]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -89,13 +81,9 @@ _CLOSED: Final = (
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CallOptions:
-    """The defaults of the calls made through a client or one of its views (``with_options``).
-
-    Attributes:
-        timeout: Each request's timeouts (``None``: the client's).
-        validate: Whether parameters are checked locally before sending.
-        deadline: Generations' default deadline in seconds (``None``: no limit).
-    """
+    """The defaults of the calls made through a client or one of its ``with_options`` views:
+    ``timeout`` (``None``: the client's), ``validate`` and generations' ``deadline`` (seconds;
+    ``None``: no limit)."""
 
     timeout: httpx.Timeout | None
     validate: bool
@@ -106,11 +94,8 @@ class CallOptions:
         return self.validate if validate is None else validate
 
     def deadline_or(self, deadline: float | Default | None) -> float | None:
-        """A call's ``deadline``, or these defaults' when it gives ``DEFAULT``.
-
-        Raises:
-            InvalidParamsError: Neither ``None`` nor a finite number of seconds above zero.
-        """
+        """A call's ``deadline`` (checked by `optional_seconds`), or the default's for
+        ``DEFAULT``."""
         return (
             self.deadline if deadline is DEFAULT else optional_seconds(deadline, field="deadline")
         )
@@ -131,13 +116,8 @@ class CallOptions:
 
 
 class ClientCore:
-    """The shared state of a client, made from its settings (``AsyncClient``'s arguments).
-
-    Raises:
-        InvalidParamsError: No API key or an unusable one, an unusable base URL, ledger or
-            ``max_spend``, or a timeout or interval that is not a finite number of seconds
-            above zero.
-    """
+    """The shared state of a client, made from ``AsyncClient``'s arguments; an unusable one
+    raises ``InvalidParamsError``."""
 
     def __init__(
         self,
@@ -170,7 +150,14 @@ class ClientCore:
         shared_poll_interval = seconds(shared_poll_interval, field="shared_poll_interval")
         backstop_interval = seconds(backstop_interval, field="backstop_interval")
         stall_timeout = seconds(stall_timeout, field="stall_timeout")
-        budget = None if max_spend is None else _budget(max_spend)
+        try:
+            budget = None if max_spend is None else Budget(amount(max_spend))
+        except AmountError as exc:
+            raise InvalidParamsError(
+                f"max_spend must be an amount from 0 to 10**12 with at most 18 decimal places "
+                f"(a Decimal or an int): {exc}",
+                field="max_spend",
+            ) from None
         retry = retry or RetryPolicy()
         poll_policy = poll_policy or PollPolicy()
         http_timeout = timeout_of(timeout)
@@ -220,7 +207,7 @@ class ClientCore:
             completion,
             api,
             poll_policy,
-            shared_interval=shared_poll_interval,
+            shared_poll_interval=shared_poll_interval,
             backstop_interval=backstop_interval,
             stall_timeout=stall_timeout,
         )
@@ -232,10 +219,9 @@ class ClientCore:
             telemetry=telemetry,
         )
         self.defaults = CallOptions(timeout=None, validate=validate, deadline=poll_policy.deadline)
-        self.rows = Rows(self, api, self.defaults)
-        """The row operations with the client's defaults (what its generations delegate to)."""
+        self.rows = Rows(self, api, self.defaults)  # what generations delegate to
         self.pending: dict[str, Generation] = {}
-        # One bound method for every generation's done callback, not one made per generation.
+        # One bound method for every generation's done callback, not one each.
         self._on_done = self._finished
         self.deadlines = _Deadlines(self.pending)
         telemetry.watch(
@@ -247,12 +233,9 @@ class ClientCore:
         self._host_handle: object = None  # a detached host's task (asyncio holds it weakly)
         self._task_group: TaskGroup | None = None  # the background work's, in a host task
         self._background = 0  # upstream cancels of abandoned jobs still running
-        self._idle: anyio.Event | None = None
-        # Made when opening (an event needs a running event loop): set once the background
-        # work has started, and once it has unwound.
-        self._started: anyio.Event | None = None
-        self._stopped: anyio.Event | None = None
-        # This process's memory needs no outcomes: it is this client's own watching.
+        self._idle: anyio.Event | None = None  # set when _background drops to 0 on close
+        self._stopped: anyio.Event | None = None  # the background work has unwound
+        # A memory ledger needs no outcomes: it is this client's own watching.
         self._outcomes = (
             None if isinstance(enqueue_ledger, MemoryLedger) else _OutcomeWriter(enqueue_ledger)
         )
@@ -264,167 +247,123 @@ class ClientCore:
     # -- lifecycle ----------------------------------------------------------------------
     #
     # Two ways to open, one background task group. ``async with`` (``open``/``exit``) hosts
-    # it in a task of a task group the block holds: structured, nothing outlives the block.
-    # A client used without it opens on its first awaited call (``opened``), and hosts it
-    # in a task the event loop owns (``_detached``). Either way no cancellation of a caller
-    # reaches it, and ``close()`` ends it.
+    # it in a task of an outer task group the block holds: structured, and stopping it never
+    # cancels the block. A client used without it opens on its first awaited call
+    # (``opened``), and hosts it in a task the event loop owns (detached). Either way no
+    # cancellation of a caller reaches it, and ``close()`` ends it.
 
     async def open(self) -> None:
-        """Start the background work: call from ``__aenter__``, with `exit` to match.
-
-        The work runs in a task group of its own, hosted by one task of the outer group the
-        caller's ``async with`` holds. So stopping it (``aclose()``, from anywhere) never
-        cancels the caller's block, and only the caller's exit leaves the outer group.
-
-        Raises:
-            ClientClosedError: The client was opened (or used) already, or closed.
-        """
+        """Start the background work, from ``__aenter__`` (`exit` matches it); only once,
+        before any call."""
         if self.closed or self._stack is not None or self._opening is not None:
             raise ClientClosedError(
                 "an AsyncClient can be opened only once, and `async with` must come before "
                 "its first call; make a new one"
             )
-        self._opening = opening = anyio.Event()
-        try:
-            await self._prepare()
-            stack = AsyncExitStack()
-            outer = await stack.enter_async_context(anyio.create_task_group())
-            await outer.start(self._host)
-            self._stack = stack
-        except BaseException:
-            self._opening = None  # nothing was opened: `async with` may be tried again
-            raise
-        finally:
-            opening.set()
+        await self._open(detached=False)
 
     async def opened(self) -> TaskGroup:
-        """The background task group, the client opened first if it never was.
-
-        Called by every awaited entry point. The first call on a client never entered opens
-        it: the ledger, then the background work in a task of the event loop's own (see
-        `_detached`). That open is shielded, so a caller cancelled meanwhile cannot
-        leave it half done; callers arriving meanwhile wait for it, and only one happens. An
-        open that fails raises in the caller that made it, and the next call tries again.
-
-        Raises:
-            ClientClosedError: The client is closed.
-            LedgerError: The ledger could not be opened.
-        """
+        """The background task group, the client opened first if it never was (by every
+        awaited entry point). The open is shielded, so a caller cancelled meanwhile cannot
+        leave it half done; others wait for it; one that fails (``LedgerError``) raises in
+        its caller, and the next call tries again. ``ClientClosedError`` once closed."""
         while True:
-            task_group = self._task_group
-            if task_group is not None and not self.closed:
-                return task_group
             if self.closed:
                 raise ClientClosedError(_CLOSED)
+            if self._task_group is not None:
+                return self._task_group
             opening = self._opening
             if opening is None:
-                await self._open_detached()
+                with anyio.CancelScope(shield=True):
+                    await self._open(detached=True)
                 continue
             await opening.wait()  # another caller's open, or an `async with`'s
             if self._task_group is None and self._opening is opening and not self.closed:
                 raise ClientClosedError("the client's background work could not be started")
 
-    async def _open_detached(self) -> None:
+    async def _open(self, *, detached: bool) -> None:
+        """The transport, the ledger, then the host of the background work (see above)."""
         self._opening = opening = anyio.Event()
         try:
-            with anyio.CancelScope(shield=True):
-                await self._prepare()
-                self._host_handle = spawn_detached(self._detached, name="oxen-queue client")
-                assert self._started is not None
-                await self._started.wait()
+            self.session.open()  # before the ledger: it may refuse, and leave nothing open
+            await self.enqueuer.ledger.open()
+            # Events need a running loop: made here, not with the client.
+            started, self._stopped = anyio.Event(), anyio.Event()
+            host = functools.partial(self._host, started, self._stopped, detached=detached)
+            if detached:
+                self._host_handle = spawn_detached(host, name="oxen-queue client")
+                await started.wait()
+            else:
+                stack = AsyncExitStack()
+                outer = await stack.enter_async_context(anyio.create_task_group())
+                await outer.start(host)
+                self._stack = stack
         except BaseException:
-            self._opening = None  # the next call tries again
+            self._opening = None  # nothing was opened: the next call or `async with` may retry
             raise
         finally:
             opening.set()
 
-    async def _prepare(self) -> None:
-        """What both ways of opening do first: the transport, the ledger, the events."""
-        self.session.open()  # before the ledger: it may refuse, and leave nothing open
-        await self.enqueuer.ledger.open()
-        self._stopped = anyio.Event()
-        self._started = anyio.Event()
-
-    def _start_work(self, task_group: TaskGroup) -> None:
-        """Start the background work in ``task_group`` (the host's)."""
-        self._task_group = task_group
-        self.watcher.start(task_group)
-        self.enqueuer.start(task_group)
-        task_group.start_soon(supervised("deadlines", self.deadlines.run, restart=True))
-        if self._outcomes is not None:
-            # Supervised as the other loops are: a ledger of the user's own that raises
-            # something unexpected must not take the client's task group down.
-            task_group.start_soon(supervised("ledger outcomes", self._outcomes.run, restart=True))
-        assert self._started is not None
-        self._started.set()
-
-    async def _host(self, *, task_status: anyio.abc.TaskStatus[TaskGroup]) -> None:
-        """The host of the background work, in the outer group of an ``async with``."""
+    async def _host(
+        self,
+        started: anyio.Event,
+        stopped: anyio.Event,
+        *,
+        detached: bool,
+        task_status: anyio.abc.TaskStatus[TaskGroup] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The host of the background work, ended by ``close()`` (or, detached, by the end of
+        the event loop). A detached host lets nothing but cancellation escape (see
+        `spawn_detached`); an ``async with``'s raises into the block, as structured work does."""
         try:
             async with anyio.create_task_group() as task_group:
-                self._start_work(task_group)
+                self._task_group = task_group
+                self.watcher.start(task_group)
+                self.enqueuer.start(task_group)
+                task_group.start_soon(supervised("deadlines", self.deadlines.run, restart=True))
+                if self._outcomes is not None:  # a ledger of the user's own may raise anything
+                    run = supervised("ledger outcomes", self._outcomes.run, restart=True)
+                    task_group.start_soon(run)
                 task_status.started(task_group)
-                await anyio.sleep_forever()  # until close() cancels the group
-        finally:
-            assert self._stopped is not None
-            self._stopped.set()
-
-    async def _detached(self) -> None:
-        """The host of the background work of a client used without ``async with``: a task
-        of the event loop's own, ended by ``close()`` or by the end of the event loop.
-
-        Nothing escapes it but the loop's own cancellation: an asyncio task's exception would
-        be reported when it is collected, and a trio system task's would end the run.
-        """
-        try:
-            async with anyio.create_task_group() as task_group:
-                self._start_work(task_group)
+                started.set()
                 await anyio.sleep_forever()  # until close() cancels the group
         except Exception as exc:  # pragma: no cover - every background task is supervised
+            if not detached:
+                raise
             logger.error("oxen_queue: the client's background work failed", exc_info=exc)
         finally:
-            assert self._started is not None
-            assert self._stopped is not None
-            self._started.set()  # for an open waiting on a host that failed to start
-            self._stopped.set()
-            if not self.closed:
-                # Not close(): the event loop is ending (asyncio.run's or trio.run's main
-                # coroutine returned with the client still open). Let go of the connections
-                # now, while the loop still runs, so that nothing is left to warn about.
+            started.set()  # for an open waiting on a host that failed to start
+            stopped.set()
+            if detached and not self.closed:
+                # Detached, and the event loop is ending (asyncio.run's or trio.run's main
+                # coroutine returned with the client open): let go of the connections while
+                # it still runs, so that nothing is left to warn about; raise nothing.
                 with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_GRACE):
-                    await self._abandon()
+                    self.closed = True
+                    self._fail_pending("the event loop the client ran on ended")
+                    self.telemetry.close()
+                    await self._close_pools(quiet=True)
 
-    async def _abandon(self) -> None:
-        """Close a client whose event loop is ending: fail what is pending, close the pools
-        and the ledger; whatever fails is logged, nothing raised."""
-        self.closed = True
-        self._fail_pending("the event loop the client ran on ended")
-        self.telemetry.close()
-        for close in (
-            self.session.http.aclose,
-            self.files.aclose,
-            self.enqueuer.ledger.aclose,
-        ):
+    async def _close_pools(self, *, quiet: bool) -> None:
+        for close in (self.session.http.aclose, self.files.aclose, self.enqueuer.ledger.aclose):
             try:
                 await close()
             except Exception as exc:
+                if not quiet:
+                    raise
                 logger.debug("closing an abandoned client: %s", exc)
 
     def _fail_pending(self, why: str) -> None:
-        for generation in list(self.pending.values()):
-            fail(
-                generation,
-                ClientClosedError(
-                    f"{why} before generation {generation.id} finished; reattach with "
-                    "client.generation(id)",
-                    generation_ids=[generation.id],
-                ),
+        for g in list(self.pending.values()):
+            message = (
+                f"{why} before generation {g.id} finished; reattach with client.generation(id)"
             )
+            fail(g, ClientClosedError(message, generation_ids=[g.id]))
 
     async def exit(self) -> None:
         """Close, then leave the outer task group (from ``__aexit__`` only), even when
-        closing failed (a ledger that cannot be written on a full disk): a group left open
-        would leave its cancel scope on the caller's task, and break the caller's own."""
+        closing failed (a full disk under the ledger): a group left open would leave its
+        cancel scope on the caller's task."""
         try:
             await self.close()
         finally:
@@ -459,26 +398,17 @@ class ClientCore:
                 self._task_group.cancel_scope.cancel()
                 with anyio.move_on_after(CLOSE_GRACE):
                     await self._stopped.wait()
-            await self.session.http.aclose()
-            await self.files.aclose()
-            await self.enqueuer.ledger.aclose()
+            await self._close_pools(quiet=False)
         self.telemetry.close()
 
     def check_not_closed(self) -> None:
-        """For what is made now and opens the client later (``iter_generations``).
-
-        Raises:
-            ClientClosedError: The client is closed.
-        """
+        """Raise ``ClientClosedError`` if closed: for what opens the client later."""
         if self.closed:
             raise ClientClosedError(_CLOSED)
 
     def require_open(self) -> TaskGroup:
-        """The background task group, for what cannot wait for an open (not async).
-
-        Raises:
-            ClientClosedError: The client is closed, or not open yet.
-        """
+        """The background task group, for what cannot open the client (not async); else
+        ``ClientClosedError``."""
         if self._task_group is None or self.closed:
             raise ClientClosedError(_CLOSED if self.closed else _NOT_OPEN)
         return self._task_group
@@ -496,24 +426,24 @@ class ClientCore:
     ) -> Generation:
         """The handle of a generation, made and watched if it is not watched already.
 
-        The one door to watching, and so to the URLs watching asks: an id that is not
-        plausible (`_ids`), which only the server or the ledger can have given (callers'
-        ids are refused before), gets a handle that has already failed with
-        ``APIResponseValidationError``, and is never watched.
+        The one door to watching: an implausible id (`_ids`; only the server or the ledger
+        can give one) gets a handle failed with ``APIResponseValidationError``, never watched.
         """
-        existing = self.pending.get(generation_id)
-        if existing is not None:
+        if (existing := self.pending.get(generation_id)) is not None:
             return existing
+        status = "queued" if fresh else "unknown"
         generation = Generation(
-            generation_id,
-            owner=self,
-            model=model,
-            params=params,
-            deadline=deadline,
-            status="queued" if fresh else "unknown",
+            generation_id, owner=self, model=model, params=params, deadline=deadline, status=status
         )
         if not plausible_id(generation_id):
-            _unwatchable(generation)
+            shown = repr(generation_id)[:80]
+            logger.warning("server's generation id %s cannot be watched: not a plausible id", shown)
+            error = APIResponseValidationError(
+                f"the server gave the generation id {shown}, which cannot be watched: an id is 1 "
+                f"to {MAX_ID_LENGTH} letters, digits and - _ . ~, not dots alone. Its job may "
+                "exist: look for it with client.list_generations()"
+            )
+            fail(generation, error)
             return generation
         self.pending[generation_id] = generation
         if deadline is not None:
@@ -524,8 +454,7 @@ class ClientCore:
 
     def _finished(self, generation: Generation) -> None:
         """A tracked generation is done: forget it, and tell the watcher and the ledger."""
-        if self.pending.get(generation.id) is generation:
-            del self.pending[generation.id]
+        self.pending.pop(generation.id, None)  # (only a tracked generation calls this)
         self.watcher.forget(generation)
         if self._outcomes is not None:
             self._outcomes.note(generation)
@@ -544,16 +473,14 @@ class ClientCore:
         return await self.files.save(await self.rows.finished(source), path)
 
     def cancel_upstream(self, generation_ids: list[str]) -> anyio.Event | None:
-        """Cancel abandoned jobs on the server, from the client's own tasks (best effort).
-
-        No cancellation of the caller reaches these tasks (asyncio's own included).
+        """Cancel abandoned jobs on the server, from the client's own tasks (best effort),
+        which no cancellation of the caller reaches.
 
         Returns:
             An event set once done, or ``None`` when there was nothing to do.
         """
         # An implausible id can come only from the server: it must never become a DELETE.
-        skipped = [i for i in generation_ids if not plausible_id(i)]
-        if skipped:
+        if skipped := [i for i in generation_ids if not plausible_id(i)]:
             logger.debug(
                 "not cancelling abandoned generations with implausible ids: %s",
                 ", ".join(repr(i)[:80] for i in skipped),
@@ -580,8 +507,7 @@ class ClientCore:
                         )
                         continue
                     logger.debug("cancelled abandoned generation %s", generation_id)
-                    pending = self.pending.get(generation_id)
-                    if pending is not None:
+                    if (pending := self.pending.get(generation_id)) is not None:
                         observe(pending, record)
         finally:
             done.set()
@@ -589,12 +515,9 @@ class ClientCore:
             if not self._background and self._idle is not None:
                 self._idle.set()
 
-    # -- stats ----------------------------------------------------------------------------
-
     def stats(self) -> ClientStats:
-        watcher = self.watcher
-        stream = watcher if isinstance(watcher, EventWatcher) else None
-        poller = stream.poller if stream is not None else watcher
+        stream = self.watcher if isinstance(self.watcher, EventWatcher) else None
+        poller = stream.poller if stream is not None else self.watcher
         admission = self.session.admission
         return ClientStats(
             pending=len(self.pending),
@@ -611,40 +534,13 @@ class ClientCore:
         )
 
 
-def _budget(max_spend: object) -> Budget:
-    """The budget of a ``max_spend``: an amount as `_money.amount` reads it."""
-    try:
-        limit = amount(max_spend)
-    except AmountError as exc:
-        raise InvalidParamsError(
-            f"max_spend must be an amount from 0 to 10**12 with at most 18 decimal places (a "
-            f"Decimal or an int): {exc}",
-            field="max_spend",
-        ) from None
-    return Budget(limit)
-
-
-def _unwatchable(generation: Generation) -> None:
-    shown = repr(generation.id)[:80]
-    logger.warning("generation id %s from the server cannot be watched: not a plausible id", shown)
-    fail(
-        generation,
-        APIResponseValidationError(
-            f"the server gave the generation id {shown}, which cannot be watched: an id is 1 to "
-            f"{MAX_ID_LENGTH} letters, digits and - _ . ~, not dots alone. Its job may exist: "
-            "look for it with client.list_generations()"
-        ),
-    )
-
-
 class _Deadlines:
-    """Ends every pending generation at its deadline: one task and one heap for them all.
+    """Ends every pending generation at its deadline: one task and one heap for them all, so
+    a generation needs no timer of its own.
 
-    So a generation awaited without a timeout needs no timer (and no cancel scope) of its own:
-    with 10,000 awaited at once, those were most of what each one cost. An entry is the due
-    time and the id (the generation is looked up in ``pending`` when due, so a finished one is
-    not kept alive); entries of finished generations are dropped when due, or all at once when
-    they come to outnumber the pending generations.
+    An entry is the due time and the id (looked up in ``pending`` when due, so a finished
+    generation is not kept alive); stale entries go when due, or all at once when they come
+    to outnumber the pending generations.
     """
 
     def __init__(self, pending: dict[str, Generation]) -> None:
@@ -668,8 +564,7 @@ class _Deadlines:
             now = anyio.current_time()
             while heap and heap[0][0] <= now:
                 _, generation_id = heapq.heappop(heap)
-                generation = self._pending.get(generation_id)
-                if generation is not None:
+                if (generation := self._pending.get(generation_id)) is not None:
                     expire_if_due(generation)  # not due if the id was reattached since
             self._wake = anyio.Event()
             with anyio.move_on_after(heap[0][0] - now if heap else math.inf):
@@ -677,15 +572,12 @@ class _Deadlines:
 
 
 class _OutcomeWriter:
-    """Records each generation's final status in a shared ledger, from one background task.
-
-    ``note`` is a done callback (synchronous); writes are blocking I/O done in turn by
-    `run`, so watchers never wait on the ledger.
-    """
+    """Records each generation's final status in a shared ledger: ``note`` is a done callback,
+    and `run` writes in turn from one background task, so watchers never wait on the ledger."""
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
-        self._queue: list[tuple[str, str]] = []
+        self._queue: deque[tuple[str, str]] = deque()
         # Events need a running event loop: made on first use, not with the client.
         self._wake: anyio.Event | None = None
         self._idle: anyio.Event | None = None
@@ -701,20 +593,16 @@ class _OutcomeWriter:
 
     async def run(self) -> None:
         while True:
-            if not self._queue:
-                self._wake = anyio.Event()
-                await self._wake.wait()
             while self._queue:
-                batch, self._queue = self._queue, []
-                for generation_id, status in batch:
-                    try:
-                        await self._ledger.record_outcome(generation_id, status)
-                    except LedgerError as exc:
-                        logger.warning(
-                            "the ledger did not take %s's outcome: %s", generation_id, exc
-                        )
+                generation_id, status = self._queue.popleft()
+                try:
+                    await self._ledger.record_outcome(generation_id, status)
+                except LedgerError as exc:
+                    logger.warning("the ledger did not take %s's outcome: %s", generation_id, exc)
             if self._idle is not None:
                 self._idle.set()
+            self._wake = anyio.Event()
+            await self._wake.wait()
 
     async def drain(self) -> None:
         """Wait until every noted outcome is written."""

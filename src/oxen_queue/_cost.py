@@ -1,33 +1,18 @@
 """What a request will cost, from the pricing a model publishes: pure, no HTTP.
 
-A model's details (``GET /api/ai/models/{id}``) carry ``pricing`` in the spec's shape:
-``method`` (``per_image``, ``per_video_output_second``, ``token``, ``time``) and the amounts
-that method uses. `estimate_cost` applies it to a request's parameters:
-
-- ``per_image`` with a ``cost_per_image_grid``: the grid's cell for the request's
-  ``quality``, then its ``resolution`` ("Cost per image keyed by quality then resolution
-  tier"). Without a grid, ``cost_per_image``.
-- ``per_video_output_second``: seconds of output (``duration``, or the sum of a
-  ``multi_prompt``'s shot durations) times the price of a second: with ``generate_audio``,
-  ``cost_per_second_with_audio``; with a ``resolution`` the model prices apart,
-  ``cost_per_second_by_resolution``; else ``cost_per_second``.
-- ``token`` and ``time``: the cost depends on how the job runs, so no estimate exists.
-
-A parameter the request leaves out counts at its default (the model's typed parameters, else
-the ``default`` of its published schema), since that is what the server applies and bills.
-Whatever cannot be resolved raises [`CostUnknownError`][oxen_queue.CostUnknownError] naming what is
-missing: an estimate is never a guess, and never zero for want of a price. A price the model
-publishes but the client refused (negative, ``NaN``, out of range: see `_money`) is missing too,
-named as ``ModelPricing.refused`` names it; the model's other prices still work.
-
-Arithmetic is done in `_money.MONEY`, exactly: a price times seconds is rounded up to
-18 places (no realistic estimate has more), then times the number of generations, at most
-`_money.MAX_COUNT` (more is ``InvalidParamsError``, naming ``num_generations``).
+By the ``pricing.method``: ``per_image``, the ``cost_per_image_grid`` cell for the request's
+``quality``, then ``resolution`` ("Cost per image keyed by quality then resolution tier"), or
+without a grid ``cost_per_image``; ``per_video_output_second``, seconds of output (``duration``,
+or the sum of a ``multi_prompt``'s shot durations) times ``cost_per_second_with_audio`` with
+``generate_audio``, ``cost_per_second_by_resolution`` for a ``resolution`` the model prices
+apart, else ``cost_per_second``, rounded up to 18 places; ``token`` and ``time``, no estimate.
+What cannot be resolved, a refused price included, raises ``CostUnknownError`` naming it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
@@ -37,17 +22,16 @@ from ._money import MAX_AMOUNT, MAX_COUNT, MONEY, AmountError, amount, brief, ro
 if TYPE_CHECKING:
     from ._models import ModelPricing
 
-__all__ = ["check_priced_count", "estimate_cost", "schema_defaults"]
+_GRID: Final = "cost_per_image_grid"
+_BY_RESOLUTION: Final = "cost_per_second_by_resolution"
 
 
 def schema_defaults(schema: Mapping[str, Any] | None) -> dict[str, Any]:
     """The ``default`` of each property of a model's published parameter schema."""
     properties = (schema or {}).get("properties")
-    if not isinstance(properties, Mapping):
-        return {}
     return {
         name: spec["default"]
-        for name, spec in properties.items()
+        for name, spec in (properties.items() if isinstance(properties, Mapping) else ())
         if isinstance(spec, Mapping) and spec.get("default") is not None
     }
 
@@ -60,30 +44,23 @@ def estimate_cost(
     defaults: Mapping[str, Any] | None = None,
     count: int = 1,
 ) -> Decimal:
-    """The cost of ``count`` generations of one request, by the model's published pricing.
-
-    Args:
-        model: The model id (for messages).
-        pricing: The model's ``pricing``; ``None`` when it publishes none.
-        params: The request's parameters.
-        defaults: The value of each parameter the request leaves out.
-        count: Generations (``num_generations``).
-
-    Raises:
-        CostUnknownError: The price cannot be worked out; ``.missing`` says what is missing.
-        InvalidParamsError: ``count`` is above `_money.MAX_COUNT`.
-    """
+    """The cost of ``count`` generations of one request by the model's ``pricing`` (``None``
+    when it publishes none), a parameter the request leaves out at its value in ``defaults``.
+    ``CostUnknownError`` when it cannot be worked out (``.missing`` says what is missing)."""
     check_priced_count(count)
-    return MONEY.multiply(_unit_price(model, pricing, params, defaults or {}), count)
+    if pricing is None or pricing.method is None:
+        raise CostUnknownError(
+            f"{model} publishes no pricing, so its cost cannot be estimated",
+            model=model,
+            missing="pricing",
+        )
+    request = _Request(model, pricing, params, defaults or {})
+    return MONEY.multiply(request.unit_price(), count)
 
 
 def check_priced_count(count: int) -> None:
-    """Refuse to price more generations at once than `_money.MAX_COUNT` (a million):
-    the bound that keeps every estimate, and so the budget's sums, exact.
-
-    Raises:
-        InvalidParamsError: Naming ``num_generations``.
-    """
+    """Refuse (``InvalidParamsError`` naming ``num_generations``) to price more generations at
+    once than `_money.MAX_COUNT`: the bound that keeps every estimate, and the budget, exact."""
     if count > MAX_COUNT:
         raise InvalidParamsError(
             f"num_generations={brief(count)} is more than one request can be priced for (at most "
@@ -92,194 +69,156 @@ def check_priced_count(count: int) -> None:
         )
 
 
-def _refused(model: str, pricing: ModelPricing, *names: str) -> None:
-    """Raise for the first of ``names`` the client refused, if any (the price is unknown)."""
-    for name in names:
-        why = pricing.refused.get(name)
-        if why is not None:
-            raise CostUnknownError(
-                f"{model} publishes a {name} this client cannot use ({why}), so the cost "
-                "cannot be estimated",
-                model=model,
-                missing=name,
+@dataclass(frozen=True, slots=True)
+class _Request:
+    model: str
+    pricing: ModelPricing
+    params: Mapping[str, Any]
+    defaults: Mapping[str, Any]
+
+    def get(self, name: str) -> Any:
+        value = self.params.get(name)
+        return self.defaults.get(name) if value is None else value
+
+    def require(self, name: str, why: str) -> Any:
+        value = self.get(name)
+        if value is None:
+            raise self.unknown(
+                name,
+                f" prices {why}, and the request gives no {name} (nor does the model publish a "
+                "default for it)",
             )
+        return value
 
+    def unknown(self, missing: str, message: str, table: str = "") -> CostUnknownError:
+        """The model's name and ``message``, naming ``missing``, or the refusal of that price
+        (or of its ``table``)."""
+        refused = [name for name in (table, missing) if name in self.pricing.refused]
+        if refused:
+            missing, why = refused[0], self.pricing.refused[refused[0]]
+            message = f" publishes a {missing} this client cannot use ({why}), so the cost "
+            message += "cannot be estimated"
+        return CostUnknownError(f"{self.model}{message}", model=self.model, missing=missing)
 
-def _unit_price(
-    model: str, pricing: ModelPricing | None, params: Mapping[str, Any], defaults: Mapping[str, Any]
-) -> Decimal:
-    if pricing is None or pricing.method is None:
-        raise CostUnknownError(
-            f"{model} publishes no pricing, so its cost cannot be estimated",
-            model=model,
-            missing="pricing",
+    def unit_price(self) -> Decimal:
+        method = self.pricing.method
+        if method == "per_image":
+            return self.per_image()
+        if method == "per_video_output_second":
+            return round_up(MONEY.multiply(self.seconds(), self.per_second()))
+        if method in ("token", "time"):
+            what = "tokens" if method == "token" else "run time"
+            raise self.unknown(
+                what,
+                f" is billed by {method}: its cost depends on the {what} the job uses, which is "
+                "not known before it runs",
+            )
+        raise self.unknown(
+            f"a known pricing method (got {method!r})",
+            f" is billed by {method!r}, a pricing method this client cannot estimate",
         )
-    method = pricing.method
-    if method == "per_image":
-        return _per_image(model, pricing, params, defaults)
-    if method == "per_video_output_second":
-        return _per_video_second(model, pricing, params, defaults)
-    if method in ("token", "time"):
-        what = "tokens" if method == "token" else "run time"
-        raise CostUnknownError(
-            f"{model} is billed by {method}: its cost depends on the {what} the job uses, "
-            "which is not known before it runs",
-            model=model,
-            missing=what,
-        )
-    raise CostUnknownError(
-        f"{model} is billed by {method!r}, a pricing method this client cannot estimate",
-        model=model,
-        missing=f"a known pricing method (got {method!r})",
-    )
 
-
-def _param(params: Mapping[str, Any], defaults: Mapping[str, Any], name: str) -> Any:
-    value = params.get(name)
-    return defaults.get(name) if value is None else value
-
-
-def _required(
-    model: str, params: Mapping[str, Any], defaults: Mapping[str, Any], name: str, why: str
-) -> Any:
-    value = _param(params, defaults, name)
-    if value is None:
-        raise CostUnknownError(
-            f"{model} prices {why}, and the request gives no {name} (nor does the model "
-            "publish a default for it)",
-            model=model,
-            missing=name,
-        )
-    return value
-
-
-def _per_image(
-    model: str, pricing: ModelPricing, params: Mapping[str, Any], defaults: Mapping[str, Any]
-) -> Decimal:
-    grid = pricing.cost_per_image_grid
-    # A grid the client refused (in whole or in part) still prices the model: its images are
-    # not priced by cost_per_image instead.
-    if grid or any(name.startswith(_GRID) for name in pricing.refused):
+    def per_image(self) -> Decimal:
+        grid = self.pricing.cost_per_image_grid
+        # A grid the client refused (in whole or in part) still prices the model: its images
+        # are not priced by cost_per_image instead.
+        if not grid and not any(name.startswith(_GRID) for name in self.pricing.refused):
+            if self.pricing.cost_per_image is None:
+                raise self.unknown(
+                    "cost_per_image", " is billed per image but publishes no cost_per_image"
+                )
+            return self.pricing.cost_per_image
         why = "images by quality and resolution"
-        quality = str(_required(model, params, defaults, "quality", why))
-        resolution = str(_required(model, params, defaults, "resolution", why))
+        quality, resolution = (
+            str(self.require("quality", why)),
+            str(self.require("resolution", why)),
+        )
         row = (grid or {}).get(quality)
         if row is None:
-            _refused(model, pricing, _GRID, f"{_GRID}[{quality!r}]")
-            raise CostUnknownError(
-                f"{model}'s price grid has no quality {quality!r} (it prices: "
-                f"{', '.join(grid or ())})",
-                model=model,
-                missing=f"{_GRID}[{quality!r}]",
+            listed = ", ".join(grid or ())
+            raise self.unknown(
+                f"{_GRID}[{quality!r}]",
+                f"'s price grid has no quality {quality!r} (it prices: {listed})",
+                _GRID,
             )
         price = row.get(resolution)
         if price is None:
-            _refused(model, pricing, f"{_GRID}[{quality!r}][{resolution!r}]")
-            raise CostUnknownError(
-                f"{model}'s price grid has no resolution {resolution!r} at quality "
-                f"{quality!r} (it prices: {', '.join(row)})",
-                model=model,
-                missing=f"{_GRID}[{quality!r}][{resolution!r}]",
+            raise self.unknown(
+                f"{_GRID}[{quality!r}][{resolution!r}]",
+                f"'s price grid has no resolution {resolution!r} at quality {quality!r} (it "
+                f"prices: {', '.join(row)})",
             )
         return price
-    if pricing.cost_per_image is None:
-        _refused(model, pricing, "cost_per_image")
-        raise CostUnknownError(
-            f"{model} is billed per image but publishes no cost_per_image",
-            model=model,
-            missing="cost_per_image",
-        )
-    return pricing.cost_per_image
 
-
-_GRID: Final = "cost_per_image_grid"
-_BY_RESOLUTION: Final = "cost_per_second_by_resolution"
-
-
-def _seconds(model: str, params: Mapping[str, Any], defaults: Mapping[str, Any]) -> Decimal:
-    """Seconds of output: ``duration``, or the sum of a multi-shot request's durations."""
-    shots = params.get("multi_prompt")
-    if params.get("duration") is None and isinstance(shots, list) and shots:
-        # "multi_prompt = array of {prompt, duration}" (video generation reference): the
-        # shots play one after the other. INFERRED: the output lasts their sum.
+    def seconds(self) -> Decimal:
+        """Seconds of output: ``duration``, or the sum of a multi-shot request's durations."""
+        shots = self.params.get("multi_prompt")
+        if self.params.get("duration") is not None or not isinstance(shots, list) or not shots:
+            return self.duration(self.require("duration", "video per second of output"), "duration")
+        # "multi_prompt = array of {prompt, duration}" (video generation reference): the shots
+        # play one after the other. INFERRED: the output lasts their sum.
         durations = [shot.get("duration") if isinstance(shot, Mapping) else None for shot in shots]
-        if any(d is None for d in durations):
-            raise CostUnknownError(
-                f"{model} is billed per second of video, and a shot of multi_prompt has no "
-                "duration",
-                model=model,
-                missing="multi_prompt[].duration",
+        if None in durations:
+            raise self.unknown(
+                "multi_prompt[].duration",
+                " is billed per second of video, and a shot of multi_prompt has no duration",
             )
-        seconds = total(_amount(model, d, "multi_prompt[].duration") for d in durations)
+        seconds = total(self.duration(d, "multi_prompt[].duration") for d in durations)
         if seconds > MAX_AMOUNT:
-            raise CostUnknownError(
-                f"{model} is billed per second of video, and the shots of multi_prompt last "
-                f"more than 10**12 seconds in all ({len(durations)} shots)",
-                model=model,
-                missing="a number of seconds in multi_prompt[].duration",
+            raise self.unknown(
+                "a number of seconds in multi_prompt[].duration",
+                " is billed per second of video, and the shots of multi_prompt last more than "
+                f"10**12 seconds in all ({len(durations)} shots)",
             )
         return seconds
-    value = _required(model, params, defaults, "duration", "video per second of output")
-    return _amount(model, value, "duration")
 
-
-def _amount(model: str, value: object, name: str) -> Decimal:
-    """A number of seconds: an amount (`_money.amount`) above zero."""
-    try:
-        seconds = amount(value)
-    except AmountError:
-        seconds = Decimal(0)
-    if seconds <= 0:
-        raise CostUnknownError(
-            f"{model} is billed per second of video, and {name}={brief(value)} is not a "
-            "number of seconds",
-            model=model,
-            missing=f"a number of seconds in {name}",
-        )
-    return seconds
-
-
-def _per_second(price: Decimal, seconds: Decimal) -> Decimal:
-    return round_up(MONEY.multiply(price, seconds))
-
-
-def _per_video_second(
-    model: str, pricing: ModelPricing, params: Mapping[str, Any], defaults: Mapping[str, Any]
-) -> Decimal:
-    seconds = _seconds(model, params, defaults)
-    if _param(params, defaults, "generate_audio") is True:
-        if pricing.cost_per_second_with_audio is None:
-            _refused(model, pricing, "cost_per_second_with_audio")
-            raise CostUnknownError(
-                f"{model} publishes no price for a second of video with audio "
-                "(generate_audio=True)",
-                model=model,
-                missing="cost_per_second_with_audio",
+    def duration(self, value: object, name: str) -> Decimal:
+        """A number of seconds: an amount (`_money.amount`) above zero."""
+        try:
+            seconds = amount(value)
+        except AmountError:
+            seconds = Decimal(0)
+        if seconds <= 0:
+            raise self.unknown(
+                f"a number of seconds in {name}",
+                f" is billed per second of video, and {name}={brief(value)} is not a number of "
+                "seconds",
             )
-        return _per_second(pricing.cost_per_second_with_audio, seconds)
-    by_resolution = pricing.cost_per_second_by_resolution
-    resolution = _param(params, defaults, "resolution")
-    # A table the client refused (in whole or in part) still prices by resolution.
-    priced_apart = by_resolution or any(name.startswith(_BY_RESOLUTION) for name in pricing.refused)
-    if priced_apart and resolution is not None:
-        key = str(resolution)
-        price = (by_resolution or {}).get(key)
-        if price is None:
-            _refused(model, pricing, _BY_RESOLUTION, f"{_BY_RESOLUTION}[{key!r}]")
-            raise CostUnknownError(
-                f"{model} publishes no per-second price for resolution {resolution!r} (it "
-                f"prices: {', '.join(by_resolution or ())})",
-                model=model,
-                missing=f"{_BY_RESOLUTION}[{key!r}]",
-            )
-        return _per_second(price, seconds)
-    if pricing.cost_per_second is None:
-        _refused(model, pricing, "cost_per_second")
-        priced = f" (it prices by resolution: {', '.join(by_resolution)})" if by_resolution else ""
-        raise CostUnknownError(
-            f"{model} is billed per second of video but publishes no cost_per_second for a "
-            f"request without a resolution{priced}",
-            model=model,
-            missing="cost_per_second",
-        )
-    return _per_second(pricing.cost_per_second, seconds)
+        return seconds
+
+    def per_second(self) -> Decimal:
+        """The price of a second of output video."""
+        pricing = self.pricing
+        by_resolution = pricing.cost_per_second_by_resolution
+        resolution = self.get("resolution")
+        if self.get("generate_audio") is True:
+            price = pricing.cost_per_second_with_audio
+            if price is None:
+                raise self.unknown(
+                    "cost_per_second_with_audio",
+                    " publishes no price for a second of video with audio (generate_audio=True)",
+                )
+        # A table the client refused (in whole or in part) still prices by resolution.
+        elif resolution is not None and (
+            by_resolution or any(name.startswith(_BY_RESOLUTION) for name in pricing.refused)
+        ):
+            key = str(resolution)
+            price = (by_resolution or {}).get(key)
+            if price is None:
+                raise self.unknown(
+                    f"{_BY_RESOLUTION}[{key!r}]",
+                    f" publishes no per-second price for resolution {resolution!r} (it prices: "
+                    f"{', '.join(by_resolution or ())})",
+                    _BY_RESOLUTION,
+                )
+        else:
+            price = pricing.cost_per_second
+            if price is None:
+                listed = ", ".join(by_resolution or ())
+                listed = f" (it prices by resolution: {listed})" if listed else ""
+                raise self.unknown(
+                    "cost_per_second",
+                    " is billed per second of video but publishes no cost_per_second for a "
+                    f"request without a resolution{listed}",
+                )
+        return price

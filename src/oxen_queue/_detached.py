@@ -1,22 +1,4 @@
-"""Where a client used without ``async with`` keeps its background work: a task of the loop's own.
-
-A client entered with ``async with`` hosts its background work (the watcher, the enqueue
-workers, the deadlines) in a task group of the block: structured, nothing outlives it. A client
-that is simply used (``client = AsyncClient()``, then ``await client.generate(...)``, as httpx
-and openai clients are) has no block to live in, so its first call starts a task the event loop
-owns, with the public API of each library:
-
-- asyncio: a task of the running loop (``loop.create_task``), with a context of its own;
-  ``asyncio.run()`` cancels it, with every other task, when its main coroutine returns;
-- trio: a system task (``trio.lowlevel.spawn_system_task``), which ``trio.run()`` cancels when
-  its main task returns.
-
-Either way no caller's cancellation reaches it (it is no caller's child), ``aclose()`` ends it,
-and the end of the event loop ends it too, so a client never closed neither hangs the
-interpreter nor leaves its connections open. The task is given an empty context: it must not
-carry the first caller's context variables (a web request's, a tracing span) into every later
-request of the client.
-"""
+"""Where a client used without ``async with`` keeps its background work."""
 
 from __future__ import annotations
 
@@ -26,25 +8,16 @@ from typing import Any
 
 from ._transport import current_async_library
 
-__all__ = ["spawn_detached"]
-
 
 def spawn_detached(async_fn: Callable[[], Coroutine[Any, Any, None]], *, name: str) -> object:
-    """Start ``async_fn()`` in a task the running event loop owns (see the module docstring).
+    """Start ``async_fn()`` in a task the running event loop owns (asyncio: a task of the
+    loop; trio: a system task), which no caller's cancellation reaches and the end of the event
+    loop cancels. It starts in an empty context: no caller's context variables (a request's, a
+    tracing span) are carried into the client's later requests.
 
-    ``async_fn`` must let no exception escape but the loop's own cancellation: asyncio would
-    log it when the task is collected, and trio would end the whole run with
-    ``TrioInternalError``.
-
-    Args:
-        async_fn: The task.
-        name: The task's name, as debuggers and ``asyncio.all_tasks()`` show it.
-
-    Returns:
-        A handle to keep while the task runs (asyncio holds its tasks only weakly).
-
-    Raises:
-        RuntimeError: No asyncio or trio event loop is running in this thread.
+    ``async_fn`` must let no exception but the loop's cancellation escape: asyncio would log it,
+    and trio would end the run with ``TrioInternalError``. Returns a handle to keep while the
+    task runs (asyncio holds its tasks only weakly); ``RuntimeError`` outside asyncio and trio.
     """
     library = current_async_library()
     if library == "asyncio":

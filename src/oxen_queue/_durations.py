@@ -1,9 +1,8 @@
-"""Durations from the caller: every timeout, deadline and interval given in seconds.
+"""Durations from the caller: every timeout, deadline and interval, in seconds.
 
-The one owner of what a caller may give as seconds. A NaN, an infinity, a bool or a string is
-refused where it enters, naming the argument, instead of surfacing later and elsewhere:
-anyio's ``ValueError: deadline must not be NaN``, aiohttp's ``OverflowError`` for an infinite
-timeout, or a request sent with a timeout that has already passed.
+Accepted: a finite int or float (above zero, or zero where allowed). A NaN, an infinity, a
+bool or a string is refused where it enters, naming the argument, not later and elsewhere
+(anyio's ``deadline must not be NaN``, aiohttp's ``OverflowError``, a timeout already passed).
 """
 
 from __future__ import annotations
@@ -14,17 +13,10 @@ import httpx
 
 from ._exceptions import InvalidParamsError
 
-__all__ = ["optional_seconds", "seconds", "timeout_of"]
-
 
 def seconds(value: object, *, field: str, zero: bool = False) -> float:
     """``value`` as a float, if it is a finite number of seconds above zero (or zero too, when
-    ``zero``); else refuse it, naming ``field``.
-
-    Raises:
-        InvalidParamsError: A bool or anything not an int or a float, NaN, an infinity, an
-            int too large for a float, or a number below the bound.
-    """
+    ``zero``); else `InvalidParamsError`, naming ``field``."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
             number = float(value)
@@ -45,11 +37,7 @@ def optional_seconds(value: object, *, field: str, zero: bool = False) -> float 
 
 def timeout_of(value: object, *, field: str = "timeout") -> httpx.Timeout:
     """An ``httpx.Timeout`` from seconds, from ``None`` (no limit, as httpx has it), or from an
-    ``httpx.Timeout`` whose every phase is seconds or ``None``.
-
-    Raises:
-        InvalidParamsError: As `seconds`, for the value or any phase of it.
-    """
+    ``httpx.Timeout`` whose every phase is seconds or ``None``; else `InvalidParamsError`."""
     if isinstance(value, httpx.Timeout):
         for phase in ("connect", "read", "write", "pool"):
             optional_seconds(getattr(value, phase), field=f"{field}.{phase}")

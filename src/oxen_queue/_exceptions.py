@@ -31,62 +31,28 @@ OxenError
 └── ClientDisconnectedError         a web request's caller hung up (``oxen_queue.asgi``)
 ```
 
-Every error that follows a request the server processed names the jobs it proves exist
-(``generation_ids``): an enqueue whose answer was malformed, ambiguous or interrupted by the
-client closing. Those with a plausible id are watched by the client (``client.pending``).
-
-Both error bodies the API documents are parsed into attributes of
-[`APIStatusError`][oxen_queue.APIStatusError]: the envelope
-``{"error": {"type", "title", "detail"}, "status": "error", "status_message"}`` and the simple
-``{"error": {"message": "..."}}``.
-
-``PollTimeoutError`` is the deprecated former name of
-[`GenerationTimeoutError`][oxen_queue.GenerationTimeoutError] (an alias: the same class). Every
-error pickles, with its attributes (a traceback does not).
+An error after a request the server processed names the jobs it proves exist
+(``generation_ids``). Both documented error bodies are parsed into attributes of
+[`APIStatusError`][oxen_queue.APIStatusError]. Every error pickles, with its attributes.
+``PollTimeoutError`` is the deprecated former name of ``GenerationTimeoutError`` (an alias).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import httpx
-
-__all__ = [
-    "APIConnectionError",
-    "APIError",
-    "APIResponseValidationError",
-    "APIStatusError",
-    "APITimeoutError",
-    "AmbiguousEnqueueError",
-    "AuthenticationError",
-    "BadRequestError",
-    "BudgetExceededError",
-    "ClientClosedError",
-    "CostUnknownError",
-    "DownloadError",
-    "GenerationCancelledError",
-    "GenerationError",
-    "GenerationFailedError",
-    "GenerationTimeoutError",
-    "InvalidParamsError",
-    "NotFoundError",
-    "OxenError",
-    "PollTimeoutError",
-    "RateLimitError",
-    "ServerError",
-]
 
 
 class OxenError(Exception):
     """The base class of every error this library raises."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # The default pickles an exception as ``cls(*args)``, which keyword-only constructors
-        # refuse: make it without calling ``__init__``, then restore its attributes
-        # (``__notes__`` included) and ``args`` (which ``OSError.__new__``, a base of the
-        # timeout errors, leaves for ``__init__`` to set).
+        # The default calls ``cls(*args)``, which keyword-only constructors refuse: make it
+        # without ``__init__``, then restore its attributes (``__notes__`` included) and
+        # ``args`` (which ``OSError.__new__``, a base of the timeout errors, leaves unset).
         return (_new, (type(self),), {**self.__dict__, "args": self.args})
 
 
@@ -127,7 +93,8 @@ class APIStatusError(APIError):
         self.title: str | None = fields.get("title")
         self.detail: str | None = fields.get("detail")
         self.status_message: str | None = fields.get("status_message")
-        self.server_message: str | None = fields.get("message")
+        texts = ("message", "detail", "title", "status_message")
+        self.server_message = next((fields[key] for key in texts if key in fields), None)
 
 
 class BadRequestError(APIStatusError):
@@ -191,16 +158,13 @@ class APIResponseValidationError(APIError):
     """An answer that does not have the documented shape (truncated JSON, wrong types, a row
     fetched for one id that is about another, ...).
 
-    Raised by an enqueue whose successful answer was malformed in a way the client could not
-    make good (it named an id another enqueue holds, more jobs than asked, or an id that
-    cannot be used in a URL): the request was processed and is never sent again, and
-    ``generation_ids`` names every job the answer proves exist.
+    From an enqueue, an answer the client could not make good (naming an id another enqueue
+    holds, more jobs than asked, or an id unfit for a URL): the request is never sent again.
 
     Attributes:
         response: The offending response, when the problem was found before decoding it.
-        generation_ids: Jobs the answer proves exist, in the order named (empty for answers
-            other than an enqueue's). Those that are plausible ids are watched by the client
-            (``client.pending``); the others cannot be put in a URL and are only named here.
+        generation_ids: Jobs an enqueue's answer proves exist, in the order named (else
+            empty). Those with a plausible id are watched by the client (``client.pending``).
     """
 
     def __init__(
@@ -239,10 +203,8 @@ class GenerationFailedError(GenerationError):
     def __init__(
         self, *, generation_id: str, error_message: str | None, record: Any = None
     ) -> None:
-        text = error_message or "no error message given"
-        super().__init__(
-            f"generation {generation_id} failed: {text}", generation_id=generation_id, record=record
-        )
+        text = f"generation {generation_id} failed: {error_message or 'no error message given'}"
+        super().__init__(text, generation_id=generation_id, record=record)
         self.error_message = error_message
 
 
@@ -256,12 +218,9 @@ class GenerationCancelledError(GenerationError):
 
 
 class GenerationTimeoutError(OxenError, TimeoutError):
-    """The generation's deadline passed before it reached a final status.
-
-    Raised whatever the completion mode (event stream, shared polling or polling): the
-    deadline is the generation's own. The job itself may still be running on the server:
-    reattach with ``client.generation(generation_id)`` or cancel it (``generate()`` cancels
-    its own job).
+    """The generation's own deadline passed before it reached a final status (whatever the
+    completion mode). The job may still run: reattach with ``client.generation(generation_id)``
+    or cancel it (``generate()`` cancels its own).
 
     Attributes:
         generation_id: The generation's id.
@@ -300,18 +259,17 @@ class InvalidParamsError(OxenError, ValueError):
 class AmbiguousEnqueueError(OxenError):
     """An enqueue's answer was lost, and its jobs could be neither found nor ruled out.
 
-    The request is never sent again blindly: jobs may exist, and be billed, that this client
-    could not tell apart from others with the same model and parameters (made by a client
-    outside its ledger). Look at the candidates, or in ``client.list_generations(model=...)``.
+    The request is never sent again blindly: jobs may exist, and be billed, that could not be
+    told apart from others with the same model and parameters (made by a client outside the
+    ledger). Look at the candidates, or in ``client.list_generations(model=...)``.
 
     Attributes:
         model: The model the enqueue was for.
         params: The request's parameters.
         candidate_ids: Generations that match the request and that nothing else claims:
             its jobs are among them, if it made any. Empty when none was found.
-        generation_ids: Jobs the request certainly made (its answer named them, or they were
-            adopted), watched by the client: when an answer named fewer jobs than were
-            asked and the others could not be settled. Usually empty.
+        generation_ids: Jobs it certainly made (named by its answer, or adopted; watched by
+            the client), when an answer named fewer than asked. Usually empty.
     """
 
     def __init__(
@@ -331,11 +289,9 @@ class AmbiguousEnqueueError(OxenError):
 
 
 class CostUnknownError(OxenError):
-    """No price can be worked out for a request from the model's published ``pricing``.
-
-    Never a guess of zero: a model billed by token or by time (the cost depends on what
-    happens when the job runs), a price grid without the requested cell, a per-second price
-    without a ``duration`` (and no default for it), or no pricing at all.
+    """No price can be worked out for a request from the model's published ``pricing`` (never
+    a guess of zero): billed by token or by time, a grid without the requested cell, a
+    per-second price without a ``duration``, or no pricing at all.
 
     Attributes:
         model: The model id.
@@ -350,8 +306,8 @@ class CostUnknownError(OxenError):
 
 
 class BudgetExceededError(OxenError):
-    """An enqueue whose estimated cost would take the client's committed spend past its
-    ``max_spend``. Raised before anything is sent.
+    """An enqueue's estimated cost would take the client's committed spend past its
+    ``max_spend`` (raised before anything is sent).
 
     Attributes:
         estimate: The refused request's estimated cost.
@@ -378,9 +334,8 @@ class ClientClosedError(OxenError, RuntimeError):
     """The client is not open: use it inside ``async with AsyncClient() as client:``.
 
     Attributes:
-        generation_ids: Jobs an interrupted call had created before the client closed (an
-            enqueue whose answer arrived while it closed); reattach to them with
-            ``client.generation(id)`` from another client. Empty when none were made.
+        generation_ids: Jobs an enqueue interrupted by the close had created (reattach with
+            ``client.generation(id)`` from another client); usually empty.
     """
 
     def __init__(self, message: str, *, generation_ids: Iterable[str] = ()) -> None:
@@ -393,25 +348,20 @@ def _new(cls: type[OxenError]) -> OxenError:
     return cls.__new__(cls)
 
 
+_FIELDS: Final = frozenset({"type", "title", "detail", "message", "status_message"})
+
+
 def _error_fields(body: object) -> dict[str, str]:
-    """Pull the human-readable fields out of either documented error body."""
-    fields: dict[str, str] = {}
+    """The text fields of either documented error body: the envelope ``{"error": {"type",
+    "title", "detail"}, "status": "error", "status_message"}`` or ``{"error": {"message"}}``
+    (or ``{"error": "..."}``); any other body, or a field that is not a string, gives nothing."""
     if not isinstance(body, Mapping):
-        return fields
+        return {}
     error = body.get("error")
-    if isinstance(error, Mapping):
-        for key in ("type", "title", "detail", "message"):
-            value = error.get(key)
-            if isinstance(value, str):
-                fields[key] = value
-    elif isinstance(error, str):
-        fields["message"] = error
-    status_message = body.get("status_message")
-    if isinstance(status_message, str):
-        fields["status_message"] = status_message
-    if "message" not in fields:
-        for key in ("detail", "title", "status_message"):
-            if key in fields:
-                fields["message"] = fields[key]
-                break
-    return fields
+    if isinstance(error, str):
+        error = {"message": error}
+    found = {
+        **(error if isinstance(error, Mapping) else {}),
+        "status_message": body.get("status_message"),
+    }
+    return {key: value for key, value in found.items() if key in _FIELDS and isinstance(value, str)}

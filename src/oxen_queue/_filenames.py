@@ -1,26 +1,17 @@
 """The names we give result files: one per generation, safe on every operating system.
 
-A file saved without a name from the caller is named after its generation id, and an id is
-untrusted text (from the server, a manifest, a caller's record). `safe_name` turns any
-id into a file name stem that is
+`safe_name` accepts any ``str`` (an id is untrusted text: from the server, a manifest, a
+caller's record; a caller's own file path never passes here) and gives a stem that is
 
-* **safe everywhere**: 1 to `MAX_STEM` ASCII characters among letters, digits, ``-``,
-  ``_`` and ``~``; no dot, space or separator, so never a trailing dot or space, and never a
-  path; never a Windows device name (``CON``, ``PRN``, ``AUX``, ``NUL``, ``COM0``-``COM9``,
-  ``LPT0``-``LPT9``, their superscript-digit forms, ``CONIN$``, ``CONOUT$``; in any case,
-  with any extension after it); never a leading ``-`` (read as an option by every command
-  line tool);
+* **safe everywhere**: 1 to `MAX_STEM` ASCII letters, digits, ``-``, ``_`` and ``~`` (no dot,
+  space or separator: never a path), never a Windows device name (`RESERVED_NAMES`, in any
+  case, with any extension), never starting with ``-`` (an option to command line tools);
 * **distinct per id, also where case is folded** (Windows, macOS): a *clean* id (lowercase
-  letters, digits, ``-`` and ``_``, not starting with ``-``, at most `MAX_STEM`
-  characters, not a device name) is its own name, so a UUID ``<uuid>`` is saved as
-  ``<uuid>.png``; any other id is named ``<prefix>~<hash>``: its safe characters (up to
-  `MAX_STEM` - 17), then ``~`` and 16 hex digits of the SHA-256 of the whole id. ``~``
-  appears in no clean name, and the hash tells apart any two ids that clean alike (``a/b`` and
-  ``ab``, ``CON`` and ``con``, ``ABC`` and ``abc``), so two generations never share a file
-  (short of a 64-bit hash collision).
-
-An extension (``.png``) appended to the stem changes none of this. A caller's explicit file path
-is the caller's choice and never passes through here.
+  letters, digits, ``-`` and ``_``, not starting with ``-``, at most `MAX_STEM` characters, no
+  device name) is its own name (``<uuid>.png``); any other is ``<prefix>~<hash>``: up to
+  `MAX_STEM` - 17 of its safe characters, ``~`` (in no clean name) and 16 hex digits of the
+  SHA-256 of the whole id, telling apart ids that clean alike (``a/b`` and ``ab``, ``CON`` and
+  ``con``), short of a 64-bit collision.
 """
 
 from __future__ import annotations
@@ -28,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import Final
-
-__all__ = ["MAX_STEM", "RESERVED_NAMES", "safe_name"]
 
 MAX_STEM: Final = 96
 """The longest stem, in characters (a UUID has 36)."""
@@ -48,14 +37,8 @@ _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def safe_name(generation_id: str) -> str:
-    """The file name stem of a generation's result (see the module for the guarantees).
-
-    Args:
-        generation_id: Any text.
-
-    Returns:
-        ``generation_id`` itself when it is clean, else ``<prefix>~<16 hex digits>``.
-    """
+    """The file name stem of a generation's result: ``generation_id`` itself when it is
+    clean, else ``<prefix>~<16 hex digits>`` (see the module)."""
     if _CLEAN.match(generation_id) and generation_id not in RESERVED_NAMES:
         return generation_id
     prefix = _UNSAFE.sub("", generation_id).lstrip("-")[:_PREFIX] or "generation"

@@ -1,14 +1,7 @@
-"""The awaitable handle of one generation: a small state machine that does no HTTP.
+"""The awaitable handle of one generation: a state machine that does no HTTP.
 
-A [`Generation`][oxen_queue.Generation] is resolved by the client's completion watcher (polling,
-shared polling or the event stream, see ``_watch``) and awaited by any number of tasks. Awaiting it
-only waits for that resolution, so awaiting twice, or from many tasks at once, costs no request; and
-abandoning a wait (``asyncio.wait_for`` timing out, a task cancelled) leaves the generation
-and its watcher untouched.
-
-``generation.updates()`` follows it as it goes: each subscriber holds one slot for the latest
-non-final status it has not taken yet, and learns the final outcome from the generation itself,
-so a slow consumer never blocks the watcher, and costs no memory past that slot and no request.
+The client's watcher (``_watch``) settles it through the functions at the end of this module.
+Any number of tasks may await it at no request each; abandoning a wait leaves it untouched.
 """
 
 from __future__ import annotations
@@ -16,7 +9,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -34,26 +28,13 @@ if TYPE_CHECKING:
     import os
     from pathlib import Path
 
-__all__ = [
-    "Generation",
-    "GenerationOwner",
-    "due",
-    "expire_if_due",
-    "fail",
-    "note_status",
-    "observe",
-    "watch_subscriptions",
-]
-
 logger = logging.getLogger("oxen_queue")
 
-UNKNOWN: Final = "unknown"
-"""The status of a reattached handle before its first row is seen."""
 Callback = Callable[["Generation"], object]
 
 
 class GenerationOwner(Protocol):
-    """What a Generation needs from the client core that made it: the operations it delegates."""
+    """The operations a Generation delegates to the client core that made it."""
 
     async def cancel(self, generation: Generation | str) -> None: ...
 
@@ -111,8 +92,7 @@ class Generation:
     ) -> None:
         self.id = generation_id
         self.model = model
-        # A dict is kept as it is, not copied: one per generation would be the largest part
-        # of a pending generation's own memory after the waiting machinery.
+        # Not copied: a copy would be most of a pending generation's memory.
         self.params: dict[str, Any] = params if isinstance(params, dict) else dict(params or {})
         self.deadline = deadline
         self._owner = owner
@@ -121,8 +101,7 @@ class Generation:
         self._outcome: GenerationRecord | BaseException | None = None
         self._subscribers: set[_Subscription] | None = None
         self._watch_listener: Callable[[Generation, bool], object] | None = None
-        # Made on the first wait; a waiter then costs a future, not an event and a timer.
-        self._signal: Signal | None = None
+        self._signal: Signal | None = None  # made on the first wait
         # One callback, or a list of them: most generations have exactly one.
         self._callbacks: Callback | list[Callback] | None = None
         self._created = anyio.current_time()
@@ -160,8 +139,7 @@ class Generation:
         return outcome
 
     def __await__(self) -> Generator[Any, None, GenerationRecord]:
-        # Kept lean (thousands may wait at once): the client ends the generation at its
-        # deadline, so there is nothing to time here.
+        # No timer: the client ends the generation at its deadline.
         if self._outcome is None:
             if self._signal is None:
                 self._signal = Signal()
@@ -187,16 +165,13 @@ class Generation:
             OxenError: The status could not be learned (the id is unknown, the key refused).
         """
         timeout = optional_seconds(timeout, field="timeout")
+        with anyio.move_on_after(math.inf if timeout is None else timeout):
+            return await self
         if self._outcome is None:
-            if self._signal is None:
-                self._signal = Signal()
-            with anyio.move_on_after(math.inf if timeout is None else timeout):
-                await self._signal.wait()
-            if self._outcome is None:
-                # The status is the server's word: repr() shows any control character escaped.
-                raise TimeoutError(
-                    f"generation {self.id} is still {self._status!r:.40} after {timeout:g} s"
-                )
+            # The status is the server's word: repr() shows any control character escaped.
+            raise TimeoutError(
+                f"generation {self.id} is still {self._status!r:.40} after {timeout:g} s"
+            )
         return self.result()
 
     async def cancel(self) -> None:
@@ -215,7 +190,7 @@ class Generation:
         Useful after completion through the event stream, whose record lacks the timestamps.
         """
         record = await self._owner.get_generation(self.id)
-        self._observe(record)
+        observe(self, record)
         return record
 
     async def download(self, path: str | os.PathLike[str] | None = None) -> Path:
@@ -245,22 +220,18 @@ class Generation:
         ```
 
         The first record is the current state (for a reattached generation, once its row is
-        read). Then each change is yielded once, in order, and the final record (``succeeded``,
-        ``failed`` with its ``error_message``, or ``cancelled``) is the last item: iteration
-        ends after it, without raising. The client's one watcher drives every subscriber, so
-        any number of them costs no request. A consumer slower than the changes is never
-        waited for: it gets the latest non-final status it missed (``queued`` may be skipped
-        for ``processing``), and always the final one.
+        read); then each change, once, in order. The final record (``succeeded``, ``failed``
+        with its ``error_message``, or ``cancelled``) is the last: iteration ends after it,
+        without raising. The client's one watcher drives every subscriber, at no request
+        each, and never waits for a slow one: it gets the latest non-final status it missed
+        (``queued`` may be skipped for ``processing``), and always the final one.
 
-        What the watcher sees depends on ``completion``: in ``"auto"``, a generation that has
-        subscribers is polled with the others every ``shared_poll_interval`` (one list request
-        per tick for all of them, rather than every ``backstop_interval``); ``"events"``
-        learns only final states, so it yields the current status, then the final one.
+        In ``"auto"`` completion, a generation with subscribers is polled with the others every
+        ``shared_poll_interval``; ``"events"`` learns only final states.
 
-        Cancelling the consumer (a timeout, a task cancelled) or closing the iterator ends the
-        subscription; the generation carries on. Breaking out of the loop leaves the
-        subscription until the iterator is closed or garbage collected, and it ends in any
-        case with the generation (wrap it in ``contextlib.aclosing`` to end it at once).
+        Cancelling the consumer or closing the iterator ends the subscription; the generation
+        carries on. After a ``break``, the subscription lasts until the iterator is closed or
+        collected, or the generation ends (``contextlib.aclosing`` ends it at once).
 
         Raises:
             GenerationTimeoutError: The generation's deadline passed, after the records seen
@@ -271,7 +242,10 @@ class Generation:
         subscription = _Subscription()
         if self._outcome is None:
             subscription.latest = self._current()
-            self._subscribe(subscription)
+            if self._subscribers is None:
+                self._subscribers = set()
+                self._tell_watcher(watched=True)
+            self._subscribers.add(subscription)
         last: str | None = None
         try:
             while True:
@@ -282,66 +256,22 @@ class Generation:
                         yield record
                 elif self._outcome is not None:
                     break
-                else:
-                    await self._next_update(subscription)
+                else:  # the client ends the generation at its deadline: no timer here
+                    await subscription.wakeup.wait()
+                    subscription.wakeup = Signal()  # what sets it next sets `latest` first
         finally:
-            self._unsubscribe(subscription)
+            if self._subscribers and subscription in self._subscribers:
+                self._subscribers.remove(subscription)
+                if not self._subscribers:
+                    self._subscribers = None
+                    self._tell_watcher(watched=False)
         outcome = self._outcome
-        if isinstance(outcome, GenerationRecord):
-            yield outcome
-        elif (
-            isinstance(outcome, GenerationFailedError | GenerationCancelledError)
-            and outcome.record is not None
-        ):
+        if isinstance(outcome, GenerationFailedError | GenerationCancelledError) and outcome.record:
             yield outcome.record
-        elif outcome is not None:
-            raise outcome
-
-    # -- used by the completion watchers -------------------------------------------------
-
-    @property
-    def _due(self) -> float:
-        """When the deadline falls, on anyio's clock (``math.inf`` without one)."""
-        return math.inf if self.deadline is None else self._created + self.deadline
-
-    def _observe(self, record: GenerationRecord) -> bool:
-        """Take note of a row; resolve when its status is final. Returns whether it is done."""
-        if self._outcome is not None:
-            return True
-        if self.model is None and record.model_name:
-            self.model = record.model_name
-        changed = record.status != self._status
-        self._status = record.status
-        self._record = record
-        if record.status not in TERMINAL_STATUSES:
-            if changed:
-                self._publish(record)
-            return False
-        if record.status == "succeeded":
-            self._resolve(record)
-        elif record.status == "failed":
-            self._resolve(
-                GenerationFailedError(
-                    generation_id=self.id, error_message=record.error_message, record=record
-                )
-            )
         else:
-            self._resolve(GenerationCancelledError(generation_id=self.id, record=record))
-        return True
+            yield self.result()
 
-    def _note_status(self, status: str) -> None:
-        """Take note of a non-final status seen in a list (no full row at hand)."""
-        if self._outcome is None and status not in TERMINAL_STATUSES and status != self._status:
-            self._status = status
-            if self._subscribers:
-                current = self._current()
-                assert current is not None
-                self._publish(current)
-
-    def _fail(self, error: OxenError) -> None:
-        """End the generation with an error that is not the server's verdict."""
-        if self._outcome is None:
-            self._resolve(error)
+    # -- used by observe() and updates() -----------------------------------------------
 
     def _resolve(self, outcome: GenerationRecord | BaseException) -> None:
         self._outcome = outcome
@@ -350,7 +280,7 @@ class Generation:
         subscribers, self._subscribers = self._subscribers, None
         if subscribers:
             for subscription in subscribers:
-                subscription.wake()  # each takes the outcome from here
+                subscription.wakeup.set()  # each takes the outcome from here
             self._tell_watcher(watched=False)
         callbacks, self._callbacks = self._callbacks, None
         if callbacks is None:
@@ -361,77 +291,37 @@ class Generation:
             except Exception:
                 logger.exception("done callback of generation %s failed", self.id)
 
-    # -- subscribers of updates() ---------------------------------------------------------
-
     def _current(self) -> GenerationRecord | None:
-        """The current state as a record (``None`` while it is unknown).
-
-        The last row when its status is current; otherwise (a status seen in a list) a
-        record built from what this handle knows, as for a completion event.
-        """
+        """The current state as a record (``None`` while it is unknown): the last row, its
+        status updated from a list if need be, or one built as for a completion event."""
         status = self._status
-        if status == UNKNOWN:
+        if status == "unknown":
             return None
         record = self._record
-        if record is not None:
-            return (
-                record if record.status == status else record.model_copy(update={"status": status})
-            )
-        return GenerationRecord.model_validate(
-            {**self.params, "generation_id": self.id, "status": status, "model_name": self.model}
-        )
+        if record is None:
+            row = dict(self.params, generation_id=self.id, status=status, model_name=self.model)
+            return GenerationRecord.model_validate(row)
+        return record if record.status == status else record.model_copy(update={"status": status})
 
     def _publish(self, record: GenerationRecord) -> None:
         for subscription in self._subscribers or ():
             subscription.latest = record  # coalesced: a slow consumer gets the latest
-            subscription.wake()
-
-    def _subscribe(self, subscription: _Subscription) -> None:
-        if self._subscribers is None:
-            self._subscribers = set()
-        self._subscribers.add(subscription)
-        if len(self._subscribers) == 1:
-            self._tell_watcher(watched=True)
-
-    def _unsubscribe(self, subscription: _Subscription) -> None:
-        subscribers = self._subscribers
-        if subscribers is not None and subscription in subscribers:
-            subscribers.discard(subscription)
-            if not subscribers:
-                self._subscribers = None
-                self._tell_watcher(watched=False)
+            subscription.wakeup.set()
 
     def _tell_watcher(self, *, watched: bool) -> None:
         if self._watch_listener is not None:
-            try:
-                self._watch_listener(self, watched)
-            except Exception:
-                logger.exception("subscription listener of generation %s failed", self.id)
-
-    async def _next_update(self, subscription: _Subscription) -> None:
-        """Wait for a change or the outcome (the client ends the generation at its deadline)."""
-        subscription.wakeup = wakeup = Signal()
-        try:
-            await wakeup.wait()
-        finally:
-            subscription.wakeup = None
+            self._watch_listener(self, watched)
 
 
+@dataclass(slots=True, eq=False)
 class _Subscription:
     """One consumer of ``updates()``: the latest change it has not taken, and its wake-up."""
 
-    __slots__ = ("latest", "wakeup")
-
-    def __init__(self) -> None:
-        self.latest: GenerationRecord | None = None
-        self.wakeup: Signal | None = None
-
-    def wake(self) -> None:
-        if self.wakeup is not None:
-            self.wakeup.set()
+    latest: GenerationRecord | None = None
+    wakeup: Signal = field(default_factory=Signal)
 
 
-# -- how watchers settle a Generation: the package-internal side of the handle ------------------
+# -- how watchers settle a Generation ------------------------------------------------------------
 
 
 def observe(generation: Generation, record: GenerationRecord) -> bool:
@@ -440,39 +330,64 @@ def observe(generation: Generation, record: GenerationRecord) -> bool:
     Returns:
         Whether the generation is done.
     """
-    return generation._observe(record)
+    if generation._outcome is not None:
+        return True
+    if generation.model is None and record.model_name:
+        generation.model = record.model_name
+    changed = record.status != generation._status
+    generation._status = record.status
+    generation._record = record
+    if record.status == "succeeded":
+        generation._resolve(record)
+    elif record.status == "failed":
+        generation._resolve(
+            GenerationFailedError(
+                generation_id=generation.id, error_message=record.error_message, record=record
+            )
+        )
+    elif record.status in TERMINAL_STATUSES:
+        generation._resolve(GenerationCancelledError(generation_id=generation.id, record=record))
+    else:
+        if changed:
+            generation._publish(record)
+        return False
+    return True
 
 
 def note_status(generation: Generation, status: str) -> None:
     """Take note of a non-final status seen in a list (no full row at hand)."""
-    generation._note_status(status)
+    g = generation
+    if g._outcome is None and status not in TERMINAL_STATUSES and status != g._status:
+        g._status = status
+        if g._subscribers:
+            current = g._current()
+            assert current is not None
+            g._publish(current)
 
 
 def fail(generation: Generation, error: OxenError) -> None:
     """End the generation with an error that is not the server's verdict."""
-    generation._fail(error)
+    if generation._outcome is None:
+        generation._resolve(error)
 
 
 def due(generation: Generation) -> float:
     """When the generation's deadline falls, on anyio's clock (``math.inf`` without one)."""
-    return generation._due
+    deadline = generation.deadline
+    return math.inf if deadline is None else generation._created + deadline
 
 
 def expire_if_due(generation: Generation) -> None:
-    """End the generation with ``GenerationTimeoutError`` if its deadline has passed: the one
-    place a deadline ends a generation (the client's deadline task calls it)."""
-    if generation.deadline is not None and generation._due <= anyio.current_time():
-        generation._fail(
-            GenerationTimeoutError(generation_id=generation.id, deadline=generation.deadline)
-        )
+    """End the generation with ``GenerationTimeoutError`` once its deadline has passed: the
+    one place a deadline ends a generation (the client's deadline task calls it)."""
+    deadline = generation.deadline
+    if deadline is not None and due(generation) <= anyio.current_time():
+        fail(generation, GenerationTimeoutError(generation_id=generation.id, deadline=deadline))
 
 
 def watch_subscriptions(
-    generation: Generation, listener: Callable[[Generation, bool], object] | None
+    generation: Generation, listener: Callable[[Generation, bool], object]
 ) -> None:
-    """Be told when a generation gains its first subscriber of ``updates()`` (``True``) and
-    loses its last one (``False``), so a watcher can look more often while someone watches.
-
-    ``None`` stops telling. Only one listener: the watcher that tracks the generation.
-    """
+    """Tell ``listener`` (the one watcher tracking the generation) when it gains its first
+    subscriber of ``updates()`` (``True``) and loses its last one (``False``)."""
     generation._watch_listener = listener

@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._models import GenerationPage, GenerationRecord
 
-__all__ = ["GenerationHistory"]
-
 
 class GenerationHistory:
     """The rows of the history, page after page: ``async for record in history``.
@@ -27,18 +25,6 @@ class GenerationHistory:
         total_pages: Pages in all at this page size (``None`` before the first page).
         pages_read: Pages fetched so far.
     """
-
-    __slots__ = (
-        "_done",
-        "_fetch",
-        "_observe",
-        "_rows",
-        "_seen",
-        "pages_read",
-        "total_cost",
-        "total_entries",
-        "total_pages",
-    )
 
     def __init__(
         self,
@@ -69,20 +55,16 @@ class GenerationHistory:
         while not self._rows:
             if self._done:
                 raise StopAsyncIteration
-            await self._read_page()
+            page = await self._fetch(self.pages_read + 1)
+            self.pages_read += 1
+            self.total_cost = page.total_cost
+            self.total_entries = page.total_entries
+            self.total_pages = page.total_pages
+            for record in page.generations:
+                if record.generation_id not in self._seen:
+                    self._seen.add(record.generation_id)
+                    self._rows.append(record)
+            if self._observe is not None:
+                self._observe(page.generations)
+            self._done = not page.generations or self.pages_read >= page.total_pages
         return self._rows.popleft()
-
-    async def _read_page(self) -> None:
-        page = await self._fetch(self.pages_read + 1)
-        self.pages_read += 1
-        self.total_cost = page.total_cost
-        self.total_entries = page.total_entries
-        self.total_pages = page.total_pages
-        for record in page.generations:
-            if record.generation_id not in self._seen:
-                self._seen.add(record.generation_id)
-                self._rows.append(record)
-        if self._observe is not None:
-            self._observe(page.generations)
-        if not page.generations or self.pages_read >= page.total_pages:
-            self._done = True

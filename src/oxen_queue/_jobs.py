@@ -1,16 +1,10 @@
-"""From a call to watched generations: ``enqueue``, ``enqueue_many`` and ``generate``.
-
-`Jobs` serves one view of a client. For each request it checks the parameters (the
-view's ``validate``), reserves the estimate against the budget, waits until enqueueing is safe
-(an event stream open, in ``events`` mode), and hands the request to the client's
-`Enqueuer`, which sends it through the view's endpoints and reconciles a lost
-answer. Every id the request creates is tracked the moment it is known, whether or not its
-caller still waits (`_Track`).
-"""
+"""``enqueue``, ``enqueue_many`` and ``generate``: check, reserve the budget, wait until
+enqueueing is safe, and hand the request to the client's `Enqueuer`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -28,26 +22,16 @@ if TYPE_CHECKING:
     from ._spend import Hold
     from ._types import Default
 
-__all__ = ["Jobs"]
-
 _PER_REQUEST: Final = 4  # generations per enqueue: "Range: 1-4 ... per request" (queue docs)
 
 
+@dataclass(eq=False, slots=True)
 class Jobs:
-    """The enqueue operations of one view of a client.
+    """The enqueue operations of one view of a client (its endpoints, timeouts and defaults)."""
 
-    Args:
-        core: What the client and its views share.
-        api: The view's endpoints (its timeouts).
-        options: The view's defaults (``validate``, generations' deadline).
-    """
-
-    __slots__ = ("_api", "_core", "_options")
-
-    def __init__(self, core: ClientCore, api: QueueEndpoints, options: CallOptions) -> None:
-        self._core = core
-        self._api = api
-        self._options = options
+    _core: ClientCore
+    _api: QueueEndpoints
+    _options: CallOptions
 
     async def enqueue(
         self,
@@ -72,26 +56,18 @@ class Jobs:
         validate: bool | None,
         extra_params: Mapping[str, Any] | None,
     ) -> list[Generation]:
-        """``num_generations`` of one request, in requests of at most 4 sent together.
-
-        If one of them fails, its error is raised once the others have settled, with a note
-        naming the generations the others made (they are watched).
-        """
+        """``num_generations`` of one request, in requests of at most 4 sent together."""
         check_count(num_generations)
-        sizes = [_PER_REQUEST] * (num_generations // _PER_REQUEST)
-        if num_generations % _PER_REQUEST:
-            sizes.append(num_generations % _PER_REQUEST)
-        if len(sizes) == 1:
-            return await self._enqueue(
-                model, params, num_generations, deadline, validate, extra_params
-            )
+        options = (deadline, validate, extra_params)
+        if num_generations <= _PER_REQUEST:
+            return await self._enqueue(model, params, num_generations, *options)
+        full, rest = divmod(num_generations, _PER_REQUEST)
+        sizes = [_PER_REQUEST] * full + ([rest] if rest else [])
         results: list[list[Generation] | BaseException] = [[] for _ in sizes]
 
         async def one(index: int, size: int) -> None:
             try:
-                results[index] = await self._enqueue(
-                    model, params, size, deadline, validate, extra_params
-                )
+                results[index] = await self._enqueue(model, params, size, *options)
             except OxenError as exc:
                 results[index] = exc
 
@@ -126,9 +102,8 @@ class Jobs:
             )
             return await generation
         except BaseException:
-            # The cancellation runs in a task of the client's, which no cancellation of this
-            # caller reaches (asyncio's own task.cancel() and wait_for included); waiting for
-            # it here, briefly, only makes it done by the time the caller sees the error.
+            # The cancellation runs in the client's task, which no cancellation of this caller
+            # reaches; waiting briefly only makes it done by the time the caller sees the error.
             abandoned = [g.id for g in created if not g.done() or _timed_out(g)]
             done = self._core.cancel_upstream(abandoned)
             if done is not None:
@@ -147,8 +122,7 @@ class Jobs:
         created: list[Generation] | None = None,
     ) -> list[Generation]:
         core = self._core
-        # The request's spans start now, under the caller's span (OpenTelemetry, when an SDK
-        # records); its context stays current here while the request is prepared.
+        # The request's spans start now, under the caller's span; current while it is prepared.
         trace = core.telemetry.request(model, params, count)
         token = trace.attach()
         try:
@@ -162,8 +136,6 @@ class Jobs:
                 lasts = self._options.deadline_or(deadline)  # refused before any request
                 checked = await core.params.check(model, params, self._options.validating(validate))
                 body = merge_extra(checked, extra_params)
-                # The budget (max_spend): the estimate is reserved before anything is sent, the
-                # event stream included; BudgetExceededError (or CostUnknownError) otherwise.
                 try:
                     hold = await core.spend.reserve(model, body, count)
                 except BaseException as exc:
@@ -179,21 +151,8 @@ class Jobs:
             except BaseException as exc:
                 trace.failed(exc)  # before the request was handed over: ended here
                 raise
-            # The estimate is given back, or kept, once the enqueue's outcome is known: a caller
-            # cancelled mid-request leaves it to the worker, whose job may exist. So are the
-            # request's spans (track.failed).
-            ids = await core.enqueuer.enqueue(
-                model,
-                body,
-                count,
-                track,
-                # A generate() owns its job: answered after its caller was cancelled, it is
-                # cancelled.
-                on_abandoned=core.cancel_upstream if created is not None else None,
-                on_failed=track.failed,
-                api=self._api,
-                trace=trace,
-            )
+            # The worker settles the estimate and the spans (track.failed): its job may exist.
+            ids = await core.enqueuer.enqueue(track, count, self._api)
             if core.closed:
                 raise ClientClosedError(
                     f"the client closed while enqueueing; the job(s) {', '.join(ids)} exist: "
@@ -205,33 +164,20 @@ class Jobs:
             trace.detach(token)
 
 
+@dataclass(eq=False, slots=True)
 class _Track:
-    """Registers the generations of one enqueue with the client as their ids arrive.
+    """One enqueue as the `Enqueuer` takes it: its request, and its jobs registered with the
+    client as their ids arrive, waited for or not. An object, not a closure: thousands wait at
+    once, and cells cost several times more."""
 
-    Called by the enqueue's worker, whether or not the caller still waits. An object rather
-    than a closure: thousands wait at once, and a closure's cells cost several times more.
-    """
-
-    __slots__ = ("core", "created", "deadline", "generations", "hold", "model", "params", "trace")
-
-    def __init__(
-        self,
-        core: ClientCore,
-        model: str,
-        params: dict[str, Any],
-        deadline: float | None,
-        created: list[Generation] | None,
-        hold: Hold,
-        trace: RequestTrace,
-    ) -> None:
-        self.core = core
-        self.hold = hold
-        self.trace = trace
-        self.model = model
-        self.params = params
-        self.deadline = deadline
-        self.created = created  # a generate()'s: the jobs it owns
-        self.generations: list[Generation] = []
+    core: ClientCore
+    model: str
+    params: dict[str, Any]
+    deadline: float | None
+    created: list[Generation] | None  # a generate()'s: the jobs it owns
+    hold: Hold
+    trace: RequestTrace
+    generations: list[Generation] = field(default_factory=list)
 
     def __call__(self, ids: list[str]) -> None:
         for generation_id in ids:
@@ -250,7 +196,12 @@ class _Track:
             if self.created is not None:
                 self.created.append(generation)
 
-    def failed(self, error: BaseException, sent: bool = True) -> None:
+    def abandoned(self, ids: list[str]) -> None:
+        """Jobs made after the caller gave up: a generate()'s (it owns them) are cancelled."""
+        if self.created is not None:
+            self.core.cancel_upstream(ids)
+
+    def failed(self, error: BaseException, sent: bool) -> None:
         """The enqueue ended without (all its) jobs: the reservation and the spans are told."""
         self.hold.release_after(error, sent)
         self.trace.failed(error)
@@ -259,8 +210,6 @@ class _Track:
 def _timed_out(generation: Generation) -> bool:
     try:
         generation.result()
-    except TimeoutError:
-        return True
-    except Exception:
-        return False
+    except Exception as exc:
+        return isinstance(exc, TimeoutError)
     return False

@@ -1,16 +1,8 @@
 """Pydantic v2 models of the API's responses.
 
-Response models accept unknown fields, because rows carry the request's own parameters merged
-in at the top level ("Any additional parameters from the original enqueue request ... are
-included"), and unknown status strings, because the API has renamed statuses before
-(``processing`` became ``queued`` in enqueue responses in May 2026).
-
-Money is `Decimal`, never a float, read by `_money.amount` (which
-says what it accepts). Rows carry ``cost`` as a decimal string ("Charged amount for this row
-(decimal as string)"); ``pricing`` amounts are JSON numbers, read through their shortest
-spelling (``0.07`` is ``Decimal("0.07")``, not the binary fraction nearest to it), which is
-what the server wrote. A refused charge is ``None`` (with a warning); a refused price is
-``None`` and listed in `ModelPricing.refused`.
+They accept unknown fields (rows carry the request's own parameters at the top level: "Any
+additional parameters from the original enqueue request ... are included") and unknown status
+strings (the API has renamed statuses before). Money is `Decimal`, read by `_money.amount`.
 """
 
 from __future__ import annotations
@@ -32,22 +24,6 @@ from pydantic import (
 
 from ._money import AmountError, amount, charge
 
-__all__ = [
-    "TERMINAL_STATUSES",
-    "CompletionEvent",
-    "GenerationPage",
-    "GenerationRecord",
-    "GenerationStatus",
-    "ImageResult",
-    "ImagesResponse",
-    "Model",
-    "ModelCapabilities",
-    "ModelPricing",
-    "PricingMethod",
-    "VideoResult",
-    "VideosResponse",
-]
-
 logger = logging.getLogger("oxen_queue")
 
 GenerationStatus = Literal["queued", "processing", "succeeded", "failed", "cancelled"]
@@ -67,16 +43,13 @@ def _lenient_charge(value: object, info: ValidationInfo) -> Decimal | None:
     return charge(value, what=what or "charged amount")
 
 
+# A charged amount (decimal string); None when absent, null or refused (with a warning).
 Charge = Annotated[Decimal | None, BeforeValidator(_lenient_charge)]
-"""A charged amount (decimal string); ``None`` when absent, null or refused (a warning is
-logged): see `_money.charge`."""
 
 
 class _Response(BaseModel):
-    """Base of every response model: unknown fields are kept, never an error."""
-
-    # protected_namespaces=(): the API's own fields are named model_name and model_type, and
-    # pydantic before 2.10 warns about the "model_" prefix on import.
+    # Unknown fields are kept, never an error. protected_namespaces=(): pydantic before 2.10
+    # warns of the fields model_name and model_type.
     model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=(), defer_build=True)
 
 
@@ -105,9 +78,8 @@ class GenerationRecord(_Response):
     target_repo: str | None = None
     target_directory: str | None = None
     cost: Charge = None
-    """What the row was charged, once charged (``None`` while queued, and on rows of
-    ``/api/ai/queue``, which carry no cost; ``/api/ai/generations`` rows do). ``None`` too,
-    with a logged warning, when it is not an amount (negative, ``NaN``, above 10**12...)."""
+    """What the row was charged, once charged: ``None`` while queued, on rows of ``/api/ai/queue``
+    (only ``/api/ai/generations`` rows carry it), and, with a logged warning, for a refused one."""
     user_id: str | None = None
     username: str | None = None
     user_image: str | None = None
@@ -150,12 +122,10 @@ class ModelPricing(_Response):
     """How a model is billed (the spec's ``Model.pricing``); amounts are exact Decimals.
 
     Only ``method`` is common; which amounts are set depends on it (the others are null).
-    ``AsyncClient.estimate_cost`` prices a request from them.
-
-    Each amount is checked as it is read: a price that is refused (negative, ``NaN``, above
-    10**12, finer than 18 places, not a number) is unknown: ``None`` (or left out of its
-    table), and listed in `refused`. The model's other prices still work; an estimate
-    that needs a refused one raises ``CostUnknownError`` naming it.
+    ``AsyncClient.estimate_cost`` prices a request from them. A price the client refuses
+    (negative, ``NaN``, above 10**12, finer than 18 places, not a number) is unknown: ``None``
+    (or left out of its table) and listed in `refused`; an estimate that needs it raises
+    ``CostUnknownError`` naming it, and the model's other prices still work.
 
     Attributes:
         method: ``per_image``, ``per_video_output_second``, ``token`` or ``time`` (any
@@ -172,8 +142,7 @@ class ModelPricing(_Response):
         output_cost_per_token: One output token (chat models).
         refused: The published prices this client refused, each with why, by the name
             ``CostUnknownError.missing`` gives it: ``"cost_per_image"``,
-            ``"cost_per_image_grid['high']['1920x1080']"``, ``"cost_per_second_by_resolution"``
-            (a table that is not an object)... Computed here: never the server's.
+            ``"cost_per_image_grid['high']['1920x1080']"``... Computed here, never the server's.
     """
 
     method: PricingMethod | str | None = None
@@ -194,62 +163,33 @@ class ModelPricing(_Response):
         # dropped and named, so one bad price costs that price alone, not the whole pricing.
         if not isinstance(data, Mapping):
             return data
-        values = dict(data)
+        values: dict[str, Any] = dict(data)
         refused: dict[str, str] = {}
-        for name in _PRICES:
-            values[name] = _price(values.get(name), name, refused)
-        for name in _PRICE_TABLES:
-            values[name] = _price_table(values.get(name), name, refused)
-        grid = values.get(_PRICE_GRID)
-        if grid is not None:
-            if isinstance(grid, Mapping):
-                values[_PRICE_GRID] = {
-                    quality: table
-                    for quality, row in grid.items()
-                    if (table := _price_table(row, f"{_PRICE_GRID}[{quality!r}]", refused))
-                    is not None
-                }
-            else:
-                refused[_PRICE_GRID] = "not an object"
-                values[_PRICE_GRID] = None
-        values["refused"] = refused
-        return values
+        for name in cls.model_fields:
+            if name not in ("method", "refused"):
+                values[name] = _read(values.get(name), name, refused, _DEPTH.get(name, 0))
+        return {**values, "refused": refused}
 
 
-_PRICES: Final = (
-    "cost_per_image",
-    "cost_per_second",
-    "cost_per_second_high_res",
-    "cost_per_second_with_audio",
-    "input_cost_per_token",
-    "output_cost_per_token",
-)
-_PRICE_TABLES: Final = ("cost_per_second_by_resolution",)  # {key: price}
-_PRICE_GRID: Final = "cost_per_image_grid"  # {key: {key: price}}
+# The price tables, by depth: {key: price}, {key: {key: price}}; every other field is a price.
+_DEPTH: Final = {"cost_per_second_by_resolution": 1, "cost_per_image_grid": 2}
 
 
-def _price(value: object, name: str, refused: dict[str, str]) -> Decimal | None:
+def _read(value: object, name: str, refused: dict[str, str], depth: int) -> Any:
+    """A price (or table) by `_money.amount`; a refused one is dropped, named in ``refused``."""
     if value is None:
         return None
-    try:
-        return amount(value)
-    except AmountError as exc:
-        refused[name] = str(exc)
-        return None
-
-
-def _price_table(value: object, name: str, refused: dict[str, str]) -> dict[Any, Decimal] | None:
-    if value is None:
-        return None
+    if depth == 0:
+        try:
+            return amount(value)
+        except AmountError as exc:
+            refused[name] = str(exc)
+            return None
     if not isinstance(value, Mapping):
         refused[name] = "not an object"
         return None
-    table: dict[Any, Decimal] = {}
-    for key, raw in value.items():
-        price = _price(raw, f"{name}[{key!r}]", refused)
-        if price is not None:
-            table[key] = price
-    return table
+    table = {key: _read(raw, f"{name}[{key!r}]", refused, depth - 1) for key, raw in value.items()}
+    return {key: price for key, price in table.items() if price is not None}
 
 
 def _lenient_pricing(value: object) -> ModelPricing | None:
@@ -380,17 +320,15 @@ class CompletionEvent(_Response):
             "error_message": self.error,
         }
         if _RECORD_FIELDS.isdisjoint(params):
-            # Every value is already checked (the event's by this model, the parameters by
-            # the client before sending): built without validating again, and with one
-            # fields-set for every such record. Over thousands of pending generations this
-            # halves what a finished one holds.
+            # Every value is checked already (the event's by this model, the parameters by the
+            # client before sending): no second validation, and one fields-set for every such
+            # record. Over thousands of pending generations this halves what one holds.
             return GenerationRecord.model_construct(_EVENT_FIELDS_SET, **{**params, **values})
         return GenerationRecord.model_validate({**params, **values})
 
 
 _RECORD_FIELDS: Final = frozenset(GenerationRecord.model_fields)
-# Shared by every record made from an event: pydantic copies it before any change (a frozen
-# model allows none but model_copy's, which works on a copy).
+# Shared by every record made from an event: pydantic copies it before any change.
 _EVENT_FIELDS_SET: Final = {
     "generation_id",
     "status",
@@ -406,9 +344,6 @@ def _shared(value: str | None) -> str | None:
     """One copy of each short, recurring string (statuses, media types, model names)."""
     if value is None or len(value) > 64:
         return value
-    kept = _SHARED.get(value)
-    if kept is not None:
-        return kept
     if len(_SHARED) < 256:  # bounded: a server sending ever new strings fills nothing
-        _SHARED[value] = value
-    return value
+        return _SHARED.setdefault(value, value)
+    return _SHARED.get(value, value)

@@ -1,25 +1,11 @@
 """Request parameters, checked locally before anything is sent.
 
-The queue accepts any parameters at enqueue time and checks them against the model only when
-the job runs: "model-specific params ... are validated at run time" (async queue reference),
-and a job that fails then is billed. So every check that can be made here is made here.
-
-``gpt-image-2``, ``gpt-image-2-edit`` and ``kling-video-v2-6-pro-text-to-video`` have typed
-parameters ([`GptImage2Params`][oxen_queue.GptImage2Params],
-[`GptImage2EditParams`][oxen_queue.GptImage2EditParams],
-[`KlingV26ProTextToVideoParams`][oxen_queue.KlingV26ProTextToVideoParams], with their pages' enums
-and defaults). Any other model is checked against the JSON Schema the server publishes for it
-(``GET /api/ai/models/{id}``), with `check_against_schema`.
-
-Habits from openai-python are answered here too: its per-call request options (``timeout=``,
-``extra_body=``, ...) are refused whether checks are on or not, naming what does that here
-(``deadline=``, ``client.with_options(timeout=)``, ``extra_params``), and its image API's names
-(``n``, ``size``, ``response_format``) get a hint when the model does not take them.
-
-Each typed model is declared here once, as its ``*Params`` class registered in ``_TYPED``. What
-repeats it is generated from this source by ``.ci/codegen.py``: the ``*Options`` TypedDicts
-(``_options.py``), the ``enqueue``/``generate`` overloads of both clients, and the blocking
-``Client``. After changing a model, run ``uv run python .ci/codegen.py``.
+The queue checks a model's parameters only when the job runs ("model-specific params ... are
+validated at run time", async queue reference), and a job that fails then is billed: so every
+check that can be made here is made here. Each typed model is declared once, as a ``*Params``
+class registered in ``_TYPED`` (``.ci/codegen.py`` derives its ``*Options`` and the overloads
+from it: run ``uv run python .ci/codegen.py`` after changing one). Any other model is checked
+against the JSON Schema the server publishes for it (`check_against_schema`).
 """
 
 from __future__ import annotations
@@ -37,25 +23,6 @@ if TYPE_CHECKING:
 
 from ._exceptions import InvalidParamsError, NotFoundError
 from ._ids import check_id, shown
-
-__all__ = [
-    "QUEUE_FIELDS",
-    "GptImage2EditParams",
-    "GptImage2Params",
-    "KlingAspectRatio",
-    "KlingDuration",
-    "KlingV26ProTextToVideoParams",
-    "OutputFormat",
-    "ParamChecker",
-    "Quality",
-    "Resolution",
-    "check_against_schema",
-    "check_count",
-    "merge_extra",
-    "refuse_request_options",
-    "typed_defaults",
-    "validate_params",
-]
 
 Resolution = Literal["1024x768", "1024x1024", "1024x1536", "1920x1080", "2560x1440", "3840x2160"]
 """GPT Image 2 output sizes. HD sizes (1920x1080 and lower) bill at the standard tier; QHD+
@@ -93,18 +60,19 @@ class GptImage2Params(BaseModel):
     output_format: OutputFormat = "png"
 
 
-def _url(value: object, field: str) -> object:
+def _url(value: object, field: str, not_text: str) -> object:
     # "The URL must be publicly downloadable. Data URIs work but are not recommended." (the
     # image editing reference): an http(s) URL or a data: URI, nothing else.
-    if isinstance(value, str) and not value.startswith(("https://", "http://", "data:")):
+    if not isinstance(value, str):
+        raise ValueError(not_text.format(value))
+    if not value.startswith(("https://", "http://", "data:")):
         raise ValueError(f"{field} must be an http(s) URL (or a data: URI), not {value!r}")
     return value
 
 
 class GptImage2EditParams(BaseModel):
-    """Parameters of ``gpt-image-2-edit``: the edit reference's ``prompt`` and ``input_image``
-    (a URL, or a list of URLs of images to compose), the spec's optional ``mask``, and
-    gpt-image-2's ``resolution``, ``quality`` and ``output_format`` with their defaults.
+    """Parameters of ``gpt-image-2-edit``, as its edit reference and the spec list them, with
+    gpt-image-2's defaults.
 
     The input images must be publicly downloadable: the provider fetches them when the job
     runs. Only the fields you set are sent; the server applies the same defaults.
@@ -126,24 +94,18 @@ class GptImage2EditParams(BaseModel):
     @field_validator("input_image", mode="before")
     @classmethod
     def _input_images(cls, value: object) -> object:
-        if isinstance(value, list):
-            if not 1 <= len(value) <= _MAX_INPUT_IMAGES:
-                raise ValueError(f"input_image takes 1 to {_MAX_INPUT_IMAGES} URLs")
-            for item in value:
-                if not isinstance(item, str):
-                    raise ValueError(f"input_image must list URLs, not {item!r}")
-                _url(item, "input_image")
-            return value
-        if not isinstance(value, str):
-            raise ValueError("input_image must be a URL or a list of URLs")
-        return _url(value, "input_image")
+        if not isinstance(value, list):
+            return _url(value, "input_image", "input_image must be a URL or a list of URLs")
+        if not 1 <= len(value) <= _MAX_INPUT_IMAGES:
+            raise ValueError(f"input_image takes 1 to {_MAX_INPUT_IMAGES} URLs")
+        for item in value:
+            _url(item, "input_image", "input_image must list URLs, not {!r}")
+        return value
 
     @field_validator("mask", mode="before")
     @classmethod
     def _mask(cls, value: object) -> object:
-        if not isinstance(value, str):
-            raise ValueError("mask must be a URL (leave it out for no mask)")
-        return _url(value, "mask")
+        return _url(value, "mask", "mask must be a URL (leave it out for no mask)")
 
 
 class KlingV26ProTextToVideoParams(BaseModel):
@@ -180,8 +142,8 @@ class KlingV26ProTextToVideoParams(BaseModel):
         return value
 
 
-# The registry of typed models, read (as source) by .ci/codegen.py: a new model's *Params class
-# goes here, then its *Options is generated; export both in __init__.py and the API reference.
+# Read (as source) by .ci/codegen.py; export a new model's *Params and *Options in __init__.py
+# and the API reference.
 _TYPED: Final[dict[str, type[BaseModel]]] = {
     "gpt-image-2": GptImage2Params,
     "gpt-image-2-edit": GptImage2EditParams,
@@ -191,26 +153,18 @@ _TYPED: Final[dict[str, type[BaseModel]]] = {
 
 def typed_defaults(model: str) -> dict[str, Any]:
     """The defaults of a model with typed parameters (``{}`` for any other model)."""
-    typed = _TYPED.get(model)
-    if typed is None:
-        return {}
+    fields = _TYPED[model].model_fields if model in _TYPED else {}
     return {
         name: field.default
-        for name, field in typed.model_fields.items()
+        for name, field in fields.items()
         if field.default is not PydanticUndefined and field.default is not None
     }
 
 
 class ParamChecker:
-    """Checks a client's requests, fetching each untyped model's published schema once.
-
-    The model fetched (``GET /api/ai/models/{id}``) is kept whole: its ``pricing`` prices
-    requests (``estimate_cost``, the budget) with no second fetch.
-
-    Args:
-        describe: Fetches a model (``GET /api/ai/models/{id}``).
-        enabled: The client's default; each call may override it.
-    """
+    """Checks a client's requests (``enabled``: the client's default, which each call may
+    override), fetching each untyped model once with ``describe`` (``GET /api/ai/models/{id}``)
+    and keeping it whole: its ``pricing`` prices requests too."""
 
     def __init__(self, describe: Callable[[str], Awaitable[Model]], *, enabled: bool) -> None:
         self._describe = describe
@@ -219,65 +173,37 @@ class ParamChecker:
         self._fetching: dict[str, anyio.Lock] = {}
 
     async def check(
-        self,
-        model: str,
-        params: Mapping[str, Any],
-        validate: bool | None,
-        *,
-        partial: bool = False,
+        self, model: str, params: Mapping[str, Any], validate: bool | None, *, partial: bool = False
     ) -> dict[str, Any]:
-        """The parameters to send, once checked (unless checks are off for this call).
-
-        Args:
-            model: The model id.
-            params: The parameters.
-            validate: The call's override of the client's setting.
-            partial: Check what is given, and require nothing (a cost estimate needs no
-                prompt).
-
-        Raises:
-            InvalidParamsError: A bad parameter, or a model the API does not know; whatever
-                ``validate`` says, a model that is not a non-empty string or one of
-                openai-python's per-call request options (`refuse_request_options`).
-        """
+        """The parameters to send, checked unless ``validate`` (the call's override of the
+        client's setting) is off; with ``partial``, nothing is required (an estimate needs no
+        prompt). An empty model and openai-python's request options are refused either way."""
         if not isinstance(model, str) or not model.strip():  # a list is no dictionary key
             raise InvalidParamsError("model must be a non-empty model id", field="model")
         refuse_request_options(params, waits=not partial)
         if not (self._enabled if validate is None else validate):
             return dict(params)
-        schema = None if model in _TYPED else await self._schema(model)
+        schema = None if model in _TYPED else (await self.describe(model)).parameter_schema
         return validate_params(model, params, schema=schema, partial=partial)
-
-    async def _schema(self, model: str) -> dict[str, Any] | None:
-        return (await self.describe(model)).parameter_schema
 
     async def describe(self, model: str) -> Model:
         """The model as the API describes it, fetched once per client (concurrent callers
-        share the one request; a failed fetch is tried again by the next caller).
-
-        Raises:
-            InvalidParamsError: A model the API does not know, or a model id that cannot
-                be a path segment (`_ids`), refused before the fetch.
-        """
+        share the one request; a failed fetch is tried again by the next caller); a model the
+        API does not know, or an id that cannot be a path segment, is ``InvalidParamsError``."""
         check_id(model, field="model")  # before the cache is asked, and a lock made for it
-        described = self._models.get(model)
-        if described is not None:
-            return described
-        lock = self._fetching.setdefault(model, anyio.Lock())
-        async with lock:
-            described = self._models.get(model)
-            if described is None:
-                try:
-                    described = await self._describe(model)
-                except NotFoundError:
-                    raise InvalidParamsError(
-                        f"model={model!r} is not a model the API knows "
-                        "(list them with `oxen-queue models`)",
-                        field="model",
-                    ) from None
-                self._models[model] = described
-        self._fetching.pop(model, None)
-        return described
+        if model not in self._models:
+            async with self._fetching.setdefault(model, anyio.Lock()):
+                if model not in self._models:
+                    try:
+                        self._models[model] = await self._describe(model)
+                    except NotFoundError:
+                        raise InvalidParamsError(
+                            f"model={model!r} is not a model the API knows "
+                            "(list them with `oxen-queue models`)",
+                            field="model",
+                        ) from None
+            self._fetching.pop(model, None)
+        return self._models[model]
 
 
 def validate_params(
@@ -287,26 +213,15 @@ def validate_params(
     schema: Mapping[str, Any] | None = None,
     partial: bool = False,
 ) -> dict[str, Any]:
-    """Check a request's parameters and return what to send.
-
-    Args:
-        model: The model id.
-        params: The parameters, queue fields (``target_namespace``, ...) included.
-        schema: The model's published JSON Schema, used when the model has no typed parameters.
-            ``None`` checks only what every model needs.
-        partial: Check the parameters given, and let required ones be absent.
-
-    Returns:
-        The parameters to send: the caller's, unchanged (defaults are left to the server).
-
-    Raises:
-        InvalidParamsError: A parameter is missing, unknown, of the wrong type or out of range.
-    """
+    """Check a request's parameters (queue fields included) and return them, unchanged:
+    defaults are left to the server. ``schema`` (the model's published JSON Schema) checks a
+    model without typed parameters; ``None`` checks only what every model needs. With
+    ``partial``, required parameters may be absent. ``InvalidParamsError`` for a parameter
+    missing, unknown, of the wrong type or out of range."""
     model_params = {k: v for k, v in params.items() if k not in QUEUE_FIELDS}
     for key in QUEUE_FIELDS & params.keys():
-        value = params[key]
-        if value is not None and not isinstance(value, str):
-            raise InvalidParamsError(f"{key} must be a string, not {shown(value)}", field=key)
+        if params[key] is not None and not isinstance(params[key], str):
+            raise InvalidParamsError(f"{key} must be a string, not {shown(params[key])}", field=key)
     prompt = model_params.get("prompt")
     if isinstance(prompt, str) and not prompt.strip():
         raise InvalidParamsError("prompt must not be empty", field="prompt")
@@ -324,17 +239,14 @@ def _check_typed(
     try:
         typed.model_validate(params, strict=True)
     except ValidationError as exc:
-        errors = [
-            e for e in exc.errors(include_url=False) if not (partial and e["type"] == "missing")
-        ]
-        if not errors:
+        errors = exc.errors(include_url=False)
+        error = next((e for e in errors if not (partial and e["type"] == "missing")), None)
+        if error is None:
             return
-        error = errors[0]
         field = str(error["loc"][0]) if error["loc"] else None
         kind = error["type"]
-        known = [*typed.model_fields, *sorted(QUEUE_FIELDS)]
         if kind == "extra_forbidden":
-            raise _unknown(model, str(field), known) from None
+            raise _unknown(model, str(field), typed.model_fields) from None
         if kind == "missing":
             raise InvalidParamsError(f"{field} is required for {model}", field=field) from None
         annotation = typed.model_fields[field].annotation if field in typed.model_fields else None
@@ -349,10 +261,8 @@ def _check_typed(
         ) from None
 
 
-# openai-python's per-call request options: habits of its users, never a model's parameter.
-# Each is refused with what does that here, whether checks are on or not (sent, it would
-# reach the model, and a job that fails when it runs is billed). A model that truly takes
-# one of these names gets it through extra_params.
+# openai-python's per-call request options: never a model's parameter (sent, one would reach
+# the model, and fail billed). A model that truly takes one gets it through extra_params.
 _REQUEST_OPTIONS: Final = {
     "timeout": "{name} is not a parameter of a generation. For how long to wait for the "
     "result: deadline={value!r}; for each HTTP request: client.with_options(timeout={value!r})",
@@ -380,86 +290,59 @@ _RENAMED: Final = {"size": "resolution"}
 
 
 def refuse_request_options(params: Mapping[str, Any], *, waits: bool = True) -> None:
-    """Refuse an openai-python request option given as a model parameter (``timeout=``,
-    ``extra_body=``, ``extra_headers=``, ``extra_query=``), naming what does that here:
-    ``deadline=`` and ``client.with_options(timeout=)`` for a timeout, ``extra_params`` for
-    keys sent as given.
-
-    Four lookups per request: this runs on every enqueue, checks on or off.
-
-    Args:
-        params: The parameters of a call.
-        waits: Whether the call waits for a result (so ``deadline=`` is the knob to name).
-
-    Raises:
-        InvalidParamsError: Naming the option as the field.
-    """
+    """Refuse (``InvalidParamsError``) an openai-python request option given as a model
+    parameter (``timeout=``, ``extra_body=``, ...), checks on or off, naming what does that
+    here: ``deadline=`` (when the call ``waits``) or ``client.with_options(timeout=)`` for a
+    timeout, ``extra_params`` for keys sent as given."""
     for name, message in _REQUEST_OPTIONS.items():
         if name in params:
-            if name == "timeout" and not waits:
-                message = _NO_WAIT_TIMEOUT
-            value = params[name]
-            raise InvalidParamsError(message.format(name=name, value=value), field=name)
+            message = message if waits or name != "timeout" else _NO_WAIT_TIMEOUT
+            raise InvalidParamsError(message.format(name=name, value=params[name]), field=name)
 
 
 def _unknown(model: str, name: str, known: Iterable[str]) -> InvalidParamsError:
-    """The error of a parameter the model does not take, with the likeliest hint: openai's
-    name of one of its parameters, an openai habit this client meets otherwise, else the
-    closest known name."""
-    known = list(known)
+    """The error of a parameter the model does not take (its ``known`` ones, and the queue's),
+    with the likeliest hint: openai's name of one of its parameters, an openai habit this
+    client meets otherwise, else the closest known name."""
+    known = [*known, *sorted(QUEUE_FIELDS)]
     listed = ", ".join(known)
     habit = _NEAR_MISSES.get(name)
-    if habit is not None:
-        # Not a key to send anyway: no word of extra_params.
-        return InvalidParamsError(
-            f"{model} has no parameter {name!r}: {habit}. Its parameters are: {listed}",
-            field=name,
-            allowed=known,
+    if habit is not None:  # not a key to send anyway: no word of extra_params
+        message = f"{model} has no parameter {name!r}: {habit}. Its parameters are: {listed}"
+    else:
+        renamed = _RENAMED.get(name)
+        close = [renamed] if renamed in known else difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        message = (
+            f"{model} has no parameter {name!r}{hint}; its parameters are: {listed}. "
+            "To send a key its schema does not list, pass extra_params={...}"
         )
-    renamed = _RENAMED.get(name)
-    close = [renamed] if renamed in known else difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return InvalidParamsError(
-        f"{model} has no parameter {name!r}{hint}; its parameters are: {listed}. "
-        "To send a key its schema does not list, pass extra_params={...}",
-        field=name,
-        allowed=known,
-    )
+    return InvalidParamsError(message, field=name, allowed=known)
 
 
 def check_count(num_generations: object) -> None:
-    """Refuse a ``num_generations`` that is not a positive integer (``True`` is not 1).
-
-    Raises:
-        InvalidParamsError: Naming ``num_generations``.
-    """
+    """Refuse (``InvalidParamsError``) a ``num_generations`` that is not a positive integer
+    (``True`` is not 1)."""
     if isinstance(num_generations, bool) or not isinstance(num_generations, int):
-        raise InvalidParamsError(
-            f"num_generations must be an integer, not {num_generations!r}",
-            field="num_generations",
-        )
-    if num_generations < 1:
-        raise InvalidParamsError(
-            f"num_generations must be at least 1, not {num_generations}", field="num_generations"
-        )
+        message = f"num_generations must be an integer, not {num_generations!r}"
+    elif num_generations < 1:
+        message = f"num_generations must be at least 1, not {num_generations}"
+    else:
+        return
+    raise InvalidParamsError(message, field="num_generations")
 
 
 def merge_extra(body: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Add ``extra_params`` (sent unchecked) to checked parameters.
-
-    Raises:
-        InvalidParamsError: A key given both ways, or a key that is not a string.
-    """
-    if not extra:
-        return body
-    for key in extra:
+    """Add ``extra_params`` (sent unchecked) to checked parameters; a key given both ways, or
+    one that is not a string, is ``InvalidParamsError``."""
+    for key in extra or ():
         if not isinstance(key, str) or not key:
             raise InvalidParamsError(f"extra_params keys must be strings, not {key!r}", field=key)
         if key in body or key in ("model", "num_generations"):
             raise InvalidParamsError(
                 f"{key!r} is given both as a parameter and in extra_params", field=key
             )
-    return {**body, **extra}
+    return {**body, **extra} if extra else body
 
 
 def _not_allowed(
@@ -487,21 +370,12 @@ _JSON_TYPES: Final[dict[str, tuple[type, ...]]] = {
 def check_against_schema(
     model: str, schema: Mapping[str, Any], params: Mapping[str, Any], *, partial: bool = False
 ) -> None:
-    """Check flat parameters against a model's published JSON Schema.
-
-    Only the keywords that model schemas use are checked: ``required``,
-    ``additionalProperties: false`` (unknown keys), and per property ``type``,
-    ``enum``, ``minimum``/``maximum``, ``exclusiveMinimum``/``exclusiveMaximum`` and
-    ``minLength``/``maxLength``. A schema keyword not understood here is let through: the
-    server stays the judge. A parameter the schema does not list is refused (a misspelling
-    would be billed, then fail when the job runs), with a suggestion; send it anyway with
-    ``extra_params``.
-
-    With ``partial``, required parameters may be absent (the rest is checked as ever).
-
-    Raises:
-        InvalidParamsError: Naming the field, and the allowed values where there is a set.
-    """
+    """Check flat parameters against a model's published JSON Schema: ``required`` (unless
+    ``partial``), unknown keys (a misspelling would be billed, then fail when the job runs;
+    ``extra_params`` sends one anyway), and per property ``type``, ``enum``, ``minimum``,
+    ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum``, ``minLength`` and ``maxLength``.
+    Any other keyword is let through: the server stays the judge. ``InvalidParamsError``
+    names the field, and the allowed values where there is a set."""
     properties = schema.get("properties")
     if not isinstance(properties, Mapping):
         return
@@ -510,7 +384,7 @@ def check_against_schema(
             raise InvalidParamsError(f"{name} is required for {model}", field=str(name))
     unknown = sorted(set(params) - set(properties))
     if unknown and properties:
-        raise _unknown(model, unknown[0], [*properties, *sorted(QUEUE_FIELDS)])
+        raise _unknown(model, unknown[0], properties)
     for name, value in params.items():
         spec = properties.get(name)
         if isinstance(spec, Mapping):
@@ -534,7 +408,16 @@ def _check_property(model: str, name: str, value: object, spec: Mapping[str, Any
                 f"{name} must be of type {' or '.join(map(str, kinds))}, not {value!r}", field=name
             )
     if isinstance(value, int | float) and not isinstance(value, bool):
-        _check_range(name, value, spec)
+        low, high = spec.get("minimum"), spec.get("maximum")
+        xlow, xhigh = spec.get("exclusiveMinimum"), spec.get("exclusiveMaximum")
+        if (
+            (isinstance(low, int | float) and value < low)
+            or (isinstance(high, int | float) and value > high)
+            or (isinstance(xlow, int | float) and value <= xlow)
+            or (isinstance(xhigh, int | float) and value >= xhigh)
+        ):
+            bounds = f"{low if low is not None else xlow}..{high if high is not None else xhigh}"
+            raise InvalidParamsError(f"{name}={value!r} is out of range {bounds}", field=name)
     if isinstance(value, str):
         if len(value) < spec.get("minLength", 0):
             raise InvalidParamsError(f"{name} must not be empty", field=name)
@@ -542,16 +425,3 @@ def _check_property(model: str, name: str, value: object, spec: Mapping[str, Any
             raise InvalidParamsError(
                 f"{name} must be at most {spec['maxLength']} characters", field=name
             )
-
-
-def _check_range(name: str, value: float, spec: Mapping[str, Any]) -> None:
-    low, high = spec.get("minimum"), spec.get("maximum")
-    xlow, xhigh = spec.get("exclusiveMinimum"), spec.get("exclusiveMaximum")
-    if (
-        (isinstance(low, int | float) and value < low)
-        or (isinstance(high, int | float) and value > high)
-        or (isinstance(xlow, int | float) and value <= xlow)
-        or (isinstance(xhigh, int | float) and value >= xhigh)
-    ):
-        bounds = f"{low if low is not None else xlow}..{high if high is not None else xhigh}"
-        raise InvalidParamsError(f"{name}={value!r} is out of range {bounds}", field=name)

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 from ._durations import optional_seconds, seconds
 
-__all__ = ["PollPolicy"]
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PollPolicy:
@@ -63,5 +61,4 @@ class PollPolicy:
             base *= self.multiplier
             if base >= cap:
                 break
-        interval = min(base, cap)
-        return interval * (1.0 + self.jitter * (2.0 * rand - 1.0))
+        return min(base, cap) * (1.0 + self.jitter * (2.0 * rand - 1.0))

@@ -1,27 +1,20 @@
-"""Which failures are retried, and how: every such decision in one module, tenacity privately.
+"""Which failures are retried, and how: every such decision here, tenacity privately.
 
-The decisions, each a small predicate on an ``OxenError``:
+* `is_retryable`: an idempotent request (``GET``, ``DELETE``) is sent again after a
+  connection error, a timeout, or 408, 429, 500, 502, 503, 504.
+* `is_refused`: a create (``POST``) is sent again only when the server certainly did not
+  process it (429, 503, a connection never made): the API has no idempotency key.
+* `is_ambiguous`: any other failure after a create left (a read timeout, a cut body, a 500,
+  502 or 504 from a proxy, a garbled 200) may have made the job, so it is reconciled
+  (``_enqueue``), not resent; `certainly_created`: a 2xx answer began, the job exists.
+* `is_transient`: a watcher's look that failed so (connection, timeout, malformed answer,
+  5xx) may succeed later: the generation does not fail of it.
+* `is_unavailable`: the event stream refused for good (401, 403, 404, 405, 501).
 
-* `is_retryable`: an **idempotent** request (``GET``, ``DELETE``) may be sent again after
-  connection errors, timeouts, and the statuses 408, 429, 500, 502, 503 and 504.
-* `is_refused`: a **create** (``POST /api/ai/queue``) may be sent again only when the
-  server certainly did not process it: 429, 503, or a connection never established. The API
-  has no idempotency key.
-* `is_ambiguous`: any other failure after a create left (a read timeout, a connection cut
-  mid-body, a 500, 502 or 504 from a proxy, a garbled 200) may have created the job, so the
-  client reconciles it (``_enqueue.py``) rather than resend it; `certainly_created`
-  tells the cases where an answer of 2xx began, so the job does exist.
-* `is_transient`: a watcher's look that failed this way may succeed later, so the
-  generation must not fail of it (a connection failure, a timeout, a malformed answer, 5xx).
-* `is_unavailable`: the event stream refused for good (401, 403, 404, 405, 501); asking
-  again will not help, so the watcher falls back or fails.
-
-Waits are capped exponential backoff with full jitter, unless the server said how long to wait
-(``Retry-After`` in seconds or as an HTTP date, or ``retry-after-ms``), which is honoured up to
-`RetryPolicy.max_retry_after`; past that cap the ``RateLimitError`` is raised at once,
-carrying ``.retry_after``. An overall `RetryPolicy.deadline` bounds each call, attempts
-and waits together, so a per-request timeout times the number of retries never silently
-becomes minutes.
+Waits are capped exponential backoff with full jitter, or the server's ``Retry-After`` (or
+``retry-after-ms``) up to `RetryPolicy.max_retry_after`, past which the ``RateLimitError``
+is raised at once. `RetryPolicy.deadline` bounds each call, attempts and waits together, so
+retries never silently add up to minutes.
 """
 
 from __future__ import annotations
@@ -50,18 +43,6 @@ from ._exceptions import (
 if TYPE_CHECKING:
     from tenacity import AsyncRetrying, RetryCallState
     from tenacity.stop import stop_base
-
-__all__ = [
-    "RetryPolicy",
-    "certainly_created",
-    "is_ambiguous",
-    "is_refused",
-    "is_retryable",
-    "is_transient",
-    "is_unavailable",
-    "parse_retry_after",
-    "retrying_call",
-]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -114,27 +95,27 @@ def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> fl
     ``Retry-After`` may be a number of seconds or an HTTP date. Unparseable or negative values
     give ``None``, as if the server had not said.
     """
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            value = float(millis) / 1000.0
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value) and value >= 0:
-            return value
+    millis = _number(headers.get("retry-after-ms"))
+    if millis is not None and math.isfinite(millis) and millis >= 0:
+        return millis / 1000.0
     header = headers.get("retry-after")
+    seconds = _number(header)
+    if seconds is not None:  # a number, even a negative one or nan, is never a date
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     if header is None:
         return None
     try:
-        value = float(header)
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year past 9999, too
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
     except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(header)
-        except (TypeError, ValueError, IndexError, OverflowError):  # a year past 9999, too
-            return None
-        value = when.timestamp() - (time.time() if now is None else now)
-        return max(value, 0.0)
-    return value if math.isfinite(value) and value >= 0 else None
+        return None
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -154,8 +135,7 @@ def is_refused(exc: BaseException) -> bool:
 def certainly_created(exc: BaseException) -> bool:
     """Whether a failed create nonetheless began a 2xx answer: the job exists."""
     if isinstance(exc, APIResponseValidationError):
-        response = exc.response
-        return response is not None and response.is_success
+        return exc.response is not None and exc.response.is_success
     if isinstance(exc, APIConnectionError):
         return exc.status_code is not None and 200 <= exc.status_code < 300
     return False
@@ -172,10 +152,8 @@ def is_ambiguous(exc: BaseException) -> bool:
 
 def is_transient(exc: BaseException) -> bool:
     """Whether a watcher's look that failed this way may succeed if asked again later."""
-    if isinstance(exc, APIStatusError):
-        return is_retryable(exc)
-    # A connection failure, a timeout, or a malformed answer (a proxy's page): ask again.
-    return isinstance(exc, APIError)
+    # Besides a retryable status: a connection failure, a timeout, a malformed answer.
+    return is_retryable(exc) if isinstance(exc, APIStatusError) else isinstance(exc, APIError)
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -183,10 +161,8 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, APIStatusError) and exc.status_code in UNAVAILABLE_STATUSES
 
 
-def _server_wait(exc: BaseException) -> float | None:
-    if isinstance(exc, APIStatusError):
-        return parse_retry_after(exc.response.headers)
-    return None
+def _server_wait(exc: BaseException | None) -> float | None:
+    return parse_retry_after(exc.response.headers) if isinstance(exc, APIStatusError) else None
 
 
 async def retrying_call(
@@ -197,15 +173,8 @@ async def retrying_call(
     what: str,
     on_retry: Callable[[BaseException | None, float], None] | None = None,
 ) -> T:
-    """Run ``call`` until it succeeds, a failure is not retryable, or the policy gives up.
-
-    Args:
-        call: One attempt. It raises ``OxenError`` subclasses (already mapped from httpx).
-        policy: How many attempts, how long to wait, the overall deadline.
-        retryable: Which failures are worth another attempt.
-        what: A short description for the debug log (method and path; never a key).
-        on_retry: Told of each attempt that is tried again: its error, and the seconds until
-            the next (counters, telemetry).
+    """Run ``call`` until it succeeds, a failure is not ``retryable``, or ``policy`` gives up;
+    ``on_retry`` hears of each failure tried again and the seconds until the next.
 
     Raises:
         The last attempt's error; ``RateLimitError`` at once when ``Retry-After`` exceeds the
@@ -219,36 +188,26 @@ async def retrying_call(
         if server_wait is not None and server_wait > policy.max_retry_after:
             if isinstance(exc, RateLimitError):
                 exc.retry_after = server_wait
-            logger.debug(
-                "%s: server asked to wait %.1f s, over the %.1f s cap; giving up",
-                what,
-                server_wait,
-                policy.max_retry_after,
-            )
+            logger.debug("%s: asked to wait %.1f s, over the cap; giving up", what, server_wait)
             return False
         return True
 
     deadline = math.inf if policy.deadline is None else policy.deadline
-    with anyio.move_on_after(deadline) as scope:
-        # The first attempt goes without tenacity: most calls succeed at once, and neither
-        # tenacity's import nor setting up its iteration (a twentieth of an enqueue's CPU)
-        # is then paid. A failure is handed to it as the first attempt's outcome, so what
-        # follows is decided exactly as before.
+    with anyio.move_on_after(deadline):
+        # The first attempt goes without tenacity, whose import and set-up most calls (which
+        # succeed at once) need not pay; a failure is handed to it as the first outcome.
         try:
             return await call()
         except Exception as exc:
-            first = exc
-        retrying = _retrying(policy, should_retry, on_retry, what)
-        failed: list[Exception] = [first]
-        async for attempt in retrying:
+            failed = [exc]
+        async for attempt in _retrying(policy, should_retry, on_retry, what):
             with attempt:
                 if failed:
                     raise failed.pop()
                 return await call()
-    if scope.cancelled_caught:
-        logger.debug("%s: gave up after its %.1f s deadline", what, deadline)
-        raise APITimeoutError(f"{what}: no answer within the {deadline:g} s retry deadline")
-    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+    # Only the deadline leaves the loop without a return: tenacity reraises the last error.
+    logger.debug("%s: gave up after its %.1f s deadline", what, deadline)
+    raise APITimeoutError(f"{what}: no answer within the {deadline:g} s retry deadline")
 
 
 def _retrying(
@@ -258,8 +217,7 @@ def _retrying(
     what: str,
 ) -> AsyncRetrying:
     """tenacity's iteration over the attempts after a first one failed."""
-    # Imported here, not with the module: only a call that failed needs it (see above), and
-    # a cold start (a CLI command, a serverless function) should not pay for its import.
+    # Imported here: only a call that failed needs it, and a cold start should not pay.
     from tenacity import (
         AsyncRetrying,
         retry_if_exception,
@@ -273,22 +231,17 @@ def _retrying(
     def wait(state: RetryCallState) -> float:
         if not policy.wait:
             return 0.0
-        exc = state.outcome.exception() if state.outcome else None
-        server_wait = _server_wait(exc) if exc is not None else None
+        server_wait = _server_wait(_error(state))
         return server_wait if server_wait is not None else backoff(state)
 
     def log_retry(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
+        exc = _error(state)
         sleep = state.next_action.sleep if state.next_action else 0.0
         if on_retry is not None:
             on_retry(exc, sleep)
-        logger.debug(
-            "%s: attempt %d failed (%s); retrying in %.2f s",
-            what,
-            state.attempt_number,
-            _describe(exc),
-            sleep,
-        )
+        kind = f"HTTP {exc.status_code}" if isinstance(exc, APIStatusError) else type(exc).__name__
+        n = state.attempt_number
+        logger.debug("%s: attempt %d failed (%s); retrying in %.2f s", what, n, kind, sleep)
 
     stop: stop_base = stop_after_attempt(policy.attempts)
     if policy.deadline is not None:
@@ -303,7 +256,5 @@ def _retrying(
     )
 
 
-def _describe(exc: BaseException | None) -> str:
-    if isinstance(exc, APIStatusError):
-        return f"HTTP {exc.status_code}"
-    return type(exc).__name__ if exc is not None else "no error"
+def _error(state: RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome else None

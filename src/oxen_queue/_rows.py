@@ -1,13 +1,9 @@
-"""Reading the queue: reattaching, recovering, rows, history, cancellations, models, results.
-
-`Rows` serves one view of a client (``AsyncClient`` or a ``with_options`` view of it):
-its requests go through the view's endpoints, with the view's timeouts, and a reattached
-generation gets the view's default deadline. The facade documents each operation; here is how
-it is done.
-"""
+"""Reattaching, recovering, rows, history, cancellations, models and results (documented on
+``AsyncClient``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from ._durations import optional_seconds
@@ -24,28 +20,16 @@ if TYPE_CHECKING:
     from ._models import GenerationPage, Model
     from ._types import Default
 
-__all__ = ["Rows"]
-
 _MAX_PAGE_SIZE: Final = 1000  # GET /api/ai/generations: "page_size ... max 1000"
 
 
+@dataclass(eq=False, slots=True)
 class Rows:
-    """The row operations of one view of a client.
+    """The row operations of one view of a client (its endpoints, timeouts and defaults)."""
 
-    Args:
-        core: What the client and its views share.
-        api: The view's endpoints (its timeouts).
-        options: The view's defaults (a reattached generation's deadline).
-    """
-
-    __slots__ = ("_api", "_core", "_options")
-
-    def __init__(self, core: ClientCore, api: QueueEndpoints, options: CallOptions) -> None:
-        self._core = core
-        self._api = api
-        self._options = options
-
-    # -- generations --------------------------------------------------------------------
+    _core: ClientCore
+    _api: QueueEndpoints
+    _options: CallOptions
 
     def generation(self, generation_id: str, *, deadline: float | Default | None) -> Generation:
         """The client's handle of a generation made elsewhere, watched from now on."""
@@ -67,31 +51,26 @@ class Rows:
         wait = optional_seconds(wait, field="wait", zero=True)
         await core.opened()
         recovered = await recover_ids(core.enqueuer.ledger, core.enqueuer.reconciler, wait=wait)
-        for job in recovered:
-            core.enqueuer.own(job.generation_id)
+        for generation_id, intent in recovered:
+            core.enqueuer.own(generation_id)
             core.track(
-                job.generation_id,
-                model=job.model,
-                params=job.params,
+                generation_id,
+                model=intent.model,
+                params=intent.params,
                 deadline=self._options.deadline,
                 fresh=False,
             )
         return list(core.pending.values())
 
     async def finished(self, source: Generation | GenerationRecord | str) -> GenerationRecord:
-        """The final record of a record, a generation or an id (waited for).
-
-        Raises:
-            GenerationError: It did not succeed.
-        """
+        """The final record of a record, a generation or an id (waited for; ``GenerationError``
+        if it did not succeed)."""
         if not isinstance(source, Generation | GenerationRecord):
             check_id(source)  # refused before the client opens
         await self._core.opened()
         if isinstance(source, str):
             source = self.generation(source, deadline=self._options.deadline)
         return await source if isinstance(source, Generation) else source
-
-    # -- rows ---------------------------------------------------------------------------
 
     async def get_generation(self, generation_id: str) -> GenerationRecord:
         """``GET /api/ai/queue/{id}``; the row also settles the client's handle, if any."""
@@ -106,20 +85,16 @@ class Rows:
         return self._noted(record)
 
     async def cancel(self, generation: Generation | str) -> None:
-        """``DELETE /api/ai/queue/{id}``, then the row, which settles the handle (no event
-        announces a cancellation)."""
+        """``DELETE /api/ai/queue/{id}``, then the row (no event announces a cancellation)."""
         await self._core.opened()
         generation_id = generation.id if isinstance(generation, Generation) else generation
         await self._api.cancel(generation_id)
         await self.get_generation(generation_id)
 
     def _noted(self, record: GenerationRecord) -> GenerationRecord:
-        pending = self._core.pending.get(record.generation_id)
-        if pending is not None:
+        if (pending := self._core.pending.get(record.generation_id)) is not None:
             observe(pending, record)
         return record
-
-    # -- lists and history ----------------------------------------------------------------
 
     async def list_queue(self, **filters: str | None) -> list[GenerationRecord]:
         """``GET /api/ai/queue`` with the filters given (``None`` leaves one out)."""
@@ -136,18 +111,14 @@ class Rows:
         return listed
 
     def iter_generations(self, *, page_size: int, **filters: str | None) -> GenerationHistory:
-        """The history, page after page as it is consumed.
-
-        Raises:
-            InvalidParamsError: ``page_size`` is not an integer from 1 to 1000.
-            ClientClosedError: The client is closed (one not open yet opens on the first page).
-        """
+        """The history, page after page as it is consumed (a client not open yet opens on the
+        first page; a closed one raises ``ClientClosedError``)."""
         self._core.check_not_closed()
-        if isinstance(page_size, bool) or not isinstance(page_size, int):
-            raise InvalidParamsError("page_size must be an integer", field="page_size")
-        if not 1 <= page_size <= _MAX_PAGE_SIZE:
+        integer = isinstance(page_size, int) and not isinstance(page_size, bool)
+        if not integer or not 1 <= page_size <= _MAX_PAGE_SIZE:
             raise InvalidParamsError(
-                f"page_size must be 1 to {_MAX_PAGE_SIZE}, not {page_size}", field="page_size"
+                f"page_size must be an integer from 1 to {_MAX_PAGE_SIZE}, not {page_size!r}",
+                field="page_size",
             )
 
         async def fetch(page: int) -> GenerationPage:
@@ -155,8 +126,6 @@ class Rows:
             return await self._api.list_generations(page=page, page_size=page_size, **filters)
 
         return GenerationHistory(fetch, observe=self._core.spend.observe)
-
-    # -- models ---------------------------------------------------------------------------
 
     async def get_model(self, model_id: str) -> Model:
         await self._core.opened()

@@ -1,11 +1,7 @@
-"""A one-shot signal: set once, awaited by any number of tasks, and small while it waits.
+"""A one-shot signal, set once and awaited by any number of tasks, small while it waits.
 
-Every pending generation (and every enqueue waiting for its answer) has one. ``anyio.Event``
-would do, but on asyncio it wraps an ``asyncio.Event``, whose waiter deque alone takes 624
-bytes from the moment it is made: with 10,000 generations awaited at once, that deque was
-the largest single part of what each one cost. Here a waiting task costs one future on
-asyncio (about 100 bytes, made when it starts waiting); on other async libraries the signal
-falls back to ``anyio.Event``, made on the first wait.
+On asyncio a waiter costs one future (``anyio.Event`` wraps an ``asyncio.Event``, whose deque
+alone is 624 bytes); on other async libraries it falls back to ``anyio.Event``.
 """
 
 from __future__ import annotations
@@ -21,8 +17,6 @@ from ._transport import current_async_library
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Signal"]
-
 
 class Signal:
     """Set once; `wait` returns once it is set (at once if it already is)."""
@@ -32,9 +26,6 @@ class Signal:
     def __init__(self) -> None:
         self._is_set = False
         self._waiters: list[asyncio.Future[None]] | anyio.Event | None = None
-
-    def is_set(self) -> bool:
-        return self._is_set
 
     def set(self) -> None:
         """Wake every waiter; later waits return at once."""
@@ -52,20 +43,16 @@ class Signal:
     def wait(self) -> Awaitable[None]:
         """Wait until the signal is set. Cancellation takes this waiter away, and no other.
 
-        On asyncio the awaitable is the waiter's own future itself (no coroutine frame around
-        it: a pending generation's waiter is then about 100 bytes).
+        On asyncio the awaitable is the waiter's future itself: no coroutine frame around it.
         """
         if self._is_set:
             return anyio.lowlevel.checkpoint()
         waiters = self._waiters
+        if waiters is None and current_async_library() != "asyncio":
+            waiters = self._waiters = anyio.Event()
         if isinstance(waiters, anyio.Event):
             return waiters.wait()
-        if waiters is None and current_async_library() != "asyncio":
-            event = self._waiters = anyio.Event()
-            return event.wait()
-        # asyncio runs, so it is imported already: this is a lookup. (Not imported with the
-        # module: a program on trio would load asyncio for nothing.)
-        import asyncio
+        import asyncio  # not at the top: a program on trio would load it for nothing
 
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if waiters is None:

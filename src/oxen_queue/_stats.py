@@ -1,17 +1,12 @@
-"""``ClientStats``: one documented snapshot of what a client has done and how it is set now."""
-
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ClientStats"]
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ClientStats:
-    """A snapshot of a client's counters, from ``client.stats``.
-
-    Counters start at zero when the client is made and only grow.
+    """A snapshot of a client's counters (from zero when it was made) and limits, from
+    ``client.stats``.
 
     Attributes:
         pending: Generations the client is watching now.
@@ -24,8 +19,8 @@ class ClientStats:
         stream_stalls: Times a stalled event stream was reopened.
         polls: Shared polls made (each one list request per model).
         enqueue_rate: Enqueues per second the adaptive pacer allows now; ``inf``: unlimited.
-        max_concurrency: API requests allowed in flight now (the adaptive bound's current
-            value, unless the client was given a fixed ``max_concurrency``).
+        max_concurrency: API requests allowed in flight now (the adaptive bound, or the fixed
+            ``max_concurrency``).
     """
 
     pending: int

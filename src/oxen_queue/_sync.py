@@ -1,30 +1,15 @@
-"""What the blocking ``Client`` runs on: an event loop in a thread, and the blocking handles.
-
-[`Client`][oxen_queue.Client] (generated from [`AsyncClient`][oxen_queue.AsyncClient] into
-``_sync_client.py`` by ``.ci/codegen.py``) runs one [`AsyncClient`][oxen_queue.AsyncClient] on an
-event loop of its own, in a daemon thread, and calls into it through anyio's blocking portal: there
-is no second copy of the logic. It works from plain scripts and from a thread whose own event loop
-is running (a notebook cell), since that loop is never used. Ctrl-C interrupts a wait cleanly: the
-waiting task is cancelled (a ``generate()`` then cancels its job upstream) and ``KeyboardInterrupt``
-propagates.
-
-This module is the hand-written part the generated code delegates to:
-
-- `Bridge`: the loop thread and the open ``AsyncClient`` a client and its views share;
-  ``run`` waits for a coroutine on the loop, ``call`` calls a plain function there;
-- the blocking handles: [`SyncGeneration`][oxen_queue.SyncGeneration],
-  [`SyncGenerationHistory`][oxen_queue.SyncGenerationHistory], and `SyncGenerationMap`
-  (``Client.pending``);
-- `unwrap`: a blocking handle given as an argument, as the ``Generation`` it wraps.
+"""The runtime of the generated blocking ``Client`` (an ``AsyncClient`` on an event loop of its
+own, in a daemon thread, called through anyio's blocking portal: `Bridge`) and its handles.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import functools
+import contextlib
 import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -43,129 +28,84 @@ if TYPE_CHECKING:
     from ._history import GenerationHistory
     from ._models import GenerationRecord
 
-__all__ = ["Bridge", "SyncGeneration", "SyncGenerationHistory", "SyncGenerationMap", "unwrap"]
-
 T = TypeVar("T")
 U = TypeVar("U")
 
 
-class _LoopThread:
-    """An event loop in a daemon thread, reachable through a blocking portal.
+def _start_loop() -> tuple[BlockingPortal, threading.Thread]:
+    """An event loop in a daemon thread (a client left open never blocks exit), and its portal."""
+    started: concurrent.futures.Future[BlockingPortal] = concurrent.futures.Future()
 
-    A daemon thread, so that a notebook that never closes its client does not hang at exit.
-    """
-
-    def __init__(self) -> None:
-        self._ready = threading.Event()
-        self._portal: BlockingPortal | None = None
-        self._error: BaseException | None = None
-        self.stopped = False
-        self._thread = threading.Thread(target=self._main, name="oxen-queue-loop", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
-
-    @property
-    def portal(self) -> BlockingPortal:
-        assert self._portal is not None
-        return self._portal
-
-    def _main(self) -> None:
-        try:
-            anyio.run(self._serve)
-        except BaseException as exc:  # surfaced to the constructor
-            self._error = exc
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        # Imported here: only the blocking Client needs it, and importing oxen_queue should
-        # not cost an AsyncClient's users (a cold start) for it.
+    async def serve() -> None:
+        # Imported here: importing oxen_queue should not cost AsyncClient's users this.
         from anyio.from_thread import BlockingPortal
 
         async with BlockingPortal() as portal:
-            self._portal = portal
-            self._ready.set()
+            started.set_result(portal)
             await portal.sleep_until_stopped()
 
-    def stop(self) -> None:
-        self.portal.call(self.portal.stop)
-        self._thread.join()
-        self.stopped = True
+    def main() -> None:
+        try:
+            anyio.run(serve)
+        except BaseException as exc:
+            if not started.done():
+                started.set_exception(exc)
+
+    thread = threading.Thread(target=main, name="oxen-queue-loop", daemon=True)
+    thread.start()
+    return started.result(), thread
 
 
+@dataclass(slots=True, eq=False)
 class Bridge:
-    """The event loop thread of a [`Client`][oxen_queue.Client] (and its views) and the open
-    [`AsyncClient`][oxen_queue.AsyncClient] they share.
+    """The loop thread of a [`Client`][oxen_queue.Client] and its views, and the open
+    ``AsyncClient`` they share, whose state every call here touches on its own loop only."""
 
-    Every call from the client's thread into the ``AsyncClient`` goes through it: coroutines
-    with `run`, plain functions and properties with `call`, so that the client's
-    state is only ever touched on its own loop.
-    """
-
-    __slots__ = ("_context", "_loop")
-
-    def __init__(
-        self, loop: _LoopThread, context: AbstractContextManager[AsyncClient] | None
-    ) -> None:
-        self._loop = loop
-        self._context = context
+    _portal: BlockingPortal
+    _thread: threading.Thread
+    _context: AbstractContextManager[AsyncClient] | None
 
     @classmethod
     def open(cls, options: dict[str, Any]) -> tuple[Bridge, AsyncClient]:
-        """Start a loop thread, make an ``AsyncClient(**options)`` on it and open it.
-
-        Raises:
-            InvalidParamsError: As ``AsyncClient`` (the thread is stopped first).
-        """
-        loop = _LoopThread()
+        """Start a loop thread, and on it make and open ``AsyncClient(**options)`` (if that
+        raises, the thread is stopped first)."""
+        bridge = cls(*_start_loop(), None)
         try:
-            client = loop.portal.call(functools.partial(_make_client, options))
-            context = loop.portal.wrap_async_context_manager(client)
-            context.__enter__()
+            client = bridge._portal.call(_make_client, options)
+            bridge._context = bridge._portal.wrap_async_context_manager(client)
+            bridge._context.__enter__()
         except BaseException:
-            loop.stop()
+            bridge._stop()
             raise
-        return cls(loop, context), client
-
-    @property
-    def closed(self) -> bool:
-        """Whether `close` was called (the loop may still be winding down)."""
-        return self._context is None
+        return bridge, client
 
     def run(self, awaitable: Awaitable[T]) -> T:
-        """Wait for an awaitable (an ``AsyncClient`` call, made in the caller's thread) on the
-        loop, interruptibly: Ctrl-C cancels it there and propagates.
-
-        Raises:
-            ClientClosedError: The client is closed (the awaitable is closed unawaited).
-        """
-        if self._context is None:
-            _discard(awaitable)
-            raise ClientClosedError("this Client is closed; make a new one")
+        """Wait on the loop for an awaitable made in the caller's thread; Ctrl-C cancels it.
+        ``ClientClosedError`` once the client is closed."""
         try:
-            future = self._loop.portal.start_task_soon(_await, awaitable)
+            if self._context is None:
+                raise RuntimeError  # as a stopped portal does
+            future = self._portal.start_task_soon(_await, awaitable)
         except RuntimeError:
-            _discard(awaitable)
-            if self._context is None:  # closed by another thread since the check above
+            if isinstance(awaitable, Coroutine):  # else Python warns it was never awaited
+                awaitable.close()
+            if self._context is None:  # perhaps closed by another thread meanwhile
                 raise ClientClosedError("this Client is closed; make a new one") from None
             raise
-        return _wait(future)
+        try:
+            return future.result()
+        except KeyboardInterrupt:  # raised in the caller's thread: cancel the task too
+            future.cancel()
+            raise
 
     def call(self, function: Callable[[], T]) -> T:
-        """Call a plain function on the loop's thread and return what it returns (an awaitable
-        is returned as it is, not awaited).
-
-        Once the client is closing (another thread may be closing it now, the portal
-        already stopped) or the loop has stopped, the function is called in the caller's
-        thread, and the client's own checks answer (a closed client refuses work with
-        ``ClientClosedError``, its ``stats`` are still read).
-        """
-        if not self._loop.stopped:
+        """Call a plain function on the loop, or, once the client is closing, in the caller's
+        thread (the client's own checks then answer); its result is not awaited."""
+        if self._thread.is_alive():
             try:
-                return self._loop.portal.call(_returning, function)
+                return self._portal.call(_returning, function)
             except RuntimeError:
-                if self._context is not None and not self._loop.stopped:
+                if self._context is not None and self._thread.is_alive():
                     raise  # the function's own, the client open
         return function()
 
@@ -176,30 +116,28 @@ class Bridge:
             try:
                 context.__exit__(None, None, None)
             finally:
-                self._loop.stop()
+                self._stop()
+
+    def _stop(self) -> None:
+        self._portal.call(self._portal.stop)
+        self._thread.join()
 
 
 class SyncGenerationHistory:
-    """The rows of the history, page after page: ``for record in history``.
-
-    Made by [`Client.iter_generations`][oxen_queue.Client.iter_generations]; the blocking form of
-    [`GenerationHistory`][oxen_queue.GenerationHistory] (each page is fetched when the rows before
-    it have been consumed).
-    """
+    """The blocking [`GenerationHistory`][oxen_queue.GenerationHistory], from
+    [`Client.iter_generations`][oxen_queue.Client.iter_generations]: ``for record in history``."""
 
     __slots__ = ("_bridge", "_history")
 
     def __init__(self, bridge: Bridge, history: GenerationHistory) -> None:
-        self._bridge = bridge
-        self._history = history
+        self._bridge, self._history = bridge, history
 
     def __repr__(self) -> str:
         return repr(self._history).replace("<GenerationHistory", "<SyncGenerationHistory", 1)
 
     @property
     def total_cost(self) -> Decimal | None:
-        """What the whole filtered set was charged (``None`` before the first page, and
-        when nothing in it has been charged)."""
+        """What the whole filtered set was charged (``None``: no page yet, or nothing charged)."""
         return self._history.total_cost
 
     @property
@@ -216,18 +154,7 @@ class SyncGenerationHistory:
         return self
 
     def __next__(self) -> GenerationRecord:
-        history = self._history
-
-        async def step() -> GenerationRecord | None:
-            # A coroutine cannot raise StopAsyncIteration through the portal meaningfully:
-            # end of rows is None here, StopIteration there.
-            try:
-                return await history.__anext__()
-            except StopAsyncIteration:
-                return None
-
-        record = self._bridge.run(step())
-        if record is None:
+        if (record := self._bridge.run(_next(self._history))) is None:
             raise StopIteration
         return record
 
@@ -262,12 +189,11 @@ class SyncGeneration:
         """Block until the final record.
 
         Args:
-            timeout: Seconds to wait; ``None`` waits up to the generation's deadline. On
-                expiry ``TimeoutError`` is raised and the generation carries on.
+            timeout: Seconds to wait; ``None`` waits up to the generation's deadline.
 
         Raises:
             GenerationFailedError, GenerationCancelledError, GenerationTimeoutError: As ``await``.
-            TimeoutError: ``timeout`` expired.
+            TimeoutError: ``timeout`` expired (the generation carries on).
             KeyboardInterrupt: Ctrl-C; the wait is abandoned, the generation carries on.
         """
         return self._bridge.run(self._generation.wait(timeout=timeout))
@@ -277,23 +203,15 @@ class SyncGeneration:
         self._bridge.run(self._generation.cancel())
 
     def updates(self) -> Iterator[GenerationRecord]:
-        """Each status change, as a record, until the final one; blocks between them.
-
-        As [`Generation.updates`][oxen_queue.Generation.updates]: the final record (``succeeded``,
-        ``failed``, ``cancelled``) is the last item; a deadline or a closed client raises. Ctrl-C
-        ends the subscription and the generation carries on, as does leaving the loop early once
-        the iterator is closed (``break`` from a ``for`` closes it when it is collected).
-        """
+        """Each status change, as a record, until the final one, as
+        [`Generation.updates`][oxen_queue.Generation.updates]; blocks between them. Ctrl-C or
+        closing the iterator ends the subscription; the generation carries on."""
         updates = self._generation.updates()
-
-        async def step() -> GenerationRecord | None:
-            return await anext(updates, None)
-
         try:
-            while (record := self._bridge.run(step())) is not None:
+            while (record := self._bridge.run(_next(updates))) is not None:
                 yield record
         finally:
-            if not self._bridge.closed:  # else the loop is gone with it
+            with contextlib.suppress(ClientClosedError):  # closed: the loop is gone with it
                 self._bridge.run(updates.aclose())
 
     def download(self, path: str | os.PathLike[str] | None = None) -> Path:
@@ -301,24 +219,20 @@ class SyncGeneration:
         return self._bridge.run(self._generation.download(path))
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class SyncGenerationMap(Mapping[str, SyncGeneration]):
-    """A read-only view of generations by id (``Client.pending``), read on the client's loop:
-    each lookup sees the current state, each item is a
-    [`SyncGeneration`][oxen_queue.SyncGeneration]."""
+    """A read-only view of generations by id (``Client.pending``), read on the client's loop
+    at each lookup, each a [`SyncGeneration`][oxen_queue.SyncGeneration]."""
 
-    __slots__ = ("_bridge", "_generations")
-
-    def __init__(self, bridge: Bridge, generations: Mapping[str, Generation]) -> None:
-        self._bridge = bridge
-        self._generations = generations
+    _bridge: Bridge
+    _generations: Mapping[str, Generation]
 
     def __getitem__(self, generation_id: str) -> SyncGeneration:
         generation = self._bridge.call(lambda: self._generations[generation_id])
         return SyncGeneration(self._bridge, generation)
 
     def __iter__(self) -> Iterator[str]:
-        # The ids as they are now: the loop may add or drop some while the caller iterates.
-        return iter(self._bridge.call(lambda: list(self._generations)))
+        return iter(self._bridge.call(lambda: list(self._generations)))  # the ids as of now
 
     def __len__(self) -> int:
         return self._bridge.call(lambda: len(self._generations))
@@ -328,8 +242,7 @@ class SyncGenerationMap(Mapping[str, SyncGeneration]):
 
 
 def unwrap(value: SyncGeneration | U) -> Generation | U:
-    """A blocking handle given to a ``Client`` method, as the ``Generation`` it wraps (any
-    other value as it is), for the ``AsyncClient`` method it delegates to."""
+    """A ``SyncGeneration`` argument as the ``Generation`` it wraps; any other value as it is."""
     return value._generation if isinstance(value, SyncGeneration) else value
 
 
@@ -342,23 +255,12 @@ async def _await(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
+async def _next(iterator: AsyncIterator[T]) -> T | None:
+    # Not anext() itself, which makes the __anext__ coroutine at once: Bridge.run closes an
+    # outer coroutine it does not run, before any inner one exists.
+    return await anext(iterator, None)
+
+
 async def _returning(function: Callable[[], T]) -> T:
-    # A coroutine, not the bare function: the portal awaits anything awaitable a plain
-    # function returns, and a Generation is awaitable (it would wait for the result).
+    # A coroutine: the portal would await an awaitable the function returned (a Generation).
     return function()
-
-
-def _discard(awaitable: Awaitable[Any]) -> None:
-    # A coroutine made for a call that will not run: closed, so that it is not reported
-    # as never awaited.
-    if isinstance(awaitable, Coroutine):
-        awaitable.close()
-
-
-def _wait(future: concurrent.futures.Future[T]) -> T:
-    try:
-        return future.result()
-    except KeyboardInterrupt:
-        # Ctrl-C lands in this (the caller's) thread: cancel the task on the loop too.
-        future.cancel()
-        raise

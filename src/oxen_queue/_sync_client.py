@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from decimal import Decimal
     from pathlib import Path
-    from types import TracebackType
     from typing import Any, Literal, Self, Unpack
 
     import httpx
@@ -59,75 +58,40 @@ class Client:
     wait: the waiting task is cancelled and ``KeyboardInterrupt`` propagates.
 
     Args:
-        api_key: The Oxen API key. Defaults to ``$OXEN_API_KEY``. It is sent only to the API's
-            own origin, never shown in ``repr``, logs or errors.
-        base_url: The hub. Defaults to ``$OXEN_BASE_URL``, then ``https://hub.oxen.ai``.
-        completion: How completion is learned: ``"auto"`` (the event stream, with shared
-            polling as a slow backstop, falling back to polling when the stream is
-            unavailable), ``"events"``, ``"shared"`` (one list request per tick for all
-            pending generations) or ``"poll"`` (each generation on its own backoff timer).
-        poll_policy: Backoff and deadline of per-generation polling; its ``deadline`` is
-            every generation's default deadline.
-        shared_poll_interval: Seconds between shared polls (``"shared"``, and ``"auto"``
-            while the event stream is down or someone follows ``generation.updates()``).
-        backstop_interval: Seconds between the slow polls behind a healthy event stream
-            (``"auto"``), which catch cancellations and lost events.
+        api_key: The Oxen API key (default ``$OXEN_API_KEY``); sent only to the API's origin.
+        base_url: The hub (default ``$OXEN_BASE_URL``, then ``https://hub.oxen.ai``).
+        completion: How completion is learned: ``"auto"`` (the event stream, backed by slow
+            polls), ``"events"``, ``"shared"`` (one list request per tick for all pending
+            generations) or ``"poll"`` (each on its own timer).
+        poll_policy: Per-generation polling; its ``deadline`` is the default deadline.
+        shared_poll_interval: Seconds between shared polls.
+        backstop_interval: Seconds between the slow polls behind a healthy event stream.
         retry: Which transient HTTP failures are retried, and how.
-        timeout: Seconds for one request attempt, from connecting to the last byte of the
-            answer (an ``httpx.Timeout`` sets the phases apart; the largest of them then
-            bounds the whole attempt).
-        stall_timeout: Seconds without progress after which a transfer counts as dead: the
-            event stream silent this long (not even a keep-alive; or, with generations
-            pending, no completion event) is reopened and reconciled, and a download slower
-            than 1 KiB/s over this long fails.
-        max_concurrency: API requests in flight at once; more wait their turn (so a burst of
-            enqueues never meets a pool timeout). ``None`` (the default) adapts the bound as
-            TCP Vegas does: it grows while the round trip stays near its lowest, so a distant
-            hub gets as many requests in flight as its latency needs, and shrinks when the
-            latency rises or the server refuses (4 to 256, starting at 64). An int fixes it.
-        max_downloads: Result downloads at once, on a pool of their own (a slow file host
-            never holds the slots API requests need).
-        ledger: Where enqueues are written ahead, so that a lost answer is reconciled exactly
-            across every process sharing it and a crashed process's jobs are recovered:
-            ``sqlite:///path/ledger.db`` (the processes of one host), or
-            ``postgresql://user:password@host/db`` (several hosts; the ``postgres`` extra).
-            ``None``: ``$OXEN_LEDGER`` if set, else this process's memory (exact for its own
-            requests only).
-        validate: Check parameters locally before sending (for models other than
-            ``gpt-image-2`` this fetches the model's schema once). ``False`` sends them as given.
-        max_download_bytes: Largest result file ``download`` accepts; ``None`` means no limit.
+        timeout: Seconds for one request attempt (an ``httpx.Timeout`` sets the phases apart).
+        stall_timeout: Seconds without progress before the event stream is reopened, or a
+            download fails.
+        max_concurrency: API requests in flight at once; ``None`` adapts it to the latency (4-256).
+        max_downloads: Result downloads at once, on a pool of their own.
+        ledger: Where enqueues are written ahead, for exact reconciliation and recovery:
+            ``sqlite:///path/ledger.db`` (one host) or ``postgresql://user:password@host/db``
+            (several; the ``postgres`` extra). ``None``: ``$OXEN_LEDGER`` if set, else memory.
+        validate: Check parameters locally before sending them.
+        max_download_bytes: Largest result file accepted; ``None`` means no limit.
         allow_insecure_http: Allow a plain ``http://`` base URL that is not loopback.
-        verify: TLS certificate verification (on by default).
-        transport: An httpx transport for API requests and downloads, used as it is (tests
-            pass ``httpx.MockTransport`` or ``httpx.ASGITransport``; ``http_backend`` and
-            the environment's proxies then do not apply, as in httpx). ``None``: the one
-            ``http_backend`` names.
-        http_backend: What carries the API's requests. ``"httpx"`` (the default, on asyncio
-            and trio): httpx's own transport, one connection per pool, so its CPU cost per
-            request stays flat however many are in flight. ``"aiohttp"`` (asyncio only;
-            ``pip install 'oxen-queue[aiohttp]'``): aiohttp's connection pool through
-            ``httpx-aiohttp``, about half the CPU per request, which shows only at hundreds
-            of enqueues a second. Either way httpx's client sits above it, so the
-            environment's proxies (``HTTPS_PROXY``, ``NO_PROXY``, ...) apply as in httpx,
-            and a request that may have reached the server is never reported as unsent.
-            Downloads use httpx's own pool.
-        max_spend: The most this client may commit, in the API's currency. An enqueue (or a
-            blocking generation) whose estimated cost would take the committed spend past it
-            raises [`BudgetExceededError`][oxen_queue.BudgetExceededError] before anything is sent.
-            Committed spend counts each job at its estimate (from the model's published pricing)
-            until its charged cost is known, then at that; a job cancelled before it ran gives its
-            estimate back. Costs one ``GET /api/ai/generations/{id}`` per finished job. ``None``
-            means no limit, and no accounting. From 0 to 10**12, with at most 18 decimal
-            places; anything else is ``InvalidParamsError``.
+        verify: TLS certificate verification.
+        transport: An httpx transport, used as it is (no ``http_backend``, no proxies).
+        http_backend: ``"httpx"``, or ``"aiohttp"`` (asyncio only; the ``aiohttp`` extra).
+        max_spend: The most this client may commit, in the API's currency (0 to 10**12, at most
+            18 decimal places): a request whose estimate would take the committed spend past it
+            raises [`BudgetExceededError`][oxen_queue.BudgetExceededError] before anything is
+            sent. A job counts at its estimate until its charge is known (one
+            ``GET /api/ai/generations/{id}`` per finished job). ``None`` means no limit, and no
+            accounting.
 
     Raises:
-        InvalidParamsError: No API key was given or found in the environment.
-        InvalidParamsError: ``max_spend`` is not an amount from 0 to 10**12.
-        InvalidParamsError: The base URL is unusable, insecure or carries credentials
-            (also a ``ValueError``).
-        InvalidParamsError: ``http_backend`` is not ``"httpx"`` or ``"aiohttp"``, or is
-            ``"aiohttp"`` without the extra installed (and, from ``async with``, outside
-            asyncio).
+        InvalidParamsError: No API key; ``max_spend`` out of range; a base URL unusable,
+            insecure or carrying credentials (also a ``ValueError``); an unknown, uninstalled
+            or (``"aiohttp"`` outside asyncio) unusable ``http_backend``.
     """
 
     _bridge: Bridge
@@ -187,12 +151,7 @@ class Client:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def with_options(
@@ -202,16 +161,15 @@ class Client:
         validate: bool | Default = DEFAULT,
         deadline: float | Default | None = DEFAULT,
     ) -> Client:
-        """A view of this client with other defaults for the calls made through it.
+        """A view of this client with other defaults for the calls made through it (all else shared:
+        connections, watcher, lifecycle).
 
-        The blocking form of [`AsyncClient.with_options`][oxen_queue.AsyncClient.with_options]
-        (see there for more).
+        The blocking form of [`AsyncClient.with_options`][oxen_queue.AsyncClient.with_options].
 
         Args:
-            timeout: Seconds for each request attempt made through the view (as the client's
-                ``timeout``). Completion watching keeps the client's own.
-            validate: Local parameter checks for calls made through the view.
-            deadline: Generations' default deadline (seconds; ``None``: no limit).
+            timeout: Seconds for each request attempt (completion watching keeps the client's).
+            validate: Local parameter checks.
+            deadline: Generations' default deadline in seconds; ``None`` means no limit.
         """
         return self._view(
             self._bridge.call(
@@ -222,10 +180,10 @@ class Client:
         )
 
     def close(self) -> None:
-        """Stop watching, close the connections. Jobs on the server carry on.
+        """Stop watching and close the connections, for good; jobs on the server carry on.
 
-        The blocking form of [`AsyncClient.aclose`][oxen_queue.AsyncClient.aclose] (see there for
-        more). It closes the client's views too, and stops its event loop thread.
+        The blocking form of [`AsyncClient.aclose`][oxen_queue.AsyncClient.aclose]. It closes the
+        client's views too, and stops its event loop thread.
         """
         self._bridge.close()
 
@@ -233,18 +191,16 @@ class Client:
     def pending(self) -> Mapping[str, SyncGeneration]:
         """The generations this client is still watching, by id (a read-only view).
 
-        The blocking form of [`AsyncClient.pending`][oxen_queue.AsyncClient.pending] (see there
-        for more). Each lookup reads the client's current state, on its event loop.
+        The blocking form of [`AsyncClient.pending`][oxen_queue.AsyncClient.pending]. Each lookup
+        reads the client's current state, on its event loop.
         """
         return SyncGenerationMap(self._bridge, self._bridge.call(lambda: self._async.pending))
 
     @property
     def stats(self) -> ClientStats:
-        """A snapshot of the client's counters and current limits (see
-        [`ClientStats`][oxen_queue.ClientStats]).
+        """A snapshot of the client's counters and limits.
 
-        The blocking form of [`AsyncClient.stats`][oxen_queue.AsyncClient.stats] (see there for
-        more).
+        The blocking form of [`AsyncClient.stats`][oxen_queue.AsyncClient.stats].
         """
         return self._bridge.call(lambda: self._async.stats)
 
@@ -252,8 +208,7 @@ class Client:
     def spend(self) -> SpendSummary | None:
         """What this client has committed against its ``max_spend`` (``None`` without one).
 
-        The blocking form of [`AsyncClient.spend`][oxen_queue.AsyncClient.spend] (see there for
-        more).
+        The blocking form of [`AsyncClient.spend`][oxen_queue.AsyncClient.spend].
         """
         return self._bridge.call(lambda: self._async.spend)
 
@@ -269,7 +224,6 @@ class Client:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2Options],
     ) -> SyncGeneration: ...
-
     @overload
     def enqueue(
         self,
@@ -283,7 +237,6 @@ class Client:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2EditOptions],
     ) -> SyncGeneration: ...
-
     @overload
     def enqueue(
         self,
@@ -296,7 +249,6 @@ class Client:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[KlingV26ProTextToVideoOptions],
     ) -> SyncGeneration: ...
-
     @overload
     def enqueue(
         self,
@@ -321,22 +273,18 @@ class Client:
     ) -> SyncGeneration:
         """Enqueue one generation (``POST /api/ai/queue``) and return its handle.
 
-        The blocking form of [`AsyncClient.enqueue`][oxen_queue.AsyncClient.enqueue] (see there
-        for more).
+        The blocking form of [`AsyncClient.enqueue`][oxen_queue.AsyncClient.enqueue].
 
         Args:
             model: The model id, e.g. ``"gpt-image-2"``.
-            deadline: Seconds until waiting on it gives up with ``GenerationTimeoutError``;
-                ``DEFAULT`` takes the poll policy's deadline; ``None`` means no limit. (There
-                is no per-call ``timeout=``: it is refused, naming this and, for each HTTP
-                request, ``client.with_options(timeout=...)``.)
+            deadline: Seconds until waiting on it raises ``GenerationTimeoutError``; ``DEFAULT``:
+                the poll policy's; ``None`` means no limit.
             validate: Override the client's ``validate`` for this call.
-            extra_params: Keys sent as given, unchecked: for a parameter the model's schema
-                does not list (yet). ``None``: none.
+            extra_params: Keys sent unchecked (parameters the model's schema does not list yet).
             **params: The model's parameters (``prompt``, ``resolution``, ...) and the queue's
-                (``target_namespace``, ``target_repo``, ``target_directory``). Several
-                generations of one request: [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many]
-                (not ``n=``).
+                (``target_namespace``, ``target_repo``, ``target_directory``). ``timeout=`` is
+                refused (see ``with_options``); several generations of one request are
+                ``enqueue_many``'s (not ``n=``).
 
         Raises:
             InvalidParamsError: Bad parameters, found before anything was sent.
@@ -365,12 +313,10 @@ class Client:
     ) -> list[SyncGeneration]:
         """Enqueue ``num_generations`` generations of the same request; return every one.
 
-        The blocking form of [`AsyncClient.enqueue_many`][oxen_queue.AsyncClient.enqueue_many]
-        (see there for more).
+        The blocking form of [`AsyncClient.enqueue_many`][oxen_queue.AsyncClient.enqueue_many].
 
         Raises:
-            InvalidParamsError: ``num_generations`` is not a positive integer, or bad
-                parameters (nothing was sent).
+            InvalidParamsError: ``num_generations`` is not a positive integer, or bad parameters.
         """
         return [
             SyncGeneration(self._bridge, generation)
@@ -398,7 +344,6 @@ class Client:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2Options],
     ) -> GenerationRecord: ...
-
     @overload
     def generate(
         self,
@@ -412,7 +357,6 @@ class Client:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[GptImage2EditOptions],
     ) -> GenerationRecord: ...
-
     @overload
     def generate(
         self,
@@ -425,7 +369,6 @@ class Client:
         extra_params: Mapping[str, Any] | None = ...,
         **params: Unpack[KlingV26ProTextToVideoOptions],
     ) -> GenerationRecord: ...
-
     @overload
     def generate(
         self,
@@ -450,8 +393,8 @@ class Client:
     ) -> GenerationRecord:
         """Enqueue one generation and wait for its final record.
 
-        The blocking form of [`AsyncClient.generate`][oxen_queue.AsyncClient.generate] (see there
-        for more). Ctrl-C cancels the job upstream (as does a cancelled ``await``), then raises
+        The blocking form of [`AsyncClient.generate`][oxen_queue.AsyncClient.generate]. Ctrl-C
+        cancels the job upstream (as does a cancelled ``await``), then raises
         ``KeyboardInterrupt``.
 
         Raises:
@@ -472,11 +415,12 @@ class Client:
         *,
         concurrency: int = 32,
     ) -> list[BatchItem]:
-        """Run many requests with at most ``concurrency`` generations in flight.
+        """Run many requests with at most ``concurrency`` generations in flight: see
+        [`run_batch`][oxen_queue.run_batch].
 
-        The blocking form of [`AsyncClient.batch`][oxen_queue.AsyncClient.batch] (see there for
-        more). It does not take ``on_enqueued`` and ``on_finished``: callbacks would run on the
-        client's event loop thread, not the caller's.
+        The blocking form of [`AsyncClient.batch`][oxen_queue.AsyncClient.batch]. It does not
+        take ``on_enqueued`` and ``on_finished``: callbacks would run on the client's event loop
+        thread, not the caller's.
         """
         return self._bridge.run(
             self._async.batch(model=model, requests=requests, concurrency=concurrency)
@@ -487,14 +431,15 @@ class Client:
     ) -> SyncGeneration:
         """Reattach to a generation made elsewhere (another process, an earlier run).
 
-        The blocking form of [`AsyncClient.generation`][oxen_queue.AsyncClient.generation] (see
-        there for more).
+        The blocking form of [`AsyncClient.generation`][oxen_queue.AsyncClient.generation].
+
+        Returns:
+            This client's handle for the id if it has one; else a new one, its status asked.
 
         Raises:
-            InvalidParamsError: The id is not a plausible generation id (1 to 128 letters,
-                digits and ``-_.~``, not dots alone), so it could not be asked about.
-            ClientClosedError: The client is closed; an ``AsyncClient`` also when it is not
-                open yet (this call is not async, so it cannot open it: make another first).
+            InvalidParamsError: Not a plausible generation id (1 to 128 letters, digits and
+                ``-_.~``, not dots alone).
+            ClientClosedError: The client is closed, or (an ``AsyncClient``) not open yet.
         """
         return SyncGeneration(
             self._bridge,
@@ -504,21 +449,19 @@ class Client:
         )
 
     def recover(self, *, wait: float | None = 120.0) -> list[SyncGeneration]:
-        """Every job the ledger knows as enqueued and unfinished, as generations to wait for.
+        """Every job the ledger knows as enqueued and unfinished, as generations.
 
-        The blocking form of [`AsyncClient.recover`][oxen_queue.AsyncClient.recover] (see there
-        for more).
+        The blocking form of [`AsyncClient.recover`][oxen_queue.AsyncClient.recover].
 
         Args:
-            wait: Seconds to wait at most for gone clients' requests still within their
-                deadline (they may yet land), zero or more; ``None`` waits as long as it takes.
+            wait: Seconds to wait at most for gone clients' requests still within their deadline;
+                ``None`` waits as long as it takes.
 
         Returns:
-            The generations, with the model and parameters of the request that made each.
+            The generations (this client's pending ones too), with their requests' parameters.
 
         Raises:
-            InvalidParamsError: ``wait`` is not ``None`` nor a finite number of seconds, zero
-                or more (nothing was read).
+            InvalidParamsError: ``wait`` is neither ``None`` nor finite seconds, zero or more.
         """
         return [
             SyncGeneration(self._bridge, generation)
@@ -529,8 +472,7 @@ class Client:
         """The current row of a generation (``GET /api/ai/queue/{id}``).
 
         The blocking form of
-        [`AsyncClient.get_generation`][oxen_queue.AsyncClient.get_generation] (see there for
-        more).
+        [`AsyncClient.get_generation`][oxen_queue.AsyncClient.get_generation].
 
         Raises:
             InvalidParamsError: Not a plausible generation id (nothing was sent).
@@ -538,12 +480,11 @@ class Client:
         return self._bridge.run(self._async.get_generation(generation_id=generation_id))
 
     def get_generation_details(self, generation_id: str) -> GenerationRecord:
-        """A generation's full history row, with what it was charged (``GET
-        /api/ai/generations/{id}``, the docs' "Get generation details").
+        """A generation's history row (``GET /api/ai/generations/{id}``), with its ``cost``
+        (``None`` while queued) and who made it.
 
         The blocking form of
-        [`AsyncClient.get_generation_details`][oxen_queue.AsyncClient.get_generation_details]
-        (see there for more).
+        [`AsyncClient.get_generation_details`][oxen_queue.AsyncClient.get_generation_details].
 
         Raises:
             InvalidParamsError: Not a plausible generation id (nothing was sent).
@@ -552,10 +493,9 @@ class Client:
         return self._bridge.run(self._async.get_generation_details(generation_id=generation_id))
 
     def cancel(self, generation: SyncGeneration | str) -> None:
-        """Cancel a generation (``DELETE /api/ai/queue/{id}``), then learn its final state.
+        """Cancel a generation (``DELETE /api/ai/queue/{id}``; a finished one is left as it is).
 
-        The blocking form of [`AsyncClient.cancel`][oxen_queue.AsyncClient.cancel] (see there for
-        more).
+        The blocking form of [`AsyncClient.cancel`][oxen_queue.AsyncClient.cancel].
 
         Raises:
             InvalidParamsError: Not a plausible generation id (nothing was sent).
@@ -573,17 +513,15 @@ class Client:
         repo: str | None = None,
         folder: str | None = None,
     ) -> list[GenerationRecord]:
-        """Rows of ``GET /api/ai/queue``: active ones only, unless ``status`` is given.
+        """Rows of ``GET /api/ai/queue``; a filter left ``None`` filters nothing.
 
-        The blocking form of [`AsyncClient.list_queue`][oxen_queue.AsyncClient.list_queue] (see
-        there for more).
+        The blocking form of [`AsyncClient.list_queue`][oxen_queue.AsyncClient.list_queue].
 
         Args:
             model: Only this model's rows.
-            status: Only rows in this status (``queued``, ..., ``cancelled``); ``None``:
-                the active ones (``queued`` and ``processing``).
-            media_type: ``"image"`` or ``"video"``.
-            namespace: The namespace whose rows to list (``None``: the caller's).
+            status: Only rows in this status; ``None``: ``queued`` and ``processing`` ones.
+            media_type: Only ``"image"`` or ``"video"`` rows.
+            namespace: The namespace whose rows to list; ``None``: the caller's.
             repo: Only rows stored in this repo (``target_repo``).
             folder: Only rows stored in this directory (``target_directory``).
         """
@@ -613,8 +551,7 @@ class Client:
         """One page of history with costs (``GET /api/ai/generations``; page_size <= 1000).
 
         The blocking form of
-        [`AsyncClient.list_generations`][oxen_queue.AsyncClient.list_generations] (see there for
-        more).
+        [`AsyncClient.list_generations`][oxen_queue.AsyncClient.list_generations].
         """
         return self._bridge.run(
             self._async.list_generations(
@@ -640,20 +577,19 @@ class Client:
         folder: str | None = None,
         page_size: int = 100,
     ) -> SyncGenerationHistory:
-        """Every row of the history that matches the filters, page after page.
+        """Every row of the history that matches the filters, fetched page after page as they are
+        consumed; the filters are [`list_queue`][oxen_queue.AsyncClient.list_queue]'s, but
+        ``status=None`` is every row.
 
         The blocking form of
-        [`AsyncClient.iter_generations`][oxen_queue.AsyncClient.iter_generations] (see there for
-        more).
+        [`AsyncClient.iter_generations`][oxen_queue.AsyncClient.iter_generations].
 
         Args:
-            model: Only this model's rows.
-            status: Only rows of this status.
-            media_type: ``"image"`` or ``"video"`` rows only.
-            namespace: The namespace whose history it is (default: the caller's).
-            repo: Only rows stored in this target repository.
-            folder: Only rows stored in this target directory.
             page_size: Rows per request, 1 to 1000.
+
+        Returns:
+            The history; its ``total_cost`` and ``total_entries`` describe the whole set once the
+            first page is read.
 
         Raises:
             InvalidParamsError: ``page_size`` out of range.
@@ -676,8 +612,7 @@ class Client:
     def get_model(self, model_id: str) -> Model:
         """A model and its parameter schema (``GET /api/ai/models/{id}``).
 
-        The blocking form of [`AsyncClient.get_model`][oxen_queue.AsyncClient.get_model] (see
-        there for more).
+        The blocking form of [`AsyncClient.get_model`][oxen_queue.AsyncClient.get_model].
 
         Raises:
             InvalidParamsError: Not a plausible model id (field ``model``; nothing was sent).
@@ -688,8 +623,7 @@ class Client:
     def list_models(self) -> list[Model]:
         """Every model (``GET /api/ai/models``).
 
-        The blocking form of [`AsyncClient.list_models`][oxen_queue.AsyncClient.list_models] (see
-        there for more).
+        The blocking form of [`AsyncClient.list_models`][oxen_queue.AsyncClient.list_models].
         """
         return self._bridge.run(self._async.list_models())
 
@@ -700,34 +634,25 @@ class Client:
     ) -> Path:
         """Save a generation's result file and return its path.
 
-        The blocking form of [`AsyncClient.download`][oxen_queue.AsyncClient.download] (see there
-        for more).
+        The blocking form of [`AsyncClient.download`][oxen_queue.AsyncClient.download].
 
         Args:
             source: A finished record, a generation or a generation id (waited for first).
-            path: A file path, or a directory (also any path ending with ``/``, created if
-                need be) where the file is named after the generation id with the extension
-                its bytes show, or ``None`` for the current directory. The server never names
-                the file. A name made from an id is the id itself when it is a plain
-                lowercase id (a UUID: ``<uuid>.png``); any other id is cleaned and given a
-                short hash of itself (``ab~<16 hex>.png`` for ``a/b``), so two generations
-                never share a file and no name is a Windows device name.
+            path: A file path; or a directory (or a path ending with ``/``, made if need be) for a
+                file named after the generation id; ``None``: the current directory.
 
         Raises:
-            DownloadError: No result URL, a bad one, the file host refused, the transfer
-                stalled, the file is too large, or the body is not the media the generation
-                asked for (empty, text such as an HTML error page, or a video for an image):
-                then no file is left behind.
+            DownloadError: No or a bad result URL, the host refused, the transfer stalled, the file
+                is too large, or it is not the media asked for (no file is left behind).
             GenerationError: The generation did not succeed (when given one to wait for).
         """
         return self._bridge.run(self._async.download(source=unwrap(source), path=path))
 
     def read(self, source: SyncGeneration | GenerationRecord | str) -> bytes:
-        """A generation's result file, in memory, within the same bounds and by the same rule (the
-        media the generation asked for) as [`download`][oxen_queue.AsyncClient.download].
+        """A generation's result file, in memory, checked as by
+        [`download`][oxen_queue.AsyncClient.download].
 
-        The blocking form of [`AsyncClient.read`][oxen_queue.AsyncClient.read] (see there for
-        more).
+        The blocking form of [`AsyncClient.read`][oxen_queue.AsyncClient.read].
 
         Raises:
             DownloadError: As for [`download`][oxen_queue.AsyncClient.download].
@@ -747,20 +672,25 @@ class Client:
         validate: bool | None = None,
         **params: Any,
     ) -> ImagesResponse:
-        """Generate images with the blocking endpoint (``POST /api/ai/images/generate``).
+        """Generate images with the blocking endpoint (``POST /api/ai/images/generate``), held open
+        until they exist (5-30 s); resent only if the server refused it (a lost answer is raised:
+        the images may have been billed).
 
         The blocking form of
-        [`AsyncClient.generate_images`][oxen_queue.AsyncClient.generate_images] (see there for
-        more).
+        [`AsyncClient.generate_images`][oxen_queue.AsyncClient.generate_images].
 
         Args:
             model: The model id.
             prompt: The prompt.
-            n: Images to generate (the spec's ``n``); the server's default is 1.
+            n: Images to generate; ``None``: the server's default, 1.
             response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
             timeout: Seconds to wait for the answer.
             validate: Override the client's ``validate`` for this call.
             **params: The model's other parameters.
+
+        Raises:
+            InvalidParamsError: Bad parameters (nothing was sent).
+            BudgetExceededError: Over the client's ``max_spend`` (nothing was sent).
         """
         return self._bridge.run(
             self._async.generate_images(
@@ -787,19 +717,16 @@ class Client:
         validate: bool | None = None,
         **params: Any,
     ) -> ImagesResponse:
-        """Edit images with the blocking endpoint (``POST /api/ai/images/edit``).
+        """Edit images with the blocking endpoint (``POST /api/ai/images/edit``); ``n``,
+        ``response_format``, ``timeout`` and ``validate`` as in
+        [`generate_images`][oxen_queue.AsyncClient.generate_images].
 
-        The blocking form of [`AsyncClient.edit_images`][oxen_queue.AsyncClient.edit_images] (see
-        there for more).
+        The blocking form of [`AsyncClient.edit_images`][oxen_queue.AsyncClient.edit_images].
 
         Args:
             model: The model id, e.g. ``"gpt-image-2-edit"``.
             prompt: The edit's instruction.
-            input_image: The URL of the image to edit, or a list of URLs of images to compose.
-            n: Images to generate; the server's default is 1.
-            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
-            timeout: Seconds to wait for the answer.
-            validate: Override the client's ``validate`` for this call.
+            input_image: The public URL of the image to edit, or a list of URLs to compose.
             **params: The model's other parameters (``mask``, ``resolution``, ...).
 
         Raises:
@@ -832,20 +759,17 @@ class Client:
         validate: bool | None = None,
         **params: Any,
     ) -> VideosResponse:
-        """Generate videos with the blocking endpoint (``POST /api/ai/videos/generate``).
+        """Generate videos with the blocking endpoint (``POST /api/ai/videos/generate``), held open
+        "1-10+ min"; ``n``, ``response_format``, ``timeout`` and ``validate`` as in
+        [`generate_images`][oxen_queue.AsyncClient.generate_images].
 
         The blocking form of
-        [`AsyncClient.generate_videos`][oxen_queue.AsyncClient.generate_videos] (see there for
-        more).
+        [`AsyncClient.generate_videos`][oxen_queue.AsyncClient.generate_videos].
 
         Args:
             model: The model id, e.g. ``"kling-video-v2-6-pro-text-to-video"``.
-            prompt: The prompt; a multi-shot model takes ``multi_prompt=[{"prompt",
-                "duration"}, ...]`` in ``params`` instead (exactly one of the two).
-            n: Videos to generate (the server's default is 1).
-            response_format: ``"url"`` (a temporary link) or ``"b64_json"`` (inline data).
-            timeout: Seconds to wait for the answer.
-            validate: Override the client's ``validate`` for this call.
+            prompt: The prompt; ``None`` for a multi-shot model's
+                ``multi_prompt=[{"prompt", "duration"}, ...]`` (in ``params``).
             **params: The model's other parameters (``duration``, ``aspect_ratio``, ...).
 
         Raises:
@@ -874,30 +798,25 @@ class Client:
         validate: bool | None = None,
         **params: Any,
     ) -> Decimal:
-        """What a request would cost, from the model's published pricing; nothing is sent but, once
-        per model and client, ``GET /api/ai/models/{id}`` (shared with the parameter checks).
+        """What a request would cost, from the model's published pricing (fetched once per model and
+        client); parameters left out count at the server's defaults.
 
-        The blocking form of [`AsyncClient.estimate_cost`][oxen_queue.AsyncClient.estimate_cost]
-        (see there for more).
+        The blocking form of [`AsyncClient.estimate_cost`][oxen_queue.AsyncClient.estimate_cost].
 
         Args:
             model: The model id.
-            num_generations: Generations of the request (as
-                [`enqueue_many`][oxen_queue.AsyncClient.enqueue_many] makes).
+            num_generations: Generations of the request.
             validate: Override the client's ``validate``: bad parameters raise first.
-            **params: The request's parameters, as [`enqueue`][oxen_queue.AsyncClient.enqueue] takes
-                them.
+            **params: The request's parameters, as ``enqueue`` takes them.
 
         Returns:
             The estimated cost, exact (a ``Decimal``), in the API's currency.
 
         Raises:
-            CostUnknownError: The pricing cannot be resolved for these parameters (billed by
-                token or time, no price for this quality and resolution, no ``duration``, a
-                published price the client refuses as not an amount...); ``.missing`` names
-                what is missing. Never a guess of zero.
-            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations``
-                below 1 or above 1,000,000.
+            CostUnknownError: The pricing does not resolve for these parameters (never a guess of
+                zero); ``.missing`` names what is missing.
+            InvalidParamsError: Bad parameters, an unknown model, or ``num_generations`` out of 1
+                to 1,000,000.
         """
         return self._bridge.run(
             self._async.estimate_cost(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import enum
 from typing import Final, Literal
 
-__all__ = ["DEFAULT", "Default"]
-
 
 class _DefaultType(enum.Enum):
     DEFAULT = enum.auto()
@@ -16,7 +14,6 @@ class _DefaultType(enum.Enum):
 
 
 Default = Literal[_DefaultType.DEFAULT]
-"""The type of [`DEFAULT`][oxen_queue.DEFAULT]: "use the client's setting" (where ``None`` means
-no limit)."""
+"""The type of [`DEFAULT`][oxen_queue.DEFAULT]: "the client's setting" (``None`` is no limit)."""
 
 DEFAULT: Final = _DefaultType.DEFAULT

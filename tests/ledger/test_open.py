@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import unquote, unquote_plus
 
 import pytest
-from hypothesis import example, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from oxen_queue._ledger import Ledger, LedgerError, fingerprint, open_ledger, redact_url
@@ -93,7 +93,9 @@ written = st.text(
 def test_a_query_password_is_hidden_as_written_and_as_any_reader_decodes_it(raw: str) -> None:
     """libpq quotes back what it could not decode as it was written (``100%+sure``), others
     decode it with or without ``+`` as a space: every form is hidden."""
-    redact = Redactor(f"postgresql://me@127.0.0.1:1/db?password={raw}&sslmode=disable")
+    url = "postgresql://me@127.0.0.1:1/db?password={}&sslmode=disable"
+    assume(raw not in url.format("***"))  # "pass" is in "password": no secret there
+    redact = Redactor(url.format(raw))
     assert raw not in redact.display
     for form in {raw, unquote(raw), unquote_plus(raw)}:
         assert form not in redact(f'invalid percent-encoded token: "{form}"'), form

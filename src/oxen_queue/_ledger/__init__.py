@@ -1,45 +1,28 @@
 """The enqueue ledger: what makes a lost enqueue answer reconcilable across processes.
 
-One protocol (`Ledger`, in ``_base``), two backends on the same SQL (``_store``):
-SQLite for the processes of one host, PostgreSQL for several hosts. `open_ledger`
-makes one from a URL.
+One protocol (`Ledger`, in ``_base``), two backends on the same SQL (``_store``): SQLite for
+the processes of one host, PostgreSQL for several hosts. `open_ledger` makes one from a URL.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ._base import InFlightError as InFlightError
 from ._base import Intent as Intent
-from ._base import IntentState as IntentState
 from ._base import Ledger as Ledger
 from ._base import LedgerError as LedgerError
 from ._base import Settlement as Settlement
-from ._base import canonical_params as canonical_params
 from ._base import fingerprint as fingerprint
 from ._liveness import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_RETENTION
 from ._liveness import Owner as Owner
 
-if TYPE_CHECKING:
-    # Imported when a ledger URL is opened (see open_ledger): a client without one (the
-    # default, and every cold start) never needs the SQL machinery.
+if TYPE_CHECKING:  # the SQL machinery is imported only when a ledger URL is opened
+    from ._session import Session
     from ._sqlledger import SqlLedger
-
-__all__ = [
-    "InFlightError",
-    "Intent",
-    "IntentState",
-    "Ledger",
-    "LedgerError",
-    "Owner",
-    "Settlement",
-    "canonical_params",
-    "fingerprint",
-    "open_ledger",
-    "redact_url",
-]
 
 
 def open_ledger(
@@ -52,13 +35,13 @@ def open_ledger(
     pool_size: int | None = None,
     owner: Owner | None = None,
 ) -> SqlLedger | None:
-    """A ledger for a URL, not yet open (``async with ledger:`` opens and closes it).
+    """A ledger for a URL, not yet open (``async with ledger:`` opens and closes it), or
+    ``None`` for no URL.
 
     Args:
         url: ``sqlite:///absolute/path/ledger.db``, ``sqlite:relative/ledger.db`` or
-            ``postgresql://user:password@host/db``; ``None`` (or empty) for no ledger.
-        client_id: This client's id in the ledger; ``None`` for a random one (one per client
-            instance: it is what other clients judge liveness by).
+            ``postgresql://user:password@host/db``; ``None`` or empty for no ledger.
+        client_id: This client instance's id, which others judge liveness by; ``None``: random.
         lease_ttl: Seconds a crashed client on another host still counts as alive.
         poll_interval: Seconds between looks at the ledger while waiting on other processes.
         retention: Seconds to keep finished intents (pruned at open); ``None`` for ever.
@@ -66,9 +49,6 @@ def open_ledger(
             are serialised anyway), 4 for PostgreSQL.
         owner: This client's whole identity, ``client_id`` included; ``None`` for this
             process's. Tests use it to stand in for other hosts or dead processes.
-
-    Returns:
-        The ledger, or ``None`` when ``url`` is ``None`` or empty.
 
     Raises:
         ValueError: The URL is not one of the accepted forms (the message names them and
@@ -81,66 +61,51 @@ def open_ledger(
         scheme = urlsplit(url).scheme.lower()
     except ValueError:  # an unparsable host part, say
         scheme = ""
-    owner = owner or Owner.current(client_id)
     from ._sqlledger import SqlLedger
     from ._store import SqlStore
 
+    connect: Callable[[], Session]
+    errors: tuple[type[BaseException], ...]
+    scrub: Callable[[str], str] = str  # the identity: a SQLite URL holds no secret
     if scheme == "sqlite":
         import sqlite3
 
         from . import _sqlite
 
         path, synchronous, busy_timeout = _sqlite.parse_sqlite_url(url)
-        size = pool_size or 1
-        store = SqlStore(
-            partial(
-                _sqlite.SQLiteSession, path, synchronous=synchronous, busy_timeout=busy_timeout
-            ),
-            _sqlite.DIALECT,
-            owner=owner,
-            pool_size=size,
+        connect = partial(
+            _sqlite.SQLiteSession, path, synchronous=synchronous, busy_timeout=busy_timeout
         )
-        return SqlLedger(
-            store,
-            display=f"sqlite:{path}",
-            errors=(sqlite3.Error, OSError),  # OSError: the directory cannot be made
-            pool_size=size,
-            lease_ttl=lease_ttl,
-            poll_interval=poll_interval,
-            retention=retention,
-        )
-    if scheme in ("postgresql", "postgres"):
+        store, dialect, size = SqlStore, _sqlite.DIALECT, pool_size or 1
+        display, errors = f"sqlite:{path}", (sqlite3.Error, OSError)  # OSError: no directory
+    elif scheme in ("postgresql", "postgres"):
         from . import _postgres
 
         try:
-            redact = _postgres.Redactor(url)
+            scrub = redact = _postgres.Redactor(url)
         except ValueError:
             raise ValueError(
                 f"unparsable postgresql ledger URL {redact_url(url)!r}: use "
                 "postgresql://user:password@host:port/dbname"
             ) from None
-        _postgres.import_psycopg()
-        size = pool_size or 4
-        store = _postgres.PostgresStore(
-            partial(_postgres.PostgresSession, url, redact),
-            _postgres.DIALECT,
-            owner=owner,
-            pool_size=size,
+        display, errors = redact.display, _postgres.driver_errors()
+        connect = partial(_postgres.PostgresSession, url, redact)
+        store, dialect, size = _postgres.PostgresStore, _postgres.DIALECT, pool_size or 4
+    else:
+        raise ValueError(
+            f"unsupported ledger URL {redact_url(url)!r}: use sqlite:///absolute/path/ledger.db, "
+            "sqlite:relative/path.db or postgresql://user:password@host:port/dbname "
+            "(postgres:// too)"
         )
-        return SqlLedger(
-            store,
-            display=redact.display,
-            errors=_postgres.driver_errors(),
-            scrub=redact,
-            pool_size=size,
-            lease_ttl=lease_ttl,
-            poll_interval=poll_interval,
-            retention=retention,
-        )
-    raise ValueError(
-        f"unsupported ledger URL {redact_url(url)!r}: use sqlite:///absolute/path/ledger.db, "
-        "sqlite:relative/path.db or postgresql://user:password@host:port/dbname "
-        "(postgres:// too)"
+    return SqlLedger(
+        store(connect, dialect, owner=owner or Owner.current(client_id), pool_size=size),
+        display=display,
+        errors=errors,
+        scrub=scrub,
+        pool_size=size,
+        lease_ttl=lease_ttl,
+        poll_interval=poll_interval,
+        retention=retention,
     )
 
 

@@ -1,32 +1,18 @@
 """The enqueue ledger's protocol: what a lost enqueue answer is reconciled against.
 
 The API has no idempotency key, so the job a lost ``POST /api/ai/queue`` answer created can only
-be recognised by its model and parameters, and any client enqueueing the same ones could
-claim it. The ledger is written ahead, and shared by every client that may enqueue with the
-same key (processes on one host through SQLite, several hosts through PostgreSQL):
+be recognised by its model and parameters, which any client enqueueing the same ones could
+claim. So every client that may enqueue with the same key shares a write-ahead ledger:
 
-1. Before the request is sent, `Ledger.record_intent` records an *intent* (state
-   ``in_flight``). Its id is the request's, for the rest of its life.
-2. When the answer arrives, `Ledger.record_ids` records the ids it created
-   (``answered``). When it is lost, `Ledger.mark_lost` (``lost``) starts
-   reconciliation:
-
-   a. `Ledger.wait_idle` until no other live intent with the same fingerprint is in
-      flight (its answer would claim the same rows);
-   b. list the matching rows on the server, drop `Ledger.claimed_ids`;
-   c. `Ledger.claim` what remains. The claim is atomic, refuses ids another intent
-      holds (a unique key on the generation id), and refuses to run while another live intent
-      with the fingerprint is in flight (`InFlightError`: back to a.). Two clients
-      therefore never hold the same job.
-   d. Or `Ledger.mark_settled`: ``resent`` (none was created, the caller sends
-      again under a new intent), ``ambiguous`` (raised to the caller), ``refused``.
-
-3. `Ledger.record_outcome` as each generation ends; `Ledger.unfinished` lists
-   what is enqueued and not finished, and intents without an answer, for ``recover()``.
-4. An intent past its deadline whose owner is gone (`_liveness`) is *stale*: any client
-   may `Ledger.take_over` it and settle it against the server.
-
-State machine of an intent:
+1. `Ledger.record_intent` before the request is sent, `Ledger.record_ids` when its answer
+   arrives. When the answer is lost, `Ledger.mark_lost`, then `Ledger.wait_idle` for the
+   other live intents with the fingerprint (their answers would claim the same rows), list
+   the matching rows on the server less `Ledger.claimed_ids`, and `Ledger.claim` them
+   (atomic, and a unique key on the generation id: two clients never hold one job), or
+   `Ledger.mark_settled`.
+2. `Ledger.record_outcome` as each generation ends; `Ledger.unfinished` for ``recover()``.
+3. An intent past its deadline whose owner is gone (`_liveness`) is stale: any client may
+   `Ledger.take_over` it and settle it.
 
 ```text
 in_flight ──record_ids──▶ answered
@@ -43,34 +29,18 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Literal, Protocol
 
 from .._exceptions import OxenError
 from ._liveness import Owner
 
-__all__ = [
-    "InFlightError",
-    "Intent",
-    "IntentState",
-    "Ledger",
-    "LedgerError",
-    "Settlement",
-    "canonical_params",
-    "fingerprint",
-    "fingerprint_of",
-]
-
 IntentState = Literal["in_flight", "answered", "lost", "settled"]
-"""``in_flight``: sent or about to be, no answer yet. ``answered``: the ids are recorded.
-``lost``: the answer was lost; being reconciled. ``settled``: reconciled (see ``how``)."""
 
 Settlement = Literal["adopted", "resent", "never_created", "ambiguous", "refused"]
 """How a request without an answer was settled. ``adopted``: its jobs were found and claimed.
-``resent``: it was shown never to have created a job, and its caller sent it again (under a
-new intent). ``never_created``: the same, with nobody left to resend it (a stale intent).
-``ambiguous``: the jobs could be neither found nor ruled out. ``refused``: the server
-certainly did not process it (429, 503, no connection)."""
+``resent``: it created none, and its caller sent it again (a new intent). ``never_created``:
+the same, with nobody left to resend it. ``ambiguous``: its jobs could be neither found nor
+ruled out. ``refused``: the server certainly did not process it (429, 503, no connection)."""
 
 
 class LedgerError(OxenError):
@@ -78,59 +48,35 @@ class LedgerError(OxenError):
 
 
 class InFlightError(LedgerError):
-    """A claim was refused: another live intent with the same fingerprint is in flight.
+    """A claim was refused: other live ``intents`` with the same fingerprint are in flight."""
 
-    Its answer may name rows that the claim would take, so the claimer waits
-    (`Ledger.wait_idle`), looks at the server again and claims again.
-
-    Attributes:
-        intents: The intents in flight when the claim was refused.
-    """
-
-    def __init__(self, message: str, *, intents: Sequence[Intent]) -> None:
-        super().__init__(message)
+    def __init__(self, intents: Sequence[Intent]) -> None:
+        super().__init__(
+            f"{len(intents)} other request(s) with the same model and parameters are in "
+            "flight; wait for them, then look again"
+        )
         self.intents = tuple(intents)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Intent:
-    """One enqueue request, as the ledger knows it.
-
-    Attributes:
-        intent_id: The ledger's id of the request.
-        owner: The client answering for it (the one that sent it, or took it over).
-        owner_alive: Whether the owner could still record an answer, judged when read.
-        model: The model id.
-        fingerprint: `fingerprint` of the model and parameters.
-        params: The exact parameters sent (without ``model``).
-        count: How many generations the request asked for.
-        sent_at: When it was sent, in seconds since the epoch, on the sender's clock.
-        sent_at_server: The same on the server's clock (an estimate), or ``None`` if unknown.
-        deadline: After this time (seconds since the epoch, the sender's clock) the request
-            can no longer be in flight, so its outcome can be judged from the server.
-        expired: Whether the deadline had passed when read, judged on the ledger's clock
-            (see `Ledger.stale_intents`).
-        state: See `IntentState`.
-        how: How it was settled, or ``None`` unless ``state`` is ``settled``.
-        ids: The generation ids it holds, in the order recorded (empty when not read).
-        pending: Those of ``ids`` with no terminal outcome recorded.
-    """
+    """One enqueue request, as the ledger knows it. Times are seconds since the epoch."""
 
     intent_id: str
-    owner: Owner
-    owner_alive: bool
+    owner: Owner  # the client answering for it: the one that sent it, or took it over
+    owner_alive: bool  # whether the owner could still record an answer, judged when read
     model: str
     fingerprint: str
-    params: Mapping[str, Any]
-    count: int
-    sent_at: float
-    sent_at_server: float | None
-    deadline: float
-    expired: bool
+    params: Mapping[str, Any]  # the exact parameters sent, without model
+    count: int  # the generations asked for
+    sent_at: float  # on the sender's clock
+    sent_at_server: float | None  # the same on the server's clock (an estimate), if known
+    deadline: float  # when it can no longer be in flight (the sender's clock)
+    expired: bool  # whether the deadline had passed when read, on the ledger's clock
     state: IntentState
-    how: Settlement | None
-    ids: tuple[str, ...] = ()
-    pending: tuple[str, ...] = ()
+    how: Settlement | None  # None unless settled
+    ids: tuple[str, ...] = ()  # the generation ids it holds, in order (empty when not read)
+    pending: tuple[str, ...] = ()  # those of ids with no terminal outcome recorded
 
 
 def canonical_params(params: Mapping[str, Any]) -> str:
@@ -141,12 +87,8 @@ def canonical_params(params: Mapping[str, Any]) -> str:
 
 
 def fingerprint(model: str, params: Mapping[str, Any]) -> str:
-    """A stable hash of a model and its exact parameters (64 hex digits).
-
-    Two requests have the same fingerprint when and only when the server cannot tell their
-    rows apart: same model, same parameters with the same JSON values (``1`` and ``1.0``
-    differ, as they do in the rows).
-    """
+    """A hash (64 hex digits) equal for two requests when and only when the server cannot
+    tell their rows apart: same model, same JSON parameters (``1`` and ``1.0`` differ)."""
     return fingerprint_of(model, canonical_params(params))
 
 
@@ -157,35 +99,22 @@ def fingerprint_of(model: str, params_json: str) -> str:
 
 
 class Ledger(Protocol):
-    """An open enqueue ledger. All methods are safe to call from concurrent tasks.
+    """An open enqueue ledger, safe for concurrent tasks (see the module docstring).
 
-    Each implementation does its blocking I/O in worker threads, so it serves asyncio and
-    trio alike. Every write is committed (visible to every process sharing the ledger) when
-    its method returns. Times are float seconds since the epoch; durations float seconds.
+    Blocking I/O runs in worker threads (asyncio and trio alike); a write is committed,
+    visible to every process sharing the ledger, when its method returns. A method that
+    changes an intent raises `LedgerError` for an unknown one, one in a state the diagram
+    does not leave by that method, or one another client took over.
     """
 
-    @property
-    def owner(self) -> Owner:
-        """This client's identity in the ledger (its intents carry it)."""
-        ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
+    owner: Owner  # this client's identity in the ledger (its intents carry it)
 
     async def open(self) -> None:
         """Connect, create or migrate the schema, register this owner and start its lease."""
-        ...
 
     async def aclose(self) -> None:
-        """Stop the lease and mark this owner closed (its unanswered intents become
-        settleable by others once past their deadline). Idempotent."""
-        ...
+        """Mark this owner closed: its unanswered intents become settleable by others once
+        past their deadline. Idempotent."""
 
     async def record_intent(
         self,
@@ -197,156 +126,69 @@ class Ledger(Protocol):
         sent_at: float | None = None,
         sent_at_server: float | None = None,
     ) -> str:
-        """Record a request about to be sent (``in_flight``); return its intent id.
-
-        Args:
-            model: The model id.
-            params: The exact parameters to be sent (JSON values, without ``model``).
-            count: How many generations it asks for (``num_generations``, at least 1).
-            deadline: When the request can no longer be in flight (seconds since the epoch):
-                its send time plus everything its attempt may take.
-            sent_at: When it is sent; ``None`` for now.
-            sent_at_server: The same on the server's clock, or ``None`` if unknown.
-        """
-        ...
+        """Record a request about to be sent (``sent_at`` ``None``: now); return its id."""
 
     async def record_ids(self, intent_id: str, ids: Sequence[str]) -> list[str]:
-        """Record the ids an answer named (``answered``), from any state but ``answered``.
-
-        Returns:
-            The ids another intent already held; they stay with it. Empty unless a client
-            outside the protocol took them.
-        """
-        ...
+        """Record the ids an answer named; return those another intent held (and keeps)."""
 
     async def record_outcome(self, generation_id: str, status: str) -> bool:
-        """Record a generation's status; a terminal one (``succeeded``, ``failed``,
-        ``cancelled``) takes it off `unfinished`.
-
-        Returns:
-            Whether it was recorded: ``False`` when the id is not in the ledger or was
-            already terminal (the first terminal status stays).
-        """
-        ...
+        """Record a generation's status: ``False`` for an unknown id or one already terminal
+        (the first terminal status stays, and takes it off `unfinished`)."""
 
     async def mark_lost(self, intent_id: str) -> None:
-        """The request's answer was lost; reconciliation starts (``lost``).
-
-        Raises:
-            LedgerError: Unknown intent, already ``answered`` or ``settled``, or taken over
-                by another client (see `take_over`).
-        """
-        ...
+        """The request's answer was lost: reconciliation starts."""
 
     async def mark_settled(
         self, intent_id: str, how: Settlement, ids: Sequence[str] = ()
     ) -> list[str]:
-        """Settle a request without an answer (``settled``), recording ``ids`` as its own.
-
-        Returns:
-            Those of ``ids`` another intent already held (not recorded).
-
-        Raises:
-            LedgerError: Unknown intent, already ``answered``, or taken over by another
-                client.
-        """
-        ...
+        """Settle a request without an answer, holding ``ids``; return those of ``ids``
+        another intent held (not recorded)."""
 
     async def in_flight(
         self, fingerprint: str, *, exclude_intent: str | None = None
     ) -> list[Intent]:
         """The intents with this fingerprint in flight, live owners or not, oldest first."""
-        ...
 
     async def lost(self, fingerprint: str, *, exclude_intent: str | None = None) -> list[Intent]:
-        """The intents with this fingerprint whose answer was lost and which are not settled
-        yet, with their ids: the rows they await are candidates of every one of them."""
-        ...
+        """The unsettled intents with this fingerprint whose answer was lost, with their ids
+        (the rows they await are candidates of every one of them)."""
 
     async def wait_idle(
         self, fingerprint: str, *, exclude_intent: str | None = None, timeout: float | None
     ) -> list[Intent]:
-        """Wait until no other intent with this fingerprint is in flight with a live owner.
-
-        Dead owners' intents are ignored: their answers can never be recorded. Other
-        processes are polled (every ``poll_interval``); this process's own changes wake
-        waiters at once.
-
-        Args:
-            fingerprint: The fingerprint to watch.
-            exclude_intent: The caller's own intent.
-            timeout: Seconds to wait at most; ``None`` for no limit.
-
-        Returns:
-            ``[]`` when idle; otherwise the intents still in flight when the time ran out.
-        """
-        ...
+        """Wait (``timeout`` seconds at most, or ``None``) until no other intent with this
+        fingerprint is in flight with a live owner; return ``[]``, or those still in flight.
+        Other processes are polled; this one's changes wake at once."""
 
     async def claimed_ids(self, fingerprint: str, *, since: float | None = None) -> set[str]:
-        """Every id held by any intent with this fingerprint.
-
-        Args:
-            fingerprint: The fingerprint.
-            since: Only intents sent at or after this time (sender's clock); ``None`` for all
-                that the ledger retains.
-        """
-        ...
+        """Every id held by an intent with this fingerprint sent since ``since`` (the
+        sender's clock; ``None``: all that the ledger retains)."""
 
     async def claim(self, intent_id: str, candidate_ids: Sequence[str]) -> list[str]:
-        """Atomically take unheld candidates, in order, until the intent holds ``count``.
-
-        Ids another intent holds are skipped: a unique key on the generation id makes every
-        id held by one intent at most, across all clients. A claim that completes the intent
-        settles it (``adopted``) in the same transaction; a partial one leaves it ``lost``.
-
-        Returns:
-            Every id the intent now holds, in the order taken.
+        """Atomically take unheld candidates, in order, until the intent holds ``count``;
+        return every id it holds. Completing the intent settles it (``adopted``).
 
         Raises:
             InFlightError: Another intent with this fingerprint is in flight with a live
                 owner; nothing was taken.
-            LedgerError: Unknown intent, already ``answered`` or ``settled``, or taken over
-                by another client.
         """
-        ...
 
     async def stale_intents(self, *, now: float | None = None) -> list[Intent]:
-        """Intents without an answer (``in_flight`` or ``lost``), past their deadline, whose
-        owner is gone.
-
-        Args:
-            now: The time to judge deadlines at, on the ledger's clock; ``None`` for the
-                ledger's current time (the database server's, for PostgreSQL).
-        """
-        ...
+        """Unanswered intents past their deadline at ``now`` (``None``: the ledger's clock)
+        whose owner is gone."""
 
     async def take_over(self, intent_id: str) -> Intent | None:
-        """Make this client the owner of an orphaned intent, so that it alone settles it.
-
-        Allowed when the owner is gone and the intent is ``answered`` or ``settled`` with
-        generations still unfinished (to watch them), or past its deadline without an answer
-        (it becomes ``lost``).
-
-        Returns:
-            The intent as taken over, or ``None`` if it is not orphaned (or another client
-            took it first).
-        """
-        ...
+        """Own an intent whose owner is gone, to settle it alone: one stale (it becomes
+        ``lost``), or answered or settled with generations unfinished. ``None`` if it is not
+        orphaned, or another client took it first."""
 
     async def unfinished(self, *, orphaned_only: bool = False) -> list[Intent]:
-        """What ``recover()`` picks up: intents with generations not known to be finished
-        (``pending``), and intents without an answer (``in_flight`` or ``lost``).
-
-        Args:
-            orphaned_only: Only those whose owner is gone.
-        """
-        ...
+        """For ``recover()``: intents with ``pending`` generations, and unanswered ones (only
+        those whose owner is gone with ``orphaned_only``)."""
 
     async def intent(self, intent_id: str) -> Intent | None:
         """One intent with its ids, or ``None`` if the ledger has no such intent."""
-        ...
 
     async def prune(self, *, before: float) -> int:
         """Forget answered and settled intents recorded before ``before`` whose generations
-        all finished, and the closed owners left without intents. Returns intents removed."""
-        ...
+        all finished, and closed owners left without intents; return how many intents."""

@@ -1,16 +1,12 @@
-"""Who owns an intent, and whether that owner is gone.
+"""Who owns an intent, and whether that owner is gone (so that others may settle it).
 
-An intent whose answer never arrived may be settled by another client only once its owner can
-no longer record the answer. How that is judged depends on where the owner runs:
-
-* **Same machine, same PID namespace, on Linux**: the operating system is asked. The owner is
-  gone when its PID no longer exists, or exists with another start time (the PID was reused).
-  A start time is the kernel's boot-relative tick count (``/proc/PID/stat``, field 22), with
-  the boot id in the host key, so a clock step never makes a live process look dead.
-* **Anywhere else** (another host, another container, or a system without ``/proc``): the
-  owner's lease tells. Each open ledger refreshes its lease on the ledger's clock; an owner
-  whose lease ran out is gone. On the same host without start times, a missing PID also
-  means gone, at once.
+* Same machine and PID namespace, on Linux: the owner is gone when its PID no longer exists,
+  or exists with another start time (reused). A start time is the kernel's tick count since
+  boot (``/proc/PID/stat``, field 22), with the boot id in the host key, so a clock step never
+  makes a live process look dead.
+* Anywhere else (another host or container, no ``/proc``): the owner is gone when its lease,
+  renewed on the ledger's clock, ran out; on the same host without start times, also when its
+  PID is missing.
 * A client that closed its ledger cleanly is gone at once, wherever it ran.
 """
 
@@ -24,45 +20,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = [
-    "DEFAULT_LEASE_TTL",
-    "DEFAULT_POLL_INTERVAL",
-    "DEFAULT_RETENTION",
-    "Owner",
-    "judge_alive",
-]
-
-# The shared ledgers' defaults (see SqlLedger): here, with the lease they are about, so that
-# open_ledger can name them without importing the SQL machinery a client without a ledger
-# URL never needs.
-DEFAULT_LEASE_TTL: Final = 30.0
-"""Seconds a crashed client on another host still counts as alive."""
-DEFAULT_POLL_INTERVAL: Final = 0.05
-"""Seconds between looks at the ledger while waiting on other processes."""
-DEFAULT_RETENTION: Final = 7 * 24 * 3600.0
-"""Seconds finished intents are kept."""
+# The SQL ledgers' defaults, here so that open_ledger names them without importing SQL.
+DEFAULT_LEASE_TTL: Final = 30.0  # seconds a crashed client on another host counts as alive
+DEFAULT_POLL_INTERVAL: Final = 0.05  # seconds between looks while waiting on other processes
+DEFAULT_RETENTION: Final = 7 * 24 * 3600.0  # seconds finished intents are kept
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Owner:
-    """The client instance that recorded (or took over) an intent.
+    """The client instance that recorded (or took over) an intent."""
 
-    Attributes:
-        client_id: A random id per open ledger (one per client instance).
-        host: The host name, for people reading the ledger.
-        host_key: Identifies one boot of one machine and PID namespace (Linux:
-            ``boot_id/pid-namespace-inode``); empty when unknown. Equal keys mean the PID
-            below can be checked locally.
-        pid: The owner's process id.
-        start_token: The owner's process start time as the kernel counts it (clock ticks
-            since boot, as text); empty when unknown.
-    """
-
-    client_id: str
-    host: str
+    client_id: str  # random, one per open ledger (client instance)
+    host: str  # the host name, for people reading the ledger
+    # One boot of one machine and PID namespace (Linux: boot_id/pid-namespace-inode): equal
+    # keys mean the PID can be checked locally.
     host_key: str
     pid: int
-    start_token: str
+    start_token: str  # the process's start time in clock ticks since boot; empty if unknown
 
     @classmethod
     def current(cls, client_id: str | None = None) -> Owner:
@@ -79,13 +53,10 @@ class Owner:
 
 @functools.cache
 def _host_key() -> str:
-    """``boot_id/pidns`` on Linux: PIDs are comparable only within one boot and namespace."""
     try:
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         pid_ns = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        # Without /proc, the host name is the best key there is; start times are then
-        # unknown, and liveness also requires the lease (see judge_alive).
+    except OSError:  # no start times then: liveness also requires the lease
         return f"host:{socket.gethostname()}"
     return f"{boot_id}/{pid_ns}"
 
@@ -96,45 +67,32 @@ def process_start_token(pid: int) -> str | None:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
-    # The fields that follow start at field 3 (state); the start time is field 22.
+    # The command name (field 2) may hold spaces and parentheses: split after the last ")",
+    # which leaves field 3 first; the start time is field 22.
     fields = stat[stat.rfind(b")") + 2 :].split()
-    try:
-        return fields[19].decode()
-    except IndexError:  # pragma: no cover - a kernel with another /proc layout
-        return None
+    return fields[19].decode() if len(fields) > 19 else None
 
 
 def pid_exists(pid: int) -> bool:
-    """Whether a process with this id exists on this machine (in this PID namespace)."""
+    """Whether a process with this id exists in this PID namespace."""
     if pid <= 0:
         return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True  # it exists; it belongs to another user
+    except PermissionError:  # it exists; it belongs to another user
+        pass
     return True
 
 
 def judge_alive(
     owner: Owner, *, me: Owner, closed: bool, lease_until: float | None, ledger_now: float
 ) -> bool:
-    """Whether ``owner`` may still record an answer (see the module docstring).
-
-    Args:
-        owner: The owner recorded with an intent.
-        me: The judging process's own owner (for the host key).
-        closed: Whether the owner closed its ledger cleanly.
-        lease_until: When the owner's lease runs out, on the ledger's clock, in seconds since
-            the epoch; ``None`` when the owner has no lease row (it is then judged by its
-            PID alone, or as gone on another host).
-        ledger_now: The ledger's current time, in seconds since the epoch.
-    """
+    """Whether ``owner`` may still record an answer, judged by ``me`` (see the module
+    docstring); ``lease_until`` ``None`` when the owner has no lease row."""
     if closed:
         return False
-    leased = lease_until is not None and lease_until > ledger_now
     if owner.host_key and owner.host_key == me.host_key:
         if owner.client_id == me.client_id:
             return True
@@ -142,5 +100,4 @@ def judge_alive(
             return False
         if owner.start_token:
             return process_start_token(owner.pid) == owner.start_token
-        return leased
-    return leased
+    return lease_until is not None and lease_until > ledger_now

@@ -1,10 +1,8 @@
 """The ledger of one process, in memory: what a client uses when it is given no ledger URL.
 
-It follows the same protocol as the SQL ledgers, so the enqueue path has one code path, and
-it is exact for the requests of this process. It remembers only what reconciliation needs:
-requests without an answer, and the ids this process holds (the newest
-`_HELD_LIMIT`), never a history. Nothing outlives the process, so
-`MemoryLedger.stale_intents` is always empty: a crash loses what a real ledger keeps.
+The same protocol as the SQL ledgers (one enqueue path), exact for this process's requests.
+It remembers only what reconciliation needs: requests without an answer, and the newest
+`_HELD_LIMIT` ids held. Nothing outlives the process: a crash loses what a real ledger keeps.
 """
 
 from __future__ import annotations
@@ -14,27 +12,20 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import anyio
 
 from ._base import InFlightError, Intent, IntentState, LedgerError, Settlement, fingerprint
 from ._liveness import Owner
 
-__all__ = ["MemoryLedger"]
-
 _HELD_LIMIT: Final = 200_000  # ids remembered: far more than can be in one look's window
 
 
 @dataclass(slots=True)
 class _Open:
-    """A request without an answer yet (``in_flight`` or ``lost``).
-
-    Its intent's fingerprint is worked out when first asked for (`key`): only
-    reconciliation asks, and hashing every request's parameters up front was a fiftieth
-    of an enqueue's CPU.
-    """
+    """A request without an answer yet; its fingerprint is worked out when reconciliation
+    first asks (`key`), not on every enqueue."""
 
     intent: Intent
     ids: list[str] = field(default_factory=list)
@@ -46,47 +37,27 @@ class _Open:
         return self.intent.fingerprint
 
     def read(self, **changes: Any) -> Intent:
-        """The intent as the protocol hands it out: fingerprint filled in."""
-        self.key()
-        return replace(self.intent, **changes)
+        return replace(self.intent, fingerprint=self.key(), **changes)
 
 
 class MemoryLedger:
     """This process's requests, in memory (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._owner = Owner.current()
+        self.owner = Owner.current()
         self._serial = itertools.count(1)
         self._open: dict[str, _Open] = {}
-        # The ids held, and the same oldest first to forget them by. Not by fingerprint: see
-        # claimed_ids. (An index by fingerprint, and the fingerprint of each id, took more
-        # memory per pending generation than everything else the ledger keeps.)
+        # The ids held, and the same oldest first to forget them by (not by fingerprint: see
+        # claimed_ids; an index by fingerprint cost more memory than all the rest).
         self._held: set[str] = set()
         self._held_order: deque[str] = deque()
         self._changed: dict[str, anyio.Event] = {}
-
-    @property
-    def owner(self) -> Owner:
-        return self._owner
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     async def open(self) -> None:
         return None
 
     async def aclose(self) -> None:
         return None
-
-    # -- recording ------------------------------------------------------------------------
 
     async def record_intent(
         self,
@@ -102,7 +73,7 @@ class MemoryLedger:
         self._open[intent_id] = _Open(
             Intent(
                 intent_id=intent_id,
-                owner=self._owner,
+                owner=self.owner,
                 owner_alive=True,
                 model=model,
                 fingerprint="",  # see _Open.key
@@ -134,8 +105,6 @@ class MemoryLedger:
     ) -> list[str]:
         return self._close(intent_id, ids)
 
-    # -- reconciliation -------------------------------------------------------------------
-
     async def in_flight(
         self, fingerprint: str, *, exclude_intent: str | None = None
     ) -> list[Intent]:
@@ -154,38 +123,26 @@ class MemoryLedger:
         return busy
 
     async def claimed_ids(self, fingerprint: str, *, since: float | None = None) -> set[str]:
-        # Every id this process holds, whatever its fingerprint: a superset, which serves
-        # reconciliation as well (it drops held ids from rows that match this fingerprint
-        # exactly, and a row matching it cannot be held under another).
-        held = set(self._held)
-        for entry in self._open.values():
-            held.update(entry.ids)
-        return held
+        # Every id held, whatever its fingerprint: reconciliation drops held ids from rows
+        # that match this fingerprint, which no other can hold.
+        return self._held.union(*(entry.ids for entry in self._open.values()))
 
     async def claim(self, intent_id: str, candidate_ids: Sequence[str]) -> list[str]:
         entry = self._entry(intent_id)
-        entry.key()
-        intent = entry.intent
-        busy = self._with(intent.fingerprint, "in_flight", intent_id)
-        if busy:
-            raise InFlightError(
-                f"{len(busy)} other request(s) with the same model and parameters are in "
-                "flight; wait for them, then look again",
-                intents=busy,
-            )
+        if busy := self._with(entry.key(), "in_flight", intent_id):
+            raise InFlightError(busy)
         opened = {i for e in self._open.values() for i in e.ids}
+        count = entry.intent.count
         for candidate in dict.fromkeys(candidate_ids):
-            if len(entry.ids) >= intent.count:
+            if len(entry.ids) >= count:
                 break
             if candidate not in self._held and candidate not in opened:
                 entry.ids.append(candidate)
         held = list(entry.ids)
-        if len(held) >= intent.count:
+        if len(held) >= count:
             del self._open[intent_id]
             self._hold(held)
         return held
-
-    # -- recovery -------------------------------------------------------------------------
 
     async def stale_intents(self, *, now: float | None = None) -> list[Intent]:
         return []  # this process is alive, and nothing of a dead one is remembered
@@ -194,9 +151,8 @@ class MemoryLedger:
         return None
 
     async def unfinished(self, *, orphaned_only: bool = False) -> list[Intent]:
-        if orphaned_only:
-            return []
-        return [e.read(ids=tuple(e.ids), pending=tuple(e.ids)) for e in self._open.values()]
+        entries = [] if orphaned_only else self._open.values()
+        return [e.read(ids=tuple(e.ids), pending=tuple(e.ids)) for e in entries]
 
     async def intent(self, intent_id: str) -> Intent | None:
         entry = self._open.get(intent_id)
@@ -204,8 +160,6 @@ class MemoryLedger:
 
     async def prune(self, *, before: float) -> int:
         return 0
-
-    # -- internals ------------------------------------------------------------------------
 
     def _entry(self, intent_id: str) -> _Open:
         entry = self._open.get(intent_id)
@@ -221,15 +175,11 @@ class MemoryLedger:
         ]
 
     def _close(self, intent_id: str, ids: Sequence[str]) -> list[str]:
-        """Close an open intent (answered or settled), holding what it claimed and ``ids``;
-        return those of ``ids`` another intent held.
-
-        What a claim that fell short took stays held, as the SQL ledger keeps it: an
-        ambiguous request's named job is never adopted by a later one.
-        """
-        entry = self._open.pop(intent_id, None)
-        if entry is None:
-            raise LedgerError(f"intent {intent_id!r} is not open")
+        """Close an open intent (answered or settled), holding ``ids`` and what it claimed
+        (as the SQL ledger does: a job an ambiguous request named is never adopted later);
+        return those of ``ids`` another intent held."""
+        entry = self._entry(intent_id)
+        del self._open[intent_id]
         self._hold(entry.ids)
         fresh = [i for i in dict.fromkeys(ids) if i not in entry.ids]
         taken = self._hold(fresh)
@@ -238,20 +188,14 @@ class MemoryLedger:
 
     def _hold(self, ids: Sequence[str]) -> set[str]:
         """Hold ``ids``; return those newly held (not held before)."""
-        taken: set[str] = set()
-        for generation_id in ids:
-            if generation_id in self._held:
-                continue
-            self._held.add(generation_id)
-            self._held_order.append(generation_id)
-            taken.add(generation_id)
+        taken = [i for i in dict.fromkeys(ids) if i not in self._held]
+        self._held.update(taken)
+        self._held_order.extend(taken)
         while len(self._held_order) > _HELD_LIMIT:
             self._held.discard(self._held_order.popleft())
-        return taken
+        return set(taken)
 
     def _changed_now(self, entry: _Open) -> None:
-        if not self._changed:  # nobody waits (the usual case): no fingerprint to work out
-            return
-        event = self._changed.pop(entry.key(), None)
-        if event is not None:
+        # Nobody waits, the usual case: no fingerprint to work out.
+        if self._changed and (event := self._changed.pop(entry.key(), None)) is not None:
             event.set()

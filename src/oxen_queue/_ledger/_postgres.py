@@ -2,22 +2,17 @@
 
 ``postgresql://user:password@host:5432/dbname?sslmode=require`` (or ``postgres://``): any
 libpq URI; the tables go to the connection's ``search_path``. Needs the ``postgres`` extra
-(psycopg 3), used through its blocking API in worker threads, so trio works as well as
-asyncio.
+(psycopg 3, its blocking API in worker threads). Settings, and why:
 
-Settings, and why:
-
-* Autocommit, with explicit transactions for read-modify-write: one round trip for the
-  single-statement writes of the enqueue path.
+* Autocommit, with transactions for read-modify-write only: one round trip per write on the
+  enqueue path.
 * ``SELECT ... FOR UPDATE OF i`` locks the intent being claimed or taken over; the primary
-  key on the generation id (``ON CONFLICT DO NOTHING``) arbitrates between two intents
-  claiming the same job, and two claims that deadlock on it are simply run again.
-* Migrations run under a transaction-level advisory lock, so clients starting together on
-  an empty database do not race to create the same tables.
-* The ledger's clock is the server's ``clock_timestamp()``: leases and deadlines written by
-  one host are judged by another on the same clock.
-
-The URL's password never appears in ``repr``, logs or errors: it is replaced with ``***``.
+  key on the generation id arbitrates between two claims of one job (run again if they
+  deadlock).
+* Migrations run under an advisory lock: clients starting together on an empty database do
+  not race to create the tables.
+* The ledger's clock is the server's ``clock_timestamp()``, one clock for every host.
+* The URL's password never appears in ``repr``, logs or errors: it shows as ``***``.
 """
 
 from __future__ import annotations
@@ -35,10 +30,7 @@ from ._store import SqlStore
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["DIALECT", "PostgresSession", "PostgresStore", "Redactor", "driver_errors"]
-
 DIALECT: Final = Dialect(
-    name="postgresql",
     float_type="DOUBLE PRECISION",
     now="extract(epoch from clock_timestamp())::float8",
     lock=" FOR UPDATE OF i",
@@ -104,69 +96,51 @@ class Redactor:
 
 
 def driver_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions psycopg raises (imported lazily: it is an optional extra)."""
-    import psycopg
-
-    return (psycopg.Error,)
-
-
-def import_psycopg() -> None:
-    """Fail early and clearly when the ``postgres`` extra is missing."""
+    """psycopg's exceptions (imported here: it is an optional extra, missing says so)."""
     try:
-        import psycopg  # noqa: F401
+        import psycopg
     except ImportError as exc:
         raise LedgerError(
             "a postgresql:// ledger needs psycopg: pip install 'oxen-queue[postgres]'"
         ) from exc
+    return (psycopg.Error,)
 
 
 class PostgresStore(SqlStore):
     """The shared operations, with the answer of an enqueue recorded in one round trip."""
 
     def record_ids(self, intent_id: str, ids: Sequence[str]) -> list[str]:
-        rows = self._auto(lambda s: s.rows(self._q(_RECORD_IDS), (intent_id, list(ids))))
-        found, inserted = rows[0]
+        [(found, inserted)] = self._select(_RECORD_IDS, (intent_id, list(ids)))
         if not found:
             raise LedgerError(f"the ledger has no intent {intent_id!r}")
-        missing = [i for i in dict.fromkeys(ids) if i not in set(inserted)]
+        inserted = set(inserted)
+        missing = [i for i in dict.fromkeys(ids) if i not in inserted]
         if not missing:
             return []
         # Not inserted: held already, by this intent (answered twice) or by another.
-        held = self._auto(
-            lambda s: s.rows(
-                "SELECT generation_id FROM oxen_ledger_generations"
-                " WHERE generation_id = ANY(%s) AND intent_id <> %s",
-                (missing, intent_id),
-            )
-        )
-        others = {str(row[0]) for row in held}
+        sql = "SELECT generation_id FROM oxen_ledger_generations WHERE generation_id = ANY(?)"
+        others = {row[0] for row in self._select(sql + " AND intent_id <> ?", (missing, intent_id))}
         return [i for i in missing if i in others]
 
 
 class PostgresSession(Session):
-    """One connection to the ledger's database (see the module docstring)."""
+    dialect = DIALECT
 
     def __init__(self, url: str, redact: Redactor) -> None:
         import psycopg
 
         self._psycopg = psycopg
-        options: dict[str, Any] = {"autocommit": True}
-        if "connect_timeout" not in dict(parse_qsl(urlsplit(url).query)):
-            options["connect_timeout"] = _CONNECT_TIMEOUT
-        try:
-            self._conn: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(url, **options)
+        given = any(key == "connect_timeout" for key, _ in parse_qsl(urlsplit(url).query))
+        try:  # a None argument is dropped, leaving the URL's own
+            self._conn: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
+                url, autocommit=True, connect_timeout=None if given else _CONNECT_TIMEOUT
+            )
         except psycopg.Error as exc:
             # libpq may quote the connection string in its message: never chain the
             # original, whose text could carry the password.
             raise LedgerError(
                 f"cannot connect to the ledger {redact.display}: {redact(str(exc))}"
             ) from None
-
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._conn.execute(sql, params).fetchall()
-
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self._conn.execute(sql, params).rowcount
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -180,6 +154,3 @@ class PostgresSession(Session):
     @property
     def broken(self) -> bool:
         return self._conn.broken or self._conn.closed
-
-    def close(self) -> None:
-        self._conn.close()

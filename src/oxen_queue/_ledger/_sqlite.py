@@ -1,23 +1,18 @@
 """The SQLite backend: one file, shared by every process on one host.
 
-``sqlite:///abs/path/ledger.db`` (as with ``file://`` URLs, the path after ``//`` is absolute)
-or ``sqlite:relative/ledger.db``. Query options: ``synchronous=normal`` (default) or ``full``,
-``busy_timeout`` in seconds (default 10).
+``sqlite:///abs/path/ledger.db`` (absolute, as in ``file://`` URLs) or
+``sqlite:relative/ledger.db``. Settings, and why:
 
-Settings, and why:
-
-* WAL journal: readers never block the writer nor each other, and a commit appends to one
-  file. ``synchronous=NORMAL``: a commit survives the death of the process at once (the
-  write-ahead log is in the operating system's cache), and a power failure or kernel crash
-  only once the log is synced at a checkpoint; ``full`` syncs every commit (about a disk
-  flush per enqueue). A process killed mid-enqueue is the case the ledger exists for; a
-  machine losing power also loses the event loop that would have reconciled.
-* ``busy_timeout``: a process waits for another's write lock rather than failing.
+* WAL journal: readers never block the writer nor each other. ``synchronous=NORMAL`` (the
+  default): a commit survives the death of the process at once, a power failure only once the
+  log is synced at a checkpoint; ``full`` syncs every commit (a disk flush per enqueue). A
+  killed process is the case the ledger exists for; a machine losing power also loses the
+  event loop that would have reconciled.
+* ``busy_timeout`` (default 10 s): a process waits for another's write lock, not fails.
 * ``BEGIN IMMEDIATE`` for every read-modify-write: the write lock is taken first, so two
-  processes never both read and then conflict on commit (which SQLite would fail outright
-  rather than wait for).
-* One connection per ledger (the pool holds one by default): SQLite serialises writers
-  anyway, and a single connection keeps its statement cache hot.
+  processes never both read and then conflict on commit (which SQLite fails, not waits for).
+* One connection per ledger by default: SQLite serialises writers anyway, and one connection
+  keeps its statement cache hot.
 * The ledger's clock is this host's ``time.time()``, as an SQL function.
 """
 
@@ -26,19 +21,16 @@ from __future__ import annotations
 import random
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .._durations import seconds
 from ._session import Dialect, Session
 
-__all__ = ["DIALECT", "SQLiteSession", "parse_sqlite_url"]
-
 DIALECT: Final = Dialect(
-    name="sqlite",
     float_type="REAL",
     now="oxen_ledger_now()",
     lock="",
@@ -48,16 +40,11 @@ DIALECT: Final = Dialect(
     checkpoint="PRAGMA wal_checkpoint(PASSIVE)",
 )
 
-_SYNCHRONOUS: Final = ("normal", "full")
 _WAL_LIMIT: Final = 64 * 1024 * 1024  # bytes of write-ahead log kept after a checkpoint
 
 
 def parse_sqlite_url(url: str) -> tuple[Path, str, float]:
-    """``(path, synchronous, busy_timeout)`` of a ``sqlite:`` URL.
-
-    The path names a file (percent-decoded; no NUL, which no file system takes); the options
-    are ``synchronous=normal|full`` and ``busy_timeout=SECONDS`` (a finite number, zero or
-    more).
+    """``(path, synchronous, busy_timeout)`` of a ``sqlite:`` URL (the path percent-decoded).
 
     Raises:
         ValueError: Not a usable SQLite ledger URL.
@@ -74,8 +61,8 @@ def parse_sqlite_url(url: str) -> tuple[Path, str, float]:
     if "\x00" in path:
         raise ValueError("a sqlite ledger URL's path cannot hold a NUL character (%00)")
     synchronous, busy_timeout = "normal", 10.0
-    for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-        if key == "synchronous" and value.lower() in _SYNCHRONOUS:
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "synchronous" and value.lower() in ("normal", "full"):
             synchronous = value.lower()
         elif key == "busy_timeout":
             try:
@@ -94,27 +81,21 @@ def parse_sqlite_url(url: str) -> tuple[Path, str, float]:
 
 
 class SQLiteSession(Session):
-    """One connection to the ledger's file (see the module docstring)."""
+    dialect = DIALECT
 
     def __init__(self, path: Path, *, synchronous: str, busy_timeout: float) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE), never
-        # implicitly by the sqlite3 module. check_same_thread=False: worker threads take
-        # turns with the connection, one at a time (the store's pool sees to it).
+        # isolation_level=None: no implicit transactions (see transaction). Worker threads
+        # take turns with the connection, one at a time (the store's pool sees to it).
         self._conn = sqlite3.connect(
-            path,
-            timeout=busy_timeout,
-            isolation_level=None,
-            check_same_thread=False,
-            cached_statements=128,
+            path, busy_timeout, isolation_level=None, check_same_thread=False, cached_statements=128
         )
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             self._enable_wal(busy_timeout)
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             self._conn.execute("PRAGMA foreign_keys = ON")
-            # Checkpoints run on the lease thread's own connection, every second (see
-            # SqlStore.checkpoint), never in the middle of an enqueue.
+            # Checkpoints run on a connection of their own, off the enqueue path (SqlLedger).
             self._conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
             self._conn.create_function("oxen_ledger_now", 0, time.time)
@@ -123,10 +104,9 @@ class SQLiteSession(Session):
             raise
 
     def _enable_wal(self, busy_timeout: float) -> None:
-        # WAL is a property of the file, set once by whichever process gets there first.
-        # Switching to it takes an exclusive lock for which SQLite does not call its busy
-        # handler: several processes opening a new ledger together see "database is locked"
-        # at once. So look first, and retry the switch until the busy timeout.
+        # WAL is a property of the file, set by whichever process gets there first. Switching
+        # takes an exclusive lock for which SQLite calls no busy handler: processes opening a
+        # new ledger together see "database is locked" at once. So look, and retry.
         give_up = time.monotonic() + busy_timeout
         while True:
             try:
@@ -139,12 +119,6 @@ class SQLiteSession(Session):
                     raise
                 time.sleep(0.01 + random.random() * 0.02)
 
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._conn.execute(sql, params).fetchall()
-
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self._conn.execute(sql, params).rowcount
-
     @contextmanager
     def transaction(self) -> Iterator[None]:
         self._conn.execute("BEGIN IMMEDIATE")
@@ -155,9 +129,3 @@ class SQLiteSession(Session):
             if self._conn.in_transaction:  # also when COMMIT itself failed
                 self._conn.execute("ROLLBACK")
             raise
-
-    def is_transient(self, exc: BaseException) -> bool:
-        return False  # BEGIN IMMEDIATE waits out other writers; nothing is worth a retry
-
-    def close(self) -> None:
-        self._conn.close()

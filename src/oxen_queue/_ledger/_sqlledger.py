@@ -1,41 +1,26 @@
 """The `Ledger` protocol on a SQL database (SQLite or PostgreSQL).
 
-The blocking store (`_store`) runs in anyio worker threads, at most ``pool_size``
-operations at once (one connection each), so the event loop never blocks and asyncio and trio
-are served alike. A worker thread is never abandoned on cancellation: a write that started
-commits or fails before its caller sees the cancellation, so the ledger never disagrees with
-what the caller believes it wrote.
-
-The owner's lease is renewed by a daemon thread (every third of ``lease_ttl``), not a task:
-it needs no task group from the caller, and it keeps a live process alive in the ledger while
-its event loop is busy.
+The blocking store (`_store`) runs in anyio worker threads, ``pool_size`` operations at once.
+A worker thread is never abandoned on cancellation: a write that started commits or fails
+before its caller sees the cancellation, so the ledger never disagrees with what the caller
+believes it wrote. The owner's lease is renewed by a daemon thread, not a task: it needs no
+task group from the caller, and keeps a live process alive while its event loop is busy.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from ._base import (
-    Intent,
-    LedgerError,
-    Settlement,
-    canonical_params,
-    fingerprint_of,
-)
-from ._liveness import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_RETENTION, Owner
+from ._base import Intent, LedgerError, Settlement, canonical_params, fingerprint_of
 from ._session import new_intent_id
 from ._store import SqlStore
-
-__all__ = ["SqlLedger"]
 
 logger = logging.getLogger("oxen_queue")
 
@@ -45,22 +30,9 @@ _CHECKPOINT_EVERY: Final = 1.0  # seconds; bounds the write-ahead log to a secon
 
 
 class SqlLedger:
-    """An enqueue ledger in SQLite or PostgreSQL; see `Ledger`.
-
-    Made by `open_ledger`; open it with ``async with``.
-
-    Args:
-        store: The database operations.
-        display: The ledger's URL without credentials, for ``repr`` and messages.
-        errors: The driver's exception types, reported as [`LedgerError`][oxen_queue.LedgerError].
-        scrub: Removes credentials from a driver's message.
-        pool_size: Operations (and connections) at once.
-        lease_ttl: Seconds an owner stays alive in the ledger without renewing its lease
-            (renewed every third of it). Judges on other hosts wait this long after a crash.
-        poll_interval: Seconds between looks at the ledger while waiting on other processes.
-        retention: Seconds to keep answered and settled intents whose generations finished
-            (pruned at open); ``None`` keeps them forever.
-    """
+    """An enqueue ledger in SQLite or PostgreSQL, made by `open_ledger` (see its arguments):
+    ``display`` is its URL without credentials, ``errors`` the driver's exception types
+    (raised as `LedgerError`), ``scrub`` removes credentials from their messages."""
 
     def __init__(
         self,
@@ -68,13 +40,14 @@ class SqlLedger:
         *,
         display: str,
         errors: tuple[type[BaseException], ...],
-        scrub: Callable[[str], str] = lambda text: text,
-        pool_size: int = 1,
-        lease_ttl: float = DEFAULT_LEASE_TTL,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        retention: float | None = DEFAULT_RETENTION,
+        scrub: Callable[[str], str],
+        pool_size: int,
+        lease_ttl: float,
+        poll_interval: float,
+        retention: float | None,
     ) -> None:
         self._store = store
+        self.owner = store.owner
         self._display = display
         self._errors = errors
         self._scrub = scrub
@@ -93,23 +66,11 @@ class SqlLedger:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._display} {self._state}>"
 
-    @property
-    def owner(self) -> Owner:
-        """This client's identity in the ledger."""
-        return self._store.owner
-
-    # -- lifecycle ------------------------------------------------------------------------
-
     async def __aenter__(self) -> Self:
         await self.open()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def open(self) -> None:
@@ -132,17 +93,13 @@ class SqlLedger:
         )
         self._heartbeat.start()
         logger.debug(
-            "ledger %s open (schema was version %d), client %s",
-            self._display,
-            before,
-            self.owner.client_id,
+            "ledger %s open (schema v%d), client %s", self._display, before, self.owner.client_id
         )
 
     async def aclose(self) -> None:
-        if self._state in ("new", "closed"):
-            self._state = "closed"
+        state, self._state = self._state, "closed"
+        if state in ("new", "closed"):
             return
-        self._state = "closed"
         # Shielded: an owner left unclosed would look alive to judges on other hosts for a
         # whole lease, and its connections would leak.
         with anyio.CancelScope(shield=True):
@@ -171,16 +128,14 @@ class SqlLedger:
             except self._errors as exc:
                 logger.warning("ledger upkeep failed: %s", self._scrub(str(exc)))
 
-    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(self, func: Callable[..., T], *args: Any) -> T:
         if self._state not in ("open", "opening"):
             raise LedgerError(f"{self!r} is not open (use `async with`)")
-        return await self._run(func, *args, **kwargs)
+        return await self._run(func, *args)
 
-    async def _run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _run(self, func: Callable[..., T], *args: Any) -> T:
         try:
-            return await anyio.to_thread.run_sync(
-                functools.partial(func, *args, **kwargs), limiter=self._limiter
-            )
+            return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
         except self._errors as exc:
             message = self._scrub(str(exc))
             error = LedgerError(f"ledger {self._display}: {message}")
@@ -192,11 +147,8 @@ class SqlLedger:
         """Wake this client's waiters on the intent's fingerprint."""
         table = self._fingerprints
         known = table.pop(intent_id, None) if done else table.get(intent_id)
-        event = self._changed.pop(known[0], None) if known is not None else None
-        if event is not None:
+        if known is not None and (event := self._changed.pop(known[0], None)) is not None:
             event.set()
-
-    # -- the enqueue path -----------------------------------------------------------------
 
     async def record_intent(
         self,
@@ -213,16 +165,18 @@ class SqlLedger:
         params_json = canonical_params(params)
         fp = fingerprint_of(model, params_json)
         intent_id = new_intent_id()
+        sent = time.time() if sent_at is None else sent_at
         await self._call(
-            self._store.record_intent,
-            intent_id,
-            model=model,
-            fingerprint=fp,
-            params_json=params_json,
-            count=count,
-            sent_at=time.time() if sent_at is None else sent_at,
-            sent_at_server=sent_at_server,
-            deadline=deadline,
+            lambda: self._store.record_intent(
+                intent_id,
+                model=model,
+                fingerprint=fp,
+                params_json=params_json,
+                count=count,
+                sent_at=sent,
+                sent_at_server=sent_at_server,
+                deadline=deadline,
+            )
         )
         self._fingerprints[intent_id] = (fp, count)
         return intent_id
@@ -232,9 +186,7 @@ class SqlLedger:
         self._touch(intent_id, done=True)
         if conflicts:
             logger.warning(
-                "ledger: intent %s was answered with ids another intent holds: %s",
-                intent_id,
-                conflicts,
+                "ledger: intent %s answered with ids held by another: %s", intent_id, conflicts
             )
         return conflicts
 
@@ -251,8 +203,6 @@ class SqlLedger:
         conflicts = await self._call(self._store.mark_settled, intent_id, how, list(ids))
         self._touch(intent_id, done=True)
         return conflicts
-
-    # -- reconciliation -------------------------------------------------------------------
 
     async def in_flight(
         self, fingerprint: str, *, exclude_intent: str | None = None

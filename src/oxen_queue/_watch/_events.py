@@ -1,31 +1,20 @@
 """Completion from the event stream (``GET /api/events``), with shared polling behind it.
 
-One stream per client, asked for with the first enqueue: "No buffering or replay ... Anything
-that fires before you connect is lost. Subscribe before calling POST /ai/queue" (async queue
-reference). In ``events`` mode the first enqueue waits until it is open, so no job can finish
-unseen; in ``auto`` mode it does not wait (against a distant hub that is three round trips),
-and the reconciliation that follows every opening learns what finished before it, with
-polling meanwhile. ``media_generation_completed`` events are dispatched by ``generation_id`` to the
-waiting generations; other event types, comments and keep-alives are ignored, and a malformed
-event, or one whose id is not plausible (`_ids`), is skipped, never fatal. Lines are
-bounded (`_sse`).
+One stream per client, asked for with the first enqueue or reattach: "No buffering or replay
+... Anything that fires before you connect is lost. Subscribe before calling POST /ai/queue"
+(async queue reference). ``events`` mode makes the first enqueue wait until it is open;
+``auto`` does not (three round trips to a distant hub), and relies on the reconciliation that
+follows every opening. ``media_generation_completed`` events settle the pending generation of
+their ``generation_id``; anything else, or a malformed event, is skipped.
 
-A stream can die without closing. The API sends "``: keep-alive`` ... every 15 seconds" when
-idle, so the **stall rule** reopens a stream after ``stall_timeout`` seconds (45 by default:
-three keep-alives) without a byte, and also one that, with generations pending, delivers no
-completion event for that long (a stream kept alive but no longer delivering).
+The API sends "``: keep-alive`` ... every 15 seconds" when idle, so a stream silent for
+``stall_timeout`` seconds, or delivering no completion that long with generations pending, is
+reopened (it can die without closing).
 
-What the stream cannot tell is left to the shared poller (`_shared`):
-
-* whenever the stream opens with generations pending, one reconciliation tick (events may have
-  fired while it was away);
-* cancellations, which get no event;
-* ``processing``, which gets no event either: while someone follows a pending generation with
-  ``updates()``, ticks come every ``watch_interval`` instead of every ``backstop`` (one list
-  request per tick for every pending generation, however many subscribers);
-* in ``auto`` mode, a slow periodic backstop for events lost in transit, and fast polling
-  whenever the stream is not open, or for good when it cannot be opened at all (404, 401/403,
-  or repeated failures), with a debug log saying so.
+What the stream cannot tell is left to `SharedPollWatcher`: what finished while it was away
+(one tick whenever it opens) and cancellations; in ``auto``, also ``processing`` (fast ticks
+while someone follows ``updates()``), events lost in transit (a slow backstop), and everything
+while the stream is not open, or for good when it cannot be (404, 401/403).
 """
 
 from __future__ import annotations
@@ -46,8 +35,7 @@ from .._http import consume
 from .._ids import plausible_id
 from .._otel import unparented
 from .._retry import is_unavailable
-from ._base import supervised
-from ._shared import SharedPollWatcher
+from ._base import SharedPollWatcher, supervised
 from ._sse import ServerSentEvent, SSEDecoder
 
 if TYPE_CHECKING:
@@ -57,43 +45,23 @@ if TYPE_CHECKING:
     from .._models import CompletionEvent
     from ._base import QueueAPI
 
-__all__ = ["EventWatcher"]
-
 logger = logging.getLogger("oxen_queue")
 
 _RECENT_LIMIT: Final = 4096  # unmatched events kept for a generation whose id is not known yet
 _QUICK_DROP: Final = 1.0  # a stream that ends this soon after opening counts as a failure
+_MAX_FAILURES: Final = 3  # failures to connect before the first enqueue stops waiting
 
 State = Literal["idle", "connecting", "open", "down", "unavailable"]
-
-
-class _NotAStreamError(Exception):
-    pass
 
 
 class EventWatcher:
     """Learns completions from the event stream; polls only for what the stream cannot tell.
 
-    Args:
-        api: The requests it may make.
-        backstop: Seconds between shared-poll ticks while the stream is open (``None``: none;
-            reconciliation still runs whenever the stream opens).
-        fallback: Poll every ``poll_interval`` while the stream is not open, and for good when
-            it is unavailable. Without it, an unavailable stream fails the waiting generations.
-        poll_interval: Seconds between ticks when falling back.
-        watch_interval: Seconds between ticks while the stream is open and some pending
-            generation has subscribers of ``updates()``: the stream announces only final
-            states, so ``processing`` is learned from these ticks. ``None``: the backstop's.
-        connect_wait: Seconds the first enqueue waits for the stream to open (later ones do
-            not wait); ``None``: enqueues never wait for it. ``auto`` waits not: the stream is
-            asked for with the first enqueue, and whatever finished before it opened is
-            learned by the poll that reconciles every opening (a job takes seconds; the stream
-            three round trips), while polling covers the time between. Against a distant hub
-            that wait was three round trips added to every client's first enqueues.
-        max_failures: Consecutive failures to connect before the stream counts as unavailable
-            for the first enqueue's wait.
-        stall_timeout: Seconds without a byte, or (with generations pending) without a
-            completion event, after which the stream is reopened and reconciled.
+    ``backstop``: seconds between polls while the stream is open (``None``: none).
+    ``fallback``: poll every ``poll_interval`` seconds while the stream is not open (for good
+    when it is unavailable) and while someone follows ``updates()``; without it, an unavailable
+    stream fails the generations. ``connect_wait``: seconds the first enqueue waits for the
+    stream (``None``: none). ``stall_timeout``: as in the module docstring.
     """
 
     def __init__(
@@ -103,85 +71,69 @@ class EventWatcher:
         backstop: float | None,
         fallback: bool,
         poll_interval: float = 1.0,
-        watch_interval: float | None = None,
         connect_wait: float | None = 10.0,
-        max_failures: int = 3,
         stall_timeout: float = 45.0,
     ) -> None:
         self._api = api
-        self._backstop = backstop
+        self._backstop = math.inf if backstop is None else backstop
         self._fallback = fallback
         self._poll_interval = poll_interval
-        self._watch_interval = watch_interval
         self._connect_wait = connect_wait
-        self._max_failures = max_failures
         self._stall = stall_timeout
         self.poller = SharedPollWatcher(api, interval=self._interval)
         self.state: State = "idle"
-        self._error: OxenError | None = None
+        self._error: OxenError | None = None  # the stream's, once unavailable without fallback
         self._settled: anyio.Event | None = None
         self._task_group: TaskGroup | None = None
         self._recent: OrderedDict[str, CompletionEvent] = OrderedDict()
         self._last_byte = -math.inf
         self._last_event = -math.inf
-        self.connects = 0
-        """How many times the stream was opened (reconnects are ``connects - 1``)."""
-        self.stalls = 0
-        """How many times a stalled stream was reopened."""
+        self.connects = 0  # times the stream was opened
+        self.stalls = 0  # times a stalled stream was reopened
 
     def _interval(self) -> float:
-        if self.state == "open":
-            backstop = math.inf if self._backstop is None else self._backstop
-            if self._watch_interval is not None and self.poller.watched:
-                return min(backstop, self._watch_interval)
-            return backstop
-        return self._poll_interval if self._fallback else math.inf
-
-    # -- Watcher ------------------------------------------------------------------------
+        if self.state != "open":
+            return self._poll_interval if self._fallback else math.inf
+        watched = self._fallback and self.poller.watched
+        return min(self._backstop, self._poll_interval) if watched else self._backstop
 
     def start(self, task_group: TaskGroup) -> None:
         self._task_group = task_group
         self.poller.start(task_group)
 
     def _ensure_started(self) -> anyio.Event:
-        # The stream is opened on first need (an enqueue or a reattach), not with the client.
         if self._settled is None:
             assert self._task_group is not None, "start() comes first"
             self._settled = anyio.Event()
             self.state = "connecting"
-            # Started by the first caller's task, it serves every generation: not that
-            # caller's trace (an HTTP instrumentation would draw the stream under its span).
+            # It serves every generation: not in the trace of the caller that started it.
             with unparented():
                 self._task_group.start_soon(supervised("event stream", self._run, restart=True))
         return self._settled
 
     async def ready(self) -> None:
         settled = self._ensure_started()
-        if self._connect_wait is None:
-            return
-        if not settled.is_set():
+        if self._connect_wait is not None and not settled.is_set():
             with anyio.move_on_after(self._connect_wait):
                 await settled.wait()
             if not settled.is_set():
-                # One wait is enough: later enqueues go ahead at once, and until the stream
-                # opens, polling (in auto) and the reconciliation when it opens cover them.
+                # One wait is enough: the reconciliation when it opens covers later enqueues.
                 logger.debug("event stream not open after %.1f s; going ahead", self._connect_wait)
                 settled.set()
-        if self.state == "unavailable" and not self._fallback and self._error is not None:
+        if self._error is not None:
             raise self._error
 
     def track(self, generation: Generation, *, fresh: bool) -> None:
         self._ensure_started()
-        if self.state == "unavailable" and not self._fallback and self._error is not None:
+        if self._error is not None:
             fail(generation, self._error)
             return
         if not self.poller.pending:
             # Silence is judged from the moment there is something to wait for.
             self._last_event = anyio.current_time()
         self.poller.track(generation, fresh=fresh)
-        early = self._recent.pop(generation.id, None)
-        if early is not None:  # its event overtook the enqueue's answer
-            self._deliver(generation, early)
+        if (early := self._recent.pop(generation.id, None)) is not None:
+            self._deliver(generation, early)  # its event overtook the enqueue's answer
 
     def forget(self, generation: Generation) -> None:
         self.poller.forget(generation)
@@ -199,24 +151,19 @@ class EventWatcher:
                     self._unavailable(exc)
                     return
                 logger.debug("event stream failed (%s); retrying", exc)
-            except (httpx.HTTPError, _NotAStreamError) as exc:
+            except httpx.HTTPError as exc:
                 logger.debug("event stream failed (%s: %s); retrying", type(exc).__name__, exc)
             # A stream that stayed open a while was healthy: reconnect at once. One that keeps
             # failing, or dropping as soon as it opens, backs off (full jitter, capped).
-            if opened_at is not None and anyio.current_time() - opened_at >= _QUICK_DROP:
-                failures = 0
-            else:
-                failures += 1
+            stayed = opened_at is not None and anyio.current_time() - opened_at >= _QUICK_DROP
+            failures = 0 if stayed else failures + 1
             self._down(failures)
             if failures:
                 await anyio.sleep(min(30.0, 0.25 * 2 ** min(failures, 8)) * random.random())
 
     async def _listen(self) -> float | None:
-        """Open the stream and dispatch its events until it ends, fails or stalls.
-
-        Returns:
-            When it opened, or ``None`` if it never did.
-        """
+        """Open the stream and dispatch its events until it ends, fails or stalls; return when
+        it opened (``None``: it never did)."""
         opened_at: float | None = None
         watchdog = anyio.CancelScope()
         with anyio.CancelScope() as scope:
@@ -227,10 +174,17 @@ class EventWatcher:
                 async with self._api.event_stream() as response:
                     kind = response.headers.get("content-type", "")
                     if "text/event-stream" not in kind:
-                        raise _NotAStreamError(f"expected an event stream, got {kind!r}")
+                        raise httpx.DecodingError(f"expected an event stream, got {kind!r}")
                     opened_at = self._last_byte = anyio.current_time()
                     self._opened()
-                    await self._read(response)
+                    decoder = SSEDecoder()
+
+                    async def take(chunk: bytes) -> None:
+                        self._last_byte = anyio.current_time()
+                        for event in decoder.feed(chunk):
+                            self._dispatch(event)
+
+                    await consume(response, take)
                 logger.debug("event stream closed by the server; reconnecting")
             finally:
                 watchdog.cancel()
@@ -239,34 +193,16 @@ class EventWatcher:
             logger.debug("event stream stalled for %.1f s; reopening", self._stall)
         return opened_at
 
-    async def _read(self, response: httpx.Response) -> None:
-        decoder = SSEDecoder()
-
-        async def take(chunk: bytes) -> None:
-            self._last_byte = anyio.current_time()
-            for event in decoder.feed(chunk):
-                self._dispatch(event)
-
-        await consume(response, take)
-
-    def _stall_deadline(self) -> float:
-        """The last sign of life plus ``stall_timeout``: a byte, or (with generations
-        pending, on an open stream) a completion event."""
-        deadline = self._last_byte + self._stall
-        if self.poller.pending and self.state == "open":
-            deadline = min(deadline, self._last_event + self._stall)
-        return deadline
-
     async def _watch_stall(self, stream: anyio.CancelScope, watchdog: anyio.CancelScope) -> None:
-        """Cancel ``stream`` (its read) once `_stall_deadline` has passed.
-
-        A task that wakes at the deadline and looks again, rather than the read's own scope
-        with its deadline moved at every chunk: moving it reschedules a timer each time,
-        which cost as much as a thirtieth of the client's CPU with events pouring in.
-        """
+        """Cancel ``stream`` (its read) ``stall_timeout`` after the last sign of life: a byte,
+        or (with generations pending, on an open stream) a completion event. (Not a deadline
+        on the read's scope moved at every chunk: that reschedules a timer each time.)"""
         with watchdog:
             while True:
-                delay = self._stall_deadline() - anyio.current_time()
+                last = self._last_byte
+                if self.poller.pending and self.state == "open":
+                    last = min(last, self._last_event)
+                delay = last + self._stall - anyio.current_time()
                 if delay <= 0:
                     stream.cancel()
                     return
@@ -275,7 +211,6 @@ class EventWatcher:
     def _opened(self) -> None:
         self.connects += 1
         self.state = "open"
-        self._error = None
         self._last_event = anyio.current_time()
         if self._settled is not None:
             self._settled.set()
@@ -289,16 +224,16 @@ class EventWatcher:
         self.state = "down"
         self.poller.wake()
         settled = self._settled
-        if failures >= self._max_failures and settled is not None and not settled.is_set():
+        if failures >= _MAX_FAILURES and settled is not None and not settled.is_set():
             logger.debug("event stream unreachable after %d attempts; polling meanwhile", failures)
             settled.set()
 
     def _unavailable(self, error: OxenError) -> None:
         self.state = "unavailable"
-        self._error = error
         if self._fallback:
             logger.debug("event stream unavailable (%s); falling back to polling", error)
         else:
+            self._error = error
             for generation in list(self.poller.pending.values()):
                 fail(generation, error)
         if self._settled is not None:
@@ -306,9 +241,7 @@ class EventWatcher:
         self.poller.wake()
 
     def _dispatch(self, event: ServerSentEvent) -> None:
-        if event.event != COMPLETED_EVENT:
-            return
-        payload = parse_event(event.data)
+        payload = parse_event(event.data) if event.event == COMPLETED_EVENT else None
         if payload is None:
             return
         self._last_event = anyio.current_time()
@@ -316,10 +249,14 @@ class EventWatcher:
         if generation is not None:
             self._deliver(generation, payload)
         elif plausible_id(payload.generation_id):
-            self._remember(payload)
+            # The stream is user-scoped, so most unmatched events are other processes' jobs; a
+            # few may be ours, enqueued a moment ago with the answer still in flight.
+            self._recent[payload.generation_id] = payload
+            while len(self._recent) > _RECENT_LIMIT:
+                self._recent.popitem(last=False)
         else:
             # No generation of this client's can have it (ClientCore.track): keeping it would
-            # only push out events that may yet be claimed. Judged here, off the hot path.
+            # only push out events that may yet be claimed.
             logger.debug(
                 "skipped a %s event whose generation_id %.80r is not a plausible id",
                 COMPLETED_EVENT,
@@ -331,10 +268,3 @@ class EventWatcher:
             model=generation.model, params=generation.params, generation_id=generation.id
         )
         observe(generation, record)
-
-    def _remember(self, event: CompletionEvent) -> None:
-        # The stream is user-scoped, so most unmatched events are other processes' jobs; a few
-        # may be ours, enqueued a moment ago with the answer still in flight.
-        self._recent[event.generation_id] = event
-        while len(self._recent) > _RECENT_LIMIT:
-            self._recent.popitem(last=False)

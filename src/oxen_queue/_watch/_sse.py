@@ -1,23 +1,15 @@
 """A bounded Server-Sent Events decoder (the WHATWG framing), fed bytes as they arrive.
 
-Lines end with CRLF, LF or CR; ``field: value`` lines build an event; a blank line dispatches
-it; lines starting with ``:`` are comments (the API's ``: keep-alive``). ``id`` and ``retry``
-are ignored: the API documents no replay. "One leading U+FEFF BYTE ORDER MARK character must be
-ignored if any are present" (the specification): one, at the very start of the stream, even
-when its three bytes arrive in different chunks; one anywhere else is data.
-
-Unlike a reader that collects whole lines first, it never holds more than
-`MAX_LINE_BYTES` of one line: a longer line is dropped as it streams past, and the event
-it belonged to is dropped with it. So a server sending one endless line costs a bounded amount
-of memory, and the stream goes on with the next event.
+``id`` and ``retry`` are ignored: the API documents no replay. "One leading U+FEFF BYTE ORDER
+MARK character must be ignored if any are present" (the specification): one, at the very start
+of the stream, even split across chunks. A line longer than `MAX_LINE_BYTES` is dropped as it
+streams past, with its event, so an endless line costs bounded memory.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
-
-__all__ = ["MAX_LINE_BYTES", "SSEDecoder", "ServerSentEvent"]
 
 MAX_LINE_BYTES: Final = 1 << 20
 """The longest SSE line, and the largest event's data, accepted (1 MiB)."""
@@ -50,8 +42,7 @@ class SSEDecoder:
         self._data: list[str] = []
         self._size = 0
         self._broken = False  # a line of the current event was dropped
-        # The stream's first bytes, held until they show whether it starts with a BOM;
-        # None once that is settled (so one check per chunk is all it costs afterwards).
+        # The stream's first bytes, held until they show whether it starts with a BOM.
         self._head: bytes | None = b""
         self.dropped = 0
 
@@ -102,11 +93,8 @@ class SSEDecoder:
                 events.append(ServerSentEvent(self._event or "message", "\n".join(self._data)))
             self._event, self._data, self._size, self._broken = "", [], 0, False
             return
-        if line.startswith(b":"):
-            return  # a comment: the keep-alive
-        name, _, value = line.partition(b":")
-        if value.startswith(b" "):
-            value = value[1:]
+        name, _, value = line.partition(b":")  # a comment (the keep-alive) has no name
+        value = value.removeprefix(b" ")
         if name == b"data":
             if self._broken:
                 return  # its event is dropped already: keep nothing more of it
