@@ -155,12 +155,15 @@ def test_a_forked_child_makes_its_own_client_and_leaves_the_parents_alone(
         made.close()
 
 
+# As above: the job is queued 0.1-0.4 s, so the view's answer names it unfinished on any
+# machine (at the default scale it could finish before the view printed, on a busy one).
+@pytest.mark.oxen_emulator(time_scale=0.2)
 def test_the_example_runs_as_its_docstring_says(
     example: ModuleType, capsys: pytest.CaptureFixture[str]
 ) -> None:
     example.main()
     out = capsys.readouterr().out
-    assert re.search(r"view: 202, job \S+ \(queued\)", out)
+    assert re.search(r"view: 202, job \S+ \((queued|processing)\)", out)
     assert "task, retried: the same job" in out
     assert out.rstrip().endswith("view: succeeded")
 
