@@ -294,10 +294,12 @@ class ClientCore:
                 self._host_handle = spawn_detached(host, name="oxen-queue client")
                 await started.wait()
             else:
-                stack = AsyncExitStack()
-                outer = await stack.enter_async_context(anyio.create_task_group())
-                await outer.start(host)
-                self._stack = stack
+                # Kept open on success (pop_all); left at once if the host fails to start, so
+                # the caller's cancel scopes are as they were.
+                async with AsyncExitStack() as stack:
+                    outer = await stack.enter_async_context(anyio.create_task_group())
+                    await outer.start(host)
+                    self._stack = stack.pop_all()
         except BaseException:
             self._opening = None  # nothing was opened: the next call or `async with` may retry
             raise
