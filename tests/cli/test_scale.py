@@ -537,9 +537,10 @@ def test_parquet_metadata_holds_the_json_lines_rows_typed_in_row_groups(
     assert [row["steps"] for row in rows] == [10.0, 2.5, None, None, None]
 
 
-# A parameter's values: what JSON carries. The prompts readers take NaN and Infinity in a
-# JSON line, and 1e999 (infinity) or -Infinity in a CSV cell; they refuse NUL and unpaired
-# surrogates, NUL given here all the same (a manifest edited by hand may hold one).
+# A parameter's values: what JSON carries, and more. The prompts readers refuse NaN,
+# Infinity and 1e999 in a JSON line (a CSV cell keeps them as text), NUL and unpaired
+# surrogates; non-finite numbers and NUL are given here all the same (a manifest edited by
+# hand may hold them).
 _DATASET_TEXT: Final = st.text(st.characters(codec="utf-8"), max_size=8) | st.sampled_from(
     [HOSTILE_PROMPT, "", "\x00\x1f\x7f", '"[/]', "\u2028\u202e", "🐂x" * 30_000]
 )
