@@ -432,7 +432,9 @@ class AsyncClient:
         """
         return self._rows.generation(generation_id, deadline=deadline)
 
-    async def recover(self, *, wait: float | None = 120.0) -> list[Generation]:
+    async def recover(
+        self, *, wait: float | None = 120.0, include_own: bool = True
+    ) -> list[Generation]:
         """Every job the ledger knows as enqueued and unfinished, as generations.
 
         With a shared ledger, a restarted process takes over the jobs of clients that are gone,
@@ -441,14 +443,28 @@ class AsyncClient:
         Args:
             wait: Seconds to wait at most for gone clients' requests still within their deadline;
                 ``None`` waits as long as it takes.
+            include_own: Return this client's own pending generations too; ``False``: only
+                the jobs this call took over (for a client that sends while it recovers).
 
         Returns:
-            The generations (this client's pending ones too), with their requests' parameters.
+            The generations, with their requests' parameters.
 
         Raises:
             InvalidParamsError: ``wait`` is neither ``None`` nor finite seconds, zero or more.
         """
-        return await self._rows.recover(wait=wait)
+        return await self._rows.recover(wait=wait, include_own=include_own)
+
+    async def orphaned_requests(self) -> list[tuple[str, dict[str, Any]]]:
+        """The requests of gone clients whose jobs [`recover`][oxen_queue.AsyncClient.recover]
+        would take over, read from the ledger at once: ``(model, params)``, once for each
+        generation not finished or not known yet.
+
+        `recover` waits up to twice the request timeout for the unanswered ones (they may
+        still reach the server). A batch resumed meanwhile sends its other requests at once
+        and holds back only those identical to these, as many as listed: `recover` may hand
+        their jobs back.
+        """
+        return await self._rows.orphaned_requests()
 
     async def get_generation(self, generation_id: str) -> GenerationRecord:
         """The current row of a generation (``GET /api/ai/queue/{id}``).

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ._durations import optional_seconds
 from ._exceptions import InvalidParamsError
@@ -45,22 +45,38 @@ class Rows:
             fresh=False,
         )
 
-    async def recover(self, *, wait: float | None) -> list[Generation]:
-        """The ledger's unfinished jobs, taken over and watched, with this client's own."""
+    async def recover(self, *, wait: float | None, include_own: bool) -> list[Generation]:
+        """The ledger's unfinished jobs, taken over and watched (with this client's own
+        pending ones if ``include_own``)."""
         core = self._core
         wait = optional_seconds(wait, field="wait", zero=True)
         await core.opened()
         recovered = await recover_ids(core.enqueuer.ledger, core.enqueuer.reconciler, wait=wait)
+        taken: list[Generation] = []
         for generation_id, intent in recovered:
             core.enqueuer.own(generation_id)
-            core.track(
+            generation = core.track(
                 generation_id,
                 model=intent.model,
                 params=intent.params,
                 deadline=self._options.deadline,
                 fresh=False,
             )
-        return list(core.pending.values())
+            taken.append(generation)
+        return list(core.pending.values()) if include_own else taken
+
+    async def orphaned_requests(self) -> list[tuple[str, dict[str, Any]]]:
+        """Gone clients' requests whose jobs `recover` would take over: ``(model, params)``
+        once for each generation unfinished or not known yet."""
+        core = self._core
+        await core.opened()
+        return [
+            (intent.model, dict(intent.params))
+            for intent in await core.enqueuer.ledger.unfinished(orphaned_only=True)
+            for _ in range(
+                intent.count if intent.state in ("in_flight", "lost") else len(intent.pending)
+            )
+        ]
 
     async def finished(self, source: Generation | GenerationRecord | str) -> GenerationRecord:
         """The final record of a record, a generation or an id (waited for; ``GenerationError``

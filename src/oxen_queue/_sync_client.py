@@ -448,7 +448,9 @@ class Client:
             ),
         )
 
-    def recover(self, *, wait: float | None = 120.0) -> list[SyncGeneration]:
+    def recover(
+        self, *, wait: float | None = 120.0, include_own: bool = True
+    ) -> list[SyncGeneration]:
         """Every job the ledger knows as enqueued and unfinished, as generations.
 
         The blocking form of [`AsyncClient.recover`][oxen_queue.AsyncClient.recover].
@@ -456,17 +458,31 @@ class Client:
         Args:
             wait: Seconds to wait at most for gone clients' requests still within their deadline;
                 ``None`` waits as long as it takes.
+            include_own: Return this client's own pending generations too; ``False``: only
+                the jobs this call took over (for a client that sends while it recovers).
 
         Returns:
-            The generations (this client's pending ones too), with their requests' parameters.
+            The generations, with their requests' parameters.
 
         Raises:
             InvalidParamsError: ``wait`` is neither ``None`` nor finite seconds, zero or more.
         """
         return [
             SyncGeneration(self._bridge, generation)
-            for generation in self._bridge.run(self._async.recover(wait=wait))
+            for generation in self._bridge.run(
+                self._async.recover(wait=wait, include_own=include_own)
+            )
         ]
+
+    def orphaned_requests(self) -> list[tuple[str, dict[str, Any]]]:
+        """The requests of gone clients whose jobs [`recover`][oxen_queue.AsyncClient.recover] would
+        take over, read from the ledger at once: ``(model, params)``, once for each generation
+        not finished or not known yet.
+
+        The blocking form of
+        [`AsyncClient.orphaned_requests`][oxen_queue.AsyncClient.orphaned_requests].
+        """
+        return self._bridge.run(self._async.orphaned_requests())
 
     def get_generation(self, generation_id: str) -> GenerationRecord:
         """The current row of a generation (``GET /api/ai/queue/{id}``).

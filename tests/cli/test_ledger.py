@@ -38,11 +38,11 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
         yield emulator
 
 
-def _kill_mid_flight(hub: Emulator, prompts: Path, out: Path) -> None:
+def _kill_mid_flight(hub: Emulator, prompts: Path, out: Path, *, timeout: str = "1") -> None:
     """Run the batch with every answer 0.6 s late, and SIGKILL it with requests in flight."""
     hub.faults.update({"slow_rate": 1.0, "slow_seconds": 0.6})
     process = spawn(
-        "batch", str(prompts), "--out", str(out), "--concurrency", "6", "--timeout", "1"
+        "batch", str(prompts), "--out", str(out), "--concurrency", "6", "--timeout", timeout
     )
     wait_for_queued(process, out, 2)
 
@@ -70,6 +70,32 @@ def test_a_batch_killed_mid_flight_resumes_without_making_a_job_twice(
     assert hub.stats()["jobs_created"] == len(PROMPTS)  # each line made exactly one job
     assert {e["status"] for e in latest_by_line(out).values()} == {"succeeded"}
     assert f"{len(PROMPTS)} of {len(PROMPTS)} saved" in stdout
+
+
+@pytest.mark.slow
+@posix_only
+def test_a_resumed_batch_sends_its_other_lines_while_the_killed_runs_requests_may_land(
+    hub: Emulator, tmp_path: Path
+) -> None:
+    """The killed run's unanswered requests may reach the server until their deadline (twice
+    the 5 s timeout). The rerun holds back only the lines asking for what they asked for:
+    the lines added since are enqueued before that deadline, and every line still ends with
+    exactly one job (before, the rerun sent nothing until the deadline had passed)."""
+    prompts, out = write_prompts(tmp_path, *PROMPTS), tmp_path / "out"
+    _kill_mid_flight(hub, prompts, out, timeout="5")
+    with sqlite3.connect(out / "ledger.db") as db:
+        rows = db.execute("SELECT deadline FROM oxen_ledger_intents WHERE state = 'in_flight'")
+        deadlines = [row[0] for row in rows]
+    assert deadlines  # requests the killed run never heard back from
+    added = [f"a heron, number {i}" for i in range(6)]
+    prompts.write_text("\n".join([*PROMPTS, *added]) + "\n")
+
+    status, stdout, stderr = finish(spawn("batch", str(prompts), "--out", str(out)))
+    assert status == 0, stderr
+    assert hub.stats()["jobs_by_prompt"] == dict.fromkeys([*PROMPTS, *added], 1)
+    sent = [job.enqueued_at for job in hub.state.jobs.values() if job.params["prompt"] in added]
+    assert max(sent) < min(deadlines)
+    assert f"{len(PROMPTS) + len(added)} of {len(PROMPTS) + len(added)} saved" in stdout
 
 
 @pytest.mark.slow

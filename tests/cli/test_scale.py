@@ -851,8 +851,9 @@ def test_a_10000_line_batch_killed_mid_run_resumes_with_exactly_one_job_per_line
         monkeypatch.setenv("OXEN_API_KEY", SECRET_KEY)
         monkeypatch.delenv("OXEN_LEDGER", raising=False)
         # The emulator answers in milliseconds; a request may be in flight for twice its
-        # timeout, so the rerun waits that long (at most) for the killed run's requests to
-        # land: with 5 s, at most 10 s (30 s by default: a minute).
+        # timeout, so the rerun holds back the lines identical to the killed run's unanswered
+        # requests that long (at most) while it sends the others: with 5 s, at most 10 s
+        # (30 s by default: a minute), which the rest of the run outlasts.
         argv = ("batch", str(prompts), "--out", str(out), "--concurrency", "64", "--timeout", "5")
         # Its output unread (a pipe nobody reads would block it once full).
         process = subprocess.Popen([*CLI, *argv], stdout=subprocess.DEVNULL)

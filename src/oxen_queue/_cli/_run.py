@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import anyio
 from rich.live import Live
@@ -31,9 +32,10 @@ from ._files import RESUME_HINT, WriteFailedError, describe
 from ._interrupt import Interrupted
 from ._manifest import COMMIT_INTERVAL
 from ._scan import requests
-from ._shown import assemble
+from ._shown import assemble, shown
 
 if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectSendStream
     from rich.console import Console
 
     from .._client import AsyncClient
@@ -143,7 +145,7 @@ async def _recovered(client: AsyncClient, manifest: Manifest) -> dict[str, list[
     run was killed before the ledger heard how it ended, and an identical line further on
     must get a job of its own.
     """
-    generations = [g for g in await client.recover() if g.model is not None]
+    generations = [g for g in await client.recover(include_own=False) if g.model is not None]
     if not generations:
         return {}
     named = await anyio.to_thread.run_sync(manifest.naming, {g.id for g in generations})
@@ -153,6 +155,44 @@ async def _recovered(client: AsyncClient, manifest: Manifest) -> dict[str, list[
             key = request_key(str(generation.model), generation.params)
             recovered.setdefault(key, []).append(generation.id)
     return recovered
+
+
+@dataclass(slots=True)
+class _Recovery:
+    """The jobs an interrupted run sent and never wrote in the manifest (`_recovered`), by
+    request, found while the run sends its other requests.
+
+    ``recover()`` may wait up to twice the request timeout for requests the interrupted run
+    had sent and never heard back from (they may still reach the server). Meanwhile, of the
+    lines asking for a request the ledger lists (``orphaned_requests()``), as many as it
+    lists are held back; every other line is sent at once.
+
+    Attributes:
+        held: Lines still to hold back, by request key.
+        found: The jobs recovered and not given to a line yet, by request key; ``None`` while
+            recovering.
+        waiting: The lines held back: line, model and parameters.
+    """
+
+    held: Counter[str] = field(default_factory=Counter)
+    found: dict[str, list[str]] | None = None
+    waiting: list[tuple[PromptLine, str, dict[str, Any]]] = field(default_factory=list)
+
+    def hold(self, line: PromptLine, model: str, params: dict[str, Any]) -> bool:
+        """Hold back a line that may get a job still being recovered."""
+        if self.found is not None or not self.held:
+            return False
+        key = request_key(model, params)
+        if self.held[key] <= 0:
+            return False
+        self.held[key] -= 1
+        self.waiting.append((line, model, params))
+        return True
+
+    def take(self, model: str, params: dict[str, Any]) -> str | None:
+        """A recovered job for a request, given to the line asking (once)."""
+        ids = self.found.get(request_key(model, params)) if self.found else None
+        return ids.pop(0) if ids else None
 
 
 @dataclass(slots=True)
@@ -238,7 +278,12 @@ async def run_prompts(
     outcome = BatchOutcome(0)
     pricer = Pricer(client)
     cursor = BudgetCursor(max_spend) if max_spend is not None else None
-    recovered = await _recovered(client, manifest)
+    recovery = _Recovery()
+    if max_spend is None:  # a budget is decided in file order: recovered first, then sent
+        orphaned = await client.orphaned_requests()
+        recovery.held.update(request_key(model, params) for model, params in orphaned)
+    if not recovery.held:
+        recovery.found = await _recovered(client, manifest)
     adopted = 0
     over_budget = False
     dataset = DatasetWriter(out, manifest.index, model=model, metadata=metadata)
@@ -269,7 +314,6 @@ async def run_prompts(
             costs.add(generation_id, line_model, await pricer.price(line_model, params, rest))
 
     async def produce() -> None:
-        nonlocal adopted
         async with send:
             async for planned in requests(
                 reader, manifest.index, manifest.entry_at, retry_failed=retry_failed
@@ -280,31 +324,48 @@ async def run_prompts(
                 if planned.action == "skip":
                     await settled(planned, line_model, params)
                     continue
-                item = BatchItem(params=params, model=line.model)
-                one: Estimate | None = None
                 if planned.action == "reattach":
                     assert planned.entry is not None
+                    item = BatchItem(params=params, model=line.model)
                     item.generation_id = planned.entry.get("generation_id")
-                else:
-                    ids = recovered.get(request_key(line_model, params)) if recovered else None
-                    if ids:
-                        item.generation_id = ids.pop(0)
-                        adopted += 1
-                        manifest.append(
-                            line,
-                            generation_id=item.generation_id,
-                            status="queued",
-                            model=line_model,
-                            params=params,
-                        )
-                    else:
-                        one = await pricer.price(line_model, params, parameter_set(params))
-                        fits = cursor is None or cursor.take(one, line=line.number)
-                        if over_budget or not fits:
-                            not_generated(line, line_model, params)
-                            continue
-                item.tag = _Work(line, line_model, one)
-                await send.send(item)
+                    item.tag = _Work(line, line_model, None)
+                    await send.send(item)
+                elif not recovery.hold(line, line_model, params):
+                    await new_request(send, line, line_model, params)
+
+    async def new_request(
+        send: MemoryObjectSendStream[BatchItem],
+        line: PromptLine,
+        line_model: str,
+        params: dict[str, Any],
+    ) -> None:
+        """A request no run has sent: given a recovered job, else sent if the budget lets it."""
+        nonlocal adopted
+        item = BatchItem(params=params, model=line.model)
+        one: Estimate | None = None
+        if (generation_id := recovery.take(line_model, params)) is not None:
+            item.generation_id = generation_id
+            adopted += 1
+            manifest.append(
+                line, generation_id=generation_id, status="queued", model=line_model, params=params
+            )
+        else:
+            one = await pricer.price(line_model, params, parameter_set(params))
+            fits = cursor is None or cursor.take(one, line=line.number)
+            if over_budget or not fits:
+                not_generated(line, line_model, params)
+                return
+        item.tag = _Work(line, line_model, one)
+        await send.send(item)
+
+    async def recover_meanwhile(send: MemoryObjectSendStream[BatchItem]) -> None:
+        """Recover the interrupted run's jobs, then place the lines held back for them."""
+        async with send:
+            if recovery.found is None:
+                recovery.found = await _recovered(client, manifest)
+            held, recovery.waiting = recovery.waiting, []
+            for line, line_model, params in held:
+                await new_request(send, line, line_model, params)
 
     async def finished(item: BatchItem) -> None:
         nonlocal over_budget
@@ -336,14 +397,14 @@ async def run_prompts(
                 cost=None if cost is None else money(cost),
             )
             tally.add("succeeded", number=line.number, prompt=line.prompt, detail=None)
-            _plain_progress(console, view, line.prompt, f"saved {path}", succeeded=True)
+            _plain_progress(plain, view, line.prompt, f"saved {path}", succeeded=True)
             return
         ambiguous = isinstance(item.error, AmbiguousEnqueueError)
         status = "ambiguous" if ambiguous else failure_status(item)
         message = failure_message(item.error)
         manifest.append(line, **common, status=status, error=message)
         tally.add(status, number=line.number, prompt=line.prompt, detail=message)
-        _plain_progress(console, view, line.prompt, f"{status}: {message}", succeeded=False)
+        _plain_progress(plain, view, line.prompt, f"{status}: {message}", succeeded=False)
 
     async def one(item: BatchItem) -> None:
         work: _Work = item.tag
@@ -375,7 +436,8 @@ async def run_prompts(
         async for item in receive:
             await one(item)
 
-    if not console.is_terminal:
+    plain = None if console.is_terminal else console.file
+    if plain is not None:
         console.print(title)
     try:
         with _live(view, console, transient=False), interrupts.scope() as work:
@@ -387,6 +449,7 @@ async def run_prompts(
                     async with anyio.create_task_group() as workers:
                         for _ in range(concurrency):
                             workers.start_soon(worker)
+                        workers.start_soon(recover_meanwhile, send.clone())
                         await produce()
                 task_group.cancel_scope.cancel()
         if work.cancelled_caught:
@@ -556,12 +619,16 @@ def _live(view: BatchView, console: Console, *, transient: bool) -> AbstractCont
 
 
 def _plain_progress(
-    console: Console, view: BatchView, prompt: str, detail: str, *, succeeded: bool
+    plain: IO[str] | None, view: BatchView, prompt: str, detail: str, *, succeeded: bool
 ) -> None:
-    """Count a finished request; when the output is not a terminal, print its line, whose
-    number is one more than the last one's (counted and printed in one step: no await
-    between them, so concurrent requests cannot print the same number)."""
+    """Count a finished request; when the output is not a terminal (``plain``), print its
+    line there, whose number is one more than the last one's (counted and printed in one
+    step: no await between them, so concurrent requests cannot print the same number).
+
+    The line is made safe by `shown`, as the console would print it, without rich's
+    rendering (which cost a batch more than its own bookkeeping per line), and flushed: a
+    log that follows the run sees each line as it comes."""
     number = view.finish(succeeded=succeeded)
-    if not console.is_terminal:
-        line = f"[{number}/{view.total}] {prompt[:40]!r} {detail}"
-        console.print(line, soft_wrap=True)
+    if plain is not None:
+        plain.write(f"{shown(f'[{number}/{view.total}] {prompt[:40]!r} {detail}').plain}\n")
+        plain.flush()
