@@ -67,6 +67,7 @@ def open_ledger(
     connect: Callable[[], Session]
     errors: tuple[type[BaseException], ...]
     scrub: Callable[[str], str] = str  # the identity: a SQLite URL holds no secret
+    loop_connect: Callable[[], Session] | None = None  # the event loop's own (see SqlLedger)
     if scheme == "sqlite":
         import sqlite3
 
@@ -76,6 +77,8 @@ def open_ledger(
         connect = partial(
             _sqlite.SQLiteSession, path, synchronous=synchronous, busy_timeout=busy_timeout
         )
+        if synchronous != "full":  # a commit then syncs nothing (but see _sqlite)
+            loop_connect = partial(connect, waits=False)
         store, dialect, size = SqlStore, _sqlite.DIALECT, pool_size or 1
         display, errors = f"sqlite:{path}", (sqlite3.Error, OSError)  # OSError: no directory
     elif scheme in ("postgresql", "postgres"):
@@ -97,8 +100,12 @@ def open_ledger(
             "sqlite:relative/path.db or postgresql://user:password@host:port/dbname "
             "(postgres:// too)"
         )
+    owner = owner or Owner.current(client_id)
     return SqlLedger(
-        store(connect, dialect, owner=owner or Owner.current(client_id), pool_size=size),
+        store(connect, dialect, owner=owner, pool_size=size),
+        loop_store=None
+        if loop_connect is None
+        else SqlStore(loop_connect, dialect, owner=owner, pool_size=1),
         display=display,
         errors=errors,
         scrub=scrub,

@@ -44,6 +44,11 @@ class Session(abc.ABC):
         """Whether a failed transaction may simply be run again (deadlock, serialization)."""
         return False
 
+    def is_busy(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says another connection held a lock a statement needed, and the
+        session would not wait for it (SQLite's ``database is locked``)."""
+        return False
+
     @property
     def broken(self) -> bool:
         """Whether the connection is lost (it is then closed, not reused)."""

@@ -8,11 +8,22 @@
   log is synced at a checkpoint; ``full`` syncs every commit (a disk flush per enqueue). A
   killed process is the case the ledger exists for; a machine losing power also loses the
   event loop that would have reconciled.
+* ``wal_autocheckpoint=0``: no commit moves the log into the database (and syncs it);
+  `SqlLedger`'s lease thread does, every second, on a connection of its own, ``PASSIVE``: it
+  waits for nobody and nobody waits for it.
 * ``busy_timeout`` (default 10 s): a process waits for another's write lock, not fails.
 * ``BEGIN IMMEDIATE`` for every read-modify-write: the write lock is taken first, so two
   processes never both read and then conflict on commit (which SQLite fails, not waits for).
-* One connection per ledger by default: SQLite serialises writers anyway, and one connection
-  keeps its statement cache hot.
+* One connection per ledger by default for the worker threads: SQLite serialises writers
+  anyway, and one connection keeps its statement cache hot.
+* One more for the event loop's thread (``waits=False``), whose busy timeout is 0: the three
+  writes of the enqueue path run on it, without a thread hop (see `SqlLedger`). It cannot
+  hold the loop for long. It never waits for a lock: held by another connection, it answers
+  ``database is locked`` at once, and the write goes to a worker thread. A commit appends a
+  few pages to the log and, under ``NORMAL``, syncs nothing, with one exception: the first
+  commit after a checkpoint emptied the log starts it over and syncs its new header (SQLite
+  does so under ``NORMAL`` too), so at most one sync per checkpoint, a second apart in each
+  process. With ``full`` every commit syncs: no such connection, everything runs in threads.
 * The ledger's clock is this host's ``time.time()``, as an SQL function.
 """
 
@@ -83,10 +94,14 @@ def parse_sqlite_url(url: str) -> tuple[Path, str, float]:
 class SQLiteSession(Session):
     dialect = DIALECT
 
-    def __init__(self, path: Path, *, synchronous: str, busy_timeout: float) -> None:
+    def __init__(
+        self, path: Path, *, synchronous: str, busy_timeout: float, waits: bool = True
+    ) -> None:
+        """A connection; with ``waits=False``, one that never waits for a lock once open
+        (the event loop's: see above)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions (see transaction). Worker threads
-        # take turns with the connection, one at a time (the store's pool sees to it).
+        # isolation_level=None: no implicit transactions (see transaction). Threads take
+        # turns with the connection, one at a time (the store's pool sees to it).
         self._conn = sqlite3.connect(
             path, busy_timeout, isolation_level=None, check_same_thread=False, cached_statements=128
         )
@@ -99,6 +114,8 @@ class SQLiteSession(Session):
             self._conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
             self._conn.create_function("oxen_ledger_now", 0, time.time)
+            if not waits:  # opened (and WAL checked) with the URL's wait, as the others
+                self._conn.execute("PRAGMA busy_timeout = 0")
         except BaseException:
             self._conn.close()
             raise
@@ -129,3 +146,11 @@ class SQLiteSession(Session):
             if self._conn.in_transaction:  # also when COMMIT itself failed
                 self._conn.execute("ROLLBACK")
             raise
+
+    def is_busy(self, exc: BaseException) -> bool:
+        # SQLITE_BUSY and its extended codes (BUSY_SNAPSHOT, BUSY_RECOVERY), whose message
+        # is "database is locked" alike.
+        return (
+            isinstance(exc, sqlite3.OperationalError)
+            and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+        )

@@ -1,10 +1,22 @@
 """The `Ledger` protocol on a SQL database (SQLite or PostgreSQL).
 
-The blocking store (`_store`) runs in anyio worker threads, ``pool_size`` operations at once.
+The blocking store (`_store`) runs in anyio worker threads, ``pool_size`` operations at once,
+with one exception. On SQLite, the three writes of every enqueue (`record_intent` before the
+request, `record_ids` after its answer, `record_outcome` when its job ends) run on the event
+loop's thread, on a store of their own whose one session never waits for a lock (`_sqlite`):
+a thread hop costs more CPU than such a write (GIL hand-offs, their futex calls). Such a
+write holds the loop for as long as SQLite takes to append a few pages to the log: it waits
+for no lock and syncs nothing (bar one sync of the log's header after a checkpoint emptied
+it, at most one per checkpoint: see `_sqlite`). When another connection holds the write lock,
+the write runs again in a worker thread, which waits for the lock. PostgreSQL's writes are
+network round trips, and SQLite's sync under ``synchronous=full``: both stay in threads.
+
 A worker thread is never abandoned on cancellation: a write that started commits or fails
 before its caller sees the cancellation, so the ledger never disagrees with what the caller
-believes it wrote. The owner's lease is renewed by a daemon thread, not a task: it needs no
-task group from the caller, and keeps a live process alive while its event loop is busy.
+believes it wrote. A write on the loop's thread has no await: it cannot be cut in half, and
+the caller can be cancelled only before it, as before a thread's. The owner's lease is
+renewed by a daemon thread, not a task: it needs no task group from the caller, and keeps a
+live process alive while its event loop is busy.
 """
 
 from __future__ import annotations
@@ -13,13 +25,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, NoReturn, Self, TypeVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from ._base import Intent, LedgerError, Settlement, canonical_params, fingerprint_of
-from ._session import new_intent_id
+from ._session import Session, new_intent_id
 from ._store import SqlStore
 
 logger = logging.getLogger("oxen_queue")
@@ -31,13 +44,15 @@ _CHECKPOINT_EVERY: Final = 1.0  # seconds; bounds the write-ahead log to a secon
 
 class SqlLedger:
     """An enqueue ledger in SQLite or PostgreSQL, made by `open_ledger` (see its arguments):
-    ``display`` is its URL without credentials, ``errors`` the driver's exception types
-    (raised as `LedgerError`), ``scrub`` removes credentials from their messages."""
+    ``loop_store`` is the event loop's (SQLite's three writes of an enqueue: see above),
+    ``display`` its URL without credentials, ``errors`` the driver's exception types (raised
+    as `LedgerError`), ``scrub`` removes credentials from their messages."""
 
     def __init__(
         self,
         store: SqlStore,
         *,
+        loop_store: SqlStore | None = None,
         display: str,
         errors: tuple[type[BaseException], ...],
         scrub: Callable[[str], str],
@@ -47,6 +62,8 @@ class SqlLedger:
         retention: float | None,
     ) -> None:
         self._store = store
+        self._loop_store = loop_store
+        self._loop: tuple[SqlStore, Session] | None = None  # with its session, once open
         self.owner = store.owner
         self._display = display
         self._errors = errors
@@ -82,10 +99,12 @@ class SqlLedger:
             await self._call(self._store.register, self._lease_ttl)
             if self._retention is not None:
                 await self._call(self._store.prune, time.time() - self._retention)
+            if (loop := self._loop_store) is not None:  # opened here: it may wait for a lock
+                self._loop = (loop, await self._call(loop.open_session))
         except BaseException:
             self._state = "closed"
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._store.close)
+                await anyio.to_thread.run_sync(self._close)
             raise
         self._state = "open"
         self._heartbeat = threading.Thread(
@@ -110,7 +129,12 @@ class SqlLedger:
                 await self._run(self._store.close_owner)
                 await self._run(self._store.checkpoint)
             finally:
-                await anyio.to_thread.run_sync(self._store.close)
+                await anyio.to_thread.run_sync(self._close)
+
+    def _close(self) -> None:
+        self._store.close()
+        if self._loop_store is not None:
+            self._loop_store.close()
 
     def _renew(self) -> None:
         """The lease thread: renew every third of the lease; checkpoint every second."""
@@ -137,11 +161,32 @@ class SqlLedger:
         try:
             return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
         except self._errors as exc:
-            message = self._scrub(str(exc))
-            error = LedgerError(f"ledger {self._display}: {message}")
-            if message != str(exc):
-                raise error from None  # the driver's own message names a credential
-            raise error from exc
+            self._fail(exc)
+
+    async def _write_now(self, op: Callable[[SqlStore], T]) -> T:
+        """``op``, one write of an enqueue, on the loop's thread when it need not wait, else
+        in a worker thread (see above)."""
+        await anyio.lowlevel.checkpoint()  # where a thread's caller could be cancelled
+        if self._loop is not None and self._state == "open":
+            store, session = self._loop
+            try:
+                return op(store)
+            except self._errors as exc:
+                if not session.is_busy(exc):
+                    self._fail(exc)
+                # Another connection holds the lock. The attempt changed nothing, so it may
+                # run again: record_intent and record_outcome are one statement each, in
+                # autocommit, and record_ids one transaction (SqlStore._write), rolled back
+                # on any error. In a thread, which waits for the lock (the URL's busy_timeout).
+        return await self._call(op, self._store)
+
+    def _fail(self, exc: BaseException) -> NoReturn:
+        """Raise a driver's error as a `LedgerError`, without credentials."""
+        message = self._scrub(str(exc))
+        error = LedgerError(f"ledger {self._display}: {message}")
+        if message != str(exc):
+            raise error from None  # the driver's own message names a credential
+        raise error from exc
 
     def _touch(self, intent_id: str, *, done: bool) -> None:
         """Wake this client's waiters on the intent's fingerprint."""
@@ -166,8 +211,8 @@ class SqlLedger:
         fp = fingerprint_of(model, params_json)
         intent_id = new_intent_id()
         sent = time.time() if sent_at is None else sent_at
-        await self._call(
-            lambda: self._store.record_intent(
+        await self._write_now(
+            lambda store: store.record_intent(
                 intent_id,
                 model=model,
                 fingerprint=fp,
@@ -182,7 +227,8 @@ class SqlLedger:
         return intent_id
 
     async def record_ids(self, intent_id: str, ids: Sequence[str]) -> list[str]:
-        conflicts = await self._call(self._store.record_ids, intent_id, list(ids))
+        named = list(ids)
+        conflicts = await self._write_now(lambda store: store.record_ids(intent_id, named))
         self._touch(intent_id, done=True)
         if conflicts:
             logger.warning(
@@ -191,7 +237,7 @@ class SqlLedger:
         return conflicts
 
     async def record_outcome(self, generation_id: str, status: str) -> bool:
-        return await self._call(self._store.record_outcome, generation_id, status)
+        return await self._write_now(lambda store: store.record_outcome(generation_id, status))
 
     async def mark_lost(self, intent_id: str) -> None:
         await self._call(self._store.mark_lost, intent_id)

@@ -1,6 +1,7 @@
 """The ledger's operations in SQL, shared by SQLite and PostgreSQL, and the pool of sessions.
 
-Everything here blocks: `SqlLedger` calls it from worker threads. Each method runs in its own
+Everything here blocks: `SqlLedger` calls it from worker threads (and, on SQLite, three writes
+from the event loop's thread, on a store of their own). Each method runs in its own
 transaction and returns after the commit. The SQL is written once, with ``?`` placeholders
 and two tokens a `Dialect` fills in: ``{now}``, the ledger's clock (this host's for SQLite,
 the database server's for PostgreSQL, so leases and deadlines are judged on one clock
@@ -105,6 +106,12 @@ class SqlStore:
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self._auto(lambda s: s.rows(sql, params))
+
+    def open_session(self) -> Session:
+        """Open a session ahead of the first operation (opening may wait for a lock: call it
+        from a thread that can wait); return it."""
+        with self._session() as session:
+            return session
 
     def close(self) -> None:
         """Close every session (after the last operation and the last checkpoint)."""
