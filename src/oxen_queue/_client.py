@@ -435,14 +435,15 @@ class AsyncClient:
     async def recover(
         self, *, wait: float | None = 120.0, include_own: bool = True
     ) -> list[Generation]:
-        """Every job the ledger knows as enqueued and unfinished, as generations.
+        """The jobs the ledger knows as enqueued and unfinished, as generations: those of
+        gone clients, taken over, and this client's own (unless ``include_own`` is false).
 
         With a shared ledger, a restarted process takes over the jobs of clients that are gone,
         first settling their unanswered requests; each job goes to one recovering client.
 
         Args:
             wait: Seconds to wait at most for gone clients' requests still within their deadline;
-                ``None`` waits as long as it takes.
+                ``None`` waits as long as it takes (at most twice their timeout).
             include_own: Return this client's own pending generations too; ``False``: only
                 the jobs this call took over (for a client that sends while it recovers).
 
@@ -454,15 +455,15 @@ class AsyncClient:
         """
         return await self._rows.recover(wait=wait, include_own=include_own)
 
-    async def orphaned_requests(self) -> list[tuple[str, dict[str, Any]]]:
-        """The requests of gone clients whose jobs [`recover`][oxen_queue.AsyncClient.recover]
-        would take over, read from the ledger at once: ``(model, params)``, once for each
-        generation not finished or not known yet.
+    async def orphaned_requests(self) -> list[tuple[str, dict[str, Any], str | None]]:
+        """The requests of gone clients whose jobs `recover` would take over, read from the
+        ledger at once: ``(model, params, generation_id)`` for each generation not finished
+        (its id) or not known yet (``None``: its request was never answered).
 
         `recover` waits up to twice the request timeout for the unanswered ones (they may
         still reach the server). A batch resumed meanwhile sends its other requests at once
-        and holds back only those identical to these, as many as listed: `recover` may hand
-        their jobs back.
+        and holds back only those identical to these (one for each generation listed that
+        it does not already know by id): `recover` may hand their jobs back.
         """
         return await self._rows.orphaned_requests()
 

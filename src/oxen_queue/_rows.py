@@ -65,18 +65,17 @@ class Rows:
             taken.append(generation)
         return list(core.pending.values()) if include_own else taken
 
-    async def orphaned_requests(self) -> list[tuple[str, dict[str, Any]]]:
-        """Gone clients' requests whose jobs `recover` would take over: ``(model, params)``
-        once for each generation unfinished or not known yet."""
+    async def orphaned_requests(self) -> list[tuple[str, dict[str, Any], str | None]]:
+        """Gone clients' requests whose jobs `recover` would take over: ``(model, params,
+        id)`` for each generation unfinished (its id) or not known yet (``None``)."""
         core = self._core
         await core.opened()
-        return [
-            (intent.model, dict(intent.params))
-            for intent in await core.enqueuer.ledger.unfinished(orphaned_only=True)
-            for _ in range(
-                intent.count if intent.state in ("in_flight", "lost") else len(intent.pending)
-            )
-        ]
+        listed: list[tuple[str, dict[str, Any], str | None]] = []
+        for intent in await core.enqueuer.ledger.unfinished(orphaned_only=True):
+            unanswered = intent.state in ("in_flight", "lost")
+            ids = [None] * intent.count if unanswered else list(intent.pending)
+            listed.extend((intent.model, dict(intent.params), i) for i in ids)
+        return listed
 
     async def finished(self, source: Generation | GenerationRecord | str) -> GenerationRecord:
         """The final record of a record, a generation or an id (waited for; ``GenerationError``

@@ -451,13 +451,14 @@ class Client:
     def recover(
         self, *, wait: float | None = 120.0, include_own: bool = True
     ) -> list[SyncGeneration]:
-        """Every job the ledger knows as enqueued and unfinished, as generations.
+        """The jobs the ledger knows as enqueued and unfinished, as generations: those of gone
+        clients, taken over, and this client's own (unless ``include_own`` is false).
 
         The blocking form of [`AsyncClient.recover`][oxen_queue.AsyncClient.recover].
 
         Args:
             wait: Seconds to wait at most for gone clients' requests still within their deadline;
-                ``None`` waits as long as it takes.
+                ``None`` waits as long as it takes (at most twice their timeout).
             include_own: Return this client's own pending generations too; ``False``: only
                 the jobs this call took over (for a client that sends while it recovers).
 
@@ -474,10 +475,10 @@ class Client:
             )
         ]
 
-    def orphaned_requests(self) -> list[tuple[str, dict[str, Any]]]:
-        """The requests of gone clients whose jobs [`recover`][oxen_queue.AsyncClient.recover] would
-        take over, read from the ledger at once: ``(model, params)``, once for each generation
-        not finished or not known yet.
+    def orphaned_requests(self) -> list[tuple[str, dict[str, Any], str | None]]:
+        """The requests of gone clients whose jobs `recover` would take over, read from the ledger
+        at once: ``(model, params, generation_id)`` for each generation not finished (its id) or
+        not known yet (``None``: its request was never answered).
 
         The blocking form of
         [`AsyncClient.orphaned_requests`][oxen_queue.AsyncClient.orphaned_requests].

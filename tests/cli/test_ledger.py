@@ -8,9 +8,12 @@ import signal
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
+from oxen_queue._cli._prompts import PromptLine
+from oxen_queue._cli._run import _Recovery, request_key
 from oxen_queue.testing import Emulator, EmulatorConfig
 
 from .support import (
@@ -78,11 +81,11 @@ def test_a_resumed_batch_sends_its_other_lines_while_the_killed_runs_requests_ma
     hub: Emulator, tmp_path: Path
 ) -> None:
     """The killed run's unanswered requests may reach the server until their deadline (twice
-    the 5 s timeout). The rerun holds back only the lines asking for what they asked for:
+    the 8 s timeout). The rerun holds back only the lines asking for what they asked for:
     the lines added since are enqueued before that deadline, and every line still ends with
     exactly one job (before, the rerun sent nothing until the deadline had passed)."""
     prompts, out = write_prompts(tmp_path, *PROMPTS), tmp_path / "out"
-    _kill_mid_flight(hub, prompts, out, timeout="5")
+    _kill_mid_flight(hub, prompts, out, timeout="8")
     with sqlite3.connect(out / "ledger.db") as db:
         rows = db.execute("SELECT deadline FROM oxen_ledger_intents WHERE state = 'in_flight'")
         deadlines = [row[0] for row in rows]
@@ -143,3 +146,51 @@ def test_recover_without_a_ledger_says_how_to_name_one(hub: Emulator) -> None:
     status, _, stderr = finish(spawn("recover"))
     assert status == 2
     assert "--ledger" in stderr and "OXEN_LEDGER" in stderr
+
+
+class _Orphans:
+    """A client whose ledger lists gone clients' requests (model, params, id or None)."""
+
+    def __init__(self, *listed: tuple[str, dict[str, Any], str | None]) -> None:
+        self.listed = list(listed)
+
+    async def orphaned_requests(self) -> list[tuple[str, dict[str, Any], str | None]]:
+        return self.listed
+
+
+class _Named:
+    """A manifest naming some generation ids."""
+
+    def __init__(self, *ids: str) -> None:
+        self.ids = set(ids)
+
+    def naming(self, ids: set[str]) -> set[str]:
+        return ids & self.ids
+
+
+def _line(number: int, prompt: str) -> PromptLine:
+    return PromptLine(number=number, params={"prompt": prompt}, model=None, occurrence=0, digest=0)
+
+
+@pytest.mark.anyio
+async def test_a_resumed_run_holds_back_one_line_for_each_orphaned_job_the_manifest_lacks() -> None:
+    """Lines are held back only for the gone clients' generations the manifest does not name
+    (unanswered requests, or jobs it never recorded): the lines it names are reattached, and
+    an identical line further on is sent at once. Once recovered, each job goes to one line."""
+    model = "gpt-image-2"
+    ox, cow = {"prompt": "an ox"}, {"prompt": "a cow"}
+    client = _Orphans((model, ox, None), (model, ox, "job-known"), (model, cow, "job-named"))
+    recovery = _Recovery()
+    await recovery.hold_for(cast(Any, client), cast(Any, _Named("job-named")))
+    assert recovery.held == {request_key(model, ox): 2}
+    assert not recovery.hold(_line(1, "a cow"), model, cow)  # its job's line is reattached
+    held = [recovery.hold(_line(n, "an ox"), model, ox) for n in (2, 3, 4)]
+    assert held == [True, True, False]  # two held, the third sent at once
+    assert [line.number for line, _, _ in recovery.waiting] == [2, 3]
+
+    recovery.found = {request_key(model, ox): ["job-landed", "job-known"]}
+    assert not recovery.hold(_line(5, "an ox"), model, ox)  # recovered: nothing is held
+    assert recovery.take(model, ox) == "job-landed"
+    assert recovery.take(model, ox) == "job-known"
+    assert recovery.take(model, ox) is None  # the next is sent
+    assert recovery.take(model, cow) is None

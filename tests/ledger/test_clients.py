@@ -201,20 +201,23 @@ async def test_orphaned_requests_list_what_recover_takes_over_and_own_jobs_can_b
     tmp_path: Path,
 ) -> None:
     """A client closed with jobs still running leaves them to the next: ``orphaned_requests``
-    lists their requests at once (one entry per generation), and ``recover(include_own=False)``
+    lists their requests at once (one entry per generation, with its id), and
+    ``recover(include_own=False)``
     hands back those jobs without the recovering client's own."""
     with Emulator(config=EmulatorConfig(time_scale=100, unrelated_event_rate=0)) as emu:
         url = f"sqlite://{tmp_path}/ledger.db"
         async with AsyncClient(api_key=KEY, base_url=emu.base_url, ledger=url) as gone:
             left = await gone.enqueue_many("gpt-image-2", 2, prompt="left", quality="low")
-            await gone.enqueue("gpt-image-2", prompt="also left")
+            also_left = await gone.enqueue("gpt-image-2", prompt="also left")
         async with AsyncClient(api_key=KEY, base_url=emu.base_url, ledger=url) as client:
             orphaned = await client.orphaned_requests()
-            assert sorted(orphaned, key=str) == [
-                ("gpt-image-2", {"prompt": "also left"}),
-                ("gpt-image-2", {"prompt": "left", "quality": "low"}),
-                ("gpt-image-2", {"prompt": "left", "quality": "low"}),
-            ]
+            assert sorted(orphaned, key=str) == sorted(
+                [
+                    ("gpt-image-2", {"prompt": "also left"}, also_left.id),
+                    *[("gpt-image-2", {"prompt": "left", "quality": "low"}, g.id) for g in left],
+                ],
+                key=str,
+            )
             mine = await client.enqueue("gpt-image-2", prompt="mine")
             taken = await client.recover(wait=0, include_own=False)
             assert mine not in taken

@@ -53,7 +53,8 @@ async def _written(ledger: SqlLedger, intent_id: str) -> None:
 async def test_on_sqlite_the_three_writes_stay_on_the_loops_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with ledger_for(f"sqlite://{tmp_path}/ledger.db") as ledger:
+    # A lease of an hour: no renewal (a write on the lease thread) can take the lock meanwhile.
+    async with ledger_for(f"sqlite://{tmp_path}/ledger.db", lease_ttl=3600) as ledger:
         # Each statement on the ledger's tables of requests, on any of its connections (not
         # the lease thread's upkeep), with the connection and the thread that ran it.
         ran: list[tuple[str, int]] = []

@@ -28,7 +28,7 @@ from .._money import total
 from ._cost import BudgetCursor, Estimate, Pricer, charged_costs, money, parameter_set
 from ._dataset import LEFT_OUT, DatasetWriter, MetadataFormat
 from ._display import NOT_SENT, BatchView, Tally, failure_message, failure_status, plural
-from ._files import RESUME_HINT, WriteFailedError, describe
+from ._files import RESUME_HINT, OutDirectoryError, WriteFailedError, describe
 from ._interrupt import Interrupted
 from ._manifest import COMMIT_INTERVAL
 from ._scan import requests
@@ -145,7 +145,10 @@ async def _recovered(client: AsyncClient, manifest: Manifest) -> dict[str, list[
     run was killed before the ledger heard how it ended, and an identical line further on
     must get a job of its own.
     """
-    generations = [g for g in await client.recover(include_own=False) if g.model is not None]
+    # No limit on the wait: a limit shorter than twice the request timeout would leave a
+    # request that may still land unsettled, and its line would be sent again.
+    taken = await client.recover(wait=None, include_own=False)
+    generations = [g for g in taken if g.model is not None]
     if not generations:
         return {}
     named = await anyio.to_thread.run_sync(manifest.naming, {g.id for g in generations})
@@ -164,8 +167,9 @@ class _Recovery:
 
     ``recover()`` may wait up to twice the request timeout for requests the interrupted run
     had sent and never heard back from (they may still reach the server). Meanwhile, of the
-    lines asking for a request the ledger lists (``orphaned_requests()``), as many as it
-    lists are held back; every other line is sent at once.
+    lines asking for a request the ledger lists (``orphaned_requests()``), as many are held
+    back as it lists generations the manifest does not name; every other line is sent at
+    once.
 
     Attributes:
         held: Lines still to hold back, by request key.
@@ -177,6 +181,14 @@ class _Recovery:
     held: Counter[str] = field(default_factory=Counter)
     found: dict[str, list[str]] | None = None
     waiting: list[tuple[PromptLine, str, dict[str, Any]]] = field(default_factory=list)
+
+    async def hold_for(self, client: AsyncClient, manifest: Manifest) -> None:
+        """Count the lines to hold back: one for each generation of the gone clients'
+        requests that the manifest does not name (the lines it names are reattached)."""
+        orphaned = await client.orphaned_requests()
+        known = {i for _, _, i in orphaned if i is not None}
+        named = await anyio.to_thread.run_sync(manifest.naming, known) if known else set()
+        self.held.update(request_key(m, p) for m, p, i in orphaned if i is None or i not in named)
 
     def hold(self, line: PromptLine, model: str, params: dict[str, Any]) -> bool:
         """Hold back a line that may get a job still being recovered."""
@@ -280,8 +292,7 @@ async def run_prompts(
     cursor = BudgetCursor(max_spend) if max_spend is not None else None
     recovery = _Recovery()
     if max_spend is None:  # a budget is decided in file order: recovered first, then sent
-        orphaned = await client.orphaned_requests()
-        recovery.held.update(request_key(model, params) for model, params in orphaned)
+        await recovery.hold_for(client, manifest)
     if not recovery.held:
         recovery.found = await _recovered(client, manifest)
     adopted = 0
@@ -362,7 +373,15 @@ async def run_prompts(
         """Recover the interrupted run's jobs, then place the lines held back for them."""
         async with send:
             if recovery.found is None:
-                recovery.found = await _recovered(client, manifest)
+                try:
+                    recovery.found = await _recovered(client, manifest)
+                except (LedgerError, OutDirectoryError) as exc:
+                    # Lines were sent meanwhile: the run stops as when a write fails mid-run
+                    # (the lines held back stay unsent: a rerun recovers them).
+                    raise WriteFailedError(
+                        f"could not recover what the interrupted run sent: {exc}; the run "
+                        f"stopped: {RESUME_HINT}"
+                    ) from exc
             held, recovery.waiting = recovery.waiting, []
             for line, line_model, params in held:
                 await new_request(send, line, line_model, params)

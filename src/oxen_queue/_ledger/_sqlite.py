@@ -17,8 +17,9 @@
 * One connection per ledger by default for the worker threads: SQLite serialises writers
   anyway, and one connection keeps its statement cache hot.
 * One more for the event loop's thread (``waits=False``), whose busy timeout is 0: the three
-  writes of the enqueue path run on it, without a thread hop (see `SqlLedger`). It cannot
-  hold the loop for long. It never waits for a lock: held by another connection, it answers
+  writes of the enqueue path run on it, without a thread hop (see `SqlLedger`). It holds the
+  loop for a fraction of a millisecond as a rule (SQLite's own brief retries of a read lock
+  aside). It never waits for a lock: held by another connection, it answers
   ``database is locked`` at once, and the write goes to a worker thread. A commit appends a
   few pages to the log and, under ``NORMAL``, syncs nothing, with one exception: the first
   commit after a checkpoint emptied the log starts it over and syncs its new header (SQLite
@@ -152,5 +153,5 @@ class SQLiteSession(Session):
         # is "database is locked" alike.
         return (
             isinstance(exc, sqlite3.OperationalError)
-            and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+            and getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
         )
