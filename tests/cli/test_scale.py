@@ -457,6 +457,40 @@ def test_parquet_metadata_loads_with_datasets_and_a_switch_back_leaves_one_metad
     assert oxen_emulator.stats()["jobs_created"] == 3  # the rerun sent nothing
 
 
+def test_a_parquet_conversion_pyarrow_refuses_keeps_the_rows_as_json_lines(
+    oxen_emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should pyarrow refuse the rows (none is known to make it), the run ends with one
+    error line, never a traceback, and the rows stay in ``metadata.jsonl``, the only
+    metadata file (an earlier run's ``metadata.parquet`` is gone: it is out of date)."""
+    import pyarrow
+    import pyarrow.parquet
+
+    prompts, out = write_prompts(tmp_path, "an ox", "a cow"), tmp_path / "out"
+    out.mkdir()
+    (out / "metadata.parquet").write_bytes(b"an earlier run's")
+
+    class Refusing(pyarrow.parquet.ParquetWriter):  # type: ignore[misc]
+        def write_table(self, *_: object, **__: object) -> None:
+            raise pyarrow.lib.ArrowInvalid("Could not convert 'ox' with type str: tried to convert")
+
+    monkeypatch.setattr(pyarrow.parquet, "ParquetWriter", Refusing)
+    argv = ["batch", str(prompts), "--out", str(out), "--metadata", "parquet"]
+    status, stdout, stderr = run(argv, capsys)
+    assert status == 1, stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "error: cannot convert the dataset's rows to metadata.parquet (Could not convert 'ox' "
+        f"with type str: tried to convert); they are in {out / 'metadata.jsonl'} as JSON lines"
+    )
+    assert sorted(path.name for path in out.glob("metadata.*")) == ["metadata.jsonl"]
+    rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert sorted(row["prompt"] for row in rows) == ["a cow", "an ox"]
+
+
 def test_parquet_metadata_holds_the_json_lines_rows_typed_in_row_groups(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -225,7 +225,27 @@ class DatasetWriter:
         except OSError as exc:
             self.discard()
             raise self._failed(exc) from exc
+        except Exception as exc:
+            # pyarrow's own refusals (ArrowInvalid, ArrowTypeError...): none is known to
+            # happen (the schema follows the values seen), but one must not reach the user
+            # as a traceback. The JSON lines are kept beside the run, as metadata.jsonl.
+            if self._arrow is None or not isinstance(exc, self._arrow[0].ArrowException):
+                raise
+            self._keep_rows()
+            self.discard()
+            raise WriteFailedError(
+                f"cannot convert the dataset's rows to {self.metadata.name} ({exc}); they are "
+                f"in {self.out / METADATA} as JSON lines"
+            ) from exc
         self._files.clear()
+
+    def _keep_rows(self) -> None:
+        """Put the JSON lines a failed Parquet conversion left in place, as metadata.jsonl
+        (the only metadata file: an earlier run's metadata.parquet is out of date)."""
+        temporary, _ = self._files[METADATA]
+        with contextlib.suppress(OSError):
+            os.replace(temporary, self.out / METADATA)
+            (self.out / _METADATA_FILES["parquet"]).unlink(missing_ok=True)
 
     def _to_parquet(self, source: Path) -> Path:
         """The rows of ``source`` (JSON lines, removed once converted) in a temporary
