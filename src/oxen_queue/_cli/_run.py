@@ -135,7 +135,9 @@ def request_key(model: str, params: dict[str, Any]) -> str:
     return json.dumps([model, params], sort_keys=True, default=str)
 
 
-async def _recovered(client: AsyncClient, manifest: Manifest) -> dict[str, list[str]]:
+async def _recovered(
+    client: AsyncClient, manifest: Manifest, looked_up: set[str], named: set[str]
+) -> dict[str, list[str]]:
     """Requests an interrupted run sent but never wrote in the manifest, by request.
 
     The ledger has them (the request was recorded before it left): ``recover()`` hands back
@@ -143,7 +145,8 @@ async def _recovered(client: AsyncClient, manifest: Manifest) -> dict[str, list[
     exactly those, instead of being enqueued again. A job the manifest already names is its
     line's (reattached by id), never another's: the ledger may still list it when the
     run was killed before the ledger heard how it ended, and an identical line further on
-    must get a job of its own.
+    must get a job of its own. ``looked_up``: ids already looked for in the manifest, of
+    which it names ``named`` (the manifest is read again only for the others).
     """
     # No limit on the wait: a limit shorter than twice the request timeout would leave a
     # request that may still land unsettled, and its line would be sent again.
@@ -151,7 +154,9 @@ async def _recovered(client: AsyncClient, manifest: Manifest) -> dict[str, list[
     generations = [g for g in taken if g.model is not None]
     if not generations:
         return {}
-    named = await anyio.to_thread.run_sync(manifest.naming, {g.id for g in generations})
+    unseen = {g.id for g in generations} - looked_up
+    if unseen:
+        named = named | await anyio.to_thread.run_sync(manifest.naming, unseen)
     recovered: dict[str, list[str]] = {}
     for generation in generations:
         if generation.id not in named:
@@ -181,30 +186,52 @@ class _Recovery:
     held: Counter[str] = field(default_factory=Counter)
     found: dict[str, list[str]] | None = None
     waiting: list[tuple[PromptLine, str, dict[str, Any]]] = field(default_factory=list)
+    looked_up: set[str] = field(default_factory=set)
+    named: set[str] = field(default_factory=set)
 
     async def hold_for(self, client: AsyncClient, manifest: Manifest) -> None:
         """Count the lines to hold back: one for each generation of the gone clients'
-        requests that the manifest does not name (the lines it names are reattached)."""
+        requests that the manifest does not name (the lines it names are reattached). The
+        ids looked for, and those it names, are kept for `_recovered`."""
         orphaned = await client.orphaned_requests()
-        known = {i for _, _, i in orphaned if i is not None}
-        named = await anyio.to_thread.run_sync(manifest.naming, known) if known else set()
-        self.held.update(request_key(m, p) for m, p, i in orphaned if i is None or i not in named)
+        self.looked_up = {i for _, _, i in orphaned if i is not None}
+        if self.looked_up:
+            self.named = await anyio.to_thread.run_sync(manifest.naming, self.looked_up)
+        self.held.update(
+            request_key(m, p) for m, p, i in orphaned if i is None or i not in self.named
+        )
+
+    async def recover(self, client: AsyncClient, manifest: Manifest) -> None:
+        """Find the jobs (`_recovered`): from now on, lines take them and none is held."""
+        self.found = await _recovered(client, manifest, self.looked_up, self.named)
 
     def hold(self, line: PromptLine, model: str, params: dict[str, Any]) -> bool:
-        """Hold back a line that may get a job still being recovered."""
+        """Hold back a line that may get a job still being recovered. A request whose lines
+        are all held is dropped from ``held``: once none is left, no line is keyed."""
         if self.found is not None or not self.held:
             return False
         key = request_key(model, params)
-        if self.held[key] <= 0:
+        if key not in self.held:
             return False
         self.held[key] -= 1
+        if not self.held[key]:
+            del self.held[key]
         self.waiting.append((line, model, params))
         return True
 
     def take(self, model: str, params: dict[str, Any]) -> str | None:
-        """A recovered job for a request, given to the line asking (once)."""
-        ids = self.found.get(request_key(model, params)) if self.found else None
-        return ids.pop(0) if ids else None
+        """A recovered job for a request, given to the line asking (once). A request whose
+        jobs are all given is dropped: once none is left, no line is keyed."""
+        if not self.found:
+            return None
+        key = request_key(model, params)
+        ids = self.found.get(key)
+        if not ids:
+            return None
+        generation_id = ids.pop(0)
+        if not ids:
+            del self.found[key]
+        return generation_id
 
 
 @dataclass(slots=True)
@@ -294,7 +321,7 @@ async def run_prompts(
     if max_spend is None:  # a budget is decided in file order: recovered first, then sent
         await recovery.hold_for(client, manifest)
     if not recovery.held:
-        recovery.found = await _recovered(client, manifest)
+        await recovery.recover(client, manifest)
     adopted = 0
     over_budget = False
     dataset = DatasetWriter(out, manifest.index, model=model, metadata=metadata)
@@ -374,7 +401,7 @@ async def run_prompts(
         async with send:
             if recovery.found is None:
                 try:
-                    recovery.found = await _recovered(client, manifest)
+                    await recovery.recover(client, manifest)
                 except (LedgerError, OutDirectoryError) as exc:
                     # Lines were sent meanwhile: the run stops as when a write fails mid-run
                     # (the lines held back stay unsent: a rerun recovers them).
